@@ -1,0 +1,67 @@
+"""mPanel: the control panel that agents push their metrics to.
+
+`create_app(settings)` builds the WSGI app: the agent API (`api.py`) and the browser pages
+(`views.py`) as two Bottle apps merged into one, with auth and JSON-error plugins, a database
+connection per request, and security headers on every answer.
+"""
+__version__ = "0.1.0"
+
+import json
+import logging
+
+import bottle
+
+from . import api, auth, db, views
+
+log = logging.getLogger("mpanel")
+
+# Pages are small; the API reads its own bodies with its own limits (api.read_body).
+bottle.BaseRequest.MEMFILE_MAX = 64 * 1024
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+                               "form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def create_app(settings, database=None):
+    """The panel as a WSGI app. Binds the models to `settings.database_url` unless a database
+    is given."""
+    database = database or db.bind(settings.database_url, max_connections=settings.threads + 4)
+    key_cache = auth.VerifiedKeyCache()
+
+    app = bottle.Bottle()
+    app.key_cache = key_cache  # tests and benchmarks count bcrypt checks through it
+    app.settings = settings
+    plugin = auth.AuthPlugin(key_cache)
+    for part in (api.build_api(settings), views.build_views(settings)):
+        part.install(plugin)
+        app.merge(part)
+
+    @app.hook("before_request")
+    def open_connection():
+        database.connect(reuse_if_open=True)
+
+    @app.hook("after_request")
+    def close_connection_and_secure():
+        if not database.is_closed():
+            database.close()
+        for name, value in SECURITY_HEADERS.items():
+            bottle.response.set_header(name, value)
+
+    def error_page(error):
+        """JSON for the API (agents parse it), plain text for the rest."""
+        bottle.response.set_header("Cache-Control", "no-store")
+        if bottle.request.path.startswith("/api/"):
+            bottle.response.content_type = "application/json"
+            return json.dumps({"error": f"{error.status_line[4:]}: {bottle.request.method} "
+                                        f"{bottle.request.path}"})
+        bottle.response.content_type = "text/plain; charset=utf-8"
+        return f"{error.status_line}\n{error.body or ''}\n"
+
+    for status in (400, 403, 404, 405, 413, 500):
+        app.error(status)(error_page)
+    return app

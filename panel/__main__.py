@@ -1,0 +1,175 @@
+"""`python -m panel COMMAND`: the panel's command line.
+
+  serve [--host H] [--port P]   run the panel under Waitress
+  init-db                       create or upgrade the schema (idempotent)
+  create-admin USERNAME         password from MPANEL_ADMIN_PASSWORD, else prompted
+  add-server NAME [--critical]  create a server and print its API key, once
+  list-servers                  servers, their agents and when they were last seen
+  run-local                     `make run`: all of the above for this machine, plus its agent
+
+Every command reads MPANEL_DATABASE_URL (and the other MPANEL_* settings, see settings.py).
+"""
+import argparse
+import getpass
+import logging
+import os
+import sys
+
+from . import settings as settings_module
+
+log = logging.getLogger("mpanel")
+
+
+def _database(settings):
+    from . import db
+
+    database = db.bind(settings.database_url)
+    db.init_schema(database)
+    return database
+
+
+def cmd_serve(settings, args):
+    import waitress
+
+    from . import create_app, db
+
+    db.init_schema(db.bind(settings.database_url, max_connections=settings.threads + 4))
+    app = create_app(settings, database=db.database_proxy.obj)
+    log.info("serving host=%s port=%s threads=%s database=%s", settings.host, settings.port,
+             settings.threads, _redacted(settings.database_url))
+    # Waitress's own cap is a backstop well above ours, so normal oversize requests get our
+    # JSON 413 rather than Waitress's plain-text one.
+    waitress.serve(app, host=settings.host, port=settings.port, threads=settings.threads,
+                   max_request_body_size=settings.max_body_bytes * 4, ident="mPanel",
+                   clear_untrusted_proxy_headers=True, _quiet=True)
+    return 0
+
+
+def cmd_init_db(settings, args):
+    from . import db
+
+    version = db.init_schema(db.bind(settings.database_url))
+    print(f"schema version {version} ready at {_redacted(settings.database_url)}")
+    return 0
+
+
+def cmd_create_admin(settings, args):
+    from . import services
+
+    _database(settings)
+    password = os.environ.get("MPANEL_ADMIN_PASSWORD")
+    if not password:
+        if not sys.stdin.isatty():
+            print("error: set MPANEL_ADMIN_PASSWORD or run in a terminal", file=sys.stderr)
+            return 2
+        password = getpass.getpass(f"Password for {args.username}: ")
+        if password != getpass.getpass("Again: "):
+            print("error: passwords differ", file=sys.stderr)
+            return 2
+    try:
+        created = services.set_admin(args.username, password, settings.bcrypt_rounds,
+                                     role=args.role)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"admin {args.username} {'created' if created else 'password updated'}")
+    return 0
+
+
+def cmd_add_server(settings, args):
+    from . import services
+
+    _database(settings)
+    try:
+        server, key = services.add_server(args.name, settings.bcrypt_rounds,
+                                          critical=args.critical)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.quiet:
+        print(key)
+        return 0
+    print(f"server {server.name!r} created with id {server.id}")
+    print(f"API key (shown once, store it now): {key}")
+    return 0
+
+
+def cmd_list_servers(settings, args):
+    from . import views
+
+    _database(settings)
+    rows = views.server_rows(settings.offline_after)
+    if not rows:
+        print("no servers; add one with: python -m panel add-server NAME")
+        return 0
+    header = ("ID", "NAME", "HOSTNAME", "STATUS", "LAST SEEN", "CPU %", "MEM %")
+    table = [header] + [(str(r["id"]), r["name"], r["hostname"], r["status"], r["last_seen"],
+                         "" if r["cpu"] is None else f"{r['cpu']:.1f}",
+                         "" if r["memory"] is None else f"{r['memory']:.1f}") for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_run_local(settings, args):
+    from . import local
+
+    return local.run(settings)
+
+
+def _redacted(url):
+    """The database URL without its password, for logs."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m panel", description=__doc__.split("\n")[0])
+    parser.add_argument("--log-level", default=os.environ.get("MPANEL_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the panel under Waitress")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("init-db", help="create or upgrade the schema").set_defaults(func=cmd_init_db)
+
+    admin = sub.add_parser("create-admin", help="create an admin or reset its password")
+    admin.add_argument("username")
+    admin.add_argument("--role", choices=("admin", "viewer"), default="admin")
+    admin.set_defaults(func=cmd_create_admin)
+
+    add = sub.add_parser("add-server", help="create a server and print its API key once")
+    add.add_argument("name")
+    add.add_argument("--critical", action="store_true", help="alert when it goes offline")
+    add.add_argument("--quiet", action="store_true", help="print only the key")
+    add.set_defaults(func=cmd_add_server)
+
+    sub.add_parser("list-servers", help="list servers").set_defaults(func=cmd_list_servers)
+    sub.add_parser("run-local", help="set up and run panel + local agent (make run)") \
+        .set_defaults(func=cmd_run_local)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = settings_module.from_env(host=getattr(args, "host", None),
+                                            port=getattr(args, "port", None))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return args.func(settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

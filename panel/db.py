@@ -1,0 +1,95 @@
+"""Database selection and schema set-up.
+
+The database comes from one URL (`sqlite:///path` or `postgresql://user@host:port/name`) and is
+bound late to the models through `database_proxy`, so the CLI, the web app and the tests can each
+point the same models at a different database.
+
+`init_schema()` is idempotent: on PostgreSQL it runs `sql/schema.sql` (the reviewed DDL is what
+production runs); on SQLite, Peewee creates the same tables from the models. A test keeps the two
+in step by introspecting both.
+"""
+import datetime
+import urllib.parse
+from pathlib import Path
+
+import peewee
+from playhouse.pool import PooledPostgresqlDatabase
+
+database_proxy = peewee.DatabaseProxy()
+
+SCHEMA_VERSION = 1
+SCHEMA_SQL = Path(__file__).resolve().parent.parent / "sql" / "schema.sql"
+
+# SQLite settings: WAL lets the dashboard read while an agent writes; busy_timeout makes a
+# writer wait for the lock instead of failing at once under concurrent agents.
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "synchronous": "normal",
+    "foreign_keys": 1,
+    "busy_timeout": 10_000,
+}
+
+
+def utcnow():
+    """Naive UTC: the schema's TIMESTAMP columns hold UTC without a zone, on both databases."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def open_database(url, max_connections=20):
+    """Return an unconnected Peewee database for `url`."""
+    parsed = urllib.parse.urlsplit(url)
+    scheme = parsed.scheme.split("+")[0]
+    if scheme == "sqlite":
+        if parsed.netloc:
+            raise ValueError("sqlite URLs look like sqlite:///relative/path or sqlite:////abs/path")
+        # As in SQLAlchemy: three slashes then a relative path, four for an absolute one.
+        path = urllib.parse.unquote(parsed.path)[1:]
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # JSON detail columns are plain text in SQLite.
+        return peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, field_types={"JSON": "TEXT"},
+                                     check_same_thread=False)
+    if scheme in ("postgres", "postgresql"):
+        params = dict(urllib.parse.parse_qsl(parsed.query))
+        return PooledPostgresqlDatabase(
+            urllib.parse.unquote(parsed.path.lstrip("/")) or "postgres",
+            user=urllib.parse.unquote(parsed.username) if parsed.username else None,
+            password=urllib.parse.unquote(parsed.password) if parsed.password else None,
+            host=parsed.hostname or None,
+            port=parsed.port or None,
+            max_connections=max_connections,
+            stale_timeout=300,
+            autorollback=True,
+            **params,
+        )
+    raise ValueError(f"unsupported database URL scheme {parsed.scheme!r}: "
+                     "use sqlite:///path or postgresql://user@host/db")
+
+
+def bind(url, max_connections=20):
+    """Point the models at the database for `url` and return it."""
+    database = open_database(url, max_connections=max_connections)
+    database_proxy.initialize(database)
+    return database
+
+
+def is_postgres(database=None):
+    database = database or database_proxy.obj
+    return isinstance(database, peewee.PostgresqlDatabase)
+
+
+def init_schema(database=None):
+    """Create missing tables and indexes and record the schema version. Safe to run again."""
+    from . import models  # late: models import this module
+
+    database = database or database_proxy.obj
+    with database.connection_context():
+        with database.atomic():
+            if is_postgres(database):
+                database.execute_sql(SCHEMA_SQL.read_text())
+            else:
+                database.create_tables(models.ALL_MODELS, safe=True)
+            current = models.SchemaVersion.select(peewee.fn.MAX(models.SchemaVersion.version)).scalar()
+            if current is None or current < SCHEMA_VERSION:
+                models.SchemaVersion.create(version=SCHEMA_VERSION, applied_at=utcnow())
+    return SCHEMA_VERSION

@@ -1,0 +1,185 @@
+"""Peewee models, matching `sql/schema.sql` column for column, and the named queries on them.
+
+Views and the API call the query functions here (`latest_sample_per_agent()`, ...) rather than
+building queries themselves, so every query the panel runs can be read in one place.
+"""
+import json
+
+import peewee
+
+from .db import database_proxy, utcnow
+
+
+class CompactJSONField(peewee.Field):
+    """JSON kept as compact text: `json` on PostgreSQL, TEXT on SQLite.
+
+    psycopg2 already decodes `json` columns, so a value may come back parsed.
+    """
+
+    field_type = "JSON"
+
+    def db_value(self, value):
+        if value is None:
+            return None
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+    def python_value(self, value):
+        if value is None or not isinstance(value, (str, bytes)):
+            return value
+        return json.loads(value)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database_proxy
+
+
+class SchemaVersion(BaseModel):
+    version = peewee.IntegerField(primary_key=True)
+    applied_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "schema_version"
+
+
+class Server(BaseModel):
+    """A server the admin created; its agent reports for it."""
+
+    name = peewee.CharField(max_length=100, unique=True)
+    critical = peewee.BooleanField(default=False)
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "servers"
+
+
+class Agent(BaseModel):
+    """The agent of one server, with its API key (only a bcrypt hash) and what it reported
+    about itself. `status` is the key's life cycle: pending (never registered), active."""
+
+    server = peewee.ForeignKeyField(Server, column_name="server_id", unique=True,
+                                    on_delete="CASCADE", backref="agents")
+    hostname = peewee.CharField(max_length=255, default="")
+    ip_address = peewee.CharField(max_length=45, null=True)
+    os = peewee.CharField(max_length=50, null=True)
+    arch = peewee.CharField(max_length=50, null=True)
+    agent_version = peewee.CharField(max_length=20, null=True)
+    api_key_id = peewee.CharField(max_length=16, unique=True)
+    api_key_hash = peewee.TextField()
+    status = peewee.CharField(max_length=20, default="pending")
+    last_seen = peewee.DateTimeField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "servers_agents"
+
+
+class Metric(BaseModel):
+    """One sample. The seed design's typed columns feed tables and charts cheaply; `disks` and
+    `interfaces` keep the per-mount and per-interface detail of the same sample."""
+
+    id = peewee.BigAutoField()  # a year of 1,000 agents is 525 M rows: past SERIAL's range
+    # index=False: the unique (agent_id, timestamp) index below already serves agent_id look-ups.
+    agent = peewee.ForeignKeyField(Agent, column_name="agent_id", on_delete="CASCADE",
+                                   backref="metrics", index=False)
+    timestamp = peewee.DateTimeField()
+    cpu_usage = peewee.FloatField(null=True)
+    cpu_load_1min = peewee.FloatField(null=True)
+    cpu_load_5min = peewee.FloatField(null=True)
+    cpu_load_15min = peewee.FloatField(null=True)
+    memory_total = peewee.BigIntegerField(null=True)
+    memory_used = peewee.BigIntegerField(null=True)
+    memory_free = peewee.BigIntegerField(null=True)
+    memory_available = peewee.BigIntegerField(null=True)
+    memory_cached = peewee.BigIntegerField(null=True)
+    disk_total = peewee.BigIntegerField(null=True)
+    disk_used = peewee.BigIntegerField(null=True)
+    disk_free = peewee.BigIntegerField(null=True)
+    network_rx_bytes = peewee.BigIntegerField(null=True)
+    network_tx_bytes = peewee.BigIntegerField(null=True)
+    disks = CompactJSONField(null=True)
+    interfaces = CompactJSONField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "server_metrics"
+
+
+# Unique so a retried or replayed sample is stored once; it also serves "latest sample of agent
+# X" and time-range reads by scanning backwards. Named as in the seed design.
+Metric.add_index(Metric.index(Metric.agent, Metric.timestamp, unique=True,
+                              name="idx_server_metrics_agent_timestamp"))
+
+
+class Admin(BaseModel):
+    username = peewee.CharField(max_length=64, unique=True)
+    password_hash = peewee.TextField()
+    role = peewee.CharField(max_length=16, default="admin")
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "admins"
+
+
+class AdminSession(BaseModel):
+    """A login. Only a SHA-256 of the cookie's token is stored, so a database dump holds no
+    usable session."""
+
+    token_hash = peewee.CharField(max_length=64, unique=True)
+    admin = peewee.ForeignKeyField(Admin, column_name="admin_id", on_delete="CASCADE")
+    csrf_token = peewee.CharField(max_length=64)
+    created_at = peewee.DateTimeField(default=utcnow)
+    expires_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "admin_sessions"
+
+
+ALL_MODELS = [SchemaVersion, Server, Agent, Metric, Admin, AdminSession]
+
+
+# ===== Named queries ==========================================================================
+
+def agent_by_key_id(key_id):
+    return (Agent.select(Agent, Server).join(Server)
+            .where(Agent.api_key_id == key_id).first())
+
+
+def server_by_name(name):
+    return Server.get_or_none(Server.name == name)
+
+
+def servers_with_agents():
+    """[(server, agent)] for every server, ordered by name. Every server is created with its
+    agent row (services.add_server), so an inner join loses none."""
+    agents = Agent.select(Agent, Server).join(Server).order_by(Server.name, Server.id)
+    return [(agent.server, agent) for agent in agents]
+
+
+def latest_sample_per_agent(agent_ids):
+    """{agent_id: newest Metric} using one index probe per agent.
+
+    A `DISTINCT ON`/`GROUP BY` over the whole table reads every row; probing the
+    (agent_id, timestamp) index backwards for each agent reads one row each.
+    """
+    agent_ids = list(agent_ids)
+    if not agent_ids:
+        return {}
+    inner = Metric.alias("newest")
+    newest = (inner.select(inner.id).where(inner.agent == Agent.id)
+              .order_by(inner.timestamp.desc()).limit(1))
+    rows = (Metric.select().join(Agent, on=(Metric.id == newest))
+            .where(Agent.id.in_(agent_ids)))
+    return {row.agent_id: row for row in rows}
+
+
+def insert_sample(agent, row):
+    """Store one sample; a second copy of the same (agent, timestamp) is ignored.
+
+    Returns True when the row is new, False when it was already stored.
+    """
+    # Row count, not the new id: after an ignored insert SQLite's lastrowid still holds the
+    # previous insert's id.
+    return Metric.insert(agent=agent, **row).on_conflict_ignore().as_rowcount().execute() == 1

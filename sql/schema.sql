@@ -1,0 +1,87 @@
+-- mPanel schema for PostgreSQL. `python -m panel init-db` runs this file; every statement is
+-- idempotent, so running it again changes nothing. SQLite gets the same tables from the Peewee
+-- models in panel/models.py; tests/integration/test_schema.py checks the two agree.
+--
+-- Times are TIMESTAMP (without zone) holding UTC, as in the seed design.
+-- Deviations from the seed design, and why:
+--   * cpu_* columns are REAL, not DECIMAL(5,2): a load average can pass 999.99 on a large box,
+--     and DECIMAL comes back as Python Decimal for no gain in a monitoring figure.
+--   * server_metrics.id is BIGSERIAL: a year of 1,000 agents is 525 M rows.
+--   * memory_available, disks and interfaces are added (per-mount and per-interface detail of
+--     the same sample, compact JSON); servers_agents gains api_key_id, the key's public id
+--     that finds the row by index so a request never tries every hash.
+--   * idx_server_metrics_agent_timestamp is UNIQUE: the same sample is stored once.
+
+CREATE TABLE IF NOT EXISTS schema_version (
+  version INTEGER PRIMARY KEY,
+  applied_at TIMESTAMP NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS servers (
+  id SERIAL PRIMARY KEY,
+  name VARCHAR(100) NOT NULL UNIQUE,
+  critical BOOLEAN NOT NULL DEFAULT FALSE,
+  created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),
+  updated_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC')
+);
+
+CREATE TABLE IF NOT EXISTS servers_agents (
+  id SERIAL PRIMARY KEY,
+  server_id INTEGER NOT NULL UNIQUE REFERENCES servers(id) ON DELETE CASCADE,
+  hostname VARCHAR(255) NOT NULL DEFAULT '',
+  ip_address VARCHAR(45),
+  os VARCHAR(50),
+  arch VARCHAR(50),
+  agent_version VARCHAR(20),
+  api_key_id VARCHAR(16) NOT NULL UNIQUE,
+  api_key_hash TEXT NOT NULL,
+  status VARCHAR(20) NOT NULL DEFAULT 'pending',
+  last_seen TIMESTAMP,
+  created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),
+  updated_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC')
+);
+
+CREATE TABLE IF NOT EXISTS server_metrics (
+  id BIGSERIAL PRIMARY KEY,
+  agent_id INTEGER NOT NULL REFERENCES servers_agents(id) ON DELETE CASCADE,
+  timestamp TIMESTAMP NOT NULL,
+  cpu_usage REAL,
+  cpu_load_1min REAL,
+  cpu_load_5min REAL,
+  cpu_load_15min REAL,
+  memory_total BIGINT,
+  memory_used BIGINT,
+  memory_free BIGINT,
+  memory_available BIGINT,
+  memory_cached BIGINT,
+  disk_total BIGINT,
+  disk_used BIGINT,
+  disk_free BIGINT,
+  network_rx_bytes BIGINT,
+  network_tx_bytes BIGINT,
+  disks JSON,
+  interfaces JSON,
+  created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC')
+);
+
+CREATE UNIQUE INDEX IF NOT EXISTS idx_server_metrics_agent_timestamp
+  ON server_metrics (agent_id, timestamp DESC);
+
+CREATE TABLE IF NOT EXISTS admins (
+  id SERIAL PRIMARY KEY,
+  username VARCHAR(64) NOT NULL UNIQUE,
+  password_hash TEXT NOT NULL,
+  role VARCHAR(16) NOT NULL DEFAULT 'admin',
+  created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC')
+);
+
+CREATE TABLE IF NOT EXISTS admin_sessions (
+  id SERIAL PRIMARY KEY,
+  token_hash VARCHAR(64) NOT NULL UNIQUE,
+  admin_id INTEGER NOT NULL REFERENCES admins(id) ON DELETE CASCADE,
+  csrf_token VARCHAR(64) NOT NULL,
+  created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),
+  expires_at TIMESTAMP NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS idx_admin_sessions_admin ON admin_sessions (admin_id);
