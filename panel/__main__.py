@@ -15,6 +15,8 @@ import logging
 import os
 import sys
 
+import peewee
+
 from . import settings as settings_module
 
 log = logging.getLogger("mpanel")
@@ -168,7 +170,13 @@ def main(argv=None):
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return args.func(settings, args)
+    try:
+        return args.func(settings, args)
+    except (ValueError, peewee.OperationalError) as err:
+        # A bad URL or an unreachable database: say so in one line, not a traceback.
+        print(f"error: {str(err).strip()} (database {_redacted(settings.database_url)})",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

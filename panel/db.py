@@ -59,7 +59,6 @@ def open_database(url, max_connections=20):
             port=parsed.port or None,
             max_connections=max_connections,
             stale_timeout=300,
-            autorollback=True,
             **params,
         )
     raise ValueError(f"unsupported database URL scheme {parsed.scheme!r}: "
@@ -83,7 +82,7 @@ def init_schema(database=None):
     from . import models  # late: models import this module
 
     database = database or database_proxy.obj
-    with database.connection_context():
+    with database.bind_ctx(models.ALL_MODELS), database.connection_context():
         with database.atomic():
             if is_postgres(database):
                 database.execute_sql(SCHEMA_SQL.read_text())

@@ -1,0 +1,212 @@
+"""Shared fixtures: real databases (SQLite and PostgreSQL), a real panel under Waitress in its
+own process, and a small HTTP client that sends exactly the bytes a test asks for.
+
+PostgreSQL comes from MPANEL_TEST_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/test).
+Each test run creates its own database on that server and drops it at the end, so runs never see
+each other's rows. Without a reachable server the PostgreSQL half of the suite is skipped with a
+message, except under CI=true, where it must run and an absent server is an error.
+"""
+import http.client
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from panel import db, models, services  # noqa: E402
+
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Tests hash keys at bcrypt's lowest cost so the suite stays fast; one test checks that the
+# product's default is 12.
+TEST_BCRYPT_ROUNDS = 4
+BACKENDS = ("sqlite", "postgresql")
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ===== Databases ================================================================================
+
+def _pg_admin_connection(url):
+    import psycopg2
+
+    parts = urllib.parse.urlsplit(url)
+    connection = psycopg2.connect(dbname=parts.path.lstrip("/") or "postgres",
+                                  user=parts.username, password=parts.password,
+                                  host=parts.hostname, port=parts.port or 5432, connect_timeout=3)
+    connection.autocommit = True
+    return connection
+
+
+@pytest.fixture(scope="session")
+def postgresql_url():
+    """A fresh PostgreSQL database for this run; dropped afterwards."""
+    base = os.environ.get("MPANEL_TEST_DATABASE_URL") or DEFAULT_PG_URL
+    try:
+        admin = _pg_admin_connection(base)
+    except Exception as err:  # any connection failure means "no PostgreSQL here"
+        message = f"PostgreSQL not reachable at {base}: {err}".strip()
+        if IN_CI:
+            pytest.fail(f"{message} (CI=true: the PostgreSQL tests must run)", pytrace=False)
+        pytest.skip(f"{message}; set MPANEL_TEST_DATABASE_URL to run the PostgreSQL tests")
+    name = f"mpanel_test_{os.getpid()}_{secrets.token_hex(3)}"
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    parts = urllib.parse.urlsplit(base)
+    yield urllib.parse.urlunsplit(parts._replace(path="/" + name))
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory):
+    return "sqlite:///" + str(tmp_path_factory.mktemp("sqlite") / "mpanel.db")
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend_url(request):
+    """The database URL of one backend for this run, schema initialised."""
+    url = request.getfixturevalue(f"{request.param}_url")
+    database = db.open_database(url)
+    db.init_schema(database)
+    database.close()
+    return url
+
+
+def wipe(database):
+    """Delete every row, children first, so each test starts from an empty schema."""
+    with database.connection_context():
+        with database.atomic():
+            for model in reversed(models.ALL_MODELS):
+                if model is not models.SchemaVersion:
+                    model.delete().execute()
+
+
+@pytest.fixture
+def database(backend_url):
+    """The models bound to a clean database of the current backend."""
+    bound = db.bind(backend_url)
+    wipe(bound)
+    bound.connect(reuse_if_open=True)
+    yield bound
+    if not bound.is_closed():
+        bound.close()
+
+
+# ===== The panel as a real process ==============================================================
+
+class PanelProcess:
+    def __init__(self, url, database_url, process, log_path):
+        self.url = url
+        self.database_url = database_url
+        self.process = process
+        self.log_path = log_path
+        parts = urllib.parse.urlsplit(url)
+        self.host, self.port = parts.hostname, parts.port
+
+    def log_text(self):
+        return Path(self.log_path).read_text(errors="replace")
+
+
+def start_panel(database_url, log_path, extra_env=None):
+    port = free_port()
+    env = dict(os.environ, MPANEL_DATABASE_URL=database_url, MPANEL_PORT=str(port),
+               MPANEL_HOST="127.0.0.1", MPANEL_BCRYPT_ROUNDS=str(TEST_BCRYPT_ROUNDS),
+               MPANEL_THREADS="4", **(extra_env or {}))
+    log = open(log_path, "ab")
+    process = subprocess.Popen([sys.executable, "-m", "panel", "serve"], cwd=ROOT, env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"panel exited early:\n{Path(log_path).read_text()}")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            connection.request("GET", "/healthz")
+            if connection.getresponse().status == 200:
+                return PanelProcess(f"http://127.0.0.1:{port}", database_url, process, log_path)
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"panel did not answer /healthz:\n{Path(log_path).read_text()}")
+
+
+def stop_panel(panel):
+    panel.process.terminate()
+    try:
+        panel.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        panel.process.kill()
+
+
+@pytest.fixture(scope="session")
+def panel_process(backend_url, tmp_path_factory):
+    """One panel per backend for the whole run; tests wipe the rows, not the process."""
+    log_path = tmp_path_factory.mktemp("panel") / "panel.log"
+    panel = start_panel(backend_url, log_path)
+    yield panel
+    stop_panel(panel)
+
+
+@pytest.fixture
+def panel(panel_process, database):
+    """A running panel on a clean database (the models are bound to it too)."""
+    return panel_process
+
+
+# ===== HTTP =====================================================================================
+
+class Response:
+    def __init__(self, status, headers, body, raw_cookies=()):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.raw_cookies = list(raw_cookies)
+
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+
+def http_request(panel, method, path, body=None, headers=None, json_body=None):
+    """Send exactly these bytes; return status, headers and body. No retries, no magic."""
+    headers = dict(headers or {})
+    if json_body is not None:
+        body = json.dumps(json_body).encode()
+        headers.setdefault("Content-Type", "application/json")
+    if isinstance(body, str):
+        body = body.encode()
+    connection = http.client.HTTPConnection(panel.host, panel.port, timeout=30)
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return Response(response.status, {k.lower(): v for k, v in response.getheaders()},
+                        response.read(), response.msg.get_all("Set-Cookie") or [])
+    finally:
+        connection.close()
+
+
+def new_server(name="web-1", critical=False):
+    """Create a server in the bound database; return (server, key)."""
+    return services.add_server(name, TEST_BCRYPT_ROUNDS, critical=critical)
+
+
+def bearer(key):
+    return {"Authorization": f"Bearer {key}"}

@@ -1,0 +1,86 @@
+"""agent.py configuration: defaults <- config.json <- environment <- flags, and its checks."""
+import json
+import socket
+
+import pytest
+
+import agent
+
+
+def write_config(tmp_path, document):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(document))
+    return str(path)
+
+
+SEED_SHAPE = {
+    "controlPanel": {"url": "https://panel.example.com/", "apiKey": "agent_from_file"},
+    "agent": {"reportInterval": 120, "hostname": "auto-detect",
+              "enabledCollectors": ["cpu", "memory"], "stateDir": "/tmp/state-from-file"},
+    "logging": {"level": "debug", "file": "/tmp/agent.log"},
+}
+
+
+def test_seed_config_shape_is_read(tmp_path):
+    config = agent.load_config(write_config(tmp_path, SEED_SHAPE), env={})
+    assert config.url == "https://panel.example.com"
+    assert config.api_key == "agent_from_file"
+    assert config.report_interval == 120
+    assert config.enabled_collectors == ("cpu", "memory")
+    assert config.state_dir == "/tmp/state-from-file"
+    assert (config.log_level, config.log_file) == ("debug", "/tmp/agent.log")
+
+
+def test_environment_beats_file_and_flags_beat_both(tmp_path):
+    path = write_config(tmp_path, SEED_SHAPE)
+    env = {"MPANEL_AGENT_URL": "https://env.example.com", "MPANEL_AGENT_API_KEY": "agent_env",
+           "MPANEL_AGENT_INTERVAL": "30"}
+    config = agent.load_config(path, env=env, flags={"api_key": "agent_flag", "url": None})
+    assert config.url == "https://env.example.com"
+    assert config.api_key == "agent_flag"
+    assert config.report_interval == 30
+
+
+def test_missing_explicit_config_file_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        agent.load_config(str(tmp_path / "nope.json"), env={})
+
+
+def test_auto_detect_hostname_is_this_machine():
+    config = agent.Config(url="https://x", api_key="agent_x", hostname="auto-detect")
+    assert config.resolved_hostname == socket.gethostname()
+    assert agent.Config(hostname="db-7").resolved_hostname == "db-7"
+
+
+def test_api_key_never_appears_in_repr():
+    config = agent.Config(url="https://x", api_key="agent_0123456789ab_secretsecret")
+    assert "secretsecret" not in repr(config)
+
+
+@pytest.mark.parametrize("url,allowed", [
+    ("https://panel.example.com", True),
+    ("http://127.0.0.1:8080", True),
+    ("http://localhost:8080", True),
+    ("http://[::1]:8080", True),
+    ("http://panel.example.com", False),
+    ("http://10.0.0.5", False),
+    ("ftp://panel.example.com", False),
+])
+def test_plain_http_only_to_loopback(url, allowed):
+    problems = agent.Config(url=url, api_key="agent_x").problems()
+    assert (problems == []) == allowed, problems
+
+
+def test_plain_http_can_be_allowed_explicitly():
+    config = agent.Config(url="http://panel.lan", api_key="agent_x", allow_insecure_http=True)
+    assert config.problems() == []
+
+
+def test_problems_name_what_is_missing():
+    problems = " ".join(agent.Config().problems())
+    assert "panel URL" in problems and "API key" in problems
+
+
+def test_unknown_collector_is_a_problem():
+    config = agent.Config(url="https://x", api_key="agent_x", enabled_collectors=("cpu", "gpu"))
+    assert any("gpu" in p for p in config.problems())
