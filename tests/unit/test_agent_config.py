@@ -84,3 +84,13 @@ def test_problems_name_what_is_missing():
 def test_unknown_collector_is_a_problem():
     config = agent.Config(url="https://x", api_key="agent_x", enabled_collectors=("cpu", "gpu"))
     assert any("gpu" in p for p in config.problems())
+
+
+def test_config_example_is_a_valid_seed_shaped_config():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "config.example.json"
+    config = agent.load_config(str(path), env={})
+    assert config.url == "https://panel.example.com"
+    assert config.enabled_collectors == agent.DEFAULT_COLLECTORS
+    assert config.problems() == []
