@@ -2,7 +2,9 @@
 """mPanel agent: collects this server's metrics and pushes them to an mPanel panel.
 
 One file; needs Python 3.8+, psutil and urllib3. It only makes outbound HTTPS requests
-(`Authorization: Bearer <key>`), so it works behind NAT and opens no port.
+(`Authorization: Bearer <key>`), so it works behind NAT and opens no port. Every sample is written
+to a local SQLite buffer before it is sent and removed only once the panel has stored it, so an
+outage, a restart or `kill -9` loses nothing; the buffer is replayed oldest first, in batches.
 
 Run it:
     agent.py --config /etc/mpanel-agent/config.json     run forever (systemd, Windows service)
@@ -12,33 +14,46 @@ Run it:
     agent.py --version
 
 Configuration, lowest to highest precedence: built-in defaults, config.json, environment,
-command-line flags. config.json has the seed design's shape:
+command-line flags. config.json has the seed design's shape, plus optional keys:
 
-    {"controlPanel": {"url": "https://panel.example.com", "apiKey": "agent_..."},
+    {"controlPanel": {"url": "https://panel.example.com", "apiKey": "agent_...",
+                      "caBundle": "/path/ca.pem", "pinSha256": "AB:CD:..."},
      "agent": {"reportInterval": 60, "hostname": "auto-detect",
-               "enabledCollectors": ["cpu", "memory", "disk", "network"],
-               "stateDir": "/var/lib/mpanel-agent", "allowInsecureHttp": false},
+               "enabledCollectors": ["cpu", "memory", "disk", "network", "processes",
+                                     "services"],
+               "stateDir": "/var/lib/mpanel-agent", "bufferMaxAge": 3600,
+               "bufferMaxBytes": 20000000, "retryMaxDelay": 300, "heartbeatInterval": 60,
+               "allowInsecureHttp": false,
+               "services": {"nginx": {"url": "http://127.0.0.1/nginx_status"}, ...}},
      "logging": {"level": "info", "file": "/var/log/mpanel-agent.log"}}
 
 Environment: MPANEL_AGENT_URL, MPANEL_AGENT_API_KEY, MPANEL_AGENT_INTERVAL,
 MPANEL_AGENT_HOSTNAME, MPANEL_AGENT_STATE_DIR, MPANEL_AGENT_LOG_LEVEL, MPANEL_AGENT_LOG_FILE.
 Flags: --url, --api-key, --state-dir, --interval, --log-level (see --help).
 
-The panel may change the report interval and the enabled collectors (GET /api/agent/config and
-`nextReportIn`); those take effect without a restart. The API key is never logged.
+The panel may change the report interval and narrow the enabled collectors (GET
+/api/agent/config and each answer's `nextReportIn`); that takes effect without a restart. A
+collector switched off in config.json stays off whatever the panel says. The API key is never
+logged or printed.
 """
 import argparse
 import dataclasses
 import datetime
+import email.utils
 import gzip
+import http.client
 import ipaddress
 import json
 import logging
 import logging.handlers
 import os
 import platform
+import random
+import re
 import signal
 import socket
+import sqlite3
+import ssl
 import sys
 import tempfile
 import threading
@@ -48,7 +63,7 @@ import urllib.parse
 import psutil
 import urllib3
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 log = logging.getLogger("mpanel-agent")
 
@@ -58,11 +73,13 @@ WINDOWS = sys.platform == "win32"
 
 # ===== Configuration ============================================================================
 
-DEFAULT_COLLECTORS = ("cpu", "memory", "disk", "network")
+SYSTEM_COLLECTORS = ("cpu", "memory", "disk", "network", "processes")
+SERVICE_NAMES = ("postgresql", "nginx", "apache", "redis", "docker")
+DEFAULT_COLLECTORS = SYSTEM_COLLECTORS + ("services",)
 
 
 def default_state_dir():
-    """Where the state file lives: a system folder as root/SYSTEM, a per-user one otherwise."""
+    """Where state and buffer live: a system folder as root/SYSTEM, a per-user one otherwise."""
     if WINDOWS:
         return os.path.join(os.environ.get("PROGRAMDATA", r"C:\ProgramData"), "mpanel-agent")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -83,11 +100,18 @@ def default_config_path():
 class Config:
     url: str = ""
     api_key: str = dataclasses.field(default="", repr=False)  # never in a repr, never logged
+    ca_bundle: str = ""
+    pin_sha256: str = ""
     report_interval: int = 60
+    heartbeat_interval: int = 60
     hostname: str = "auto-detect"
     enabled_collectors: tuple = DEFAULT_COLLECTORS
     state_dir: str = ""
+    buffer_max_age: int = 3600
+    buffer_max_bytes: int = 20_000_000
+    retry_max_delay: int = 300
     allow_insecure_http: bool = False
+    services: dict = dataclasses.field(default_factory=dict, repr=False)  # may hold passwords
     log_level: str = "info"
     log_file: str = ""
     timeout: float = 10.0
@@ -115,9 +139,13 @@ class Config:
             found.append("no API key: set controlPanel.apiKey, MPANEL_AGENT_API_KEY or --api-key")
         elif not self.api_key.startswith("agent_"):
             found.append("the API key does not look like an mPanel key (agent_...)")
-        if not 5 <= self.report_interval <= 3600:
-            found.append("reportInterval must be between 5 and 3600 seconds")
-        unknown = set(self.enabled_collectors) - set(COLLECTORS)
+        if self.pin_sha256 and len(re.sub(r"[^0-9A-Fa-f]", "", self.pin_sha256)) != 64:
+            found.append("controlPanel.pinSha256 must be a SHA-256 fingerprint (64 hex digits)")
+        if self.ca_bundle and not os.path.isfile(self.ca_bundle):
+            found.append(f"controlPanel.caBundle {self.ca_bundle} does not exist")
+        if not 1 <= self.report_interval <= 3600:
+            found.append("reportInterval must be between 1 and 3600 seconds")
+        unknown = set(self.enabled_collectors) - set(DEFAULT_COLLECTORS) - set(SERVICE_NAMES)
         if unknown:
             found.append(f"unknown collectors: {', '.join(sorted(unknown))}")
         return found
@@ -132,53 +160,64 @@ def is_loopback(host):
         return False
 
 
+_FILE_KEYS = {  # Config field: (section, key) in config.json
+    "url": ("controlPanel", "url"),
+    "api_key": ("controlPanel", "apiKey"),
+    "ca_bundle": ("controlPanel", "caBundle"),
+    "pin_sha256": ("controlPanel", "pinSha256"),
+    "report_interval": ("agent", "reportInterval"),
+    "heartbeat_interval": ("agent", "heartbeatInterval"),
+    "hostname": ("agent", "hostname"),
+    "enabled_collectors": ("agent", "enabledCollectors"),
+    "state_dir": ("agent", "stateDir"),
+    "buffer_max_age": ("agent", "bufferMaxAge"),
+    "buffer_max_bytes": ("agent", "bufferMaxBytes"),
+    "retry_max_delay": ("agent", "retryMaxDelay"),
+    "allow_insecure_http": ("agent", "allowInsecureHttp"),
+    "services": ("agent", "services"),
+    "log_level": ("logging", "level"),
+    "log_file": ("logging", "file"),
+}
+
+_ENV_KEYS = {
+    "url": "MPANEL_AGENT_URL",
+    "api_key": "MPANEL_AGENT_API_KEY",
+    "report_interval": "MPANEL_AGENT_INTERVAL",
+    "hostname": "MPANEL_AGENT_HOSTNAME",
+    "state_dir": "MPANEL_AGENT_STATE_DIR",
+    "log_level": "MPANEL_AGENT_LOG_LEVEL",
+    "log_file": "MPANEL_AGENT_LOG_FILE",
+}
+
+
 def load_config(path=None, env=None, flags=None):
     """defaults <- config.json <- environment <- flags."""
     env = os.environ if env is None else env
-    flags = flags or {}
     values = {}
-
     explicit = path is not None
     path = path or default_config_path()
     if os.path.exists(path):
         with open(path, encoding="utf-8") as handle:
             document = json.load(handle)
-        panel = document.get("controlPanel", {})
-        agent = document.get("agent", {})
-        logging_section = document.get("logging", {})
-        mapping = {
-            "url": panel.get("url"),
-            "api_key": panel.get("apiKey"),
-            "report_interval": agent.get("reportInterval"),
-            "hostname": agent.get("hostname"),
-            "enabled_collectors": agent.get("enabledCollectors"),
-            "state_dir": agent.get("stateDir"),
-            "allow_insecure_http": agent.get("allowInsecureHttp"),
-            "log_level": logging_section.get("level"),
-            "log_file": logging_section.get("file"),
-        }
-        values.update({k: v for k, v in mapping.items() if v is not None})
+        for field, (section, key) in _FILE_KEYS.items():
+            value = (document.get(section) or {}).get(key)
+            if value is not None:
+                values[field] = value
     elif explicit:
         raise FileNotFoundError(f"config file {path} does not exist")
+    values.update({field: env[name] for field, name in _ENV_KEYS.items() if env.get(name)})
+    values.update({k: v for k, v in (flags or {}).items() if v is not None})
 
-    from_env = {
-        "url": env.get("MPANEL_AGENT_URL"),
-        "api_key": env.get("MPANEL_AGENT_API_KEY"),
-        "report_interval": env.get("MPANEL_AGENT_INTERVAL"),
-        "hostname": env.get("MPANEL_AGENT_HOSTNAME"),
-        "state_dir": env.get("MPANEL_AGENT_STATE_DIR"),
-        "log_level": env.get("MPANEL_AGENT_LOG_LEVEL"),
-        "log_file": env.get("MPANEL_AGENT_LOG_FILE"),
-    }
-    values.update({k: v for k, v in from_env.items() if v})
-    values.update({k: v for k, v in flags.items() if v is not None})
-
-    if "report_interval" in values:
-        values["report_interval"] = int(values["report_interval"])
+    for field in ("report_interval", "heartbeat_interval", "buffer_max_age", "buffer_max_bytes",
+                  "retry_max_delay"):
+        if field in values:
+            values[field] = int(values[field])
     if "enabled_collectors" in values:
         values["enabled_collectors"] = tuple(values["enabled_collectors"])
     if "allow_insecure_http" in values:
         values["allow_insecure_http"] = bool(values["allow_insecure_http"])
+    if not isinstance(values.get("services", {}), dict):
+        raise ValueError("agent.services must be an object")
     values["url"] = values.get("url", "").rstrip("/")
     values["state_dir"] = values.get("state_dir") or default_state_dir()
     return Config(**values)
@@ -202,7 +241,8 @@ def setup_logging(config):
 # ===== Utilities ================================================================================
 
 def utc_now_iso():
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds") \
+    # Milliseconds: two runs of `--once` in the same second are still two samples.
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds") \
         .replace("+00:00", "Z")
 
 
@@ -227,7 +267,7 @@ class StateFile:
         fd, tmp = tempfile.mkstemp(prefix=".state-", dir=folder)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(self.data, handle)
+                json.dump(self.data, handle, separators=(",", ":"))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
@@ -237,17 +277,55 @@ class StateFile:
             raise
 
 
-class CpuUsage:
-    """CPU busy % between two readings of the kernel's cumulative CPU times.
+class Rates:
+    """Per-second rates from cumulative counters (bytes sent, disk ops, nginx requests, ...).
 
-    psutil.cpu_percent() keeps its previous reading inside the process, so the first call
+    The first reading of a counter gives no rate: there is nothing to compare with, and a rate
+    "since boot" would be a bogus spike. A counter that went backwards (reboot, interface
+    re-created, service restarted) gives no rate for that sample either, for the same reason.
+    Readings are wall-clock stamped and saved in the state file, so rates stay right after an
+    agent restart and between two `--once` runs from cron; readings from before a reboot are
+    thrown away.
+    """
+
+    def __init__(self, saved=None, boot_time=None):
+        saved = saved or {}
+        same_boot = boot_time is not None and abs(saved.get("bootTime", -1) - boot_time) <= 1
+        self.boot_time = boot_time
+        self.previous = saved.get("counters", {}) if same_boot else {}
+        self.seen = {}
+
+    def per_second(self, key, value, now=None):
+        now = time.time() if now is None else now
+        self.seen[key] = [value, now]
+        before = self.previous.get(key)
+        if before is None:
+            return None
+        delta, elapsed = value - before[0], now - before[1]
+        if delta < 0 or elapsed <= 0:
+            return None
+        return round(delta / elapsed, 2)
+
+    def end_cycle(self):
+        """Keep this cycle's readings (only: counters that vanished are forgotten)."""
+        self.previous, self.seen = self.seen, {}
+
+    def to_json(self):
+        return {"bootTime": self.boot_time, "counters": self.previous}
+
+
+class CpuTimes:
+    """CPU busy, iowait and steal shares between two readings of the kernel's cumulative CPU
+    times.
+
+    psutil.cpu_percent() keeps its previous reading inside the process, so its first call
     returns a meaningless 0.0 and a cron run (`--once`) would always report 0. Here the previous
-    reading can be saved in the state file and restored by the next run. A reading from before a
+    reading is saved in the state file and restored by the next run. A reading from before a
     reboot (or any going-backwards counter) is discarded instead of producing a bogus spike.
     """
 
     def __init__(self, previous=None):
-        self.previous = previous  # {"bootTime": float, "busy": float, "total": float}
+        self.previous = previous  # {"bootTime", "busy", "total", "iowait", "steal"}
 
     @staticmethod
     def read():
@@ -256,30 +334,41 @@ class CpuUsage:
         if LINUX:
             # guest time is already counted in user/nice on Linux (as psutil does).
             total -= getattr(times, "guest", 0.0) + getattr(times, "guest_nice", 0.0)
-        idle = times.idle + getattr(times, "iowait", 0.0)
-        return {"bootTime": psutil.boot_time(), "busy": total - idle, "total": total}
+        iowait = getattr(times, "iowait", 0.0)
+        return {"bootTime": psutil.boot_time(), "busy": total - times.idle - iowait,
+                "total": total, "iowait": iowait, "steal": getattr(times, "steal", 0.0)}
 
     @staticmethod
-    def percent_between(before, after):
-        """Pure: busy % from two readings, or None when they cannot be compared."""
+    def shares_between(before, after):
+        """Pure: {"usage", "iowait", "steal"} in % from two readings, or None."""
         if not before or abs(before.get("bootTime", 0) - after["bootTime"]) > 1:
             return None
         total = after["total"] - before["total"]
         busy = after["busy"] - before["busy"]
         if total <= 0 or busy < 0:
             return None
-        return round(min(100.0, max(0.0, 100.0 * busy / total)), 2)
+
+        def share(key):
+            part = after.get(key, 0.0) - before.get(key, 0.0)
+            return round(min(100.0, max(0.0, 100.0 * part / total)), 2)
+
+        return {"usage": share("busy"), "iowait": share("iowait"), "steal": share("steal")}
 
     def sample(self, prime_seconds=0.5):
-        """Busy % since the previous reading; the first ever waits `prime_seconds` to measure."""
+        """Shares since the previous reading; the first ever waits `prime_seconds` to measure."""
         now = self.read()
-        usage = self.percent_between(self.previous, now)
-        if usage is None:
+        shares = self.shares_between(self.previous, now)
+        if shares is None:
             time.sleep(prime_seconds)
             before, now = now, self.read()
-            usage = self.percent_between(before, now) or 0.0
+            shares = self.shares_between(before, now) or {"usage": 0.0, "iowait": 0.0,
+                                                          "steal": 0.0}
         self.previous = now
-        return usage
+        return shares
+
+
+class ServiceAbsent(Exception):
+    """The service is not on this server: no data, and not an error."""
 
 
 # ===== Collector registry =======================================================================
@@ -287,13 +376,48 @@ class CpuUsage:
 COLLECTORS = {}
 
 
-def collector(name, default=True):
-    """Register `collect_<name>()` under `name`; `default` says whether it runs unconfigured."""
+@dataclasses.dataclass
+class CollectorSpec:
+    name: str
+    func: object
+    default: bool
+    group: str  # "system" or "services"
+
+
+def collector(name, default=True, group="system"):
+    """Register a collector under `name`; `default` says whether it runs unconfigured."""
     def register(func):
-        func.default = default
-        COLLECTORS[name] = func
+        COLLECTORS[name] = CollectorSpec(name, func, default, group)
         return func
     return register
+
+
+class CollectorContext:
+    """What collectors carry between samples, and their settings."""
+
+    def __init__(self, saved=None, services=None):
+        saved = saved or {}
+        boot_time = psutil.boot_time()
+        self.cpu = CpuTimes(saved.get("cpu"))
+        self.rates = Rates(saved.get("rates"), boot_time)
+        self.process_times = ProcessTimes(saved.get("processes"), boot_time)
+        self.services = services or {}
+        self.absent_until = {}  # service name -> monotonic time to look again
+
+    def to_json(self):
+        return {"cpu": self.cpu.previous, "rates": self.rates.to_json(),
+                "processes": self.process_times.to_json()}
+
+
+def expand_collectors(names):
+    """'services' stands for every service collector."""
+    expanded = []
+    for name in names:
+        if name == "services":
+            expanded.extend(SERVICE_NAMES)
+        elif name in COLLECTORS:
+            expanded.append(name)
+    return tuple(dict.fromkeys(expanded))
 
 
 # ===== System collectors ========================================================================
@@ -304,50 +428,61 @@ PSEUDO_FILESYSTEMS = {
     "mqueue", "tracefs", "debugfs", "securityfs", "pstore", "bpf", "autofs", "fusectl",
     "hugetlbfs", "ramfs", "nsfs", "binfmt_misc", "configfs", "efivarfs", "rpc_pipefs", "erofs",
 }
+# Block devices left out of I/O, as node_exporter does: RAM disks, loop devices, floppies and
+# partitions (their I/O is already in the whole disk's).
+IGNORED_BLOCK_DEVICES = re.compile(r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p|mmcblk\d+p)\d+$")
 
 
 @collector("cpu")
-def collect_cpu(state):
-    """psutil.cpu_times() (from /proc/stat), psutil.getloadavg() (from /proc/loadavg).
+def collect_cpu(ctx):
+    """psutil.cpu_times() (from /proc/stat), psutil.getloadavg() (from /proc/loadavg; emulated
+    on Windows).
 
-    -> {"usage": percent, "load1", "load5", "load15": load averages, "count": logical CPUs}
+    -> {"usage", "iowait", "steal": % of all CPUs since the previous sample (iowait and steal
+    only where the OS has them), "load1", "load5", "load15": load averages, "count": CPUs}
     """
+    shares = ctx.cpu.sample()
     load1, load5, load15 = psutil.getloadavg()
-    return {
-        "usage": state.cpu.sample(),
-        "load1": round(load1, 2),
-        "load5": round(load5, 2),
-        "load15": round(load15, 2),
-        "count": psutil.cpu_count() or 1,
-    }
+    result = {"usage": shares["usage"]}
+    if LINUX:
+        result.update(iowait=shares["iowait"], steal=shares["steal"])
+    result.update(load1=round(load1, 2), load5=round(load5, 2), load15=round(load15, 2),
+                  count=psutil.cpu_count() or 1)
+    return result
 
 
 @collector("memory")
-def collect_memory(state):
-    """psutil.virtual_memory() (from /proc/meminfo).
+def collect_memory(ctx):
+    """psutil.virtual_memory() and swap_memory() (from /proc/meminfo).
 
-    -> {"total", "used", "free", "available", "cached"} in bytes; cached is 0 where the OS
-    has no such figure (Windows, macOS).
+    -> {"total", "used", "free", "available", "cached", "swapTotal", "swapUsed"} in bytes;
+    cached is 0 where the OS has no such figure (Windows, macOS).
     """
     memory = psutil.virtual_memory()
+    swap = psutil.swap_memory()
     return {
         "total": memory.total,
         "used": memory.used,
         "free": memory.free,
         "available": memory.available,
         "cached": getattr(memory, "cached", 0),
+        "swapTotal": swap.total,
+        "swapUsed": swap.used,
     }
 
 
 @collector("disk")
-def collect_disk(state):
-    """psutil.disk_partitions() + disk_usage() per mount (from /proc/self/mounts, statvfs).
+def collect_disk(ctx):
+    """psutil.disk_partitions() + disk_usage() per mount (from /proc/self/mounts, statvfs),
+    psutil.disk_io_counters(perdisk=True) (from /proc/diskstats).
 
-    -> [{"mountpoint", "device", "fstype", "total", "used", "free" (bytes), "percent"}]
-    Pseudo filesystems are left out; a mount we may not stat (permissions, a dead NFS server)
-    is skipped rather than failing the whole collector.
+    -> {"mounts": [{"mountpoint", "device", "fstype", "total", "used", "free" (bytes),
+    "percent"}], "io": [{"device", "readBytesPerSec", "writeBytesPerSec", "readOpsPerSec",
+    "writeOpsPerSec"}]}. Pseudo filesystems are left out; a mount we may not stat (permissions,
+    a dead NFS server) is skipped rather than failing the collector. "io" has no rates on the
+    first sample.
     """
-    disks = []
+    mounts = []
     for part in psutil.disk_partitions(all=False):
         if part.fstype in PSEUDO_FILESYSTEMS or "cdrom" in part.opts:
             continue
@@ -355,7 +490,7 @@ def collect_disk(state):
             usage = psutil.disk_usage(part.mountpoint)
         except OSError:
             continue
-        disks.append({
+        mounts.append({
             "mountpoint": part.mountpoint,
             "device": part.device,
             "fstype": part.fstype,
@@ -364,67 +499,530 @@ def collect_disk(state):
             "free": usage.free,
             "percent": usage.percent,
         })
-    return disks
+    io = []
+    now = time.time()
+    for device, counters in (psutil.disk_io_counters(perdisk=True) or {}).items():
+        if IGNORED_BLOCK_DEVICES.match(device):
+            continue
+        entry = {"device": device}
+        for field, counter in (("readBytesPerSec", counters.read_bytes),
+                               ("writeBytesPerSec", counters.write_bytes),
+                               ("readOpsPerSec", counters.read_count),
+                               ("writeOpsPerSec", counters.write_count)):
+            rate = ctx.rates.per_second(f"disk:{device}:{field}", counter, now)
+            if rate is not None:
+                entry[field] = rate
+        if len(entry) > 1:
+            io.append(entry)
+    return {"mounts": mounts, "io": io}
+
+
+_NETWORK_COUNTERS = (
+    ("bytesSentPerSec", "bytes_sent"), ("bytesRecvPerSec", "bytes_recv"),
+    ("packetsSentPerSec", "packets_sent"), ("packetsRecvPerSec", "packets_recv"),
+    ("errorsInPerSec", "errin"), ("errorsOutPerSec", "errout"),
+    ("dropsInPerSec", "dropin"), ("dropsOutPerSec", "dropout"),
+)
 
 
 @collector("network")
-def collect_network(state):
+def collect_network(ctx):
     """psutil.net_io_counters(pernic=True) (from /proc/net/dev).
 
-    -> [{"interface", "bytesSent", "bytesRecv", "packetsSent", "packetsRecv"}], counters since
-    boot; loopback left out.
+    -> {"interfaces": [{"interface", "bytesSent", "bytesRecv", "packetsSent", "packetsRecv"
+    (since boot), and per second since the previous sample: "bytesSentPerSec",
+    "bytesRecvPerSec", "packetsSentPerSec", "packetsRecvPerSec", "errorsInPerSec",
+    "errorsOutPerSec", "dropsInPerSec", "dropsOutPerSec"}]}; loopback left out.
     """
     interfaces = []
+    now = time.time()
     for name, counters in psutil.net_io_counters(pernic=True).items():
         if name == "lo" or name.lower().startswith("loopback"):
             continue
-        interfaces.append({
+        entry = {
             "interface": name,
             "bytesSent": counters.bytes_sent,
             "bytesRecv": counters.bytes_recv,
             "packetsSent": counters.packets_sent,
             "packetsRecv": counters.packets_recv,
-        })
-    return interfaces
+        }
+        for field, attribute in _NETWORK_COUNTERS:
+            rate = ctx.rates.per_second(f"net:{name}:{attribute}", getattr(counters, attribute),
+                                        now)
+            if rate is not None:
+                entry[field] = rate
+        interfaces.append(entry)
+    return {"interfaces": interfaces}
 
 
-class CollectorState:
-    """What collectors carry from one sample to the next."""
+class ProcessTimes:
+    """Per-process CPU seconds from the previous scan, keyed by pid and start time (pids are
+    reused), so each process's CPU % is its share of one core since then — across `--once`
+    runs too, since this is saved in the state file."""
 
-    def __init__(self, saved=None):
+    def __init__(self, saved=None, boot_time=None):
         saved = saved or {}
-        self.cpu = CpuUsage(saved.get("cpu"))
+        same_boot = boot_time is not None and abs(saved.get("bootTime", -1) - boot_time) <= 1
+        self.boot_time = boot_time
+        self.taken_at = saved.get("takenAt") if same_boot else None
+        self.previous = saved.get("times", {}) if same_boot else {}
 
     def to_json(self):
-        return {"cpu": self.cpu.previous}
+        return {"bootTime": self.boot_time, "takenAt": self.taken_at, "times": self.previous}
 
 
-def run_collectors(names, state):
-    """Run each enabled collector; one that raises is reported and logged once, never fatal.
+TOP_N = 5
 
-    -> (metrics, status): metrics maps collector name to its result; status maps each name to
-    {"ok": bool, "ms": float, "error": str?}.
+
+@collector("processes")
+def collect_processes(ctx):
+    """psutil.process_iter() over every process (from /proc/<pid>/stat and statm): one cheap
+    pass reading only pid, name, status, CPU times, memory and start time; the user is looked
+    up for the few processes that make the top lists.
+
+    -> {"total", "running": counts, "topCpu", "topMemory": up to 5 each of {"pid", "name",
+    "user", "cpuPercent" (share of one core since the previous sample, as top shows it),
+    "rss" (bytes)}}. Names only: command lines and environments carry passwords, so they are
+    never read. topCpu is empty on the very first sample (no previous times to compare).
     """
-    metrics, status = {}, {}
+    now = time.time()
+    elapsed = now - ctx.process_times.taken_at if ctx.process_times.taken_at else None
+    previous = ctx.process_times.previous
+    times, rows, running, total = {}, [], 0, 0
+    attrs = ["pid", "name", "status", "cpu_times", "memory_info", "create_time"]
+    for proc in psutil.process_iter(attrs, ad_value=None):
+        info = proc.info
+        total += 1
+        if info["status"] == psutil.STATUS_RUNNING:
+            running += 1
+        if not info["pid"]:  # Windows' "System Idle Process" is idle time, not a process
+            continue
+        cpu_seconds = sum(info["cpu_times"][:2]) if info["cpu_times"] else None
+        key = f"{info['pid']}:{int(info['create_time'] or 0)}"
+        cpu_percent = None
+        if cpu_seconds is not None:
+            times[key] = round(cpu_seconds, 2)
+            before = previous.get(key)
+            if before is not None and elapsed and elapsed > 0 and cpu_seconds >= before:
+                cpu_percent = round(100.0 * (cpu_seconds - before) / elapsed, 1)
+        rss = info["memory_info"].rss if info["memory_info"] else None
+        rows.append((proc, info["name"] or "?", cpu_percent, rss))
+    ctx.process_times.previous, ctx.process_times.taken_at = times, now
+
+    def entry(row):
+        proc, name, cpu_percent, rss = row
+        item = {"pid": proc.pid, "name": name[:256]}
+        try:
+            item["user"] = (proc.username() or "")[:256]
+        except (psutil.Error, KeyError):  # KeyError: a uid with no passwd entry
+            pass
+        if cpu_percent is not None:
+            item["cpuPercent"] = cpu_percent
+        if rss is not None:
+            item["rss"] = rss
+        return item
+
+    busy = sorted((r for r in rows if r[2]), key=lambda r: r[2], reverse=True)[:TOP_N]
+    heavy = sorted((r for r in rows if r[3] is not None), key=lambda r: r[3], reverse=True)[:TOP_N]
+    return {"total": total, "running": running,
+            "topCpu": [entry(r) for r in busy], "topMemory": [entry(r) for r in heavy]}
+
+
+# ===== Service collectors =======================================================================
+# Each service is split into fetch_<svc>(settings) -- I/O with a short timeout, raising
+# ServiceAbsent when the service is not there -- and a pure parse_<svc>(raw) tested on captured
+# output. A service that is absent is looked for again only every ABSENT_RECHECK seconds.
+
+SERVICE_TIMEOUT = 2.0
+ABSENT_RECHECK = 600
+
+
+def _http_get(url, timeout=SERVICE_TIMEOUT):
+    """GET a local status page -> text. Refused connection or 404 means "not here"."""
+    try:
+        response = _status_pool().request("GET", url, timeout=timeout, retries=False,
+                                          redirect=False)
+    except urllib3.exceptions.NewConnectionError as err:
+        raise ServiceAbsent(f"nothing listens at {url}") from err
+    if response.status == 404:
+        raise ServiceAbsent(f"{url} not found")
+    if response.status != 200:
+        raise RuntimeError(f"{url} answered HTTP {response.status}")
+    return response.data.decode("utf-8", "replace")
+
+
+_STATUS_POOL = []
+
+
+def _status_pool():
+    """A pool for local status pages, separate from the panel's (which carries the API key)."""
+    if not _STATUS_POOL:
+        _STATUS_POOL.append(urllib3.PoolManager(num_pools=2, maxsize=1))
+    return _STATUS_POOL[0]
+
+
+def parse_nginx(text):
+    """stub_status output -> counters.
+
+    Active connections: 291
+    server accepts handled requests
+     16630948 16630948 31070465
+    Reading: 6 Writing: 179 Waiting: 106
+    """
+    match = re.search(r"Active connections:\s*(\d+)\s+server accepts handled requests\s+"
+                      r"(\d+)\s+(\d+)\s+(\d+)\s+Reading:\s*(\d+)\s+Writing:\s*(\d+)\s+"
+                      r"Waiting:\s*(\d+)", text)
+    if not match:
+        raise ServiceAbsent("not an nginx stub_status page")
+    values = [int(v) for v in match.groups()]
+    return dict(zip(("activeConnections", "accepts", "handled", "requests", "reading",
+                     "writing", "waiting"), values))
+
+
+@collector("nginx", group="services")
+def collect_nginx(ctx):
+    """nginx stub_status (settings: url, default http://127.0.0.1/nginx_status).
+
+    -> {"activeConnections", "reading", "writing", "waiting", "requestsPerSec"}
+    """
+    settings = ctx.services.get("nginx", {})
+    raw = parse_nginx(_http_get(settings.get("url", "http://127.0.0.1/nginx_status")))
+    result = {k: raw[k] for k in ("activeConnections", "reading", "writing", "waiting")}
+    rate = ctx.rates.per_second("nginx:requests", raw["requests"])
+    if rate is not None:
+        result["requestsPerSec"] = rate
+    return result
+
+
+def parse_apache(text):
+    """mod_status `?auto` output ("Total Accesses: 1234", "BusyWorkers: 3", ...) -> dict."""
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    if "BusyWorkers" not in fields:
+        raise ServiceAbsent("not an Apache mod_status page")
+    return fields
+
+
+@collector("apache", group="services")
+def collect_apache(ctx):
+    """Apache mod_status (settings: url, default http://127.0.0.1/server-status?auto).
+
+    -> {"busyWorkers", "idleWorkers", "requestsPerSec"}
+    """
+    settings = ctx.services.get("apache", {})
+    fields = parse_apache(_http_get(settings.get("url", "http://127.0.0.1/server-status?auto")))
+    result = {"busyWorkers": int(fields["BusyWorkers"]),
+              "idleWorkers": int(fields.get("IdleWorkers", 0))}
+    if "Total Accesses" in fields:
+        rate = ctx.rates.per_second("apache:accesses", int(fields["Total Accesses"]))
+        if rate is not None:
+            result["requestsPerSec"] = rate
+    return result
+
+
+def fetch_redis(settings):
+    """INFO over a plain socket (RESP), AUTH first when a password is set."""
+    try:
+        if settings.get("socket"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(SERVICE_TIMEOUT)
+            sock.connect(settings["socket"])
+        else:
+            sock = socket.create_connection((settings.get("host", "127.0.0.1"),
+                                             int(settings.get("port", 6379))), SERVICE_TIMEOUT)
+    except (ConnectionRefusedError, FileNotFoundError) as err:
+        raise ServiceAbsent("redis is not listening") from err
+    with sock:
+        sock.settimeout(SERVICE_TIMEOUT)
+        reader = sock.makefile("rb")
+        if settings.get("password"):
+            sock.sendall(_resp_command("AUTH", settings["password"]))
+            reply = reader.readline()
+            if not reply.startswith(b"+"):
+                raise RuntimeError("redis refused the password")
+        sock.sendall(_resp_command("INFO"))
+        header = reader.readline()
+        if header.startswith(b"-"):
+            raise RuntimeError(header[1:].decode("utf-8", "replace").strip()[:200])
+        if not header.startswith(b"$"):
+            raise RuntimeError("unexpected reply from redis")
+        length = int(header[1:])
+        return reader.read(length + 2)[:length].decode("utf-8", "replace")
+
+
+def _resp_command(*words):
+    parts = [f"*{len(words)}\r\n".encode()]
+    for word in words:
+        data = word.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def parse_redis(text):
+    """INFO text ("used_memory:1048576", "# Clients", ...) -> {key: value as str}."""
+    fields = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, sep, value = line.partition(":")
+            if sep:
+                fields[key] = value.strip()
+    if "used_memory" not in fields:
+        raise RuntimeError("INFO reply without used_memory")
+    return fields
+
+
+@collector("redis", group="services")
+def collect_redis(ctx):
+    """Redis INFO (settings: host 127.0.0.1, port 6379, or socket; password).
+
+    -> {"usedMemory" (bytes), "connectedClients", "opsPerSec" (commands per second)}
+    """
+    fields = parse_redis(fetch_redis(ctx.services.get("redis", {})))
+    result = {"usedMemory": int(fields["used_memory"]),
+              "connectedClients": int(fields.get("connected_clients", 0))}
+    if "total_commands_processed" in fields:
+        rate = ctx.rates.per_second("redis:commands", int(fields["total_commands_processed"]))
+        if rate is not None:
+            result["opsPerSec"] = rate
+    return result
+
+
+POSTGRES_QUERY = (
+    "SELECT json_build_object("
+    "'connections', (SELECT count(*) FROM pg_stat_activity), "
+    "'databases', (SELECT coalesce(json_agg(json_build_object('name', datname, 'size', "
+    "pg_database_size(datname)) ORDER BY datname), '[]') FROM pg_database "
+    "WHERE datallowconn AND NOT datistemplate AND has_database_privilege(datname, 'CONNECT')))"
+)
+
+
+def fetch_postgresql(settings):
+    """Run POSTGRES_QUERY with the `psql` already on the server, else psycopg2 if importable."""
+    import shutil
+    import subprocess
+
+    host = str(settings.get("host", "127.0.0.1"))
+    port = str(settings.get("port", 5432))
+    user = str(settings.get("user", "postgres"))
+    dbname = str(settings.get("database", "postgres"))
+    psql = settings.get("psql") or shutil.which("psql")
+    if psql and settings.get("method", "psql") == "psql":
+        env = dict(os.environ, PGCONNECT_TIMEOUT="2", PGAPPNAME="mpanel-agent")
+        if settings.get("password"):
+            env["PGPASSWORD"] = str(settings["password"])
+        try:
+            done = subprocess.run([psql, "-X", "-A", "-t", "-w", "-h", host, "-p", port, "-U", user,
+                                   "-d", dbname, "-c", POSTGRES_QUERY], env=env,
+                                  capture_output=True, text=True, timeout=SERVICE_TIMEOUT * 2)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError("psql timed out") from None
+        if done.returncode != 0:
+            message = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
+            if "Connection refused" in done.stderr or "No such file or directory" in done.stderr:
+                raise ServiceAbsent("postgresql is not listening")
+            raise RuntimeError(f"psql: {message}"[:200])
+        return done.stdout.strip()
+    try:
+        import psycopg2
+    except ImportError:
+        raise ServiceAbsent("neither psql nor psycopg2 is installed") from None
+    try:
+        connection = psycopg2.connect(host=host, port=port, user=user, dbname=dbname,
+                                      password=settings.get("password") or None,
+                                      connect_timeout=2, application_name="mpanel-agent")
+    except psycopg2.OperationalError as err:
+        if "Connection refused" in str(err):
+            raise ServiceAbsent("postgresql is not listening") from None
+        raise RuntimeError(f"postgresql: {str(err).strip().splitlines()[0]}"[:200]) from None
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(POSTGRES_QUERY + "::text")
+            return cursor.fetchone()[0]
+    finally:
+        connection.close()
+
+
+def parse_postgresql(text):
+    """The query's one JSON line -> {"connections", "databases": [{"name", "size"}]}."""
+    document = json.loads(text)
+    return {"connections": int(document["connections"]),
+            "databases": [{"name": d["name"][:256], "size": int(d["size"])}
+                          for d in document["databases"] if d.get("size") is not None]}
+
+
+@collector("postgresql", group="services")
+def collect_postgresql(ctx):
+    """PostgreSQL (settings: host, port, user, password, database, method psql|psycopg2).
+
+    -> {"connections", "databases": [{"name", "size" (bytes)}]}
+    """
+    return parse_postgresql(fetch_postgresql(ctx.services.get("postgresql", {})))
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket, as the Docker Engine API speaks it."""
+
+    def __init__(self, path, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.socket_path)
+        self.sock = sock
+
+
+def fetch_docker(settings):
+    """GET /info from the Engine API on its unix socket -> JSON text."""
+    path = settings.get("socket", "/var/run/docker.sock")
+    if WINDOWS or not os.path.exists(path):
+        raise ServiceAbsent("no docker socket")
+    connection = _UnixHTTPConnection(path, SERVICE_TIMEOUT)
+    try:
+        connection.request("GET", "/info", headers={"Host": "docker"})
+        response = connection.getresponse()
+        body = response.read()
+    except PermissionError:
+        raise RuntimeError(f"permission denied on {path} (add the agent's user to the "
+                           "docker group)") from None
+    except ConnectionRefusedError:
+        raise ServiceAbsent("docker is not running") from None
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise RuntimeError(f"docker answered HTTP {response.status}")
+    return body.decode("utf-8", "replace")
+
+
+def parse_docker(text):
+    """/info JSON -> {"containersTotal", "containersRunning", "images"}."""
+    info = json.loads(text)
+    return {"containersTotal": int(info["Containers"]),
+            "containersRunning": int(info["ContainersRunning"]),
+            "images": int(info.get("Images", 0))}
+
+
+@collector("docker", group="services")
+def collect_docker(ctx):
+    """Docker Engine API (settings: socket, default /var/run/docker.sock).
+
+    -> {"containersTotal", "containersRunning", "images"}
+    """
+    return parse_docker(fetch_docker(ctx.services.get("docker", {})))
+
+
+# ===== Running collectors =======================================================================
+
+_FAILING = set()
+
+
+def run_collectors(names, ctx):
+    """Run each collector; one that raises is reported in `unavailable` and logged once (and once
+    more when it recovers), never fatal; one whose service is absent is left out silently.
+
+    -> (metrics, unavailable): metrics maps each system collector to its dict and puts service
+    results under metrics["services"]; unavailable maps failed collectors to their reason.
+    """
+    metrics, unavailable, services = {}, {}, {}
+    now = time.monotonic()
     for name in names:
-        func = COLLECTORS.get(name)
-        if func is None:
+        spec = COLLECTORS.get(name)
+        if spec is None or ctx.absent_until.get(name, 0) > now:
             continue
         started = time.perf_counter()
         try:
-            metrics[name] = func(state)
-            status[name] = {"ok": True}
-            _FAILING_COLLECTORS.discard(name)
+            result = spec.func(ctx)
+        except ServiceAbsent as err:
+            ctx.absent_until[name] = now + ABSENT_RECHECK
+            log.debug("collector absent name=%s reason=%s", name, err)
+            continue
         except Exception as err:  # the boundary: one collector must never stop the others
-            status[name] = {"ok": False, "error": f"{type(err).__name__}: {err}"[:200]}
-            if name not in _FAILING_COLLECTORS:
-                log.warning("collector failed name=%s error=%s", name, status[name]["error"])
-                _FAILING_COLLECTORS.add(name)
-        status[name]["ms"] = round((time.perf_counter() - started) * 1000, 2)
-    return metrics, status
+            unavailable[name] = f"{type(err).__name__}: {err}"[:300]
+            if name not in _FAILING:
+                log.warning("collector failed name=%s error=%s", name, unavailable[name])
+                _FAILING.add(name)
+            continue
+        if name in _FAILING:
+            log.warning("collector recovered name=%s", name)
+            _FAILING.discard(name)
+        log.debug("collector ok name=%s ms=%.2f", name, (time.perf_counter() - started) * 1000)
+        if spec.group == "services":
+            services[name] = result
+        else:
+            metrics[name] = result
+    if services:
+        metrics["services"] = services
+    ctx.rates.end_cycle()
+    return metrics, unavailable
 
 
-_FAILING_COLLECTORS = set()
+# ===== Spill buffer =============================================================================
+
+class SpillBuffer:
+    """Every sample, written to SQLite before it is sent and deleted only once the panel has
+    stored it. WAL with synchronous=FULL: a committed sample survives kill -9 and power loss.
+    Bounded by age and total size; what falls off is counted and logged by the caller."""
+
+    def __init__(self, path, max_age=3600, max_bytes=20_000_000):
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+        self.max_age, self.max_bytes = max_age, max_bytes
+        self.db = sqlite3.connect(path, isolation_level=None, timeout=10)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS samples (id INTEGER PRIMARY KEY "
+                        "AUTOINCREMENT, taken_at REAL NOT NULL, body TEXT NOT NULL)")
+
+    def push(self, sample, taken_at=None):
+        body = json.dumps(sample, separators=(",", ":"))
+        cursor = self.db.execute("INSERT INTO samples (taken_at, body) VALUES (?, ?)",
+                                 (time.time() if taken_at is None else taken_at, body))
+        return cursor.lastrowid
+
+    def peek(self, limit, max_bytes=256 * 1024):
+        """Oldest samples first: up to `limit` of them and about `max_bytes` of JSON."""
+        rows, size = [], 0
+        for row_id, body in self.db.execute("SELECT id, body FROM samples ORDER BY id LIMIT ?",
+                                            (limit,)):
+            if rows and size + len(body) > max_bytes:
+                break
+            rows.append((row_id, json.loads(body)))
+            size += len(body)
+        return rows
+
+    def ack(self, ids):
+        if ids:
+            self.db.executemany("DELETE FROM samples WHERE id = ?", [(i,) for i in ids])
+
+    def prune(self, now=None):
+        """Drop samples older than max_age, then the oldest beyond max_bytes; -> count dropped."""
+        now = time.time() if now is None else now
+        dropped = self.db.execute("DELETE FROM samples WHERE taken_at < ?",
+                                  (now - self.max_age,)).rowcount
+        total = self.db.execute("SELECT coalesce(sum(length(body)), 0) FROM samples").fetchone()[0]
+        if total > self.max_bytes:
+            excess, cutoff = total - self.max_bytes, None
+            for row_id, length in self.db.execute("SELECT id, length(body) FROM samples "
+                                                  "ORDER BY id"):
+                excess -= length
+                cutoff = row_id
+                if excess <= 0:
+                    break
+            dropped += self.db.execute("DELETE FROM samples WHERE id <= ?", (cutoff,)).rowcount
+        return dropped
+
+    def __len__(self):
+        return self.db.execute("SELECT count(*) FROM samples").fetchone()[0]
+
+    def __contains__(self, sample_id):
+        return self.db.execute("SELECT 1 FROM samples WHERE id = ?", (sample_id,)).fetchone() \
+            is not None
+
+    def close(self):
+        self.db.close()
 
 
 # ===== Reporter =================================================================================
@@ -436,6 +1034,7 @@ class Outcome:
     status: int
     data: dict = dataclasses.field(default_factory=dict)
     error: str = ""
+    retry_after: float = None
 
     @property
     def ok(self):
@@ -443,32 +1042,43 @@ class Outcome:
 
 
 class Reporter:
-    """Talks to the panel: one urllib3 pool (a kept-alive connection), explicit timeouts, gzip
-    bodies. Never raises for network or HTTP trouble: every call returns an Outcome."""
+    """Talks to the panel: one urllib3 pool (one kept-alive connection), explicit timeouts,
+    TLS 1.2+, optional CA bundle or certificate pin, gzip bodies. Never raises for network or
+    HTTP trouble: every call returns an Outcome. Backoff state lives here."""
 
     def __init__(self, config):
         self.base = config.url
+        self.max_delay = config.retry_max_delay
         self.headers = {
             "Authorization": f"Bearer {config.api_key}",
             "Content-Type": "application/json",
             "User-Agent": f"mpanel-agent/{__version__}",
         }
+        tls = {"ssl_minimum_version": ssl.TLSVersion.TLSv1_2}
+        if config.ca_bundle:
+            tls["ca_certs"] = config.ca_bundle
+        if config.pin_sha256:
+            # The pin replaces CA trust: it lets a self-signed panel be trusted exactly.
+            tls["assert_fingerprint"] = config.pin_sha256
+            tls["cert_reqs"] = "CERT_NONE"
         self.pool = urllib3.PoolManager(
-            num_pools=1, maxsize=1,
-            timeout=urllib3.Timeout(connect=5.0, read=config.timeout),
-            retries=False,
-        )
+            num_pools=1, maxsize=1, retries=False,
+            timeout=urllib3.Timeout(connect=5.0, read=config.timeout), **tls)
+        self.failures = 0
+        self.not_before = 0.0  # monotonic time before which nothing is sent
 
     def request(self, method, path, body=None):
         headers = dict(self.headers)
         payload = None
         if body is not None:
             payload = json.dumps(body, separators=(",", ":")).encode()
-            if len(payload) > 1024:
+            if len(payload) > 512:
                 payload = gzip.compress(payload, compresslevel=6)
                 headers["Content-Encoding"] = "gzip"
         try:
             response = self.pool.request(method, self.base + path, body=payload, headers=headers)
+        except urllib3.exceptions.SSLError as err:
+            return Outcome(0, error=f"TLS: {_reason(err)}")
         except urllib3.exceptions.HTTPError as err:
             return Outcome(0, error=f"{type(err).__name__}: {_reason(err)}")
         try:
@@ -477,28 +1087,118 @@ class Reporter:
             data = {}
         if not isinstance(data, dict):
             data = {}
-        error = "" if 200 <= response.status < 300 else data.get("error", response.reason or "")
-        return Outcome(response.status, data, error)
+        error = "" if 200 <= response.status < 300 else \
+            str(data.get("error") or response.reason or "")[:300]
+        return Outcome(response.status, data, error,
+                       parse_retry_after(response.headers.get("Retry-After")))
+
+    # -- backoff --
+
+    def may_send(self):
+        return time.monotonic() >= self.not_before
+
+    def succeeded(self):
+        self.failures = 0
+        self.not_before = 0.0
+
+    def failed(self, retry_after=None, floor=1.0):
+        """Exponential backoff with full jitter, capped; the server's Retry-After wins."""
+        self.failures += 1
+        if retry_after is not None:
+            delay = min(max(retry_after, 0.0), 3600.0)
+        else:
+            ceiling = min(self.max_delay, floor * 2 ** min(self.failures - 1, 20))
+            delay = random.uniform(ceiling / 2, ceiling)
+        self.not_before = time.monotonic() + delay
+        return delay
+
+
+def parse_retry_after(value):
+    """Retry-After as seconds (RFC 9110: delay-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, (moment - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
 
 
 def _reason(err):
     return str(getattr(err, "reason", None) or err)[:200]
 
 
+_SAMPLE_INDEX = re.compile(r"^samples\[(\d+)\]")
+
+
 # ===== The agent ================================================================================
 
-class Agent:
-    """Registers, collects, delivers. Loop state (interval, collectors) follows the panel."""
+class Stopping(Exception):
+    """Raised by the signal handler to cut a network call short on SIGTERM/SIGINT."""
 
-    def __init__(self, config, reporter=None):
+
+class Agent:
+    """Registers, collects, buffers, delivers. Interval and collectors follow the panel."""
+
+    BATCH_SAMPLES = 50
+
+    def __init__(self, config, reporter=None, buffer=None):
         self.config = config
         self.reporter = reporter or Reporter(config)
         self.state = StateFile(config.state_dir)
-        self.collector_state = CollectorState(self.state.data.get("counters"))
+        self.buffer = buffer or SpillBuffer(os.path.join(config.state_dir, "buffer.sqlite3"),
+                                            config.buffer_max_age, config.buffer_max_bytes)
+        self.context = CollectorContext(self.state.data.get("collectors"), config.services)
         self.interval = config.report_interval
-        self.collectors = tuple(config.enabled_collectors)
+        self.local_collectors = expand_collectors(config.enabled_collectors)
+        self.collectors = self.local_collectors
+        self.batch_size = self.BATCH_SAMPLES
         self.stop_event = threading.Event()
-        self.last_delivery = 0.0
+        self.in_network = False
+        self.key_rejected = False
+        self.unreachable = False
+
+    # -- talking to the panel --
+
+    def send(self, method, path, body=None):
+        """One request; a SIGTERM during it raises Stopping (see main)."""
+        self.in_network = True
+        try:
+            return self.reporter.request(method, path, body)
+        finally:
+            self.in_network = False
+
+    def note_outcome(self, what, outcome):
+        """Log changes of state only (first failure, recovery), and set the backoff."""
+        if outcome.ok:
+            if self.key_rejected or self.unreachable:
+                log.warning("panel reachable again request=%s", what)
+            self.key_rejected = self.unreachable = False
+            self.reporter.succeeded()
+            return
+        if outcome.status == 401:
+            if not self.key_rejected:
+                log.error("API key rejected by the panel (%s): check controlPanel.apiKey; "
+                          "backing off", what)
+            self.key_rejected = True
+            self.reporter.failed(floor=30.0)
+        elif outcome.status == 0 or outcome.status >= 500 or outcome.status in (404, 405, 408, 429):
+            if not self.unreachable:
+                log.warning("panel unavailable request=%s status=%s error=%s; buffering",
+                            what, outcome.status, outcome.error)
+            self.unreachable = True
+            delay = self.reporter.failed(outcome.retry_after)
+            log.debug("backing off seconds=%.1f buffered=%s", delay, len(self.buffer))
+        else:
+            log.warning("panel refused request=%s status=%s error=%s", what, outcome.status,
+                        outcome.error)
 
     # -- registration and settings --
 
@@ -519,119 +1219,181 @@ class Agent:
         identity = self.identity()
         if self.server_id and self.state.data.get("registeredAs") == identity:
             return Outcome(200, {"serverId": self.server_id})
-        outcome = self.reporter.request("POST", "/api/agent/register", identity)
+        outcome = self.send("POST", "/api/agent/register", identity)
+        self.note_outcome("register", outcome)
         if outcome.ok and isinstance(outcome.data.get("serverId"), int):
             self.state.data["serverId"] = outcome.data["serverId"]
             self.state.data["registeredAs"] = identity
             self.state.save()
             log.info("registered server_id=%s hostname=%s", self.server_id, identity["hostname"])
-        else:
-            self._log_failure("register", outcome)
         return outcome
 
     def refresh_settings(self):
-        outcome = self.reporter.request("GET", "/api/agent/config")
+        outcome = self.send("GET", "/api/agent/config")
+        self.note_outcome("config", outcome)
         if outcome.ok:
             self.apply_settings(outcome.data)
         return outcome
 
     def apply_settings(self, data):
         interval = data.get("reportInterval", data.get("nextReportIn"))
-        if isinstance(interval, int) and 5 <= interval <= 3600 and interval != self.interval:
+        if isinstance(interval, int) and 1 <= interval <= 3600 and interval != self.interval:
             log.info("report interval changed from=%s to=%s", self.interval, interval)
             self.interval = interval
         enabled = data.get("metricsEnabled")
         if isinstance(enabled, list):
-            known = tuple(name for name in enabled if name in COLLECTORS)
-            if known != self.collectors:
-                log.info("collectors changed to=%s", ",".join(known))
-                self.collectors = known
+            # The panel can narrow what config.json enables, never widen it.
+            allowed = set(expand_collectors([n for n in enabled if isinstance(n, str)]))
+            chosen = tuple(n for n in self.local_collectors if n in allowed)
+            if chosen != self.collectors:
+                log.info("collectors changed to=%s", ",".join(chosen))
+                self.collectors = chosen
 
     # -- one cycle --
 
     def collect(self):
-        metrics, status = run_collectors(self.collectors, self.collector_state)
-        self.state.data["counters"] = self.collector_state.to_json()
-        return {"serverId": self.server_id, "timestamp": utc_now_iso(), "metrics": metrics,
-                "collectors": status}
+        """One sample (without serverId: that is added when it is sent)."""
+        metrics, unavailable = run_collectors(self.collectors, self.context)
+        self.state.data["collectors"] = self.context.to_json()
+        sample = {"timestamp": utc_now_iso(), "metrics": metrics}
+        if unavailable:
+            sample["unavailable"] = unavailable
+        return sample
 
-    def deliver(self, sample):
-        outcome = self.reporter.request("POST", "/api/agent/metrics", sample)
-        if outcome.ok:
-            self.last_delivery = time.monotonic()
-            next_in = outcome.data.get("nextReportIn")
-            if isinstance(next_in, int):
-                self.apply_settings({"nextReportIn": next_in})
+    def collect_and_buffer(self):
+        sample = self.collect()
+        sample_id = self.buffer.push(sample)
+        log.debug("sample buffered timestamp=%s id=%s", sample["timestamp"], sample_id)
+        dropped = self.buffer.prune()
+        if dropped:
+            log.warning("buffer full: dropped oldest samples count=%s max_age=%ss max_bytes=%s",
+                        dropped, self.config.buffer_max_age, self.config.buffer_max_bytes)
+        self.state.save()
+        return sample_id
+
+    def drain(self):
+        """Send buffered samples oldest first, in batches, until the buffer is empty or the
+        panel fails. -> True when the buffer is empty."""
+        while not self.stop_event.is_set():
+            if not self.reporter.may_send():
+                return False
+            if not self.server_id and not self.ensure_registered().ok:
+                return False
+            rows = self.buffer.peek(self.batch_size)
+            if not rows:
+                return True
+            if len(rows) == 1:
+                body = dict(rows[0][1], serverId=self.server_id)
+            else:
+                body = {"serverId": self.server_id, "samples": [sample for _, sample in rows]}
+            outcome = self.send("POST", "/api/agent/metrics", body)
+            self.note_outcome("metrics", outcome)
+            if outcome.ok:
+                self.buffer.ack([row_id for row_id, _ in rows])
+                self.batch_size = self.BATCH_SAMPLES
+                next_in = outcome.data.get("nextReportIn")
+                if isinstance(next_in, int):
+                    self.apply_settings({"nextReportIn": next_in})
+                if len(rows) > 1:
+                    log.info("replayed buffered samples count=%s left=%s", len(rows),
+                             len(self.buffer))
+                continue
+            if not self.handle_refusal(outcome, rows):
+                return False
+        return False
+
+    def handle_refusal(self, outcome, rows):
+        """Deal with a 4xx about the content. -> True to try again at once."""
+        if outcome.status == 403:
+            # serverId is not this key's: the key was moved to another server. Register again.
+            log.warning("panel says serverId %s is not this key's; registering again",
+                        self.server_id)
+            self.state.data.pop("serverId", None)
+            self.state.data.pop("registeredAs", None)
+            return self.ensure_registered().ok
+        if outcome.status not in (400, 413, 415, 422):
+            return False
+        match = _SAMPLE_INDEX.match(outcome.data.get("field") or "")
+        if match and int(match.group(1)) < len(rows):
+            bad = rows[int(match.group(1))]
+        elif len(rows) > 1:
+            # Not pinned on one sample (too large, unreadable): retry one by one.
+            self.batch_size = max(1, len(rows) // 2)
+            return True
         else:
-            self._log_failure("metrics", outcome)
-        return outcome
+            bad = rows[0]
+        log.warning("panel refused a sample, dropping it timestamp=%s status=%s error=%s",
+                    bad[1].get("timestamp"), outcome.status, outcome.error)
+        self.buffer.ack([bad[0]])
+        return True
 
     def heartbeat(self):
-        outcome = self.reporter.request("POST", "/api/agent/heartbeat",
-                                        {"serverId": self.server_id, "timestamp": utc_now_iso()})
-        if outcome.ok:
-            self.last_delivery = time.monotonic()
+        if not self.server_id or not self.reporter.may_send():
+            return None
+        outcome = self.send("POST", "/api/agent/heartbeat",
+                            {"serverId": self.server_id, "timestamp": utc_now_iso()})
+        self.note_outcome("heartbeat", outcome)
         return outcome
-
-    def _log_failure(self, what, outcome):
-        if outcome.status == 401:
-            log.error("API key rejected by the panel (%s): check controlPanel.apiKey", what)
-        elif outcome.status == 0:
-            log.warning("panel unreachable request=%s error=%s", what, outcome.error)
-        else:
-            log.warning("panel refused request=%s status=%s error=%s", what, outcome.status,
-                        outcome.error)
 
     # -- modes --
 
     def once(self):
-        """Collect and deliver one sample; return the process exit code."""
+        """Collect one sample, deliver it and whatever was buffered; -> process exit code."""
+        sample_id = self.collect_and_buffer()
         registered = self.ensure_registered()
-        if not registered.ok:
-            print(f"error: could not register with the panel: {registered.status or ''} "
-                  f"{registered.error}".replace("  ", " "), file=sys.stderr)
-            return 1
-        sample = self.collect()
-        outcome = self.deliver(sample)
-        self.state.save()
-        if not outcome.ok:
-            print(f"error: could not deliver the sample: {outcome.status or ''} "
-                  f"{outcome.error}".replace("  ", " "), file=sys.stderr)
-            return 1
-        return 0
+        delivered = registered.ok and self.drain()
+        if delivered:
+            return 0
+        reason = "API key rejected" if self.key_rejected else \
+            "the panel could not be reached or refused the sample"
+        if sample_id not in self.buffer:
+            return 0  # this run's sample got through; older ones wait for the next run
+        print(f"error: sample not delivered ({reason}); {len(self.buffer)} sample(s) stay "
+              f"buffered for the next run", file=sys.stderr)
+        return 1
 
     def run_forever(self):
-        """Collect every `interval` seconds until stopped. Between reports longer than a minute,
-        heartbeats keep the server from looking offline (the panel's threshold is 5 minutes)."""
-        log.info("agent starting version=%s url=%s interval=%s", __version__, self.config.url,
-                 self.interval)
-        self.refresh_settings()
-        now = time.monotonic()
-        next_sample, next_heartbeat, next_settings = now, now + HEARTBEAT_EVERY, now + SETTINGS_EVERY
-        while not self.stop_event.is_set():
+        """Collect every `interval` seconds until stopped; deliver what the buffer holds when
+        the panel lets us. Between reports longer than heartbeatInterval, heartbeats keep the
+        server from looking offline (the panel's threshold is 5 minutes)."""
+        log.info("agent starting version=%s url=%s interval=%s buffered=%s", __version__,
+                 self.config.url, self.interval, len(self.buffer))
+        try:
+            self.refresh_settings()
             now = time.monotonic()
-            if now >= next_sample:
-                if self.ensure_registered().ok:
-                    self.deliver(self.collect())
-                    self.state.save()
-                # After delivering: the answer's nextReportIn may have changed the interval.
-                next_sample = now + self.interval
-                next_heartbeat = time.monotonic() + HEARTBEAT_EVERY
-            elif now >= next_heartbeat:
-                if self.server_id:
-                    self.heartbeat()
-                next_heartbeat = now + HEARTBEAT_EVERY
-            if now >= next_settings:
-                self.refresh_settings()
-                next_settings = now + SETTINGS_EVERY
-            wake = min(next_sample, next_heartbeat, next_settings)
-            self.stop_event.wait(max(0.0, wake - time.monotonic()))
+            next_sample, next_settings = now, now + SETTINGS_EVERY
+            next_heartbeat = now + self.config.heartbeat_interval
+            while not self.stop_event.is_set():
+                now = time.monotonic()
+                if now >= next_sample:
+                    self.collect_and_buffer()
+                    if self.reporter.may_send():
+                        self.ensure_registered()  # again after an upgrade or rename
+                    self.drain()
+                    # After delivering: the answer's nextReportIn may have changed the interval.
+                    next_sample = now + self.interval
+                    next_heartbeat = time.monotonic() + self.config.heartbeat_interval
+                else:
+                    if len(self.buffer) and self.reporter.may_send():
+                        self.drain()
+                    if now >= next_heartbeat:
+                        self.heartbeat()
+                        next_heartbeat = now + self.config.heartbeat_interval
+                if now >= next_settings:
+                    self.refresh_settings()
+                    next_settings = now + SETTINGS_EVERY
+                wake = min(next_sample, next_heartbeat, next_settings)
+                if len(self.buffer):
+                    wake = min(wake, max(self.reporter.not_before, time.monotonic() + 0.05))
+                self.stop_event.wait(max(0.0, wake - time.monotonic()))
+        except Stopping:
+            pass
         self.state.save()
+        self.buffer.close()
         log.info("agent stopped")
         return 0
 
 
-HEARTBEAT_EVERY = 60
 SETTINGS_EVERY = 3600
 
 
@@ -643,7 +1405,7 @@ def build_parser():
     parser.add_argument("--url", help="panel URL, e.g. https://panel.example.com")
     parser.add_argument("--api-key", help="the server's API key (prefer config.json: "
                                           "command lines are visible to other users)")
-    parser.add_argument("--state-dir", help="folder for the state file")
+    parser.add_argument("--state-dir", help="folder for the state file and the buffer")
     parser.add_argument("--interval", type=int, help="seconds between reports")
     parser.add_argument("--log-level", help="debug, info, warning, error")
     mode = parser.add_mutually_exclusive_group()
@@ -669,8 +1431,14 @@ def main(argv=None):
     setup_logging(config)
 
     if args.print:
-        agent = Agent(config, reporter=object())
-        print(json.dumps(agent.collect(), indent=2))
+        context = CollectorContext(StateFile(config.state_dir).data.get("collectors"),
+                                   config.services)
+        metrics, unavailable = run_collectors(expand_collectors(config.enabled_collectors),
+                                              context)
+        sample = {"timestamp": utc_now_iso(), "metrics": metrics}
+        if unavailable:
+            sample["unavailable"] = unavailable
+        print(json.dumps(sample, indent=2))
         return 0
 
     problems = config.problems()
@@ -678,10 +1446,9 @@ def main(argv=None):
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
-    agent = Agent(config)
 
     if args.check:
-        outcome = agent.reporter.request("GET", "/api/agent/config")
+        outcome = Reporter(config).request("GET", "/api/agent/config")
         if outcome.ok:
             print(f"ok: {config.url} accepted the key; reportInterval="
                   f"{outcome.data.get('reportInterval')}")
@@ -691,12 +1458,19 @@ def main(argv=None):
         print(f"error: {config.url}: {reason}", file=sys.stderr)
         return 1
 
+    try:
+        agent = Agent(config)
+    except sqlite3.Error as err:
+        print(f"error: cannot open the buffer in {config.state_dir}: {err}", file=sys.stderr)
+        return 2
     if args.once:
         return agent.once()
 
     def stop(signum, frame):
         log.info("signal received signal=%s", signum)
         agent.stop_event.set()
+        if agent.in_network:
+            raise Stopping()  # cut the request short: the sample stays buffered
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

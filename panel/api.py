@@ -58,7 +58,7 @@ def read_body(limit):
 
 
 def read_json(schema, limit):
-    """Parse and validate the JSON request body against `schema`."""
+    """Parse the JSON request body and validate it against `schema` (or `schema(document)`)."""
     content_type = (bottle.request.content_type or "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise ApiError(415, "Content-Type must be application/json", "Content-Type")
@@ -74,12 +74,22 @@ def read_json(schema, limit):
         raise ApiError(400, f"body is not valid JSON: {err}") from None
     if not isinstance(document, dict):
         raise ApiError(422, "body must be a JSON object")
+    if callable(schema):
+        schema = schema(document)
     try:
         validate(schema, document)
     except ValidationError as err:
-        raise ApiError(422, f"{err.field} {err.message}" if err.field else err.message,
-                       err.field) from None
+        raise _unprocessable(err) from None
     return document
+
+
+def _unprocessable(err):
+    return ApiError(422, f"{err.field} {err.message}" if err.field else err.message, err.field)
+
+
+def _metrics_schema(document):
+    """The batch form carries `samples`; the single form `timestamp` and `metrics`."""
+    return protocol.BATCH_BODY if "samples" in document else protocol.METRICS_BODY
 
 
 def _own_server(agent, document):
@@ -88,11 +98,27 @@ def _own_server(agent, document):
                        "serverId")
 
 
-def _parse_timestamp(document, now):
+def _parse_timestamp(document, now, prefix=""):
     try:
-        return ingest.parse_timestamp(document["timestamp"], now)
+        return ingest.parse_timestamp(document["timestamp"], now, prefix + "timestamp")
     except ValidationError as err:
-        raise ApiError(422, f"{err.field} {err.message}", err.field) from None
+        raise _unprocessable(err) from None
+
+
+def _sample_rows(document, now):
+    """Rows for every sample of a single or batch body; any bad sample refuses them all."""
+    batch = "samples" in document
+    rows = []
+    for index, sample in enumerate(document["samples"] if batch else [document]):
+        prefix = f"samples[{index}]." if batch else ""
+        timestamp = _parse_timestamp(sample, now, prefix)
+        try:
+            row = ingest.sample_row(sample["metrics"], sample.get("unavailable"))
+        except ValidationError as err:
+            err.field = prefix + err.field
+            raise _unprocessable(err) from None
+        rows.append(dict(row, timestamp=timestamp, created_at=now))
+    return rows
 
 
 def _client_address():
@@ -104,7 +130,6 @@ def build_api(settings):
     api = bottle.Bottle()
     api.install(JsonErrorPlugin())
     limit = settings.max_body_bytes
-    sections = protocol.METRICS_BODY["properties"]["metrics"]["properties"]
 
     @api.post("/api/agent/register", auth="agent")
     def register(agent):
@@ -120,21 +145,15 @@ def build_api(settings):
 
     @api.post("/api/agent/metrics", auth="agent")
     def metrics(agent):
-        document = read_json(protocol.METRICS_BODY, limit)
+        document = read_json(_metrics_schema, limit)
         _own_server(agent, document)
         now = utcnow()
-        timestamp = _parse_timestamp(document, now)
-        try:
-            row = ingest.sample_row(document["metrics"], sections)
-        except ValidationError as err:
-            raise ApiError(422, f"{err.field} {err.message}", err.field) from None
+        rows = _sample_rows(document, now)
         with database_proxy.atomic():
-            stored = models.insert_sample(agent.id, dict(row, timestamp=timestamp, created_at=now))
+            stored = sum(models.insert_sample(agent.id, row) for row in rows)
             models.Agent.update(last_seen=now).where(models.Agent.id == agent.id).execute()
-        answer = {"received": True, "nextReportIn": settings.report_interval}
-        if not stored:
-            answer["duplicate"] = True
-        return answer
+        return {"received": True, "stored": stored, "duplicates": len(rows) - stored,
+                "nextReportIn": settings.report_interval}
 
     @api.post("/api/agent/heartbeat", auth="agent")
     def heartbeat(agent):

@@ -2,6 +2,7 @@
 mapping of a sample's sections onto the typed columns and JSON detail of `server_metrics`."""
 import datetime
 
+from . import protocol
 from .validation import ValidationError
 
 EARLIEST = datetime.datetime(2000, 1, 1)
@@ -41,6 +42,10 @@ def _known(entry, schema):
     return {k: v for k, v in entry.items() if k in schema["properties"]}
 
 
+def _known_list(entries, item_schema):
+    return [_known(entry, item_schema) for entry in entries]
+
+
 def _int(value):
     return None if value is None else int(value)
 
@@ -53,12 +58,21 @@ def _total(entries, key, field):
     return total
 
 
-def sample_row(metrics, schemas):
-    """Column values for one validated `metrics` object (see protocol.METRICS_BODY)."""
+def _rate_sum(entries, key):
+    """Sum of a per-second rate over entries that have one; None when none has (first sample)."""
+    values = [entry[key] for entry in entries if entry.get(key) is not None]
+    return float(sum(values)) if values else None
+
+
+def sample_row(metrics, unavailable=None):
+    """Column values for one validated `metrics` object (see protocol.METRICS)."""
+    sections = protocol.METRICS["properties"]
     cpu = metrics.get("cpu") or {}
     memory = metrics.get("memory") or {}
     row = {
         "cpu_usage": cpu.get("usage"),
+        "cpu_iowait": cpu.get("iowait"),
+        "cpu_steal": cpu.get("steal"),
         "cpu_load_1min": cpu.get("load1"),
         "cpu_load_5min": cpu.get("load5"),
         "cpu_load_15min": cpu.get("load15"),
@@ -67,29 +81,58 @@ def sample_row(metrics, schemas):
         "memory_free": _int(memory.get("free")),
         "memory_available": _int(memory.get("available")),
         "memory_cached": _int(memory.get("cached")),
+        "swap_total": _int(memory.get("swapTotal")),
+        "swap_used": _int(memory.get("swapUsed")),
     }
 
-    disks = metrics.get("disk")
-    if disks is not None:
-        disks = [_known(d, schemas["disk"]["items"]) for d in disks]
+    disk = metrics.get("disk") or {}
+    if "mounts" in disk:
+        mounts = _known_list(disk["mounts"], protocol.MOUNT)
         # Bind mounts show one device several times; count each device once in the totals.
         by_device = {}
-        for disk in disks:
-            by_device.setdefault(disk.get("device") or disk["mountpoint"], disk)
+        for mount in mounts:
+            by_device.setdefault(mount.get("device") or mount["mountpoint"], mount)
         unique = list(by_device.values())
         row.update(
-            disk_total=_total(unique, "total", "metrics.disk"),
-            disk_used=_total(unique, "used", "metrics.disk"),
-            disk_free=_total(unique, "free", "metrics.disk"),
-            disks=disks,
+            disk_total=_total(unique, "total", "metrics.disk.mounts"),
+            disk_used=_total(unique, "used", "metrics.disk.mounts"),
+            disk_free=_total(unique, "free", "metrics.disk.mounts"),
+            disks=mounts,
         )
+    if "io" in disk:
+        io = _known_list(disk["io"], protocol.DISK_IO)
+        row.update(disk_read_rate=_rate_sum(io, "readBytesPerSec"),
+                   disk_write_rate=_rate_sum(io, "writeBytesPerSec"), disk_io=io)
 
-    interfaces = metrics.get("network")
-    if interfaces is not None:
-        interfaces = [_known(i, schemas["network"]["items"]) for i in interfaces]
+    network = metrics.get("network") or {}
+    if "interfaces" in network:
+        interfaces = _known_list(network["interfaces"], protocol.INTERFACE)
         row.update(
-            network_rx_bytes=_total(interfaces, "bytesRecv", "metrics.network"),
-            network_tx_bytes=_total(interfaces, "bytesSent", "metrics.network"),
+            network_rx_bytes=_total(interfaces, "bytesRecv", "metrics.network.interfaces"),
+            network_tx_bytes=_total(interfaces, "bytesSent", "metrics.network.interfaces"),
+            network_rx_rate=_rate_sum(interfaces, "bytesRecvPerSec"),
+            network_tx_rate=_rate_sum(interfaces, "bytesSentPerSec"),
             interfaces=interfaces,
         )
+
+    processes = metrics.get("processes")
+    if processes is not None:
+        processes = _known(processes, protocol.PROCESSES)
+        for key in ("topCpu", "topMemory"):
+            if key in processes:
+                processes[key] = _known_list(processes[key], protocol.PROCESS)
+        row.update(process_count=_int(processes.get("total")), processes=processes)
+
+    services = metrics.get("services")
+    if services:
+        service_schemas = sections["services"]["properties"]
+        kept = {name: _known(value, service_schemas[name])
+                for name, value in services.items() if name in service_schemas}
+        if "postgresql" in kept and "databases" in kept["postgresql"]:
+            kept["postgresql"]["databases"] = [
+                {"name": d["name"], "size": d["size"]} for d in kept["postgresql"]["databases"]]
+        row["services"] = kept or None
+
+    if unavailable:
+        row["unavailable"] = dict(unavailable)
     return row

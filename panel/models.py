@@ -77,8 +77,9 @@ class Agent(BaseModel):
 
 
 class Metric(BaseModel):
-    """One sample. The seed design's typed columns feed tables and charts cheaply; `disks` and
-    `interfaces` keep the per-mount and per-interface detail of the same sample."""
+    """One sample. The seed design's typed columns (plus swap, iowait/steal and summed rates)
+    feed tables and charts cheaply; the JSON columns keep the rest of the same sample: per mount,
+    per interface, per block device, top processes, services, and collectors that failed."""
 
     id = peewee.BigAutoField()  # a year of 1,000 agents is 525 M rows: past SERIAL's range
     # index=False: the unique (agent_id, timestamp) index below already serves agent_id look-ups.
@@ -86,6 +87,8 @@ class Metric(BaseModel):
                                    backref="metrics", index=False)
     timestamp = peewee.DateTimeField()
     cpu_usage = peewee.FloatField(null=True)
+    cpu_iowait = peewee.FloatField(null=True)
+    cpu_steal = peewee.FloatField(null=True)
     cpu_load_1min = peewee.FloatField(null=True)
     cpu_load_5min = peewee.FloatField(null=True)
     cpu_load_15min = peewee.FloatField(null=True)
@@ -94,13 +97,24 @@ class Metric(BaseModel):
     memory_free = peewee.BigIntegerField(null=True)
     memory_available = peewee.BigIntegerField(null=True)
     memory_cached = peewee.BigIntegerField(null=True)
+    swap_total = peewee.BigIntegerField(null=True)
+    swap_used = peewee.BigIntegerField(null=True)
     disk_total = peewee.BigIntegerField(null=True)
     disk_used = peewee.BigIntegerField(null=True)
     disk_free = peewee.BigIntegerField(null=True)
+    disk_read_rate = peewee.FloatField(null=True)
+    disk_write_rate = peewee.FloatField(null=True)
     network_rx_bytes = peewee.BigIntegerField(null=True)
     network_tx_bytes = peewee.BigIntegerField(null=True)
+    network_rx_rate = peewee.FloatField(null=True)
+    network_tx_rate = peewee.FloatField(null=True)
+    process_count = peewee.IntegerField(null=True)
     disks = CompactJSONField(null=True)
     interfaces = CompactJSONField(null=True)
+    disk_io = CompactJSONField(null=True)
+    processes = CompactJSONField(null=True)
+    services = CompactJSONField(null=True)
+    unavailable = CompactJSONField(null=True)
     created_at = peewee.DateTimeField(default=utcnow)
 
     class Meta:

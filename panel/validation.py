@@ -4,8 +4,8 @@ The schemas in `protocol.py` are plain JSON Schema dicts: this module enforces t
 request and `/api/openapi.json` publishes the very same dicts, so the document cannot drift from
 what the code accepts. A test checks our verdicts against the `jsonschema` package.
 
-Supported keywords: type, properties, required, additionalProperties (bool), items, minItems,
-maxItems, minLength, maxLength, minimum, maximum, enum. Beyond JSON Schema, every string must be
+Supported keywords: type, properties, required, additionalProperties (bool or schema), items,
+minItems, maxItems, minLength, maxLength, minimum, maximum, maxProperties, enum. Beyond JSON Schema, every string must be
 valid UTF-8 without NUL characters, because PostgreSQL text cannot store either.
 """
 
@@ -86,14 +86,21 @@ def _check_string(schema, value, path):
 
 
 def _check_object(schema, value, path):
+    if "maxProperties" in schema and len(value) > schema["maxProperties"]:
+        raise ValidationError(f"must have at most {schema['maxProperties']} fields", path)
     for key in schema.get("required", ()):
         if key not in value:
             raise ValidationError("is required", _join(path, key))
     properties = schema.get("properties", {})
-    if schema.get("additionalProperties", True) is False:
+    additional = schema.get("additionalProperties", True)
+    if additional is not True:
         for key in value:
-            if key not in properties:
+            if key in properties:
+                continue
+            if additional is False:
                 raise ValidationError("is not a known field", _join(path, key))
+            _check_string({"maxLength": 256}, key, _join(path, key))
+            validate(additional, value[key], _join(path, key))
     for key, subschema in properties.items():
         if key in value:
             validate(subschema, value[key], _join(path, key))

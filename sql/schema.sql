@@ -7,9 +7,11 @@
 --   * cpu_* columns are REAL, not DECIMAL(5,2): a load average can pass 999.99 on a large box,
 --     and DECIMAL comes back as Python Decimal for no gain in a monitoring figure.
 --   * server_metrics.id is BIGSERIAL: a year of 1,000 agents is 525 M rows.
---   * memory_available, disks and interfaces are added (per-mount and per-interface detail of
---     the same sample, compact JSON); servers_agents gains api_key_id, the key's public id
---     that finds the row by index so a request never tries every hash.
+--   * added typed columns: memory_available, swap_*, cpu_iowait/steal, summed disk and network
+--     rates (bytes/s), process_count; added JSON detail of the same sample: disks (per mount),
+--     interfaces, disk_io (per device), processes (top 5 by CPU and memory), services,
+--     unavailable (collectors that failed). servers_agents gains api_key_id, the key's public
+--     id that finds the row by index so a request never tries every hash.
 --   * idx_server_metrics_agent_timestamp is UNIQUE: the same sample is stored once.
 
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -46,6 +48,8 @@ CREATE TABLE IF NOT EXISTS server_metrics (
   agent_id INTEGER NOT NULL REFERENCES servers_agents(id) ON DELETE CASCADE,
   timestamp TIMESTAMP NOT NULL,
   cpu_usage REAL,
+  cpu_iowait REAL,
+  cpu_steal REAL,
   cpu_load_1min REAL,
   cpu_load_5min REAL,
   cpu_load_15min REAL,
@@ -54,13 +58,24 @@ CREATE TABLE IF NOT EXISTS server_metrics (
   memory_free BIGINT,
   memory_available BIGINT,
   memory_cached BIGINT,
+  swap_total BIGINT,
+  swap_used BIGINT,
   disk_total BIGINT,
   disk_used BIGINT,
   disk_free BIGINT,
+  disk_read_rate REAL,
+  disk_write_rate REAL,
   network_rx_bytes BIGINT,
   network_tx_bytes BIGINT,
+  network_rx_rate REAL,
+  network_tx_rate REAL,
+  process_count INTEGER,
   disks JSON,
   interfaces JSON,
+  disk_io JSON,
+  processes JSON,
+  services JSON,
+  unavailable JSON,
   created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC')
 );
 

@@ -22,10 +22,19 @@ def sample(server_id, timestamp=None, **metrics_overrides):
         "cpu": {"usage": 12.5, "load1": 0.5, "load5": 0.4, "load15": 0.3, "count": 2},
         "memory": {"total": 8 << 30, "used": 2 << 30, "free": 5 << 30, "available": 6 << 30,
                    "cached": 1 << 30},
-        "disk": [{"mountpoint": "/", "device": "/dev/vda", "fstype": "ext4",
-                  "total": 100 << 30, "used": 40 << 30, "free": 60 << 30, "percent": 40.0}],
-        "network": [{"interface": "eth0", "bytesSent": 1000, "bytesRecv": 2000,
-                     "packetsSent": 10, "packetsRecv": 20}],
+        "disk": {"mounts": [{"mountpoint": "/", "device": "/dev/vda", "fstype": "ext4",
+                             "total": 100 << 30, "used": 40 << 30, "free": 60 << 30,
+                             "percent": 40.0}],
+                 "io": [{"device": "vda", "readBytesPerSec": 10.0, "writeBytesPerSec": 20.0}]},
+        "network": {"interfaces": [{"interface": "eth0", "bytesSent": 1000, "bytesRecv": 2000,
+                                    "packetsSent": 10, "packetsRecv": 20,
+                                    "bytesSentPerSec": 5.0, "bytesRecvPerSec": 7.5}]},
+        "processes": {"total": 80, "running": 2,
+                      "topCpu": [{"pid": 42, "name": "postgres", "user": "postgres",
+                                  "cpuPercent": 12.0, "rss": 1 << 20}],
+                      "topMemory": [{"pid": 42, "name": "postgres", "user": "postgres",
+                                     "cpuPercent": 12.0, "rss": 1 << 20}]},
+        "services": {"redis": {"usedMemory": 1 << 20, "connectedClients": 3}},
     }
     metrics.update(metrics_overrides)
     return {"serverId": server_id, "timestamp": timestamp or now_iso(), "metrics": metrics}
@@ -79,15 +88,19 @@ def test_metrics_are_stored_with_typed_columns_and_detail(panel, server):
     srv, key = server
     response = post(panel, "/api/agent/metrics", key, sample(srv.id, "2026-11-30T01:52:00Z"))
     assert response.status == 200, response.text
-    assert response.json() == {"received": True, "nextReportIn": 60}
+    assert response.json() == {"received": True, "stored": 1, "duplicates": 0,
+                               "nextReportIn": 60}
     row = models.Metric.get()
     assert row.timestamp == datetime.datetime(2026, 11, 30, 1, 52)
     assert row.cpu_usage == 12.5 and row.cpu_load_5min == pytest.approx(0.4)
     assert row.memory_total == 8 << 30 and row.memory_available == 6 << 30
     assert row.disk_total == 100 << 30
     assert row.network_rx_bytes == 2000 and row.network_tx_bytes == 1000
+    assert row.network_rx_rate == 7.5 and row.disk_write_rate == 20.0
     assert row.disks[0]["mountpoint"] == "/"
     assert row.interfaces[0]["packetsRecv"] == 20
+    assert row.processes["topCpu"][0]["name"] == "postgres" and row.process_count == 80
+    assert row.services == {"redis": {"usedMemory": 1 << 20, "connectedClients": 3}}
     assert models.Agent.get(models.Agent.server == srv.id).last_seen is not None
 
 
@@ -114,8 +127,63 @@ def test_retried_sample_is_stored_once(panel, server):
     first = post(panel, "/api/agent/metrics", key, document)
     second = post(panel, "/api/agent/metrics", key, document)
     assert first.status == second.status == 200
-    assert second.json()["duplicate"] is True
+    assert (second.json()["stored"], second.json()["duplicates"]) == (0, 1)
     assert metric_count() == 1
+
+
+def batch(server_id, count, start="2026-11-30T01:00:00Z"):
+    base = datetime.datetime.fromisoformat(start)
+    samples = []
+    for index in range(count):
+        one = sample(server_id, (base + datetime.timedelta(minutes=index)).isoformat())
+        del one["serverId"]
+        samples.append(one)
+    return {"serverId": server_id, "samples": samples}
+
+
+def test_batch_stores_every_sample_with_its_own_timestamp(panel, server):
+    srv, key = server
+    response = post(panel, "/api/agent/metrics", key, batch(srv.id, 30))
+    assert response.status == 200, response.text
+    assert response.json()["stored"] == 30
+    stamps = [m.timestamp for m in models.Metric.select().order_by(models.Metric.timestamp)]
+    assert stamps[0] == datetime.datetime(2026, 11, 30, 1, 0)
+    assert stamps[-1] == datetime.datetime(2026, 11, 30, 1, 29)
+
+
+def test_replayed_batch_overlapping_stored_samples_stores_each_once(panel, server):
+    srv, key = server
+    assert post(panel, "/api/agent/metrics", key, batch(srv.id, 10)).status == 200
+    again = post(panel, "/api/agent/metrics", key, batch(srv.id, 15))
+    assert again.status == 200
+    assert (again.json()["stored"], again.json()["duplicates"]) == (5, 10)
+    assert metric_count() == 15
+
+
+def test_batch_with_one_bad_sample_is_refused_whole_naming_its_index(panel, server):
+    srv, key = server
+    document = batch(srv.id, 5)
+    document["samples"][3]["metrics"]["cpu"]["usage"] = 500
+    response = post(panel, "/api/agent/metrics", key, document)
+    assert_error(response, 422, "samples[3].metrics.cpu.usage")
+    assert metric_count() == 0
+
+
+def test_batch_with_a_future_sample_names_its_index(panel, server):
+    srv, key = server
+    document = batch(srv.id, 3)
+    document["samples"][1]["timestamp"] = now_iso(3600)
+    response = post(panel, "/api/agent/metrics", key, document)
+    assert_error(response, 422, "samples[1].timestamp")
+    assert metric_count() == 0
+
+
+def test_batch_larger_than_the_maximum_is_422(panel, server):
+    srv, key = server
+    document = batch(srv.id, 101)
+    for one in document["samples"]:
+        one["metrics"] = {"cpu": {"usage": 1.0}}
+    assert_error(post(panel, "/api/agent/metrics", key, document), 422, "samples")
 
 
 def test_heartbeat_updates_last_seen(panel, server):
@@ -131,8 +199,8 @@ def test_config_tells_interval_and_collectors(panel, server):
     _, key = server
     response = http_request(panel, "GET", "/api/agent/config", headers=bearer(key))
     assert response.status == 200
-    assert response.json() == {"reportInterval": 60,
-                               "metricsEnabled": ["cpu", "memory", "disk", "network"]}
+    assert response.json() == {"reportInterval": 60, "metricsEnabled": [
+        "cpu", "memory", "disk", "network", "processes", "services"]}
 
 
 def test_openapi_document_is_served(panel):
@@ -208,7 +276,7 @@ def test_other_servers_id_is_403_and_nothing_is_written(panel, server):
 def test_oversized_body_is_413(panel, server):
     srv, key = server
     document = sample(srv.id)
-    document["padding"] = "x" * (300 * 1024)
+    document["padding"] = "x" * (1100 * 1024)
     response = post(panel, "/api/agent/metrics", key, document)
     assert_error(response, 413, words="limit")
     assert metric_count() == 0
@@ -295,8 +363,13 @@ def _with(document, path, value):
     (("metrics", "cpu", "usage"), 250, "metrics.cpu.usage"),
     (("metrics", "memory", "total"), -1, "metrics.memory.total"),
     (("metrics", "memory", "used"), "a lot", "metrics.memory.used"),
-    (("metrics", "disk", 0, "mountpoint"), "/mnt/\x00evil", "metrics.disk[0].mountpoint"),
-    (("metrics", "network", 0, "bytesSent"), 2**64, "metrics.network[0].bytesSent"),
+    (("metrics", "disk", "mounts", 0, "mountpoint"), "/mnt/\x00evil",
+     "metrics.disk.mounts[0].mountpoint"),
+    (("metrics", "network", "interfaces", 0, "bytesSent"), 2**64,
+     "metrics.network.interfaces[0].bytesSent"),
+    (("metrics", "processes", "topCpu", 0, "name"), "x" * 257,
+     "metrics.processes.topCpu[0].name"),
+    (("unavailable",), {"docker": ["not", "a", "string"]}, "unavailable.docker"),
 ])
 def test_schema_violation_is_422_naming_the_field(panel, server, path, value, field):
     srv, key = server
@@ -320,8 +393,9 @@ def test_body_that_is_not_an_object_is_422(panel, server):
 def test_too_many_interfaces_is_422(panel, server):
     srv, key = server
     interfaces = [{"interface": f"veth{i}", "bytesSent": 1, "bytesRecv": 1} for i in range(513)]
-    response = post(panel, "/api/agent/metrics", key, sample(srv.id, network=interfaces))
-    assert_error(response, 422, "metrics.network")
+    response = post(panel, "/api/agent/metrics", key,
+                    sample(srv.id, network={"interfaces": interfaces}))
+    assert_error(response, 422, "metrics.network.interfaces")
 
 
 @pytest.mark.parametrize("field,value", [

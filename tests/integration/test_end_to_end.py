@@ -11,6 +11,7 @@ import time
 import psutil
 import pytest
 
+import agent as agent_module
 from panel import models, protocol
 from panel.validation import validate
 from tests.conftest import ROOT, TEST_BCRYPT_ROUNDS
@@ -44,7 +45,8 @@ def test_agent_once_stores_this_machines_sample(panel, tmp_path):
     assert result.returncode == 0, result.stderr
 
     agent = models.Agent.get()
-    assert agent.hostname and agent.agent_version == "0.1.0" and agent.status == "active"
+    assert agent.hostname and agent.agent_version == agent_module.__version__
+    assert agent.status == "active"
     row = models.Metric.get()
     assert row.agent_id == agent.id
     assert row.memory_total == psutil.virtual_memory().total
@@ -52,6 +54,7 @@ def test_agent_once_stores_this_machines_sample(panel, tmp_path):
     assert row.cpu_load_1min is not None
     assert len(row.disks) >= 1 and row.disk_total > 0
     assert len(row.interfaces) >= 1
+    assert row.process_count > 10 and len(row.processes["topMemory"]) == 5
     mounts = {d["mountpoint"] for d in row.disks}
     assert "/" in mounts or any(p.mountpoint in mounts for p in psutil.disk_partitions())
     state = json.loads((tmp_path / "state.json").read_text())
@@ -105,6 +108,7 @@ def test_agent_print_sends_nothing_and_prints_a_valid_payload(panel, tmp_path):
     payload = json.loads(result.stdout)
     payload["serverId"] = 1
     validate(protocol.METRICS_BODY, payload)
+    assert "agent_" not in result.stdout
     assert models.Metric.select().count() == 0
 
 

@@ -1,5 +1,8 @@
-"""Collector contracts (keys and types) on this machine, checked against psutil, and the pure
-CPU-usage arithmetic."""
+"""Collector contracts (keys and types) on this machine, checked against psutil and the OS, and
+the pure arithmetic behind CPU shares and rates."""
+import os
+import time
+
 import psutil
 import pytest
 
@@ -7,109 +10,246 @@ import agent
 from panel import protocol
 from panel.validation import validate
 
-SECTIONS = protocol.METRICS_BODY["properties"]["metrics"]["properties"]
+SECTIONS = protocol.METRICS["properties"]
 
 
 @pytest.fixture(scope="module")
 def collected():
-    metrics, status = agent.run_collectors(agent.DEFAULT_COLLECTORS, agent.CollectorState())
-    return metrics, status
+    ctx = agent.CollectorContext()
+    agent.run_collectors(agent.SYSTEM_COLLECTORS, ctx)  # first: counters to compare with
+    time.sleep(0.3)
+    metrics, unavailable = agent.run_collectors(agent.SYSTEM_COLLECTORS, ctx)
+    return metrics, unavailable
 
 
-def test_every_default_collector_is_registered_and_on_by_default():
-    for name in agent.DEFAULT_COLLECTORS:
+def test_every_system_collector_is_registered_and_on_by_default():
+    for name in agent.SYSTEM_COLLECTORS + agent.SERVICE_NAMES:
         assert agent.COLLECTORS[name].default is True
+    assert {agent.COLLECTORS[n].group for n in agent.SERVICE_NAMES} == {"services"}
 
 
-def test_every_collector_succeeds_here_and_is_timed(collected):
-    metrics, status = collected
-    for name in agent.DEFAULT_COLLECTORS:
-        assert status[name]["ok"], status[name]
-        assert status[name]["ms"] >= 0
+def test_services_stands_for_every_service_collector():
+    assert agent.expand_collectors(["cpu", "services"]) == ("cpu",) + agent.SERVICE_NAMES
+    assert agent.expand_collectors(["redis", "nope"]) == ("redis",)
 
 
-@pytest.mark.parametrize("name", agent.DEFAULT_COLLECTORS)
+def test_every_system_collector_succeeds_here(collected):
+    metrics, unavailable = collected
+    assert unavailable == {}
+    assert set(metrics) == set(agent.SYSTEM_COLLECTORS)
+
+
+@pytest.mark.parametrize("name", agent.SYSTEM_COLLECTORS)
 def test_collector_output_matches_the_wire_schema(collected, name):
     validate(SECTIONS[name], collected[0][name], f"metrics.{name}")
 
 
 def test_cpu_contract(collected):
     cpu = collected[0]["cpu"]
-    assert set(cpu) == {"usage", "load1", "load5", "load15", "count"}
-    assert 0 <= cpu["usage"] <= 100
+    assert set(cpu) == {"usage", "iowait", "steal", "load1", "load5", "load15", "count"}
+    assert 0 <= cpu["usage"] <= 100 and 0 <= cpu["iowait"] <= 100
     assert cpu["count"] == psutil.cpu_count()
-    assert all(isinstance(cpu[k], float) for k in ("usage", "load1", "load5", "load15"))
+    assert abs(cpu["load15"] - os.getloadavg()[2]) < 1.0
 
 
 def test_memory_matches_psutil(collected):
     memory = collected[0]["memory"]
-    assert set(memory) == {"total", "used", "free", "available", "cached"}
+    assert set(memory) == {"total", "used", "free", "available", "cached", "swapTotal",
+                           "swapUsed"}
     assert memory["total"] == psutil.virtual_memory().total
+    assert memory["swapTotal"] == psutil.swap_memory().total
     assert all(isinstance(v, int) for v in memory.values())
 
 
 def test_disk_lists_real_filesystems_only(collected):
-    disks = collected[0]["disk"]
-    assert disks, "this machine has at least one real filesystem"
-    for disk in disks:
-        assert disk["fstype"] not in agent.PSEUDO_FILESYSTEMS
-        assert disk["total"] == psutil.disk_usage(disk["mountpoint"]).total
-        assert set(disk) == {"mountpoint", "device", "fstype", "total", "used", "free", "percent"}
+    mounts = collected[0]["disk"]["mounts"]
+    assert mounts, "this machine has at least one real filesystem"
+    for mount in mounts:
+        assert mount["fstype"] not in agent.PSEUDO_FILESYSTEMS
+        assert mount["total"] == psutil.disk_usage(mount["mountpoint"]).total
 
 
-def test_network_leaves_out_loopback_and_counts_bytes(collected):
-    interfaces = collected[0]["network"]
+def test_disk_io_has_rates_for_whole_devices_only(collected):
+    io = collected[0]["disk"]["io"]
+    devices = set(psutil.disk_io_counters(perdisk=True))
+    for entry in io:
+        assert entry["device"] in devices
+        assert not agent.IGNORED_BLOCK_DEVICES.match(entry["device"])
+        assert entry["readBytesPerSec"] >= 0 and entry["writeOpsPerSec"] >= 0
+
+
+def test_ignored_block_devices_are_partitions_loops_and_ram_disks():
+    for name in ("loop0", "ram1", "zram0", "sda1", "vda2", "xvda1", "nvme0n1p1", "mmcblk0p1"):
+        assert agent.IGNORED_BLOCK_DEVICES.match(name), name
+    for name in ("sda", "vda", "nvme0n1", "dm-0", "md0", "mmcblk0"):
+        assert not agent.IGNORED_BLOCK_DEVICES.match(name), name
+
+
+def test_network_leaves_out_loopback_and_has_rates_on_the_second_sample(collected):
+    interfaces = collected[0]["network"]["interfaces"]
     names = {i["interface"] for i in interfaces}
-    assert "lo" not in names
     assert names == set(psutil.net_io_counters(pernic=True)) - {"lo"}
     for entry in interfaces:
-        assert entry["bytesRecv"] >= 0 and isinstance(entry["bytesSent"], int)
+        for field in ("bytesSentPerSec", "bytesRecvPerSec", "packetsSentPerSec",
+                      "errorsInPerSec", "dropsOutPerSec"):
+            assert entry[field] >= 0
+
+
+def test_processes_counts_and_top_lists(collected):
+    processes = collected[0]["processes"]
+    assert abs(processes["total"] - len(psutil.pids())) <= 10
+    assert processes["running"] >= 1  # at least this test
+    assert 1 <= len(processes["topMemory"]) <= agent.TOP_N
+    rss = [p["rss"] for p in processes["topMemory"]]
+    assert rss == sorted(rss, reverse=True)
+    assert len(processes["topCpu"]) <= agent.TOP_N
+    cpu = [p["cpuPercent"] for p in processes["topCpu"]]
+    assert cpu == sorted(cpu, reverse=True)
+
+
+def test_processes_never_carry_command_lines(collected):
+    for entry in collected[0]["processes"]["topMemory"] + collected[0]["processes"]["topCpu"]:
+        assert set(entry) <= {"pid", "name", "user", "cpuPercent", "rss"}
+        assert " " not in entry["name"] or psutil.Process(entry["pid"]).name() == entry["name"]
+
+
+def test_a_busy_process_tops_the_cpu_list():
+    ctx = agent.CollectorContext()
+    agent.collect_processes(ctx)
+    deadline = time.monotonic() + 0.6
+    while time.monotonic() < deadline:  # burn CPU in this process
+        pass
+    top = agent.collect_processes(ctx)["topCpu"]
+    assert top and top[0]["pid"] == os.getpid()
+    assert 50 <= top[0]["cpuPercent"] <= 110
 
 
 def test_a_failing_collector_is_reported_and_the_others_still_run(monkeypatch):
-    def broken(state):
+    def broken(ctx):
         raise PermissionError("denied")
 
-    monkeypatch.setitem(agent.COLLECTORS, "memory", broken)
-    metrics, status = agent.run_collectors(("cpu", "memory", "disk"), agent.CollectorState())
+    spec = agent.COLLECTORS["memory"]
+    monkeypatch.setitem(agent.COLLECTORS, "memory", agent.CollectorSpec("memory", broken,
+                                                                        True, "system"))
+    metrics, unavailable = agent.run_collectors(("cpu", "memory", "disk"),
+                                                agent.CollectorContext())
     assert "memory" not in metrics
-    assert status["memory"]["ok"] is False and "PermissionError" in status["memory"]["error"]
+    assert unavailable == {"memory": "PermissionError: denied"}
     assert "cpu" in metrics and "disk" in metrics
+    assert spec.func is agent.collect_memory
 
 
-# ----- CPU usage from cumulative counters (pure) ----------------------------------------------
+def test_a_failing_collector_is_logged_once_and_its_recovery_once(monkeypatch, caplog):
+    calls = {"n": 0}
 
-def reading(busy, total, boot=1000.0):
-    return {"bootTime": boot, "busy": busy, "total": total}
+    def flaky(ctx):
+        calls["n"] += 1
+        if calls["n"] <= 3:
+            raise TimeoutError("slow")
+        return {"ok": 1}
+
+    monkeypatch.setitem(agent.COLLECTORS, "flaky", agent.CollectorSpec("flaky", flaky, True,
+                                                                       "services"))
+    ctx = agent.CollectorContext()
+    with caplog.at_level("WARNING", logger="mpanel-agent"):
+        for _ in range(5):
+            agent.run_collectors(("flaky",), ctx)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("collector failed name=flaky" in m for m in messages) == 1
+    assert sum("collector recovered name=flaky" in m for m in messages) == 1
 
 
-def test_cpu_percent_is_busy_share_of_elapsed_time():
-    assert agent.CpuUsage.percent_between(reading(10, 100), reading(35, 200)) == 25.0
+def test_an_absent_service_is_left_out_silently_and_not_probed_every_cycle(monkeypatch):
+    calls = {"n": 0}
+
+    def absent(ctx):
+        calls["n"] += 1
+        raise agent.ServiceAbsent("not here")
+
+    monkeypatch.setitem(agent.COLLECTORS, "ghost", agent.CollectorSpec("ghost", absent, True,
+                                                                       "services"))
+    ctx = agent.CollectorContext()
+    for _ in range(3):
+        metrics, unavailable = agent.run_collectors(("ghost",), ctx)
+        assert metrics == {} and unavailable == {}
+    assert calls["n"] == 1
+
+
+# ----- CPU shares and rates from cumulative counters (pure) ---------------------------------
+
+def reading(busy, total, boot=1000.0, iowait=0.0, steal=0.0):
+    return {"bootTime": boot, "busy": busy, "total": total, "iowait": iowait, "steal": steal}
+
+
+def test_cpu_shares_are_parts_of_elapsed_time():
+    shares = agent.CpuTimes.shares_between(reading(10, 100, iowait=5, steal=1),
+                                           reading(35, 200, iowait=15, steal=3))
+    assert shares == {"usage": 25.0, "iowait": 10.0, "steal": 2.0}
 
 
 def test_no_previous_reading_gives_no_value():
-    assert agent.CpuUsage.percent_between(None, reading(35, 200)) is None
+    assert agent.CpuTimes.shares_between(None, reading(35, 200)) is None
 
 
 def test_reading_from_before_a_reboot_is_discarded():
-    assert agent.CpuUsage.percent_between(reading(10, 100, boot=1000),
-                                          reading(11, 120, boot=5000)) is None
+    assert agent.CpuTimes.shares_between(reading(10, 100, boot=1000),
+                                         reading(11, 120, boot=5000)) is None
 
 
-def test_counters_going_backwards_give_no_value_rather_than_a_spike():
-    assert agent.CpuUsage.percent_between(reading(500, 1000), reading(10, 100)) is None
-    assert agent.CpuUsage.percent_between(reading(10, 100), reading(10, 100)) is None
+def test_cpu_counters_going_backwards_give_no_value_rather_than_a_spike():
+    assert agent.CpuTimes.shares_between(reading(500, 1000), reading(10, 100)) is None
+    assert agent.CpuTimes.shares_between(reading(10, 100), reading(10, 100)) is None
 
 
-def test_restored_reading_gives_a_real_first_value_without_waiting(monkeypatch):
+def test_restored_cpu_reading_gives_a_real_first_value_without_waiting(monkeypatch):
     """What --once relies on: a reading saved by the previous run is used, no priming wait."""
-    usage = agent.CpuUsage(agent.CpuUsage.read())
-    busy_until = agent.time.monotonic() + 0.3  # let the kernel's tick counters move
-    while agent.time.monotonic() < busy_until:
+    times = agent.CpuTimes(agent.CpuTimes.read())
+    busy_until = time.monotonic() + 0.3  # let the kernel's tick counters move
+    while time.monotonic() < busy_until:
         pass
 
     def no_sleeping(seconds):
         raise AssertionError("sample() primed although a previous reading was restored")
 
     monkeypatch.setattr(agent.time, "sleep", no_sleeping)
-    assert 0 < usage.sample() <= 100
+    assert 0 < times.sample()["usage"] <= 100
+
+
+def test_rate_is_delta_over_elapsed_time():
+    rates = agent.Rates(boot_time=1000)
+    assert rates.per_second("eth0", 1000, now=10.0) is None  # first reading: no rate
+    rates.end_cycle()
+    assert rates.per_second("eth0", 3000, now=20.0) == 200.0
+
+
+def test_counter_reset_gives_no_rate_then_recovers():
+    rates = agent.Rates(boot_time=1000)
+    rates.per_second("eth0", 5_000_000, now=10.0)
+    rates.end_cycle()
+    assert rates.per_second("eth0", 100, now=20.0) is None  # interface re-created
+    rates.end_cycle()
+    assert rates.per_second("eth0", 600, now=30.0) == 50.0
+
+
+def test_rates_survive_a_restart_through_the_state_file():
+    rates = agent.Rates(boot_time=1000)
+    rates.per_second("eth0", 1000, now=10.0)
+    rates.end_cycle()
+    restored = agent.Rates(rates.to_json(), boot_time=1000)
+    assert restored.per_second("eth0", 2000, now=20.0) == 100.0
+
+
+def test_saved_rates_from_before_a_reboot_are_ignored():
+    rates = agent.Rates(boot_time=1000)
+    rates.per_second("eth0", 9_999_999, now=10.0)
+    rates.end_cycle()
+    after_reboot = agent.Rates(rates.to_json(), boot_time=9000)
+    assert after_reboot.per_second("eth0", 10, now=20.0) is None
+
+
+def test_counters_that_vanish_are_forgotten():
+    rates = agent.Rates(boot_time=1000)
+    rates.per_second("veth1", 1, now=1.0)
+    rates.end_cycle()
+    rates.end_cycle()
+    assert rates.previous == {}

@@ -3,11 +3,10 @@ import datetime
 
 import pytest
 
-from panel import ingest, protocol
+from panel import ingest
 from panel.validation import ValidationError
 
 NOW = datetime.datetime(2026, 11, 30, 12, 0, 0)
-SECTIONS = protocol.METRICS_BODY["properties"]["metrics"]["properties"]
 
 
 @pytest.mark.parametrize("value,expected", [
@@ -37,52 +36,83 @@ def test_unusable_timestamps_are_refused_with_a_reason(value, message):
 
 def test_sample_row_fills_typed_columns_and_keeps_detail():
     row = ingest.sample_row({
-        "cpu": {"usage": 12.5, "load1": 1.0, "load5": 0.5, "load15": 0.25},
-        "memory": {"total": 1000, "used": 400, "free": 100, "available": 600, "cached": 300},
-        "disk": [
-            {"mountpoint": "/", "device": "/dev/vda1", "total": 100, "used": 40, "free": 60},
-            {"mountpoint": "/srv", "device": "/dev/vdb1", "total": 50, "used": 10, "free": 40},
-        ],
-        "network": [
-            {"interface": "eth0", "bytesSent": 5, "bytesRecv": 7},
+        "cpu": {"usage": 12.5, "iowait": 1.5, "steal": 0.5, "load1": 1.0, "load5": 0.5,
+                "load15": 0.25},
+        "memory": {"total": 1000, "used": 400, "free": 100, "available": 600, "cached": 300,
+                   "swapTotal": 50, "swapUsed": 5},
+        "disk": {
+            "mounts": [
+                {"mountpoint": "/", "device": "/dev/vda1", "total": 100, "used": 40, "free": 60},
+                {"mountpoint": "/srv", "device": "/dev/vdb1", "total": 50, "used": 10,
+                 "free": 40},
+            ],
+            "io": [{"device": "vda", "readBytesPerSec": 100.0, "writeBytesPerSec": 50.0},
+                   {"device": "vdb", "readBytesPerSec": 1.0, "writeBytesPerSec": 2.0}],
+        },
+        "network": {"interfaces": [
+            {"interface": "eth0", "bytesSent": 5, "bytesRecv": 7, "bytesSentPerSec": 1.5,
+             "bytesRecvPerSec": 2.5},
             {"interface": "eth1", "bytesSent": 1, "bytesRecv": 2, "packetsSent": 3},
-        ],
-    }, SECTIONS)
+        ]},
+        "processes": {"total": 80, "running": 2,
+                      "topCpu": [{"pid": 1, "name": "init", "cpuPercent": 1.0}],
+                      "topMemory": []},
+        "services": {"redis": {"usedMemory": 10, "connectedClients": 1}},
+    }, {"docker": "PermissionError: denied"})
     assert row["cpu_usage"] == 12.5 and row["cpu_load_15min"] == 0.25
+    assert (row["cpu_iowait"], row["cpu_steal"]) == (1.5, 0.5)
     assert row["memory_available"] == 600 and row["memory_cached"] == 300
+    assert (row["swap_total"], row["swap_used"]) == (50, 5)
     assert (row["disk_total"], row["disk_used"], row["disk_free"]) == (150, 50, 100)
+    assert (row["disk_read_rate"], row["disk_write_rate"]) == (101.0, 52.0)
     assert (row["network_rx_bytes"], row["network_tx_bytes"]) == (9, 6)
+    assert (row["network_rx_rate"], row["network_tx_rate"]) == (2.5, 1.5)
+    assert row["process_count"] == 80
     assert [d["mountpoint"] for d in row["disks"]] == ["/", "/srv"]
     assert row["interfaces"][1] == {"interface": "eth1", "bytesSent": 1, "bytesRecv": 2,
                                     "packetsSent": 3}
+    assert row["processes"]["topCpu"][0]["name"] == "init"
+    assert row["services"] == {"redis": {"usedMemory": 10, "connectedClients": 1}}
+    assert row["unavailable"] == {"docker": "PermissionError: denied"}
 
 
 def test_a_device_mounted_twice_is_counted_once_in_totals():
-    row = ingest.sample_row({"disk": [
+    row = ingest.sample_row({"disk": {"mounts": [
         {"mountpoint": "/", "device": "/dev/vda1", "total": 100, "used": 40, "free": 60},
         {"mountpoint": "/var/lib/docker", "device": "/dev/vda1", "total": 100, "used": 40,
          "free": 60},
-    ]}, SECTIONS)
+    ]}})
     assert row["disk_total"] == 100
     assert len(row["disks"]) == 2
 
 
+def test_rates_absent_on_a_first_sample_leave_the_rate_columns_empty():
+    row = ingest.sample_row({"network": {"interfaces": [
+        {"interface": "eth0", "bytesSent": 5, "bytesRecv": 7}]}})
+    assert row["network_rx_rate"] is None and row["network_rx_bytes"] == 7
+
+
 def test_unknown_fields_from_the_agent_are_not_stored():
-    row = ingest.sample_row({"network": [
-        {"interface": "eth0", "bytesSent": 1, "bytesRecv": 2, "secret": "x" * 1000}]}, SECTIONS)
+    row = ingest.sample_row({
+        "network": {"interfaces": [{"interface": "eth0", "bytesSent": 1, "bytesRecv": 2,
+                                    "secret": "x" * 1000}]},
+        "processes": {"total": 1, "topCpu": [{"pid": 1, "name": "x", "cmdline": "pw=1"}]},
+        "services": {"redis": {"usedMemory": 1, "password": "hunter2"}, "mystery": {"a": 1}},
+    })
     assert "secret" not in row["interfaces"][0]
+    assert "cmdline" not in row["processes"]["topCpu"][0]
+    assert row["services"] == {"redis": {"usedMemory": 1}}
 
 
 def test_sums_past_64_bits_are_refused_not_overflowed():
     huge = 2**62
     with pytest.raises(ValidationError) as caught:
-        ingest.sample_row({"network": [
-            {"interface": f"eth{i}", "bytesSent": huge, "bytesRecv": 0} for i in range(3)]},
-            SECTIONS)
-    assert caught.value.field == "metrics.network"
+        ingest.sample_row({"network": {"interfaces": [
+            {"interface": f"eth{i}", "bytesSent": huge, "bytesRecv": 0} for i in range(3)]}})
+    assert caught.value.field == "metrics.network.interfaces"
 
 
 def test_absent_sections_leave_their_columns_empty():
-    row = ingest.sample_row({"cpu": {"usage": 1.0}}, SECTIONS)
+    row = ingest.sample_row({"cpu": {"usage": 1.0}})
     assert row["memory_total"] is None
-    assert "disks" not in row and "interfaces" not in row
+    assert "disks" not in row and "interfaces" not in row and "processes" not in row

@@ -21,11 +21,22 @@ def good_sample():
             "cpu": {"usage": 12.5, "load1": 0.5, "load5": 0.4, "load15": 0.3, "count": 2},
             "memory": {"total": 8 << 30, "used": 2 << 30, "free": 5 << 30,
                        "available": 6 << 30, "cached": 1 << 30},
-            "disk": [{"mountpoint": "/", "device": "/dev/vda", "fstype": "ext4",
-                      "total": 100, "used": 40, "free": 60, "percent": 40.0}],
-            "network": [{"interface": "eth0", "bytesSent": 1, "bytesRecv": 2,
-                         "packetsSent": 3, "packetsRecv": 4}],
+            "disk": {"mounts": [{"mountpoint": "/", "device": "/dev/vda", "fstype": "ext4",
+                                 "total": 100, "used": 40, "free": 60, "percent": 40.0}],
+                     "io": [{"device": "vda", "readBytesPerSec": 10.5, "writeBytesPerSec": 0,
+                             "readOpsPerSec": 1, "writeOpsPerSec": 0}]},
+            "network": {"interfaces": [{"interface": "eth0", "bytesSent": 1, "bytesRecv": 2,
+                                        "packetsSent": 3, "packetsRecv": 4,
+                                        "bytesSentPerSec": 0.5, "dropsInPerSec": 0}]},
+            "processes": {"total": 80, "running": 1,
+                          "topCpu": [{"pid": 1, "name": "init", "user": "root",
+                                      "cpuPercent": 0.5, "rss": 1024}],
+                          "topMemory": []},
+            "services": {"redis": {"usedMemory": 1024, "connectedClients": 1},
+                         "postgresql": {"connections": 3,
+                                        "databases": [{"name": "app", "size": 8192}]}},
         },
+        "unavailable": {"docker": "PermissionError: denied"},
     }
 
 
@@ -59,12 +70,22 @@ BAD_SAMPLES = [
     (("metrics", "memory", "total"), -1, "metrics.memory.total"),
     (("metrics", "memory", "total"), 2**63, "metrics.memory.total"),
     (("metrics", "memory", "used"), 1.5, "metrics.memory.used"),
-    (("metrics", "disk"), {"mountpoint": "/"}, "metrics.disk"),
-    (("metrics", "disk", 0, "mountpoint"), "", "metrics.disk[0].mountpoint"),
-    (("metrics", "disk", 0, "mountpoint"), "/" * 4097, "metrics.disk[0].mountpoint"),
-    (("metrics", "disk", 0, "free"), DELETE, "metrics.disk[0].free"),
-    (("metrics", "network", 0, "interface"), 7, "metrics.network[0].interface"),
-    (("metrics", "network", 0, "bytesRecv"), -5, "metrics.network[0].bytesRecv"),
+    (("metrics", "disk"), [{"mountpoint": "/"}], "metrics.disk"),
+    (("metrics", "disk", "mounts", 0, "mountpoint"), "", "metrics.disk.mounts[0].mountpoint"),
+    (("metrics", "disk", "mounts", 0, "mountpoint"), "/" * 4097,
+     "metrics.disk.mounts[0].mountpoint"),
+    (("metrics", "disk", "mounts", 0, "free"), DELETE, "metrics.disk.mounts[0].free"),
+    (("metrics", "disk", "io", 0, "readBytesPerSec"), -1, "metrics.disk.io[0].readBytesPerSec"),
+    (("metrics", "network", "interfaces", 0, "interface"), 7,
+     "metrics.network.interfaces[0].interface"),
+    (("metrics", "network", "interfaces", 0, "bytesRecv"), -5,
+     "metrics.network.interfaces[0].bytesRecv"),
+    (("metrics", "processes", "topCpu", 0, "name"), None, "metrics.processes.topCpu[0].name"),
+    (("metrics", "processes", "topCpu", 0, "pid"), DELETE, "metrics.processes.topCpu[0].pid"),
+    (("metrics", "services", "redis", "usedMemory"), -1, "metrics.services.redis.usedMemory"),
+    (("metrics", "services", "postgresql", "databases", 0, "size"), "big",
+     "metrics.services.postgresql.databases[0].size"),
+    (("unavailable", "docker"), 5, "unavailable.docker"),
 ]
 
 
@@ -89,19 +110,33 @@ def test_integral_float_counts_as_integer_as_in_json_schema():
 
 
 def test_too_many_disks_is_refused():
-    disk = good_sample()["metrics"]["disk"][0]
-    doc = mutate(("metrics", "disk"), [disk] * (protocol.MAX_DISKS + 1))
+    disk = good_sample()["metrics"]["disk"]["mounts"][0]
+    doc = mutate(("metrics", "disk", "mounts"), [disk] * (protocol.MAX_DISKS + 1))
     with pytest.raises(ValidationError) as caught:
         validate(protocol.METRICS_BODY, doc)
-    assert caught.value.field == "metrics.disk"
+    assert caught.value.field == "metrics.disk.mounts"
+
+
+def test_batch_names_the_index_of_the_bad_sample():
+    good = {k: v for k, v in good_sample().items() if k != "serverId"}
+    bad = copy.deepcopy(good)
+    bad["metrics"]["cpu"]["usage"] = 300
+    batch = {"serverId": 1, "samples": [good, good, bad]}
+    with pytest.raises(ValidationError) as caught:
+        validate(protocol.BATCH_BODY, batch)
+    assert caught.value.field == "samples[2].metrics.cpu.usage"
+    batch["samples"] = [good] * (protocol.MAX_BATCH + 1)
+    with pytest.raises(ValidationError):
+        validate(protocol.BATCH_BODY, batch)
+    assert not jsonschema.Draft202012Validator(protocol.BATCH_BODY).is_valid(batch)
 
 
 @pytest.mark.parametrize("text", ["web\x00evil", "\ud800"])
 def test_strings_postgresql_cannot_store_are_refused(text):
-    doc = mutate(("metrics", "disk", 0, "mountpoint"), text)
+    doc = mutate(("metrics", "disk", "mounts", 0, "mountpoint"), text)
     with pytest.raises(ValidationError) as caught:
         validate(protocol.METRICS_BODY, doc)
-    assert caught.value.field == "metrics.disk[0].mountpoint"
+    assert caught.value.field == "metrics.disk.mounts[0].mountpoint"
 
 
 def test_unknown_fields_are_ignored_for_forward_compatibility():
@@ -142,10 +177,18 @@ def test_protocol_doc_examples_validate():
             validate(protocol.REQUEST_SCHEMAS[name], example)
 
 
-def test_protocol_doc_lists_every_metrics_field():
+def _field_names(schema, path=""):
+    """Every property name in a schema tree, with its dotted path."""
+    for name, sub in schema.get("properties", {}).items():
+        yield f"{path}{name}", name
+        yield from _field_names(sub, f"{path}{name}.")
+        if "items" in sub:
+            yield from _field_names(sub["items"], f"{path}{name}[].")
+
+
+def test_protocol_doc_describes_every_field():
     text = (ROOT / "docs" / "protocol.md").read_text()
-    sections = protocol.METRICS_BODY["properties"]["metrics"]["properties"]
-    for section, schema in sections.items():
-        fields = schema.get("properties") or schema["items"]["properties"]
-        for field in fields:
-            assert f"`{field}`" in text, f"docs/protocol.md does not describe {section}.{field}"
+    for schema in protocol.REQUEST_SCHEMAS.values():
+        for dotted, name in _field_names(schema):
+            described = f"`{name}`" in text or f".{name}`" in text
+            assert described, f"docs/protocol.md does not describe {dotted}"
