@@ -173,6 +173,7 @@ _FILE_KEYS = {  # Config field: (section, key) in config.json
     "buffer_max_age": ("agent", "bufferMaxAge"),
     "buffer_max_bytes": ("agent", "bufferMaxBytes"),
     "retry_max_delay": ("agent", "retryMaxDelay"),
+    "timeout": ("agent", "requestTimeout"),
     "allow_insecure_http": ("agent", "allowInsecureHttp"),
     "services": ("agent", "services"),
     "log_level": ("logging", "level"),
@@ -212,6 +213,8 @@ def load_config(path=None, env=None, flags=None):
                   "retry_max_delay"):
         if field in values:
             values[field] = int(values[field])
+    if "timeout" in values:
+        values["timeout"] = float(values["timeout"])
     if "enabled_collectors" in values:
         values["enabled_collectors"] = tuple(values["enabled_collectors"])
     if "allow_insecure_http" in values:

@@ -122,8 +122,8 @@ class PanelProcess:
         return Path(self.log_path).read_text(errors="replace")
 
 
-def start_panel(database_url, log_path, extra_env=None):
-    port = free_port()
+def start_panel(database_url, log_path, extra_env=None, port=None):
+    port = port or free_port()
     env = dict(os.environ, MPANEL_DATABASE_URL=database_url, MPANEL_PORT=str(port),
                MPANEL_HOST="127.0.0.1", MPANEL_BCRYPT_ROUNDS=str(TEST_BCRYPT_ROUNDS),
                MPANEL_THREADS="4", **(extra_env or {}))
@@ -210,3 +210,69 @@ def new_server(name="web-1", critical=False):
 
 def bearer(key):
     return {"Authorization": f"Bearer {key}"}
+
+
+def write_agent_config(tmp_path, url, key, interval=60, retry_max_delay=300, timeout=10,
+                       services=None, **agent_extra):
+    """An agent config.json in the seed shape, state under tmp_path/state."""
+    document = {
+        "controlPanel": {"url": url, "apiKey": key},
+        "agent": {"reportInterval": interval, "stateDir": str(tmp_path / "state"),
+                  "retryMaxDelay": retry_max_delay, "requestTimeout": timeout,
+                  "services": services or {}, **agent_extra},
+        "logging": {"level": "debug"},
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+# ===== Other real servers =======================================================================
+
+def require(what, available, why):
+    """Skip when a real server the test needs is missing — but never under CI=true."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is required under CI=true: {why}", pytrace=False)
+    pytest.skip(f"{what} not available here: {why}")
+
+
+def start_nginx(tmp_path, server_blocks):
+    """Debian's nginx as an unprivileged foreground process with its own prefix and config."""
+    import shutil
+
+    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
+                                       else None)
+    require("nginx", binary, "install Debian's nginx package (.ci/run does)")
+    prefix = tmp_path / "nginx"
+    prefix.mkdir(exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(f"""
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy;
+  fastcgi_temp_path {prefix}/fastcgi; uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;
+  {server_blocks}
+}}
+""")
+    process = subprocess.Popen([binary, "-p", str(prefix), "-c", str(conf), "-e", "stderr"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return process
+
+
+def wait_for_port(port, process=None, timeout=15):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited: {process.stderr.read().decode() if process.stderr else ''}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")

@@ -1,0 +1,130 @@
+"""No sample lost: the real agent keeps collecting while the real panel is down, survives
+`kill -9` during the outage, and replays its buffer when the panel is back — every sample it
+collected is stored exactly once, with the time it was taken. On SQLite and PostgreSQL."""
+import datetime
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from panel import models
+from tests.conftest import ROOT, new_server, start_panel, stop_panel, write_agent_config
+
+
+def start_agent(config_path, log_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MPANEL_")}
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, str(ROOT / "agent.py"), "--config",
+                                 str(config_path), "--log-level", "debug"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+
+
+def buffered_timestamps(log_paths):
+    """Every sample the agent committed to its buffer, from its DEBUG lines."""
+    stamps = []
+    for path in log_paths:
+        stamps += re.findall(r"sample buffered timestamp=(\S+)", path.read_text())
+    return stamps
+
+
+def as_datetime(stamp):
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).replace(tzinfo=None)
+
+
+def stored_timestamps():
+    return [m.timestamp for m in models.Metric.select().order_by(models.Metric.timestamp)]
+
+
+def buffer_size(state_dir):
+    path = state_dir / "buffer.sqlite3"
+    if not path.exists():
+        return 0
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return db.execute("SELECT count(*) FROM samples").fetchone()[0]
+
+
+def wait_until(condition, timeout, step=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return False
+
+
+@pytest.mark.timeout(180)
+def test_outage_and_kill_9_lose_nothing_and_duplicate_nothing(backend_url, database, tmp_path):
+    panel_env = {"MPANEL_REPORT_INTERVAL": "1"}
+    panel = start_panel(backend_url, tmp_path / "panel.log", panel_env)
+    _, key = new_server("outage")
+    config = write_agent_config(tmp_path, panel.url, key, interval=1, retry_max_delay=1)
+    logs = [tmp_path / "agent-1.log", tmp_path / "agent-2.log"]
+    agent = start_agent(config, logs[0])
+    try:
+        assert wait_until(lambda: models.Metric.select().count() >= 3, 30), logs[0].read_text()
+
+        # The panel goes away for several cycles; the agent keeps collecting.
+        stop_panel(panel)
+        outage_started = datetime.datetime.utcnow()
+        time.sleep(3)
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(timeout=10)
+        agent = start_agent(config, logs[1])
+        time.sleep(3)
+        assert buffer_size(tmp_path / "state") >= 4, "samples accumulate while the panel is down"
+
+        # The panel comes back on the same port and database.
+        panel = start_panel(backend_url, tmp_path / "panel.log", panel_env, port=panel.port)
+        assert wait_until(lambda: buffer_size(tmp_path / "state") == 0, 30), \
+            logs[1].read_text()
+        time.sleep(1.5)
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=5)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        stop_panel(panel)
+
+    collected = [as_datetime(s) for s in buffered_timestamps(logs)]
+    stored = stored_timestamps()
+    assert len(stored) == len(set(stored)), "a sample was stored twice"
+    assert sorted(collected) == stored, "every buffered sample is stored, once, as taken"
+    during_outage = [t for t in stored if t > outage_started]
+    assert len(during_outage) >= 5
+    assert "replayed buffered samples" in logs[1].read_text()
+    assert buffer_size(tmp_path / "state") == 0
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_during_a_hung_request_stops_within_2_seconds(backend_url, database, tmp_path):
+    """The panel is frozen (SIGSTOP): the agent's request hangs until SIGTERM cuts it short.
+    The sample it was sending stays in the buffer."""
+    panel = start_panel(backend_url, tmp_path / "panel.log", {"MPANEL_REPORT_INTERVAL": "1"})
+    _, key = new_server("frozen")
+    config = write_agent_config(tmp_path, panel.url, key, interval=1, timeout=30)
+    log_path = tmp_path / "agent.log"
+    agent = start_agent(config, log_path)
+    try:
+        assert wait_until(lambda: models.Metric.select().count() >= 1, 30)
+        os.kill(panel.process.pid, signal.SIGSTOP)
+        try:
+            time.sleep(2.5)  # the next request is now waiting on the frozen panel
+            started = time.monotonic()
+            agent.send_signal(signal.SIGTERM)
+            code = agent.wait(timeout=10)
+            took = time.monotonic() - started
+        finally:
+            os.kill(panel.process.pid, signal.SIGCONT)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        stop_panel(panel)
+    assert code == 0
+    assert took < 2.0, f"took {took:.2f} s to stop"
+    assert buffer_size(tmp_path / "state") >= 1
+    assert "agent stopped" in log_path.read_text()
