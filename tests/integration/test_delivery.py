@@ -1,0 +1,172 @@
+"""How the real agent behaves when the real panel refuses: a rejected key backs off instead of
+hammering; a sample the panel refuses is dropped alone while the rest get through; a batch too
+large is split; a wrong URL keeps the samples. One stand-in, for 503 + Retry-After, which the
+panel has no way to produce on demand."""
+import http.server
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from panel import models
+from tests.conftest import (ROOT, CountingProxy, new_server, start_panel, stop_panel,
+                            write_agent_config)
+
+
+def run_once(config, timeout=60):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MPANEL_")}
+    return subprocess.run([sys.executable, str(ROOT / "agent.py"), "--config", str(config),
+                           "--once", "--log-level", "debug"], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def bury_in_buffer(state_dir, samples):
+    """Put samples in the agent's buffer as an earlier outage would have left them."""
+    import agent
+
+    buffer = agent.SpillBuffer(str(state_dir / "buffer.sqlite3"))
+    for sample in samples:
+        buffer.push(sample)
+    buffer.close()
+
+
+def old_sample(minute, usage=5.0, padding=0):
+    sample = {"timestamp": f"2026-11-29T10:{minute:02d}:00.000Z",
+              "metrics": {"cpu": {"usage": usage}}}
+    if padding:
+        sample["metrics"]["filler"] = "x" * padding  # unknown to the panel: ignored, not stored
+    return sample
+
+
+def buffered(state_dir):
+    with sqlite3.connect(state_dir / "buffer.sqlite3") as db:
+        return db.execute("SELECT count(*) FROM samples").fetchone()[0]
+
+
+@pytest.mark.timeout(60)
+def test_rejected_key_is_logged_once_and_backs_off_instead_of_hammering(panel, tmp_path):
+    new_server("web")
+    proxy = CountingProxy(panel.port)
+    config = write_agent_config(tmp_path, proxy.url, "agent_0123456789ab_" + "A" * 40,
+                                interval=1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MPANEL_")}
+    log_path = tmp_path / "agent.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, str(ROOT / "agent.py"), "--config",
+                                    str(config)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(5)  # five collection intervals
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        proxy.close()
+    text = log_path.read_text()
+    assert text.count("API key rejected") == 1, text
+    assert proxy.requests <= 3, f"{proxy.requests} requests in 5 s with a rejected key"
+    assert buffered(tmp_path / "state") >= 4  # collection went on; nothing was thrown away
+
+
+def test_a_refused_sample_is_dropped_alone_and_the_rest_stored(panel, tmp_path):
+    _, key = new_server("web")
+    config = write_agent_config(tmp_path, panel.url, key)
+    bury_in_buffer(tmp_path / "state", [old_sample(0), old_sample(1, usage=500.0),
+                                        old_sample(2), old_sample(3)])
+    result = run_once(config)
+    assert result.returncode == 0, result.stderr
+    assert "panel refused a sample, dropping it timestamp=2026-11-29T10:01:00.000Z" in result.stderr
+    stamps = sorted(m.timestamp.minute for m in models.Metric.select()
+                    if m.timestamp.day == 29)
+    assert stamps == [0, 2, 3]
+    assert buffered(tmp_path / "state") == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_batch_too_large_for_the_panel_is_split(backend_url, database, tmp_path):
+    panel = start_panel(backend_url, tmp_path / "panel.log", {"MPANEL_MAX_BODY_BYTES": "40000"})
+    try:
+        _, key = new_server("web")
+        config = write_agent_config(tmp_path, panel.url, key)
+        bury_in_buffer(tmp_path / "state", [old_sample(n, padding=3000) for n in range(30)])
+        result = run_once(config)
+        assert result.returncode == 0, result.stderr
+        assert models.Metric.select().count() == 31  # 30 replayed + this run's own
+        assert buffered(tmp_path / "state") == 0
+    finally:
+        stop_panel(panel)
+
+
+def test_a_wrong_panel_url_keeps_every_sample(panel, tmp_path):
+    _, key = new_server("web")
+    config = write_agent_config(tmp_path, panel.url + "/not-the-panel", key)
+    bury_in_buffer(tmp_path / "state", [old_sample(0)])
+    result = run_once(config)
+    assert result.returncode == 1
+    assert "stay buffered" in result.stderr
+    assert buffered(tmp_path / "state") == 2
+
+
+class _Unavailable(http.server.BaseHTTPRequestHandler):
+    """Stand-in for a panel in maintenance: 503 with Retry-After, then 200 — the real panel
+    has no way to answer 503 on demand."""
+
+    protocol_version = "HTTP/1.1"
+    answers = []
+    times = []
+
+    def _reply(self, status, body, headers=()):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self._reply(200, {"reportInterval": 1, "metricsEnabled": ["cpu"]})
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if self.path == "/api/agent/register":
+            self._reply(200, {"serverId": 1, "registered": True})
+            return
+        type(self).times.append(time.monotonic())
+        if len(type(self).times) == 1:
+            self._reply(503, {"error": "maintenance"}, [("Retry-After", "3")])
+        else:
+            self._reply(200, {"received": True, "stored": 1, "duplicates": 0,
+                              "nextReportIn": 1})
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.timeout(60)
+def test_retry_after_is_honoured(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Unavailable.times = []
+    config = write_agent_config(tmp_path, f"http://127.0.0.1:{server.server_port}",
+                                "agent_0123456789ab_" + "A" * 40, interval=1, retry_max_delay=1,
+                                enabledCollectors=["cpu"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MPANEL_")}
+    process = subprocess.Popen([sys.executable, str(ROOT / "agent.py"), "--config", str(config)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while len(_Unavailable.times) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        server.shutdown()
+    assert len(_Unavailable.times) >= 2
+    gap = _Unavailable.times[1] - _Unavailable.times[0]
+    assert gap >= 2.9, f"retried after {gap:.2f} s despite Retry-After: 3"
