@@ -96,7 +96,7 @@ def run(settings):
         print(f"error: the panel did not start on {url}", file=sys.stderr)
         panel.terminate()
         return 1
-    agent = subprocess.Popen([sys.executable, str(ROOT / "agent.py"), "--config", str(config_path)],
+    agent = subprocess.Popen([sys.executable, "-m", "agent", "--config", str(config_path)],
                              cwd=ROOT, env=env)
 
     print(f"\n  mPanel is running at {url}/  (Ctrl-C stops panel and agent)")

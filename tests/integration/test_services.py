@@ -70,7 +70,7 @@ def postgres_settings():
     return {"host": url.hostname, "port": url.port or 5432, "user": url.username or "postgres"}
 
 
-@pytest.mark.parametrize("method", ["psql", "psycopg2"])
+@pytest.mark.parametrize("method", ["socket", "psql"])
 def test_postgresql_reports_connections_and_database_sizes(postgres_settings, method):
     import shutil
 
@@ -86,6 +86,29 @@ def test_postgresql_reports_connections_and_database_sizes(postgres_settings, me
 def test_postgresql_absent_when_nothing_listens(postgres_settings):
     with pytest.raises(agent.ServiceAbsent):
         agent.collect_postgresql(context(postgresql=dict(postgres_settings, port=free_port())))
+
+
+def test_postgresql_over_its_unix_socket(postgres_settings):
+    folder = "/var/run/postgresql"
+    require("PostgreSQL's unix socket", os.path.exists(
+        f"{folder}/.s.PGSQL.{postgres_settings['port']}"), f"no socket in {folder}")
+    settings = dict(postgres_settings, socket=folder)
+    assert agent.collect_postgresql(context(postgresql=settings))["connections"] >= 1
+
+
+def test_postgresql_counts_our_own_extra_connections(postgres_settings):
+    import psycopg2
+
+    before = agent.collect_postgresql(context(postgresql=postgres_settings))["connections"]
+    extra = [psycopg2.connect(host=postgres_settings["host"], port=postgres_settings["port"],
+                              user=postgres_settings["user"], dbname="postgres")
+             for _ in range(3)]
+    try:
+        during = agent.collect_postgresql(context(postgresql=postgres_settings))["connections"]
+    finally:
+        for connection in extra:
+            connection.close()
+    assert during >= before + 3 - 1  # other clients may come and go meanwhile
 
 
 def test_postgresql_wrong_user_is_unavailable_with_the_reason(postgres_settings):

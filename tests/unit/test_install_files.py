@@ -16,7 +16,8 @@ def load_unit():
 
 def test_unit_runs_the_agent_with_its_config_and_restarts_it():
     service = load_unit()["Service"]
-    assert "agent.py --config /etc/mpanel-agent/config.json" in service["ExecStart"]
+    assert "-m agent --config /etc/mpanel-agent/config.json" in service["ExecStart"]
+    assert service["WorkingDirectory"] == "/opt/mpanel-agent"
     assert service["Restart"] == "always"
     assert service["User"] == "mpanel-agent"
 

@@ -69,3 +69,21 @@ def test_parse_postgresql_skips_databases_without_a_size():
 def test_parse_docker_info():
     assert agent.parse_docker(fixture("docker_info.json")) == {
         "containersTotal": 4, "containersRunning": 3, "images": 12}
+
+
+def test_scram_sha_256_matches_the_rfc_7677_example():
+    client = agent.ScramClient("pencil", nonce="rOprNGfwEbeRWgbNEkqO", user="user")
+    assert client.client_first() == "n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
+    final = client.client_final("r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+                                "s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
+    assert final == ("c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+                     "p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+    client.verify_server("v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+    with pytest.raises(agent.PgError):
+        client.verify_server("v=forged")
+
+
+def test_scram_refuses_a_server_nonce_that_does_not_extend_ours():
+    client = agent.ScramClient("pencil", nonce="abc")
+    with pytest.raises(agent.PgError):
+        client.client_final("r=xyz123,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
