@@ -433,3 +433,11 @@ def test_memory_total_of_a_real_machine_round_trips(panel, server):
     assert post(panel, "/api/agent/metrics", key, document).status == 200
     row = models.Metric.get()
     assert row.memory_total == total and row.memory_used == 2**62
+
+
+def test_agent_answers_carry_no_browser_only_headers(panel, server):
+    """Every byte counts on a metered customer link; these answers are never rendered."""
+    _, key = server
+    response = http_request(panel, "GET", "/api/agent/config", headers=bearer(key))
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert "content-security-policy" not in response.headers

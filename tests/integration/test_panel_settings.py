@@ -1,0 +1,69 @@
+"""The panel steers the real agent without a restart: the interval it announces, the
+collectors it allows (narrowing, never widening the agent's own list), and heartbeats when the
+interval is longer than a minute."""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from panel import models
+from tests.conftest import ROOT, new_server, start_panel, stop_panel, write_agent_config
+
+
+def agent_env():
+    return {k: v for k, v in os.environ.items() if not k.startswith("MPANEL_")}
+
+
+@pytest.fixture
+def steered_panel(backend_url, database, tmp_path, request):
+    panel = start_panel(backend_url, tmp_path / "panel.log", request.param)
+    yield panel
+    stop_panel(panel)
+
+
+@pytest.mark.parametrize("steered_panel", [{"MPANEL_METRICS_ENABLED": "cpu,memory,disk",
+                                             "MPANEL_REPORT_INTERVAL": "1"}],
+                         indirect=True)
+def test_panel_narrows_the_collectors(steered_panel, tmp_path):
+    _, key = new_server("narrow")
+    config = write_agent_config(tmp_path, steered_panel.url, key, interval=1,
+                                enabledCollectors=["cpu", "memory", "network", "processes"])
+    process = subprocess.Popen([sys.executable, str(ROOT / "agent.py"), "--config", str(config)],
+                               env=agent_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while models.Metric.select().count() < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert models.Metric.select().count() >= 2
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    newest = models.Metric.select().order_by(models.Metric.timestamp.desc()).first()
+    assert newest.cpu_usage is not None and newest.memory_total is not None
+    assert newest.interfaces is None and newest.processes is None  # the panel said no
+    assert newest.disks is None  # the agent's own config said no: the panel cannot widen
+
+
+@pytest.mark.parametrize("steered_panel", [{"MPANEL_REPORT_INTERVAL": "600"}], indirect=True)
+def test_long_interval_from_the_panel_brings_heartbeats(steered_panel, tmp_path):
+    _, key = new_server("quiet")
+    config = write_agent_config(tmp_path, steered_panel.url, key, interval=1,
+                                heartbeatInterval=1)
+    process = subprocess.Popen([sys.executable, str(ROOT / "agent.py"), "--config", str(config)],
+                               env=agent_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while models.Metric.select().count() < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        first_seen = models.Agent.get().last_seen
+        time.sleep(4)
+        later_seen = models.Agent.get().last_seen
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert models.Metric.select().count() == 1  # the panel's 600 s replaced the agent's 1 s
+    assert (later_seen - first_seen).total_seconds() >= 2  # heartbeats kept it fresh
