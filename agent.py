@@ -310,6 +310,12 @@ class Rates:
             return None
         return round(delta / elapsed, 2)
 
+    def add(self, target, field, key, value, now=None):
+        """Set target[field] to the rate of counter `key`, when there is one."""
+        rate = self.per_second(key, value, now)
+        if rate is not None:
+            target[field] = rate
+
     def end_cycle(self):
         """Keep this cycle's readings (only: counters that vanished are forgotten)."""
         self.previous, self.seen = self.seen, {}
@@ -513,9 +519,7 @@ def collect_disk(ctx):
                                ("writeBytesPerSec", counters.write_bytes),
                                ("readOpsPerSec", counters.read_count),
                                ("writeOpsPerSec", counters.write_count)):
-            rate = ctx.rates.per_second(f"disk:{device}:{field}", counter, now)
-            if rate is not None:
-                entry[field] = rate
+            ctx.rates.add(entry, field, f"disk:{device}:{field}", counter, now)
         if len(entry) > 1:
             io.append(entry)
     return {"mounts": mounts, "io": io}
@@ -551,10 +555,8 @@ def collect_network(ctx):
             "packetsRecv": counters.packets_recv,
         }
         for field, attribute in _NETWORK_COUNTERS:
-            rate = ctx.rates.per_second(f"net:{name}:{attribute}", getattr(counters, attribute),
-                                        now)
-            if rate is not None:
-                entry[field] = rate
+            ctx.rates.add(entry, field, f"net:{name}:{attribute}", getattr(counters, attribute),
+                          now)
         interfaces.append(entry)
     return {"interfaces": interfaces}
 
@@ -692,9 +694,7 @@ def collect_nginx(ctx):
     settings = ctx.services.get("nginx", {})
     raw = parse_nginx(_http_get(settings.get("url", "http://127.0.0.1/nginx_status")))
     result = {k: raw[k] for k in ("activeConnections", "reading", "writing", "waiting")}
-    rate = ctx.rates.per_second("nginx:requests", raw["requests"])
-    if rate is not None:
-        result["requestsPerSec"] = rate
+    ctx.rates.add(result, "requestsPerSec", "nginx:requests", raw["requests"])
     return result
 
 
@@ -721,9 +721,7 @@ def collect_apache(ctx):
     result = {"busyWorkers": int(fields["BusyWorkers"]),
               "idleWorkers": int(fields.get("IdleWorkers", 0))}
     if "Total Accesses" in fields:
-        rate = ctx.rates.per_second("apache:accesses", int(fields["Total Accesses"]))
-        if rate is not None:
-            result["requestsPerSec"] = rate
+        ctx.rates.add(result, "requestsPerSec", "apache:accesses", int(fields["Total Accesses"]))
     return result
 
 
@@ -788,9 +786,8 @@ def collect_redis(ctx):
     result = {"usedMemory": int(fields["used_memory"]),
               "connectedClients": int(fields.get("connected_clients", 0))}
     if "total_commands_processed" in fields:
-        rate = ctx.rates.per_second("redis:commands", int(fields["total_commands_processed"]))
-        if rate is not None:
-            result["opsPerSec"] = rate
+        ctx.rates.add(result, "opsPerSec", "redis:commands",
+                      int(fields["total_commands_processed"]))
     return result
 
 

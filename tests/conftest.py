@@ -208,6 +208,22 @@ def new_server(name="web-1", critical=False):
     return services.add_server(name, TEST_BCRYPT_ROUNDS, critical=critical)
 
 
+DELETE = object()
+
+
+def with_field(document, path, value):
+    """`document` with the field at `path` (keys and list indexes) set to value, or removed
+    when value is DELETE. Changes the document in place and returns it."""
+    target = document
+    for key in path[:-1]:
+        target = target[key]
+    if value is DELETE:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return document
+
+
 def bearer(key):
     return {"Authorization": f"Bearer {key}"}
 

@@ -9,6 +9,7 @@ import pytest
 
 from panel import protocol
 from panel.validation import ValidationError, validate
+from tests.conftest import DELETE, with_field
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,18 +43,7 @@ def good_sample():
 
 def mutate(path, value):
     """A copy of the good sample with the field at `path` set to value (or deleted)."""
-    doc = copy.deepcopy(good_sample())
-    target = doc
-    for key in path[:-1]:
-        target = target[key]
-    if value is DELETE:
-        del target[path[-1]]
-    else:
-        target[path[-1]] = value
-    return doc
-
-
-DELETE = object()
+    return with_field(copy.deepcopy(good_sample()), path, value)
 
 BAD_SAMPLES = [
     (("serverId",), DELETE, "serverId"),
