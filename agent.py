@@ -1213,6 +1213,9 @@ class Reporter:
         self.failures = 0
         self.not_before = 0.0  # monotonic time before which nothing is sent
 
+    def use_key(self, api_key):
+        self.headers["Authorization"] = f"Bearer {api_key}"
+
     def request(self, method, path, body=None):
         headers = dict(self.headers)
         payload = None
@@ -1286,6 +1289,20 @@ _SAMPLE_INDEX = re.compile(r"^samples\[(\d+)\]")
 
 # ===== The agent ================================================================================
 
+def _key_digest(api_key):
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def effective_api_key(config, state):
+    """The key to use: one the panel handed over (kept in the state file) replaces the key in
+    config.json — as long as config.json still holds the key it replaced. An admin who puts a
+    different key in config.json is obeyed."""
+    handed = state.get("apiKey")
+    if handed and state.get("replacesKey") == _key_digest(config.api_key):
+        return handed
+    return config.api_key
+
+
 class Stopping(Exception):
     """Raised by the signal handler to cut a network call short on SIGTERM/SIGINT."""
 
@@ -1297,8 +1314,9 @@ class Agent:
 
     def __init__(self, config, reporter=None, buffer=None):
         self.config = config
-        self.reporter = reporter or Reporter(config)
         self.state = StateFile(config.state_dir)
+        self.reporter = reporter or Reporter(config)
+        self.reporter.use_key(effective_api_key(config, self.state.data))
         self.buffer = buffer or SpillBuffer(os.path.join(config.state_dir, "buffer.sqlite3"),
                                             config.buffer_max_age, config.buffer_max_bytes)
         self.context = CollectorContext(self.state.data.get("collectors"), config.services)
@@ -1323,6 +1341,8 @@ class Agent:
 
     def note_outcome(self, what, outcome):
         """Log changes of state only (first failure, recovery), and set the backoff."""
+        if outcome.ok and isinstance(outcome.data.get("newApiKey"), str):
+            self.adopt_key(outcome.data["newApiKey"])
         if outcome.ok:
             if self.key_rejected or self.unreachable:
                 log.warning("panel reachable again request=%s", what)
@@ -1345,6 +1365,19 @@ class Agent:
         else:
             log.warning("panel refused request=%s status=%s error=%s", what, outcome.status,
                         outcome.error)
+
+    def adopt_key(self, new_key):
+        """Zero-touch rotation: the panel handed over a new key in an authenticated answer.
+        Keep it in the state file (written atomically) and use it from the next request."""
+        if not re.match(r"^agent_[0-9a-f]{12}_[A-Za-z0-9_-]{40}$", new_key):
+            log.warning("panel sent a malformed new key; keeping the current one")
+            return
+        self.state.data["apiKey"] = new_key
+        self.state.data["replacesKey"] = _key_digest(self.config.api_key)
+        self.state.save()
+        self.reporter.use_key(new_key)
+        log.warning("API key rotated by the panel: now using key_id=%s (kept in %s)",
+                    new_key.split("_")[1], self.state.path)
 
     # -- registration and settings --
 
@@ -1594,7 +1627,9 @@ def main(argv=None):
         return 2
 
     if args.check:
-        outcome = Reporter(config).request("GET", "/api/agent/config")
+        reporter = Reporter(config)
+        reporter.use_key(effective_api_key(config, StateFile(config.state_dir).data))
+        outcome = reporter.request("GET", "/api/agent/config")
         if outcome.ok:
             print(f"ok: {config.url} accepted the key; reportInterval="
                   f"{outcome.data.get('reportInterval')}")

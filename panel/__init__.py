@@ -11,7 +11,8 @@ import logging
 
 import bottle
 
-from . import api, auth, db, views
+from . import api, auth, db, keys, views
+from . import settings as settings_module
 
 log = logging.getLogger("mpanel")
 
@@ -31,12 +32,14 @@ def create_app(settings, database=None):
     """The panel as a WSGI app. Binds the models to `settings.database_url` unless a database
     is given."""
     database = database or db.bind(settings.database_url, max_connections=settings.threads + 4)
-    key_cache = auth.VerifiedKeyCache()
+    key_cache = keys.VerifiedKeyCache()
+    limiter = keys.FailureLimiter(limit=settings.auth_failure_limit)
 
     app = bottle.Bottle()
     app.key_cache = key_cache  # tests and benchmarks count bcrypt checks through it
     app.settings = settings
-    plugin = auth.AuthPlugin(key_cache)
+    plugin = auth.AuthPlugin(auth.AgentAuthenticator(settings, key_cache, limiter),
+                             settings_module.secret_bytes(settings))
     for part in (api.build_api(settings), views.build_views(settings)):
         part.install(plugin)
         app.merge(part)

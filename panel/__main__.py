@@ -4,6 +4,8 @@
   init-db                       create or upgrade the schema (idempotent)
   create-admin USERNAME         password from MPANEL_ADMIN_PASSWORD, else prompted
   add-server NAME [--critical]  create a server and print its API key, once
+  rotate-key NAME [--grace-hours H]  new key; the old one works H more hours (default 24)
+  revoke NAME                   cut the server's key off at once
   list-servers                  servers, their agents and when they were last seen
   run-local                     `make run`: all of the above for this machine, plus its agent
 
@@ -40,10 +42,12 @@ def cmd_serve(settings, args):
     log.info("serving host=%s port=%s threads=%s database=%s", settings.host, settings.port,
              settings.threads, _redacted(settings.database_url))
     # Waitress's own cap is a backstop well above ours, so normal oversize requests get our
-    # JSON 413 rather than Waitress's plain-text one.
+    # JSON 413 rather than Waitress's plain-text one. X-Forwarded-* headers are passed through
+    # untouched: auth.client_address() and require_https() trust them only from
+    # MPANEL_TRUSTED_PROXIES (a list of networks, where Waitress takes a single address).
     waitress.serve(app, host=settings.host, port=settings.port, threads=settings.threads,
                    max_request_body_size=settings.max_body_bytes * 4, ident="mPanel",
-                   clear_untrusted_proxy_headers=True, _quiet=True)
+                   clear_untrusted_proxy_headers=False, _quiet=True)
     return 0
 
 
@@ -93,6 +97,37 @@ def cmd_add_server(settings, args):
         return 0
     print(f"server {server.name!r} created with id {server.id}")
     print(f"API key (shown once, store it now): {key}")
+    return 0
+
+
+def cmd_rotate_key(settings, args):
+    import datetime
+
+    from . import services
+
+    _database(settings)
+    hours = settings.key_grace_hours if args.grace_hours is None else args.grace_hours
+    key = services.rotate_key(args.name, settings.bcrypt_rounds,
+                              datetime.timedelta(hours=hours),
+                              settings_module.secret_bytes(settings))
+    if args.quiet:
+        print(key)
+        return 0
+    print(f"new API key for {args.name!r} (shown once): {key}")
+    if hours > 0:
+        print(f"the old key keeps working for {hours:g} h; a running agent is handed the new key "
+              "with its next report and switches by itself")
+    else:
+        print("the old key stopped working at once: install the new key on the server")
+    return 0
+
+
+def cmd_revoke(settings, args):
+    from . import services
+
+    _database(settings)
+    services.revoke_key(args.name)
+    print(f"the API key of {args.name!r} is revoked; issue a new one with rotate-key")
     return 0
 
 
@@ -153,6 +188,18 @@ def build_parser():
     add.add_argument("--critical", action="store_true", help="alert when it goes offline")
     add.add_argument("--quiet", action="store_true", help="print only the key")
     add.set_defaults(func=cmd_add_server)
+
+    rotate = sub.add_parser("rotate-key", help="issue a new key; the old one works for a while")
+    rotate.add_argument("name")
+    rotate.add_argument("--grace-hours", type=float,
+                        help="how long the old key keeps working (default MPANEL_KEY_GRACE_HOURS, "
+                             "24; 0 = stops at once)")
+    rotate.add_argument("--quiet", action="store_true", help="print only the key")
+    rotate.set_defaults(func=cmd_rotate_key)
+
+    revoke = sub.add_parser("revoke", help="cut a server's key off at once")
+    revoke.add_argument("name")
+    revoke.set_defaults(func=cmd_revoke)
 
     sub.add_parser("list-servers", help="list servers").set_defaults(func=cmd_list_servers)
     sub.add_parser("run-local", help="set up and run panel + local agent (make run)") \

@@ -5,12 +5,13 @@ own 4xx before anything touches the database: 413 too large (before and after gz
 content type or encoding, 400 not JSON, 422 schema violation (naming the field). Writes happen in
 one transaction, so a request either stores everything it carries or nothing.
 """
+import datetime
 import json
 import zlib
 
 import bottle
 
-from . import ingest, models, protocol
+from . import auth, ingest, models, protocol
 from .db import database_proxy, utcnow
 from .errors import ApiError, JsonErrorPlugin, json_response
 from .validation import ValidationError, validate
@@ -105,8 +106,9 @@ def _parse_timestamp(document, now, prefix=""):
         raise _unprocessable(err) from None
 
 
-def _sample_rows(document, now):
-    """Rows for every sample of a single or batch body; any bad sample refuses them all."""
+def _sample_rows(document, now, late_after):
+    """Rows for every sample of a single or batch body; any bad sample refuses them all.
+    A sample taken more than `late_after` before it arrived is marked late (back-filled)."""
     batch = "samples" in document
     rows = []
     for index, sample in enumerate(document["samples"] if batch else [document]):
@@ -117,19 +119,17 @@ def _sample_rows(document, now):
         except ValidationError as err:
             err.field = prefix + err.field
             raise _unprocessable(err) from None
-        rows.append(dict(row, timestamp=timestamp, created_at=now))
+        rows.append(dict(row, timestamp=timestamp, created_at=now,
+                         late=now - timestamp > late_after))
     return rows
-
-
-def _client_address():
-    # REMOTE_ADDR, not X-Forwarded-For: the latter is whatever the client says it is.
-    return (bottle.request.environ.get("REMOTE_ADDR") or "")[:45] or None
 
 
 def build_api(settings):
     api = bottle.Bottle()
     api.install(JsonErrorPlugin())
     limit = settings.max_body_bytes
+    # Two missed reports and some slack: later than that, the sample was buffered by the agent.
+    late_after = datetime.timedelta(seconds=2 * settings.report_interval + 30)
 
     @api.post("/api/agent/register", auth="agent")
     def register(agent):
@@ -138,7 +138,8 @@ def build_api(settings):
         with database_proxy.atomic():
             models.Agent.update(
                 hostname=document["hostname"], os=document["os"], arch=document["arch"],
-                agent_version=document["version"], ip_address=_client_address(),
+                agent_version=document["version"],
+                ip_address=auth.client_address(settings) or None,
                 status="active", last_seen=now, updated_at=now,
             ).where(models.Agent.id == agent.id).execute()
         return {"serverId": agent.server_id, "registered": True}
@@ -148,7 +149,7 @@ def build_api(settings):
         document = read_json(_metrics_schema, limit)
         _own_server(agent, document)
         now = utcnow()
-        rows = _sample_rows(document, now)
+        rows = _sample_rows(document, now, late_after)
         with database_proxy.atomic():
             stored = sum(models.insert_sample(agent.id, row) for row in rows)
             models.Agent.update(last_seen=now).where(models.Agent.id == agent.id).execute()

@@ -1,108 +1,124 @@
-"""Who is calling: agent API keys, admin passwords and sessions, CSRF, and the Bottle plugin
-that enforces them per route.
+"""Who is calling: the agent's Bearer key (see keys.py), admin passwords and sessions, CSRF,
+and the Bottle plugin that enforces them per route.
 
 A route says what it needs in one place, `@app.post("/x", auth="agent")`:
   - auth="agent"  Bearer API key; the callback gets `agent=` (an Agent joined to its Server).
+                  Refused over plain HTTP unless from loopback, through a trusted proxy that
+                  says X-Forwarded-Proto: https, or with MPANEL_ALLOW_HTTP.
   - auth="admin"  logged-in admin session; state-changing methods also need the CSRF token.
   - auth=None     public.
-
-API keys look like `agent_<key id>_<secret>`. The key id is public and indexed, so a request
-costs one index probe to find its row and one bcrypt check, never a scan over every hash. After
-one successful check the key is remembered, keyed by an HMAC of the presented key under a
-per-process secret (never the key itself), together with the hash it was checked against: a
-rotated or revoked key changes or removes that hash, so the next request misses the cache.
 """
-import collections
 import datetime
 import hashlib
 import hmac
-import re
+import ipaddress
+import logging
 import secrets
-import threading
 
-import bcrypt
 import bottle
 
-from . import models
+from . import keys, models
 from .db import utcnow
 from .errors import ApiError
 
-KEY_PREFIX = "agent_"
-KEY_PATTERN = re.compile(r"^agent_([0-9a-f]{12})_([A-Za-z0-9_-]{40})$")
+log = logging.getLogger("mpanel.auth")
+
 SESSION_COOKIE = "mpanel_session"
 LOGIN_CSRF_COOKIE = "mpanel_login_csrf"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
-
-# ===== API keys =================================================================================
-
-def new_api_key():
-    """Return (key, key_id). The key is shown once; only its bcrypt hash is stored."""
-    key_id = secrets.token_hex(6)
-    return f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(30)}", key_id
-
-
-def key_id_of(presented):
-    """The public id of a well-formed key, else None. Safe to log."""
-    match = KEY_PATTERN.match(presented or "")
-    return match.group(1) if match else None
+# What an agent is told, by failure kind. "bad_key" and "unknown_key" read alike on purpose:
+# the answer must not confirm which key ids exist.
+_REFUSALS = {
+    "missing": "missing API key: send 'Authorization: Bearer <key>'",
+    "malformed": "API key rejected",
+    "unknown_key": "API key rejected",
+    "bad_key": "API key rejected",
+    "revoked": "API key rejected (revoked)",
+    "expired": "API key rejected (replaced by a newer key)",
+}
 
 
-def hash_secret(secret, rounds):
-    return bcrypt.hashpw(secret.encode(), bcrypt.gensalt(rounds)).decode()
+# ===== Agents ===================================================================================
+
+def client_address(settings):
+    """The client's address: REMOTE_ADDR, or X-Forwarded-For's last hop when the request came
+    through a trusted proxy (anything else in that header is whatever the client said)."""
+    environ = bottle.request.environ
+    remote = environ.get("REMOTE_ADDR") or ""
+    if _trusted(remote, settings):
+        forwarded = (environ.get("HTTP_X_FORWARDED_FOR") or "").split(",")[-1].strip()
+        if forwarded:
+            return forwarded[:45]
+    return remote[:45]
 
 
-def check_secret(secret, hashed):
+def _trusted(address, settings):
     try:
-        return bcrypt.checkpw(secret.encode(), hashed.encode())
-    except ValueError:  # a corrupt stored hash must read as "no", not as a 500
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in settings.trusted_proxies)
+
+
+def _loopback(address):
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
         return False
 
 
-class VerifiedKeyCache:
-    """Keys that passed bcrypt in this process, so steady-state requests skip it."""
-
-    def __init__(self, max_entries=100_000):
-        self._secret = secrets.token_bytes(32)
-        self._entries = collections.OrderedDict()
-        self._lock = threading.Lock()
-        self._max = max_entries
-        self.bcrypt_checks = 0  # read by tests and benchmarks
-
-    def _fingerprint(self, presented):
-        return hmac.new(self._secret, presented.encode(), hashlib.sha256).digest()
-
-    def verify(self, presented, agent):
-        """True when `presented` is the key whose hash `agent` holds now."""
-        fingerprint = self._fingerprint(presented)
-        with self._lock:
-            remembered = self._entries.get(fingerprint)
-        if remembered is not None and remembered[0] == agent.id and \
-                hmac.compare_digest(remembered[1], agent.api_key_hash):
-            return True
-        self.bcrypt_checks += 1
-        if not check_secret(presented, agent.api_key_hash):
-            return False
-        with self._lock:
-            self._entries[fingerprint] = (agent.id, agent.api_key_hash)
-            self._entries.move_to_end(fingerprint)
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
-        return True
+def require_https(settings):
+    """The agent API carries keys: over plain HTTP only where nobody can listen in."""
+    environ = bottle.request.environ
+    if settings.allow_http or environ.get("wsgi.url_scheme") == "https":
+        return
+    remote = environ.get("REMOTE_ADDR") or ""
+    if _loopback(remote):
+        return
+    if _trusted(remote, settings) and \
+            (environ.get("HTTP_X_FORWARDED_PROTO") or "").lower() == "https":
+        return
+    raise ApiError(403, "plain HTTP refused: the agent API needs HTTPS (or a trusted proxy "
+                        "sending X-Forwarded-Proto: https)", "scheme")
 
 
-def authenticate_agent(cache):
-    """The Agent behind this request's Bearer key, or raise a 401 ApiError."""
-    header = bottle.request.get_header("Authorization", "")
-    scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
-        raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", "Authorization")
-    presented = presented.strip()
-    key_id = key_id_of(presented)
-    agent = models.agent_by_key_id(key_id) if key_id else None
-    if agent is None or not cache.verify(presented, agent):
-        raise ApiError(401, "API key rejected", "Authorization")
-    return agent
+class AgentAuthenticator:
+    """Checks Bearer keys: cache, failure limiter, bcrypt, auth_events."""
+
+    def __init__(self, settings, key_cache, limiter):
+        self.settings = settings
+        self.cache = key_cache
+        self.limiter = limiter
+
+    def __call__(self):
+        require_https(self.settings)
+        header = bottle.request.get_header("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        presented = presented.strip()
+        address = client_address(self.settings)
+        if scheme.lower() != "bearer" or not presented:
+            self._refuse("missing", address, None, None)
+        key_id = keys.key_id_of(presented)
+        wait = self.limiter.retry_after(address, key_id)
+        if wait and not keys.cached_without_bcrypt(presented, self.cache):
+            raise ApiError(429, "too many failed attempts; retry later", "Authorization",
+                           headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+        check = keys.check_key(presented, self.cache)
+        if check.failure:
+            self.limiter.fail(address, key_id)
+            self._refuse(check.failure, address, key_id, check.agent)
+        if not check.used_previous:
+            keys.note_new_key_in_use(check.agent)
+        return check
+
+    def _refuse(self, failure, address, key_id, agent):
+        models.record_auth_event(failure, client_addr=address, key_id=key_id,
+                                 server_id=agent.server_id if agent else None,
+                                 detail=f"{bottle.request.method} {bottle.request.path}"[:200])
+        log.warning("agent authentication failed reason=%s client=%s key_id=%s", failure,
+                    address, key_id or "-")
+        raise ApiError(401, _REFUSALS[failure], "Authorization")
 
 
 # ===== Admin passwords and sessions =============================================================
@@ -110,7 +126,7 @@ def authenticate_agent(cache):
 def hash_password(password, rounds):
     if len(password.encode()) > 72:
         raise ValueError("passwords are limited to 72 bytes (a bcrypt limit)")
-    return hash_secret(password, rounds)
+    return keys.hash_secret(password, rounds)
 
 
 def token_hash(token):
@@ -159,15 +175,23 @@ class AuthPlugin:
     name = "auth"
     api = 2
 
-    def __init__(self, key_cache):
-        self.key_cache = key_cache
+    def __init__(self, authenticator, secret):
+        self.authenticate = authenticator
+        self.secret = secret
 
     def apply(self, callback, route):
         need = route.config.get("auth")
         if need == "agent":
             def agent_guard(*args, **kwargs):
-                kwargs["agent"] = authenticate_agent(self.key_cache)
-                return callback(*args, **kwargs)
+                check = self.authenticate()
+                kwargs["agent"] = check.agent
+                answer = callback(*args, **kwargs)
+                if check.used_previous and isinstance(answer, dict):
+                    # Zero-touch rotation: hand the new key over in an authenticated answer.
+                    new_key = keys.pending_key_for(check.agent, self.secret)
+                    if new_key:
+                        answer["newApiKey"] = new_key
+                return answer
             return agent_guard
         if need == "admin":
             def admin_guard(*args, **kwargs):

@@ -5,6 +5,7 @@ server, then runs the panel under Waitress and a local agent reporting to it unt
 Both run as child processes, exactly as they run in production.
 """
 import dataclasses
+import datetime
 import json
 import os
 import secrets
@@ -15,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import auth, db, models, services
+from . import db, keys, models, services
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_USER = "admin"
@@ -42,15 +43,14 @@ def ensure_local_server(settings, agent_dir, url):
     key = None
     if config_path.exists():
         key = json.loads(config_path.read_text())["controlPanel"]["apiKey"]
-        agent = models.agent_by_key_id(auth.key_id_of(key) or "")
-        if agent is None or not auth.check_secret(key, agent.api_key_hash):
+        agent = models.agent_by_key_id(keys.key_id_of(key) or "")
+        if agent is None or not keys.check_secret(key, agent.api_key_hash):
             key = None  # the database was reset since: issue a fresh key
     if key is None:
-        server = models.server_by_name(name)
-        if server is None:
-            server, key = services.add_server(name, settings.bcrypt_rounds)
+        if models.server_by_name(name) is None:
+            _, key = services.add_server(name, settings.bcrypt_rounds)
         else:
-            key = services.replace_key(server, settings.bcrypt_rounds)
+            key = services.rotate_key(name, settings.bcrypt_rounds, datetime.timedelta(0), b"")
     config = {
         "controlPanel": {"url": url, "apiKey": key},
         "agent": {"reportInterval": LOCAL_INTERVAL, "hostname": "auto-detect",

@@ -56,7 +56,7 @@ class Server(BaseModel):
 
 class Agent(BaseModel):
     """The agent of one server, with its API key (only a bcrypt hash) and what it reported
-    about itself. `status` is the key's life cycle: pending (never registered), active."""
+    about itself. `status`: pending (never registered), active, revoked."""
 
     server = peewee.ForeignKeyField(Server, column_name="server_id", unique=True,
                                     on_delete="CASCADE", backref="agents")
@@ -67,6 +67,14 @@ class Agent(BaseModel):
     agent_version = peewee.CharField(max_length=20, null=True)
     api_key_id = peewee.CharField(max_length=16, unique=True)
     api_key_hash = peewee.TextField()
+    # Rotation: the previous key stays valid until prev_key_expires_at; the new key waits,
+    # sealed with the panel's secret, until the agent picks it up (keys.py).
+    prev_key_id = peewee.CharField(max_length=16, unique=True, null=True)
+    prev_key_hash = peewee.TextField(null=True)
+    prev_key_expires_at = peewee.DateTimeField(null=True)
+    pending_key_box = peewee.TextField(null=True)
+    key_rotated_at = peewee.DateTimeField(null=True)
+    key_switched_at = peewee.DateTimeField(null=True)
     status = peewee.CharField(max_length=20, default="pending")
     last_seen = peewee.DateTimeField(null=True)
     created_at = peewee.DateTimeField(default=utcnow)
@@ -115,6 +123,8 @@ class Metric(BaseModel):
     processes = CompactJSONField(null=True)
     services = CompactJSONField(null=True)
     unavailable = CompactJSONField(null=True)
+    # Arrived well after it was taken: replayed from the agent's buffer after an outage.
+    late = peewee.BooleanField(default=False)
     created_at = peewee.DateTimeField(default=utcnow)
 
     class Meta:
@@ -125,6 +135,21 @@ class Metric(BaseModel):
 # X" and time-range reads by scanning backwards. Named as in the seed design.
 Metric.add_index(Metric.index(Metric.agent, Metric.timestamp, unique=True,
                               name="idx_server_metrics_agent_timestamp"))
+
+
+class AuthEvent(BaseModel):
+    """Failed agent authentications and key life-cycle events. Never the secret: at most the
+    key's public id."""
+
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    kind = peewee.CharField(max_length=32)
+    client_addr = peewee.CharField(max_length=45, null=True)
+    key_id = peewee.CharField(max_length=16, null=True)
+    server_id = peewee.IntegerField(null=True)
+    detail = peewee.CharField(max_length=200, null=True)
+
+    class Meta:
+        table_name = "auth_events"
 
 
 class Admin(BaseModel):
@@ -151,14 +176,26 @@ class AdminSession(BaseModel):
         table_name = "admin_sessions"
 
 
-ALL_MODELS = [SchemaVersion, Server, Agent, Metric, Admin, AdminSession]
+ALL_MODELS = [SchemaVersion, Server, Agent, Metric, AuthEvent, Admin, AdminSession]
 
 
 # ===== Named queries ==========================================================================
 
 def agent_by_key_id(key_id):
+    """The agent whose current or previous (rotated, in grace) key has this public id."""
     return (Agent.select(Agent, Server).join(Server)
-            .where(Agent.api_key_id == key_id).first())
+            .where((Agent.api_key_id == key_id) | (Agent.prev_key_id == key_id)).first())
+
+
+def record_auth_event(kind, client_addr=None, key_id=None, server_id=None, detail=None):
+    AuthEvent.create(kind=kind, client_addr=(client_addr or None) and client_addr[:45],
+                     key_id=key_id, server_id=server_id,
+                     detail=detail[:200] if detail else None)
+
+
+def recent_auth_events(limit=100):
+    return list(AuthEvent.select().order_by(AuthEvent.created_at.desc(), AuthEvent.id.desc())
+                .limit(limit))
 
 
 def server_by_name(name):

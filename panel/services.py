@@ -3,7 +3,7 @@ their keys, and admin accounts. Each validates its input and raises ValueError w
 fit for a person."""
 import peewee
 
-from . import auth, models
+from . import auth, keys, models
 from .db import database_proxy, utcnow
 
 
@@ -19,23 +19,33 @@ def _check_name(name, what, max_length):
 def add_server(name, rounds, critical=False):
     """Create a server with a pending agent; return (server, key). The key is not stored."""
     _check_name(name, "server name", 100)
-    key, key_id = auth.new_api_key()
+    key, key_id = keys.new_api_key()
     try:
         with database_proxy.atomic():
             server = models.Server.create(name=name, critical=critical)
             models.Agent.create(server=server, api_key_id=key_id,
-                                api_key_hash=auth.hash_secret(key, rounds))
+                                api_key_hash=keys.hash_secret(key, rounds))
     except peewee.IntegrityError:
         raise ValueError(f"a server named {name!r} already exists") from None
     return server, key
 
 
-def replace_key(server, rounds):
-    """Give `server`'s agent a new key at once, cutting the old one off; return the key."""
-    key, key_id = auth.new_api_key()
-    models.Agent.update(api_key_id=key_id, api_key_hash=auth.hash_secret(key, rounds),
-                        updated_at=utcnow()).where(models.Agent.server == server).execute()
-    return key
+def agent_of(server_name):
+    """The agent of the server called `server_name`, or ValueError."""
+    agent = (models.Agent.select(models.Agent, models.Server).join(models.Server)
+             .where(models.Server.name == server_name).first())
+    if agent is None:
+        raise ValueError(f"no server named {server_name!r}")
+    return agent
+
+
+def rotate_key(server_name, rounds, grace, secret):
+    """New key for the server; the old one keeps working for `grace`. Returns the new key."""
+    return keys.rotate(agent_of(server_name), rounds, grace, secret)
+
+
+def revoke_key(server_name):
+    keys.revoke(agent_of(server_name))
 
 
 def set_admin(username, password, rounds, role="admin"):

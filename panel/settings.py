@@ -15,9 +15,16 @@ environment after that, so tests can build as many differently-configured apps a
 | MPANEL_BCRYPT_ROUNDS       | 12                                        | cost of new key and password hashes     |
 | MPANEL_MAX_BODY_BYTES      | 1048576                                   | largest request body, before and after gzip |
 | MPANEL_SESSION_HOURS       | 12                                        | admin login lifetime                    |
+| MPANEL_KEY_GRACE_HOURS     | 24                                        | old key's life after rotate-key (0: none) |
+| MPANEL_SECRET_KEY          | <data dir>/secret.key, made on first use  | seals rotated keys; same on every replica |
+| MPANEL_AUTH_FAILURE_LIMIT  | 10                                        | failed agent logins a minute per address or key id |
+| MPANEL_TRUSTED_PROXIES     | (none)                                    | proxy addresses/CIDRs whose X-Forwarded-Proto/-For count |
+| MPANEL_ALLOW_HTTP          | 0                                         | 1: accept the agent API over plain HTTP from anywhere |
 """
 import dataclasses
+import ipaddress
 import os
+import secrets
 from pathlib import Path
 
 DEFAULT_COLLECTORS = ("cpu", "memory", "disk", "network", "processes", "services")
@@ -36,6 +43,11 @@ class Settings:
     bcrypt_rounds: int = 12
     max_body_bytes: int = 1024 * 1024
     session_hours: int = 12
+    key_grace_hours: float = 24
+    secret_key: str = dataclasses.field(default="", repr=False)
+    auth_failure_limit: int = 10
+    trusted_proxies: tuple = ()
+    allow_http: bool = False
 
     def __post_init__(self):
         if not self.database_url:
@@ -43,9 +55,30 @@ class Settings:
             object.__setattr__(self, "database_url", url)
         if not 4 <= self.bcrypt_rounds <= 31:
             raise ValueError("MPANEL_BCRYPT_ROUNDS must be between 4 and 31")
+        proxies = tuple(ipaddress.ip_network(p.strip(), strict=False)
+                        for p in self.trusted_proxies if str(p).strip())
+        object.__setattr__(self, "trusted_proxies", proxies)
         if not 1 <= self.report_interval <= 3600:
             # Below 10 s is for tests and demos; 60 s is the production default.
             raise ValueError("MPANEL_REPORT_INTERVAL must be between 1 and 3600 seconds")
+
+
+def secret_bytes(settings):
+    """The panel's secret: MPANEL_SECRET_KEY, else a random one kept in the data folder (mode
+    0600). Replicas must share it, so set MPANEL_SECRET_KEY when running more than one."""
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    path = Path(settings.data_dir) / "secret.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(32))
+    return path.read_text().strip().encode()
 
 
 def _int(env, name, default):
@@ -75,6 +108,11 @@ def from_env(env=None, **overrides):
         bcrypt_rounds=_int(env, "MPANEL_BCRYPT_ROUNDS", 12),
         max_body_bytes=_int(env, "MPANEL_MAX_BODY_BYTES", 1024 * 1024),
         session_hours=_int(env, "MPANEL_SESSION_HOURS", 12),
+        key_grace_hours=float(env.get("MPANEL_KEY_GRACE_HOURS") or 24),
+        secret_key=env.get("MPANEL_SECRET_KEY", ""),
+        auth_failure_limit=_int(env, "MPANEL_AUTH_FAILURE_LIMIT", 10),
+        trusted_proxies=tuple((env.get("MPANEL_TRUSTED_PROXIES") or "").split(",")),
+        allow_http=(env.get("MPANEL_ALLOW_HTTP") or "").lower() in ("1", "true", "yes"),
     )
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import bottle
 
-from . import auth, models
+from . import auth, keys, models
 from .db import utcnow
 
 TEMPLATES = str(Path(__file__).resolve().parent.parent / "templates")
@@ -17,7 +17,7 @@ HTMX_FILE = "htmx-2.0.8.min.js"
 
 # bcrypt of a random password: checked when the username is unknown, so a failed login takes
 # as long whether or not the user exists.
-_DUMMY_HASH = auth.hash_secret(secrets.token_urlsafe(16), 4)
+_DUMMY_HASH = keys.hash_secret(secrets.token_urlsafe(16), 4)
 
 
 def render(page, partial, ctx):
@@ -100,7 +100,7 @@ def build_views(settings):
         password = form.getunicode("password") or ""
         admin = models.Admin.get_or_none(models.Admin.username == username)
         hashed = admin.password_hash if admin else _DUMMY_HASH
-        if not auth.check_secret(password[:72], hashed) or admin is None:
+        if not keys.check_secret(password[:72], hashed) or admin is None:
             bottle.response.status = 401
             return _login_page("Wrong username or password.", username)
         token = auth.start_session(admin, settings.session_hours)

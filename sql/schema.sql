@@ -13,6 +13,9 @@
 --     unavailable (collectors that failed). servers_agents gains api_key_id, the key's public
 --     id that finds the row by index so a request never tries every hash.
 --   * idx_server_metrics_agent_timestamp is UNIQUE: the same sample is stored once.
+--   * servers_agents keeps a rotated key's predecessor during its grace period (prev_key_*)
+--     and the new key sealed with the panel's secret until the agent has it (pending_key_box);
+--     server_metrics.late marks samples replayed from an agent's buffer.
 
 CREATE TABLE IF NOT EXISTS schema_version (
   version INTEGER PRIMARY KEY,
@@ -37,6 +40,12 @@ CREATE TABLE IF NOT EXISTS servers_agents (
   agent_version VARCHAR(20),
   api_key_id VARCHAR(16) NOT NULL UNIQUE,
   api_key_hash TEXT NOT NULL,
+  prev_key_id VARCHAR(16) UNIQUE,
+  prev_key_hash TEXT,
+  prev_key_expires_at TIMESTAMP,
+  pending_key_box TEXT,
+  key_rotated_at TIMESTAMP,
+  key_switched_at TIMESTAMP,
   status VARCHAR(20) NOT NULL DEFAULT 'pending',
   last_seen TIMESTAMP,
   created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),
@@ -76,11 +85,24 @@ CREATE TABLE IF NOT EXISTS server_metrics (
   processes JSON,
   services JSON,
   unavailable JSON,
+  late BOOLEAN NOT NULL DEFAULT FALSE,
   created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC')
 );
 
 CREATE UNIQUE INDEX IF NOT EXISTS idx_server_metrics_agent_timestamp
   ON server_metrics (agent_id, timestamp DESC);
+
+CREATE TABLE IF NOT EXISTS auth_events (
+  id SERIAL PRIMARY KEY,
+  created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),
+  kind VARCHAR(32) NOT NULL,
+  client_addr VARCHAR(45),
+  key_id VARCHAR(16),
+  server_id INTEGER,
+  detail VARCHAR(200)
+);
+
+CREATE INDEX IF NOT EXISTS idx_auth_events_created_at ON auth_events (created_at);
 
 CREATE TABLE IF NOT EXISTS admins (
   id SERIAL PRIMARY KEY,

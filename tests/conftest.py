@@ -126,7 +126,9 @@ def start_panel(database_url, log_path, extra_env=None, port=None):
     port = port or free_port()
     env = dict(os.environ, MPANEL_DATABASE_URL=database_url, MPANEL_PORT=str(port),
                MPANEL_HOST="127.0.0.1", MPANEL_BCRYPT_ROUNDS=str(TEST_BCRYPT_ROUNDS),
-               MPANEL_THREADS="4", **(extra_env or {}))
+               MPANEL_THREADS="4", MPANEL_DATA_DIR=str(Path(log_path).parent))
+    env.update(extra_env or {})
+    host = env["MPANEL_HOST"]
     log = open(log_path, "ab")
     process = subprocess.Popen([sys.executable, "-m", "panel", "serve"], cwd=ROOT, env=env,
                                stdout=log, stderr=subprocess.STDOUT)
@@ -135,10 +137,10 @@ def start_panel(database_url, log_path, extra_env=None, port=None):
         if process.poll() is not None:
             raise RuntimeError(f"panel exited early:\n{Path(log_path).read_text()}")
         try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            connection = http.client.HTTPConnection(host, port, timeout=1)
             connection.request("GET", "/healthz")
             if connection.getresponse().status == 200:
-                return PanelProcess(f"http://127.0.0.1:{port}", database_url, process, log_path)
+                return PanelProcess(f"http://{host}:{port}", database_url, process, log_path)
         except OSError:
             time.sleep(0.1)
     process.kill()
@@ -238,6 +240,7 @@ def write_agent_config(tmp_path, url, key, interval=60, retry_max_delay=300, tim
                   "services": services or {}, **agent_extra},
         "logging": {"level": "debug"},
     }
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "config.json"
     path.write_text(json.dumps(document))
     return path

@@ -3,7 +3,7 @@ import os
 import subprocess
 import sys
 
-from panel import auth, models
+from panel import keys, models
 from tests.conftest import ROOT
 
 
@@ -24,10 +24,10 @@ def test_add_server_prints_the_key_once_and_stores_only_a_cost_12_bcrypt_hash(da
     key = result.stdout.strip()
     assert key.startswith("agent_")
     agent = models.Agent.get()
-    assert agent.api_key_id == auth.key_id_of(key)
+    assert agent.api_key_id == keys.key_id_of(key)
     assert agent.api_key_hash.startswith("$2b$12$")
     assert key not in agent.api_key_hash
-    assert auth.check_secret(key, agent.api_key_hash)
+    assert keys.check_secret(key, agent.api_key_hash)
     listed = cli(backend_url, "list-servers")
     assert key not in listed.stdout and "db-1" in listed.stdout
 
@@ -43,7 +43,7 @@ def test_create_admin_from_environment(database, backend_url):
     result = cli(backend_url, "create-admin", "alice", env={"MPANEL_ADMIN_PASSWORD": "correct horse"})
     assert result.returncode == 0, result.stderr
     admin = models.Admin.get(models.Admin.username == "alice")
-    assert auth.check_secret("correct horse", admin.password_hash)
+    assert keys.check_secret("correct horse", admin.password_hash)
     assert "correct horse" not in result.stdout + result.stderr
 
 
