@@ -7,6 +7,12 @@
   rotate-key NAME [--grace-hours H]  new key; the old one works H more hours (default 24)
   revoke NAME                   cut the server's key off at once
   list-servers                  servers, their agents and when they were last seen
+  add-channel NAME --webhook URL | --email ADDR   where alerts go
+  route SERVER CHANNEL          a server's alerts go to its own channels
+  set-critical SERVER [--off]   alert when it goes offline and when it is back
+  maintenance SERVER --minutes N   silence its alerts for a while
+  set-rule METRIC THRESHOLD [--minutes N] [--server S]   threshold alerts
+  send-test-alert [--channel C] / list-alerts
   run-local                     `make run`: all of the above for this machine, plus its agent
 
 Every command reads MPANEL_DATABASE_URL (and the other MPANEL_* settings, see settings.py).
@@ -39,6 +45,10 @@ def cmd_serve(settings, args):
 
     db.init_schema(db.bind(settings.database_url, max_connections=settings.threads + 4))
     app = create_app(settings, database=db.database_proxy.obj)
+    if settings.job_interval > 0:
+        from . import jobs
+
+        jobs.JobRunner(settings, every=settings.job_interval).start()
     log.info("serving host=%s port=%s threads=%s database=%s", settings.host, settings.port,
              settings.threads, _redacted(settings.database_url))
     # Waitress's own cap is a backstop well above ours, so normal oversize requests get our
@@ -131,6 +141,99 @@ def cmd_revoke(settings, args):
     return 0
 
 
+def cmd_add_channel(settings, args):
+    from . import services
+
+    _database(settings)
+    kind, target = ("webhook", args.webhook) if args.webhook else ("email", args.email)
+    services.add_channel(args.name, kind, target, is_default=not args.not_default)
+    print(f"channel {args.name!r} ({kind}) added"
+          + ("" if args.not_default else "; servers without routes of their own use it"))
+    return 0
+
+
+def cmd_route(settings, args):
+    from . import services
+
+    _database(settings)
+    services.route(args.server, args.channel)
+    print(f"alerts of {args.server!r} now go to {args.channel!r} (and its other routes only)")
+    return 0
+
+
+def cmd_set_critical(settings, args):
+    from . import services
+
+    _database(settings)
+    services.set_critical(args.server, not args.off)
+    print(f"{args.server!r} is {'not ' if args.off else ''}critical")
+    return 0
+
+
+def cmd_maintenance(settings, args):
+    from . import services
+
+    _database(settings)
+    window = services.add_maintenance(args.server, args.minutes, args.reason)
+    print(f"alerts of {args.server!r} are silenced until {window.ends_at:%Y-%m-%d %H:%M} UTC; "
+          "its data is still stored")
+    return 0
+
+
+def cmd_set_rule(settings, args):
+    from . import services
+
+    _database(settings)
+    services.set_rule(args.metric, args.threshold, args.minutes, args.server,
+                      enabled=not args.disable)
+    scope = f"for {args.server!r}" if args.server else "for every server (default)"
+    print(f"rule {args.metric} > {args.threshold:g} for {args.minutes} min "
+          f"{'disabled' if args.disable else 'set'} {scope}")
+    return 0
+
+
+def cmd_send_test_alert(settings, args):
+    from . import alerts, models, services
+    from .db import utcnow
+
+    _database(settings)
+    channels = [services.channel_named(args.channel)] if args.channel else \
+        list(models.Channel.select())
+    if not channels:
+        print("error: no channels; add one with add-channel", file=sys.stderr)
+        return 2
+    for channel in channels:
+        alerts.queue_test(channel, utcnow())
+    alerts.deliver_due(settings.smtp)
+    failed = 0
+    for channel in channels:
+        delivery = models.Delivery.select().where(
+            (models.Delivery.channel == channel.id) & (models.Delivery.event == "test")) \
+            .order_by(models.Delivery.id.desc()).first()
+        if delivery.status == "sent":
+            print(f"ok: {channel.name} ({channel.kind})")
+        else:
+            failed += 1
+            print(f"failed: {channel.name} ({channel.kind}): {delivery.last_error}")
+    return 1 if failed else 0
+
+
+def cmd_list_alerts(settings, args):
+    from . import models
+
+    _database(settings)
+    rows = (models.Alert.select(models.Alert, models.Server).join(models.Server)
+            .order_by(models.Alert.started_at.desc()).limit(args.limit))
+    for alert in rows:
+        deliveries = models.Delivery.select().where(models.Delivery.alert == alert.id)
+        summary = ", ".join(f"{d.event}:{d.status}" + (f" ({d.last_error})" if d.last_error
+                                                        and d.status != "sent" else "")
+                            for d in deliveries) or ("silenced" if alert.silenced else "none")
+        print(f"{alert.started_at:%Y-%m-%d %H:%M}  {alert.state:<8} {alert.server.name:<20} "
+              f"{alert.rule:<8} {alert.message}  [deliveries: {summary}]")
+    return 0
+
+
 def cmd_list_servers(settings, args):
     from . import views
 
@@ -202,6 +305,47 @@ def build_parser():
     revoke.set_defaults(func=cmd_revoke)
 
     sub.add_parser("list-servers", help="list servers").set_defaults(func=cmd_list_servers)
+
+    channel = sub.add_parser("add-channel", help="where alerts go: a webhook or e-mail")
+    channel.add_argument("name")
+    target = channel.add_mutually_exclusive_group(required=True)
+    target.add_argument("--webhook", help="URL to POST JSON to (Slack/Discord compatible)")
+    target.add_argument("--email", help="address(es), comma-separated")
+    channel.add_argument("--not-default", action="store_true",
+                         help="only for servers routed to it")
+    channel.set_defaults(func=cmd_add_channel)
+
+    route = sub.add_parser("route", help="send a server's alerts to a channel")
+    route.add_argument("server")
+    route.add_argument("channel")
+    route.set_defaults(func=cmd_route)
+
+    critical = sub.add_parser("set-critical", help="alert when the server goes offline")
+    critical.add_argument("server")
+    critical.add_argument("--off", action="store_true")
+    critical.set_defaults(func=cmd_set_critical)
+
+    window = sub.add_parser("maintenance", help="silence a server's alerts for a while")
+    window.add_argument("server")
+    window.add_argument("--minutes", type=int, required=True)
+    window.add_argument("--reason")
+    window.set_defaults(func=cmd_maintenance)
+
+    rule = sub.add_parser("set-rule", help="threshold alert: METRIC above THRESHOLD")
+    rule.add_argument("metric", choices=("cpu", "memory", "disk", "load"))
+    rule.add_argument("threshold", type=float)
+    rule.add_argument("--minutes", type=int, default=5, help="for how long (default 5)")
+    rule.add_argument("--server", help="override for one server (default: every server)")
+    rule.add_argument("--disable", action="store_true")
+    rule.set_defaults(func=cmd_set_rule)
+
+    test = sub.add_parser("send-test-alert", help="send a test alert to every channel")
+    test.add_argument("--channel")
+    test.set_defaults(func=cmd_send_test_alert)
+
+    listing = sub.add_parser("list-alerts", help="recent alerts and their deliveries")
+    listing.add_argument("--limit", type=int, default=30)
+    listing.set_defaults(func=cmd_list_alerts)
     sub.add_parser("run-local", help="set up and run panel + local agent (make run)") \
         .set_defaults(func=cmd_run_local)
     return parser

@@ -11,7 +11,7 @@ import zlib
 
 import bottle
 
-from . import auth, ingest, models, protocol
+from . import auth, ingest, jobs, models, protocol
 from .db import database_proxy, utcnow
 from .errors import ApiError, JsonErrorPlugin, json_response
 from .validation import ValidationError, validate
@@ -142,6 +142,7 @@ def build_api(settings):
                 ip_address=auth.client_address(settings) or None,
                 status="active", last_seen=now, updated_at=now,
             ).where(models.Agent.id == agent.id).execute()
+        jobs.note_alive(agent, now)
         return {"serverId": agent.server_id, "registered": True}
 
     @api.post("/api/agent/metrics", auth="agent")
@@ -153,6 +154,7 @@ def build_api(settings):
         with database_proxy.atomic():
             stored = sum(models.insert_sample(agent.id, row) for row in rows)
             models.Agent.update(last_seen=now).where(models.Agent.id == agent.id).execute()
+        jobs.note_alive(agent, now)
         return {"received": True, "stored": stored, "duplicates": len(rows) - stored,
                 "nextReportIn": settings.report_interval}
 
@@ -160,8 +162,10 @@ def build_api(settings):
     def heartbeat(agent):
         document = read_json(protocol.HEARTBEAT, limit)
         _own_server(agent, document)
-        _parse_timestamp(document, utcnow())
-        models.Agent.update(last_seen=utcnow()).where(models.Agent.id == agent.id).execute()
+        now = utcnow()
+        _parse_timestamp(document, now)
+        models.Agent.update(last_seen=now).where(models.Agent.id == agent.id).execute()
+        jobs.note_alive(agent, now)
         return {"status": "ok"}
 
     @api.get("/api/agent/config", auth="agent")

@@ -93,7 +93,10 @@ def sample_row(metrics, unavailable=None):
         for mount in mounts:
             by_device.setdefault(mount.get("device") or mount["mountpoint"], mount)
         unique = list(by_device.values())
+        shares = [100.0 * m["used"] / (m["used"] + m["free"]) for m in mounts
+                  if m["used"] + m["free"] > 0]
         row.update(
+            disk_max_percent=round(max(shares), 2) if shares else None,
             disk_total=_total(unique, "total", "metrics.disk.mounts"),
             disk_used=_total(unique, "used", "metrics.disk.mounts"),
             disk_free=_total(unique, "free", "metrics.disk.mounts"),

@@ -47,6 +47,10 @@ class Server(BaseModel):
 
     name = peewee.CharField(max_length=100, unique=True)
     critical = peewee.BooleanField(default=False)
+    # unknown (never reported), online, offline: changed only by conditional updates, so
+    # concurrent replicas record each transition once (see jobs.py and api.py).
+    state = peewee.CharField(max_length=16, default="unknown")
+    state_since = peewee.DateTimeField(null=True)
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
 
@@ -110,6 +114,7 @@ class Metric(BaseModel):
     disk_total = peewee.BigIntegerField(null=True)
     disk_used = peewee.BigIntegerField(null=True)
     disk_free = peewee.BigIntegerField(null=True)
+    disk_max_percent = peewee.FloatField(null=True)  # the fullest mount: what alerts watch
     disk_read_rate = peewee.FloatField(null=True)
     disk_write_rate = peewee.FloatField(null=True)
     network_rx_bytes = peewee.BigIntegerField(null=True)
@@ -152,6 +157,110 @@ class AuthEvent(BaseModel):
         table_name = "auth_events"
 
 
+class ServerEvent(BaseModel):
+    """A server going offline or coming back, with the time it happened."""
+
+    server = peewee.ForeignKeyField(Server, column_name="server_id", on_delete="CASCADE",
+                                    backref="events")
+    kind = peewee.CharField(max_length=16)
+    at = peewee.DateTimeField()
+    detail = peewee.CharField(max_length=200, null=True)
+
+    class Meta:
+        table_name = "server_events"
+        indexes = ((("server", "at"), False),)
+
+
+class AlertRule(BaseModel):
+    """Alert when `metric` stays above `threshold` for `minutes`. server NULL: the global
+    default; a row for a server overrides it for that server."""
+
+    server = peewee.ForeignKeyField(Server, column_name="server_id", on_delete="CASCADE",
+                                    null=True)
+    metric = peewee.CharField(max_length=16)
+    threshold = peewee.FloatField()
+    minutes = peewee.IntegerField(default=5)
+    enabled = peewee.BooleanField(default=True)
+
+    class Meta:
+        table_name = "alert_rules"
+
+
+class Alert(BaseModel):
+    """One problem, from firing to resolved. `open_key` is the rule while firing and NULL after:
+    a unique (server_id, open_key) index lets only one firing alert per rule exist, whichever
+    replica noticed first."""
+
+    server = peewee.ForeignKeyField(Server, column_name="server_id", on_delete="CASCADE",
+                                    backref="alerts")
+    rule = peewee.CharField(max_length=32)
+    open_key = peewee.CharField(max_length=32, null=True)
+    state = peewee.CharField(max_length=16, default="firing")
+    started_at = peewee.DateTimeField()
+    resolved_at = peewee.DateTimeField(null=True)
+    value = peewee.FloatField(null=True)
+    threshold = peewee.FloatField(null=True)
+    message = peewee.CharField(max_length=500)
+    silenced = peewee.BooleanField(default=False)
+
+    class Meta:
+        table_name = "alerts"
+        indexes = ((("server", "open_key"), True),)
+
+
+class Channel(BaseModel):
+    """Where alerts go: a webhook URL or e-mail addresses. Default channels get the alerts of
+    servers that have no routes of their own."""
+
+    name = peewee.CharField(max_length=64, unique=True)
+    kind = peewee.CharField(max_length=16)
+    target = peewee.CharField(max_length=2000)
+    is_default = peewee.BooleanField(default=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "channels"
+
+
+class ServerChannel(BaseModel):
+    server = peewee.ForeignKeyField(Server, column_name="server_id", on_delete="CASCADE")
+    channel = peewee.ForeignKeyField(Channel, column_name="channel_id", on_delete="CASCADE")
+
+    class Meta:
+        table_name = "server_channels"
+        primary_key = peewee.CompositeKey("server", "channel")
+
+
+class Delivery(BaseModel):
+    """One alert event to one channel, retried with backoff until sent or given up."""
+
+    alert = peewee.ForeignKeyField(Alert, column_name="alert_id", on_delete="CASCADE", null=True)
+    channel = peewee.ForeignKeyField(Channel, column_name="channel_id", on_delete="CASCADE")
+    event = peewee.CharField(max_length=16)
+    status = peewee.CharField(max_length=16, default="pending")
+    attempts = peewee.IntegerField(default=0)
+    next_attempt_at = peewee.DateTimeField(default=utcnow)
+    last_error = peewee.CharField(max_length=500, null=True)
+    sent_at = peewee.DateTimeField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "deliveries"
+        indexes = ((("status", "next_attempt_at"), False),)
+
+
+class MaintenanceWindow(BaseModel):
+    """While it lasts, the server's alerts are recorded but not sent; data keeps flowing."""
+
+    server = peewee.ForeignKeyField(Server, column_name="server_id", on_delete="CASCADE")
+    starts_at = peewee.DateTimeField()
+    ends_at = peewee.DateTimeField()
+    reason = peewee.CharField(max_length=200, null=True)
+
+    class Meta:
+        table_name = "maintenance_windows"
+
+
 class Admin(BaseModel):
     username = peewee.CharField(max_length=64, unique=True)
     password_hash = peewee.TextField()
@@ -176,7 +285,8 @@ class AdminSession(BaseModel):
         table_name = "admin_sessions"
 
 
-ALL_MODELS = [SchemaVersion, Server, Agent, Metric, AuthEvent, Admin, AdminSession]
+ALL_MODELS = [SchemaVersion, Server, Agent, Metric, AuthEvent, ServerEvent, AlertRule, Alert,
+              Channel, ServerChannel, Delivery, MaintenanceWindow, Admin, AdminSession]
 
 
 # ===== Named queries ==========================================================================

@@ -62,3 +62,83 @@ def set_admin(username, password, rounds, role="admin"):
         models.Admin.update(password_hash=hashed, role=role).where(
             models.Admin.id == admin.id).execute()
         return False
+
+
+# ===== Alerting set-up ==========================================================================
+
+def server_named(name):
+    server = models.server_by_name(name)
+    if server is None:
+        raise ValueError(f"no server named {name!r}")
+    return server
+
+
+def add_channel(name, kind, target, is_default=True):
+    _check_name(name, "channel name", 64)
+    if kind == "webhook":
+        if not target.startswith(("http://", "https://")):
+            raise ValueError("a webhook target must be an http(s) URL")
+    elif kind == "email":
+        if not all("@" in address for address in target.split(",")):
+            raise ValueError("an e-mail target is one or more addresses, comma-separated")
+    else:
+        raise ValueError("channel kind must be webhook or email")
+    try:
+        return models.Channel.create(name=name, kind=kind, target=target[:2000],
+                                     is_default=is_default)
+    except peewee.IntegrityError:
+        raise ValueError(f"a channel named {name!r} already exists") from None
+
+
+def channel_named(name):
+    channel = models.Channel.get_or_none(models.Channel.name == name)
+    if channel is None:
+        raise ValueError(f"no channel named {name!r}")
+    return channel
+
+
+def route(server_name, channel_name):
+    """Send this server's alerts to this channel (and, from now on, not to the defaults)."""
+    server, channel = server_named(server_name), channel_named(channel_name)
+    models.ServerChannel.insert(server=server.id, channel=channel.id).on_conflict_ignore() \
+        .execute()
+
+
+def set_critical(server_name, critical=True):
+    server = server_named(server_name)
+    models.Server.update(critical=critical, updated_at=utcnow()).where(
+        models.Server.id == server.id).execute()
+
+
+def add_maintenance(server_name, minutes, reason=None, starts_at=None):
+    import datetime
+
+    if minutes <= 0:
+        raise ValueError("a maintenance window lasts at least a minute")
+    server = server_named(server_name)
+    starts_at = starts_at or utcnow()
+    return models.MaintenanceWindow.create(server=server.id, starts_at=starts_at,
+                                           ends_at=starts_at + datetime.timedelta(minutes=minutes),
+                                           reason=(reason or "")[:200] or None)
+
+
+def set_rule(metric, threshold, minutes, server_name=None, enabled=True):
+    """Create or change the global rule for `metric`, or a server's override."""
+    from . import alerts
+
+    if metric not in alerts.METRICS:
+        raise ValueError(f"metric must be one of {', '.join(alerts.METRICS)}")
+    if minutes < 1:
+        raise ValueError("minutes must be at least 1")
+    server = server_named(server_name) if server_name else None
+    where = (models.AlertRule.metric == metric) & (
+        models.AlertRule.server.is_null() if server is None
+        else models.AlertRule.server == server.id)
+    with database_proxy.atomic():
+        existing = models.AlertRule.get_or_none(where)
+        if existing:
+            models.AlertRule.update(threshold=threshold, minutes=minutes, enabled=enabled) \
+                .where(models.AlertRule.id == existing.id).execute()
+        else:
+            models.AlertRule.create(server=server.id if server else None, metric=metric,
+                                    threshold=threshold, minutes=minutes, enabled=enabled)

@@ -20,6 +20,12 @@ environment after that, so tests can build as many differently-configured apps a
 | MPANEL_AUTH_FAILURE_LIMIT  | 10                                        | failed agent logins a minute per address or key id |
 | MPANEL_TRUSTED_PROXIES     | (none)                                    | proxy addresses/CIDRs whose X-Forwarded-Proto/-For count |
 | MPANEL_ALLOW_HTTP          | 0                                         | 1: accept the agent API over plain HTTP from anywhere |
+| MPANEL_JOB_INTERVAL        | 15                                        | seconds between background job rounds (0: no jobs) |
+| MPANEL_SMTP_HOST / _PORT   | (none) / 587                              | mail server for e-mail alerts           |
+| MPANEL_SMTP_USER / _PASSWORD | (none)                                  | SMTP login, when the server wants one   |
+| MPANEL_SMTP_FROM           | mpanel@localhost                          | sender address                          |
+| MPANEL_SMTP_TLS            | starttls                                  | starttls, implicit (SMTPS) or none      |
+| MPANEL_SMTP_CAFILE         | system CAs                                | CA file to check the mail server with   |
 """
 import dataclasses
 import ipaddress
@@ -48,6 +54,8 @@ class Settings:
     auth_failure_limit: int = 10
     trusted_proxies: tuple = ()
     allow_http: bool = False
+    job_interval: float = 15.0
+    smtp: dict = dataclasses.field(default_factory=dict, repr=False)  # holds a password
 
     def __post_init__(self):
         if not self.database_url:
@@ -113,6 +121,16 @@ def from_env(env=None, **overrides):
         auth_failure_limit=_int(env, "MPANEL_AUTH_FAILURE_LIMIT", 10),
         trusted_proxies=tuple((env.get("MPANEL_TRUSTED_PROXIES") or "").split(",")),
         allow_http=(env.get("MPANEL_ALLOW_HTTP") or "").lower() in ("1", "true", "yes"),
+        job_interval=float(env.get("MPANEL_JOB_INTERVAL") or 15),
+        smtp={
+            "host": env.get("MPANEL_SMTP_HOST", ""),
+            "port": _int(env, "MPANEL_SMTP_PORT", 587),
+            "user": env.get("MPANEL_SMTP_USER", ""),
+            "password": env.get("MPANEL_SMTP_PASSWORD", ""),
+            "sender": env.get("MPANEL_SMTP_FROM", "mpanel@localhost"),
+            "tls": (env.get("MPANEL_SMTP_TLS") or "starttls").lower(),
+            "cafile": env.get("MPANEL_SMTP_CAFILE", ""),
+        },
     )
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)

@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS servers (
   id SERIAL PRIMARY KEY,
   name VARCHAR(100) NOT NULL UNIQUE,
   critical BOOLEAN NOT NULL DEFAULT FALSE,
+  state VARCHAR(16) NOT NULL DEFAULT 'unknown',
+  state_since TIMESTAMP,
   created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),
   updated_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC')
 );
@@ -72,6 +74,7 @@ CREATE TABLE IF NOT EXISTS server_metrics (
   disk_total BIGINT,
   disk_used BIGINT,
   disk_free BIGINT,
+  disk_max_percent REAL,
   disk_read_rate REAL,
   disk_write_rate REAL,
   network_rx_bytes BIGINT,
@@ -103,6 +106,84 @@ CREATE TABLE IF NOT EXISTS auth_events (
 );
 
 CREATE INDEX IF NOT EXISTS idx_auth_events_created_at ON auth_events (created_at);
+
+CREATE TABLE IF NOT EXISTS server_events (
+  id SERIAL PRIMARY KEY,
+  server_id INTEGER NOT NULL REFERENCES servers(id) ON DELETE CASCADE,
+  kind VARCHAR(16) NOT NULL,
+  at TIMESTAMP NOT NULL,
+  detail VARCHAR(200)
+);
+
+CREATE INDEX IF NOT EXISTS idx_server_events_server_at ON server_events (server_id, at);
+
+CREATE TABLE IF NOT EXISTS alert_rules (
+  id SERIAL PRIMARY KEY,
+  server_id INTEGER REFERENCES servers(id) ON DELETE CASCADE,
+  metric VARCHAR(16) NOT NULL,
+  threshold REAL NOT NULL,
+  minutes INTEGER NOT NULL DEFAULT 5,
+  enabled BOOLEAN NOT NULL DEFAULT TRUE
+);
+
+CREATE INDEX IF NOT EXISTS idx_alert_rules_server ON alert_rules (server_id);
+
+CREATE TABLE IF NOT EXISTS alerts (
+  id SERIAL PRIMARY KEY,
+  server_id INTEGER NOT NULL REFERENCES servers(id) ON DELETE CASCADE,
+  rule VARCHAR(32) NOT NULL,
+  open_key VARCHAR(32),
+  state VARCHAR(16) NOT NULL DEFAULT 'firing',
+  started_at TIMESTAMP NOT NULL,
+  resolved_at TIMESTAMP,
+  value REAL,
+  threshold REAL,
+  message VARCHAR(500) NOT NULL,
+  silenced BOOLEAN NOT NULL DEFAULT FALSE
+);
+
+-- One firing alert per (server, rule), whichever replica saw it first (NULLs never collide).
+CREATE UNIQUE INDEX IF NOT EXISTS idx_alerts_server_open ON alerts (server_id, open_key);
+
+CREATE TABLE IF NOT EXISTS channels (
+  id SERIAL PRIMARY KEY,
+  name VARCHAR(64) NOT NULL UNIQUE,
+  kind VARCHAR(16) NOT NULL,
+  target VARCHAR(2000) NOT NULL,
+  is_default BOOLEAN NOT NULL DEFAULT TRUE,
+  created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC')
+);
+
+CREATE TABLE IF NOT EXISTS server_channels (
+  server_id INTEGER NOT NULL REFERENCES servers(id) ON DELETE CASCADE,
+  channel_id INTEGER NOT NULL REFERENCES channels(id) ON DELETE CASCADE,
+  PRIMARY KEY (server_id, channel_id)
+);
+
+CREATE TABLE IF NOT EXISTS deliveries (
+  id SERIAL PRIMARY KEY,
+  alert_id INTEGER REFERENCES alerts(id) ON DELETE CASCADE,
+  channel_id INTEGER NOT NULL REFERENCES channels(id) ON DELETE CASCADE,
+  event VARCHAR(16) NOT NULL,
+  status VARCHAR(16) NOT NULL DEFAULT 'pending',
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at TIMESTAMP NOT NULL,
+  last_error VARCHAR(500),
+  sent_at TIMESTAMP,
+  created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC')
+);
+
+CREATE INDEX IF NOT EXISTS idx_deliveries_due ON deliveries (status, next_attempt_at);
+
+CREATE TABLE IF NOT EXISTS maintenance_windows (
+  id SERIAL PRIMARY KEY,
+  server_id INTEGER NOT NULL REFERENCES servers(id) ON DELETE CASCADE,
+  starts_at TIMESTAMP NOT NULL,
+  ends_at TIMESTAMP NOT NULL,
+  reason VARCHAR(200)
+);
+
+CREATE INDEX IF NOT EXISTS idx_maintenance_windows_server ON maintenance_windows (server_id);
 
 CREATE TABLE IF NOT EXISTS admins (
   id SERIAL PRIMARY KEY,

@@ -1,0 +1,272 @@
+"""Alerts: pure rule evaluation, opening and resolving alerts once, and delivering them to
+webhooks and e-mail with retries.
+
+Evaluation is a pure function of the recent samples (tested alone): a rule fires when every
+sample of the last `minutes` is above its threshold, and resolves when every sample of the last
+`minutes` is below the threshold less 5 % — a minimum duration both ways plus hysteresis, so a
+value hovering around the line makes no storm of alerts.
+
+Opening is an INSERT guarded by a unique (server_id, open_key) index and resolving a conditional
+UPDATE, so two replicas evaluating at the same moment still produce one alert and one
+delivery per channel.
+"""
+import datetime
+import email.message
+import json
+import logging
+import smtplib
+import ssl
+import urllib.request
+
+import peewee
+
+from . import models
+from .db import database_proxy, utcnow
+
+log = logging.getLogger("mpanel.alerts")
+
+METRICS = ("cpu", "memory", "disk", "load")
+UNITS = {"cpu": "%", "memory": "%", "disk": "%", "load": ""}
+DEFAULT_RULES = (("cpu", 90.0, 5), ("memory", 90.0, 5), ("disk", 90.0, 5))
+HYSTERESIS = 0.05
+MAX_ATTEMPTS = 10
+
+
+# ===== Rule evaluation (pure) ===================================================================
+
+def sample_value(metric, row):
+    """The watched figure of one sample row (dict of server_metrics columns), or None."""
+    if metric == "cpu":
+        return row.get("cpu_usage")
+    if metric == "memory":
+        total, used = row.get("memory_total"), row.get("memory_used")
+        return 100.0 * used / total if total and used is not None else None
+    if metric == "disk":
+        return row.get("disk_max_percent")
+    if metric == "load":
+        return row.get("cpu_load_1min")
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+def evaluate(points, threshold, minutes, firing, now, interval=60):
+    """Decide from `points` [(timestamp, value)] whether a rule starts firing ("fire"), stops
+    ("resolve") or stays as it is (None).
+
+    The window must be covered: at least half the samples expected in `minutes` at the report
+    interval, and one at least `minutes` old minus one interval — a server that just came up
+    cannot fire a 5-minute rule after one sample.
+    """
+    start = now - datetime.timedelta(minutes=minutes)
+    window = [(t, v) for t, v in points if t >= start - datetime.timedelta(seconds=interval)
+              and v is not None]
+    expected = max(1, int(minutes * 60 / interval))
+    if len(window) < max(1, expected // 2):
+        return None
+    if min(t for t, _ in window) > start + datetime.timedelta(seconds=interval):
+        return None
+    values = [v for _, v in window]
+    if not firing and all(v > threshold for v in values):
+        return "fire"
+    if firing and all(v < threshold * (1 - HYSTERESIS) for v in values):
+        return "resolve"
+    return None
+
+
+def effective_rules(rules, server_id):
+    """Per metric: the server's own rule if it has one, else the global one."""
+    chosen = {}
+    for rule in rules:
+        if rule.server_id is None and rule.metric not in chosen:
+            chosen[rule.metric] = rule
+    for rule in rules:
+        if rule.server_id == server_id:
+            chosen[rule.metric] = rule
+    return [rule for rule in chosen.values() if rule.enabled]
+
+
+# ===== Opening and resolving ====================================================================
+
+def in_maintenance(server_id, now):
+    return models.MaintenanceWindow.select().where(
+        (models.MaintenanceWindow.server == server_id) &
+        (models.MaintenanceWindow.starts_at <= now) &
+        (models.MaintenanceWindow.ends_at > now)).exists()
+
+
+def channels_for(server_id):
+    """The server's own channels if it has routes, else the default channels."""
+    routed = list(models.Channel.select().join(models.ServerChannel)
+                  .where(models.ServerChannel.server == server_id))
+    if routed:
+        return routed
+    return list(models.Channel.select().where(models.Channel.is_default == True))  # noqa: E712
+
+
+def open_alert(server, rule, message, now, value=None, threshold=None):
+    """Open a firing alert and queue its deliveries; None when one is already open."""
+    silenced = in_maintenance(server.id, now)
+    try:
+        with database_proxy.atomic():
+            alert = models.Alert.create(server=server.id, rule=rule, open_key=rule,
+                                        state="firing", started_at=now, value=value,
+                                        threshold=threshold, message=message[:500],
+                                        silenced=silenced)
+            if not silenced:
+                _queue(alert, "firing", now)
+    except peewee.IntegrityError:
+        return None  # another replica, or an earlier run, opened it
+    log.warning("alert firing server=%s rule=%s silenced=%s", server.name, rule, silenced)
+    return alert
+
+
+def resolve_alert(server, rule, now, message=None):
+    """Resolve the open alert of `rule`, once; returns it or None."""
+    alert = models.Alert.get_or_none((models.Alert.server == server.id) &
+                                     (models.Alert.open_key == rule))
+    if alert is None:
+        return None
+    with database_proxy.atomic():
+        changed = models.Alert.update(state="resolved", open_key=None, resolved_at=now) \
+            .where((models.Alert.id == alert.id) & (models.Alert.open_key == rule)).execute()
+        if not changed:
+            return None
+        alert.state, alert.resolved_at = "resolved", now
+        if message:
+            alert.message = message[:500]
+        if not alert.silenced and not in_maintenance(server.id, now):
+            _queue(alert, "resolved", now)
+    log.warning("alert resolved server=%s rule=%s", server.name, rule)
+    return alert
+
+
+def _queue(alert, event, now):
+    for channel in channels_for(alert.server_id):
+        models.Delivery.create(alert=alert.id, channel=channel.id, event=event,
+                               next_attempt_at=now)
+
+
+def queue_test(channel, now):
+    return models.Delivery.create(alert=None, channel=channel.id, event="test",
+                                  next_attempt_at=now)
+
+
+# ===== Delivery =================================================================================
+
+class DeliveryError(Exception):
+    pass
+
+
+def describe(delivery):
+    """(subject, text, structured dict) for one delivery."""
+    if delivery.event == "test":
+        text = "mPanel test alert: this channel works."
+        return "mPanel test alert", text, {"event": "test"}
+    alert = delivery.alert
+    server = alert.server
+    mark = "RESOLVED" if delivery.event == "resolved" else "FIRING"
+    when = (alert.resolved_at if delivery.event == "resolved" else alert.started_at)
+    text = f"[{mark}] {server.name}: {alert.message}"
+    if delivery.event == "resolved":
+        text += f" (resolved {when:%Y-%m-%d %H:%M} UTC)"
+    structured = {
+        "event": delivery.event, "server": server.name, "serverId": server.id,
+        "critical": server.critical, "rule": alert.rule, "message": alert.message,
+        "value": alert.value, "threshold": alert.threshold,
+        "startedAt": alert.started_at.isoformat() + "Z",
+        "resolvedAt": alert.resolved_at.isoformat() + "Z" if alert.resolved_at else None,
+    }
+    return f"[mPanel {mark}] {server.name} {alert.rule}", text, structured
+
+
+def send_webhook(url, subject, text, structured, timeout=10):
+    """JSON POST; `text` makes it a Slack message, `content` a Discord one."""
+    body = json.dumps({"text": text, "content": text, "subject": subject,
+                       "alert": structured}).encode()
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/json", "User-Agent": "mPanel-alerts"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if not 200 <= response.status < 300:
+                raise DeliveryError(f"webhook answered HTTP {response.status}")
+    except urllib.error.HTTPError as err:
+        raise DeliveryError(f"webhook answered HTTP {err.code}") from None
+    except (urllib.error.URLError, OSError) as err:
+        raise DeliveryError(f"webhook unreachable: {getattr(err, 'reason', err)}") from None
+
+
+def send_email(smtp, recipients, subject, text, timeout=10):
+    """SMTP with STARTTLS (or implicit TLS), from the standard library."""
+    if not smtp.get("host"):
+        raise DeliveryError("no SMTP server configured (MPANEL_SMTP_HOST)")
+    message = email.message.EmailMessage()
+    message["From"] = smtp.get("sender") or "mpanel@localhost"
+    message["To"] = ", ".join(recipients)
+    message["Subject"] = subject
+    message.set_content(text)
+    context = ssl.create_default_context(cafile=smtp.get("cafile") or None)
+    try:
+        if smtp.get("tls") == "implicit":
+            client = smtplib.SMTP_SSL(smtp["host"], smtp.get("port", 465), timeout=timeout,
+                                      context=context)
+        else:
+            client = smtplib.SMTP(smtp["host"], smtp.get("port", 587), timeout=timeout)
+        with client:
+            if smtp.get("tls", "starttls") == "starttls":
+                client.starttls(context=context)
+            if smtp.get("user"):
+                client.login(smtp["user"], smtp.get("password", ""))
+            client.send_message(message)
+    except (smtplib.SMTPException, OSError) as err:
+        raise DeliveryError(f"SMTP: {type(err).__name__}: {err}"[:300]) from None
+
+
+def deliver_due(smtp, now=None, limit=50):
+    """Send what is due; back off exponentially on failure, give up after MAX_ATTEMPTS.
+    -> (sent, failed) counts."""
+    now = now or utcnow()
+    # A replica that died while sending left its claim behind: give it back after 5 minutes.
+    models.Delivery.update(status="pending").where(
+        (models.Delivery.status == "sending") &
+        (models.Delivery.next_attempt_at < now - datetime.timedelta(minutes=5))).execute()
+    due = list(models.Delivery.select(models.Delivery, models.Channel)
+               .join(models.Channel)
+               .where((models.Delivery.status == "pending") &
+                      (models.Delivery.next_attempt_at <= now))
+               .order_by(models.Delivery.id).limit(limit))
+    sent = failed = 0
+    for delivery in due:
+        # Claim it: if another replica got here first, this update changes nothing.
+        claimed = models.Delivery.update(status="sending").where(
+            (models.Delivery.id == delivery.id) & (models.Delivery.status == "pending")).execute()
+        if not claimed:
+            continue
+        subject, text, structured = describe(delivery)
+        channel = delivery.channel
+        try:
+            if channel.kind == "webhook":
+                send_webhook(channel.target, subject, text, structured)
+            else:
+                send_email(smtp, [a.strip() for a in channel.target.split(",")], subject, text)
+        except DeliveryError as err:
+            attempts = delivery.attempts + 1
+            delay = min(3600, 30 * 2 ** (attempts - 1))
+            status = "failed" if attempts >= MAX_ATTEMPTS else "pending"
+            models.Delivery.update(status=status, attempts=attempts, last_error=str(err)[:500],
+                                   next_attempt_at=now + datetime.timedelta(seconds=delay)) \
+                .where(models.Delivery.id == delivery.id).execute()
+            log.warning("alert delivery failed channel=%s attempt=%s error=%s", channel.name,
+                        attempts, err)
+            failed += 1
+            continue
+        models.Delivery.update(status="sent", attempts=delivery.attempts + 1, sent_at=utcnow(),
+                               last_error=None).where(models.Delivery.id == delivery.id).execute()
+        sent += 1
+    return sent, failed
+
+
+def ensure_default_rules():
+    """Seed the global defaults once (CPU, memory, disk above 90 % for 5 minutes)."""
+    if models.AlertRule.select().where(models.AlertRule.server.is_null()).exists():
+        return
+    for metric, threshold, minutes in DEFAULT_RULES:
+        models.AlertRule.create(server=None, metric=metric, threshold=threshold, minutes=minutes)

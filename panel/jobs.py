@@ -1,0 +1,158 @@
+"""Background jobs: offline detection, threshold rules, alert delivery (and, as they come,
+rollups and retention). Every panel replica runs the loop; each job runs in one replica at a
+time — on PostgreSQL under a transaction-scoped advisory lock, on SQLite under the database's
+own write lock. Either way the writes are conditional (state changes, unique open alerts,
+claimed deliveries), so even two runs at once record each transition once.
+"""
+import datetime
+import logging
+import threading
+import time
+
+from . import alerts, models
+from .db import database_proxy, is_postgres, utcnow
+
+log = logging.getLogger("mpanel.jobs")
+
+# Advisory lock keys: one per job, in a range of our own.
+LOCK_KEYS = {"offline": 7_341_001, "rules": 7_341_002, "deliver": 7_341_003}
+
+
+def run_locked(name, job, *args):
+    """Run `job(*args)` unless another replica holds this job's lock (PostgreSQL). The lock is
+    held by this connection for the job's run, without a transaction around it: alert delivery
+    makes network calls, and a transaction held open meanwhile would block writers (on SQLite,
+    every writer). Jobs group their own writes in short transactions."""
+    if not is_postgres():
+        return job(*args)
+    key = LOCK_KEYS[name]
+    if not database_proxy.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+        return None
+    try:
+        return job(*args)
+    finally:
+        database_proxy.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+# ===== Offline detection ========================================================================
+
+def detect_offline(offline_after, now=None):
+    """Servers silent for `offline_after` seconds become offline, once each. -> their names."""
+    now = now or utcnow()
+    cutoff = now - datetime.timedelta(seconds=offline_after)
+    silent = list(models.Agent.select(models.Agent, models.Server).join(models.Server)
+                  .where((models.Server.state == "online") & (models.Agent.last_seen < cutoff)))
+    gone = []
+    for agent in silent:
+        server = agent.server
+        went_at = agent.last_seen + datetime.timedelta(seconds=offline_after)
+        with database_proxy.atomic():
+            changed = models.Server.update(state="offline", state_since=went_at).where(
+                (models.Server.id == server.id) & (models.Server.state == "online")).execute()
+            if not changed:
+                continue
+            models.ServerEvent.create(server=server.id, kind="offline", at=went_at,
+                                      detail=f"silent since {agent.last_seen:%Y-%m-%d %H:%M:%S}"
+                                             " UTC")
+        if server.critical:
+            alerts.open_alert(server, "offline", f"offline: no report since "
+                              f"{agent.last_seen:%Y-%m-%d %H:%M:%S} UTC", now)
+        gone.append(server.name)
+    return gone
+
+
+def note_alive(agent, now):
+    """Called on every authenticated report: the first after silence records the return."""
+    server = agent.server
+    if server.state == "online":
+        return
+    with database_proxy.atomic():
+        changed = models.Server.update(state="online", state_since=now).where(
+            (models.Server.id == server.id) & (models.Server.state == server.state)).execute()
+        if not changed or server.state != "offline":
+            return
+        models.ServerEvent.create(server=server.id, kind="online", at=now)
+    alerts.resolve_alert(server, "offline", now)
+
+
+# ===== Threshold rules ==========================================================================
+
+def evaluate_rules(interval, now=None):
+    """Open and resolve threshold alerts for every reporting server. -> (opened, resolved)."""
+    now = now or utcnow()
+    rules = list(models.AlertRule.select())
+    if not rules:
+        return 0, 0
+    longest = max(rule.minutes for rule in rules)
+    since = now - datetime.timedelta(minutes=longest, seconds=2 * interval)
+    columns = (models.Metric.agent, models.Metric.timestamp, models.Metric.cpu_usage,
+               models.Metric.memory_used, models.Metric.memory_total,
+               models.Metric.disk_max_percent, models.Metric.cpu_load_1min)
+    samples = {}
+    for row in models.Metric.select(*columns).where(models.Metric.timestamp >= since).dicts():
+        samples.setdefault(row["agent"], []).append(row)
+    agents = models.Agent.select(models.Agent, models.Server).join(models.Server) \
+        .where(models.Agent.id.in_(list(samples)))
+    open_rules = {(a.server_id, a.open_key) for a in
+                  models.Alert.select(models.Alert.server, models.Alert.open_key)
+                  .where(models.Alert.open_key.is_null(False))}
+    opened = resolved = 0
+    for agent in agents:
+        server = agent.server
+        rows = samples[agent.id]
+        for rule in alerts.effective_rules(rules, server.id):
+            points = [(r["timestamp"], alerts.sample_value(rule.metric, r)) for r in rows]
+            firing = (server.id, rule.metric) in open_rules
+            decision = alerts.evaluate(points, rule.threshold, rule.minutes, firing, now,
+                                       interval)
+            if decision == "fire":
+                value = points[-1][1] if points else None
+                unit = alerts.UNITS[rule.metric]
+                message = (f"{rule.metric} above {rule.threshold:g}{unit} for {rule.minutes} "
+                           f"min (now {value:.1f}{unit})")
+                if alerts.open_alert(server, rule.metric, message, now, value, rule.threshold):
+                    opened += 1
+            elif decision == "resolve":
+                if alerts.resolve_alert(server, rule.metric, now):
+                    resolved += 1
+    return opened, resolved
+
+
+# ===== The loop =================================================================================
+
+class JobRunner(threading.Thread):
+    """Runs the jobs every `every` seconds until stopped. A job that raises is logged and
+    tried again next round; the others still run."""
+
+    def __init__(self, settings, every=15.0):
+        super().__init__(name="mpanel-jobs", daemon=True)
+        self.settings = settings
+        self.every = every
+        self.stopped = threading.Event()
+
+    def jobs(self):
+        settings = self.settings
+        return (
+            ("offline", detect_offline, settings.offline_after),
+            ("rules", evaluate_rules, settings.report_interval),
+            ("deliver", alerts.deliver_due, settings.smtp),
+        )
+
+    def run_once(self):
+        for name, job, argument in self.jobs():
+            started = time.perf_counter()
+            try:
+                with database_proxy.connection_context():
+                    result = run_locked(name, job, argument)
+            except Exception:  # the boundary: one failing job must not stop the others
+                log.exception("job failed name=%s", name)
+                continue
+            log.debug("job done name=%s result=%s ms=%.1f", name, result,
+                      (time.perf_counter() - started) * 1000)
+
+    def run(self):
+        while not self.stopped.wait(self.every):
+            self.run_once()
+
+    def stop(self):
+        self.stopped.set()
