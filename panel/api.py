@@ -106,7 +106,7 @@ def _parse_timestamp(document, now, prefix=""):
         raise _unprocessable(err) from None
 
 
-def _sample_rows(document, now, late_after):
+def _sample_rows(document, now, late_after, oldest):
     """Rows for every sample of a single or batch body; any bad sample refuses them all.
     A sample taken more than `late_after` before it arrived is marked late (back-filled)."""
     batch = "samples" in document
@@ -114,6 +114,9 @@ def _sample_rows(document, now, late_after):
     for index, sample in enumerate(document["samples"] if batch else [document]):
         prefix = f"samples[{index}]." if batch else ""
         timestamp = _parse_timestamp(sample, now, prefix)
+        if timestamp < oldest:
+            raise ApiError(422, f"{prefix}timestamp is older than the panel keeps samples "
+                                f"({(now - oldest).days} days)", prefix + "timestamp")
         try:
             row = ingest.sample_row(sample["metrics"], sample.get("unavailable"))
         except ValidationError as err:
@@ -150,9 +153,11 @@ def build_api(settings):
         document = read_json(_metrics_schema, limit)
         _own_server(agent, document)
         now = utcnow()
-        rows = _sample_rows(document, now, late_after)
+        rows = _sample_rows(document, now, late_after,
+                            now - datetime.timedelta(days=settings.retention_raw_days))
         with database_proxy.atomic():
             stored = sum(models.insert_sample(agent.id, row) for row in rows)
+            models.note_latest(agent.id, max(row["timestamp"] for row in rows))
             models.Agent.update(last_seen=now).where(models.Agent.id == agent.id).execute()
         jobs.note_alive(agent, now)
         return {"received": True, "stored": stored, "duplicates": len(rows) - stored,

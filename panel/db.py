@@ -88,9 +88,10 @@ def init_schema(database=None):
                 database.execute_sql(SCHEMA_SQL.read_text())
             else:
                 database.create_tables(models.ALL_MODELS, safe=True)
-            from . import alerts
+            from . import alerts, rollups
 
             alerts.ensure_default_rules()
+            rollups.ensure_partitions()
             current = models.SchemaVersion.select(peewee.fn.MAX(models.SchemaVersion.version)).scalar()
             if current is None or current < SCHEMA_VERSION:
                 models.SchemaVersion.create(version=SCHEMA_VERSION, applied_at=utcnow())

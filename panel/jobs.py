@@ -9,13 +9,14 @@ import logging
 import threading
 import time
 
-from . import alerts, models
+from . import alerts, models, rollups
 from .db import database_proxy, is_postgres, utcnow
 
 log = logging.getLogger("mpanel.jobs")
 
 # Advisory lock keys: one per job, in a range of our own.
-LOCK_KEYS = {"offline": 7_341_001, "rules": 7_341_002, "deliver": 7_341_003}
+LOCK_KEYS = {"offline": 7_341_001, "rules": 7_341_002, "deliver": 7_341_003,
+             "rollups": 7_341_004, "retention": 7_341_005}
 
 
 def run_locked(name, job, *args):
@@ -118,6 +119,12 @@ def evaluate_rules(interval, now=None):
     return opened, resolved
 
 
+def housekeeping(settings):
+    """Partitions ahead (PostgreSQL), then retention."""
+    rollups.ensure_partitions(days_back=settings.retention_raw_days + 1)
+    return rollups.prune(settings)
+
+
 # ===== The loop =================================================================================
 
 class JobRunner(threading.Thread):
@@ -129,17 +136,25 @@ class JobRunner(threading.Thread):
         self.settings = settings
         self.every = every
         self.stopped = threading.Event()
+        self.last_run = {}
 
     def jobs(self):
+        """(name, function, argument, at most every N seconds)."""
         settings = self.settings
         return (
-            ("offline", detect_offline, settings.offline_after),
-            ("rules", evaluate_rules, settings.report_interval),
-            ("deliver", alerts.deliver_due, settings.smtp),
+            ("offline", detect_offline, settings.offline_after, 0),
+            ("rules", evaluate_rules, settings.report_interval, 0),
+            ("deliver", alerts.deliver_due, settings.smtp, 0),
+            ("rollups", lambda _: rollups.run_rollups(), None, 60),
+            ("retention", housekeeping, settings, 600),
         )
 
     def run_once(self):
-        for name, job, argument in self.jobs():
+        now = time.monotonic()
+        for name, job, argument, period in self.jobs():
+            if period and now - self.last_run.get(name, -period) < period:
+                continue
+            self.last_run[name] = now
             started = time.perf_counter()
             try:
                 with database_proxy.connection_context():

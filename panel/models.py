@@ -93,11 +93,12 @@ class Metric(BaseModel):
     feed tables and charts cheaply; the JSON columns keep the rest of the same sample: per mount,
     per interface, per block device, top processes, services, and collectors that failed."""
 
-    id = peewee.BigAutoField()  # a year of 1,000 agents is 525 M rows: past SERIAL's range
-    # index=False: the unique (agent_id, timestamp) index below already serves agent_id look-ups.
+    # No surrogate id: (agent_id, timestamp) is the key, so a retried or replayed sample is
+    # stored once, and PostgreSQL's time partitions can carry it (a partitioned table's keys
+    # must include the partition column).
     agent = peewee.ForeignKeyField(Agent, column_name="agent_id", on_delete="CASCADE",
                                    backref="metrics", index=False)
-    timestamp = peewee.DateTimeField()
+    timestamp = peewee.DateTimeField(index=True)
     cpu_usage = peewee.FloatField(null=True)
     cpu_iowait = peewee.FloatField(null=True)
     cpu_steal = peewee.FloatField(null=True)
@@ -134,12 +135,62 @@ class Metric(BaseModel):
 
     class Meta:
         table_name = "server_metrics"
+        primary_key = peewee.CompositeKey("agent", "timestamp")
 
 
-# Unique so a retried or replayed sample is stored once; it also serves "latest sample of agent
-# X" and time-range reads by scanning backwards. Named as in the seed design.
-Metric.add_index(Metric.index(Metric.agent, Metric.timestamp, unique=True,
-                              name="idx_server_metrics_agent_timestamp"))
+class LatestSample(BaseModel):
+    """Where each agent's newest sample is, kept on ingest: the servers table reads 1,000
+    servers by 1,000 primary-key probes instead of searching the samples."""
+
+    agent = peewee.ForeignKeyField(Agent, column_name="agent_id", primary_key=True,
+                                   on_delete="CASCADE")
+    timestamp = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "latest_samples"
+
+
+class RollupBase(BaseModel):
+    """Average and peak of each chart figure over a bucket (rollups.py fills these)."""
+
+    agent = peewee.ForeignKeyField(Agent, column_name="agent_id", on_delete="CASCADE",
+                                   index=False)
+    bucket = peewee.DateTimeField()
+    samples = peewee.IntegerField()
+    cpu_usage_avg = peewee.FloatField(null=True)
+    cpu_usage_max = peewee.FloatField(null=True)
+    cpu_iowait_avg = peewee.FloatField(null=True)
+    cpu_iowait_max = peewee.FloatField(null=True)
+    load_avg = peewee.FloatField(null=True)
+    load_max = peewee.FloatField(null=True)
+    memory_used_avg = peewee.FloatField(null=True)
+    memory_used_max = peewee.FloatField(null=True)
+    memory_total = peewee.BigIntegerField(null=True)
+    swap_used_avg = peewee.FloatField(null=True)
+    swap_used_max = peewee.FloatField(null=True)
+    disk_percent_avg = peewee.FloatField(null=True)
+    disk_percent_max = peewee.FloatField(null=True)
+    disk_read_avg = peewee.FloatField(null=True)
+    disk_read_max = peewee.FloatField(null=True)
+    disk_write_avg = peewee.FloatField(null=True)
+    disk_write_max = peewee.FloatField(null=True)
+    net_rx_avg = peewee.FloatField(null=True)
+    net_rx_max = peewee.FloatField(null=True)
+    net_tx_avg = peewee.FloatField(null=True)
+    net_tx_max = peewee.FloatField(null=True)
+
+    class Meta:
+        primary_key = peewee.CompositeKey("agent", "bucket")
+
+
+class Rollup5m(RollupBase):
+    class Meta:
+        table_name = "metrics_5m"
+
+
+class Rollup1h(RollupBase):
+    class Meta:
+        table_name = "metrics_1h"
 
 
 class AuthEvent(BaseModel):
@@ -285,7 +336,7 @@ class AdminSession(BaseModel):
         table_name = "admin_sessions"
 
 
-ALL_MODELS = [SchemaVersion, Server, Agent, Metric, AuthEvent, ServerEvent, AlertRule, Alert,
+ALL_MODELS = [SchemaVersion, Server, Agent, Metric, LatestSample, Rollup5m, Rollup1h, AuthEvent, ServerEvent, AlertRule, Alert,
               Channel, ServerChannel, Delivery, MaintenanceWindow, Admin, AdminSession]
 
 
@@ -320,19 +371,17 @@ def servers_with_agents():
 
 
 def latest_sample_per_agent(agent_ids):
-    """{agent_id: newest Metric} using one index probe per agent.
+    """{agent_id: newest Metric}: the latest_samples pointer, then a primary-key probe each.
 
-    A `DISTINCT ON`/`GROUP BY` over the whole table reads every row; probing the
-    (agent_id, timestamp) index backwards for each agent reads one row each.
+    A `DISTINCT ON`/`GROUP BY` over the samples reads every row of the range; this reads one
+    row per agent whatever the table's size.
     """
     agent_ids = list(agent_ids)
     if not agent_ids:
         return {}
-    inner = Metric.alias("newest")
-    newest = (inner.select(inner.id).where(inner.agent == Agent.id)
-              .order_by(inner.timestamp.desc()).limit(1))
-    rows = (Metric.select().join(Agent, on=(Metric.id == newest))
-            .where(Agent.id.in_(agent_ids)))
+    rows = (Metric.select().join(LatestSample, on=(
+        (LatestSample.agent == Metric.agent) & (LatestSample.timestamp == Metric.timestamp)))
+        .where(LatestSample.agent.in_(agent_ids)))
     return {row.agent_id: row for row in rows}
 
 
@@ -341,6 +390,13 @@ def insert_sample(agent, row):
 
     Returns True when the row is new, False when it was already stored.
     """
-    # Row count, not the new id: after an ignored insert SQLite's lastrowid still holds the
-    # previous insert's id.
+    # Row count, not an id: there is none, and an ignored insert changes nothing.
     return Metric.insert(agent=agent, **row).on_conflict_ignore().as_rowcount().execute() == 1
+
+
+def note_latest(agent, timestamp):
+    """Move the agent's latest-sample pointer forward (never back: replays are older)."""
+    LatestSample.insert(agent=agent, timestamp=timestamp).on_conflict(
+        conflict_target=[LatestSample.agent],
+        update={LatestSample.timestamp: timestamp},
+        where=(LatestSample.timestamp < timestamp)).execute()

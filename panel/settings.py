@@ -21,6 +21,9 @@ environment after that, so tests can build as many differently-configured apps a
 | MPANEL_TRUSTED_PROXIES     | (none)                                    | proxy addresses/CIDRs whose X-Forwarded-Proto/-For count |
 | MPANEL_ALLOW_HTTP          | 0                                         | 1: accept the agent API over plain HTTP from anywhere |
 | MPANEL_JOB_INTERVAL        | 15                                        | seconds between background job rounds (0: no jobs) |
+| MPANEL_RETENTION_RAW_DAYS  | 7                                         | days of raw samples                     |
+| MPANEL_RETENTION_5M_DAYS   | 90                                        | days of 5-minute rollups                |
+| MPANEL_RETENTION_1H_DAYS   | 730                                       | days of hourly rollups                  |
 | MPANEL_SMTP_HOST / _PORT   | (none) / 587                              | mail server for e-mail alerts           |
 | MPANEL_SMTP_USER / _PASSWORD | (none)                                  | SMTP login, when the server wants one   |
 | MPANEL_SMTP_FROM           | mpanel@localhost                          | sender address                          |
@@ -55,6 +58,9 @@ class Settings:
     trusted_proxies: tuple = ()
     allow_http: bool = False
     job_interval: float = 15.0
+    retention_raw_days: int = 7
+    retention_5m_days: int = 90
+    retention_1h_days: int = 730
     smtp: dict = dataclasses.field(default_factory=dict, repr=False)  # holds a password
 
     def __post_init__(self):
@@ -66,6 +72,8 @@ class Settings:
         proxies = tuple(ipaddress.ip_network(p.strip(), strict=False)
                         for p in self.trusted_proxies if str(p).strip())
         object.__setattr__(self, "trusted_proxies", proxies)
+        if min(self.retention_raw_days, self.retention_5m_days, self.retention_1h_days) < 1:
+            raise ValueError("retention periods are at least 1 day")
         if not 1 <= self.report_interval <= 3600:
             # Below 10 s is for tests and demos; 60 s is the production default.
             raise ValueError("MPANEL_REPORT_INTERVAL must be between 1 and 3600 seconds")
@@ -122,6 +130,9 @@ def from_env(env=None, **overrides):
         trusted_proxies=tuple((env.get("MPANEL_TRUSTED_PROXIES") or "").split(",")),
         allow_http=(env.get("MPANEL_ALLOW_HTTP") or "").lower() in ("1", "true", "yes"),
         job_interval=float(env.get("MPANEL_JOB_INTERVAL") or 15),
+        retention_raw_days=_int(env, "MPANEL_RETENTION_RAW_DAYS", 7),
+        retention_5m_days=_int(env, "MPANEL_RETENTION_5M_DAYS", 90),
+        retention_1h_days=_int(env, "MPANEL_RETENTION_1H_DAYS", 730),
         smtp={
             "host": env.get("MPANEL_SMTP_HOST", ""),
             "port": _int(env, "MPANEL_SMTP_PORT", 587),

@@ -6,13 +6,14 @@
 -- Deviations from the seed design, and why:
 --   * cpu_* columns are REAL, not DECIMAL(5,2): a load average can pass 999.99 on a large box,
 --     and DECIMAL comes back as Python Decimal for no gain in a monitoring figure.
---   * server_metrics.id is BIGSERIAL: a year of 1,000 agents is 525 M rows.
+--   * server_metrics has no id: (agent_id, timestamp) is its primary key (named as the seed
+--     design's index), and it is partitioned by day.
 --   * added typed columns: memory_available, swap_*, cpu_iowait/steal, summed disk and network
 --     rates (bytes/s), process_count; added JSON detail of the same sample: disks (per mount),
 --     interfaces, disk_io (per device), processes (top 5 by CPU and memory), services,
 --     unavailable (collectors that failed). servers_agents gains api_key_id, the key's public
 --     id that finds the row by index so a request never tries every hash.
---   * idx_server_metrics_agent_timestamp is UNIQUE: the same sample is stored once.
+--   * idx_server_metrics_agent_timestamp is the primary key: the same sample is stored once.
 --   * servers_agents keeps a rotated key's predecessor during its grace period (prev_key_*)
 --     and the new key sealed with the panel's secret until the agent has it (pending_key_box);
 --     server_metrics.late marks samples replayed from an agent's buffer.
@@ -54,8 +55,10 @@ CREATE TABLE IF NOT EXISTS servers_agents (
   updated_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC')
 );
 
+-- Partitioned by day on timestamp: retention drops whole partitions (jobs.py creates them
+-- ahead and drops them after MPANEL_RETENTION_RAW_DAYS). The primary key includes the partition
+-- column, as PostgreSQL requires, and is what stores a sample once.
 CREATE TABLE IF NOT EXISTS server_metrics (
-  id BIGSERIAL PRIMARY KEY,
   agent_id INTEGER NOT NULL REFERENCES servers_agents(id) ON DELETE CASCADE,
   timestamp TIMESTAMP NOT NULL,
   cpu_usage REAL,
@@ -89,11 +92,55 @@ CREATE TABLE IF NOT EXISTS server_metrics (
   services JSON,
   unavailable JSON,
   late BOOLEAN NOT NULL DEFAULT FALSE,
-  created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC')
+  created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),
+  CONSTRAINT idx_server_metrics_agent_timestamp PRIMARY KEY (agent_id, timestamp)
+) PARTITION BY RANGE (timestamp);
+
+-- Catches a sample no daily partition covers yet; normally empty.
+CREATE TABLE IF NOT EXISTS server_metrics_default PARTITION OF server_metrics DEFAULT;
+
+-- Time windows across all servers (rules, rollups): a BRIN index is a few pages per day.
+CREATE INDEX IF NOT EXISTS idx_server_metrics_timestamp ON server_metrics USING BRIN (timestamp);
+
+CREATE TABLE IF NOT EXISTS latest_samples (
+  agent_id INTEGER PRIMARY KEY REFERENCES servers_agents(id) ON DELETE CASCADE,
+  timestamp TIMESTAMP NOT NULL
 );
 
-CREATE UNIQUE INDEX IF NOT EXISTS idx_server_metrics_agent_timestamp
-  ON server_metrics (agent_id, timestamp DESC);
+-- Rollups: average and peak of each chart figure per 5 minutes and per hour (rollups.py).
+CREATE TABLE IF NOT EXISTS metrics_5m (
+  agent_id INTEGER NOT NULL REFERENCES servers_agents(id) ON DELETE CASCADE,
+  bucket TIMESTAMP NOT NULL,
+  samples INTEGER NOT NULL,
+  cpu_usage_avg REAL, cpu_usage_max REAL,
+  cpu_iowait_avg REAL, cpu_iowait_max REAL,
+  load_avg REAL, load_max REAL,
+  memory_used_avg REAL, memory_used_max REAL, memory_total BIGINT,
+  swap_used_avg REAL, swap_used_max REAL,
+  disk_percent_avg REAL, disk_percent_max REAL,
+  disk_read_avg REAL, disk_read_max REAL,
+  disk_write_avg REAL, disk_write_max REAL,
+  net_rx_avg REAL, net_rx_max REAL,
+  net_tx_avg REAL, net_tx_max REAL,
+  PRIMARY KEY (agent_id, bucket)
+);
+
+CREATE TABLE IF NOT EXISTS metrics_1h (
+  agent_id INTEGER NOT NULL REFERENCES servers_agents(id) ON DELETE CASCADE,
+  bucket TIMESTAMP NOT NULL,
+  samples INTEGER NOT NULL,
+  cpu_usage_avg REAL, cpu_usage_max REAL,
+  cpu_iowait_avg REAL, cpu_iowait_max REAL,
+  load_avg REAL, load_max REAL,
+  memory_used_avg REAL, memory_used_max REAL, memory_total BIGINT,
+  swap_used_avg REAL, swap_used_max REAL,
+  disk_percent_avg REAL, disk_percent_max REAL,
+  disk_read_avg REAL, disk_read_max REAL,
+  disk_write_avg REAL, disk_write_max REAL,
+  net_rx_avg REAL, net_rx_max REAL,
+  net_tx_avg REAL, net_tx_max REAL,
+  PRIMARY KEY (agent_id, bucket)
+);
 
 CREATE TABLE IF NOT EXISTS auth_events (
   id SERIAL PRIMARY KEY,

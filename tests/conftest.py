@@ -6,6 +6,7 @@ Each test run creates its own database on that server and drops it at the end, s
 each other's rows. Without a reachable server the PostgreSQL half of the suite is skipped with a
 message, except under CI=true, where it must run and an absent server is an error.
 """
+import datetime
 import http.client
 import json
 import os
@@ -224,6 +225,17 @@ def with_field(document, path, value):
     else:
         target[path[-1]] = value
     return document
+
+
+# An hour ago, to the minute: fixed sample times inside the panel's retention, whatever the
+# date the suite runs on.
+BASE_TIME = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)) \
+    .replace(second=0, microsecond=0, tzinfo=None)
+
+
+def stamp(minute=0):
+    """BASE_TIME plus `minute` minutes, as the agent writes it (ISO 8601, UTC)."""
+    return (BASE_TIME + datetime.timedelta(minutes=minute)).isoformat() + "Z"
 
 
 def bearer(key):

@@ -9,7 +9,8 @@ import psutil
 import pytest
 
 from panel import models
-from tests.conftest import DELETE, bearer, http_request, new_server, with_field
+from tests.conftest import (BASE_TIME, DELETE, bearer, http_request, new_server, stamp,
+                            with_field)
 
 
 def now_iso(offset_seconds=0):
@@ -86,12 +87,12 @@ def test_register_records_what_the_agent_says_about_itself(panel, server):
 
 def test_metrics_are_stored_with_typed_columns_and_detail(panel, server):
     srv, key = server
-    response = post(panel, "/api/agent/metrics", key, sample(srv.id, "2026-11-30T01:52:00Z"))
+    response = post(panel, "/api/agent/metrics", key, sample(srv.id, stamp(52)))
     assert response.status == 200, response.text
     assert response.json() == {"received": True, "stored": 1, "duplicates": 0,
                                "nextReportIn": 60}
     row = models.Metric.get()
-    assert row.timestamp == datetime.datetime(2026, 11, 30, 1, 52)
+    assert row.timestamp == BASE_TIME + datetime.timedelta(minutes=52)
     assert row.cpu_usage == 12.5 and row.cpu_load_5min == pytest.approx(0.4)
     assert row.memory_total == 8 << 30 and row.memory_available == 6 << 30
     assert row.disk_total == 100 << 30
@@ -115,15 +116,22 @@ def test_gzip_body_is_accepted(panel, server):
 
 def test_epoch_timestamp_is_accepted(panel, server):
     srv, key = server
-    epoch = datetime.datetime(2026, 11, 30, 1, 0, tzinfo=datetime.timezone.utc).timestamp()
+    epoch = BASE_TIME.replace(tzinfo=datetime.timezone.utc).timestamp()
     response = post(panel, "/api/agent/metrics", key, sample(srv.id, epoch))
     assert response.status == 200, response.text
-    assert models.Metric.get().timestamp == datetime.datetime(2026, 11, 30, 1, 0)
+    assert models.Metric.get().timestamp == BASE_TIME
+
+
+def test_sample_older_than_the_retention_is_422(panel, server):
+    srv, key = server
+    old = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=8))
+    response = post(panel, "/api/agent/metrics", key, sample(srv.id, old.isoformat()))
+    assert_error(response, 422, "timestamp", "older than the panel keeps")
 
 
 def test_retried_sample_is_stored_once(panel, server):
     srv, key = server
-    document = sample(srv.id, "2026-11-30T01:52:00Z")
+    document = sample(srv.id, stamp(52))
     first = post(panel, "/api/agent/metrics", key, document)
     second = post(panel, "/api/agent/metrics", key, document)
     assert first.status == second.status == 200
@@ -131,11 +139,10 @@ def test_retried_sample_is_stored_once(panel, server):
     assert metric_count() == 1
 
 
-def batch(server_id, count, start="2026-11-30T01:00:00Z"):
-    base = datetime.datetime.fromisoformat(start)
+def batch(server_id, count):
     samples = []
     for index in range(count):
-        one = sample(server_id, (base + datetime.timedelta(minutes=index)).isoformat())
+        one = sample(server_id, stamp(index - 30))
         del one["serverId"]
         samples.append(one)
     return {"serverId": server_id, "samples": samples}
@@ -147,8 +154,8 @@ def test_batch_stores_every_sample_with_its_own_timestamp(panel, server):
     assert response.status == 200, response.text
     assert response.json()["stored"] == 30
     stamps = [m.timestamp for m in models.Metric.select().order_by(models.Metric.timestamp)]
-    assert stamps[0] == datetime.datetime(2026, 11, 30, 1, 0)
-    assert stamps[-1] == datetime.datetime(2026, 11, 30, 1, 29)
+    assert stamps[0] == BASE_TIME - datetime.timedelta(minutes=30)
+    assert stamps[-1] == BASE_TIME - datetime.timedelta(minutes=1)
 
 
 def test_replayed_batch_overlapping_stored_samples_stores_each_once(panel, server):

@@ -14,7 +14,7 @@ import waitress.server
 
 from panel import create_app, db, keys, models, services, settings
 from tests.conftest import (ROOT, TEST_BCRYPT_ROUNDS, bearer, free_port, http_request,
-                            new_server, start_panel, stop_panel, write_agent_config)
+                            new_server, stamp, start_panel, stop_panel, write_agent_config)
 from tests.integration.test_api import sample
 
 
@@ -51,8 +51,7 @@ def test_steady_requests_do_not_pay_bcrypt(database, backend_url, tmp_path):
     try:
         server, key = new_server("cached")
         for minute in range(20):
-            stamp = f"2026-11-30T01:{minute:02d}:00Z"
-            assert post_metrics(panel, key, server.id, timestamp=stamp).status == 200
+            assert post_metrics(panel, key, server.id, timestamp=stamp(minute)).status == 200
         assert panel.app.key_cache.bcrypt_checks == 1
         keys.rotate(models.Agent.get(), TEST_BCRYPT_ROUNDS, datetime.timedelta(0), b"s")
         assert post_metrics(panel, key, server.id).status == 401  # the cache missed at once
@@ -109,11 +108,11 @@ def test_an_agent_already_verified_is_not_locked_out_by_its_neighbour(proxied_pa
     server, key = new_server("healthy")
     nat = from_address("192.0.2.44")
     assert post_metrics(proxied_panel, key, server.id, nat,
-                        timestamp="2026-11-30T01:00:00Z").status == 200
+                        timestamp=stamp(0)).status == 200
     for _ in range(12):
         post_metrics(proxied_panel, "agent_0123456789ab_" + "W" * 40, server.id, nat)
     assert post_metrics(proxied_panel, key, server.id, nat,
-                        timestamp="2026-11-30T01:01:00Z").status == 200
+                        timestamp=stamp(1)).status == 200
 
 
 def test_failures_against_one_key_id_limit_that_key_id_from_anywhere(proxied_panel):
@@ -190,12 +189,12 @@ def test_rotation_hands_the_running_agent_its_new_key(fast_panel, tmp_path):
 def test_during_the_grace_period_both_keys_work(fast_panel):
     server, old_key = new_server("grace")
     assert post_metrics(fast_panel, old_key, server.id,
-                        timestamp="2026-11-30T01:00:00Z").status == 200
+                        timestamp=stamp(0)).status == 200
     new_key = panel_cli(fast_panel, "rotate-key", "grace", "--quiet").stdout.strip()
-    answer = post_metrics(fast_panel, old_key, server.id, timestamp="2026-11-30T01:01:00Z")
+    answer = post_metrics(fast_panel, old_key, server.id, timestamp=stamp(1))
     assert answer.status == 200 and answer.json()["newApiKey"] == new_key
     assert post_metrics(fast_panel, new_key, server.id,
-                        timestamp="2026-11-30T01:02:00Z").status == 200
+                        timestamp=stamp(2)).status == 200
 
 
 def test_grace_zero_cuts_the_old_key_off_at_once(fast_panel):
@@ -217,15 +216,15 @@ def test_an_expired_grace_period_refuses_the_old_key(fast_panel):
 def test_revoke_cuts_the_key_off_at_once_even_when_cached(fast_panel):
     server, key = new_server("stolen")
     assert post_metrics(fast_panel, key, server.id,
-                        timestamp="2026-11-30T01:00:00Z").status == 200  # cached now
+                        timestamp=stamp(0)).status == 200  # cached now
     result = panel_cli(fast_panel, "revoke", "stolen")
     assert result.returncode == 0, result.stderr
-    response = post_metrics(fast_panel, key, server.id, timestamp="2026-11-30T01:01:00Z")
+    response = post_metrics(fast_panel, key, server.id, timestamp=stamp(1))
     assert response.status == 401 and "revoked" in response.json()["error"]
     assert models.Agent.get().status == "revoked"
     new_key = panel_cli(fast_panel, "rotate-key", "stolen", "--quiet").stdout.strip()
     assert post_metrics(fast_panel, new_key, server.id,
-                        timestamp="2026-11-30T01:02:00Z").status == 200
+                        timestamp=stamp(2)).status == 200
     assert post_metrics(fast_panel, key, server.id).status == 401
 
 
@@ -298,7 +297,7 @@ def test_plain_http_can_be_allowed_explicitly(backend_url, database, tmp_path,
         server, key = new_server("lan")
         assert post_metrics(panel, key, server.id).status == 200
         forged = post_metrics(panel, key, server.id, {"X-Forwarded-For": "10.9.9.9"},
-                              timestamp="2026-11-30T01:00:00Z")
+                              timestamp=stamp(0))
         assert forged.status == 200
         # Not a trusted proxy: its X-Forwarded-For is not believed.
         assert models.Agent.get().ip_address != "10.9.9.9"

@@ -27,9 +27,8 @@ def test_every_table_has_exactly_the_models_columns(database):
                 assert columns[name] == null, f"{table}.{name} nullability differs"
 
 
-def test_unique_sample_index_exists(database):
-    indexes = {tuple(i.columns): i.unique for i in database.get_indexes("server_metrics")}
-    assert indexes.get(("agent_id", "timestamp")) is True
+def test_a_sample_is_keyed_by_agent_and_timestamp(database):
+    assert database.get_primary_keys("server_metrics") == ["agent_id", "timestamp"]
 
 
 def test_seed_design_column_names_are_kept(database):
@@ -37,7 +36,8 @@ def test_seed_design_column_names_are_kept(database):
         "servers_agents": ["id", "server_id", "hostname", "ip_address", "os", "arch",
                            "agent_version", "api_key_hash", "status", "last_seen", "created_at",
                            "updated_at"],
-        "server_metrics": ["id", "agent_id", "timestamp", "cpu_usage", "cpu_load_1min",
+        # server_metrics drops the seed's id: (agent_id, timestamp) is its key (schema.sql).
+        "server_metrics": ["agent_id", "timestamp", "cpu_usage", "cpu_load_1min",
                            "cpu_load_5min", "cpu_load_15min", "memory_total", "memory_used",
                            "memory_free", "memory_cached", "disk_total", "disk_used", "disk_free",
                            "network_rx_bytes", "network_tx_bytes", "created_at"],

@@ -1,0 +1,242 @@
+"""History: 5-minute and 1-hour rollups, retention, and PostgreSQL's daily partitions.
+
+The tiers are a data table walked by one loop; averaging is a pure function that keeps each
+figure's peak beside its mean, tested alone. Rollups are incremental: each run recomputes only
+the buckets of the last LATE_WINDOW (an agent replays at most an hour of buffered samples), never
+the whole history. Charts read the tier that fits their range: a 30-day chart reads 8,640
+five-minute rows, not 43,200 samples.
+"""
+import datetime
+import logging
+import re
+
+import peewee
+
+from . import models
+from .db import database_proxy, is_postgres, utcnow
+
+log = logging.getLogger("mpanel.rollups")
+
+EPOCH = datetime.datetime(1970, 1, 1)
+LATE_WINDOW = datetime.timedelta(minutes=75)
+
+# (rollup field, source column in server_metrics): each gets _avg and _max.
+FIGURES = (
+    ("cpu_usage", "cpu_usage"),
+    ("cpu_iowait", "cpu_iowait"),
+    ("load", "cpu_load_1min"),
+    ("memory_used", "memory_used"),
+    ("swap_used", "swap_used"),
+    ("disk_percent", "disk_max_percent"),
+    ("disk_read", "disk_read_rate"),
+    ("disk_write", "disk_write_rate"),
+    ("net_rx", "network_rx_rate"),
+    ("net_tx", "network_tx_rate"),
+)
+
+
+class Tier:
+    def __init__(self, name, seconds, model, source, retention_setting):
+        self.name, self.seconds, self.model = name, seconds, model
+        self.source = source  # "raw" or the finer tier it is built from
+        self.retention_setting = retention_setting
+
+
+TIERS = (
+    Tier("5m", 300, models.Rollup5m, "raw", "retention_5m_days"),
+    Tier("1h", 3600, models.Rollup1h, "5m", "retention_1h_days"),
+)
+
+
+def floor_time(moment, seconds):
+    return moment - datetime.timedelta(seconds=(moment - EPOCH).total_seconds() % seconds)
+
+
+# ===== Averaging (pure) =========================================================================
+
+def _summarise(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return sum(values) / len(values), max(values)
+
+
+def rollup(rows, seconds):
+    """Raw sample rows (dicts of server_metrics columns) -> one rollup row per (agent, bucket),
+    with the mean and the peak of every figure."""
+    groups = {}
+    for row in rows:
+        key = (row["agent"], floor_time(row["timestamp"], seconds))
+        groups.setdefault(key, []).append(row)
+    result = []
+    for (agent, bucket), members in sorted(groups.items(), key=lambda item: item[0][1]):
+        out = {"agent": agent, "bucket": bucket, "samples": len(members)}
+        for field, column in FIGURES:
+            out[f"{field}_avg"], out[f"{field}_max"] = _summarise(m.get(column) for m in members)
+        totals = [m["memory_total"] for m in members if m.get("memory_total")]
+        out["memory_total"] = totals[-1] if totals else None
+        result.append(out)
+    return result
+
+
+def merge(rollup_rows, seconds):
+    """Finer rollup rows -> coarser ones: means weighted by sample counts, peaks of peaks."""
+    groups = {}
+    for row in rollup_rows:
+        groups.setdefault((row["agent"], floor_time(row["bucket"], seconds)), []).append(row)
+    result = []
+    for (agent, bucket), members in sorted(groups.items(), key=lambda item: item[0][1]):
+        out = {"agent": agent, "bucket": bucket, "samples": sum(m["samples"] for m in members)}
+        for field, _ in FIGURES:
+            weighted = [(m[f"{field}_avg"], m["samples"]) for m in members
+                        if m[f"{field}_avg"] is not None]
+            weight = sum(n for _, n in weighted)
+            out[f"{field}_avg"] = sum(v * n for v, n in weighted) / weight if weight else None
+            peaks = [m[f"{field}_max"] for m in members if m[f"{field}_max"] is not None]
+            out[f"{field}_max"] = max(peaks) if peaks else None
+        totals = [m["memory_total"] for m in members if m["memory_total"]]
+        out["memory_total"] = totals[-1] if totals else None
+        result.append(out)
+    return result
+
+
+# ===== The job ==================================================================================
+
+def _upsert(model, rows):
+    if not rows:
+        return 0
+    figures = [f for f in model._meta.sorted_field_names if f not in ("agent", "bucket")]
+    for chunk in peewee.chunked(rows, 500):
+        with database_proxy.atomic():
+            model.insert_many(chunk).on_conflict(
+                conflict_target=[model.agent, model.bucket],
+                preserve=[getattr(model, f) for f in figures]).execute()
+    return len(rows)
+
+
+def run_rollups(now=None, late_window=LATE_WINDOW):
+    """Recompute the buckets of the last `late_window` in every tier. -> rows written per tier."""
+    now = now or utcnow()
+    written = {}
+    raw_columns = [models.Metric.agent, models.Metric.timestamp, models.Metric.memory_total] + \
+        [getattr(models.Metric, column) for _, column in FIGURES]
+    for tier in TIERS:
+        start = floor_time(now - late_window, tier.seconds)
+        if tier.source == "raw":
+            rows = list(models.Metric.select(*raw_columns)
+                        .where(models.Metric.timestamp >= start).dicts())
+            computed = rollup(rows, tier.seconds)
+        else:
+            finer = next(t for t in TIERS if t.name == tier.source).model
+            rows = list(finer.select().where(finer.bucket >= start).dicts())
+            computed = merge(rows, tier.seconds)
+        written[tier.name] = _upsert(tier.model, computed)
+    return written
+
+
+# ===== Reading for charts =======================================================================
+
+def tier_for(span):
+    """Raw samples up to a day and a bit, 5-minute rollups up to a month, hourly beyond."""
+    if span <= datetime.timedelta(hours=26):
+        return None
+    if span <= datetime.timedelta(days=31):
+        return TIERS[0]
+    return TIERS[1]
+
+
+def series(agent_id, start, end):
+    """(tier name, rows) for one agent between start and end, from the tier that fits."""
+    tier = tier_for(end - start)
+    if tier is None:
+        rows = (models.Metric.select().where((models.Metric.agent == agent_id) &
+                                             (models.Metric.timestamp >= start) &
+                                             (models.Metric.timestamp <= end))
+                .order_by(models.Metric.timestamp))
+        return "raw", list(rows)
+    model = tier.model
+    rows = (model.select().where((model.agent == agent_id) & (model.bucket >= start) &
+                                 (model.bucket <= end)).order_by(model.bucket))
+    return tier.name, list(rows)
+
+
+# ===== Retention ================================================================================
+
+def _delete_in_batches(model, key_columns, condition, batch=5000):
+    """Delete in small transactions so ingest never waits long (SQLite has one writer)."""
+    total = 0
+    while True:
+        keys = model.select(*key_columns).where(condition).limit(batch)
+        with database_proxy.atomic():
+            removed = model.delete().where(peewee.Tuple(*key_columns).in_(keys)).execute()
+        total += removed
+        if removed < batch:
+            return total
+
+
+PARTITION_NAME = re.compile(r"^server_metrics_p(\d{8})$")
+
+
+def ensure_partitions(now=None, days_back=8, days_ahead=3):
+    """PostgreSQL: one partition per day, from `days_back` ago to `days_ahead` ahead."""
+    if not is_postgres():
+        return 0
+    now = now or utcnow()
+    made = 0
+    for offset in range(-days_back, days_ahead + 1):
+        day = (now + datetime.timedelta(days=offset)).date()
+        name = f"server_metrics_p{day:%Y%m%d}"
+        sql = (f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF server_metrics "
+               f"FOR VALUES FROM ('{day}') TO ('{day + datetime.timedelta(days=1)}')")
+        try:
+            with database_proxy.atomic():
+                database_proxy.execute_sql(sql)
+            made += 1
+        except peewee.DatabaseError as err:  # rows for that day already sit in the default
+            log.warning("cannot create partition name=%s error=%s", name, err)
+    return made
+
+
+def partitions():
+    cursor = database_proxy.execute_sql(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'server_metrics'")
+    return sorted(row[0] for row in cursor.fetchall())
+
+
+def prune(settings, now=None):
+    """Drop what is past its retention. -> {what: rows or partitions removed}."""
+    now = now or utcnow()
+    removed = {}
+    raw_cutoff = now - datetime.timedelta(days=settings.retention_raw_days)
+    if is_postgres():
+        dropped = 0
+        for name in partitions():
+            match = PARTITION_NAME.match(name)
+            if match:
+                day = datetime.datetime.strptime(match.group(1), "%Y%m%d")
+                if day + datetime.timedelta(days=1) <= raw_cutoff:
+                    with database_proxy.atomic():
+                        database_proxy.execute_sql(f"DROP TABLE {name}")
+                    dropped += 1
+        removed["raw_partitions"] = dropped
+        # Whatever landed in the default partition ages out row by row.
+        removed["raw"] = _delete_in_batches(
+            models.Metric, [models.Metric.agent, models.Metric.timestamp],
+            models.Metric.timestamp < raw_cutoff)
+    else:
+        removed["raw"] = _delete_in_batches(
+            models.Metric, [models.Metric.agent, models.Metric.timestamp],
+            models.Metric.timestamp < raw_cutoff)
+    for tier in TIERS:
+        cutoff = now - datetime.timedelta(days=getattr(settings, tier.retention_setting))
+        removed[tier.name] = _delete_in_batches(tier.model, [tier.model.agent, tier.model.bucket],
+                                                tier.model.bucket < cutoff)
+    removed["auth_events"] = models.AuthEvent.delete().where(
+        models.AuthEvent.created_at < now - datetime.timedelta(days=30)).execute()
+    removed["deliveries"] = models.Delivery.delete().where(
+        (models.Delivery.status.in_(["sent", "failed"])) &
+        (models.Delivery.created_at < now - datetime.timedelta(days=90))).execute()
+    removed["sessions"] = models.AdminSession.delete().where(
+        models.AdminSession.expires_at < now).execute()
+    return removed

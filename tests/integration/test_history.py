@@ -1,0 +1,102 @@
+"""Rollups, retention and partitions on the real databases."""
+import datetime
+
+from panel import models, rollups, settings
+from panel.db import is_postgres, utcnow
+from tests.conftest import new_server
+
+
+def add(agent_id, moment, cpu, late=False):
+    models.Metric.insert(agent=agent_id, timestamp=moment, cpu_usage=cpu, memory_used=10,
+                         memory_total=100, disk_max_percent=50.0, late=late).execute()
+
+
+def now_floor():
+    return rollups.floor_time(utcnow(), 3600)
+
+
+def test_rollups_fill_both_tiers_incrementally(database):
+    new_server("web")
+    agent = models.Agent.get()
+    hour = now_floor() - datetime.timedelta(hours=1)
+    for minute in range(60):
+        add(agent.id, hour + datetime.timedelta(minutes=minute), cpu=float(minute))
+    written = rollups.run_rollups(now=hour + datetime.timedelta(minutes=60))
+    assert written == {"5m": 12, "1h": 1}
+    first = models.Rollup5m.get(models.Rollup5m.bucket == hour)
+    assert first.samples == 5 and first.cpu_usage_avg == 2.0 and first.cpu_usage_max == 4.0
+    hourly = models.Rollup1h.get()
+    assert hourly.samples == 60 and abs(hourly.cpu_usage_avg - 29.5) < 1e-6
+    assert hourly.cpu_usage_max == 59.0
+
+
+def test_a_late_sample_updates_its_bucket_on_the_next_run(database):
+    new_server("web")
+    agent = models.Agent.get()
+    start = now_floor() - datetime.timedelta(minutes=30)
+    for minute in range(4):
+        add(agent.id, start + datetime.timedelta(minutes=minute), cpu=10.0)
+    rollups.run_rollups(now=start + datetime.timedelta(minutes=10))
+    add(agent.id, start + datetime.timedelta(minutes=4), cpu=90.0, late=True)  # replayed
+    rollups.run_rollups(now=start + datetime.timedelta(minutes=12))
+    bucket = models.Rollup5m.get(models.Rollup5m.bucket == start)
+    assert bucket.samples == 5 and bucket.cpu_usage_max == 90.0
+
+
+def test_runs_only_touch_the_recent_window(database):
+    new_server("web")
+    agent = models.Agent.get()
+    old = now_floor() - datetime.timedelta(days=2)
+    add(agent.id, old, cpu=50.0)
+    assert rollups.run_rollups(now=utcnow()) == {"5m": 0, "1h": 0}
+
+
+def test_a_30_day_chart_reads_at_most_9000_rows(database):
+    new_server("web")
+    agent = models.Agent.get()
+    end = now_floor()
+    start = end - datetime.timedelta(days=30)
+    rows = [{"agent": agent.id, "bucket": start + datetime.timedelta(minutes=5 * i),
+             "samples": 5, "cpu_usage_avg": 1.0} for i in range(30 * 288)]
+    rollups._upsert(models.Rollup5m, rows)
+    tier, series = rollups.series(agent.id, start, end)
+    assert tier == "5m" and len(series) <= 9000
+    tier, _ = rollups.series(agent.id, end - datetime.timedelta(hours=6), end)
+    assert tier == "raw"
+
+
+def test_retention_drops_old_raw_samples_and_rollups(database):
+    config = settings.from_env({"MPANEL_RETENTION_RAW_DAYS": "7", "MPANEL_RETENTION_5M_DAYS": "90",
+                                "MPANEL_RETENTION_1H_DAYS": "730"})
+    new_server("web")
+    agent = models.Agent.get()
+    now = utcnow()
+    rollups.ensure_partitions(now, days_back=12)
+    for days in (0, 1, 6, 8, 10):
+        add(agent.id, now - datetime.timedelta(days=days, minutes=1), cpu=1.0)
+    rollups._upsert(models.Rollup5m, [
+        {"agent": agent.id, "bucket": now - datetime.timedelta(days=d), "samples": 1}
+        for d in (1, 89, 91)])
+    removed = rollups.prune(config, now)
+    kept = sorted((now - m.timestamp).days for m in models.Metric.select())
+    assert kept == [0, 1, 6]
+    assert models.Rollup5m.select().count() == 2 and removed["5m"] == 1
+    if is_postgres():
+        assert removed["raw_partitions"] >= 2  # whole days dropped, not rows deleted
+        days = [name for name in rollups.partitions() if name.startswith("server_metrics_p")]
+        oldest = min(days)[len("server_metrics_p"):]
+        assert datetime.datetime.strptime(oldest, "%Y%m%d") >= \
+            (now - datetime.timedelta(days=8)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def test_postgresql_makes_daily_partitions_ahead(database):
+    if not is_postgres():
+        assert rollups.ensure_partitions() == 0
+        return
+    rollups.ensure_partitions(utcnow(), days_back=1, days_ahead=3)
+    tomorrow = (utcnow() + datetime.timedelta(days=3)).strftime("%Y%m%d")
+    assert f"server_metrics_p{tomorrow}" in rollups.partitions()
+    new_server("web")
+    add(models.Agent.get().id, utcnow(), cpu=1.0)
+    in_default = database.execute_sql("SELECT count(*) FROM server_metrics_default").fetchone()[0]
+    assert in_default == 0  # today's sample went to today's partition
