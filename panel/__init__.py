@@ -11,7 +11,7 @@ import logging
 
 import bottle
 
-from . import api, auth, db, keys, views
+from . import api, auth, db, keys, views, writer
 from . import settings as settings_module
 
 log = logging.getLogger("mpanel")
@@ -40,17 +40,20 @@ def create_app(settings, database=None):
     app.settings = settings
     plugin = auth.AuthPlugin(auth.AgentAuthenticator(settings, key_cache, limiter),
                              settings_module.secret_bytes(settings))
-    for part in (api.build_api(settings), views.build_views(settings)):
+    app.committer = writer.GroupCommitter(database)
+    for part in (api.build_api(settings, app.committer), views.build_views(settings)):
         part.install(plugin)
         app.merge(part)
 
-    @app.hook("before_request")
-    def open_connection():
-        database.connect(reuse_if_open=True)
+    pooled = db.is_postgres(database)
 
     @app.hook("after_request")
     def close_connection_and_secure():
-        if not database.is_closed():
+        # Connections open on first use (Peewee's autoconnect): a report whose agent row and key
+        # are cached never touches the pool. PostgreSQL: back to the pool after the request.
+        # SQLite: each Waitress thread keeps its connection, as reopening one costs a file open
+        # and four PRAGMAs per request.
+        if pooled and not database.is_closed():
             database.close()
         if bottle.request.path.startswith("/api/agent/"):
             # JSON for agents, never rendered by a browser: the page headers would only add

@@ -1,6 +1,6 @@
 """`python -m panel COMMAND`: the panel's command line.
 
-  serve [--host H] [--port P]   run the panel under Waitress
+  serve [--host H] [--port P] [--workers N]   run the panel under Waitress
   init-db                       create or upgrade the schema (idempotent)
   create-admin USERNAME         password from MPANEL_ADMIN_PASSWORD, else prompted
   add-server NAME [--critical]  create a server and print its API key, once
@@ -39,26 +39,88 @@ def _database(settings):
 
 
 def cmd_serve(settings, args):
+    if args.workers > 1:
+        return _serve_workers(settings, args.workers)
     import waitress
 
     from . import create_app, db
 
     db.init_schema(db.bind(settings.database_url, max_connections=settings.threads + 4))
     app = create_app(settings, database=db.database_proxy.obj)
-    if settings.job_interval > 0:
+    worker = int(os.environ.get("MPANEL_WORKER_INDEX", "0"))
+    if settings.job_interval > 0 and worker == 0:
         from . import jobs
 
         jobs.JobRunner(settings, every=settings.job_interval).start()
-    log.info("serving host=%s port=%s threads=%s database=%s", settings.host, settings.port,
-             settings.threads, _redacted(settings.database_url))
+    listen = {"host": settings.host, "port": settings.port}
+    if os.environ.get("MPANEL_REUSE_PORT"):
+        listen = {"sockets": [_reuse_port_socket(settings.host, settings.port)]}
+    log.info("serving host=%s port=%s threads=%s worker=%s database=%s", settings.host,
+             settings.port, settings.threads, worker, _redacted(settings.database_url))
     # Waitress's own cap is a backstop well above ours, so normal oversize requests get our
     # JSON 413 rather than Waitress's plain-text one. X-Forwarded-* headers are passed through
     # untouched: auth.client_address() and require_https() trust them only from
     # MPANEL_TRUSTED_PROXIES (a list of networks, where Waitress takes a single address).
-    waitress.serve(app, host=settings.host, port=settings.port, threads=settings.threads,
+    waitress.serve(app, threads=settings.threads,
                    max_request_body_size=settings.max_body_bytes * 4, ident="mPanel",
-                   clear_untrusted_proxy_headers=False, _quiet=True)
+                   clear_untrusted_proxy_headers=False, _quiet=True, **listen)
     return 0
+
+
+def _reuse_port_socket(host, port):
+    """A listening socket several processes can bind together; the kernel spreads the
+    connections between them (Linux SO_REUSEPORT)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    return sock
+
+
+def _serve_workers(settings, count):
+    """N panel processes on one port: one Waitress process holds to about one core (its I/O
+    thread and workers share a GIL), so a 2-core host wants two. Worker 0 also runs the
+    background jobs. SIGTERM/SIGINT stop them all; a worker that dies takes the others down,
+    so the service manager restarts a whole, consistent set."""
+    import signal
+    import subprocess
+
+    if not hasattr(__import__("socket"), "SO_REUSEPORT"):
+        print("error: --workers needs SO_REUSEPORT (Linux); run one process per port behind "
+              "a proxy instead", file=sys.stderr)
+        return 2
+    from . import db
+
+    db.init_schema(db.bind(settings.database_url))  # once, before the workers race for it
+    children = []
+    for index in range(count):
+        env = dict(os.environ, MPANEL_WORKER_INDEX=str(index), MPANEL_REUSE_PORT="1",
+                   MPANEL_HOST=settings.host, MPANEL_PORT=str(settings.port))
+        children.append(subprocess.Popen([sys.executable, "-m", "panel", "serve"], env=env))
+    stopping = []
+
+    def stop(signum, frame):
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    import time
+
+    while not stopping and all(child.poll() is None for child in children):
+        time.sleep(0.2)
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    for child in children:
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return 0 if stopping else 1
 
 
 def cmd_init_db(settings, args):
@@ -277,6 +339,8 @@ def build_parser():
     serve = sub.add_parser("serve", help="run the panel under Waitress")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("MPANEL_WORKERS", "1")),
+                       help="processes sharing the port (SO_REUSEPORT); one per core")
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("init-db", help="create or upgrade the schema").set_defaults(func=cmd_init_db)

@@ -127,7 +127,7 @@ def _sample_rows(document, now, late_after, oldest):
     return rows
 
 
-def build_api(settings):
+def build_api(settings, committer):
     api = bottle.Bottle()
     api.install(JsonErrorPlugin())
     limit = settings.max_body_bytes
@@ -155,10 +155,7 @@ def build_api(settings):
         now = utcnow()
         rows = _sample_rows(document, now, late_after,
                             now - datetime.timedelta(days=settings.retention_raw_days))
-        with database_proxy.atomic():
-            stored = sum(models.insert_sample(agent.id, row) for row in rows)
-            models.note_latest(agent.id, max(row["timestamp"] for row in rows))
-            models.Agent.update(last_seen=now).where(models.Agent.id == agent.id).execute()
+        stored = committer.submit(agent.id, rows, now)
         jobs.note_alive(agent, now)
         return {"received": True, "stored": stored, "duplicates": len(rows) - stored,
                 "nextReportIn": settings.report_interval}

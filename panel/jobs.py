@@ -70,7 +70,8 @@ def note_alive(agent, now):
     with database_proxy.atomic():
         changed = models.Server.update(state="online", state_since=now).where(
             (models.Server.id == server.id) & (models.Server.state == server.state)).execute()
-        if not changed or server.state != "offline":
+        previous, server.state = server.state, "online"  # also in a cached agent row
+        if not changed or previous != "offline":
             return
         models.ServerEvent.create(server=server.id, kind="online", at=now)
     alerts.resolve_alert(server, "offline", now)

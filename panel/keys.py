@@ -7,8 +7,9 @@ scan over every hash.
 
 After one successful check the key is remembered in a process-local cache, keyed by an HMAC of
 the presented key under a per-process secret (never the key itself), together with the hash it
-was checked against. Every request still reads the agent's row (one index probe), so a rotated
-or revoked key — whose hash changes — misses the cache at once, in every replica.
+was checked against. The agent's row is kept for 2 seconds (AgentRows): a key rotated or revoked
+— its hash changed — misses the cache at once in the process that did it, and within 2 seconds
+in every other panel process (replicas, or a panel when the CLI made the change).
 
 Failed attempts are recorded in `auth_events` and counted per client address and per key id in
 a sliding minute (counters are per replica: N replicas allow N times the limit). Past the limit
@@ -100,6 +101,45 @@ class VerifiedKeyCache:
 
     def verify(self, presented, agent_id, hashed):
         return self.known(presented, agent_id, hashed) or self.check(presented, agent_id, hashed)
+
+
+# ===== Agent rows by key id =====================================================================
+
+class AgentRows:
+    """Agent rows by key id, for `ttl` seconds.
+
+    Every report would otherwise read its agent's row; at a thousand reports a second that
+    round trip is a fifth of a PostgreSQL panel's work. A key rotated or revoked through this
+    process is forgotten at once (forget()); one changed by another process — a replica, or the
+    CLI — is seen within `ttl` seconds, which is the promise for other replicas.
+    """
+
+    def __init__(self, ttl=2.0, clock=time.monotonic):
+        self.ttl, self.clock = ttl, clock
+        self._rows = {}
+        self._lock = threading.Lock()
+
+    def get(self, key_id):
+        now = self.clock()
+        with self._lock:
+            entry = self._rows.get(key_id)
+        if entry is not None and now - entry[1] < self.ttl:
+            return entry[0]
+        agent = models.agent_by_key_id(key_id)
+        if agent is not None:
+            with self._lock:
+                self._rows[key_id] = (agent, now)
+                if len(self._rows) > 200_000:
+                    self._rows.clear()
+        return agent
+
+    def forget(self, agent):
+        with self._lock:
+            for key_id in (agent.api_key_id, agent.prev_key_id):
+                self._rows.pop(key_id, None)
+
+
+AGENT_ROWS = AgentRows()
 
 
 # ===== Failure limiter ==========================================================================
@@ -205,6 +245,7 @@ def rotate(agent, rounds, grace, secret):
         ).where(models.Agent.id == agent.id).execute()
         models.record_auth_event("key_rotated", server_id=agent.server_id,
                                  key_id=key_id, detail=f"grace {int(grace.total_seconds())} s")
+    AGENT_ROWS.forget(agent)
     return key
 
 
@@ -217,6 +258,7 @@ def revoke(agent):
                             updated_at=now).where(models.Agent.id == agent.id).execute()
         models.record_auth_event("key_revoked", server_id=agent.server_id,
                                  key_id=agent.api_key_id)
+    AGENT_ROWS.forget(agent)
 
 
 class KeyCheck:
@@ -228,12 +270,12 @@ class KeyCheck:
         self.used_previous = used_previous
 
 
-def check_key(presented, cache):
+def check_key(presented, cache, rows=None):
     """Find the agent for `presented` and verify it (bcrypt only on a cache miss)."""
     key_id = key_id_of(presented)
     if key_id is None:
         return KeyCheck(failure="malformed")
-    agent = models.agent_by_key_id(key_id)
+    agent = (rows or AGENT_ROWS).get(key_id)
     if agent is None:
         return KeyCheck(failure="unknown_key")
     if key_id == agent.api_key_id:
@@ -250,13 +292,13 @@ def check_key(presented, cache):
     return KeyCheck(agent, failure="bad_key")
 
 
-def cached_without_bcrypt(presented, cache):
+def cached_without_bcrypt(presented, cache, rows=None):
     """True when `presented` is a key this process verified against the row's current hash —
     so the failure limiter need not stand in its way."""
     key_id = key_id_of(presented)
     if key_id is None:
         return False
-    agent = models.agent_by_key_id(key_id)
+    agent = (rows or AGENT_ROWS).get(key_id)
     if agent is None:
         return False
     hashed = agent.api_key_hash if key_id == agent.api_key_id else agent.prev_key_hash
@@ -277,6 +319,7 @@ def note_new_key_in_use(agent):
         if retired:
             models.record_auth_event("key_switched", server_id=agent.server_id,
                                      key_id=agent.api_key_id)
+    AGENT_ROWS.forget(agent)
 
 
 def pending_key_for(agent, secret):

@@ -8,7 +8,9 @@ environment after that, so tests can build as many differently-configured apps a
 | MPANEL_DATA_DIR            | ./data                                    | embedded database and local files       |
 | MPANEL_DATABASE_URL        | sqlite:///<data dir>/mpanel.db            | `sqlite:///path` or `postgresql://...`  |
 | MPANEL_HOST / MPANEL_PORT  | 127.0.0.1 / 8080                          | where `serve` listens                   |
-| MPANEL_THREADS             | 8                                         | Waitress worker threads                 |
+| MPANEL_THREADS             | 8                                         | Waitress worker threads per process     |
+| MPANEL_WORKERS             | 1                                         | processes sharing the port (serve --workers) |
+| MPANEL_COMMIT_LINGER_MS    | 3 (PostgreSQL) / 0 (SQLite)               | ingest writer's wait to gather a commit |
 | MPANEL_REPORT_INTERVAL     | 60                                        | seconds between agent reports           |
 | MPANEL_OFFLINE_AFTER       | 300                                       | seconds of silence before "offline"     |
 | MPANEL_METRICS_ENABLED     | cpu,memory,disk,network,processes,services | collectors the agents may run          |

