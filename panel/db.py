@@ -46,9 +46,7 @@ def open_database(url, max_connections=20):
         path = urllib.parse.unquote(parsed.path)[1:]
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # JSON detail columns are plain text in SQLite.
-        return peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, field_types={"JSON": "TEXT"},
-                                     check_same_thread=False)
+        return peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
     if scheme in ("postgres", "postgresql"):
         params = dict(urllib.parse.parse_qsl(parsed.query))
         return PooledPostgresqlDatabase(

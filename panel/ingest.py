@@ -85,6 +85,7 @@ def sample_row(metrics, unavailable=None):
         "swap_used": _int(memory.get("swapUsed")),
     }
 
+    detail = {}
     disk = metrics.get("disk") or {}
     if "mounts" in disk:
         mounts = _known_list(disk["mounts"], protocol.MOUNT)
@@ -100,12 +101,13 @@ def sample_row(metrics, unavailable=None):
             disk_total=_total(unique, "total", "metrics.disk.mounts"),
             disk_used=_total(unique, "used", "metrics.disk.mounts"),
             disk_free=_total(unique, "free", "metrics.disk.mounts"),
-            disks=mounts,
         )
+        detail["disks"] = mounts
     if "io" in disk:
         io = _known_list(disk["io"], protocol.DISK_IO)
         row.update(disk_read_rate=_rate_sum(io, "readBytesPerSec"),
-                   disk_write_rate=_rate_sum(io, "writeBytesPerSec"), disk_io=io)
+                   disk_write_rate=_rate_sum(io, "writeBytesPerSec"))
+        detail["disk_io"] = io
 
     network = metrics.get("network") or {}
     if "interfaces" in network:
@@ -115,8 +117,8 @@ def sample_row(metrics, unavailable=None):
             network_tx_bytes=_total(interfaces, "bytesSent", "metrics.network.interfaces"),
             network_rx_rate=_rate_sum(interfaces, "bytesRecvPerSec"),
             network_tx_rate=_rate_sum(interfaces, "bytesSentPerSec"),
-            interfaces=interfaces,
         )
+        detail["interfaces"] = interfaces
 
     processes = metrics.get("processes")
     if processes is not None:
@@ -124,7 +126,8 @@ def sample_row(metrics, unavailable=None):
         for key in ("topCpu", "topMemory"):
             if key in processes:
                 processes[key] = _known_list(processes[key], protocol.PROCESS)
-        row.update(process_count=_int(processes.get("total")), processes=processes)
+        row["process_count"] = _int(processes.get("total"))
+        detail["processes"] = processes
 
     services = metrics.get("services")
     if services:
@@ -134,8 +137,10 @@ def sample_row(metrics, unavailable=None):
         if "postgresql" in kept and "databases" in kept["postgresql"]:
             kept["postgresql"]["databases"] = [
                 {"name": d["name"], "size": d["size"]} for d in kept["postgresql"]["databases"]]
-        row["services"] = kept or None
+        if kept:
+            detail["services"] = kept
 
     if unavailable:
-        row["unavailable"] = dict(unavailable)
+        detail["unavailable"] = dict(unavailable)
+    row["detail"] = detail or None
     return row

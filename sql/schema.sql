@@ -9,9 +9,10 @@
 --   * server_metrics has no id: (agent_id, timestamp) is its primary key (named as the seed
 --     design's index), and it is partitioned by day.
 --   * added typed columns: memory_available, swap_*, cpu_iowait/steal, summed disk and network
---     rates (bytes/s), process_count; added JSON detail of the same sample: disks (per mount),
---     interfaces, disk_io (per device), processes (top 5 by CPU and memory), services,
---     unavailable (collectors that failed). servers_agents gains api_key_id, the key's public
+--     rates (bytes/s), process_count; added the rest of the same sample as `detail`: disks
+--     (per mount), interfaces, disk_io (per device), processes (top 5 by CPU and memory),
+--     services, unavailable (collectors that failed) — compact JSON, zlib-compressed against
+--     a dictionary of its recurring words (models.DETAIL_DICTIONARY): ~1 KB a sample in all. servers_agents gains api_key_id, the key's public
 --     id that finds the row by index so a request never tries every hash.
 --   * idx_server_metrics_agent_timestamp is the primary key: the same sample is stored once.
 --   * servers_agents keeps a rotated key's predecessor during its grace period (prev_key_*)
@@ -59,14 +60,10 @@ CREATE TABLE IF NOT EXISTS servers_agents (
 -- ahead and drops them after MPANEL_RETENTION_RAW_DAYS). The primary key includes the partition
 -- column, as PostgreSQL requires, and is what stores a sample once.
 CREATE TABLE IF NOT EXISTS server_metrics (
-  agent_id INTEGER NOT NULL REFERENCES servers_agents(id) ON DELETE CASCADE,
+  -- 8-byte columns first, then 4-byte, then the rest: no alignment padding in a row
+  -- (the seed design's names, in another order).
   timestamp TIMESTAMP NOT NULL,
-  cpu_usage REAL,
-  cpu_iowait REAL,
-  cpu_steal REAL,
-  cpu_load_1min REAL,
-  cpu_load_5min REAL,
-  cpu_load_15min REAL,
+  created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),
   memory_total BIGINT,
   memory_used BIGINT,
   memory_free BIGINT,
@@ -77,22 +74,23 @@ CREATE TABLE IF NOT EXISTS server_metrics (
   disk_total BIGINT,
   disk_used BIGINT,
   disk_free BIGINT,
+  network_rx_bytes BIGINT,
+  network_tx_bytes BIGINT,
+  agent_id INTEGER NOT NULL REFERENCES servers_agents(id) ON DELETE CASCADE,
+  cpu_usage REAL,
+  cpu_iowait REAL,
+  cpu_steal REAL,
+  cpu_load_1min REAL,
+  cpu_load_5min REAL,
+  cpu_load_15min REAL,
   disk_max_percent REAL,
   disk_read_rate REAL,
   disk_write_rate REAL,
-  network_rx_bytes BIGINT,
-  network_tx_bytes BIGINT,
   network_rx_rate REAL,
   network_tx_rate REAL,
   process_count INTEGER,
-  disks JSON,
-  interfaces JSON,
-  disk_io JSON,
-  processes JSON,
-  services JSON,
-  unavailable JSON,
   late BOOLEAN NOT NULL DEFAULT FALSE,
-  created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),
+  detail BYTEA,
   CONSTRAINT idx_server_metrics_agent_timestamp PRIMARY KEY (agent_id, timestamp)
 ) PARTITION BY RANGE (timestamp);
 

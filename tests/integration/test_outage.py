@@ -105,8 +105,11 @@ def test_outage_and_kill_9_lose_nothing_and_duplicate_nothing(backend_url, datab
     waiting = remaining_timestamps(tmp_path / "state")
     assert len(waiting) <= 1
     assert len(stored) == len(set(stored)), "a sample was stored twice"
-    assert sorted(collected) == sorted(stored + waiting), \
-        "every buffered sample is stored, once, as taken"
+    kept = sorted(stored + waiting)
+    assert set(collected) <= set(kept), "every buffered sample is stored, once, as taken"
+    # kill -9 can land between the buffer's commit and the log line that says so: that one
+    # sample is kept (and stored) without having been logged.
+    assert len(kept) - len(collected) <= 1
     during_outage = [t for t in stored if t > outage_started]
     assert len(during_outage) >= 5
     assert "replayed buffered samples" in logs[1].read_text()

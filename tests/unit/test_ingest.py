@@ -68,12 +68,14 @@ def test_sample_row_fills_typed_columns_and_keeps_detail():
     assert (row["network_rx_bytes"], row["network_tx_bytes"]) == (9, 6)
     assert (row["network_rx_rate"], row["network_tx_rate"]) == (2.5, 1.5)
     assert row["process_count"] == 80
-    assert [d["mountpoint"] for d in row["disks"]] == ["/", "/srv"]
-    assert row["interfaces"][1] == {"interface": "eth1", "bytesSent": 1, "bytesRecv": 2,
-                                    "packetsSent": 3}
-    assert row["processes"]["topCpu"][0]["name"] == "init"
-    assert row["services"] == {"redis": {"usedMemory": 10, "connectedClients": 1}}
-    assert row["unavailable"] == {"docker": "PermissionError: denied"}
+    detail = row["detail"]
+    assert [d["mountpoint"] for d in detail["disks"]] == ["/", "/srv"]
+    assert detail["interfaces"][1] == {"interface": "eth1", "bytesSent": 1, "bytesRecv": 2,
+                                       "packetsSent": 3}
+    assert detail["disk_io"][0]["device"] == "vda"
+    assert detail["processes"]["topCpu"][0]["name"] == "init"
+    assert detail["services"] == {"redis": {"usedMemory": 10, "connectedClients": 1}}
+    assert detail["unavailable"] == {"docker": "PermissionError: denied"}
 
 
 def test_a_device_mounted_twice_is_counted_once_in_totals():
@@ -83,7 +85,7 @@ def test_a_device_mounted_twice_is_counted_once_in_totals():
          "free": 60},
     ]}})
     assert row["disk_total"] == 100
-    assert len(row["disks"]) == 2
+    assert len(row["detail"]["disks"]) == 2
 
 
 def test_rates_absent_on_a_first_sample_leave_the_rate_columns_empty():
@@ -99,9 +101,9 @@ def test_unknown_fields_from_the_agent_are_not_stored():
         "processes": {"total": 1, "topCpu": [{"pid": 1, "name": "x", "cmdline": "pw=1"}]},
         "services": {"redis": {"usedMemory": 1, "password": "hunter2"}, "mystery": {"a": 1}},
     })
-    assert "secret" not in row["interfaces"][0]
-    assert "cmdline" not in row["processes"]["topCpu"][0]
-    assert row["services"] == {"redis": {"usedMemory": 1}}
+    assert "secret" not in row["detail"]["interfaces"][0]
+    assert "cmdline" not in row["detail"]["processes"]["topCpu"][0]
+    assert row["detail"]["services"] == {"redis": {"usedMemory": 1}}
 
 
 def test_sums_past_64_bits_are_refused_not_overflowed():
@@ -114,5 +116,15 @@ def test_sums_past_64_bits_are_refused_not_overflowed():
 
 def test_absent_sections_leave_their_columns_empty():
     row = ingest.sample_row({"cpu": {"usage": 1.0}})
-    assert row["memory_total"] is None
-    assert "disks" not in row and "interfaces" not in row and "processes" not in row
+    assert row["memory_total"] is None and row["detail"] is None
+
+
+def test_detail_round_trips_through_its_compressed_form():
+    from panel import models
+
+    detail = {"disks": [{"mountpoint": "/srv/ünïcode", "total": 1, "used": 0, "free": 1}],
+              "processes": {"total": 3, "topCpu": [], "topMemory": []}}
+    packed = models.pack_detail(detail)
+    assert packed[:1] == models.DETAIL_FORMAT
+    assert models.unpack_detail(packed) == detail
+    assert models.unpack_detail(memoryview(packed)) == detail
