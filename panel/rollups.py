@@ -145,18 +145,27 @@ def tier_for(span):
     return TIERS[1]
 
 
+RAW_CHART_COLUMNS = ("timestamp", "cpu_usage", "cpu_iowait", "cpu_load_1min", "memory_used",
+                     "memory_total", "swap_used", "disk_max_percent", "disk_read_rate",
+                     "disk_write_rate", "network_rx_rate", "network_tx_rate", "late")
+
+
 def series(agent_id, start, end):
-    """(tier name, rows) for one agent between start and end, from the tier that fits."""
+    """(tier name, rows as tuples) for one agent between start and end, from the tier that
+    fits: raw rows carry RAW_CHART_COLUMNS, rollup rows their table's columns. Tuples, not
+    model objects: a 30-day chart is 8,640 rows, and building objects would cost more than
+    the query."""
     tier = tier_for(end - start)
     if tier is None:
-        rows = (models.Metric.select().where((models.Metric.agent == agent_id) &
-                                             (models.Metric.timestamp >= start) &
-                                             (models.Metric.timestamp <= end))
-                .order_by(models.Metric.timestamp))
+        columns = [getattr(models.Metric, name) for name in RAW_CHART_COLUMNS]
+        rows = (models.Metric.select(*columns).where((models.Metric.agent == agent_id) &
+                                                     (models.Metric.timestamp >= start) &
+                                                     (models.Metric.timestamp <= end))
+                .order_by(models.Metric.timestamp).tuples())
         return "raw", list(rows)
     model = tier.model
     rows = (model.select().where((model.agent == agent_id) & (model.bucket >= start) &
-                                 (model.bucket <= end)).order_by(model.bucket))
+                                 (model.bucket <= end)).order_by(model.bucket).tuples())
     return tier.name, list(rows)
 
 
