@@ -430,16 +430,23 @@ def servers_with_agents():
     return [(agent.server, agent) for agent in agents]
 
 
-def latest_sample_per_agent(agent_ids):
-    """{agent_id: newest Metric}: the latest_samples pointer, then a primary-key probe each.
+SUMMARY_COLUMNS = (Metric.agent, Metric.timestamp, Metric.cpu_usage, Metric.cpu_load_1min,
+                   Metric.memory_used, Metric.memory_total, Metric.disk_max_percent,
+                   Metric.network_rx_rate, Metric.network_tx_rate)
+
+
+def latest_sample_per_agent(agent_ids, columns=SUMMARY_COLUMNS):
+    """{agent_id: newest Metric (with `columns` only)}: the latest_samples pointer, then a
+    primary-key probe each.
 
     A `DISTINCT ON`/`GROUP BY` over the samples reads every row of the range; this reads one
-    row per agent whatever the table's size.
+    row per agent whatever the table's size. The servers table needs a handful of typed
+    columns, not each sample's compressed detail.
     """
     agent_ids = list(agent_ids)
     if not agent_ids:
         return {}
-    rows = (Metric.select().join(LatestSample, on=(
+    rows = (Metric.select(*columns).join(LatestSample, on=(
         (LatestSample.agent == Metric.agent) & (LatestSample.timestamp == Metric.timestamp)))
         .where(LatestSample.agent.in_(agent_ids)))
     return {row.agent_id: row for row in rows}

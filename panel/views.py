@@ -40,12 +40,6 @@ def percent(part, whole):
     return round(100.0 * part / whole, 1)
 
 
-def fullest_disk_percent(disks):
-    shares = [percent(d["used"], d["used"] + d["free"]) for d in disks or ()]
-    shares = [s for s in shares if s is not None]
-    return max(shares) if shares else None
-
-
 def server_rows(offline_after):
     """One dict per server for the servers table."""
     pairs = models.servers_with_agents()
@@ -70,7 +64,8 @@ def server_rows(offline_after):
             "last_seen_iso": last_seen.isoformat() + "Z" if last_seen else "",
             "cpu": None if sample is None or sample.cpu_usage is None else round(sample.cpu_usage, 1),
             "memory": percent(sample.memory_used, sample.memory_total) if sample else None,
-            "disk": fullest_disk_percent(sample.disks) if sample else None,
+            "disk": None if sample is None or sample.disk_max_percent is None
+            else round(sample.disk_max_percent, 1),
             "load": sample.cpu_load_1min if sample else None,
             "version": agent.agent_version or "",
         })

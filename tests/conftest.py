@@ -375,3 +375,32 @@ class CountingProxy:
     def close(self):
         self.closed = True
         self.listener.close()
+
+
+# ===== The agent as a real process ==============================================================
+
+def agent_env():
+    """The environment without MPANEL_* settings, so an agent reads only what a test gives it."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("MPANEL_")}
+
+
+def start_agent(config_path, log_path=None, *args):
+    """agent.py --config CONFIG [args] in the background, its output in log_path."""
+    output = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    try:
+        return subprocess.Popen([sys.executable, str(ROOT / "agent.py"), "--config",
+                                 str(config_path), *args], env=agent_env(), stdout=output,
+                                stderr=subprocess.STDOUT)
+    finally:
+        if log_path:
+            output.close()
+
+
+def wait_for(condition, timeout=30, step=0.1):
+    """True as soon as condition() holds; False after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return False

@@ -15,8 +15,8 @@ import pytest
 
 from panel import alerts, jobs, models, services
 from panel.db import utcnow
-from tests.conftest import (ROOT, TEST_BCRYPT_ROUNDS, bearer, free_port, http_request,
-                            new_server, start_panel, stop_panel)
+from tests.conftest import (ROOT, bearer, free_port, http_request, new_server, start_panel,
+                            stop_panel, wait_for)
 from tests.integration.test_api import sample
 
 
@@ -60,15 +60,6 @@ def webhook():
     receiver = WebhookReceiver()
     yield receiver
     receiver.close()
-
-
-def wait_for(condition, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def jobs_panel(backend_url, tmp_path, name="panel.log", **extra):

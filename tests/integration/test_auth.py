@@ -12,9 +12,10 @@ import time
 import pytest
 import waitress.server
 
-from panel import create_app, db, keys, models, services, settings
+from panel import create_app, db, keys, models, settings
 from tests.conftest import (ROOT, TEST_BCRYPT_ROUNDS, bearer, free_port, http_request,
-                            new_server, stamp, start_panel, stop_panel, write_agent_config)
+                            new_server, stamp, start_agent, start_panel, stop_panel, wait_for,
+                            write_agent_config)
 from tests.integration.test_api import sample
 
 
@@ -151,24 +152,12 @@ def fast_panel(backend_url, database, tmp_path):
     stop_panel(panel)
 
 
-def wait_for(condition, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 @pytest.mark.timeout(90)
 def test_rotation_hands_the_running_agent_its_new_key(fast_panel, tmp_path):
     _, old_key = new_server("rotating")
     config = write_agent_config(tmp_path / "agent", fast_panel.url, old_key, interval=1)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MPANEL_")}
     log_path = tmp_path / "agent.log"
-    with open(log_path, "wb") as log:
-        agent = subprocess.Popen([sys.executable, str(ROOT / "agent.py"), "--config",
-                                  str(config)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    agent = start_agent(config, log_path)
     try:
         assert wait_for(lambda: models.Metric.select().count() >= 1)
         rotated = panel_cli(fast_panel, "rotate-key", "rotating", "--quiet")

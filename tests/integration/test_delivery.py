@@ -5,8 +5,6 @@ panel has no way to produce on demand."""
 import datetime
 import http.server
 import json
-import os
-import re
 import sqlite3
 import subprocess
 import sys
@@ -16,15 +14,14 @@ import time
 import pytest
 
 from panel import models
-from tests.conftest import (BASE_TIME, ROOT, CountingProxy, new_server, stamp, start_panel,
-                            stop_panel, write_agent_config)
+from tests.conftest import (BASE_TIME, ROOT, CountingProxy, agent_env, new_server, stamp,
+                            start_agent, start_panel, stop_panel, write_agent_config)
 
 
 def run_once(config, timeout=60):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MPANEL_")}
     return subprocess.run([sys.executable, str(ROOT / "agent.py"), "--config", str(config),
-                           "--once", "--log-level", "debug"], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+                           "--once", "--log-level", "debug"], env=agent_env(),
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def bury_in_buffer(state_dir, samples):
@@ -56,11 +53,8 @@ def test_rejected_key_is_logged_once_and_backs_off_instead_of_hammering(panel, t
     proxy = CountingProxy(panel.port)
     config = write_agent_config(tmp_path, proxy.url, "agent_0123456789ab_" + "A" * 40,
                                 interval=1)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MPANEL_")}
     log_path = tmp_path / "agent.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, str(ROOT / "agent.py"), "--config",
-                                    str(config)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = start_agent(config, log_path)
     try:
         time.sleep(5)  # five collection intervals
     finally:
@@ -156,9 +150,7 @@ def test_retry_after_is_honoured(tmp_path):
     config = write_agent_config(tmp_path, f"http://127.0.0.1:{server.server_port}",
                                 "agent_0123456789ab_" + "A" * 40, interval=1, retry_max_delay=1,
                                 enabledCollectors=["cpu"])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MPANEL_")}
-    process = subprocess.Popen([sys.executable, str(ROOT / "agent.py"), "--config", str(config)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_agent(config)
     try:
         deadline = time.monotonic() + 20
         while len(_Unavailable.times) < 2 and time.monotonic() < deadline:

@@ -6,22 +6,17 @@ import os
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 
 import pytest
 
 from panel import models
-from tests.conftest import ROOT, new_server, start_panel, stop_panel, write_agent_config
+from tests.conftest import (new_server, start_agent, start_panel, stop_panel, wait_for,
+                            write_agent_config)
 
 
-def start_agent(config_path, log_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MPANEL_")}
-    with open(log_path, "ab") as log:
-        return subprocess.Popen([sys.executable, str(ROOT / "agent.py"), "--config",
-                                 str(config_path), "--log-level", "debug"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+def start_debug_agent(config_path, log_path):
+    return start_agent(config_path, log_path, "--log-level", "debug")
 
 
 def buffered_timestamps(log_paths):
@@ -56,15 +51,6 @@ def remaining_timestamps(state_dir):
                 for (body,) in db.execute("SELECT body FROM samples")]
 
 
-def wait_until(condition, timeout, step=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return False
-
-
 @pytest.mark.timeout(180)
 def test_outage_and_kill_9_lose_nothing_and_duplicate_nothing(backend_url, database, tmp_path):
     panel_env = {"MPANEL_REPORT_INTERVAL": "1"}
@@ -72,9 +58,9 @@ def test_outage_and_kill_9_lose_nothing_and_duplicate_nothing(backend_url, datab
     _, key = new_server("outage")
     config = write_agent_config(tmp_path, panel.url, key, interval=1, retry_max_delay=1)
     logs = [tmp_path / "agent-1.log", tmp_path / "agent-2.log"]
-    agent = start_agent(config, logs[0])
+    agent = start_debug_agent(config, logs[0])
     try:
-        assert wait_until(lambda: models.Metric.select().count() >= 3, 30), logs[0].read_text()
+        assert wait_for(lambda: models.Metric.select().count() >= 3, 30), logs[0].read_text()
 
         # The panel goes away for several cycles; the agent keeps collecting.
         stop_panel(panel)
@@ -82,13 +68,13 @@ def test_outage_and_kill_9_lose_nothing_and_duplicate_nothing(backend_url, datab
         time.sleep(3)
         agent.send_signal(signal.SIGKILL)
         agent.wait(timeout=10)
-        agent = start_agent(config, logs[1])
+        agent = start_debug_agent(config, logs[1])
         time.sleep(3)
         assert buffer_size(tmp_path / "state") >= 4, "samples accumulate while the panel is down"
 
         # The panel comes back on the same port and database.
         panel = start_panel(backend_url, tmp_path / "panel.log", panel_env, port=panel.port)
-        assert wait_until(lambda: buffer_size(tmp_path / "state") == 0, 30), \
+        assert wait_for(lambda: buffer_size(tmp_path / "state") == 0, 30), \
             logs[1].read_text()
         time.sleep(1.5)
         agent.send_signal(signal.SIGTERM)
@@ -123,9 +109,9 @@ def test_sigterm_during_a_hung_request_stops_within_2_seconds(backend_url, datab
     _, key = new_server("frozen")
     config = write_agent_config(tmp_path, panel.url, key, interval=1, timeout=30)
     log_path = tmp_path / "agent.log"
-    agent = start_agent(config, log_path)
+    agent = start_debug_agent(config, log_path)
     try:
-        assert wait_until(lambda: models.Metric.select().count() >= 1, 30)
+        assert wait_for(lambda: models.Metric.select().count() >= 1, 30)
         os.kill(panel.process.pid, signal.SIGSTOP)
         try:
             time.sleep(2.5)  # the next request is now waiting on the frozen panel

@@ -1,19 +1,12 @@
 """The panel steers the real agent without a restart: the interval it announces, the
 collectors it allows (narrowing, never widening the agent's own list), and heartbeats when the
 interval is longer than a minute."""
-import os
-import subprocess
-import sys
 import time
 
 import pytest
 
 from panel import models
-from tests.conftest import ROOT, new_server, start_panel, stop_panel, write_agent_config
-
-
-def agent_env():
-    return {k: v for k, v in os.environ.items() if not k.startswith("MPANEL_")}
+from tests.conftest import new_server, start_agent, start_panel, stop_panel, write_agent_config
 
 
 @pytest.fixture
@@ -30,9 +23,7 @@ def test_panel_narrows_the_collectors(steered_panel, tmp_path):
     _, key = new_server("narrow")
     config = write_agent_config(tmp_path, steered_panel.url, key, interval=1,
                                 enabledCollectors=["cpu", "memory", "network", "processes"])
-    process = subprocess.Popen([sys.executable, str(ROOT / "agent.py"), "--config", str(config)],
-                               env=agent_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = start_agent(config)
     try:
         deadline = time.monotonic() + 20
         while models.Metric.select().count() < 2 and time.monotonic() < deadline:
@@ -52,9 +43,7 @@ def test_long_interval_from_the_panel_brings_heartbeats(steered_panel, tmp_path)
     _, key = new_server("quiet")
     config = write_agent_config(tmp_path, steered_panel.url, key, interval=1,
                                 heartbeatInterval=1)
-    process = subprocess.Popen([sys.executable, str(ROOT / "agent.py"), "--config", str(config)],
-                               env=agent_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = start_agent(config)
     try:
         deadline = time.monotonic() + 20
         while models.Metric.select().count() < 1 and time.monotonic() < deadline:
