@@ -11,7 +11,7 @@ import zlib
 
 import bottle
 
-from . import auth, ingest, jobs, models, protocol
+from . import auth, ingest, jobs, models, protocol, writer
 from .db import database_proxy, utcnow
 from .errors import ApiError, JsonErrorPlugin, json_response
 from .validation import ValidationError, validate
@@ -155,7 +155,12 @@ def build_api(settings, committer):
         now = utcnow()
         rows = _sample_rows(document, now, late_after,
                             now - datetime.timedelta(days=settings.retention_raw_days))
-        stored = committer.submit(agent.id, rows, now)
+        try:
+            stored = committer.submit(agent.id, rows, now)
+        except writer.StoreUnavailable as err:
+            # Not stored, and the agent still has them: it retries after the pause.
+            raise ApiError(503, f"{err}; keep the samples and retry",
+                           headers={"Retry-After": "30"}) from None
         jobs.note_alive(agent, now)
         return {"received": True, "stored": stored, "duplicates": len(rows) - stored,
                 "nextReportIn": settings.report_interval}

@@ -20,6 +20,10 @@ from .db import is_postgres
 log = logging.getLogger("mpanel.writer")
 
 
+class StoreUnavailable(Exception):
+    """The samples were not stored: the agent should keep them and try again."""
+
+
 class _Pending:
     __slots__ = ("agent_id", "rows", "now", "done", "stored", "error")
 
@@ -80,9 +84,10 @@ class GroupCommitter:
         pending = _Pending(agent_id, rows, now)
         self.queue.put(pending)
         if not pending.done.wait(timeout):
-            raise TimeoutError("the database did not commit in time")
+            raise StoreUnavailable("the database did not commit in time")
         if pending.error is not None:
-            raise pending.error
+            raise StoreUnavailable(f"the database refused the write: "
+                                   f"{type(pending.error).__name__}") from pending.error
         return pending.stored
 
     def _values(self, agent_id, row):
@@ -104,12 +109,24 @@ class GroupCommitter:
             except Exception as err:  # the boundary: every waiter must hear back
                 log.warning("group commit failed size=%s error=%s; retrying one by one",
                             len(batch), err)
+                self._reset_connection()
                 for pending in batch:
                     try:
                         self._commit([pending])
                     except Exception as single:  # this request's own failure
+                        self._reset_connection()
                         pending.error = single
                         pending.done.set()
+
+    def _reset_connection(self):
+        """After a failure the connection may be dead (database restarted): drop it, so the
+        next commit opens a fresh one."""
+        try:
+            if not self.database.is_closed():
+                self.database.close()
+        except Exception as err:  # closing a broken connection may itself fail
+            log.debug("closing the writer's connection failed error=%s", err)
+        self._fast_retry = False
 
     def _begin(self):
         """The transaction, taking SQLite's write lock up front. SQLite's own busy handler

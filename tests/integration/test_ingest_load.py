@@ -82,3 +82,26 @@ def test_serve_with_two_workers_shares_the_port_and_stops_cleanly(database, back
     assert code == 0
     assert not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE
                    for child in children)
+
+
+def test_a_failed_commit_answers_503_and_stores_nothing(database, backend_url, tmp_path):
+    """The database refuses the write (here: the server's agent row vanished under the
+    request, a foreign-key failure): the agent is told to keep its samples and retry."""
+    panel = InProcessPanel(backend_url, tmp_path)
+    try:
+        server, key = new_server("vanishing")
+        assert http_request(panel, "POST", "/api/agent/metrics", headers=bearer(key),
+                            json_body=sample(server.id, stamp(1))).status == 200  # cached now
+        models.Agent.delete().where(models.Agent.server == server.id).execute()
+        response = http_request(panel, "POST", "/api/agent/metrics", headers=bearer(key),
+                                json_body=sample(server.id, stamp(2)))
+        assert response.status == 503 and response.headers["retry-after"] == "30"
+        assert "retry" in response.json()["error"]
+        assert models.Metric.select().count() == 0
+        # The writer recovers: the next agent's report is stored.
+        other, other_key = new_server("healthy")
+        assert http_request(panel, "POST", "/api/agent/metrics", headers=bearer(other_key),
+                            json_body=sample(other.id, stamp(3))).status == 200
+        assert models.Metric.select().count() == 1
+    finally:
+        panel.close()
