@@ -55,10 +55,12 @@ def log_in(browser, panel):
 
 
 def cell(browser, server_id, column):
-    from selenium.webdriver.common.by import By
-
-    row = browser.find_element(By.CSS_SELECTOR, f"tr[data-server-id='{server_id}']")
-    return row.find_elements(By.TAG_NAME, "td")[column].text
+    """One cell's text, read in a single step inside the page: the table is swapped by htmx
+    every 10 s, and an element found a moment earlier may be gone."""
+    return browser.execute_script(
+        "const row = document.querySelector(`tr[data-server-id='${arguments[0]}']`);"
+        "return row ? row.children[arguments[1]].textContent.trim() : null;",
+        server_id, column)
 
 
 @pytest.mark.timeout(120)
