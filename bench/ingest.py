@@ -15,6 +15,7 @@ acknowledged sample stored), and in the same run the deployment's hello-world GE
 (/healthz) as the stack's ceiling.
 """
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -35,7 +36,7 @@ import psutil  # noqa: E402
 
 from tests.conftest import free_port  # noqa: E402
 
-PG_BASE = os.environ.get("MPANEL_TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/test"
+from bench.scratch import scratch_postgres  # noqa: E402
 
 
 def ensure_wrk():
@@ -47,21 +48,8 @@ def ensure_wrk():
 
 def fresh_database(backend, workdir):
     if backend == "sqlite":
-        return "sqlite:///" + str(workdir / "bench.db"), None
-    import psycopg2
-
-    admin = psycopg2.connect(PG_BASE)
-    admin.autocommit = True
-    name = f"mpanel_bench_{os.getpid()}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{name}"')
-
-    def drop():
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-    return PG_BASE.rsplit("/", 1)[0] + "/" + name, drop
+        return contextlib.nullcontext("sqlite:///" + str(workdir / "bench.db"))
+    return scratch_postgres("mpanel_bench")
 
 
 def make_agents(url, count, workdir):
@@ -144,8 +132,7 @@ def count_rows(url):
 
 
 def bench(backend, args, workdir):
-    url, drop = fresh_database(backend, workdir)
-    try:
+    with fresh_database(backend, workdir) as url:
         keys_path = make_agents(url, args.agents, workdir)
         body_path, body_size = sample_body(workdir)
         port = free_port()
@@ -167,9 +154,10 @@ def bench(backend, args, workdir):
             panel.terminate()
             panel.wait(timeout=30)
         stored = count_rows(url)
-    finally:
-        if drop:
-            drop()
+        from panel import db
+
+        database = db.database_proxy.obj
+        getattr(database, "close_all", database.close)()  # before the scratch database goes
     return {"backend": backend, "rate": float(stats["RATE"]), "p50": float(stats["P50"]),
             "p90": float(stats["P90"]), "p99": float(stats["P99"]),
             "acked": int(stats["ACKED"]), "refused": int(stats["REFUSED"]), "stored": stored,

@@ -13,7 +13,6 @@ Targets: latest-per-server < 20 ms, 24 h < 20 ms, 7 d and 30 d < 10 ms.
 """
 import argparse
 import datetime
-import os
 import statistics
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PG_BASE = os.environ.get("MPANEL_TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/test"
+from bench.scratch import scratch_postgres  # noqa: E402
 
 
 def timed(function, runs):
@@ -83,17 +82,10 @@ def main():
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
 
-    import psycopg2
-
     from panel import db, models, rollups
 
-    admin = psycopg2.connect(PG_BASE)
-    admin.autocommit = True
-    name = f"mpanel_queries_{os.getpid()}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        database = db.bind(PG_BASE.rsplit("/", 1)[0] + "/" + name)
+    with scratch_postgres("mpanel_queries") as url:
+        database = db.bind(url)
         db.init_schema(database)
         now = db.utcnow().replace(second=0, microsecond=0)
         with database.connection_context():
@@ -128,9 +120,6 @@ def main():
                 via_panel = timed(function, args.runs)
                 print(f"{label:<40} {in_sql:7.2f} ms {via_panel:8.2f} ms {target:>5} ms")
         database.close()
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

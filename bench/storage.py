@@ -14,7 +14,6 @@ Target: <= 1 KB per sample.
 import argparse
 import datetime
 import json
-import os
 import random
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PG_BASE = os.environ.get("MPANEL_TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/test"
+from bench.scratch import scratch_postgres  # noqa: E402
 
 
 def real_sample(workdir):
@@ -116,23 +115,12 @@ def main():
     print(f"sample as sent: {raw} bytes of JSON")
     print(f"sqlite      {size / count:7.0f} bytes per sample (table + indexes), {count} samples")
 
-    import psycopg2
-
-    admin = psycopg2.connect(PG_BASE)
-    admin.autocommit = True
-    name = f"mpanel_storage_{os.getpid()}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = PG_BASE.rsplit("/", 1)[0] + "/" + name
+    with scratch_postgres("mpanel_storage") as url:
         database, count, _, size = fill(url, args.servers, args.samples, workdir,
                                         measure_postgres)
-        database.close_all() if hasattr(database, "close_all") else database.close()
+        database.close_all()
         print(f"postgresql  {size / count:7.0f} bytes per sample (table + indexes + TOAST), "
               f"{count} samples")
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":
