@@ -150,23 +150,39 @@ RAW_CHART_COLUMNS = ("timestamp", "cpu_usage", "cpu_iowait", "cpu_load_1min", "m
                      "disk_write_rate", "network_rx_rate", "network_tx_rate", "late")
 
 
-def series(agent_id, start, end):
+def series(agent_id, start, end, figures=None):
     """(tier name, rows as tuples) for one agent between start and end, from the tier that
-    fits: raw rows carry RAW_CHART_COLUMNS, rollup rows their table's columns. Tuples, not
-    model objects: a 30-day chart is 8,640 rows, and building objects would cost more than
-    the query."""
+    fits: raw rows carry RAW_CHART_COLUMNS; rollup rows the bucket then, for each of `figures`
+    (names from FIGURES; default all), its mean and peak. Tuples, not model objects: a 30-day
+    chart is 8,640 rows, and building objects would cost more than the query."""
     tier = tier_for(end - start)
     if tier is None:
         columns = [getattr(models.Metric, name) for name in RAW_CHART_COLUMNS]
-        rows = (models.Metric.select(*columns).where((models.Metric.agent == agent_id) &
-                                                     (models.Metric.timestamp >= start) &
-                                                     (models.Metric.timestamp <= end))
-                .order_by(models.Metric.timestamp).tuples())
-        return "raw", list(rows)
+        query = (models.Metric.select(*columns).where((models.Metric.agent == agent_id) &
+                                                      (models.Metric.timestamp >= start) &
+                                                      (models.Metric.timestamp <= end))
+                 .order_by(models.Metric.timestamp))
+        return "raw", _fetch(query, models.Metric.timestamp)
     model = tier.model
-    rows = (model.select().where((model.agent == agent_id) & (model.bucket >= start) &
-                                 (model.bucket <= end)).order_by(model.bucket).tuples())
-    return tier.name, list(rows)
+    names = figures or [name for name, _ in FIGURES]
+    columns = [model.bucket] + [getattr(model, f"{name}_{kind}") for name in names
+                                for kind in ("avg", "max")]
+    query = (model.select(*columns).where((model.agent == agent_id) & (model.bucket >= start) &
+                                          (model.bucket <= end)).order_by(model.bucket))
+    return tier.name, _fetch(query, model.bucket)
+
+
+def _fetch(query, time_field):
+    """The query's rows straight from the driver: Peewee's per-value converters cost more than
+    PostgreSQL's execution for a month of rollups. Only the time column (first) needs a hand on
+    SQLite, which stores it as text; the driver returns numbers as numbers and PostgreSQL
+    timestamps as datetimes already."""
+    sql, params = query.sql()
+    rows = database_proxy.execute_sql(sql, params).fetchall()
+    if rows and isinstance(rows[0][0], str):
+        convert = time_field.python_value
+        rows = [(convert(row[0]),) + tuple(row[1:]) for row in rows]
+    return rows
 
 
 # ===== Retention ================================================================================

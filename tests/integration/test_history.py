@@ -100,3 +100,17 @@ def test_postgresql_makes_daily_partitions_ahead(database):
     add(models.Agent.get().id, utcnow(), cpu=1.0)
     in_default = database.execute_sql("SELECT count(*) FROM server_metrics_default").fetchone()[0]
     assert in_default == 0  # today's sample went to today's partition
+
+
+def test_a_chart_reads_only_its_figure_from_the_rollups(database):
+    new_server("web")
+    agent = models.Agent.get()
+    end = now_floor()
+    rollups._upsert(models.Rollup5m, [
+        {"agent": agent.id, "bucket": end - datetime.timedelta(minutes=5 * i), "samples": 5,
+         "cpu_usage_avg": 10.0 + i, "cpu_usage_max": 50.0 + i} for i in range(12 * 30)])
+    tier, rows = rollups.series(agent.id, end - datetime.timedelta(days=2), end, ["cpu_usage"])
+    assert tier == "5m" and len(rows) == 360
+    first_bucket, average, peak = rows[0]
+    assert isinstance(first_bucket, datetime.datetime)
+    assert (average, peak) == (10.0 + 359, 50.0 + 359)  # oldest first
