@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from . import db, keys, models, services
@@ -64,15 +65,19 @@ def ensure_local_server(settings, agent_dir, url):
     return config_path, name
 
 
-def wait_for_port(host, port, process, timeout=30.0):
+def wait_for_panel(url, process, timeout=30.0):
+    """True once our panel answers /healthz. Asking for /healthz, not just connecting, matters:
+    when something else already holds the port, our panel exits, and a bare connect would
+    succeed against the other program."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return False
         try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
-        except OSError:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
+                if json.loads(response.read()).get("database") == "ok":
+                    return process.poll() is None
+        except (OSError, ValueError):
             time.sleep(0.1)
     return False
 
@@ -92,8 +97,9 @@ def run(settings):
     env = dict(os.environ, MPANEL_DATABASE_URL=settings.database_url,
                MPANEL_HOST=settings.host, MPANEL_PORT=str(settings.port))
     panel = subprocess.Popen([sys.executable, "-m", "panel", "serve"], cwd=ROOT, env=env)
-    if not wait_for_port(settings.host, settings.port, panel):
-        print(f"error: the panel did not start on {url}", file=sys.stderr)
+    if not wait_for_panel(url, panel):
+        print(f"error: the panel did not start on {url} (is the port in use? set MPANEL_PORT)",
+              file=sys.stderr)
         panel.terminate()
         return 1
     agent = subprocess.Popen([sys.executable, "-m", "agent", "--config", str(config_path)],

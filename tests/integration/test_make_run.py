@@ -125,3 +125,19 @@ def test_make_run_generates_and_prints_the_admin_password_once(tmp_path):
     finally:
         ctrl_c(process)
     assert "with password:" not in log_path.read_text()
+
+
+@pytest.mark.timeout(60)
+def test_make_run_on_a_busy_port_says_so_instead_of_reporting_elsewhere(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        process = start_make_run(tmp_path, port, password="make-run-password")
+        process.wait(timeout=45)
+    finally:
+        busy.close()
+    log_text = (tmp_path / "make-run.log").read_text()
+    assert "the panel did not start" in log_text and "MPANEL_PORT" in log_text
+    assert "agent starting" not in log_text
