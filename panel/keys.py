@@ -23,7 +23,6 @@ with the new key retires the old one.
 """
 import base64
 import collections
-import datetime
 import hashlib
 import hmac
 import re
@@ -327,7 +326,3 @@ def pending_key_for(agent, secret):
     if not agent.pending_key_box:
         return None
     return unseal(secret, agent.pending_key_box)
-
-
-def grace_from_hours(hours):
-    return datetime.timedelta(hours=hours)

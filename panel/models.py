@@ -414,10 +414,6 @@ def record_auth_event(kind, client_addr=None, key_id=None, server_id=None, detai
                      detail=detail[:200] if detail else None)
 
 
-def recent_auth_events(limit=100):
-    return list(AuthEvent.select().order_by(AuthEvent.created_at.desc(), AuthEvent.id.desc())
-                .limit(limit))
-
 
 def server_by_name(name):
     return Server.get_or_none(Server.name == name)
@@ -450,20 +446,3 @@ def latest_sample_per_agent(agent_ids, columns=SUMMARY_COLUMNS):
         (LatestSample.agent == Metric.agent) & (LatestSample.timestamp == Metric.timestamp)))
         .where(LatestSample.agent.in_(agent_ids)))
     return {row.agent_id: row for row in rows}
-
-
-def insert_sample(agent, row):
-    """Store one sample; a second copy of the same (agent, timestamp) is ignored.
-
-    Returns True when the row is new, False when it was already stored.
-    """
-    # Row count, not an id: there is none, and an ignored insert changes nothing.
-    return Metric.insert(agent=agent, **row).on_conflict_ignore().as_rowcount().execute() == 1
-
-
-def note_latest(agent, timestamp):
-    """Move the agent's latest-sample pointer forward (never back: replays are older)."""
-    LatestSample.insert(agent=agent, timestamp=timestamp).on_conflict(
-        conflict_target=[LatestSample.agent],
-        update={LatestSample.timestamp: timestamp},
-        where=(LatestSample.timestamp < timestamp)).execute()
