@@ -1387,6 +1387,9 @@ class Agent:
             "os": f"{platform.system()} {platform.release()}"[:50],
             "arch": (platform.machine() or "unknown")[:50],
             "version": __version__,
+            # Whole seconds: psutil's value wobbles by a fraction between calls, and a change
+            # here means a new registration (after a reboot: the panel shows uptime from it).
+            "bootTime": int(psutil.boot_time()),
         }
 
     @property

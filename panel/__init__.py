@@ -11,7 +11,7 @@ import logging
 
 import bottle
 
-from . import api, auth, db, keys, views, writer
+from . import api, auth, db, keys, manage, views, writer
 from . import settings as settings_module
 
 log = logging.getLogger("mpanel")
@@ -41,7 +41,8 @@ def create_app(settings, database=None):
     plugin = auth.AuthPlugin(auth.AgentAuthenticator(settings, key_cache, limiter),
                              settings_module.secret_bytes(settings))
     app.committer = writer.GroupCommitter(database)
-    for part in (api.build_api(settings, app.committer), views.build_views(settings)):
+    for part in (api.build_api(settings, app.committer), views.build_views(settings),
+                 manage.build_manage(settings)):
         part.install(plugin)
         app.merge(part)
 
@@ -64,14 +65,18 @@ def create_app(settings, database=None):
             bottle.response.set_header(name, value)
 
     def error_page(error):
-        """JSON for the API (agents parse it), plain text for the rest."""
+        """JSON naming the problem (agents and scripts parse it); a small page for a browser
+        that asks for HTML."""
         bottle.response.set_header("Cache-Control", "no-store")
-        if bottle.request.path.startswith("/api/"):
+        reason = error.body if isinstance(error.body, str) and error.body else \
+            f"{bottle.request.method} {bottle.request.path}"
+        wants_html = "text/html" in (bottle.request.get_header("Accept") or "")
+        if bottle.request.path.startswith("/api/") or not wants_html:
             bottle.response.content_type = "application/json"
-            return json.dumps({"error": f"{error.status_line[4:]}: {bottle.request.method} "
-                                        f"{bottle.request.path}"})
-        bottle.response.content_type = "text/plain; charset=utf-8"
-        return f"{error.status_line}\n{error.body or ''}\n"
+            return json.dumps({"error": f"{error.status_line[4:]}: {reason}"})
+        bottle.response.content_type = "text/html; charset=utf-8"
+        return views.template("error.tpl", title=f"{error.status_line[4:]} · mPanel",
+                              status=error.status_line, reason=reason)
 
     for status in (400, 403, 404, 405, 413, 500):
         app.error(status)(error_page)

@@ -142,6 +142,7 @@ def build_api(settings, committer):
             models.Agent.update(
                 hostname=document["hostname"], os=document["os"], arch=document["arch"],
                 agent_version=document["version"],
+                boot_time=_boot_time(document.get("bootTime")),
                 ip_address=auth.client_address(settings) or None,
                 status="active", last_seen=now, updated_at=now,
             ).where(models.Agent.id == agent.id).execute()
@@ -194,3 +195,9 @@ def build_api(settings, committer):
         return json_response(200, protocol.openapi_document())
 
     return api
+
+
+def _boot_time(seconds):
+    if seconds is None:
+        return None
+    return datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=int(seconds))

@@ -5,7 +5,9 @@ A route says what it needs in one place, `@app.post("/x", auth="agent")`:
   - auth="agent"  Bearer API key; the callback gets `agent=` (an Agent joined to its Server).
                   Refused over plain HTTP unless from loopback, through a trusted proxy that
                   says X-Forwarded-Proto: https, or with MPANEL_ALLOW_HTTP.
-  - auth="admin"  logged-in admin session; state-changing methods also need the CSRF token.
+  - auth="viewer" any logged-in session (admin or read-only viewer): the pages that only show.
+  - auth="admin"  a logged-in admin: everything that changes something. State-changing methods
+                  also need the session's CSRF token (a form field, or htmx's X-CSRF-Token).
   - auth=None     public.
 """
 import datetime
@@ -193,7 +195,7 @@ class AuthPlugin:
                         answer["newApiKey"] = new_key
                 return answer
             return agent_guard
-        if need == "admin":
+        if need in ("admin", "viewer"):
             def admin_guard(*args, **kwargs):
                 session = current_session()
                 if session is None:
@@ -202,6 +204,9 @@ class AuthPlugin:
                         bottle.response.set_header("HX-Redirect", "/login")
                         return ""
                     return bottle.redirect("/login")
+                if need == "admin" and session.admin.role != "admin":
+                    bottle.abort(403, "this account is read-only: changing things needs an "
+                                      "admin account")
                 if bottle.request.method not in SAFE_METHODS and not csrf_ok(session):
                     bottle.abort(403, "CSRF token missing or wrong")
                 kwargs["session"] = session

@@ -3,6 +3,7 @@
 Views and the API call the query functions here (`latest_sample_per_agent()`, ...) rather than
 building queries themselves, so every query the panel runs can be read in one place.
 """
+import datetime
 import json
 import zlib
 
@@ -75,6 +76,8 @@ class Server(BaseModel):
 
     name = peewee.CharField(max_length=100, unique=True)
     critical = peewee.BooleanField(default=False)
+    # Shown on the public /status page (up/down and uptime only, never metrics).
+    public_status = peewee.BooleanField(default=False)
     # unknown (never reported), online, offline: changed only by conditional updates, so
     # concurrent replicas record each transition once (see jobs.py and api.py).
     state = peewee.CharField(max_length=16, default="unknown")
@@ -97,6 +100,7 @@ class Agent(BaseModel):
     os = peewee.CharField(max_length=50, null=True)
     arch = peewee.CharField(max_length=50, null=True)
     agent_version = peewee.CharField(max_length=20, null=True)
+    boot_time = peewee.DateTimeField(null=True)  # reported at registration: the uptime shown
     api_key_id = peewee.CharField(max_length=16, unique=True)
     api_key_hash = peewee.TextField()
     # Rotation: the previous key stays valid until prev_key_expires_at; the new key waits,
@@ -446,3 +450,58 @@ def latest_sample_per_agent(agent_ids, columns=SUMMARY_COLUMNS):
         (LatestSample.agent == Metric.agent) & (LatestSample.timestamp == Metric.timestamp)))
         .where(LatestSample.agent.in_(agent_ids)))
     return {row.agent_id: row for row in rows}
+
+
+def sample_at(agent_id, moment, within=datetime.timedelta(minutes=5)):
+    """The agent's full sample taken at `moment` or the last one before it, if no older than
+    `within`: "what was eating the CPU at 03:12?"."""
+    return (Metric.select().where((Metric.agent == agent_id) & (Metric.timestamp <= moment) &
+                                  (Metric.timestamp > moment - within))
+            .order_by(Metric.timestamp.desc()).first())
+
+
+def details_at(agent_id, moments):
+    """[(timestamp, detail)] of the agent's samples at exactly these times, oldest first."""
+    moments = list(moments)
+    if not moments:
+        return []
+    rows = (Metric.select(Metric.timestamp, Metric.detail)
+            .where((Metric.agent == agent_id) & Metric.timestamp.in_(moments))
+            .order_by(Metric.timestamp).tuples())
+    return list(rows)
+
+
+def server_events_since(server_ids, since):
+    """{server_id: [ServerEvent, ...]} from `since`, plus each server's last event before it
+    (which says whether the window opened up or down)."""
+    server_ids = list(server_ids)
+    events = {server_id: [] for server_id in server_ids}
+    if not server_ids:
+        return events
+    for event in (ServerEvent.select().where(ServerEvent.server.in_(server_ids) &
+                                             (ServerEvent.at >= since))
+                  .order_by(ServerEvent.at)):
+        events[event.server_id].append(event)
+    return events
+
+
+def login_failures_since(since, address, username):
+    """(failed logins from this address, failed logins for this username) since `since`,
+    oldest first, as lists of times: the login throttle reads the shared table, so every
+    replica sees the same count."""
+    rows = (AuthEvent.select(AuthEvent.created_at, AuthEvent.client_addr, AuthEvent.detail)
+            .where((AuthEvent.kind == "login_failed") & (AuthEvent.created_at >= since) &
+                   ((AuthEvent.client_addr == address) |
+                    (AuthEvent.detail == f"user {username}"[:200])))
+            .order_by(AuthEvent.created_at).tuples())
+    by_address, by_user = [], []
+    for created_at, client_addr, detail in rows:
+        if client_addr == address:
+            by_address.append(created_at)
+        if detail == f"user {username}"[:200]:
+            by_user.append(created_at)
+    return by_address, by_user
+
+
+def firing_alert_count():
+    return Alert.select().where(Alert.state == "firing").count()

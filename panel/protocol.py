@@ -43,6 +43,9 @@ REGISTER = {
         "arch": {"type": "string", "minLength": 1, "maxLength": 50, "description": "e.g. x86_64"},
         "version": {"type": "string", "minLength": 1, "maxLength": 20,
                     "description": "agent.py's version"},
+        "bootTime": {"type": "number", "minimum": 0, "maximum": 1e11,
+                     "description": "When the server booted, seconds since the Unix epoch "
+                                    "(optional; the dashboard shows uptime from it)."},
     },
 }
 

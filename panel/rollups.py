@@ -150,12 +150,15 @@ RAW_CHART_COLUMNS = ("timestamp", "cpu_usage", "cpu_iowait", "cpu_load_1min", "m
                      "disk_write_rate", "network_rx_rate", "network_tx_rate", "late")
 
 
-def series(agent_id, start, end, figures=None):
-    """(tier name, rows as tuples) for one agent between start and end, from the tier that
-    fits: raw rows carry RAW_CHART_COLUMNS; rollup rows the bucket then, for each of `figures`
+def series(agent_id, start, end, figures=None, tier_name=None):
+    """(tier name, rows as tuples) for one agent between start and end, from `tier_name` ("raw"
+    or a tier's name) or else the tier that fits: raw rows carry RAW_CHART_COLUMNS; rollup rows the bucket then, for each of `figures`
     (names from FIGURES; default all), its mean and peak. Tuples, not model objects: a 30-day
     chart is 8,640 rows, and building objects would cost more than the query."""
-    tier = tier_for(end - start)
+    if tier_name is None:
+        tier = tier_for(end - start)
+    else:
+        tier = None if tier_name == "raw" else next(t for t in TIERS if t.name == tier_name)
     if tier is None:
         columns = [getattr(models.Metric, name) for name in RAW_CHART_COLUMNS]
         query = (models.Metric.select(*columns).where((models.Metric.agent == agent_id) &

@@ -142,3 +142,55 @@ def set_rule(metric, threshold, minutes, server_name=None, enabled=True):
         else:
             models.AlertRule.create(server=server.id if server else None, metric=metric,
                                     threshold=threshold, minutes=minutes, enabled=enabled)
+
+
+# ===== Managing a server (the dashboard's manage box) ===========================================
+
+def server_by_id(server_id):
+    server = models.Server.get_or_none(models.Server.id == server_id)
+    if server is None:
+        raise ValueError(f"no server with id {server_id}")
+    return server
+
+
+def rename_server(server_id, name):
+    _check_name(name, "server name", 100)
+    name = name.strip()
+    server = server_by_id(server_id)
+    try:
+        with database_proxy.atomic():
+            models.Server.update(name=name, updated_at=utcnow()).where(
+                models.Server.id == server.id).execute()
+    except peewee.IntegrityError:
+        raise ValueError(f"a server named {name!r} already exists") from None
+    return name
+
+
+def set_flag(server_id, flag, value):
+    """Turn `critical` or `public_status` on or off."""
+    if flag not in ("critical", "public_status"):
+        raise ValueError(f"unknown flag {flag!r}")
+    server = server_by_id(server_id)
+    models.Server.update({getattr(models.Server, flag): bool(value), models.Server.updated_at:
+                          utcnow()}).where(models.Server.id == server.id).execute()
+
+
+def delete_server(server_id, confirm_name):
+    """Delete the server, its agent, key and all its data. `confirm_name` must be its name:
+    a stray click or a forged request deletes nothing."""
+    server = server_by_id(server_id)
+    if (confirm_name or "").strip() != server.name:
+        raise ValueError("type the server's name exactly to confirm the deletion")
+    agent = models.Agent.get_or_none(models.Agent.server == server.id)
+    with database_proxy.atomic():
+        # Samples and rollups hang off the agent; the cascade would take them too, but on a
+        # big table explicit deletes keep each statement's plan simple and visible.
+        if agent is not None:
+            for model in (models.LatestSample, models.Metric, models.Rollup5m, models.Rollup1h):
+                model.delete().where(model.agent == agent.id).execute()
+        models.Server.delete().where(models.Server.id == server.id).execute()
+        models.record_auth_event("server_deleted", server_id=server.id,
+                                 detail=f"server {server.name}"[:200])
+    if agent is not None:
+        keys.AGENT_ROWS.forget(agent)
+    return server.name

@@ -26,6 +26,8 @@ environment after that, so tests can build as many differently-configured apps a
 | MPANEL_RETENTION_RAW_DAYS  | 7                                         | days of raw samples                     |
 | MPANEL_RETENTION_5M_DAYS   | 90                                        | days of 5-minute rollups                |
 | MPANEL_RETENTION_1H_DAYS   | 730                                       | days of hourly rollups                  |
+| MPANEL_PUBLIC_URL          | (from each request)                       | the panel's address in install commands |
+| MPANEL_LOGIN_FAILURE_LIMIT | 5                                         | failed logins per user in 5 min (x4 per address) |
 | MPANEL_SMTP_HOST / _PORT   | (none) / 587                              | mail server for e-mail alerts           |
 | MPANEL_SMTP_USER / _PASSWORD | (none)                                  | SMTP login, when the server wants one   |
 | MPANEL_SMTP_FROM           | mpanel@localhost                          | sender address                          |
@@ -63,6 +65,8 @@ class Settings:
     retention_raw_days: int = 7
     retention_5m_days: int = 90
     retention_1h_days: int = 730
+    public_url: str = ""
+    login_failure_limit: int = 5
     smtp: dict = dataclasses.field(default_factory=dict, repr=False)  # holds a password
 
     def __post_init__(self):
@@ -135,6 +139,8 @@ def from_env(env=None, **overrides):
         retention_raw_days=_int(env, "MPANEL_RETENTION_RAW_DAYS", 7),
         retention_5m_days=_int(env, "MPANEL_RETENTION_5M_DAYS", 90),
         retention_1h_days=_int(env, "MPANEL_RETENTION_1H_DAYS", 730),
+        public_url=(env.get("MPANEL_PUBLIC_URL") or "").rstrip("/"),
+        login_failure_limit=_int(env, "MPANEL_LOGIN_FAILURE_LIMIT", 5),
         smtp={
             "host": env.get("MPANEL_SMTP_HOST", ""),
             "port": _int(env, "MPANEL_SMTP_PORT", 587),

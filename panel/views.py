@@ -1,79 +1,168 @@
-"""Browser pages and their htmx partials.
+"""Browser pages that show things: login, the servers table, a server's detail, the public
+status page, static files and the public downloads. (Pages that change things: manage.py.)
 
 Each view builds a context dict and calls `render(page, partial, ctx)`: a plain request gets the
 full page, an htmx request (`HX-Request` header) just the partial it asked for.
 """
+import datetime
 import secrets
+import urllib.parse
 from pathlib import Path
 
 import bottle
 
-from . import auth, keys, models
+from . import auth, charts, detail, keys, models, status, units
 from .db import utcnow
 
-TEMPLATES = str(Path(__file__).resolve().parent.parent / "templates")
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = str(ROOT / "templates")
 STATIC = str(Path(__file__).resolve().parent / "static")
 HTMX_FILE = "htmx-2.0.8.min.js"
+
+# Public, secret-free files an admin's servers fetch while installing (`curl … | sudo bash`).
+DOWNLOADS = {
+    "agent.py": (ROOT / "agent.py", "text/x-python; charset=utf-8"),
+    "install.sh": (ROOT / "install" / "install.sh", "text/x-shellscript; charset=utf-8"),
+    "install.ps1": (ROOT / "install" / "install.ps1", "text/plain; charset=utf-8"),
+    "mpanel-agent.service": (ROOT / "install" / "mpanel-agent.service",
+                             "text/plain; charset=utf-8"),
+    "config.example.json": (ROOT / "config.example.json", "application/json"),
+}
 
 # bcrypt of a random password: checked when the username is unknown, so a failed login takes
 # as long whether or not the user exists.
 _DUMMY_HASH = keys.hash_secret(secrets.token_urlsafe(16), 4)
 
+STATUSES = ("online", "offline", "never seen")
+LOGIN_WINDOW = 300  # seconds over which failed logins are counted
+SORT_KEYS = {
+    "name": lambda r: r["name"].lower(),
+    "hostname": lambda r: r["hostname"].lower(),
+    "status": lambda r: (STATUSES.index(r["status"]), r["name"].lower()),
+    "seen": lambda r: -(r["last_seen_epoch"] or -1e12),
+    "cpu": lambda r: _number(r["cpu"]),
+    "memory": lambda r: _number(r["memory"]),
+    "disk": lambda r: _number(r["disk"]),
+    "rx": lambda r: _number(r["rx"]),
+    "tx": lambda r: _number(r["tx"]),
+    "load": lambda r: _number(r["load"]),
+    "version": lambda r: r["version"],
+}
+
+
+def _number(value):
+    return float("-inf") if value is None else value
+
 
 def render(page, partial, ctx):
     name = partial if bottle.request.get_header("HX-Request") else page
-    return bottle.template(name, template_lookup=[TEMPLATES], htmx_file=HTMX_FILE, **ctx)
+    return template(name, **ctx)
 
 
-def ago(seconds):
-    """'12 s ago', '5 min ago', '3 h ago', '2 d ago'."""
-    seconds = max(0, int(seconds))
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit} ago"
-    return f"{seconds} s ago"
+def template(template_name, /, **ctx):
+    ctx.setdefault("session", None)
+    ctx.setdefault("title", "mPanel")
+    return bottle.template(template_name, template_lookup=[TEMPLATES], htmx_file=HTMX_FILE, units=units,
+                           quote=urllib.parse.quote_plus, **ctx)
 
 
-def percent(part, whole):
-    if part is None or not whole:
-        return None
-    return round(100.0 * part / whole, 1)
+def panel_url(settings):
+    """The panel's address as agents should use it: MPANEL_PUBLIC_URL, else this request's."""
+    if settings.public_url:
+        return settings.public_url
+    parts = bottle.request.urlparts
+    scheme = parts.scheme
+    remote = bottle.request.environ.get("REMOTE_ADDR") or ""
+    if auth._trusted(remote, settings):
+        scheme = (bottle.request.get_header("X-Forwarded-Proto") or scheme).split(",")[0].strip()
+    return f"{scheme}://{parts.netloc}"
 
 
-def server_rows(offline_after):
+# ===== The servers table ========================================================================
+
+def server_rows(offline_after, now=None):
     """One dict per server for the servers table."""
     pairs = models.servers_with_agents()
     latest = models.latest_sample_per_agent(agent.id for _, agent in pairs)
-    now = utcnow()
+    now = now or utcnow()
     rows = []
     for server, agent in pairs:
         sample = latest.get(agent.id)
         last_seen = agent.last_seen
         if last_seen is None:
-            status = "never seen"
+            state = "never seen"
         elif (now - last_seen).total_seconds() > offline_after:
-            status = "offline"
+            state = "offline"
         else:
-            status = "online"
+            state = "online"
         rows.append({
             "id": server.id,
             "name": server.name,
+            "critical": server.critical,
             "hostname": agent.hostname,
-            "status": status,
-            "last_seen": ago((now - last_seen).total_seconds()) if last_seen else "never",
+            "status": state,
+            "revoked": agent.status == "revoked",
+            "last_seen": units.ago((now - last_seen).total_seconds()) if last_seen else "never",
             "last_seen_iso": last_seen.isoformat() + "Z" if last_seen else "",
+            "last_seen_epoch": charts.epoch(last_seen) if last_seen else None,
             "cpu": None if sample is None or sample.cpu_usage is None else round(sample.cpu_usage, 1),
-            "memory": percent(sample.memory_used, sample.memory_total) if sample else None,
+            "memory": units.share(sample.memory_used, sample.memory_total) if sample else None,
             "disk": None if sample is None or sample.disk_max_percent is None
             else round(sample.disk_max_percent, 1),
+            "rx": sample.network_rx_rate if sample else None,
+            "tx": sample.network_tx_rate if sample else None,
             "load": sample.cpu_load_1min if sample else None,
             "version": agent.agent_version or "",
         })
     return rows
 
 
+def table_query():
+    """The table's filter and sort, from the query string, cleaned."""
+    query = bottle.request.query
+    sort = query.get("sort") if query.get("sort") in SORT_KEYS else "name"
+    direction = "desc" if query.get("dir") == "desc" else "asc"
+    state = query.getunicode("status") or ""
+    return {"q": (query.getunicode("q") or "").strip()[:100],
+            "status": state if state in STATUSES else "", "sort": sort, "dir": direction}
+
+
+def filter_and_sort(rows, q, status_filter, sort, direction):
+    needle = q.lower()
+    chosen = [r for r in rows
+              if (not needle or needle in r["name"].lower() or needle in r["hostname"].lower())
+              and (not status_filter or r["status"] == status_filter)]
+    chosen.sort(key=SORT_KEYS[sort], reverse=direction == "desc")
+    return chosen
+
+
+def page_title(counts, firing, what="Servers"):
+    problems = []
+    if counts["offline"]:
+        problems.append(f"{counts['offline']} offline")
+    if firing:
+        problems.append(f"{firing} alert{'s' if firing != 1 else ''}")
+    return f"{' · '.join(problems)} · mPanel" if problems else f"{what} · mPanel"
+
+
+# ===== Routes ===================================================================================
+
 def build_views(settings):
     app = bottle.Bottle()
+
+    def login_wait(address, username):
+        """Seconds this login must wait: after `login_failure_limit` failures for a username in
+        5 minutes, or four times that from one address (an office behind one NAT address
+        shares it), until the oldest counted failure ages out."""
+        now = utcnow()
+        window = datetime.timedelta(seconds=LOGIN_WINDOW)
+        by_address, by_user = models.login_failures_since(now - window, address, username)
+        waits = []
+        for failures, limit in ((by_user, settings.login_failure_limit),
+                                (by_address, 4 * settings.login_failure_limit)):
+            if len(failures) >= limit:
+                waits.append((failures[-limit] + window - now).total_seconds())
+        return max(waits, default=0)
 
     @app.get("/")
     def home():
@@ -91,34 +180,87 @@ def build_views(settings):
         if not cookie or not secrets.compare_digest(sent.encode(), cookie.encode()):
             bottle.response.status = 403
             return _login_page("Your login form expired; please try again.")
-        username = form.getunicode("username") or ""
+        username = (form.getunicode("username") or "")[:64]
         password = form.getunicode("password") or ""
+        address = auth.client_address(settings)
+        wait = login_wait(address, username)
+        if wait > 0:
+            bottle.response.status = 429
+            bottle.response.set_header("Retry-After", str(max(1, int(wait + 0.999))))
+            models.record_auth_event("login_throttled", client_addr=address,
+                                     detail=f"user {username}")
+            return _login_page(f"Too many failed logins. Try again in {units.duration(wait)}.",
+                               username)
         admin = models.Admin.get_or_none(models.Admin.username == username)
         hashed = admin.password_hash if admin else _DUMMY_HASH
         if not keys.check_secret(password[:72], hashed) or admin is None:
+            models.record_auth_event("login_failed", client_addr=address,
+                                     detail=f"user {username}")
             bottle.response.status = 401
             return _login_page("Wrong username or password.", username)
+        models.record_auth_event("login_ok", client_addr=address, detail=f"user {username}")
         token = auth.start_session(admin, settings.session_hours)
         bottle.response.set_cookie(auth.SESSION_COOKIE, token, path="/", httponly=True,
-                                   samesite="lax", secure=_https(),
+                                   samesite="lax", secure=_https(settings),
                                    max_age=settings.session_hours * 3600)
         bottle.response.delete_cookie(auth.LOGIN_CSRF_COOKIE, path="/login")
         return bottle.redirect("/servers")
 
-    @app.post("/logout", auth="admin")
+    @app.post("/logout", auth="viewer")
     def logout(session):
         auth.end_session()
         bottle.response.delete_cookie(auth.SESSION_COOKIE, path="/")
         return bottle.redirect("/login")
 
-    @app.get("/servers", auth="admin")
+    @app.get("/servers", auth="viewer")
     def servers(session):
+        query = table_query()
         rows = server_rows(settings.offline_after)
-        counts = {s: sum(1 for r in rows if r["status"] == s)
-                  for s in ("online", "offline", "never seen")}
-        title = f"{counts['offline']} offline · mPanel" if counts["offline"] else "Servers · mPanel"
+        counts = {s: sum(1 for r in rows if r["status"] == s) for s in STATUSES}
+        firing = models.firing_alert_count()
+        shown = filter_and_sort(rows, query["q"], query["status"], query["sort"], query["dir"])
+        bottle.response.set_header("Cache-Control", "no-store")
         return render("servers.tpl", "_server_rows.tpl", {
-            "title": title, "servers": rows, "counts": counts, "session": session,
+            "title": page_title(counts, firing), "servers": shown, "total": len(rows),
+            "counts": counts, "firing": firing, "query": query, "session": session,
+        })
+
+    @app.get("/servers/<server_id:int>", auth="viewer")
+    def server_page(server_id, session):
+        return render("server.tpl", "_server_head.tpl",
+                      server_context(server_id, session, settings))
+
+    @app.get("/servers/<server_id:int>/charts", auth="viewer")
+    def server_charts(server_id, session):
+        agent = _agent_or_404(server_id)
+        chart_range = detail.parse_range(bottle.request.query.get("range"))
+        latest = models.latest_sample_per_agent(
+            [agent.id], columns=(models.Metric.agent, models.Metric.memory_total,
+                                 models.Metric.swap_total)).get(agent.id)
+        bottle.response.set_header("Cache-Control", "no-store")
+        return template("_charts.tpl", server=agent.server, chart_range=chart_range,
+                        ranges=charts.RANGES, charts=[charts.render(c) for c in detail.build_charts(
+                            agent.id, chart_range, latest=latest)])
+
+    @app.get("/servers/<server_id:int>/processes", auth="viewer")
+    def server_processes(server_id, session):
+        agent = _agent_or_404(server_id)
+        try:
+            moment = detail.parse_moment(bottle.request.query.getunicode("at"))
+        except ValueError as err:
+            bottle.abort(400, str(err))
+        bottle.response.set_header("Cache-Control", "no-store")
+        return template("_processes.tpl", server=agent.server,
+                        view=detail.processes_view(agent.id, moment))
+
+    @app.get("/status")
+    def public_status():
+        rows = status.public_servers()
+        down = sum(1 for r in rows if r["state"] == "down")
+        bottle.response.set_header("Cache-Control", "no-store")
+        return render("status.tpl", "_status_rows.tpl", {
+            "title": f"{down} down · Status" if down else "All systems up · Status",
+            "rows": rows, "down": down, "now": utcnow(),
         })
 
     @app.get("/static/<path:path>")
@@ -128,17 +270,94 @@ def build_views(settings):
             response.set_header("Cache-Control", "public, max-age=31536000, immutable")
         return response
 
+    @app.get("/downloads/<name>")
+    def download(name):
+        if name not in DOWNLOADS:
+            bottle.abort(404, f"no download named {name!r}; there are "
+                              f"{', '.join(sorted(DOWNLOADS))}")
+        path, mimetype = DOWNLOADS[name]
+        if not path.is_file():
+            bottle.abort(404, f"{name} is not part of this panel's installation")
+        response = bottle.static_file(path.name, root=str(path.parent), mimetype=mimetype,
+                                      download=name if name.endswith(".py") else False)
+        response.set_header("Cache-Control", "no-cache")
+        return response
+
     return app
 
 
-def _https():
-    return bottle.request.urlparts.scheme == "https"
+def _agent_or_404(server_id):
+    agent = (models.Agent.select(models.Agent, models.Server).join(models.Server)
+             .where(models.Server.id == server_id).first())
+    if agent is None:
+        bottle.abort(404, f"no server with id {server_id}")
+    return agent
+
+
+def server_context(server_id, session, settings, **extra):
+    """Everything the detail page's header, manage box and first render need."""
+    agent = _agent_or_404(server_id)
+    server = agent.server
+    now = utcnow()
+    latest = models.latest_sample_per_agent(
+        [agent.id], columns=(models.Metric.agent, models.Metric.timestamp, models.Metric.cpu_usage,
+                             models.Metric.memory_used, models.Metric.memory_total,
+                             models.Metric.swap_total, models.Metric.disk_max_percent,
+                             models.Metric.cpu_load_1min, models.Metric.network_rx_rate,
+                             models.Metric.network_tx_rate,
+                             models.Metric.process_count)).get(agent.id)
+    if agent.last_seen is None:
+        state = "never seen"
+    elif (now - agent.last_seen).total_seconds() > settings.offline_after:
+        state = "offline"
+    else:
+        state = "online"
+    chart_range = detail.parse_range(bottle.request.query.get("range"))
+    firing = list(models.Alert.select().where((models.Alert.server == server.id) &
+                                              (models.Alert.state == "firing")))
+    context = {
+        "title": f"{server.name} ({state}) · mPanel" if state == "offline"
+        else f"{server.name} · mPanel",
+        "server": server, "agent": agent, "latest": latest, "state": state, "now": now,
+        "session": session, "chart_range": chart_range, "ranges": charts.RANGES,
+        "charts": None, "firing": firing, "panel_url": panel_url(settings),
+        "uptime": _uptime_since_boot(agent, latest),
+    }
+    if not bottle.request.get_header("HX-Request"):
+        context["charts"] = [charts.render(c) for c in
+                             detail.build_charts(agent.id, chart_range, now, latest)]
+        context["processes"] = detail.processes_view(agent.id)
+    context.update(extra)
+    return context
+
+
+def _uptime_since_boot(agent, latest):
+    """The server's own uptime, from the boot time it reported at registration, if any."""
+    boot = getattr(agent, "boot_time", None)
+    if not boot:
+        return ""
+    return units.duration((utcnow() - boot).total_seconds())
+
+
+def _https(settings):
+    if bottle.request.urlparts.scheme == "https":
+        return True
+    remote = bottle.request.environ.get("REMOTE_ADDR") or ""
+    return auth._trusted(remote, settings) and \
+        (bottle.request.get_header("X-Forwarded-Proto") or "").lower() == "https"
 
 
 def _login_page(message="", username=""):
     token = secrets.token_urlsafe(24)
     bottle.response.set_cookie(auth.LOGIN_CSRF_COOKIE, token, path="/login", httponly=True,
-                               samesite="strict", secure=_https())
-    return bottle.template("login.tpl", template_lookup=[TEMPLATES], htmx_file=HTMX_FILE,
-                           title="Log in · mPanel", message=message, username=username,
-                           csrf_token=token, session=None)
+                               samesite="strict",
+                               secure=bottle.request.urlparts.scheme == "https")
+    return template("login.tpl", title="Log in · mPanel", message=message, username=username,
+                    csrf_token=token)
+
+
+def time_label(moment):
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else ""
+
+
+__all__ = ["build_views", "server_rows", "render", "template", "time_label", "datetime"]

@@ -18,6 +18,8 @@
 --   * servers_agents keeps a rotated key's predecessor during its grace period (prev_key_*)
 --     and the new key sealed with the panel's secret until the agent has it (pending_key_box);
 --     server_metrics.late marks samples replayed from an agent's buffer.
+--   * servers.public_status opts a server into the public /status page; servers_agents.boot_time
+--     is when the server booted, as its agent reported (uptime on the detail page).
 
 CREATE TABLE IF NOT EXISTS schema_version (
   version INTEGER PRIMARY KEY,
@@ -28,6 +30,7 @@ CREATE TABLE IF NOT EXISTS servers (
   id SERIAL PRIMARY KEY,
   name VARCHAR(100) NOT NULL UNIQUE,
   critical BOOLEAN NOT NULL DEFAULT FALSE,
+  public_status BOOLEAN NOT NULL DEFAULT FALSE,
   state VARCHAR(16) NOT NULL DEFAULT 'unknown',
   state_since TIMESTAMP,
   created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),
@@ -42,6 +45,7 @@ CREATE TABLE IF NOT EXISTS servers_agents (
   os VARCHAR(50),
   arch VARCHAR(50),
   agent_version VARCHAR(20),
+  boot_time TIMESTAMP,
   api_key_id VARCHAR(16) NOT NULL UNIQUE,
   api_key_hash TEXT NOT NULL,
   prev_key_id VARCHAR(16) UNIQUE,

@@ -1,15 +1,27 @@
-<tbody id="server-rows" hx-get="/servers" hx-trigger="every 10s" hx-target="this" hx-swap="outerHTML">
+<tbody id="server-rows" hx-get="/servers" hx-include="#filters" hx-trigger="every 10s" hx-target="this" hx-swap="outerHTML">
 % for s in servers:
-  <tr class="status-{{s['status'].replace(' ', '-')}}" data-server-id="{{s['id']}}">
-    <td class="name">{{s['name']}}</td>
-    <td>{{s['hostname']}}</td>
-    <td><span class="badge {{s['status'].replace(' ', '-')}}">{{s['status']}}</span></td>
+  <tr class="status-{{s['status'].replace(' ', '-')}}{{' critical' if s['critical'] else ''}}" data-server-id="{{s['id']}}">
+    <td class="name"><a href="/servers/{{s['id']}}">{{s['name']}}</a>{{!' <span class="tag crit" title="critical: alerts when offline">critical</span>' if s['critical'] else ''}}</td>
+    <td class="host">{{s['hostname']}}</td>
+    <td><span class="badge {{s['status'].replace(' ', '-')}}">{{s['status']}}</span>{{!' <span class="tag">revoked</span>' if s['revoked'] else ''}}</td>
     <td><time datetime="{{s['last_seen_iso']}}">{{s['last_seen']}}</time></td>
     <td class="num">{{'' if s['cpu'] is None else '%.1f %%' % s['cpu']}}</td>
     <td class="num">{{'' if s['memory'] is None else '%.1f %%' % s['memory']}}</td>
     <td class="num">{{'' if s['disk'] is None else '%.1f %%' % s['disk']}}</td>
+    <td class="num">{{units.rate(s['rx'])}}</td>
+    <td class="num">{{units.rate(s['tx'])}}</td>
     <td class="num">{{'' if s['load'] is None else '%.2f' % s['load']}}</td>
-    <td>{{s['version']}}</td>
+    <td class="ver">{{s['version']}}</td>
   </tr>
 % end
+% if total and not servers:
+  <tr class="none"><td colspan="11">No server matches this filter.</td></tr>
+% end
 </tbody>
+% if get('oob', True):
+% include('_summary.tpl', oob=True)
+<link id="favicon" rel="icon" type="image/svg+xml" href="/static/{{'favicon-alert.svg' if counts['offline'] or firing else 'favicon.svg'}}" hx-swap-oob="true">
+% end
+% if get('oob', True):
+<title>{{title}}</title>
+% end

@@ -3,23 +3,36 @@
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="htmx-config" content='{"includeIndicatorStyles": false}'>
+<meta name="htmx-config" content='{"includeIndicatorStyles": false, "historyCacheSize": 0}'>
 <title>{{title}}</title>
 <link rel="stylesheet" href="/static/style.css">
-<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
+<link id="favicon" rel="icon" href="/static/{{get('favicon', 'favicon.svg')}}" type="image/svg+xml">
 <script src="/static/{{htmx_file}}" defer></script>
+<script src="/static/mpanel.js" defer></script>
 </head>
+% if session:
+<body hx-headers='{"X-CSRF-Token": "{{session.csrf_token}}"}'>
+% else:
 <body>
+% end
 <header class="topbar">
-  <a class="brand" href="/servers">mPanel</a>
+  <a class="brand" href="{{'/servers' if session else '/status'}}"><img src="/static/favicon.svg" alt="" width="18" height="18"> mPanel</a>
   % if session:
-  <nav>
-    <span class="who">{{session.admin.username}}</span>
+  <nav class="main-nav">
+    <a href="/servers">Servers</a>
+    <a href="/alerts">Alerts</a>
+    % if session.admin.role == 'admin':
+    <a href="/security">Security</a>
+    <a href="/servers/new" class="button small">Add server</a>
+    % end
+  </nav>
+  <div class="who">
+    <span title="{{session.admin.role}}">{{session.admin.username}}{{' (read-only)' if session.admin.role != 'admin' else ''}}</span>
     <form method="post" action="/logout" class="inline">
       <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
       <button type="submit" class="link">Log out</button>
     </form>
-  </nav>
+  </div>
   % end
 </header>
 <main>

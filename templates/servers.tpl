@@ -1,18 +1,41 @@
-% rebase('base.tpl', title=title, session=session)
-<section class="summary">
-  <div><strong>{{len(servers)}}</strong> servers</div>
-  <div class="online"><strong>{{counts['online']}}</strong> online</div>
-  <div class="offline"><strong>{{counts['offline']}}</strong> offline</div>
-  <div class="never"><strong>{{counts['never seen']}}</strong> never seen</div>
-</section>
+% rebase('base.tpl', title=title, session=session, favicon='favicon-alert.svg' if counts['offline'] or firing else 'favicon.svg')
+% include('_summary.tpl')
+<form id="filters" class="filters" action="/servers" method="get"
+      hx-get="/servers" hx-target="#server-rows" hx-swap="outerHTML" hx-push-url="true"
+      hx-trigger="input changed delay:250ms from:#filter-q, change from:#filter-status, submit">
+  <input id="filter-q" type="search" name="q" value="{{query['q']}}" placeholder="Filter by name or hostname" aria-label="Filter by name or hostname" maxlength="100">
+  <select id="filter-status" name="status" aria-label="Status">
+    <option value="">All statuses</option>
+    % for s in ('online', 'offline', 'never seen'):
+    <option value="{{s}}" {{'selected' if query['status'] == s else ''}}>{{s.capitalize()}}</option>
+    % end
+  </select>
+  <input type="hidden" name="sort" value="{{query['sort']}}">
+  <input type="hidden" name="dir" value="{{query['dir']}}">
+  <noscript><button type="submit">Filter</button></noscript>
+</form>
+<div class="table-wrap">
 <table class="servers">
+  <colgroup><col class="c-name"><col class="c-host"><col class="c-status"><col class="c-seen"><col class="c-num"><col class="c-num"><col class="c-num"><col class="c-rate"><col class="c-rate"><col class="c-num"><col class="c-ver"></colgroup>
   <thead>
-    <tr><th>Name</th><th>Hostname</th><th>Status</th><th>Last seen</th>
-        <th class="num">CPU</th><th class="num">Memory</th><th class="num">Disk</th>
-        <th class="num">Load</th><th>Agent</th></tr>
+    <tr>
+    % for key, label, numeric in (('name', 'Name', False), ('hostname', 'Hostname', False), ('status', 'Status', False), ('seen', 'Last seen', False), ('cpu', 'CPU', True), ('memory', 'Memory', True), ('disk', 'Disk', True), ('rx', 'Net in', True), ('tx', 'Net out', True), ('load', 'Load', True), ('version', 'Agent', False)):
+      % active = query['sort'] == key
+      % next_dir = 'asc' if active and query['dir'] == 'desc' else ('desc' if active or numeric or key == 'seen' else 'asc')
+      <th class="{{'num' if numeric else ''}}" aria-sort="{{('ascending' if query['dir'] == 'asc' else 'descending') if active else 'none'}}"><a href="/servers?sort={{key}}&amp;dir={{next_dir}}&amp;q={{quote(query['q'])}}&amp;status={{quote(query['status'])}}">{{label}}{{(' ▲' if query['dir'] == 'asc' else ' ▼') if active else ''}}</a></th>
+    % end
+    </tr>
   </thead>
-  % include('_server_rows.tpl', servers=servers)
+  % include('_server_rows.tpl', oob=False)
 </table>
-% if not servers:
-<p class="empty">No servers yet. Add one with <code>python -m panel add-server NAME</code>.</p>
+</div>
+% if not total:
+<div class="empty card">
+  <p><strong>No servers yet.</strong></p>
+  % if session.admin.role == 'admin':
+  <p><a class="button" href="/servers/new">Add your first server</a> and paste one line on it.</p>
+  % else:
+  <p>An admin adds servers; they will show up here.</p>
+  % end
+</div>
 % end

@@ -113,3 +113,183 @@ def test_logged_out_browser_is_sent_to_the_login_page(browser, panel):
     time.sleep(0.5)
     browser.get(f"{panel.url}/servers")
     assert "/login" in browser.current_url
+
+
+# ===== The whole admin flow, with the real agent ================================================
+
+@pytest.fixture
+def live_panel(backend_url, database, tmp_path):
+    """A panel of its own that asks agents to report every 2 s, so a test sees numbers change
+    within seconds. It shares the test's database (another replica, as in production)."""
+    from tests.conftest import start_panel, stop_panel
+
+    panel = start_panel(backend_url, tmp_path / "live-panel.log",
+                        extra_env={"MPANEL_REPORT_INTERVAL": "2", "MPANEL_JOB_INTERVAL": "1"})
+    yield panel
+    stop_panel(panel)
+
+
+def wait_until(condition, timeout=30, step=0.25):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    return condition()
+
+
+def full_page_screenshot(browser, path, width=1280):
+    """The whole page, not just the window: grow the window to the page's height first."""
+    browser.set_window_size(width, 800)
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(width, min(height + 40, 6000))
+    time.sleep(0.3)
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(path))
+    browser.set_window_size(1280, 800)
+    assert path.stat().st_size > 10_000
+
+
+def neighbours(panel):
+    """A few other servers so the table looks like a real fleet: one with a day of history
+    (sent as an agent replaying its buffer would), one silent for hours, one never seen."""
+    import datetime
+
+    from panel import models
+    from tests import synthetic
+
+    busy, busy_key = new_server("db-1", critical=True)
+    now = datetime.datetime.utcnow()
+    history = synthetic.history(now, 6 * 60, seed=7, skip=range(200, 230))
+    for start in range(0, len(history), 100):
+        assert http_request(panel, "POST", "/api/agent/metrics", headers=bearer(busy_key),
+                            json_body={"serverId": busy.id,
+                                       "samples": history[start:start + 100]}).status == 200
+    http_request(panel, "POST", "/api/agent/register", headers=bearer(busy_key),
+                 json_body={"hostname": "db-1.example.net", "os": "Linux 6.1.0-28-amd64",
+                            "arch": "x86_64", "version": "0.2.0",
+                            "bootTime": time.time() - 41 * 86400})
+    quiet, quiet_key = new_server("mail-old")
+    old = synthetic.history(now - datetime.timedelta(hours=3), 30, seed=3)
+    http_request(panel, "POST", "/api/agent/metrics", headers=bearer(quiet_key),
+                 json_body={"serverId": quiet.id, "samples": old})
+    # Reports stamp last_seen with their arrival; this one's agent went quiet 2.5 h ago.
+    models.Agent.update(hostname="mail.example.net", agent_version="0.1.0",
+                        last_seen=now - datetime.timedelta(hours=2.5)).where(
+        models.Agent.server == quiet.id).execute()
+    new_server("backup-2")
+    return busy
+
+
+@pytest.mark.timeout(240)
+def test_admin_adds_a_server_watches_it_report_and_rotates_its_key(browser, live_panel,
+                                                                      tmp_path):
+    """Done-when flow of issue 5: log in; add a server; run the real agent with that key; see
+    its row appear and its numbers change without a reload; open its page; see SVG charts with
+    points; switch to 7 d; rotate the key and see the agent keep reporting; log out and be
+    refused. Writes full-page screenshots of the servers page and a detail page. The fleet
+    around it is sent through the ingest API as history (tests/synthetic.py)."""
+    import json
+
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    from panel import models, rollups
+    from tests.conftest import start_agent, write_agent_config
+
+    panel = live_panel
+    busy = neighbours(panel)
+    browser.implicitly_wait(10)  # each click loads a page: find_element waits for it
+    log_in(browser, panel)
+    assert browser.title == "1 offline · mPanel"  # mail-old has been silent for hours
+
+    # Add a server through the page; the key is shown once.
+    browser.find_element(By.LINK_TEXT, "Add server").click()
+    browser.find_element(By.NAME, "name").send_keys("web-7")
+    browser.find_element(By.CSS_SELECTOR, "form[action='/servers'] button[type=submit]").click()
+    key = browser.find_element(By.ID, "api-key").text
+    assert key.startswith("agent_")
+    linux = browser.find_element(By.ID, "cmd-linux").text
+    assert f"--api-key {key}" in linux and "/downloads/install.sh" in linux
+    server = models.Server.get(models.Server.name == "web-7")
+
+    browser.get(f"{panel.url}/servers")
+    marker = browser.execute_script("window.__notReloaded = true; return true")
+    assert marker and cell(browser, server.id, 2) == "never seen"
+
+    # The real agent, with that key.
+    config = write_agent_config(tmp_path / "agent", panel.url, key, interval=2)
+    agent = start_agent(config, tmp_path / "agent.log")
+    try:
+        assert wait_until(lambda: cell(browser, server.id, 2) == "online", timeout=40), \
+            (tmp_path / "agent.log").read_text()[-2000:]
+        row_text = "return document.querySelector(`tr[data-server-id='${arguments[0]}']`)" \
+                   ".textContent.replace(/\\s+/g, ' ')"
+        first = browser.execute_script(row_text, server.id)
+        # The agent reports every 2 s and the table polls every 10 s: the numbers move.
+        changed = wait_until(lambda: browser.execute_script(row_text, server.id) != first and
+                             cell(browser, server.id, 4), timeout=35)
+        assert changed, f"the row did not change: {first}"
+        assert cell(browser, server.id, 4).endswith("%")  # CPU from the real agent
+        assert browser.execute_script("return window.__notReloaded") is True
+        full_page_screenshot(browser, ARTIFACTS / "servers-page.png")
+
+        # Its detail page: charts with points from the live samples.
+        browser.find_element(By.LINK_TEXT, "web-7").click()
+        wait_until(lambda: "web-7" in browser.title)
+        charts = browser.find_elements(By.CSS_SELECTOR, "figure.chart")
+        assert len(charts) == 7
+        points = int(charts[0].get_attribute("data-points"))
+        assert points >= 1
+        assert browser.find_elements(By.CSS_SELECTOR, "figure.chart svg.plot path.line")
+        # Hovering a chart shows the values of that moment.
+        ActionChains(browser).move_to_element_with_offset(
+            charts[0].find_element(By.CSS_SELECTOR, "svg.chart-svg"), 250, 0).perform()
+        tip = charts[0].find_element(By.CSS_SELECTOR, ".tip")
+        assert wait_until(lambda: tip.is_displayed() and "usage" in tip.text, timeout=5)
+
+        # 7 days: an htmx swap of the charts only, read from the 5-minute rollups (the
+        # rollup job runs every minute; the test runs it now rather than wait).
+        rollups.run_rollups()
+        browser.execute_script("window.__detailNotReloaded = true")
+        browser.find_element(By.CSS_SELECTOR, "nav.ranges a[href$='range=7d']").click()
+        assert wait_until(lambda: browser.find_elements(
+            By.CSS_SELECTOR, "nav.ranges a.active[href$='range=7d']"), timeout=10)
+        assert browser.execute_script("return window.__detailNotReloaded") is True
+        assert browser.current_url.endswith("range=7d")  # the address follows: reload keeps it
+        week = browser.find_elements(By.CSS_SELECTOR, "figure.chart")
+        assert int(week[0].get_attribute("data-points")) >= 1
+
+        # Rotate the key from the page: the agent is handed the new key and keeps reporting.
+        browser.find_element(By.CSS_SELECTOR, f"form[action='/servers/{server.id}/rotate'] "
+                                              "button").click()
+        new_key = browser.find_element(By.ID, "api-key").text
+        assert new_key.startswith("agent_") and new_key != key
+        before = models.Metric.select().where(models.Metric.agent == models.Agent.get(
+            models.Agent.server == server.id).id).count()
+        state = tmp_path / "agent" / "state" / "state.json"
+        assert wait_until(lambda: state.exists() and
+                          json.loads(state.read_text()).get("apiKey") == new_key, timeout=30)
+        agent_row = models.Agent.get(models.Agent.server == server.id)
+        assert wait_until(lambda: models.Metric.select().where(
+            models.Metric.agent == agent_row.id).count() >= before + 2, timeout=30)
+        browser.get(f"{panel.url}/servers/{server.id}")
+        assert wait_until(lambda: "switched to the new key" in browser.page_source, timeout=20)
+        assert agent.poll() is None  # still running
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+
+    # A detail page with history, for the README.
+    browser.get(f"{panel.url}/servers/{busy.id}?range=6h")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "figure.chart")) == 7
+    full_page_screenshot(browser, ARTIFACTS / "server-detail.png")
+    logs = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert logs == [], logs  # no CSP violation, no script error
+
+    # Log out; the pages are refused afterwards.
+    browser.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()
+    wait_until(lambda: "/login" in browser.current_url)
+    browser.get(f"{panel.url}/servers/{server.id}")
+    assert "/login" in browser.current_url

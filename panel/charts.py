@@ -1,0 +1,255 @@
+"""Server-rendered charts: time series in, an SVG figure out. No chart library, no JS build.
+
+A chart is drawn on a fixed number of time bins (one per minute for an hour, per two hours for a
+month): each bin keeps the mean and the peak of the rows that fall in it, so a long range reads
+as an average line with its peaks as a band, and the page stays small whatever the range. A run
+of empty bins longer than `gap_seconds` is a gap — the server was silent — and the line breaks
+there instead of bridging it; samples replayed late from an agent's buffer are plain data.
+
+Layout, and why: the SVG is 100 % wide and a fixed number of pixels high. Text (axis labels)
+lives in the outer SVG at percentage x positions, so it stays legible at 375 px; only the
+inner plot stretches (`preserveAspectRatio="none"`, strokes with `non-scaling-stroke`).
+Everything is attributes, never `style=""`: the Content-Security-Policy forbids inline styles.
+The values ride along in `data-values` for the hover tooltip in static/mpanel.js.
+"""
+import dataclasses
+import datetime
+import html
+import json
+import math
+
+from . import units
+
+EPOCH = datetime.datetime(1970, 1, 1)
+HEIGHT = 170          # px, the whole figure
+PLOT_TOP = 8
+PLOT_HEIGHT = 136     # px; x axis labels below
+PLOT_WIDTH = 1000     # viewBox units of the stretched plot
+SERIES_CLASSES = ("s1", "s2", "s3", "s4", "s5", "s6")
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    name: str
+    seconds: int
+    step: int            # seconds per bin
+    tier: str            # "raw" or a rollup tier name (rollups.TIERS)
+    source_interval: int  # seconds between the rows it reads
+
+    @property
+    def bins(self):
+        return self.seconds // self.step
+
+    @property
+    def gap_seconds(self):
+        # Two missed reports at most are jitter; longer is silence. Never below 3 bins, or a
+        # bin that happens to hold no sample would break the line.
+        return max(3 * self.step, 3 * self.source_interval)
+
+
+RANGES = {r.name: r for r in (
+    Range("1h", 3600, 60, "raw", 60),
+    Range("6h", 6 * 3600, 120, "raw", 60),
+    Range("24h", 86400, 300, "raw", 60),
+    Range("7d", 7 * 86400, 1800, "5m", 300),
+    Range("30d", 30 * 86400, 7200, "1h", 3600),
+)}
+DEFAULT_RANGE = "1h"
+
+
+@dataclasses.dataclass
+class Line:
+    """One series: `points` are (seconds since the epoch, mean, peak); peak may be None (a
+    single sample). Epoch seconds, not datetimes: a chart's rows are converted once, not once
+    per figure."""
+    label: str
+    points: list
+
+
+@dataclasses.dataclass
+class Chart:
+    title: str
+    unit: str              # a key of units.FORMATS
+    lines: list
+    start: datetime.datetime
+    step: int
+    bins: int
+    gap_seconds: int
+    y_max: float = None    # fixed top (100 % for percentages, total memory); else from the data
+    note: str = ""
+
+
+def epoch(moment):
+    return (moment - EPOCH).total_seconds()
+
+
+# ===== Binning (pure) ===========================================================================
+
+def bin_points(points, start, step, bins):
+    """[(epoch seconds, mean, peak)] -> a list of `bins` entries, (mean, peak) or None where no
+    row fell. The mean is of the rows' means, the peak the highest peak (or mean)."""
+    sums = [0.0] * bins
+    counts = [0] * bins
+    peaks = [None] * bins
+    origin = epoch(start)
+    for moment, mean, peak in points:
+        if mean is None:
+            continue
+        index = int((moment - origin) // step)
+        if not 0 <= index < bins:
+            continue
+        sums[index] += mean
+        counts[index] += 1
+        top = mean if peak is None else max(peak, mean)
+        if peaks[index] is None or top > peaks[index]:
+            peaks[index] = top
+    return [(sums[i] / counts[i], peaks[i]) if counts[i] else None for i in range(bins)]
+
+
+def segments(binned, step, gap_seconds):
+    """Runs of consecutive bin indexes to draw as one stroke: a new run starts where the empty
+    stretch since the last filled bin is longer than gap_seconds."""
+    runs, current, last = [], [], None
+    for index, value in enumerate(binned):
+        if value is None:
+            continue
+        if last is not None and (index - last) * step > gap_seconds:
+            runs.append(current)
+            current = []
+        current.append(index)
+        last = index
+    if current:
+        runs.append(current)
+    return runs
+
+
+# ===== Axes (pure) ==============================================================================
+
+def nice_ceiling(value):
+    """The smallest of 1, 2, 2.5, 4, 5, 8, 10 x 10^n at least `value`: quarters read well."""
+    if value <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(value))
+    for factor in (1, 2, 2.5, 4, 5, 8, 10):
+        if factor * power >= value * (1 - 1e-9):
+            return factor * power
+    return 10 * power
+
+
+def axis_top(unit, highest, fixed=None):
+    if fixed:
+        return float(fixed)
+    if unit == "percent":
+        return 100.0
+    if unit in ("bytes", "rate"):
+        if highest <= 0:
+            return 1024.0
+        scale = 1024 ** max(0, min(5, int(math.log(max(highest, 1), 1024))))
+        return nice_ceiling(highest / scale) * scale
+    return nice_ceiling(max(highest, 1.0 if unit == "load" else highest))
+
+
+TIME_STEPS = (300, 600, 900, 1800, 3600, 2 * 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400,
+              2 * 86400, 7 * 86400)
+
+
+def time_ticks(start, seconds, most=7):
+    """[(fraction of the width, label)] on round times (UTC), at most `most` of them."""
+    step = next((s for s in TIME_STEPS if seconds / s <= most), TIME_STEPS[-1])
+    first = math.ceil(epoch(start) / step) * step
+    fmt = "%H:%M" if step < 86400 else "%b %d"
+    ticks = []
+    moment = first
+    while moment <= epoch(start) + seconds:
+        label = (EPOCH + datetime.timedelta(seconds=moment)).strftime(fmt)
+        ticks.append(((moment - epoch(start)) / seconds, label))
+        moment += step
+    return ticks
+
+
+# ===== Rendering ================================================================================
+
+def _number(value, unit):
+    if value is None:
+        return None
+    if unit in ("bytes", "rate"):
+        return round(value)
+    return round(value, 2)
+
+
+def render(chart):
+    """The chart as an HTML <figure> holding one SVG."""
+    binned = [bin_points(line.points, chart.start, chart.step, chart.bins) for line in chart.lines]
+    highest = max((max(value[1] if value[1] is not None else value[0], value[0])
+                   for column in binned for value in column if value is not None), default=0.0)
+    top = axis_top(chart.unit, highest, chart.y_max)
+    fmt = units.FORMATS[chart.unit]
+    seconds = chart.step * chart.bins
+    filled = sum(1 for column in binned for value in column if value is not None)
+
+    parts = []
+    for level in range(5):  # grid and value labels, bottom to top
+        value = top * level / 4
+        y = PLOT_TOP + PLOT_HEIGHT - PLOT_HEIGHT * level / 4
+        parts.append(f'<line class="grid" x1="0" x2="100%" y1="{y:.1f}" y2="{y:.1f}"/>')
+        if level:
+            parts.append(f'<text class="tick" x="4" y="{y - 3:.1f}">{html.escape(fmt(value))}'
+                         f'</text>')
+    for fraction, label in time_ticks(chart.start, seconds):
+        anchor = "start" if fraction < 0.04 else "end" if fraction > 0.96 else "middle"
+        parts.append(f'<line class="grid vertical" x1="{100 * fraction:.2f}%" '
+                     f'x2="{100 * fraction:.2f}%" y1="{PLOT_TOP}" '
+                     f'y2="{PLOT_TOP + PLOT_HEIGHT}"/>')
+        parts.append(f'<text class="tick" x="{100 * fraction:.2f}%" y="{HEIGHT - 8}" '
+                     f'text-anchor="{anchor}">{label}</text>')
+
+    plot = []
+    xs = [f"{(i + 0.5) * PLOT_WIDTH / chart.bins:.1f}" for i in range(chart.bins)]
+    scale = PLOT_HEIGHT / top
+    for css, column in zip(SERIES_CLASSES, binned):
+        # Each bin's coordinates once, as text: a chart has up to 360 bins and 2 figures each.
+        means = [None if v is None else f"{PLOT_HEIGHT - min(max(v[0], 0.0), top) * scale:.1f}"
+                 for v in column]
+        for run in segments(column, chart.step, chart.gap_seconds):
+            if any(column[i][1] is not None and column[i][1] > column[i][0] for i in run):
+                peaks = " L".join(
+                    f"{xs[i]},{PLOT_HEIGHT - min(max(column[i][1] if column[i][1] is not None else column[i][0], 0.0), top) * scale:.1f}"  # noqa: E501
+                    for i in run)
+                lower = " L".join(f"{xs[i]},{means[i]}" for i in reversed(run))
+                plot.append(f'<path class="band {css}" d="M{peaks} L{lower} Z"/>')
+            if len(run) == 1:
+                i = run[0]
+                plot.append(f'<path class="line dot {css}" d="M{xs[i]},{means[i]} l0.01,0" '
+                            f'vector-effect="non-scaling-stroke"/>')
+            else:
+                points = " L".join(f"{xs[i]},{means[i]}" for i in run)
+                plot.append(f'<path class="line {css}" d="M{points}" '
+                            f'vector-effect="non-scaling-stroke"/>')
+
+    values = []
+    for index in range(chart.bins):
+        row = []
+        for column in binned:
+            value = column[index]
+            row += [None, None] if value is None else [_number(value[0], chart.unit),
+                                                         _number(value[1], chart.unit)]
+        values.append(row if any(v is not None for v in row) else None)
+    labels = [line.label for line in chart.lines]
+    legend = "".join(f'<span class="key {css}">{html.escape(label)}</span>'
+                     for css, label in zip(SERIES_CLASSES, labels))
+    empty = "" if filled else '<p class="nodata">No data in this range</p>'
+    note = f'<span class="note">{html.escape(chart.note)}</span>' if chart.note else ""
+    data = html.escape(json.dumps(values, separators=(",", ":")), quote=True)
+    return (
+        f'<figure class="chart" data-unit="{chart.unit}" data-start="{epoch(chart.start):.0f}" '
+        f'data-step="{chart.step}" data-labels="{html.escape(json.dumps(labels), quote=True)}" '
+        f'data-values="{data}" data-points="{filled}">'
+        f'<figcaption><span class="title">{html.escape(chart.title)}</span>{legend}{note}'
+        f'</figcaption>'
+        f'<svg class="chart-svg" width="100%" height="{HEIGHT}" role="img" '
+        f'aria-label="{html.escape(chart.title)}">'
+        f'<title>{html.escape(chart.title)}</title>{"".join(parts)}'
+        f'<svg class="plot" x="0" y="{PLOT_TOP}" width="100%" height="{PLOT_HEIGHT}" '
+        f'viewBox="0 0 {PLOT_WIDTH} {PLOT_HEIGHT}" preserveAspectRatio="none">{"".join(plot)}'
+        f'</svg></svg>{empty}<div class="tip" hidden></div></figure>'
+    )

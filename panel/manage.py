@@ -1,0 +1,293 @@
+"""Browser pages that change things, for admins only (auth="admin": role admin plus the CSRF
+token): adding a server and showing its key once, the agent bundle, rotating and revoking keys,
+renaming, flags, deleting; alert channels and rules; and the security log.
+
+Every form answers bad input with the same page, a 4xx status and a message naming the problem;
+nothing is half-written (each change is one transaction in services.py).
+"""
+import datetime
+import io
+import json
+import shlex
+import tarfile
+import time
+
+import bottle
+import peewee
+
+from . import alerts, keys, models, services
+from . import settings as settings_module
+from .db import utcnow
+from .views import ROOT, panel_url, server_context, template
+
+BUNDLE_FILES = (("agent.py", ROOT / "agent.py", 0o644),
+                ("install.sh", ROOT / "install" / "install.sh", 0o755),
+                ("mpanel-agent.service", ROOT / "install" / "mpanel-agent.service", 0o644))
+
+
+def install_commands(url, key):
+    """The lines an admin pastes on the new server: Linux, Windows, and cron without root."""
+    quoted_url, quoted_key = shlex.quote(url), shlex.quote(key)
+    return {
+        "linux": f"curl -fsSL {quoted_url}/downloads/install.sh | sudo bash -s -- "
+                 f"--url {quoted_url} --api-key {quoted_key}",
+        "windows": "powershell -NoProfile -ExecutionPolicy Bypass -Command \"& ([scriptblock]::"
+                   f"Create((Invoke-RestMethod '{url}/downloads/install.ps1'))) -Url '{url}' "
+                   f"-ApiKey '{key}'\"",
+        # The key goes in the environment, not on the command line: `ps` shows arguments to
+        # every user of the machine, the environment only to the same user.
+        "cron": f"* * * * * MPANEL_AGENT_URL={quoted_url} MPANEL_AGENT_API_KEY={quoted_key} "
+                "flock -n $HOME/.mpanel-agent.lock python3 $HOME/mpanel-agent/agent.py --once",
+    }
+
+
+def agent_config(url, key, interval):
+    """config.json for the bundle: the example's shape with this server's URL and key."""
+    config = json.loads((ROOT / "config.example.json").read_text())
+    config["controlPanel"] = {"url": url, "apiKey": key}
+    config["agent"]["reportInterval"] = interval
+    config["logging"]["file"] = "/var/log/mpanel-agent/agent.log"
+    return json.dumps(config, indent=2) + "\n"
+
+
+def bundle(url, key, interval):
+    """mpanel-agent.tar.gz: agent.py, install.sh, the unit, and config.json with the key."""
+    buffer = io.BytesIO()
+    now = time.time()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        def add(name, data, mode):
+            info = tarfile.TarInfo(f"mpanel-agent/{name}")
+            info.size, info.mode, info.mtime = len(data), mode, now
+            archive.addfile(info, io.BytesIO(data))
+
+        for name, path, mode in BUNDLE_FILES:
+            if path.is_file():
+                add(name, path.read_bytes(), mode)
+        add("config.json", agent_config(url, key, interval).encode(), 0o600)
+    return buffer.getvalue()
+
+
+def build_manage(settings):
+    app = bottle.Bottle()
+    secret = settings_module.secret_bytes(settings)
+
+    def form_text(name, limit=200):
+        return (bottle.request.forms.getunicode(name) or "").strip()[:limit]
+
+    def key_page(session, server, key, heading):
+        # The key is in this answer and nowhere else: no cache may keep it.
+        bottle.response.set_header("Cache-Control", "no-store")
+        url = panel_url(settings)
+        return template("server_key.tpl", title=f"{heading} · mPanel", heading=heading,
+                        server=server, key=key, url=url, commands=install_commands(url, key),
+                        session=session)
+
+    def back_to(server_id, notice=None):
+        target = f"/servers/{server_id}"
+        if bottle.request.get_header("HX-Request"):
+            bottle.response.set_header("HX-Redirect", target)
+            return ""
+        return bottle.redirect(target + (f"?notice={notice}" if notice else ""))
+
+    def error_on_detail(server_id, session, message, status=400):
+        bottle.response.status = status
+        context = server_context(server_id, session, settings, error=message)
+        return template("server.tpl", **context)
+
+    # ----- servers ------------------------------------------------------------------------------
+
+    @app.get("/servers/new", auth="admin")
+    def new_server_form(session):
+        return template("server_new.tpl", title="Add server · mPanel", session=session,
+                        error="", name="", critical=False)
+
+    @app.post("/servers", auth="admin")
+    def create_server(session):
+        name = form_text("name", 101)
+        critical = bool(bottle.request.forms.get("critical"))
+        try:
+            server, key = services.add_server(name, settings.bcrypt_rounds, critical=critical)
+        except ValueError as err:
+            bottle.response.status = 409 if "already exists" in str(err) else 400
+            return template("server_new.tpl", title="Add server · mPanel", session=session,
+                            error=str(err), name=name, critical=critical)
+        return key_page(session, server, key, f"{server.name} added")
+
+    @app.post("/servers/<server_id:int>/bundle", auth="admin")
+    def download_bundle(server_id, session):
+        agent = _agent(server_id)
+        key = form_text("api_key", 100)
+        # The key is not stored, only its hash: the page that showed it sends it back, and
+        # it must be this server's current key.
+        if keys.key_id_of(key) != agent.api_key_id or \
+                not keys.check_secret(key, agent.api_key_hash):
+            bottle.abort(400, "that is not this server's current API key")
+        data = bundle(panel_url(settings), key, settings.report_interval)
+        bottle.response.content_type = "application/gzip"
+        bottle.response.set_header("Content-Disposition",
+                                   'attachment; filename="mpanel-agent.tar.gz"')
+        bottle.response.set_header("Cache-Control", "no-store")
+        return data
+
+    @app.post("/servers/<server_id:int>/rotate", auth="admin")
+    def rotate(server_id, session):
+        agent = _agent(server_id)
+        grace = datetime.timedelta(hours=settings.key_grace_hours)
+        key = keys.rotate(agent, settings.bcrypt_rounds, grace, secret)
+        return key_page(session, agent.server, key, f"New key for {agent.server.name}")
+
+    @app.post("/servers/<server_id:int>/revoke", auth="admin")
+    def revoke(server_id, session):
+        keys.revoke(_agent(server_id))
+        return back_to(server_id, "revoked")
+
+    @app.post("/servers/<server_id:int>/flags", auth="admin")
+    def flags(server_id, session):
+        try:
+            for flag in ("critical", "public_status"):
+                value = bottle.request.forms.get(flag)
+                if value is not None:
+                    if value not in ("0", "1"):
+                        raise ValueError(f"{flag} must be 0 or 1")
+                    services.set_flag(server_id, flag, value == "1")
+        except ValueError as err:
+            return error_on_detail(server_id, session, str(err))
+        return back_to(server_id)
+
+    @app.post("/servers/<server_id:int>/rename", auth="admin")
+    def rename(server_id, session):
+        try:
+            services.rename_server(server_id, form_text("name", 101))
+        except ValueError as err:
+            status = 409 if "already exists" in str(err) else 400
+            return error_on_detail(server_id, session, str(err), status)
+        return back_to(server_id)
+
+    @app.post("/servers/<server_id:int>/delete", auth="admin")
+    def delete(server_id, session):
+        _agent(server_id)
+        try:
+            services.delete_server(server_id, form_text("confirm_name", 101))
+        except ValueError as err:
+            return error_on_detail(server_id, session, str(err))
+        if bottle.request.get_header("HX-Request"):
+            bottle.response.set_header("HX-Redirect", "/servers")
+            return ""
+        return bottle.redirect("/servers")
+
+    # ----- alerts -------------------------------------------------------------------------------
+
+    def alerts_page(session, error="", notice="", status=200):
+        bottle.response.status = status
+        firing = list(models.Alert.select(models.Alert, models.Server).join(models.Server)
+                      .where(models.Alert.state == "firing").order_by(models.Alert.started_at))
+        history = list(models.Alert.select(models.Alert, models.Server).join(models.Server)
+                       .where(models.Alert.state != "firing")
+                       .order_by(models.Alert.started_at.desc()).limit(100))
+        channels = list(models.Channel.select().order_by(models.Channel.name))
+        last_delivery = {}
+        for delivery in (models.Delivery.select().order_by(models.Delivery.id.desc()).limit(500)):
+            last_delivery.setdefault(delivery.channel_id, delivery)
+        rules = list(models.AlertRule.select(models.AlertRule, models.Server)
+                     .join(models.Server, peewee.JOIN.LEFT_OUTER)
+                     .order_by(models.AlertRule.server.is_null(False), models.AlertRule.metric))
+        servers = list(models.Server.select(models.Server.id, models.Server.name)
+                       .order_by(models.Server.name))
+        smtp = settings.smtp
+        return template("alerts.tpl", title="Alerts · mPanel", session=session, firing=firing,
+                        history=history, channels=channels, last_delivery=last_delivery,
+                        rules=rules, servers=servers, metrics=alerts.METRICS,
+                        units_of=alerts.UNITS, error=error, notice=notice,
+                        smtp={"host": smtp.get("host"), "port": smtp.get("port"),
+                              "sender": smtp.get("sender"), "tls": smtp.get("tls"),
+                              "login": bool(smtp.get("user"))})
+
+    @app.get("/alerts", auth="viewer")
+    def alerts_view(session):
+        return alerts_page(session)
+
+    @app.post("/alerts/channels", auth="admin")
+    def add_channel(session):
+        try:
+            services.add_channel(form_text("name", 65), form_text("kind", 16),
+                                 form_text("target", 2001),
+                                 is_default=bool(bottle.request.forms.get("is_default")))
+        except ValueError as err:
+            return alerts_page(session, error=str(err),
+                               status=409 if "already exists" in str(err) else 400)
+        return bottle.redirect("/alerts")
+
+    @app.post("/alerts/channels/<channel_id:int>/delete", auth="admin")
+    def delete_channel(channel_id, session):
+        models.Channel.delete().where(models.Channel.id == channel_id).execute()
+        return bottle.redirect("/alerts")
+
+    @app.post("/alerts/channels/<channel_id:int>/test", auth="admin")
+    def test_channel(channel_id, session):
+        channel = models.Channel.get_or_none(models.Channel.id == channel_id)
+        if channel is None:
+            bottle.abort(404, f"no channel with id {channel_id}")
+        delivery = alerts.queue_test(channel, utcnow())
+        alerts.deliver_due(settings.smtp)
+        delivery = models.Delivery.get_by_id(delivery.id)
+        if delivery.status == "sent":
+            return alerts_page(session, notice=f"Test alert sent to {channel.name}.")
+        return alerts_page(session, error=f"Test alert to {channel.name} failed: "
+                                          f"{delivery.last_error or delivery.status}; "
+                                          "it will be retried with backoff.", status=502)
+
+    @app.post("/alerts/rules", auth="admin")
+    def set_rule(session):
+        forms = bottle.request.forms
+        try:
+            threshold = float(forms.get("threshold") or "x")
+            minutes = int(forms.get("minutes") or "x")
+        except ValueError:
+            return alerts_page(session, error="threshold must be a number and minutes a whole "
+                                              "number", status=400)
+        server_name = None
+        if forms.get("server_id"):
+            try:
+                server_name = services.server_by_id(int(forms.get("server_id"))).name
+            except ValueError as err:
+                return alerts_page(session, error=str(err), status=400)
+        if not (0 <= threshold <= 1e6):
+            return alerts_page(session, error="threshold must be between 0 and 1,000,000",
+                               status=400)
+        try:
+            services.set_rule(form_text("metric", 16), threshold, minutes, server_name,
+                              enabled=forms.get("enabled", "1") == "1")
+        except ValueError as err:
+            return alerts_page(session, error=str(err), status=400)
+        return bottle.redirect("/alerts")
+
+    @app.post("/alerts/rules/<rule_id:int>/delete", auth="admin")
+    def delete_rule(rule_id, session):
+        rule = models.AlertRule.get_or_none(models.AlertRule.id == rule_id)
+        if rule is None:
+            bottle.abort(404, f"no rule with id {rule_id}")
+        if rule.server_id is None:
+            return alerts_page(session, error="global rules can be disabled but not deleted",
+                               status=400)
+        rule.delete_instance()
+        return bottle.redirect("/alerts")
+
+    # ----- security -----------------------------------------------------------------------------
+
+    @app.get("/security", auth="admin")
+    def security(session):
+        events = list(models.AuthEvent.select().order_by(models.AuthEvent.created_at.desc())
+                      .limit(200))
+        names = {s.id: s.name for s in models.Server.select(models.Server.id, models.Server.name)}
+        return template("security.tpl", title="Security · mPanel", session=session,
+                        events=events, names=names)
+
+    return app
+
+
+def _agent(server_id):
+    agent = (models.Agent.select(models.Agent, models.Server).join(models.Server)
+             .where(models.Server.id == server_id).first())
+    if agent is None:
+        bottle.abort(404, f"no server with id {server_id}")
+    return agent

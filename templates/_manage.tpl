@@ -1,0 +1,38 @@
+<section class="card manage" id="manage">
+  <h2>Manage</h2>
+  <div class="manage-grid">
+    <form method="post" action="/servers/{{server.id}}/rename" class="stack">
+      <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
+      <label>Name <input name="name" value="{{server.name}}" maxlength="100" required></label>
+      <button type="submit" class="small">Rename</button>
+    </form>
+    <form method="post" action="/servers/{{server.id}}/flags" class="stack">
+      <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
+      <input type="hidden" name="critical" value="{{'0' if server.critical else '1'}}">
+      <p class="muted">{{'Critical: an alert fires when it goes offline.' if server.critical else 'Not critical: going offline is shown, not alerted.'}}</p>
+      <button type="submit" class="small secondary">{{'Unmark critical' if server.critical else 'Mark critical'}}</button>
+    </form>
+    <form method="post" action="/servers/{{server.id}}/flags" class="stack">
+      <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
+      <input type="hidden" name="public_status" value="{{'0' if server.public_status else '1'}}">
+      <p class="muted">{{'Shown on the public status page (up/down and uptime only).' if server.public_status else 'Not on the public status page.'}}</p>
+      <button type="submit" class="small secondary">{{'Remove from /status' if server.public_status else 'Show on /status'}}</button>
+    </form>
+    <form method="post" action="/servers/{{server.id}}/rotate" class="stack">
+      <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
+      <p class="muted">A new key, shown once. The running agent picks it up by itself; the old key keeps working meanwhile.</p>
+      <button type="submit" class="small secondary">Rotate key</button>
+    </form>
+    <form method="post" action="/servers/{{server.id}}/revoke" class="stack">
+      <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
+      <p class="muted">Cut the agent off now. Its data stays; rotate to give it a new key.</p>
+      <button type="submit" class="small danger" {{'disabled' if agent.status == 'revoked' else ''}}>Revoke key</button>
+    </form>
+    <form method="post" action="/servers/{{server.id}}/delete" class="stack">
+      <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
+      <label>Delete the server and all its data: type <code>{{server.name}}</code>
+        <input name="confirm_name" autocomplete="off" required></label>
+      <button type="submit" class="small danger">Delete server</button>
+    </form>
+  </div>
+</section>

@@ -1,0 +1,33 @@
+<div id="processes">
+  % if view['sample_time'] is None:
+  <p class="muted">{{'No sample within 5 minutes before %s UTC.' % view['asked'].strftime('%Y-%m-%d %H:%M') if view['asked'] else 'No sample yet.'}}</p>
+  % else:
+  <p class="muted">Sample of {{view['sample_time'].strftime('%Y-%m-%d %H:%M:%S')}} UTC{{'' if view['process_total'] is None else ' · %d processes' % view['process_total']}}</p>
+  <div class="tables">
+    % for heading, rows in (('Top by CPU', view['top_cpu']), ('Top by memory', view['top_memory'])):
+    <table class="mini">
+      <caption>{{heading}}</caption>
+      <thead><tr><th>PID</th><th>Name</th><th>User</th><th class="num">CPU</th><th class="num">Memory</th></tr></thead>
+      <tbody>
+      % for p in rows:
+        <tr><td class="num">{{p['pid']}}</td><td class="pname">{{p['name']}}</td><td>{{p['user']}}</td><td class="num">{{p['cpu']}}</td><td class="num">{{p['rss']}}</td></tr>
+      % end
+      % if not rows:
+        <tr><td colspan="5" class="muted">not reported</td></tr>
+      % end
+      </tbody>
+    </table>
+    % end
+    % for name, figures in view['services']:
+    <table class="mini">
+      <caption>{{name}}</caption>
+      <tbody>
+      % for key, value in figures:
+        <tr><th>{{key}}</th><td class="num">{{value}}</td></tr>
+      % end
+      </tbody>
+    </table>
+    % end
+  </div>
+  % end
+</div>

@@ -1,0 +1,113 @@
+% rebase('base.tpl', title=title, session=session)
+% admin = session.admin.role == 'admin'
+% if error:
+<p class="error card" role="alert">{{error}}</p>
+% end
+% if notice:
+<p class="notice card" role="status">{{notice}}</p>
+% end
+<section class="card">
+  <h1>Firing <span class="count">{{len(firing)}}</span></h1>
+  % if firing:
+  <table class="list">
+    <thead><tr><th>Server</th><th>Rule</th><th>What</th><th>Since</th></tr></thead>
+    <tbody>
+    % for a in firing:
+      <tr class="status-offline"><td><a href="/servers/{{a.server.id}}">{{a.server.name}}</a></td><td>{{a.rule}}</td><td>{{a.message}}{{' (silenced: maintenance)' if a.silenced else ''}}</td><td>{{a.started_at.strftime('%Y-%m-%d %H:%M UTC')}}</td></tr>
+    % end
+    </tbody>
+  </table>
+  % else:
+  <p class="muted">Nothing is firing.</p>
+  % end
+</section>
+
+<section class="card">
+  <h2>Threshold rules</h2>
+  <p class="muted">A rule fires when every sample of the last N minutes is above the threshold, and resolves when every sample is 5 % below it. A server's own rule replaces the global one for that metric.</p>
+  <table class="list">
+    <thead><tr><th>Applies to</th><th>Metric</th><th class="num">Threshold</th><th class="num">For</th><th>State</th>{{!'<th></th>' if admin else ''}}</tr></thead>
+    <tbody>
+    % for r in rules:
+      <tr><td>{{r.server.name if r.server_id else 'all servers'}}</td><td>{{r.metric}}</td><td class="num">{{'%g' % r.threshold}}{{units_of.get(r.metric, '')}}</td><td class="num">{{r.minutes}} min</td><td>{{'enabled' if r.enabled else 'disabled'}}</td>
+      % if admin:
+      <td>
+        % if r.server_id:
+        <form method="post" action="/alerts/rules/{{r.id}}/delete" class="inline"><input type="hidden" name="csrf_token" value="{{session.csrf_token}}"><button class="link" type="submit">remove</button></form>
+        % end
+      </td>
+      % end
+      </tr>
+    % end
+    </tbody>
+  </table>
+  % if admin:
+  <form method="post" action="/alerts/rules" class="row-form">
+    <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
+    <label>For <select name="server_id"><option value="">all servers</option>
+      % for s in servers:
+      <option value="{{s.id}}">{{s.name}}</option>
+      % end
+    </select></label>
+    <label>Metric <select name="metric">
+      % for m in metrics:
+      <option>{{m}}</option>
+      % end
+    </select></label>
+    <label>Above <input name="threshold" type="number" step="any" min="0" required size="6"></label>
+    <label>For <input name="minutes" type="number" min="1" max="1440" value="5" required size="4"> min</label>
+    <label>State <select name="enabled"><option value="1">enabled</option><option value="0">disabled</option></select></label>
+    <button type="submit" class="small">Save rule</button>
+  </form>
+  % end
+</section>
+
+<section class="card">
+  <h2>Channels</h2>
+  <p class="muted">E-mail goes through {{'%s:%s (%s%s) from %s' % (smtp['host'], smtp['port'], smtp['tls'], ', with login' if smtp['login'] else '', smtp['sender']) if smtp['host'] else 'no mail server: set MPANEL_SMTP_HOST to send e-mail alerts'}}.</p>
+  <table class="list">
+    <thead><tr><th>Name</th><th>Kind</th><th>Target</th><th>Default</th><th>Last delivery</th>{{!'<th></th>' if admin else ''}}</tr></thead>
+    <tbody>
+    % for c in channels:
+      % d = last_delivery.get(c.id)
+      <tr><td>{{c.name}}</td><td>{{c.kind}}</td><td class="target">{{c.target}}</td><td>{{'yes' if c.is_default else 'routed only'}}</td>
+      <td>{{('%s %s, %s' % (d.event, d.status, d.created_at.strftime('%Y-%m-%d %H:%M UTC'))) if d else '—'}}{{(': ' + d.last_error) if d and d.last_error else ''}}</td>
+      % if admin:
+      <td class="actions">
+        <form method="post" action="/alerts/channels/{{c.id}}/test" class="inline"><input type="hidden" name="csrf_token" value="{{session.csrf_token}}"><button class="small secondary" type="submit">Send test alert</button></form>
+        <form method="post" action="/alerts/channels/{{c.id}}/delete" class="inline"><input type="hidden" name="csrf_token" value="{{session.csrf_token}}"><button class="link" type="submit">remove</button></form>
+      </td>
+      % end
+      </tr>
+    % end
+    % if not channels:
+      <tr><td colspan="6" class="muted">No channels: alerts are recorded here but sent nowhere.</td></tr>
+    % end
+    </tbody>
+  </table>
+  % if admin:
+  <form method="post" action="/alerts/channels" class="row-form">
+    <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
+    <label>Name <input name="name" required maxlength="64" size="12"></label>
+    <label>Kind <select name="kind"><option value="webhook">webhook</option><option value="email">e-mail</option></select></label>
+    <label class="grow">Target <input name="target" required maxlength="2000" placeholder="https://hooks.example.com/… or ops@example.com"></label>
+    <label class="check"><input type="checkbox" name="is_default" value="1" checked> default for all servers</label>
+    <button type="submit" class="small">Add channel</button>
+  </form>
+  % end
+</section>
+
+<section class="card">
+  <h2>History</h2>
+  <table class="list">
+    <thead><tr><th>Server</th><th>Rule</th><th>What</th><th>Started</th><th>Resolved</th></tr></thead>
+    <tbody>
+    % for a in history:
+      <tr><td><a href="/servers/{{a.server.id}}">{{a.server.name}}</a></td><td>{{a.rule}}</td><td>{{a.message}}</td><td>{{a.started_at.strftime('%Y-%m-%d %H:%M')}}</td><td>{{a.resolved_at.strftime('%Y-%m-%d %H:%M') if a.resolved_at else ''}}</td></tr>
+    % end
+    % if not history:
+      <tr><td colspan="5" class="muted">No resolved alerts yet.</td></tr>
+    % end
+    </tbody>
+  </table>
+</section>

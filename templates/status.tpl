@@ -1,0 +1,4 @@
+% rebase('base.tpl', title=title, session=None, favicon='favicon-alert.svg' if down else 'favicon.svg')
+<section class="card status-page">
+  % include('_status_rows.tpl', oob=False)
+</section>
