@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration venv clean
+.PHONY: run test test-unit test-integration screenshots venv clean
 
 run: $(STAMP)
 	$(PY) -m panel run-local
@@ -17,6 +17,12 @@ test-unit: $(STAMP)
 
 test-integration: $(STAMP)
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+# Refresh the README's pictures from the browser test's full-page screenshots.
+screenshots: $(STAMP)
+	$(PY) -m pytest tests/integration/test_browser.py -k "admin_adds and sqlite" $(PYTEST_ARGS)
+	mkdir -p docs/screenshots
+	cp tests/artifacts/servers-page.png tests/artifacts/server-detail.png docs/screenshots/
 
 venv: $(STAMP)
 

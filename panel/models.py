@@ -9,7 +9,7 @@ import zlib
 
 import peewee
 
-from .db import database_proxy, utcnow
+from .db import database_proxy, is_postgres, utcnow
 
 
 # Words every sample's detail repeats. zlib starts each value from this dictionary instead of
@@ -433,6 +433,37 @@ def servers_with_agents():
 SUMMARY_COLUMNS = (Metric.agent, Metric.timestamp, Metric.cpu_usage, Metric.cpu_load_1min,
                    Metric.memory_used, Metric.memory_total, Metric.disk_max_percent,
                    Metric.network_rx_rate, Metric.network_tx_rate)
+
+
+FLEET_COLUMNS = ("server_id", "name", "critical", "agent_id", "hostname", "agent_status",
+                 "agent_version", "last_seen", "cpu_usage", "cpu_load_1min", "memory_used",
+                 "memory_total", "disk_max_percent", "network_rx_rate", "network_tx_rate")
+
+
+def fleet():
+    """One tuple per server (FLEET_COLUMNS), by name: the servers table in one query.
+
+    Tuples straight from the driver, not model objects: for 1,000 servers, building Server and
+    Agent and Metric objects cost more than the query (a third of the page's time).
+    """
+    latest = Metric.alias()
+    query = (Server.select(Server.id, Server.name, Server.critical, Agent.id, Agent.hostname,
+                           Agent.status, Agent.agent_version, Agent.last_seen,
+                           latest.cpu_usage, latest.cpu_load_1min, latest.memory_used,
+                           latest.memory_total, latest.disk_max_percent, latest.network_rx_rate,
+                           latest.network_tx_rate)
+             .join(Agent, on=(Agent.server == Server.id))
+             .join(LatestSample, peewee.JOIN.LEFT_OUTER, on=(LatestSample.agent == Agent.id))
+             .join(latest, peewee.JOIN.LEFT_OUTER, on=(
+                 (latest.agent == LatestSample.agent) &
+                 (latest.timestamp == LatestSample.timestamp)))
+             .order_by(Server.name, Server.id))
+    sql, params = query.sql()
+    rows = database_proxy.execute_sql(sql, params).fetchall()
+    if not is_postgres():  # SQLite keeps timestamps as text
+        convert = Agent.last_seen.python_value
+        rows = [row[:7] + (convert(row[7]),) + row[8:] for row in rows]
+    return rows
 
 
 def latest_sample_per_agent(agent_ids, columns=SUMMARY_COLUMNS):

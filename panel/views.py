@@ -81,38 +81,34 @@ def panel_url(settings):
 # ===== The servers table ========================================================================
 
 def server_rows(offline_after, now=None):
-    """One dict per server for the servers table."""
-    pairs = models.servers_with_agents()
-    latest = models.latest_sample_per_agent(agent.id for _, agent in pairs)
+    """One dict per server for the servers table (models.fleet: one query, plain tuples)."""
     now = now or utcnow()
     rows = []
-    for server, agent in pairs:
-        sample = latest.get(agent.id)
-        last_seen = agent.last_seen
+    for (server_id, name, critical, _agent_id, hostname, agent_status, version, last_seen,
+         cpu, load, memory_used, memory_total, disk, rx, tx) in models.fleet():
         if last_seen is None:
             state = "never seen"
-        elif (now - last_seen).total_seconds() > offline_after:
-            state = "offline"
+            silent = None
         else:
-            state = "online"
+            silent = (now - last_seen).total_seconds()
+            state = "offline" if silent > offline_after else "online"
         rows.append({
-            "id": server.id,
-            "name": server.name,
-            "critical": server.critical,
-            "hostname": agent.hostname,
+            "id": server_id,
+            "name": name,
+            "critical": bool(critical),
+            "hostname": hostname or "",
             "status": state,
-            "revoked": agent.status == "revoked",
-            "last_seen": units.ago((now - last_seen).total_seconds()) if last_seen else "never",
+            "revoked": agent_status == "revoked",
+            "last_seen": units.ago(silent) if last_seen else "never",
             "last_seen_iso": last_seen.isoformat() + "Z" if last_seen else "",
             "last_seen_epoch": charts.epoch(last_seen) if last_seen else None,
-            "cpu": None if sample is None or sample.cpu_usage is None else round(sample.cpu_usage, 1),
-            "memory": units.share(sample.memory_used, sample.memory_total) if sample else None,
-            "disk": None if sample is None or sample.disk_max_percent is None
-            else round(sample.disk_max_percent, 1),
-            "rx": sample.network_rx_rate if sample else None,
-            "tx": sample.network_tx_rate if sample else None,
-            "load": sample.cpu_load_1min if sample else None,
-            "version": agent.agent_version or "",
+            "cpu": None if cpu is None else round(cpu, 1),
+            "memory": units.share(memory_used, memory_total),
+            "disk": None if disk is None else round(disk, 1),
+            "rx": rx,
+            "tx": tx,
+            "load": load,
+            "version": version or "",
         })
     return rows
 

@@ -35,7 +35,7 @@
   % if firing:
   <ul class="firing-list">
     % for alert in firing:
-    <li><span class="badge offline">firing</span> {{alert.message}} <span class="muted">since {{alert.started_at.strftime('%Y-%m-%d %H:%M UTC')}}</span></li>
+    <li><span class="badge offline">firing</span> {{alert.message}} <span class="muted">(firing since {{alert.started_at.strftime("%Y-%m-%d %H:%M UTC")}})</span></li>
     % end
   </ul>
   % end

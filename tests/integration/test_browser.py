@@ -285,6 +285,24 @@ def test_admin_adds_a_server_watches_it_report_and_rotates_its_key(browser, live
     browser.get(f"{panel.url}/servers/{busy.id}?range=6h")
     assert len(browser.find_elements(By.CSS_SELECTOR, "figure.chart")) == 7
     full_page_screenshot(browser, ARTIFACTS / "server-detail.png")
+
+    # At a phone's width nothing runs off the page sideways (the servers table scrolls in its
+    # own box), and dark mode follows the system.
+    for path in (f"/servers/{busy.id}?range=24h", "/servers", "/alerts"):
+        browser.set_window_size(375, 800)
+        browser.get(f"{panel.url}{path}")
+        overflow = browser.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, (path, overflow)
+    full_page_screenshot(browser, ARTIFACTS / "server-detail-375.png", width=375)
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+        "features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    browser.get(f"{panel.url}/servers/{busy.id}")
+    background = browser.execute_script(
+        "return getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(14, 16, 22)", background
+    full_page_screenshot(browser, ARTIFACTS / "server-detail-dark.png")
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
     logs = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert logs == [], logs  # no CSP violation, no script error
 

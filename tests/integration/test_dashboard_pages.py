@@ -381,3 +381,30 @@ def test_status_page_shows_only_chosen_servers_without_metrics(panel):
     assert "secret-host" not in text and "12.5" not in text  # no hostname, no metric
     assert "up" in text and "100 %" in text
     assert "<title>All systems up · Status</title>" in text
+
+
+# ===== The servers table: sort and filter ========================================================
+
+def test_table_sorts_and_filters_on_the_server(admin, panel):
+    for name, cpu in (("web-1", 20.0), ("web-2", 90.0), ("db-1", 55.0)):
+        server, key = new_server(name)
+        document = sample(server.id)
+        document["metrics"]["cpu"]["usage"] = cpu
+        assert http_request(panel, "POST", "/api/agent/metrics", headers=bearer(key),
+                            json_body=document).status == 200
+    new_server("spare")
+
+    def names(query):
+        text = admin.request("GET", f"/servers?{query}", headers={"HX-Request": "true"}).text
+        return re.findall(r'<td class="name"><a href="/servers/\d+">([^<]+)</a>', text)
+
+    assert names("") == ["db-1", "spare", "web-1", "web-2"]
+    assert names("sort=cpu&dir=desc") == ["web-2", "db-1", "web-1", "spare"]
+    assert names("sort=cpu&dir=asc") == ["spare", "web-1", "db-1", "web-2"]
+    assert names("q=WEB") == ["web-1", "web-2"]
+    assert names("status=never+seen") == ["spare"]
+    assert names("q=web&sort=cpu&dir=desc") == ["web-2", "web-1"]
+    # Nonsense falls back to the defaults instead of failing.
+    assert names("sort=__class__&dir=sideways&status=weird") == ["db-1", "spare", "web-1", "web-2"]
+    nothing = admin.request("GET", "/servers?q=zzz").text
+    assert "No server matches this filter" in nothing
