@@ -1,7 +1,11 @@
 """`python -m panel COMMAND`: the panel's command line.
 
-  serve [--host H] [--port P] [--workers N]   run the panel under Waitress
+  serve [--host H] [--port P] [--workers N]   run the panel under Waitress (upgrades the
+                                schema first, like migrate)
   init-db                       create or upgrade the schema (idempotent)
+  migrate [--check]             apply pending schema migrations (--check: only say if any)
+  backup FILE                   SQLite: an online copy of the database; PostgreSQL: how to pg_dump
+  prune                         drop samples and rollups past their retention now
   create-admin USERNAME         password from MPANEL_ADMIN_PASSWORD, else prompted
   add-server NAME [--critical]  create a server and print its API key, once
   rotate-key NAME [--grace-hours H]  new key; the old one works H more hours (default 24)
@@ -15,7 +19,8 @@
   send-test-alert [--channel C] / list-alerts
   run-local                     `make run`: all of the above for this machine, plus its agent
 
-Every command reads MPANEL_DATABASE_URL (and the other MPANEL_* settings, see settings.py).
+Every command reads MPANEL_DATABASE_URL and the other MPANEL_* settings (settings.py), from the
+environment or from a settings file: `python -m panel --config /etc/mpanel/panel.env COMMAND`.
 """
 import argparse
 import getpass
@@ -128,6 +133,63 @@ def cmd_init_db(settings, args):
 
     version = db.init_schema(db.bind(settings.database_url))
     print(f"schema version {version} ready at {_redacted(settings.database_url)}")
+    return 0
+
+
+def cmd_migrate(settings, args):
+    from . import db, migrations
+
+    database = db.bind(settings.database_url)
+    if args.check:
+        with database.connection_context():
+            version = migrations.current_version(database)
+            waiting = migrations.pending(database)
+        if version is None:
+            print("no schema yet: `migrate` would create it")
+            return 1
+        if waiting:
+            print(f"schema version {version}; pending: "
+                  f"{', '.join(f'{n:03d} {name}' for n, name, _ in waiting)}")
+            return 1
+        print(f"schema version {version}: up to date")
+        return 0
+    try:
+        before, now, applied = migrations.migrate(database)
+    except migrations.SchemaError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(migrations.describe(before, now, applied))
+    return 0
+
+
+def cmd_backup(settings, args):
+    from pathlib import Path
+
+    from . import db, migrations
+
+    database = db.bind(settings.database_url)
+    if db.is_postgres(database):
+        print("this panel's database is PostgreSQL: back it up with pg_dump, e.g.\n"
+              f"  pg_dump --format=custom --file=mpanel.dump '{_redacted(settings.database_url)}'"
+              "\nand restore with pg_restore --clean --dbname=...", file=sys.stderr)
+        return 2
+    target = Path(args.file)
+    if target.exists() and not args.force:
+        print(f"error: {target} exists; pass --force to replace it", file=sys.stderr)
+        return 2
+    with database.connection_context():
+        migrations.backup_sqlite(database, target)
+    print(f"backed up {_redacted(settings.database_url)} to {target} "
+          f"({target.stat().st_size:,} bytes)")
+    return 0
+
+
+def cmd_prune(settings, args):
+    from . import jobs
+
+    _database(settings)
+    removed = jobs.housekeeping(settings)
+    print("pruned: " + ", ".join(f"{what} {count}" for what, count in removed.items()))
     return 0
 
 
@@ -334,6 +396,8 @@ def _redacted(url):
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m panel", description=__doc__.split("\n")[0])
     parser.add_argument("--log-level", default=os.environ.get("MPANEL_LOG_LEVEL", "INFO"))
+    parser.add_argument("--config", help="settings file of MPANEL_*=value lines (the "
+                                         "environment wins); also MPANEL_CONFIG")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the panel under Waitress")
@@ -407,6 +471,17 @@ def build_parser():
     test.add_argument("--channel")
     test.set_defaults(func=cmd_send_test_alert)
 
+    migrate = sub.add_parser("migrate", help="apply pending schema migrations")
+    migrate.add_argument("--check", action="store_true",
+                         help="change nothing; exit 1 when migrations are pending")
+    migrate.set_defaults(func=cmd_migrate)
+    backup = sub.add_parser("backup", help="copy the SQLite database (online); PostgreSQL: hint")
+    backup.add_argument("file")
+    backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    backup.set_defaults(func=cmd_backup)
+    sub.add_parser("prune", help="apply retention now (the panel also does it hourly)") \
+        .set_defaults(func=cmd_prune)
+
     listing = sub.add_parser("list-alerts", help="recent alerts and their deliveries")
     listing.add_argument("--limit", type=int, default=30)
     listing.set_defaults(func=cmd_list_alerts)
@@ -420,14 +495,20 @@ def main(argv=None):
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        settings = settings_module.from_env(host=getattr(args, "host", None),
+        settings = settings_module.from_env(config_file=args.config,
+                                            host=getattr(args, "host", None),
                                             port=getattr(args, "port", None))
-    except ValueError as err:
+    except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
         return args.func(settings, args)
     except (ValueError, peewee.OperationalError) as err:
+        from . import migrations
+
+        if isinstance(err, migrations.SchemaError):
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         # A bad URL or an unreachable database: say so in one line, not a traceback.
         print(f"error: {str(err).strip()} (database {_redacted(settings.database_url)})",
               file=sys.stderr)

@@ -4,9 +4,10 @@ The database comes from one URL (`sqlite:///path` or `postgresql://user@host:por
 bound late to the models through `database_proxy`, so the CLI, the web app and the tests can each
 point the same models at a different database.
 
-`init_schema()` is idempotent: on PostgreSQL it runs `sql/schema.sql` (the reviewed DDL is what
-production runs); on SQLite, Peewee creates the same tables from the models. A test keeps the two
-in step by introspecting both.
+`init_schema()` is idempotent: a new database gets the current schema — on PostgreSQL from
+`sql/schema.sql` (the reviewed DDL is what production runs), on SQLite from the models; a test
+keeps the two in step by introspecting both — and an older one is upgraded by the migrations in
+`sql/migrations/` (panel/migrations.py).
 """
 import datetime
 import urllib.parse
@@ -17,7 +18,6 @@ from playhouse.pool import PooledPostgresqlDatabase
 
 database_proxy = peewee.DatabaseProxy()
 
-SCHEMA_VERSION = 1
 SCHEMA_SQL = Path(__file__).resolve().parent.parent / "sql" / "schema.sql"
 
 # SQLite settings: WAL lets the dashboard read while an agent writes; busy_timeout makes a
@@ -76,21 +76,8 @@ def is_postgres(database=None):
 
 
 def init_schema(database=None):
-    """Create missing tables and indexes and record the schema version. Safe to run again."""
-    from . import models  # late: models import this module
+    """Create the schema, or upgrade it to this panel's version (panel/migrations.py); record
+    the version. Safe to run again. -> the schema version."""
+    from . import migrations  # late: it imports this module
 
-    database = database or database_proxy.obj
-    with database.bind_ctx(models.ALL_MODELS), database.connection_context():
-        with database.atomic():
-            if is_postgres(database):
-                database.execute_sql(SCHEMA_SQL.read_text())
-            else:
-                database.create_tables(models.ALL_MODELS, safe=True)
-            from . import alerts, rollups
-
-            alerts.ensure_default_rules()
-            rollups.ensure_partitions()
-            current = models.SchemaVersion.select(peewee.fn.MAX(models.SchemaVersion.version)).scalar()
-            if current is None or current < SCHEMA_VERSION:
-                models.SchemaVersion.create(version=SCHEMA_VERSION, applied_at=utcnow())
-    return SCHEMA_VERSION
+    return migrations.migrate(database)[1]

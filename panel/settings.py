@@ -1,4 +1,9 @@
-"""Panel settings: defaults, overridden by MPANEL_* environment variables.
+"""Panel settings: defaults, overridden by an optional settings file, overridden by MPANEL_*
+environment variables (and the CLI's flags).
+
+The settings file (`python -m panel --config FILE`, or MPANEL_CONFIG=FILE) holds the same
+MPANEL_* names as `KEY=value` lines, `#` comments allowed: the format of systemd's
+EnvironmentFile, so /etc/mpanel/panel.env serves both the unit and a hand-run CLI.
 
 One frozen object is built at start-up and handed to `create_app()`; nothing reads the
 environment after that, so tests can build as many differently-configured apps as they like.
@@ -28,6 +33,8 @@ environment after that, so tests can build as many differently-configured apps a
 | MPANEL_RETENTION_1H_DAYS   | 730                                       | days of hourly rollups                  |
 | MPANEL_PUBLIC_URL          | (from each request)                       | the panel's address in install commands |
 | MPANEL_LOGIN_FAILURE_LIMIT | 5                                         | failed logins per user in 5 min (x4 per address) |
+| MPANEL_METRICS_TOKEN       | (none: /metrics off)                      | Bearer token for the Prometheus /metrics |
+| MPANEL_CONFIG              | (none)                                    | settings file of KEY=value lines        |
 | MPANEL_SMTP_HOST / _PORT   | (none) / 587                              | mail server for e-mail alerts           |
 | MPANEL_SMTP_USER / _PASSWORD | (none)                                  | SMTP login, when the server wants one   |
 | MPANEL_SMTP_FROM           | mpanel@localhost                          | sender address                          |
@@ -67,6 +74,7 @@ class Settings:
     retention_1h_days: int = 730
     public_url: str = ""
     login_failure_limit: int = 5
+    metrics_token: str = dataclasses.field(default="", repr=False)
     smtp: dict = dataclasses.field(default_factory=dict, repr=False)  # holds a password
 
     def __post_init__(self):
@@ -113,9 +121,33 @@ def _int(env, name, default):
         raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
 
 
-def from_env(env=None, **overrides):
-    """Build Settings from the environment; keyword overrides win (the CLI's flags)."""
+def read_env_file(path):
+    """KEY=value lines -> dict. Blank lines and # comments are skipped; a value may be quoted
+    with ' or "; `export KEY=value` is accepted. Anything else is an error naming the line."""
+    values = {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].lstrip()
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key.replace("_", "").isalnum():
+            raise ValueError(f"{path}:{number}: expected KEY=value, got {line[:40]!r}")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def from_env(env=None, config_file=None, **overrides):
+    """Build Settings from the settings file (if any) under the environment; keyword
+    overrides win (the CLI's flags)."""
     env = os.environ if env is None else env
+    config_file = config_file or env.get("MPANEL_CONFIG")
+    if config_file:
+        env = {**read_env_file(config_file), **env}
     collectors = env.get("MPANEL_METRICS_ENABLED")
     values = dict(
         data_dir=Path(env.get("MPANEL_DATA_DIR") or "data"),
@@ -141,6 +173,7 @@ def from_env(env=None, **overrides):
         retention_1h_days=_int(env, "MPANEL_RETENTION_1H_DAYS", 730),
         public_url=(env.get("MPANEL_PUBLIC_URL") or "").rstrip("/"),
         login_failure_limit=_int(env, "MPANEL_LOGIN_FAILURE_LIMIT", 5),
+        metrics_token=env.get("MPANEL_METRICS_TOKEN", ""),
         smtp={
             "host": env.get("MPANEL_SMTP_HOST", ""),
             "port": _int(env, "MPANEL_SMTP_PORT", 587),
