@@ -30,6 +30,9 @@ venv: $(STAMP)
 $(STAMP): requirements.txt requirements-agent.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	# The agent is also tested with urllib3 1.26, which Debian 12, Ubuntu 22.04 and RHEL 9 ship.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
+		--target $(VENV)/urllib3-1.26 'urllib3==1.26.12' 2>&1 | grep -v 'dependency' || true
 	touch $(STAMP)
 
 clean:

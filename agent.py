@@ -1200,11 +1200,17 @@ class Reporter:
             "Content-Type": "application/json",
             "User-Agent": f"mpanel-agent/{__version__}",
         }
-        tls = {"ssl_minimum_version": ssl.TLSVersion.TLSv1_2}
-        if config.ca_bundle:
-            tls["ca_certs"] = config.ca_bundle
+        # Our own SSL context rather than urllib3's TLS options: those (ssl_minimum_version)
+        # exist only in urllib3 2, and Debian 12, Ubuntu 22.04 and RHEL 9 ship 1.26.
+        # urllib3 matches the host name itself (IP addresses too, which Python's check would
+        # refuse under urllib3 1.26, as it sends no SNI for them): hence check_hostname off.
+        context = ssl.create_default_context(cafile=config.ca_bundle or None)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.check_hostname = False
+        tls = {"ssl_context": context}
         if config.pin_sha256:
             # The pin replaces CA trust: it lets a self-signed panel be trusted exactly.
+            context.verify_mode = ssl.CERT_NONE
             tls["assert_fingerprint"] = config.pin_sha256
             tls["cert_reqs"] = "CERT_NONE"
         self.pool = urllib3.PoolManager(

@@ -157,11 +157,11 @@ function Test-PythonVersion([string]$Python) {
     return $result.ExitCode -eq 0
 }
 
-# What agent.py needs: psutil and urllib3 2 (its TLS options are not in urllib3 1.26).
+# What agent.py needs: psutil and urllib3 1.26 or newer.
 function Test-Requirements([string]$Python) {
     if (-not (Test-Path -LiteralPath $Python)) { return $false }
     # No double quotes in it: 5.1 drops them from a native program's arguments.
-    $probe = 'import sys, psutil, urllib3; sys.exit(int(urllib3.__version__.split(''.'')[0]) < 2)'
+    $probe = 'import sys, psutil, urllib3; sys.exit(tuple(int(p) for p in urllib3.__version__.split(''.'')[:2]) < (1, 26))'
     return (Invoke-Native $Python @('-c', $probe)).ExitCode -eq 0
 }
 
@@ -201,9 +201,9 @@ function Install-Venv([string]$Python) {
     Invoke-Step "create the venv: $Python -m venv `"$VenvDir`"" {
         Invoke-Checked $Python @('-m', 'venv', $VenvDir) | Out-Null
     }
-    Invoke-Step "pip install psutil urllib3>=2 into the venv" {
+    Invoke-Step "pip install psutil urllib3 into the venv" {
         Invoke-Checked $VenvPython @('-m', 'pip', 'install', '--quiet', '--disable-pip-version-check',
-            'psutil', 'urllib3>=2') | Out-Null
+            'psutil', 'urllib3>=1.26') | Out-Null
     }
 }
 

@@ -541,10 +541,11 @@ agent_version() { sed -n 's/^__version__ = "\(.*\)"$/\1/p;T;q' "$1" 2>/dev/null 
 
 # ===== Python and its packages ================================================================
 
-# What agent.py needs: Python 3.8+, psutil, and urllib3 2 (its TLS options do not exist in
-# urllib3 1.26, which Debian 12, Ubuntu 22.04 and RHEL 9 still ship).
+# What agent.py needs: Python 3.8+, psutil, and urllib3 1.26 or newer (1.26 is what Debian 12,
+# Ubuntu 22.04 and RHEL 9 ship; the tests run the agent with both 1.26 and 2).
 readonly REQUIREMENTS_PROBE='import sys, psutil, urllib3
-sys.exit(sys.version_info < (3, 8) or int(urllib3.__version__.split(".")[0]) < 2)'
+version = tuple(int(part) for part in urllib3.__version__.split(".")[:2])
+sys.exit(sys.version_info < (3, 8) or version < (1, 26))'
 
 has_packages() { "$1" -c "$REQUIREMENTS_PROBE" >/dev/null 2>&1 </dev/null; }
 
@@ -604,13 +605,13 @@ choose_python() {
   else
     distribution=""
     [ -n "$PYTHON" ] || [ -n "$ROOT" ] || distribution=$(distribution_urllib3 || true)
-    if [[ $distribution =~ ^([0-9]+:)?[2-9]\. ]] &&
+    if [[ $distribution =~ ^([0-9]+:)?(1\.26\.|[2-9]\.) ]] &&
       install_os_packages python3-psutil python3-urllib3 &&
       { [ "$DRY_RUN" -eq 1 ] || has_packages "$BASE_PYTHON"; }; then
       AGENT_PYTHON=$BASE_PYTHON
     else
       [ -z "$distribution" ] || [ "$distribution" = "(none)" ] ||
-        say "the distribution's urllib3 is $distribution; the agent needs urllib3 2"
+        say "the distribution's urllib3 is $distribution; the agent needs urllib3 1.26 or newer"
       make_venv "$venv"
     fi
   fi
@@ -634,11 +635,11 @@ make_venv() {
     rm -rf -- "$venv"
     run "$BASE_PYTHON" -m venv "$venv" </dev/null
   fi
-  run "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check psutil 'urllib3>=2' \
+  run "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check psutil 'urllib3>=1.26' \
     </dev/null || die "pip could not install psutil and urllib3 into $venv"
   AGENT_PYTHON=$venv/bin/python3
   [ "$DRY_RUN" -eq 1 ] || has_packages "$AGENT_PYTHON" ||
-    die "$venv has no working psutil and urllib3 2 (is $BASE_PYTHON 3.8 or newer?)"
+    die "$venv has no working psutil and urllib3 (is $BASE_PYTHON 3.8 or newer?)"
 }
 
 # ===== Config =================================================================================

@@ -11,8 +11,8 @@ installing systemd into a container just for its verifier pulls in far more than
 
 The check runs as the agent's user, which cannot reach the tests' own Python (under /root), so
 those tests use `agent_python`: a venv built from the system's python3 with psutil and urllib3
-copied from the tests' environment. Debian 12's own python3-urllib3 (1.26) is too old for the
-agent, which is why the installer does not take it.
+copied from the tests' environment (the installer would take Debian's python3-psutil and
+python3-urllib3 on a real server; the tests do not install OS packages into this machine).
 """
 import configparser
 import hashlib
@@ -448,8 +448,7 @@ def test_dry_run_of_an_upgrade_and_of_a_purge_changes_nothing(target):
 
 
 def test_dry_run_on_this_host_as_an_ordinary_user_touches_nothing():
-    """--dry-run is allowed without root. Without systemd here it shows the cron path; with only
-    Debian 12's urllib3 1.26 on offer it shows the private venv."""
+    """--dry-run is allowed without root. Without systemd here it shows the cron path."""
     watched = [Path(p) for p in ("/etc/passwd", "/etc/group", "/opt/mpanel-agent",
                                  "/etc/mpanel-agent", "/etc/cron.d/mpanel-agent",
                                  "/etc/systemd/system/mpanel-agent.service",

@@ -114,7 +114,7 @@ def test_program_goes_under_program_files_with_a_venv_of_psutil_and_urllib3():
     assert "$VenvDir = Join-Path $InstallDir 'venv'" in TEXT
     venv = function_body("Install-Venv")
     assert "@('-m', 'venv', $VenvDir)" in venv
-    assert "'psutil', 'urllib3>=2'" in venv
+    assert "'psutil', 'urllib3>=1.26'" in venv
     probe = function_body("Test-Requirements")
     assert "urllib3.__version__" in probe
     # Windows PowerShell 5.1 drops double quotes inside a native program's arguments.
