@@ -72,3 +72,70 @@ def test_unreachable_database_is_a_clear_error_without_the_password():
     result = cli(f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/x", "init-db")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
+
+
+# ===== Operating: backup, prune, settings file ==================================================
+
+def test_backup_copies_a_live_sqlite_database(tmp_path):
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    assert cli(url, "add-server", "keep-me").returncode == 0
+    result = cli(url, "backup", str(tmp_path / "copy.db"))
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(tmp_path / "copy.db") as copy:
+        assert copy.execute("SELECT name FROM servers").fetchall() == [("keep-me",)]
+    again = cli(url, "backup", str(tmp_path / "copy.db"))
+    assert again.returncode == 2 and "--force" in again.stderr
+    assert cli(url, "backup", "--force", str(tmp_path / "copy.db")).returncode == 0
+
+
+def test_backup_on_postgresql_says_how_to_use_pg_dump(postgresql_url):
+    result = cli(postgresql_url, "backup", "x.dump")
+    assert result.returncode == 2
+    assert "pg_dump --format=custom" in result.stderr
+    assert not (ROOT / "x.dump").exists()
+
+
+def test_prune_drops_what_is_past_retention(database, backend_url):
+    import datetime
+
+    from panel import db
+    from tests.conftest import new_server
+
+    server, _ = new_server("old")
+    agent = models.Agent.get(models.Agent.server == server.id)
+    now = db.utcnow()
+    models.Metric.insert_many([{"agent": agent.id, "timestamp": now - datetime.timedelta(days=d),
+                                "cpu_usage": 1.0} for d in (0, 1, 30)]).execute()
+    result = cli(backend_url, "prune", env={"MPANEL_RETENTION_RAW_DAYS": "7"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("pruned: ")
+    assert models.Metric.select().count() == 2
+
+
+def test_settings_come_from_a_file_and_the_environment_wins(tmp_path):
+    settings_file = tmp_path / "panel.env"
+    settings_file.write_text(f"# the panel's settings\n"
+                             f"MPANEL_DATABASE_URL=sqlite:///{tmp_path / 'from-file.db'}\n"
+                             f"export MPANEL_REPORT_INTERVAL='30'\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MPANEL_")}
+    result = subprocess.run([sys.executable, "-m", "panel", "--config", str(settings_file),
+                             "init-db"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "from-file.db").exists()
+    env["MPANEL_DATABASE_URL"] = f"sqlite:///{tmp_path / 'from-env.db'}"
+    env["MPANEL_CONFIG"] = str(settings_file)
+    result = subprocess.run([sys.executable, "-m", "panel", "init-db"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and (tmp_path / "from-env.db").exists()
+    settings_file.write_text("MPANEL_PORT 8080\n")
+    broken = subprocess.run([sys.executable, "-m", "panel", "--config", str(settings_file),
+                             "init-db"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert broken.returncode == 2 and "panel.env:1: expected KEY=value" in broken.stderr
+    missing = subprocess.run([sys.executable, "-m", "panel", "--config",
+                              str(tmp_path / "nope.env"), "init-db"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "nope.env" in missing.stderr
