@@ -1585,6 +1585,85 @@ class Agent:
 SETTINGS_EVERY = 3600
 
 
+# ===== Windows service ==========================================================================
+# With pywin32 installed, `agent.py --install-service` registers the agent as the Windows service
+# "mpanel-agent" (auto start; install.ps1 adds restart-on-failure with sc.exe). pywin32's
+# pythonservice.exe imports this file and runs AgentService; without pywin32 install.ps1 uses a
+# scheduled task as SYSTEM instead (docs/install.md says why).
+
+SERVICE_NAME = "mpanel-agent"
+
+
+def _load_pywin32():
+    try:
+        import servicemanager
+        import win32service
+        import win32serviceutil
+    except ImportError:
+        return None
+    return servicemanager, win32service, win32serviceutil
+
+
+def make_service_class(modules):
+    """The service class over pywin32's ServiceFramework (a function, so the class can be built
+    wherever pywin32 imports — and only there)."""
+    servicemanager, win32service, win32serviceutil = modules
+
+    class AgentService(win32serviceutil.ServiceFramework):
+        _svc_name_ = SERVICE_NAME
+        _svc_display_name_ = "mPanel monitoring agent"
+        _svc_description_ = "Pushes this server's metrics to the mPanel control panel."
+
+        def __init__(self, args):
+            win32serviceutil.ServiceFramework.__init__(self, args)
+            self.agent = None
+
+        def SvcStop(self):
+            self.ReportServiceStatus(win32service.SERVICE_STOP_PENDING)
+            if self.agent is not None:
+                self.agent.stop_event.set()  # run_forever returns within a second or two
+
+        def SvcDoRun(self):
+            config = load_config(None)  # %ProgramData%\mpanel-agent\config.json
+            setup_logging(config)
+            problems = config.problems()
+            if problems:
+                servicemanager.LogErrorMsg("mpanel-agent: " + "; ".join(problems))
+                return
+            self.agent = Agent(config)
+            servicemanager.LogInfoMsg(f"mpanel-agent {__version__} started")
+            self.agent.run_forever()
+
+    return AgentService
+
+
+if WINDOWS and _load_pywin32():
+    AgentService = make_service_class(_load_pywin32())
+
+
+def manage_service(action):
+    """--install-service / --remove-service (Windows, pywin32)."""
+    modules = _load_pywin32()
+    if not WINDOWS or modules is None:
+        print("error: the Windows service needs Windows and pywin32", file=sys.stderr)
+        return 2
+    _, win32service, win32serviceutil = modules
+    if action == "install":
+        # "<folder>\\agent.AgentService", with the path: pythonservice.exe puts the folder on
+        # sys.path, imports this file and finds the module-level class built above (a bare
+        # "agent.AgentService", which `python -m agent` would give, is not on its path).
+        cls = globals()["AgentService"]
+        class_string = os.path.splitext(os.path.abspath(__file__))[0] + ".AgentService"
+        win32serviceutil.InstallService(
+            class_string, SERVICE_NAME, cls._svc_display_name_,
+            startType=win32service.SERVICE_AUTO_START, description=cls._svc_description_)
+        print(f"service {SERVICE_NAME} installed (starts at boot)")
+    else:
+        win32serviceutil.RemoveService(SERVICE_NAME)
+        print(f"service {SERVICE_NAME} removed")
+    return 0
+
+
 # ===== Command line =============================================================================
 
 def build_parser():
@@ -1601,6 +1680,11 @@ def build_parser():
     mode.add_argument("--print", action="store_true", help="print one payload, send nothing")
     mode.add_argument("--check", action="store_true", help="check config and key, then exit")
     mode.add_argument("--version", action="store_true", help="print the version")
+    if WINDOWS and _load_pywin32():  # install.ps1 looks for these in --help
+        mode.add_argument("--install-service", action="store_true",
+                          help="register the Windows service mpanel-agent (auto start)")
+        mode.add_argument("--remove-service", action="store_true",
+                          help="remove the Windows service")
     return parser
 
 
@@ -1609,6 +1693,8 @@ def main(argv=None):
     if args.version:
         print(f"mpanel-agent {__version__}")
         return 0
+    if getattr(args, "install_service", False) or getattr(args, "remove_service", False):
+        return manage_service("install" if args.install_service else "remove")
     flags = {"url": args.url, "api_key": args.api_key, "state_dir": args.state_dir,
              "report_interval": args.interval, "log_level": args.log_level}
     try:
