@@ -44,8 +44,10 @@ def _database(settings):
 
 
 def cmd_serve(settings, args):
-    if args.workers > 1:
-        return _serve_workers(settings, args.workers)
+    workers = args.workers if args.workers is not None else \
+        int(os.environ.get("MPANEL_WORKERS") or 1)
+    if workers > 1:
+        return _serve_workers(settings, workers)
     import waitress
 
     from . import create_app, db
@@ -395,7 +397,8 @@ def _redacted(url):
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m panel", description=__doc__.split("\n")[0])
-    parser.add_argument("--log-level", default=os.environ.get("MPANEL_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", help="debug, info, warning (default: MPANEL_LOG_LEVEL or "
+                                             "info)")
     parser.add_argument("--config", help="settings file of MPANEL_*=value lines (the "
                                          "environment wins); also MPANEL_CONFIG")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -403,7 +406,7 @@ def build_parser():
     serve = sub.add_parser("serve", help="run the panel under Waitress")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("MPANEL_WORKERS", "1")),
+    serve.add_argument("--workers", type=int,
                        help="processes sharing the port (SO_REUSEPORT); one per core")
     serve.set_defaults(func=cmd_serve)
 
@@ -492,13 +495,22 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The settings file fills in what the environment does not set, for every reader of the
+    # environment (settings, MPANEL_WORKERS, MPANEL_LOG_LEVEL, MPANEL_ADMIN_PASSWORD, ...).
+    config_file = args.config or os.environ.get("MPANEL_CONFIG")
+    if config_file:
+        try:
+            for key, value in settings_module.read_env_file(config_file).items():
+                os.environ.setdefault(key, value)
+        except (ValueError, OSError) as err:
+            print(f"error: settings file: {err}", file=sys.stderr)
+            return 2
+    level = (args.log_level or os.environ.get("MPANEL_LOG_LEVEL") or "info").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        settings = settings_module.from_env(config_file=args.config,
-                                            host=getattr(args, "host", None),
+        settings = settings_module.from_env(host=getattr(args, "host", None),
                                             port=getattr(args, "port", None))
-    except (ValueError, OSError) as err:
+    except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:

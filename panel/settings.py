@@ -8,38 +8,8 @@ EnvironmentFile, so /etc/mpanel/panel.env serves both the unit and a hand-run CL
 One frozen object is built at start-up and handed to `create_app()`; nothing reads the
 environment after that, so tests can build as many differently-configured apps as they like.
 
-| variable                   | default                                   | meaning                                 |
-|----------------------------|-------------------------------------------|-----------------------------------------|
-| MPANEL_DATA_DIR            | ./data                                    | embedded database and local files       |
-| MPANEL_DATABASE_URL        | sqlite:///<data dir>/mpanel.db            | `sqlite:///path` or `postgresql://...`  |
-| MPANEL_HOST / MPANEL_PORT  | 127.0.0.1 / 8080                          | where `serve` listens                   |
-| MPANEL_THREADS             | 8                                         | Waitress worker threads per process     |
-| MPANEL_WORKERS             | 1                                         | processes sharing the port (serve --workers) |
-| MPANEL_COMMIT_LINGER_MS    | 3 (PostgreSQL) / 0 (SQLite)               | ingest writer's wait to gather a commit |
-| MPANEL_REPORT_INTERVAL     | 60                                        | seconds between agent reports           |
-| MPANEL_OFFLINE_AFTER       | 300                                       | seconds of silence before "offline"     |
-| MPANEL_METRICS_ENABLED     | cpu,memory,disk,network,processes,services | collectors the agents may run          |
-| MPANEL_BCRYPT_ROUNDS       | 12                                        | cost of new key and password hashes     |
-| MPANEL_MAX_BODY_BYTES      | 1048576                                   | largest request body, before and after gzip |
-| MPANEL_SESSION_HOURS       | 12                                        | admin login lifetime                    |
-| MPANEL_KEY_GRACE_HOURS     | 24                                        | old key's life after rotate-key (0: none) |
-| MPANEL_SECRET_KEY          | <data dir>/secret.key, made on first use  | seals rotated keys; same on every replica |
-| MPANEL_AUTH_FAILURE_LIMIT  | 10                                        | failed agent logins a minute per address or key id |
-| MPANEL_TRUSTED_PROXIES     | (none)                                    | proxy addresses/CIDRs whose X-Forwarded-Proto/-For count |
-| MPANEL_ALLOW_HTTP          | 0                                         | 1: accept the agent API over plain HTTP from anywhere |
-| MPANEL_JOB_INTERVAL        | 15                                        | seconds between background job rounds (0: no jobs) |
-| MPANEL_RETENTION_RAW_DAYS  | 7                                         | days of raw samples                     |
-| MPANEL_RETENTION_5M_DAYS   | 90                                        | days of 5-minute rollups                |
-| MPANEL_RETENTION_1H_DAYS   | 730                                       | days of hourly rollups                  |
-| MPANEL_PUBLIC_URL          | (from each request)                       | the panel's address in install commands |
-| MPANEL_LOGIN_FAILURE_LIMIT | 5                                         | failed logins per user in 5 min (x4 per address) |
-| MPANEL_METRICS_TOKEN       | (none: /metrics off)                      | Bearer token for the Prometheus /metrics |
-| MPANEL_CONFIG              | (none)                                    | settings file of KEY=value lines        |
-| MPANEL_SMTP_HOST / _PORT   | (none) / 587                              | mail server for e-mail alerts           |
-| MPANEL_SMTP_USER / _PASSWORD | (none)                                  | SMTP login, when the server wants one   |
-| MPANEL_SMTP_FROM           | mpanel@localhost                          | sender address                          |
-| MPANEL_SMTP_TLS            | starttls                                  | starttls, implicit (SMTPS) or none      |
-| MPANEL_SMTP_CAFILE         | system CAs                                | CA file to check the mail server with   |
+Every setting, its default and meaning: README.md, section "Configuration" (one table;
+tests/unit/test_settings.py checks that it names every MPANEL_* variable the panel reads).
 """
 import dataclasses
 import ipaddress

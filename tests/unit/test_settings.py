@@ -27,3 +27,35 @@ def test_environment_and_flags_override():
 def test_bad_values_are_named(env, message):
     with pytest.raises(ValueError, match=message):
         settings.from_env(env)
+
+
+def test_the_readme_table_names_every_setting_the_panel_reads():
+    """One reference table (README, "Configuration") for every MPANEL_* variable read anywhere
+    in the panel, and nothing in it that the panel does not read."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    read = set()
+    for source in (root / "panel").glob("*.py"):
+        read |= set(re.findall(r'"(MPANEL_[A-Z0-9_]+)"', source.read_text()))
+    read -= {"MPANEL_AGENT_URL", "MPANEL_AGENT_API_KEY",  # the agent's, written by make run
+             "MPANEL_WORKER_INDEX", "MPANEL_REUSE_PORT"}  # set by serve for its own workers
+    readme = (root / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`(MPANEL_[A-Z0-9_]+)`", table))
+    assert read - documented == set(), "undocumented"
+    assert documented - read == set(), "documented but never read"
+
+
+def test_settings_file_lines(tmp_path):
+    path = tmp_path / "panel.env"
+    path.write_text("# comment\n\nMPANEL_PORT=9001\nexport MPANEL_HOST=\"0.0.0.0\"\n"
+                    "MPANEL_SECRET_KEY='a b#c'\n")
+    assert settings.read_env_file(path) == {"MPANEL_PORT": "9001", "MPANEL_HOST": "0.0.0.0",
+                                            "MPANEL_SECRET_KEY": "a b#c"}
+    assert settings.from_env({"MPANEL_HOST": "127.0.0.2"}, config_file=path).host == "127.0.0.2"
+    assert settings.from_env({}, config_file=path).port == 9001
+    path.write_text("not a setting\n")
+    with pytest.raises(ValueError, match="panel.env:1"):
+        settings.read_env_file(path)
