@@ -47,6 +47,12 @@ def cmd_serve(settings, args):
     workers = args.workers if args.workers is not None else \
         int(os.environ.get("MPANEL_WORKERS") or 1)
     if workers > 1:
+        import socket
+
+        if not hasattr(socket, "SO_REUSEPORT"):  # Windows
+            print("error: --workers needs SO_REUSEPORT (Linux, BSD); here run one process per "
+                  "port and let the reverse proxy spread the load", file=sys.stderr)
+            return 2
         return _serve_workers(settings, workers)
     import waitress
 
