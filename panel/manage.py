@@ -18,7 +18,7 @@ import peewee
 from . import alerts, keys, models, services
 from . import settings as settings_module
 from .db import utcnow
-from .views import ROOT, panel_url, server_context, template
+from .views import ROOT, agent_or_404, panel_url, server_context, template
 
 BUNDLE_FILES = (("agent.py", ROOT / "agent.py", 0o644),
                 ("install.sh", ROOT / "install" / "install.sh", 0o755),
@@ -115,7 +115,7 @@ def build_manage(settings):
 
     @app.post("/servers/<server_id:int>/bundle", auth="admin")
     def download_bundle(server_id, session):
-        agent = _agent(server_id)
+        agent = agent_or_404(server_id)
         key = form_text("api_key", 100)
         # The key is not stored, only its hash: the page that showed it sends it back, and
         # it must be this server's current key.
@@ -131,14 +131,14 @@ def build_manage(settings):
 
     @app.post("/servers/<server_id:int>/rotate", auth="admin")
     def rotate(server_id, session):
-        agent = _agent(server_id)
+        agent = agent_or_404(server_id)
         grace = datetime.timedelta(hours=settings.key_grace_hours)
         key = keys.rotate(agent, settings.bcrypt_rounds, grace, secret)
         return key_page(session, agent.server, key, f"New key for {agent.server.name}")
 
     @app.post("/servers/<server_id:int>/revoke", auth="admin")
     def revoke(server_id, session):
-        keys.revoke(_agent(server_id))
+        keys.revoke(agent_or_404(server_id))
         return back_to(server_id, "revoked")
 
     @app.post("/servers/<server_id:int>/flags", auth="admin")
@@ -165,7 +165,7 @@ def build_manage(settings):
 
     @app.post("/servers/<server_id:int>/delete", auth="admin")
     def delete(server_id, session):
-        _agent(server_id)
+        agent_or_404(server_id)
         try:
             services.delete_server(server_id, form_text("confirm_name", 101))
         except ValueError as err:
@@ -284,10 +284,3 @@ def build_manage(settings):
 
     return app
 
-
-def _agent(server_id):
-    agent = (models.Agent.select(models.Agent, models.Server).join(models.Server)
-             .where(models.Server.id == server_id).first())
-    if agent is None:
-        bottle.abort(404, f"no server with id {server_id}")
-    return agent

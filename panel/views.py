@@ -228,7 +228,7 @@ def build_views(settings):
 
     @app.get("/servers/<server_id:int>/charts", auth="viewer")
     def server_charts(server_id, session):
-        agent = _agent_or_404(server_id)
+        agent = agent_or_404(server_id)
         chart_range = detail.parse_range(bottle.request.query.get("range"))
         latest = models.latest_sample_per_agent(
             [agent.id], columns=(models.Metric.agent, models.Metric.memory_total,
@@ -240,7 +240,7 @@ def build_views(settings):
 
     @app.get("/servers/<server_id:int>/processes", auth="viewer")
     def server_processes(server_id, session):
-        agent = _agent_or_404(server_id)
+        agent = agent_or_404(server_id)
         try:
             moment = detail.parse_moment(bottle.request.query.getunicode("at"))
         except ValueError as err:
@@ -282,7 +282,7 @@ def build_views(settings):
     return app
 
 
-def _agent_or_404(server_id):
+def agent_or_404(server_id):
     agent = (models.Agent.select(models.Agent, models.Server).join(models.Server)
              .where(models.Server.id == server_id).first())
     if agent is None:
@@ -292,7 +292,7 @@ def _agent_or_404(server_id):
 
 def server_context(server_id, session, settings, **extra):
     """Everything the detail page's header, manage box and first render need."""
-    agent = _agent_or_404(server_id)
+    agent = agent_or_404(server_id)
     server = agent.server
     now = utcnow()
     latest = models.latest_sample_per_agent(
