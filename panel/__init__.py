@@ -11,7 +11,7 @@ import logging
 
 import bottle
 
-from . import api, auth, db, keys, manage, views, writer
+from . import api, auth, db, keys, manage, prometheus, views, writer
 from . import settings as settings_module
 
 log = logging.getLogger("mpanel")
@@ -42,7 +42,7 @@ def create_app(settings, database=None):
                              settings_module.secret_bytes(settings))
     app.committer = writer.GroupCommitter(database)
     for part in (api.build_api(settings, app.committer), views.build_views(settings),
-                 manage.build_manage(settings)):
+                 manage.build_manage(settings), prometheus.build_prometheus(settings)):
         part.install(plugin)
         app.merge(part)
 

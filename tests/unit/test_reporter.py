@@ -45,7 +45,10 @@ def test_tls_below_1_2_is_never_offered():
     import ssl
 
     r = reporter()
-    assert r.pool.connection_pool_kw["ssl_minimum_version"] == ssl.TLSVersion.TLSv1_2
+    context = r.pool.connection_pool_kw["ssl_context"]
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+    # Certificates are still checked; urllib3 matches the host name itself.
+    assert context.verify_mode == ssl.CERT_REQUIRED and not context.check_hostname
 
 
 def test_a_pin_replaces_ca_trust():

@@ -1,0 +1,356 @@
+"""The Prometheus bridge: `GET /metrics` answers, in the text exposition format 0.0.4, the latest
+value of each server's metrics, for admins who graph and alert in Prometheus and Grafana.
+
+Off unless MPANEL_METRICS_TOKEN is set (404 with a JSON error saying how to turn it on). Every
+scrape must carry `Authorization: Bearer <token>` (Prometheus: `authorization: {credentials: …}`),
+else 401 JSON with `WWW-Authenticate: Bearer`. The token is compared in constant time and never
+logged. See docs/prometheus.md for the scrape config and the metric list.
+
+`exposition(rows, now, offline_after, firing)` is pure: rows in SCRAPE_COLUMNS order (what
+`scrape_rows()` reads) in, the text out. Choices it makes, also in the docs:
+  - A server's sample figures are exported only while it is up (`mpanel_up` 1, i.e. heard from
+    within MPANEL_OFFLINE_AFTER). A silent server's last numbers would otherwise look current
+    for ever: a CPU stuck at 95 % would keep an alert firing. `mpanel_up`, the timestamps and the
+    alert count are exported for every server.
+  - No sample timestamps in the output: Prometheus stamps each value with the scrape time, and
+    explicit old timestamps defeat its staleness handling. `mpanel_last_sample_timestamp_seconds`
+    says how old the figures are.
+  - A NULL figure (collector off or failed) is left out rather than printed as NaN: absent is
+    what `absent()` and Grafana's "no data" understand; NaN would poison sums.
+  - Per mount (`mpanel_filesystem_*`), not per interface: mounts are few and stable, while
+    interface names churn with every container's veth pair (a cardinality leak). The summed
+    network figures cover the interfaces.
+"""
+import datetime
+import gzip
+import hashlib
+import hmac
+import logging
+import math
+
+import bottle
+import peewee
+
+from . import auth, models
+from .db import database_proxy, is_postgres, utcnow
+from .errors import ApiError, JsonErrorPlugin
+
+log = logging.getLogger("mpanel.prometheus")
+
+EPOCH = datetime.datetime(1970, 1, 1)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Below this size gzip costs more than it saves (a few servers).
+GZIP_MIN_BYTES = 4096
+
+
+# ===== Families =================================================================================
+
+# Per-server figures from the latest sample's typed columns: (name, type, help, column, divisor).
+# Percentages become 0-1 ratios; everything else is already in base units (bytes, bytes/s).
+SAMPLE_FAMILIES = (
+    ("mpanel_cpu_usage_ratio", "gauge", "CPU busy share over the sample's interval (0-1).",
+     "cpu_usage", 100),
+    ("mpanel_cpu_iowait_ratio", "gauge", "CPU share spent waiting for I/O (0-1).",
+     "cpu_iowait", 100),
+    ("mpanel_cpu_steal_ratio", "gauge", "CPU share stolen by the hypervisor (0-1).",
+     "cpu_steal", 100),
+    ("mpanel_load1", "gauge", "1-minute load average.", "cpu_load_1min", 1),
+    ("mpanel_load5", "gauge", "5-minute load average.", "cpu_load_5min", 1),
+    ("mpanel_load15", "gauge", "15-minute load average.", "cpu_load_15min", 1),
+    ("mpanel_memory_total_bytes", "gauge", "Physical memory.", "memory_total", 1),
+    ("mpanel_memory_used_bytes", "gauge", "Memory in use (psutil's used).", "memory_used", 1),
+    ("mpanel_memory_available_bytes", "gauge",
+     "Memory available to new programs without swapping.", "memory_available", 1),
+    ("mpanel_memory_cached_bytes", "gauge", "Page cache.", "memory_cached", 1),
+    ("mpanel_swap_total_bytes", "gauge", "Swap space.", "swap_total", 1),
+    ("mpanel_swap_used_bytes", "gauge", "Swap in use.", "swap_used", 1),
+    ("mpanel_disk_total_bytes", "gauge", "Size of all mounted filesystems, each device once.",
+     "disk_total", 1),
+    ("mpanel_disk_used_bytes", "gauge", "Used space on all mounted filesystems, each device once.",
+     "disk_used", 1),
+    ("mpanel_disk_max_used_ratio", "gauge",
+     "Used share of the fullest mount (0-1): what the panel's disk alert watches.",
+     "disk_max_percent", 100),
+    ("mpanel_disk_read_bytes_per_second", "gauge", "Bytes read from block devices per second.",
+     "disk_read_rate", 1),
+    ("mpanel_disk_written_bytes_per_second", "gauge", "Bytes written to block devices per second.",
+     "disk_write_rate", 1),
+    ("mpanel_network_receive_bytes_per_second", "gauge",
+     "Bytes received per second, all interfaces but loopback.", "network_rx_rate", 1),
+    ("mpanel_network_transmit_bytes_per_second", "gauge",
+     "Bytes sent per second, all interfaces but loopback.", "network_tx_rate", 1),
+    ("mpanel_network_receive_bytes_total", "counter",
+     "Bytes received since boot, all interfaces but loopback.", "network_rx_bytes", 1),
+    ("mpanel_network_transmit_bytes_total", "counter",
+     "Bytes sent since boot, all interfaces but loopback.", "network_tx_bytes", 1),
+    ("mpanel_processes", "gauge", "Number of processes.", "process_count", 1),
+)
+
+# Per mount, from the latest sample's detail: (name, help, function of the mount dict).
+FILESYSTEM_FAMILIES = (
+    ("mpanel_filesystem_size_bytes", "Size of the filesystem.", lambda m: m.get("total")),
+    ("mpanel_filesystem_used_bytes", "Used space on the filesystem.", lambda m: m.get("used")),
+    ("mpanel_filesystem_free_bytes", "Space left for unprivileged users.",
+     lambda m: m.get("free")),
+    # As the panel computes it (ingest.py): reserved blocks count as neither used nor free.
+    ("mpanel_filesystem_used_ratio", "Used share of the filesystem (0-1), used / (used + free).",
+     lambda m: m["used"] / (m["used"] + m["free"])
+     if isinstance(m.get("used"), (int, float)) and isinstance(m.get("free"), (int, float))
+     and m["used"] + m["free"] > 0 else None),
+)
+
+# Per-server families that do not come from the sample, in output order.
+SERVER_FAMILIES = (
+    ("mpanel_up", "gauge",
+     "1 when the agent was heard from within MPANEL_OFFLINE_AFTER seconds, else 0."),
+    ("mpanel_last_seen_timestamp_seconds", "gauge",
+     "When the panel last heard from the agent (report or heartbeat), Unix time."),
+    ("mpanel_last_sample_timestamp_seconds", "gauge",
+     "When the latest sample was taken, by the agent's clock, Unix time."),
+    ("mpanel_alerts_firing", "gauge", "Alerts firing for the server, silenced ones included."),
+    ("mpanel_agent_info", "gauge", "Always 1; the agent's version and status as labels."),
+)
+
+FLEET_FAMILIES = (
+    ("mpanel_servers", "gauge", "Servers by state: online, offline, never_seen."),
+)
+
+SERVER_STATES = ("online", "offline", "never_seen")
+
+# The columns exposition() reads, in the order scrape_rows() gives them. `disks` is the latest
+# sample's list of mounts (parsed from its detail), or None.
+SCRAPE_COLUMNS = ("server_id", "name", "hostname", "agent_status", "agent_version", "last_seen",
+                  "sample_time", *(family[3] for family in SAMPLE_FAMILIES), "disks")
+
+
+def all_family_names():
+    """Every metric family this module can print (the docs test checks each is documented)."""
+    return ([f[0] for f in SERVER_FAMILIES] + [f[0] for f in SAMPLE_FAMILIES] +
+            [f[0] for f in FILESYSTEM_FAMILIES] + [f[0] for f in FLEET_FAMILIES])
+
+
+# ===== Text format (pure) =======================================================================
+
+def escape_label_value(value):
+    """A label value as the format wants it: backslash, double quote and newline escaped. Server
+    names and hostnames are typed by admins and agents, so they may hold any of them."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def escape_help(text):
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def labels(**pairs):
+    return ",".join(f'{name}="{escape_label_value(value)}"' for name, value in pairs.items())
+
+
+def format_value(value):
+    """None for what must not be printed (NULL, NaN, infinities); ints stay exact, so byte
+    counts never turn into 8.589934592e+09."""
+    kind = type(value)
+    if kind is float:
+        return repr(value) if math.isfinite(value) else None
+    if kind is int:
+        return str(value)
+    if value is None:
+        return None
+    if kind is bool:
+        return "1" if value else "0"
+    value = float(value)  # Decimal and the like
+    return repr(value) if math.isfinite(value) else None
+
+
+def is_up(last_seen, now, offline_after):
+    return last_seen is not None and (now - last_seen).total_seconds() <= offline_after
+
+
+def epoch_seconds(moment):
+    return None if moment is None else (moment - EPOCH).total_seconds()
+
+
+def _scaled(value, divisor):
+    return value / divisor if value is not None and divisor != 1 else value
+
+
+def exposition(rows, now, offline_after, firing=None):
+    """The text format for these servers at `now` (naive UTC).
+
+    rows: sequences in SCRAPE_COLUMNS order; firing: {server_id: firing alert count}. Families
+    come in a fixed order, each with its # HELP and # TYPE once and all its samples together;
+    servers in the order given.
+    """
+    firing = firing or {}
+    servers = [dict(zip(SCRAPE_COLUMNS, row)) for row in rows]
+    for server in servers:
+        server["up"] = is_up(server["last_seen"], now, offline_after)
+        server["labels"] = labels(server=server["name"], hostname=server["hostname"] or "")
+    lines = []
+
+    def family(name, kind, help_text, samples):
+        lines.append(f"# HELP {name} {escape_help(help_text)}")
+        lines.append(f"# TYPE {name} {kind}")
+        for label_text, value in samples:
+            text = format_value(value)
+            if text is not None:
+                lines.append(f"{name}{{{label_text}}} {text}")
+
+    per_server = {
+        "mpanel_up": lambda s: 1 if s["up"] else 0,
+        "mpanel_last_seen_timestamp_seconds": lambda s: epoch_seconds(s["last_seen"]),
+        "mpanel_last_sample_timestamp_seconds": lambda s: epoch_seconds(s["sample_time"]),
+        "mpanel_alerts_firing": lambda s: firing.get(s["server_id"], 0),
+    }
+    for name, kind, help_text in SERVER_FAMILIES:
+        if name == "mpanel_agent_info":
+            samples = [(s["labels"] + "," + labels(version=s["agent_version"] or "",
+                                                   status=s["agent_status"] or ""), 1)
+                       for s in servers]
+        else:
+            samples = [(s["labels"], per_server[name](s)) for s in servers]
+        family(name, kind, help_text, samples)
+
+    up = [s for s in servers if s["up"]]
+    for name, kind, help_text, column, divisor in SAMPLE_FAMILIES:
+        family(name, kind, help_text, [(s["labels"], _scaled(s[column], divisor)) for s in up])
+
+    mounts = []
+    for s in up:
+        seen = set()
+        for mount in s["disks"] or []:
+            # A path mounted over twice is listed twice; a repeated series would be refused.
+            if mount.get("mountpoint") in seen:
+                continue
+            seen.add(mount.get("mountpoint"))
+            mounts.append((mount, s["labels"] + "," + labels(
+                mountpoint=mount.get("mountpoint") or "", device=mount.get("device") or "",
+                fstype=mount.get("fstype") or "")))
+    for name, help_text, figure in FILESYSTEM_FAMILIES:
+        family(name, "gauge", help_text, [(text, figure(mount)) for mount, text in mounts])
+
+    counts = dict.fromkeys(SERVER_STATES, 0)
+    for s in servers:
+        counts["never_seen" if s["last_seen"] is None else
+               "online" if s["up"] else "offline"] += 1
+    for name, kind, help_text in FLEET_FAMILIES:
+        family(name, kind, help_text,
+               [(labels(state=state), count) for state, count in counts.items()])
+    return "\n".join(lines) + "\n"
+
+
+# ===== Queries ==================================================================================
+
+def scrape_rows(now, offline_after):
+    """One tuple per server (SCRAPE_COLUMNS), by name: the fleet and each latest sample in one
+    query, like models.fleet() with more columns. The detail (per-mount figures) is decompressed
+    only for servers that are up, as only theirs are printed."""
+    latest = models.Metric.alias()
+    sample_columns = [getattr(latest, family[3]) for family in SAMPLE_FAMILIES]
+    query = (models.Server
+             .select(models.Server.name, models.Server.id, models.Agent.hostname,
+                     models.Agent.status, models.Agent.agent_version, models.Agent.last_seen,
+                     models.LatestSample.timestamp, *sample_columns, latest.detail)
+             .join(models.Agent, on=(models.Agent.server == models.Server.id))
+             .join(models.LatestSample, peewee.JOIN.LEFT_OUTER,
+                   on=(models.LatestSample.agent == models.Agent.id))
+             .join(latest, peewee.JOIN.LEFT_OUTER, on=(
+                 (latest.agent == models.LatestSample.agent) &
+                 (latest.timestamp == models.LatestSample.timestamp)))
+             .order_by(models.Server.name, models.Server.id))
+    sql, params = query.sql()
+    convert = None if is_postgres() else models.Agent.last_seen.python_value  # SQLite: text
+    rows = []
+    for name, server_id, *middle, blob in database_proxy.execute_sql(sql, params).fetchall():
+        hostname, status, version, last_seen, sample_time, *figures = middle
+        if convert is not None:
+            last_seen, sample_time = convert(last_seen), convert(sample_time)
+        disks = None
+        if blob is not None and is_up(last_seen, now, offline_after):
+            disks = [mount for mount in models.unpack_detail(blob).get("disks") or []
+                     if isinstance(mount, dict)]
+        rows.append((server_id, name, hostname, status, version, last_seen, sample_time,
+                     *figures, disks))
+    return rows
+
+
+def firing_counts():
+    """{server_id: alerts firing}, for servers that have any."""
+    query = (models.Alert.select(models.Alert.server, peewee.fn.COUNT(models.Alert.id))
+             .where(models.Alert.state == "firing").group_by(models.Alert.server).tuples())
+    return dict(query)
+
+
+# ===== The route ================================================================================
+
+def bearer_token(header):
+    """The token of an `Authorization: Bearer <token>` header, as bytes; None without one.
+    WSGI hands headers over as latin-1 text, so this gives back the bytes that were sent."""
+    scheme, _, token = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip().encode("latin-1", "replace")
+
+
+def accepts_gzip(header):
+    """Whether an Accept-Encoding header allows gzip (present, and not with q=0)."""
+    for part in (header or "").lower().split(","):
+        coding, _, params = part.partition(";")
+        if coding.strip() in ("gzip", "*"):
+            quality = params.strip().removeprefix("q=").strip() if params else "1"
+            try:
+                return float(quality) > 0
+            except ValueError:
+                return False
+    return False
+
+
+def build_prometheus(settings):
+    app = bottle.Bottle()
+    app.install(JsonErrorPlugin())
+    expected = settings.metrics_token.encode("utf-8")
+    expected_digest = hashlib.sha256(expected).digest()
+    if expected and len(expected) < 16:
+        log.warning("MPANEL_METRICS_TOKEN is only %d characters long; use 32 or more random "
+                    "ones (openssl rand -hex 32)", len(expected))
+    refused = set()  # addresses whose last scrape was refused: one warning each, not one a scrape
+
+    @app.get("/metrics")
+    def metrics():
+        if not expected:
+            raise ApiError(404, "the Prometheus endpoint is off: set MPANEL_METRICS_TOKEN to a "
+                                "long random secret (openssl rand -hex 32), restart the panel, "
+                                "and scrape with that token as a Bearer token "
+                                "(docs/prometheus.md)")
+        sent = bearer_token(bottle.request.get_header("Authorization"))
+        # Digests of equal length: the comparison's time gives away neither the token nor its
+        # length (compare_digest alone may reveal the length).
+        if sent is None or not hmac.compare_digest(hashlib.sha256(sent).digest(),
+                                                   expected_digest):
+            address = auth.client_address(settings) or "?"
+            if address not in refused:
+                if len(refused) >= 1000:  # many addresses guessing: bound the memory
+                    refused.clear()
+                refused.add(address)
+                log.warning("metrics scrape refused addr=%s reason=%s", address,
+                            "no bearer token" if sent is None else "wrong token")
+            challenge = 'Bearer realm="mpanel"' if sent is None else \
+                'Bearer realm="mpanel", error="invalid_token"'
+            raise ApiError(401, "/metrics needs Authorization: Bearer <MPANEL_METRICS_TOKEN>"
+                           if sent is None else "the bearer token is not MPANEL_METRICS_TOKEN",
+                           headers={"WWW-Authenticate": challenge})
+        refused.discard(auth.client_address(settings) or "?")
+
+        now = utcnow()
+        text = exposition(scrape_rows(now, settings.offline_after), now,
+                          settings.offline_after, firing_counts())
+        # "replace": a hostname stored with a lone surrogate must not turn the scrape into a 500.
+        body = text.encode("utf-8", "replace")
+        headers = {"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store",
+                   "Vary": "Accept-Encoding"}
+        if len(body) >= GZIP_MIN_BYTES and accepts_gzip(
+                bottle.request.get_header("Accept-Encoding")):
+            body = gzip.compress(body, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+        return bottle.HTTPResponse(body=body, status=200, headers=headers)
+
+    return app
