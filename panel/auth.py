@@ -70,16 +70,43 @@ def _loopback(address):
         return False
 
 
+def forwarded_scheme(settings):
+    """The scheme the client used: a trusted proxy's X-Forwarded-Proto, else this connection's.
+    Anyone else's X-Forwarded-* is what the client says about itself, and is ignored."""
+    environ = bottle.request.environ
+    remote = environ.get("REMOTE_ADDR") or ""
+    forwarded = (environ.get("HTTP_X_FORWARDED_PROTO") or "").split(",")[-1].strip().lower()
+    if forwarded and _trusted(remote, settings):
+        return forwarded
+    return environ.get("wsgi.url_scheme") or "http"
+
+
+def forwarded_host(settings):
+    """The host the client asked for: a trusted proxy's X-Forwarded-Host, else Host."""
+    environ = bottle.request.environ
+    remote = environ.get("REMOTE_ADDR") or ""
+    forwarded = (environ.get("HTTP_X_FORWARDED_HOST") or "").split(",")[-1].strip()
+    if forwarded and _trusted(remote, settings):
+        return forwarded
+    return environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
+
+
 def require_https(settings):
-    """The agent API carries keys: over plain HTTP only where nobody can listen in."""
+    """The agent API carries keys: over plain HTTP only where nobody can listen in.
+
+    A trusted proxy's X-Forwarded-Proto decides when it sends one — also a proxy on this very
+    host, which connects from loopback: one that forwards port 80 must not pass keys that
+    crossed the network in clear text. Without the header, a loopback peer is a local client
+    (`make run`'s agent, a health check) and may use plain HTTP."""
     environ = bottle.request.environ
     if settings.allow_http or environ.get("wsgi.url_scheme") == "https":
         return
     remote = environ.get("REMOTE_ADDR") or ""
-    if _loopback(remote):
-        return
-    if _trusted(remote, settings) and \
-            (environ.get("HTTP_X_FORWARDED_PROTO") or "").lower() == "https":
+    forwarded = (environ.get("HTTP_X_FORWARDED_PROTO") or "").strip()
+    if forwarded and _trusted(remote, settings):
+        if forwarded_scheme(settings) == "https":
+            return
+    elif _loopback(remote):
         return
     raise ApiError(403, "plain HTTP refused: the agent API needs HTTPS (or a trusted proxy "
                         "sending X-Forwarded-Proto: https)", "scheme")

@@ -49,7 +49,8 @@ def revoke_key(server_name):
 
 
 def set_admin(username, password, rounds, role="admin"):
-    """Create the admin, or set its password and role; return True when created."""
+    """Create the admin, or set its password and role (logging it out everywhere); return True
+    when created."""
     _check_name(username, "username", 64)
     if len(password) < 8:
         raise ValueError("password must be at least 8 characters")
@@ -61,6 +62,8 @@ def set_admin(username, password, rounds, role="admin"):
             return True
         models.Admin.update(password_hash=hashed, role=role).where(
             models.Admin.id == admin.id).execute()
+        # A new password (a suspected leak, a departure) ends every session of that account.
+        models.AdminSession.delete().where(models.AdminSession.admin == admin.id).execute()
         return False
 
 

@@ -67,15 +67,11 @@ def template(template_name, /, **ctx):
 
 
 def panel_url(settings):
-    """The panel's address as agents should use it: MPANEL_PUBLIC_URL, else this request's."""
+    """The panel's address as agents should use it: MPANEL_PUBLIC_URL, else this request's
+    (scheme and host from a trusted proxy's X-Forwarded-* only)."""
     if settings.public_url:
         return settings.public_url
-    parts = bottle.request.urlparts
-    scheme = parts.scheme
-    remote = bottle.request.environ.get("REMOTE_ADDR") or ""
-    if auth._trusted(remote, settings):
-        scheme = (bottle.request.get_header("X-Forwarded-Proto") or scheme).split(",")[0].strip()
-    return f"{scheme}://{parts.netloc}"
+    return f"{auth.forwarded_scheme(settings)}://{auth.forwarded_host(settings)}"
 
 
 # ===== The servers table ========================================================================
@@ -166,7 +162,7 @@ def build_views(settings):
 
     @app.get("/login")
     def login_form():
-        return _login_page()
+        return _login_page(settings)
 
     @app.post("/login")
     def login():
@@ -175,7 +171,7 @@ def build_views(settings):
         cookie = bottle.request.get_cookie(auth.LOGIN_CSRF_COOKIE) or ""
         if not cookie or not secrets.compare_digest(sent.encode(), cookie.encode()):
             bottle.response.status = 403
-            return _login_page("Your login form expired; please try again.")
+            return _login_page(settings, "Your login form expired; please try again.")
         username = (form.getunicode("username") or "")[:64]
         password = form.getunicode("password") or ""
         address = auth.client_address(settings)
@@ -185,15 +181,15 @@ def build_views(settings):
             bottle.response.set_header("Retry-After", str(max(1, int(wait + 0.999))))
             models.record_auth_event("login_throttled", client_addr=address,
                                      detail=f"user {username}")
-            return _login_page(f"Too many failed logins. Try again in {units.duration(wait)}.",
-                               username)
+            return _login_page(settings, "Too many failed logins. Try again in "
+                               f"{units.duration(wait)}.", username)
         admin = models.Admin.get_or_none(models.Admin.username == username)
         hashed = admin.password_hash if admin else _DUMMY_HASH
         if not keys.check_secret(password[:72], hashed) or admin is None:
             models.record_auth_event("login_failed", client_addr=address,
                                      detail=f"user {username}")
             bottle.response.status = 401
-            return _login_page("Wrong username or password.", username)
+            return _login_page(settings, "Wrong username or password.", username)
         models.record_auth_event("login_ok", client_addr=address, detail=f"user {username}")
         token = auth.start_session(admin, settings.session_hours)
         bottle.response.set_cookie(auth.SESSION_COOKIE, token, path="/", httponly=True,
@@ -336,18 +332,13 @@ def _uptime_since_boot(agent, latest):
 
 
 def _https(settings):
-    if bottle.request.urlparts.scheme == "https":
-        return True
-    remote = bottle.request.environ.get("REMOTE_ADDR") or ""
-    return auth._trusted(remote, settings) and \
-        (bottle.request.get_header("X-Forwarded-Proto") or "").lower() == "https"
+    return auth.forwarded_scheme(settings) == "https"
 
 
-def _login_page(message="", username=""):
+def _login_page(settings, message="", username=""):
     token = secrets.token_urlsafe(24)
     bottle.response.set_cookie(auth.LOGIN_CSRF_COOKIE, token, path="/login", httponly=True,
-                               samesite="strict",
-                               secure=bottle.request.urlparts.scheme == "https")
+                               samesite="strict", secure=_https(settings))
     return template("login.tpl", title="Log in · mPanel", message=message, username=username,
                     csrf_token=token)
 

@@ -70,7 +70,7 @@
     <tbody>
     % for c in channels:
       % d = last_delivery.get(c.id)
-      <tr><td>{{c.name}}</td><td>{{c.kind}}</td><td class="target">{{c.target}}</td><td>{{'yes' if c.is_default else 'routed only'}}</td>
+      <tr><td>{{c.name}}</td><td>{{c.kind}}</td><td class="target">{{c.target if admin else c.kind + ' (shown to admins)'}}</td><td>{{'yes' if c.is_default else 'routed only'}}</td>
       <td>{{('%s %s, %s' % (d.event, d.status, d.created_at.strftime('%Y-%m-%d %H:%M UTC'))) if d else '—'}}{{(': ' + d.last_error) if d and d.last_error else ''}}</td>
       % if admin:
       <td class="actions">

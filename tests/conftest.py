@@ -269,6 +269,18 @@ def require(what, available, why):
     pytest.skip(f"{what} not available here: {why}")
 
 
+def self_signed_certificate(directory):
+    """(cert.pem, key.pem): a certificate for 127.0.0.1 made by Debian's openssl."""
+    import shutil
+
+    require("openssl", shutil.which("openssl"), "install Debian's openssl")
+    cert, key = Path(directory) / "cert.pem", Path(directory) / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
 def start_nginx(tmp_path, server_blocks):
     """Debian's nginx as an unprivileged foreground process with its own prefix and config."""
     import shutil

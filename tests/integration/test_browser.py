@@ -1,10 +1,8 @@
 """The dashboard in a real browser: Debian's Chromium, headless, driven by Selenium through
 Debian's chromedriver (both installed by .ci/run). Login, the servers table refreshing itself
 through htmx without a reload, agent-supplied text shown as text, and screenshots."""
-import os
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 

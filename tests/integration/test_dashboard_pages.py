@@ -408,3 +408,27 @@ def test_table_sorts_and_filters_on_the_server(admin, panel):
     assert names("sort=__class__&dir=sideways&status=weird") == ["db-1", "spare", "web-1", "web-2"]
     nothing = admin.request("GET", "/servers?q=zzz").text
     assert "No server matches this filter" in nothing
+
+
+# ===== Findings of the security review ===========================================================
+
+def test_a_new_password_ends_that_accounts_sessions(admin):
+    assert admin.request("GET", "/servers").status == 200
+    services.set_admin("admin", "a brand new password", TEST_BCRYPT_ROUNDS)
+    assert admin.request("GET", "/servers").status in (302, 303)
+
+
+def test_viewers_do_not_see_webhook_urls(admin, viewer):
+    services.add_channel("ops", "webhook", "https://hooks.example.com/T000/secret-token")
+    assert "secret-token" in admin.request("GET", "/alerts").text
+    page = viewer.request("GET", "/alerts").text
+    assert "secret-token" not in page and "hooks.example.com" not in page
+
+
+def test_install_commands_ignore_forwarded_headers_from_untrusted_clients(admin, panel):
+    """The session panel trusts no proxy: what a client says in X-Forwarded-* is ignored."""
+    response = post(admin, "/servers", {"name": "web-9"},
+                    headers={"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"})
+    text = html.unescape(response.text)
+    assert "evil.example" not in text
+    assert f"{panel.url}/downloads/install.sh" in text

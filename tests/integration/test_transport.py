@@ -5,7 +5,6 @@ the version Debian 12, Ubuntu 22.04 and RHEL 9 ship (`make venv` puts it in
 .venv/urllib3-1.26), so the installers can use the distribution's packages."""
 import hashlib
 import os
-import shutil
 import ssl
 import subprocess
 import sys
@@ -13,17 +12,13 @@ import sys
 import pytest
 
 from panel import models
-from tests.conftest import (ROOT, free_port, new_server, require, start_nginx, wait_for_port,
-                            write_agent_config)
+from tests.conftest import (ROOT, free_port, new_server, require, self_signed_certificate,
+                            start_nginx, wait_for_port, write_agent_config)
 
 
 @pytest.fixture
 def certificate(tmp_path):
-    require("openssl", shutil.which("openssl"), "install Debian's openssl")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    cert, key = self_signed_certificate(tmp_path)
     der = ssl.PEM_cert_to_DER_cert(cert.read_text())
     return cert, key, hashlib.sha256(der).hexdigest()
 

@@ -51,7 +51,7 @@ def test_hostile_server_names_and_hostnames_are_escaped_and_read_back_unchanged(
     hostname = '<script>alert("x")</script>\\\n"}\' 1\nmpanel_up{server="evil"} 1'
     text = prometheus.exposition([row(name=HOSTILE, hostname=hostname, cpu_usage=50.0)],
                                  NOW, 300)
-    assert f'server="a\\"b\\\\c\\nd"' in text
+    assert 'server="a\\"b\\\\c\\nd"' in text
     # Every line is a comment or a sample: nothing the agent sent started a line of its own.
     for line in text.splitlines():
         assert line.startswith("# ") or line.startswith("mpanel_"), line
