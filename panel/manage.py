@@ -91,7 +91,7 @@ def build_manage(settings):
 
     def error_on_detail(server_id, session, message, status=400):
         bottle.response.status = status
-        context = server_context(server_id, session, settings, error=message)
+        context = server_context(server_id, session, settings, full=True, error=message)
         return template("server.tpl", **context)
 
     # ----- servers ------------------------------------------------------------------------------

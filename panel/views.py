@@ -243,7 +243,8 @@ def build_views(settings):
             bottle.abort(400, str(err))
         bottle.response.set_header("Cache-Control", "no-store")
         return template("_processes.tpl", server=agent.server,
-                        view=detail.processes_view(agent.id, moment))
+                        view=detail.processes_view(agent.id, moment),
+                        kept_days=settings.retention_raw_days)
 
     @app.get("/status")
     def public_status():
@@ -286,8 +287,9 @@ def agent_or_404(server_id):
     return agent
 
 
-def server_context(server_id, session, settings, **extra):
-    """Everything the detail page's header, manage box and first render need."""
+def server_context(server_id, session, settings, full=None, **extra):
+    """Everything the detail page's header, manage box and (`full`: by default unless htmx
+    asks for the header alone) first render of charts and processes need."""
     agent = agent_or_404(server_id)
     server = agent.server
     now = utcnow()
@@ -315,20 +317,22 @@ def server_context(server_id, session, settings, **extra):
         "charts": None, "firing": firing, "panel_url": panel_url(settings),
         "uptime": _uptime_since_boot(agent, latest),
     }
-    if not bottle.request.get_header("HX-Request"):
+    if full is None:
+        full = not bottle.request.get_header("HX-Request")
+    if full:
         context["charts"] = [charts.render(c) for c in
                              detail.build_charts(agent.id, chart_range, now, latest)]
         context["processes"] = detail.processes_view(agent.id)
+        context["kept_days"] = settings.retention_raw_days
     context.update(extra)
     return context
 
 
 def _uptime_since_boot(agent, latest):
     """The server's own uptime, from the boot time it reported at registration, if any."""
-    boot = getattr(agent, "boot_time", None)
-    if not boot:
+    if not agent.boot_time:
         return ""
-    return units.duration((utcnow() - boot).total_seconds())
+    return units.duration((utcnow() - agent.boot_time).total_seconds())
 
 
 def _https(settings):
@@ -342,9 +346,3 @@ def _login_page(settings, message="", username=""):
     return template("login.tpl", title="Log in · mPanel", message=message, username=username,
                     csrf_token=token)
 
-
-def time_label(moment):
-    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else ""
-
-
-__all__ = ["build_views", "server_rows", "render", "template", "time_label", "datetime"]

@@ -1,6 +1,6 @@
 <div id="processes">
   % if view['sample_time'] is None:
-  <p class="muted">{{'No sample within 5 minutes before %s UTC.' % view['asked'].strftime('%Y-%m-%d %H:%M') if view['asked'] else 'No sample yet.'}}</p>
+  <p class="muted">{{'No sample within 5 minutes before %s UTC (process lists are kept with the raw samples, %d days).' % (view['asked'].strftime('%Y-%m-%d %H:%M'), kept_days) if view['asked'] else 'No sample yet.'}}</p>
   % else:
   <p class="muted">Sample of {{view['sample_time'].strftime('%Y-%m-%d %H:%M:%S')}} UTC{{'' if view['process_total'] is None else ' · %d processes' % view['process_total']}}</p>
   <div class="tables">

@@ -432,3 +432,12 @@ def test_install_commands_ignore_forwarded_headers_from_untrusted_clients(admin,
     text = html.unescape(response.text)
     assert "evil.example" not in text
     assert f"{panel.url}/downloads/install.sh" in text
+
+
+def test_a_refused_change_sent_by_htmx_gets_the_page_with_the_reason(admin):
+    server, _ = new_server("web-1")
+    new_server("taken")
+    response = admin.request("POST", f"/servers/{server.id}/rename", form={"name": "taken"},
+                             headers={"X-CSRF-Token": csrf(admin), "HX-Request": "true",
+                                      **HTML})
+    assert response.status == 409 and "already exists" in html.unescape(response.text)
