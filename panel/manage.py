@@ -219,12 +219,15 @@ def build_manage(settings):
 
     @app.post("/alerts/channels/<channel_id:int>/delete", auth="admin")
     def delete_channel(channel_id, session):
+        if not models.valid_id(channel_id):
+            bottle.abort(404, f"no channel with id {channel_id}")
         models.Channel.delete().where(models.Channel.id == channel_id).execute()
         return bottle.redirect("/alerts")
 
     @app.post("/alerts/channels/<channel_id:int>/test", auth="admin")
     def test_channel(channel_id, session):
-        channel = models.Channel.get_or_none(models.Channel.id == channel_id)
+        channel = models.Channel.get_or_none(models.Channel.id == channel_id) \
+            if models.valid_id(channel_id) else None
         if channel is None:
             bottle.abort(404, f"no channel with id {channel_id}")
         delivery = alerts.queue_test(channel, utcnow())
@@ -263,7 +266,8 @@ def build_manage(settings):
 
     @app.post("/alerts/rules/<rule_id:int>/delete", auth="admin")
     def delete_rule(rule_id, session):
-        rule = models.AlertRule.get_or_none(models.AlertRule.id == rule_id)
+        rule = models.AlertRule.get_or_none(models.AlertRule.id == rule_id) \
+            if models.valid_id(rule_id) else None
         if rule is None:
             bottle.abort(404, f"no rule with id {rule_id}")
         if rule.server_id is None:

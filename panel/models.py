@@ -419,6 +419,13 @@ def record_auth_event(kind, client_addr=None, key_id=None, server_id=None, detai
 
 
 
+MAX_ID = 2 ** 31 - 1  # SERIAL's range; a larger number in a URL names nothing
+
+
+def valid_id(number):
+    return isinstance(number, int) and 0 < number <= MAX_ID
+
+
 def server_by_name(name):
     return Server.get_or_none(Server.name == name)
 

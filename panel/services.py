@@ -131,8 +131,10 @@ def set_rule(metric, threshold, minutes, server_name=None, enabled=True):
 
     if metric not in alerts.METRICS:
         raise ValueError(f"metric must be one of {', '.join(alerts.METRICS)}")
-    if minutes < 1:
-        raise ValueError("minutes must be at least 1")
+    if not 1 <= minutes <= 1440:
+        raise ValueError("minutes must be between 1 and 1440 (a day)")
+    if not 0 <= threshold <= 1e6:  # also refuses NaN
+        raise ValueError("threshold must be between 0 and 1,000,000")
     server = server_named(server_name) if server_name else None
     where = (models.AlertRule.metric == metric) & (
         models.AlertRule.server.is_null() if server is None
@@ -150,7 +152,8 @@ def set_rule(metric, threshold, minutes, server_name=None, enabled=True):
 # ===== Managing a server (the dashboard's manage box) ===========================================
 
 def server_by_id(server_id):
-    server = models.Server.get_or_none(models.Server.id == server_id)
+    server = models.Server.get_or_none(models.Server.id == server_id) \
+        if models.valid_id(server_id) else None
     if server is None:
         raise ValueError(f"no server with id {server_id}")
     return server

@@ -280,6 +280,8 @@ def build_views(settings):
 
 
 def agent_or_404(server_id):
+    if not models.valid_id(server_id):
+        bottle.abort(404, f"no server with id {server_id}")
     agent = (models.Agent.select(models.Agent, models.Server).join(models.Server)
              .where(models.Server.id == server_id).first())
     if agent is None:
