@@ -154,6 +154,22 @@ def build_manage(settings):
             return error_on_detail(server_id, session, str(err))
         return back_to(server_id)
 
+    @app.post("/servers/<server_id:int>/maintenance", auth="admin")
+    def maintenance(server_id, session):
+        agent_or_404(server_id)
+        try:
+            if bottle.request.forms.get("end"):
+                services.end_maintenance(server_id)
+            else:
+                minutes = int(form_text("minutes", 10) or "x")
+                services.add_maintenance(None, minutes, form_text("reason", 200),
+                                         server_id=server_id)
+        except ValueError as err:
+            message = str(err) if "maintenance" in str(err) else \
+                "minutes must be a whole number of minutes"
+            return error_on_detail(server_id, session, message)
+        return back_to(server_id)
+
     @app.post("/servers/<server_id:int>/rename", auth="admin")
     def rename(server_id, session):
         try:
@@ -193,10 +209,14 @@ def build_manage(settings):
                      .order_by(models.AlertRule.server.is_null(False), models.AlertRule.metric))
         servers = list(models.Server.select(models.Server.id, models.Server.name)
                        .order_by(models.Server.name))
+        routes = list(models.ServerChannel.select(models.ServerChannel, models.Server,
+                                                  models.Channel)
+                      .join(models.Server).switch(models.ServerChannel).join(models.Channel)
+                      .order_by(models.Server.name, models.Channel.name))
         smtp = settings.smtp
         return template("alerts.tpl", title="Alerts · mPanel", session=session, firing=firing,
                         history=history, channels=channels, last_delivery=last_delivery,
-                        rules=rules, servers=servers, metrics=alerts.METRICS,
+                        rules=rules, servers=servers, routes=routes, metrics=alerts.METRICS,
                         units_of=alerts.UNITS, error=error, notice=notice,
                         smtp={"host": smtp.get("host"), "port": smtp.get("port"),
                               "sender": smtp.get("sender"), "tls": smtp.get("tls"),
@@ -238,6 +258,27 @@ def build_manage(settings):
         return alerts_page(session, error=f"Test alert to {channel.name} failed: "
                                           f"{delivery.last_error or delivery.status}; "
                                           "it will be retried with backoff.", status=502)
+
+    @app.post("/alerts/routes", auth="admin")
+    def add_route(session):
+        try:
+            server = services.server_by_id(int(bottle.request.forms.get("server_id") or "0"))
+            channel_id = int(bottle.request.forms.get("channel_id") or "0")
+            channel = models.Channel.get_or_none(models.Channel.id == channel_id) \
+                if models.valid_id(channel_id) else None
+            if channel is None:
+                raise ValueError(f"no channel with id {channel_id}")
+            services.route(server.name, channel.name)
+        except ValueError as err:
+            message = str(err) if str(err).startswith("no ") else "choose a server and a channel"
+            return alerts_page(session, error=message, status=400)
+        return bottle.redirect("/alerts")
+
+    @app.post("/alerts/routes/<server_id:int>/<channel_id:int>/delete", auth="admin")
+    def delete_route(server_id, channel_id, session):
+        if models.valid_id(server_id) and models.valid_id(channel_id):
+            services.unroute(server_id, channel_id)
+        return bottle.redirect("/alerts")
 
     @app.post("/alerts/rules", auth="admin")
     def set_rule(session):

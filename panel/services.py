@@ -113,16 +113,31 @@ def set_critical(server_name, critical=True):
         models.Server.id == server.id).execute()
 
 
-def add_maintenance(server_name, minutes, reason=None, starts_at=None):
+def add_maintenance(server_name, minutes, reason=None, starts_at=None, server_id=None):
+    """Silence the server's alerts for `minutes` (at most 30 days) from `starts_at` (now)."""
     import datetime
 
-    if minutes <= 0:
-        raise ValueError("a maintenance window lasts at least a minute")
-    server = server_named(server_name)
+    if not 1 <= minutes <= 30 * 1440:
+        raise ValueError("a maintenance window lasts from a minute to 30 days")
+    server = server_by_id(server_id) if server_id is not None else server_named(server_name)
     starts_at = starts_at or utcnow()
     return models.MaintenanceWindow.create(server=server.id, starts_at=starts_at,
                                            ends_at=starts_at + datetime.timedelta(minutes=minutes),
                                            reason=(reason or "")[:200] or None)
+
+
+def end_maintenance(server_id, now=None):
+    """End the server's current maintenance windows now."""
+    now = now or utcnow()
+    return models.MaintenanceWindow.update(ends_at=now).where(
+        (models.MaintenanceWindow.server == server_by_id(server_id).id) &
+        (models.MaintenanceWindow.starts_at <= now) &
+        (models.MaintenanceWindow.ends_at > now)).execute()
+
+
+def unroute(server_id, channel_id):
+    models.ServerChannel.delete().where((models.ServerChannel.server == server_id) &
+                                        (models.ServerChannel.channel == channel_id)).execute()
 
 
 def set_rule(metric, threshold, minutes, server_name=None, enabled=True):

@@ -311,13 +311,18 @@ def server_context(server_id, session, settings, full=None, **extra):
     chart_range = detail.parse_range(bottle.request.query.get("range"))
     firing = list(models.Alert.select().where((models.Alert.server == server.id) &
                                               (models.Alert.state == "firing")))
+    maintenance = (models.MaintenanceWindow.select()
+                   .where((models.MaintenanceWindow.server == server.id) &
+                          (models.MaintenanceWindow.starts_at <= now) &
+                          (models.MaintenanceWindow.ends_at > now))
+                   .order_by(models.MaintenanceWindow.ends_at.desc()).first())
     context = {
         "title": f"{server.name} ({state}) · mPanel" if state == "offline"
         else f"{server.name} · mPanel",
         "server": server, "agent": agent, "latest": latest, "state": state, "now": now,
         "session": session, "chart_range": chart_range, "ranges": charts.RANGES,
         "charts": None, "firing": firing, "panel_url": panel_url(settings),
-        "uptime": _uptime_since_boot(agent, latest),
+        "uptime": _uptime_since_boot(agent, latest), "maintenance": maintenance,
     }
     if full is None:
         full = not bottle.request.get_header("HX-Request")

@@ -18,6 +18,19 @@
       <p class="muted">{{'Shown on the public status page (up/down and uptime only).' if server.public_status else 'Not on the public status page.'}}</p>
       <button type="submit" class="small secondary">{{'Remove from /status' if server.public_status else 'Show on /status'}}</button>
     </form>
+    <form method="post" action="/servers/{{server.id}}/maintenance" class="stack">
+      <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
+      % if maintenance:
+      <p class="muted">In maintenance until {{maintenance.ends_at.strftime('%Y-%m-%d %H:%M UTC')}}{{(': ' + maintenance.reason) if maintenance.reason else ''}}. Alerts are recorded, not sent; data keeps flowing.</p>
+      <input type="hidden" name="end" value="1">
+      <button type="submit" class="small secondary">End maintenance now</button>
+      % else:
+      <label>Maintenance: silence alerts for
+        <select name="minutes"><option value="30">30 minutes</option><option value="60" selected>1 hour</option><option value="240">4 hours</option><option value="1440">1 day</option><option value="10080">1 week</option></select></label>
+      <label>Reason <input name="reason" maxlength="200" placeholder="kernel upgrade"></label>
+      <button type="submit" class="small secondary">Start maintenance</button>
+      % end
+    </form>
     <form method="post" action="/servers/{{server.id}}/rotate" class="stack">
       <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
       <p class="muted">A new key, shown once. The running agent picks it up by itself; the old key keeps working meanwhile.</p>

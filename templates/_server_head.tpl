@@ -11,6 +11,9 @@
     % if server.public_status:
     <span class="tag">on status page</span>
     % end
+    % if maintenance:
+    <span class="tag maint" title="{{maintenance.reason or ''}}">maintenance until {{maintenance.ends_at.strftime('%H:%M UTC')}}</span>
+    % end
   </div>
   <dl class="facts">
     <div><dt>Hostname</dt><dd>{{agent.hostname or '—'}}</dd></div>

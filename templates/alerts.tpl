@@ -98,6 +98,42 @@
 </section>
 
 <section class="card">
+  <h2>Routes</h2>
+  <p class="muted">A server with routes sends its alerts to those channels only; every other server uses the default channels.</p>
+  <table class="list">
+    <thead><tr><th>Server</th><th>Channel</th>{{!'<th></th>' if admin else ''}}</tr></thead>
+    <tbody>
+    % for r in routes:
+      <tr><td><a href="/servers/{{r.server.id}}">{{r.server.name}}</a></td><td>{{r.channel.name}}</td>
+      % if admin:
+      <td><form method="post" action="/alerts/routes/{{r.server.id}}/{{r.channel.id}}/delete" class="inline"><input type="hidden" name="csrf_token" value="{{session.csrf_token}}"><button class="link" type="submit">remove</button></form></td>
+      % end
+      </tr>
+    % end
+    % if not routes:
+      <tr><td colspan="3" class="muted">No routes: every server's alerts go to the default channels.</td></tr>
+    % end
+    </tbody>
+  </table>
+  % if admin and servers and channels:
+  <form method="post" action="/alerts/routes" class="row-form">
+    <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
+    <label>Send <select name="server_id">
+      % for s in servers:
+      <option value="{{s.id}}">{{s.name}}</option>
+      % end
+    </select></label>
+    <label>’s alerts to <select name="channel_id">
+      % for c in channels:
+      <option value="{{c.id}}">{{c.name}}</option>
+      % end
+    </select></label>
+    <button type="submit" class="small">Add route</button>
+  </form>
+  % end
+</section>
+
+<section class="card">
   <h2>History</h2>
   <table class="list">
     <thead><tr><th>Server</th><th>Rule</th><th>What</th><th>Started</th><th>Resolved</th></tr></thead>

@@ -265,7 +265,8 @@ def test_rename_flags_and_delete(admin, panel):
 # ===== Roles and CSRF ============================================================================
 
 MANAGING = ("/servers/{id}/rotate", "/servers/{id}/revoke", "/servers/{id}/flags",
-            "/servers/{id}/rename", "/servers/{id}/delete", "/servers/{id}/bundle")
+            "/servers/{id}/rename", "/servers/{id}/delete", "/servers/{id}/bundle",
+            "/servers/{id}/maintenance", "/alerts/routes")
 
 
 def test_viewer_sees_but_cannot_manage(viewer, panel):
@@ -467,11 +468,13 @@ def test_hostile_input_to_every_page_is_a_4xx_never_a_500(admin, panel):
         f"/servers/{server.id}/rename": "name", f"/servers/{server.id}/flags": "critical",
         f"/servers/{server.id}/delete": "confirm_name", f"/servers/{server.id}/bundle": "api_key",
         "/servers": "name", "/alerts/channels": "target", "/alerts/rules": "threshold",
+        f"/servers/{server.id}/maintenance": "minutes", "/alerts/routes": "channel_id",
     }
     for path, field in forms.items():
         for value in HOSTILE + ["x" * 70_000]:
             form = {"csrf_token": token, field: value, "name": value, "kind": value,
-                    "metric": "cpu", "minutes": value, "threshold": value, "server_id": value}
+                    "metric": "cpu", "minutes": value, "threshold": value, "server_id": value,
+                    "reason": value, "channel_id": value}
             response = admin.request("POST", path, form=form, headers={"Accept": "*/*"})
             assert response.status < 500, (path, value[:20], response.status,
                                            response.text[:200])
@@ -486,3 +489,41 @@ def test_hostile_input_to_every_page_is_a_4xx_never_a_500(admin, panel):
     huge = post(admin, "/alerts/rules", {"metric": "cpu", "threshold": "80",
                                          "minutes": "99999999999999999999999"})
     assert huge.status == 400 and "minutes" in huge.text
+
+
+# ===== Maintenance and routes from the pages ===================================================
+
+def test_maintenance_from_the_detail_page_silences_and_ends(admin, panel):
+    from panel import alerts
+    from panel.db import utcnow
+
+    server, _ = new_server("web-1")
+    assert post(admin, f"/servers/{server.id}/maintenance",
+                {"minutes": "60", "reason": "kernel <b>upgrade</b>"}).status == 303
+    assert alerts.in_maintenance(server.id, utcnow())
+    page = admin.request("GET", f"/servers/{server.id}").text
+    assert "maintenance until" in page and "kernel &lt;b&gt;upgrade&lt;/b&gt;" in page
+    for bad in ("0", "99999999", "soon"):
+        refused = post(admin, f"/servers/{server.id}/maintenance", {"minutes": bad})
+        assert refused.status == 400, bad
+    assert post(admin, f"/servers/{server.id}/maintenance", {"end": "1"}).status == 303
+    assert not alerts.in_maintenance(server.id, utcnow())
+
+
+def test_routes_from_the_alerts_page(admin, panel):
+    from panel import alerts
+
+    server, _ = new_server("web-1")
+    other, _ = new_server("web-2")
+    default = services.add_channel("all", "webhook", "https://hooks.example.com/a")
+    own = services.add_channel("db-team", "email", "db@example.com", is_default=False)
+    assert post(admin, "/alerts/routes", {"server_id": str(server.id),
+                                          "channel_id": str(own.id)}).status == 303
+    assert [c.name for c in alerts.channels_for(server.id)] == ["db-team"]
+    assert [c.name for c in alerts.channels_for(other.id)] == ["all"]
+    assert "db-team" in admin.request("GET", "/alerts").text
+    assert post(admin, "/alerts/routes", {"server_id": "x", "channel_id": "1"}).status == 400
+    assert post(admin, "/alerts/routes", {"server_id": str(server.id),
+                                          "channel_id": "999999"}).status == 400
+    assert post(admin, f"/alerts/routes/{server.id}/{own.id}/delete", {}).status == 303
+    assert [c.name for c in alerts.channels_for(server.id)] == [default.name]
