@@ -87,10 +87,7 @@ def effective_rules(rules, server_id):
 # ===== Opening and resolving ====================================================================
 
 def in_maintenance(server_id, now):
-    return models.MaintenanceWindow.select().where(
-        (models.MaintenanceWindow.server == server_id) &
-        (models.MaintenanceWindow.starts_at <= now) &
-        (models.MaintenanceWindow.ends_at > now)).exists()
+    return models.MaintenanceWindow.select().where(models.maintenance_now(server_id, now)).exists()
 
 
 def channels_for(server_id):

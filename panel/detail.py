@@ -20,6 +20,7 @@ _RAW_INDEX = {name: rollups.RAW_CHART_COLUMNS.index(column) for name, column in
                ("disk_write", "disk_write_rate"), ("net_rx", "network_rx_rate"),
                ("net_tx", "network_tx_rate"))}
 FIGURE_NAMES = list(_RAW_INDEX)
+_MEMORY_TOTAL = rollups.RAW_CHART_COLUMNS.index("memory_total")
 
 
 def parse_range(name):
@@ -114,8 +115,6 @@ def build_charts(agent_id, chart_range, now=None, latest=None):
                                   charts.Line("sent", points["net_tx"])], note=banded),
     ]
 
-
-_MEMORY_TOTAL = rollups.RAW_CHART_COLUMNS.index("memory_total")
 
 
 # ===== Processes and services at a minute =======================================================

@@ -246,8 +246,7 @@ def build_manage(settings):
 
     @app.post("/alerts/channels/<channel_id:int>/test", auth="admin")
     def test_channel(channel_id, session):
-        channel = models.Channel.get_or_none(models.Channel.id == channel_id) \
-            if models.valid_id(channel_id) else None
+        channel = models.by_id(models.Channel, channel_id)
         if channel is None:
             bottle.abort(404, f"no channel with id {channel_id}")
         delivery = alerts.queue_test(channel, utcnow())
@@ -264,8 +263,7 @@ def build_manage(settings):
         try:
             server = services.server_by_id(int(bottle.request.forms.get("server_id") or "0"))
             channel_id = int(bottle.request.forms.get("channel_id") or "0")
-            channel = models.Channel.get_or_none(models.Channel.id == channel_id) \
-                if models.valid_id(channel_id) else None
+            channel = models.by_id(models.Channel, channel_id)
             if channel is None:
                 raise ValueError(f"no channel with id {channel_id}")
             services.route(server.name, channel.name)
@@ -295,9 +293,6 @@ def build_manage(settings):
                 server_name = services.server_by_id(int(forms.get("server_id"))).name
             except ValueError as err:
                 return alerts_page(session, error=str(err), status=400)
-        if not (0 <= threshold <= 1e6):
-            return alerts_page(session, error="threshold must be between 0 and 1,000,000",
-                               status=400)
         try:
             services.set_rule(form_text("metric", 16), threshold, minutes, server_name,
                               enabled=forms.get("enabled", "1") == "1")
@@ -307,8 +302,7 @@ def build_manage(settings):
 
     @app.post("/alerts/rules/<rule_id:int>/delete", auth="admin")
     def delete_rule(rule_id, session):
-        rule = models.AlertRule.get_or_none(models.AlertRule.id == rule_id) \
-            if models.valid_id(rule_id) else None
+        rule = models.by_id(models.AlertRule, rule_id)
         if rule is None:
             bottle.abort(404, f"no rule with id {rule_id}")
         if rule.server_id is None:

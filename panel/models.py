@@ -426,6 +426,26 @@ def valid_id(number):
     return isinstance(number, int) and 0 < number <= MAX_ID
 
 
+def by_id(model, number):
+    """The row with this id, or None — also for an id no row can have (one beyond SERIAL's
+    range would make the database raise, not answer "none")."""
+    return model.get_or_none(model.id == number) if valid_id(number) else None
+
+
+def connection_state(last_seen, now, offline_after):
+    """"online", "offline" (silent for more than `offline_after` seconds) or "never seen": what
+    the servers table, the detail page and the Prometheus bridge show for an agent."""
+    if last_seen is None:
+        return "never seen"
+    return "offline" if (now - last_seen).total_seconds() > offline_after else "online"
+
+
+def maintenance_now(server_id, now):
+    """Condition: the server's maintenance windows open at `now`."""
+    return ((MaintenanceWindow.server == server_id) & (MaintenanceWindow.starts_at <= now) &
+            (MaintenanceWindow.ends_at > now))
+
+
 def server_by_name(name):
     return Server.get_or_none(Server.name == name)
 
@@ -447,18 +467,17 @@ FLEET_COLUMNS = ("server_id", "name", "critical", "agent_id", "hostname", "agent
                  "memory_total", "disk_max_percent", "network_rx_rate", "network_tx_rate")
 
 
-def fleet():
-    """One tuple per server (FLEET_COLUMNS), by name: the servers table in one query.
+def fleet_rows(columns):
+    """Driver tuples, one per server by name, of `columns(latest)`: columns of Server, Agent,
+    LatestSample and `latest`, an alias of Metric joined on each agent's newest sample (NULLs
+    for an agent that never reported). Timestamps come back as datetimes on both databases.
 
     Tuples straight from the driver, not model objects: for 1,000 servers, building Server and
-    Agent and Metric objects cost more than the query (a third of the page's time).
+    Agent and Metric objects cost more than the query (a third of the servers page's time).
     """
     latest = Metric.alias()
-    query = (Server.select(Server.id, Server.name, Server.critical, Agent.id, Agent.hostname,
-                           Agent.status, Agent.agent_version, Agent.last_seen,
-                           latest.cpu_usage, latest.cpu_load_1min, latest.memory_used,
-                           latest.memory_total, latest.disk_max_percent, latest.network_rx_rate,
-                           latest.network_tx_rate)
+    selected = columns(latest)
+    query = (Server.select(*selected)
              .join(Agent, on=(Agent.server == Server.id))
              .join(LatestSample, peewee.JOIN.LEFT_OUTER, on=(LatestSample.agent == Agent.id))
              .join(latest, peewee.JOIN.LEFT_OUTER, on=(
@@ -468,9 +487,24 @@ def fleet():
     sql, params = query.sql()
     rows = database_proxy.execute_sql(sql, params).fetchall()
     if not is_postgres():  # SQLite keeps timestamps as text
-        convert = Agent.last_seen.python_value
-        rows = [row[:7] + (convert(row[7]),) + row[8:] for row in rows]
+        times = [index for index, column in enumerate(selected)
+                 if isinstance(getattr(column, "field", column), peewee.DateTimeField)]
+        if times:
+            convert = Agent.last_seen.python_value
+            rows = [list(row) for row in rows]
+            for row in rows:
+                for index in times:
+                    row[index] = convert(row[index])
     return rows
+
+
+def fleet():
+    """One tuple per server (FLEET_COLUMNS), by name: the servers table in one query."""
+    return fleet_rows(lambda latest: (
+        Server.id, Server.name, Server.critical, Agent.id, Agent.hostname, Agent.status,
+        Agent.agent_version, Agent.last_seen, latest.cpu_usage, latest.cpu_load_1min,
+        latest.memory_used, latest.memory_total, latest.disk_max_percent,
+        latest.network_rx_rate, latest.network_tx_rate))
 
 
 def latest_sample_per_agent(agent_ids, columns=SUMMARY_COLUMNS):

@@ -32,7 +32,7 @@ import bottle
 import peewee
 
 from . import auth, models
-from .db import database_proxy, is_postgres, utcnow
+from .db import utcnow
 from .errors import ApiError, JsonErrorPlugin
 
 log = logging.getLogger("mpanel.prometheus")
@@ -162,7 +162,7 @@ def format_value(value):
 
 
 def is_up(last_seen, now, offline_after):
-    return last_seen is not None and (now - last_seen).total_seconds() <= offline_after
+    return models.connection_state(last_seen, now, offline_after) == "online"
 
 
 def epoch_seconds(moment):
@@ -242,28 +242,14 @@ def exposition(rows, now, offline_after, firing=None):
 
 def scrape_rows(now, offline_after):
     """One tuple per server (SCRAPE_COLUMNS), by name: the fleet and each latest sample in one
-    query, like models.fleet() with more columns. The detail (per-mount figures) is decompressed
-    only for servers that are up, as only theirs are printed."""
-    latest = models.Metric.alias()
-    sample_columns = [getattr(latest, family[3]) for family in SAMPLE_FAMILIES]
-    query = (models.Server
-             .select(models.Server.name, models.Server.id, models.Agent.hostname,
-                     models.Agent.status, models.Agent.agent_version, models.Agent.last_seen,
-                     models.LatestSample.timestamp, *sample_columns, latest.detail)
-             .join(models.Agent, on=(models.Agent.server == models.Server.id))
-             .join(models.LatestSample, peewee.JOIN.LEFT_OUTER,
-                   on=(models.LatestSample.agent == models.Agent.id))
-             .join(latest, peewee.JOIN.LEFT_OUTER, on=(
-                 (latest.agent == models.LatestSample.agent) &
-                 (latest.timestamp == models.LatestSample.timestamp)))
-             .order_by(models.Server.name, models.Server.id))
-    sql, params = query.sql()
-    convert = None if is_postgres() else models.Agent.last_seen.python_value  # SQLite: text
+    query (models.fleet_rows, with more columns than the servers table). The detail (per-mount
+    figures) is decompressed only for servers that are up, as only theirs are printed."""
     rows = []
-    for name, server_id, *middle, blob in database_proxy.execute_sql(sql, params).fetchall():
+    for name, server_id, *middle, blob in models.fleet_rows(lambda latest: (
+            models.Server.name, models.Server.id, models.Agent.hostname, models.Agent.status,
+            models.Agent.agent_version, models.Agent.last_seen, models.LatestSample.timestamp,
+            *(getattr(latest, family[3]) for family in SAMPLE_FAMILIES), latest.detail)):
         hostname, status, version, last_seen, sample_time, *figures = middle
-        if convert is not None:
-            last_seen, sample_time = convert(last_seen), convert(sample_time)
         disks = None
         if blob is not None and is_up(last_seen, now, offline_after):
             disks = [mount for mount in models.unpack_detail(blob).get("disks") or []

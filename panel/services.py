@@ -130,9 +130,7 @@ def end_maintenance(server_id, now=None):
     """End the server's current maintenance windows now."""
     now = now or utcnow()
     return models.MaintenanceWindow.update(ends_at=now).where(
-        (models.MaintenanceWindow.server == server_by_id(server_id).id) &
-        (models.MaintenanceWindow.starts_at <= now) &
-        (models.MaintenanceWindow.ends_at > now)).execute()
+        models.maintenance_now(server_by_id(server_id).id, now)).execute()
 
 
 def unroute(server_id, channel_id):
@@ -167,8 +165,7 @@ def set_rule(metric, threshold, minutes, server_name=None, enabled=True):
 # ===== Managing a server (the dashboard's manage box) ===========================================
 
 def server_by_id(server_id):
-    server = models.Server.get_or_none(models.Server.id == server_id) \
-        if models.valid_id(server_id) else None
+    server = models.by_id(models.Server, server_id)
     if server is None:
         raise ValueError(f"no server with id {server_id}")
     return server

@@ -62,8 +62,8 @@ def render(page, partial, ctx):
 def template(template_name, /, **ctx):
     ctx.setdefault("session", None)
     ctx.setdefault("title", "mPanel")
-    return bottle.template(template_name, template_lookup=[TEMPLATES], htmx_file=HTMX_FILE, units=units,
-                           quote=urllib.parse.quote_plus, **ctx)
+    return bottle.template(template_name, template_lookup=[TEMPLATES], htmx_file=HTMX_FILE,
+                           units=units, quote=urllib.parse.quote_plus, **ctx)
 
 
 def panel_url(settings):
@@ -82,12 +82,7 @@ def server_rows(offline_after, now=None):
     rows = []
     for (server_id, name, critical, _agent_id, hostname, agent_status, version, last_seen,
          cpu, load, memory_used, memory_total, disk, rx, tx) in models.fleet():
-        if last_seen is None:
-            state = "never seen"
-            silent = None
-        else:
-            silent = (now - last_seen).total_seconds()
-            state = "offline" if silent > offline_after else "online"
+        state = models.connection_state(last_seen, now, offline_after)
         rows.append({
             "id": server_id,
             "name": name,
@@ -95,7 +90,7 @@ def server_rows(offline_after, now=None):
             "hostname": hostname or "",
             "status": state,
             "revoked": agent_status == "revoked",
-            "last_seen": units.ago(silent) if last_seen else "never",
+            "last_seen": units.ago((now - last_seen).total_seconds()) if last_seen else "never",
             "last_seen_iso": last_seen.isoformat() + "Z" if last_seen else "",
             "last_seen_epoch": charts.epoch(last_seen) if last_seen else None,
             "cpu": None if cpu is None else round(cpu, 1),
@@ -280,10 +275,10 @@ def build_views(settings):
 
 
 def agent_or_404(server_id):
-    if not models.valid_id(server_id):
-        bottle.abort(404, f"no server with id {server_id}")
-    agent = (models.Agent.select(models.Agent, models.Server).join(models.Server)
-             .where(models.Server.id == server_id).first())
+    agent = None
+    if models.valid_id(server_id):
+        agent = (models.Agent.select(models.Agent, models.Server).join(models.Server)
+                 .where(models.Server.id == server_id).first())
     if agent is None:
         bottle.abort(404, f"no server with id {server_id}")
     return agent
@@ -302,19 +297,11 @@ def server_context(server_id, session, settings, full=None, **extra):
                              models.Metric.cpu_load_1min, models.Metric.network_rx_rate,
                              models.Metric.network_tx_rate,
                              models.Metric.process_count)).get(agent.id)
-    if agent.last_seen is None:
-        state = "never seen"
-    elif (now - agent.last_seen).total_seconds() > settings.offline_after:
-        state = "offline"
-    else:
-        state = "online"
+    state = models.connection_state(agent.last_seen, now, settings.offline_after)
     chart_range = detail.parse_range(bottle.request.query.get("range"))
     firing = list(models.Alert.select().where((models.Alert.server == server.id) &
                                               (models.Alert.state == "firing")))
-    maintenance = (models.MaintenanceWindow.select()
-                   .where((models.MaintenanceWindow.server == server.id) &
-                          (models.MaintenanceWindow.starts_at <= now) &
-                          (models.MaintenanceWindow.ends_at > now))
+    maintenance = (models.MaintenanceWindow.select().where(models.maintenance_now(server.id, now))
                    .order_by(models.MaintenanceWindow.ends_at.desc()).first())
     context = {
         "title": f"{server.name} ({state}) · mPanel" if state == "offline"
@@ -322,7 +309,7 @@ def server_context(server_id, session, settings, full=None, **extra):
         "server": server, "agent": agent, "latest": latest, "state": state, "now": now,
         "session": session, "chart_range": chart_range, "ranges": charts.RANGES,
         "charts": None, "firing": firing, "panel_url": panel_url(settings),
-        "uptime": _uptime_since_boot(agent, latest), "maintenance": maintenance,
+        "uptime": _uptime_since_boot(agent), "maintenance": maintenance,
     }
     if full is None:
         full = not bottle.request.get_header("HX-Request")
@@ -335,7 +322,7 @@ def server_context(server_id, session, settings, full=None, **extra):
     return context
 
 
-def _uptime_since_boot(agent, latest):
+def _uptime_since_boot(agent):
     """The server's own uptime, from the boot time it reported at registration, if any."""
     if not agent.boot_time:
         return ""
