@@ -113,15 +113,18 @@ def test_processes_never_carry_command_lines(collected):
         assert " " not in entry["name"] or psutil.Process(entry["pid"]).name() == entry["name"]
 
 
-def test_a_busy_process_tops_the_cpu_list():
+def test_a_busy_process_is_in_the_cpu_list():
+    """This process burns one core; on a shared machine another process may burn more, so it
+    need not be first, but it is listed, with its share of one core."""
     ctx = agent.CollectorContext()
     agent.collect_processes(ctx)
     deadline = time.monotonic() + 0.6
     while time.monotonic() < deadline:  # burn CPU in this process
         pass
     top = agent.collect_processes(ctx)["topCpu"]
-    assert top and top[0]["pid"] == os.getpid()
-    assert 50 <= top[0]["cpuPercent"] <= 110
+    mine = [p for p in top if p["pid"] == os.getpid()]
+    assert mine, top
+    assert 50 <= mine[0]["cpuPercent"] <= 110
 
 
 def test_a_failing_collector_is_reported_and_the_others_still_run(monkeypatch):
