@@ -43,55 +43,30 @@ def _database(settings):
     return database
 
 
+# Set by `serve --workers N` in the environment of each process it starts: that process is a
+# worker (its index; 0 also runs the background jobs) and never starts workers of its own.
+WORKER_INDEX = "MPANEL_WORKER_INDEX"
+REUSE_PORT = "MPANEL_REUSE_PORT"
+
+
 def cmd_serve(settings, args):
-    workers = args.workers if args.workers is not None else \
-        int(os.environ.get("MPANEL_WORKERS") or 1)
-    if workers > 1:
-        import socket
-
-        if not hasattr(socket, "SO_REUSEPORT"):  # Windows
-            print("error: --workers needs SO_REUSEPORT (Linux, BSD); here run one process per "
-                  "port and let the reverse proxy spread the load", file=sys.stderr)
-            return 2
-        return _serve_workers(settings, workers)
-    import waitress
-
-    from . import create_app, db
+    worker = os.environ.get(WORKER_INDEX)
+    if settings.workers > 1 and worker is None:
+        return _serve_workers(settings, settings.workers)
+    from . import create_app, db, serving
 
     db.init_schema(db.bind(settings.database_url, max_connections=settings.threads + 4))
     app = create_app(settings, database=db.database_proxy.obj)
-    worker = int(os.environ.get("MPANEL_WORKER_INDEX", "0"))
-    if settings.job_interval > 0 and worker == 0:
+    if settings.job_interval > 0 and worker in (None, "0"):
         from . import jobs
 
         jobs.JobRunner(settings, every=settings.job_interval).start()
-    listen = {"host": settings.host, "port": settings.port}
-    if os.environ.get("MPANEL_REUSE_PORT"):
-        listen = {"sockets": [_reuse_port_socket(settings.host, settings.port)]}
-    log.info("serving host=%s port=%s threads=%s worker=%s database=%s", settings.host,
-             settings.port, settings.threads, worker, _redacted(settings.database_url))
-    # Waitress's own cap is a backstop well above ours, so normal oversize requests get our
-    # JSON 413 rather than Waitress's plain-text one. X-Forwarded-* headers are passed through
-    # untouched: auth.client_address() and require_https() trust them only from
-    # MPANEL_TRUSTED_PROXIES (a list of networks, where Waitress takes a single address).
-    waitress.serve(app, threads=settings.threads,
-                   max_request_body_size=settings.max_body_bytes * 4, ident="mPanel",
-                   clear_untrusted_proxy_headers=False, _quiet=True, **listen)
+    log.info("serving host=%s port=%s threads=%s worker=%s connection_limit=%s "
+             "header_timeout=%s database=%s", settings.host, settings.port, settings.threads,
+             worker or 0, settings.connection_limit, settings.header_timeout,
+             _redacted(settings.database_url))
+    serving.serve(app, settings, reuse_port=bool(os.environ.get(REUSE_PORT)))
     return 0
-
-
-def _reuse_port_socket(host, port):
-    """A listening socket several processes can bind together; the kernel spreads the
-    connections between them (Linux SO_REUSEPORT)."""
-    import socket
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    return sock
 
 
 def _serve_workers(settings, count):
@@ -102,17 +77,20 @@ def _serve_workers(settings, count):
     import signal
     import subprocess
 
-    if not hasattr(__import__("socket"), "SO_REUSEPORT"):
-        print("error: --workers needs SO_REUSEPORT (Linux); run one process per port behind "
-              "a proxy instead", file=sys.stderr)
+    if not hasattr(__import__("socket"), "SO_REUSEPORT"):  # Windows
+        print("error: --workers needs SO_REUSEPORT (Linux, BSD); here run one process per "
+              "port and let the reverse proxy spread the load", file=sys.stderr)
         return 2
     from . import db
 
     db.init_schema(db.bind(settings.database_url))  # once, before the workers race for it
     children = []
     for index in range(count):
-        env = dict(os.environ, MPANEL_WORKER_INDEX=str(index), MPANEL_REUSE_PORT="1",
-                   MPANEL_HOST=settings.host, MPANEL_PORT=str(settings.port))
+        # MPANEL_WORKERS=1 as well as the index: the environment wins over a settings file,
+        # so no worker reads N again from either and starts N of its own (issue 10: a fork
+        # bomb).
+        env = dict(os.environ, **{WORKER_INDEX: str(index), REUSE_PORT: "1"},
+                   MPANEL_WORKERS="1", MPANEL_HOST=settings.host, MPANEL_PORT=str(settings.port))
         children.append(subprocess.Popen([sys.executable, "-m", "panel", "serve"], env=env))
     stopping = []
 
@@ -515,7 +493,8 @@ def main(argv=None):
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = settings_module.from_env(host=getattr(args, "host", None),
-                                            port=getattr(args, "port", None))
+                                            port=getattr(args, "port", None),
+                                            workers=getattr(args, "workers", None))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -23,6 +23,11 @@ def test_environment_and_flags_override():
     ({"MPANEL_PORT": "eighty"}, "MPANEL_PORT"),
     ({"MPANEL_BCRYPT_ROUNDS": "3"}, "MPANEL_BCRYPT_ROUNDS"),
     ({"MPANEL_REPORT_INTERVAL": "0"}, "MPANEL_REPORT_INTERVAL"),
+    ({"MPANEL_WORKERS": "0"}, "MPANEL_WORKERS"),
+    ({"MPANEL_CONNECTION_LIMIT": "0"}, "MPANEL_CONNECTION_LIMIT"),
+    ({"MPANEL_HEADER_TIMEOUT": "0"}, "MPANEL_HEADER_TIMEOUT"),
+    ({"MPANEL_HEADER_TIMEOUT": "30", "MPANEL_BODY_TIMEOUT": "20"}, "MPANEL_BODY_TIMEOUT"),
+    ({"MPANEL_IDLE_TIMEOUT": "0"}, "MPANEL_IDLE_TIMEOUT"),
 ])
 def test_bad_values_are_named(env, message):
     with pytest.raises(ValueError, match=message):
