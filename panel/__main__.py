@@ -321,10 +321,11 @@ def cmd_send_test_alert(settings, args):
             (models.Delivery.channel == channel.id) & (models.Delivery.event == "test")) \
             .order_by(models.Delivery.id.desc()).first()
         if delivery.status == "sent":
-            print(f"ok: {channel.name} ({channel.kind})")
+            print(f"ok: {shown(channel.name)} ({channel.kind})")
         else:
             failed += 1
-            print(f"failed: {channel.name} ({channel.kind}): {delivery.last_error}")
+            # The error quotes what the webhook or mail server answered: outside text too.
+            print(f"failed: {shown(channel.name)} ({channel.kind}): {shown(delivery.last_error)}")
     return 1 if failed else 0
 
 
@@ -339,8 +340,9 @@ def cmd_list_alerts(settings, args):
         summary = ", ".join(f"{d.event}:{d.status}" + (f" ({d.last_error})" if d.last_error
                                                         and d.status != "sent" else "")
                             for d in deliveries) or ("silenced" if alert.silenced else "none")
-        print(f"{alert.started_at:%Y-%m-%d %H:%M}  {alert.state:<8} {alert.server.name:<20} "
-              f"{alert.rule:<8} {alert.message}  [deliveries: {summary}]")
+        print(f"{alert.started_at:%Y-%m-%d %H:%M}  {shown(alert.state):<8} "
+              f"{shown(alert.server.name):<20} {shown(alert.rule):<8} {shown(alert.message)}  "
+              f"[deliveries: {shown(summary)}]")
     return 0
 
 
@@ -353,9 +355,10 @@ def cmd_list_servers(settings, args):
         print("no servers; add one with: python -m panel add-server NAME")
         return 0
     header = ("ID", "NAME", "HOSTNAME", "STATUS", "LAST SEEN", "CPU %", "MEM %")
-    table = [header] + [(str(r["id"]), r["name"], r["hostname"], r["status"], r["last_seen"],
-                         "" if r["cpu"] is None else f"{r['cpu']:.1f}",
-                         "" if r["memory"] is None else f"{r['memory']:.1f}") for r in rows]
+    table = [header] + [tuple(shown(cell) for cell in (
+        r["id"], r["name"], r["hostname"], r["status"], r["last_seen"],
+        "" if r["cpu"] is None else f"{r['cpu']:.1f}",
+        "" if r["memory"] is None else f"{r['memory']:.1f}")) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -366,6 +369,32 @@ def cmd_run_local(settings, args):
     from . import local
 
     return local.run(settings)
+
+
+# Characters a terminal acts on instead of showing: C0/C1 controls (ESC starts ANSI and OSC
+# sequences that recolour, retitle, or write to the clipboard; a newline fakes a row), Unicode
+# format characters (bidi overrides reorder what is shown), line and paragraph separators, and
+# lone surrogates (which would make print() raise).
+UNSHOWABLE_CATEGORIES = {"Cc", "Cf", "Cs", "Zl", "Zp"}
+
+
+def shown(value):
+    """Text from the database (agents', or typed in a page) as the CLI prints it: characters a
+    terminal would act on are written as escapes (\\x1b, \\u202e), so a hostname can neither
+    drive the admin's terminal nor pass for another row. Every listing prints through this."""
+    import unicodedata
+
+    text = "" if value is None else str(value)
+    if text.isprintable():  # the common case, and cheap
+        return text
+    return "".join(_escape(ch) if unicodedata.category(ch) in UNSHOWABLE_CATEGORIES else ch
+                   for ch in text)
+
+
+def _escape(ch):
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 \
+        else f"\\U{code:08x}"
 
 
 def _redacted(url):
