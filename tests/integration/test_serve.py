@@ -125,7 +125,7 @@ def test_idle_and_slow_connections_do_not_silence_the_panel(tmp_path):
     defaults (100 connections, 120 s of silence) had the panel time out here."""
     database_url = f"sqlite:///{tmp_path / 'panel.db'}"
     panel = start_panel(database_url, tmp_path / "panel.log",
-                        {"MPANEL_HEADER_TIMEOUT": "3", "MPANEL_BODY_TIMEOUT": "5"})
+                        {"MPANEL_HEADER_TIMEOUT": "5", "MPANEL_BODY_TIMEOUT": "8"})
     kept_alive = socket.create_connection((panel.host, panel.port), timeout=10)
     hostile = []
     stop = threading.Event()
