@@ -34,6 +34,8 @@ log = logging.getLogger("mpanel.serving")
 # Seconds between checks of the deadlines; Waitress's default of 30 would let a silent socket
 # live up to 30 s past its timeout.
 CLEANUP_INTERVAL = 1
+# Seconds without a late connection before closing them is logged as over.
+QUIET_AFTER = 60
 # Descriptors beyond the connections: the database pool, log files, the listening socket and
 # Waitress's trigger pipe.
 SPARE_FILES = 256
@@ -66,6 +68,7 @@ class GuardedServer(TcpWSGIServer):
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self.cut = 0  # connections closed for a late request, since the last warning
+        self.last_cut = 0.0
         super().__init__(app, _sock=sock, adj=adj, bind_socket=False,
                          sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()))
 
@@ -80,17 +83,21 @@ class GuardedServer(TcpWSGIServer):
             if now - since > (self.body_timeout if in_body else self.header_timeout):
                 channel.will_close = True  # closed by the loop's next pass, as Waitress does
                 late.append(channel)
-        # WARNING when cutting starts, INFO when a round cuts none again; DEBUG in between.
-        if late and not self.cut:
-            log.warning("closing connections that sent no complete request in time count=%d "
-                        "addr=%s header_timeout=%s body_timeout=%s", len(late),
-                        late[0].addr[0] if late[0].addr else "?", self.header_timeout,
-                        self.body_timeout)
-        elif late:
-            log.debug("closing late connections count=%d", len(late))
-        elif self.cut:
-            log.info("no more late connections closed=%d", self.cut)
-        self.cut = self.cut + len(late) if late else 0
+        # WARNING when closing starts, INFO once a minute has passed without any, DEBUG between:
+        # an attack is two lines in the log, not one a second.
+        if late:
+            if not self.cut:
+                log.warning("closing connections that sent no complete request in time "
+                            "count=%d addr=%s header_timeout=%s body_timeout=%s", len(late),
+                            late[0].addr[0] if late[0].addr else "?", self.header_timeout,
+                            self.body_timeout)
+            else:
+                log.debug("closing late connections count=%d", len(late))
+            self.cut += len(late)
+            self.last_cut = now
+        elif self.cut and now - self.last_cut > QUIET_AFTER:
+            log.info("no late connections for %ds closed=%d", QUIET_AFTER, self.cut)
+            self.cut = 0
 
 
 def listen_socket(host, port, reuse_port=False, backlog=1024):
