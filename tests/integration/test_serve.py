@@ -178,3 +178,27 @@ def test_idle_and_slow_connections_do_not_silence_the_panel(tmp_path):
         for sock in hostile:
             sock.close()
         stop_panel(panel)
+
+
+@pytest.mark.parametrize("hard_limit", ["this machine's", "1024"])
+def test_the_open_file_limit_is_fitted_to_the_connection_limit(hard_limit):
+    """A process started with a soft open-file limit of 512 raises it to fit 4000 connections,
+    or, where the hard limit does not allow that, uses fewer connections and says so. Run in a
+    process of its own, as the limits are the process's."""
+    import resource
+
+    machine_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    hard = machine_hard if hard_limit == "this machine's" else min(1024, machine_hard)
+    if hard == resource.RLIM_INFINITY or hard >= 4000 + 256:
+        expected = [4000, 4000 + 256]
+    else:
+        expected = [hard - 256, hard]
+    script = ("import logging, resource; logging.basicConfig();"
+              "from panel import serving; print(serving.fit_file_limit(4000),"
+              "resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (min(512, hard), hard)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(n) for n in expected]
+    assert ("open-file limit too low" in result.stderr) == (expected[0] < 4000)
