@@ -76,8 +76,14 @@ class GuardedServer(TcpWSGIServer):
         super().maintenance(now)  # idle connections, after channel_timeout without a byte
         late = []
         for channel in self.active_channels.values():
+            if channel.requests:
+                # Being served: that time is the panel's, not the client's. A request read
+                # behind it (pipelined) starts its clock once the panel is done.
+                if channel.request is not None:
+                    channel.waiting_since = now
+                continue
             since = getattr(channel, "waiting_since", None)
-            if since is None or channel.requests or channel.will_close:
+            if since is None or channel.will_close:
                 continue
             in_body = channel.request is not None and channel.request.headers_finished
             if now - since > (self.body_timeout if in_body else self.header_timeout):
