@@ -43,55 +43,30 @@ def _database(settings):
     return database
 
 
+# Set by `serve --workers N` in the environment of each process it starts: that process is a
+# worker (its index; 0 also runs the background jobs) and never starts workers of its own.
+WORKER_INDEX = "MPANEL_WORKER_INDEX"
+REUSE_PORT = "MPANEL_REUSE_PORT"
+
+
 def cmd_serve(settings, args):
-    workers = args.workers if args.workers is not None else \
-        int(os.environ.get("MPANEL_WORKERS") or 1)
-    if workers > 1:
-        import socket
-
-        if not hasattr(socket, "SO_REUSEPORT"):  # Windows
-            print("error: --workers needs SO_REUSEPORT (Linux, BSD); here run one process per "
-                  "port and let the reverse proxy spread the load", file=sys.stderr)
-            return 2
-        return _serve_workers(settings, workers)
-    import waitress
-
-    from . import create_app, db
+    worker = os.environ.get(WORKER_INDEX)
+    if settings.workers > 1 and worker is None:
+        return _serve_workers(settings, settings.workers)
+    from . import create_app, db, serving
 
     db.init_schema(db.bind(settings.database_url, max_connections=settings.threads + 4))
     app = create_app(settings, database=db.database_proxy.obj)
-    worker = int(os.environ.get("MPANEL_WORKER_INDEX", "0"))
-    if settings.job_interval > 0 and worker == 0:
+    if settings.job_interval > 0 and worker in (None, "0"):
         from . import jobs
 
         jobs.JobRunner(settings, every=settings.job_interval).start()
-    listen = {"host": settings.host, "port": settings.port}
-    if os.environ.get("MPANEL_REUSE_PORT"):
-        listen = {"sockets": [_reuse_port_socket(settings.host, settings.port)]}
-    log.info("serving host=%s port=%s threads=%s worker=%s database=%s", settings.host,
-             settings.port, settings.threads, worker, _redacted(settings.database_url))
-    # Waitress's own cap is a backstop well above ours, so normal oversize requests get our
-    # JSON 413 rather than Waitress's plain-text one. X-Forwarded-* headers are passed through
-    # untouched: auth.client_address() and require_https() trust them only from
-    # MPANEL_TRUSTED_PROXIES (a list of networks, where Waitress takes a single address).
-    waitress.serve(app, threads=settings.threads,
-                   max_request_body_size=settings.max_body_bytes * 4, ident="mPanel",
-                   clear_untrusted_proxy_headers=False, _quiet=True, **listen)
+    log.info("serving host=%s port=%s threads=%s worker=%s connection_limit=%s "
+             "header_timeout=%s database=%s", settings.host, settings.port, settings.threads,
+             worker or 0, settings.connection_limit, settings.header_timeout,
+             _redacted(settings.database_url))
+    serving.serve(app, settings, reuse_port=bool(os.environ.get(REUSE_PORT)))
     return 0
-
-
-def _reuse_port_socket(host, port):
-    """A listening socket several processes can bind together; the kernel spreads the
-    connections between them (Linux SO_REUSEPORT)."""
-    import socket
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    return sock
 
 
 def _serve_workers(settings, count):
@@ -102,17 +77,20 @@ def _serve_workers(settings, count):
     import signal
     import subprocess
 
-    if not hasattr(__import__("socket"), "SO_REUSEPORT"):
-        print("error: --workers needs SO_REUSEPORT (Linux); run one process per port behind "
-              "a proxy instead", file=sys.stderr)
+    if not hasattr(__import__("socket"), "SO_REUSEPORT"):  # Windows
+        print("error: --workers needs SO_REUSEPORT (Linux, BSD); here run one process per "
+              "port and let the reverse proxy spread the load", file=sys.stderr)
         return 2
     from . import db
 
     db.init_schema(db.bind(settings.database_url))  # once, before the workers race for it
     children = []
     for index in range(count):
-        env = dict(os.environ, MPANEL_WORKER_INDEX=str(index), MPANEL_REUSE_PORT="1",
-                   MPANEL_HOST=settings.host, MPANEL_PORT=str(settings.port))
+        # MPANEL_WORKERS=1 as well as the index: the environment wins over a settings file,
+        # so no worker reads N again from either and starts N of its own (issue 10: a fork
+        # bomb).
+        env = dict(os.environ, **{WORKER_INDEX: str(index), REUSE_PORT: "1"},
+                   MPANEL_WORKERS="1", MPANEL_HOST=settings.host, MPANEL_PORT=str(settings.port))
         children.append(subprocess.Popen([sys.executable, "-m", "panel", "serve"], env=env))
     stopping = []
 
@@ -343,10 +321,11 @@ def cmd_send_test_alert(settings, args):
             (models.Delivery.channel == channel.id) & (models.Delivery.event == "test")) \
             .order_by(models.Delivery.id.desc()).first()
         if delivery.status == "sent":
-            print(f"ok: {channel.name} ({channel.kind})")
+            print(f"ok: {shown(channel.name)} ({channel.kind})")
         else:
             failed += 1
-            print(f"failed: {channel.name} ({channel.kind}): {delivery.last_error}")
+            # The error quotes what the webhook or mail server answered: outside text too.
+            print(f"failed: {shown(channel.name)} ({channel.kind}): {shown(delivery.last_error)}")
     return 1 if failed else 0
 
 
@@ -361,8 +340,9 @@ def cmd_list_alerts(settings, args):
         summary = ", ".join(f"{d.event}:{d.status}" + (f" ({d.last_error})" if d.last_error
                                                         and d.status != "sent" else "")
                             for d in deliveries) or ("silenced" if alert.silenced else "none")
-        print(f"{alert.started_at:%Y-%m-%d %H:%M}  {alert.state:<8} {alert.server.name:<20} "
-              f"{alert.rule:<8} {alert.message}  [deliveries: {summary}]")
+        print(f"{alert.started_at:%Y-%m-%d %H:%M}  {shown(alert.state):<8} "
+              f"{shown(alert.server.name):<20} {shown(alert.rule):<8} {shown(alert.message)}  "
+              f"[deliveries: {shown(summary)}]")
     return 0
 
 
@@ -375,9 +355,10 @@ def cmd_list_servers(settings, args):
         print("no servers; add one with: python -m panel add-server NAME")
         return 0
     header = ("ID", "NAME", "HOSTNAME", "STATUS", "LAST SEEN", "CPU %", "MEM %")
-    table = [header] + [(str(r["id"]), r["name"], r["hostname"], r["status"], r["last_seen"],
-                         "" if r["cpu"] is None else f"{r['cpu']:.1f}",
-                         "" if r["memory"] is None else f"{r['memory']:.1f}") for r in rows]
+    table = [header] + [tuple(shown(cell) for cell in (
+        r["id"], r["name"], r["hostname"], r["status"], r["last_seen"],
+        "" if r["cpu"] is None else f"{r['cpu']:.1f}",
+        "" if r["memory"] is None else f"{r['memory']:.1f}")) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -388,6 +369,32 @@ def cmd_run_local(settings, args):
     from . import local
 
     return local.run(settings)
+
+
+# Characters a terminal acts on instead of showing: C0/C1 controls (ESC starts ANSI and OSC
+# sequences that recolour, retitle, or write to the clipboard; a newline fakes a row), Unicode
+# format characters (bidi overrides reorder what is shown), line and paragraph separators, and
+# lone surrogates (which would make print() raise).
+UNSHOWABLE_CATEGORIES = {"Cc", "Cf", "Cs", "Zl", "Zp"}
+
+
+def shown(value):
+    """Text from the database (agents', or typed in a page) as the CLI prints it: characters a
+    terminal would act on are written as escapes (\\x1b, \\u202e), so a hostname can neither
+    drive the admin's terminal nor pass for another row. Every listing prints through this."""
+    import unicodedata
+
+    text = "" if value is None else str(value)
+    if text.isprintable():  # the common case, and cheap
+        return text
+    return "".join(_escape(ch) if unicodedata.category(ch) in UNSHOWABLE_CATEGORIES else ch
+                   for ch in text)
+
+
+def _escape(ch):
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 \
+        else f"\\U{code:08x}"
 
 
 def _redacted(url):
@@ -515,7 +522,8 @@ def main(argv=None):
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = settings_module.from_env(host=getattr(args, "host", None),
-                                            port=getattr(args, "port", None))
+                                            port=getattr(args, "port", None),
+                                            workers=getattr(args, "workers", None))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

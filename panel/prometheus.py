@@ -20,6 +20,13 @@ logged. See docs/prometheus.md for the scrape config and the metric list.
   - Per mount (`mpanel_filesystem_*`), not per interface: mounts are few and stable, while
     interface names churn with every container's veth pair (a cardinality leak). The summed
     network figures cover the interfaces.
+  - Bounded whatever an agent sends (issue 10: 250 mounts with 4 KB names made one scrape
+    3.9 MB): at most MOUNTS_PER_SERVER mounts per server, the shortest paths kept (the
+    system's own mounts; deep container paths go first), the others counted in
+    `mpanel_filesystems_omitted`; every label value at most LABEL_VALUE_MAX characters, a longer
+    one cut and ended with "…" and a hash of the whole value (so two long values stay two
+    series, the same value the same series on every scrape), counted in
+    `mpanel_label_values_truncated`.
 """
 import datetime
 import gzip
@@ -41,6 +48,10 @@ EPOCH = datetime.datetime(1970, 1, 1)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Below this size gzip costs more than it saves (a few servers).
 GZIP_MIN_BYTES = 4096
+# Bounds on what one agent can add to a scrape (see the module docstring). Real mounts are a
+# handful and their paths well under 128 characters; kubelet volume paths come close.
+MOUNTS_PER_SERVER = 32
+LABEL_VALUE_MAX = 128
 
 
 # ===== Families =================================================================================
@@ -111,9 +122,20 @@ SERVER_FAMILIES = (
     ("mpanel_agent_info", "gauge", "Always 1; the agent's version and status as labels."),
 )
 
+# Per server that is up, after the filesystems: what the bounds left out.
+OMITTED_FAMILY = ("mpanel_filesystems_omitted", "gauge",
+                  f"Mounts of the latest sample not exported as mpanel_filesystem_* series: "
+                  f"beyond {MOUNTS_PER_SERVER} a server, the longest paths are left out.")
+
 FLEET_FAMILIES = (
     ("mpanel_servers", "gauge", "Servers by state: online, offline, never_seen."),
 )
+
+# Last, as it counts what the lines above cut.
+TRUNCATED_FAMILY = ("mpanel_label_values_truncated", "gauge",
+                    f"Label values of this scrape longer than {LABEL_VALUE_MAX} characters, cut "
+                    f"to that length (ending in … and a hash of the whole value); each counted "
+                    f"once, though a server's or a mount's labels repeat in several families.")
 
 SERVER_STATES = ("online", "offline", "never_seen")
 
@@ -126,7 +148,8 @@ SCRAPE_COLUMNS = ("server_id", "name", "hostname", "agent_status", "agent_versio
 def all_family_names():
     """Every metric family this module can print (the docs test checks each is documented)."""
     return ([f[0] for f in SERVER_FAMILIES] + [f[0] for f in SAMPLE_FAMILIES] +
-            [f[0] for f in FILESYSTEM_FAMILIES] + [f[0] for f in FLEET_FAMILIES])
+            [f[0] for f in FILESYSTEM_FAMILIES] + [OMITTED_FAMILY[0]] +
+            [f[0] for f in FLEET_FAMILIES] + [TRUNCATED_FAMILY[0]])
 
 
 # ===== Text format (pure) =======================================================================
@@ -141,8 +164,43 @@ def escape_help(text):
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
-def labels(**pairs):
-    return ",".join(f'{name}="{escape_label_value(value)}"' for name, value in pairs.items())
+def bounded_label_value(value):
+    """The value as exported: itself up to LABEL_VALUE_MAX characters; a longer one cut, with
+    "…" and 8 hex digits of its SHA-256 at the end, LABEL_VALUE_MAX characters in all."""
+    text = str(value)
+    if len(text) <= LABEL_VALUE_MAX:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:8]
+    return text[:LABEL_VALUE_MAX - 9] + "…" + digest
+
+
+def labels(cut=None, **pairs):
+    """`name="value",...` with each value bounded and escaped; `cut`, a list, gets one item
+    per value that was shortened."""
+    parts = []
+    for name, value in pairs.items():
+        shown = bounded_label_value(value)
+        if cut is not None and len(shown) < len(str(value)):
+            cut.append(name)
+        parts.append(f'{name}="{escape_label_value(shown)}"')
+    return ",".join(parts)
+
+
+def kept_mounts(disks):
+    """(mounts to export, how many are left out): each mountpoint once (a path mounted over
+    twice is listed twice, and a repeated series would be refused), at most MOUNTS_PER_SERVER,
+    the shortest paths kept, in the agent's order."""
+    unique, seen = [], set()
+    for mount in disks or []:
+        if mount.get("mountpoint") not in seen:
+            seen.add(mount.get("mountpoint"))
+            unique.append(mount)
+    if len(unique) <= MOUNTS_PER_SERVER:
+        return unique, 0
+    by_length = sorted(range(len(unique)), key=lambda i: (
+        len(str(unique[i].get("mountpoint") or "")), str(unique[i].get("mountpoint") or "")))
+    keep = sorted(by_length[:MOUNTS_PER_SERVER])
+    return [unique[i] for i in keep], len(unique) - MOUNTS_PER_SERVER
 
 
 def format_value(value):
@@ -181,10 +239,11 @@ def exposition(rows, now, offline_after, firing=None):
     servers in the order given.
     """
     firing = firing or {}
+    cut = []  # label values shortened, for mpanel_label_values_truncated
     servers = [dict(zip(SCRAPE_COLUMNS, row)) for row in rows]
     for server in servers:
         server["up"] = is_up(server["last_seen"], now, offline_after)
-        server["labels"] = labels(server=server["name"], hostname=server["hostname"] or "")
+        server["labels"] = labels(cut, server=server["name"], hostname=server["hostname"] or "")
     lines = []
 
     def family(name, kind, help_text, samples):
@@ -193,7 +252,8 @@ def exposition(rows, now, offline_after, firing=None):
         for label_text, value in samples:
             text = format_value(value)
             if text is not None:
-                lines.append(f"{name}{{{label_text}}} {text}")
+                lines.append(f"{name}{{{label_text}}} {text}" if label_text else
+                             f"{name} {text}")
 
     per_server = {
         "mpanel_up": lambda s: 1 if s["up"] else 0,
@@ -203,7 +263,7 @@ def exposition(rows, now, offline_after, firing=None):
     }
     for name, kind, help_text in SERVER_FAMILIES:
         if name == "mpanel_agent_info":
-            samples = [(s["labels"] + "," + labels(version=s["agent_version"] or "",
+            samples = [(s["labels"] + "," + labels(cut, version=s["agent_version"] or "",
                                                    status=s["agent_status"] or ""), 1)
                        for s in servers]
         else:
@@ -214,19 +274,16 @@ def exposition(rows, now, offline_after, firing=None):
     for name, kind, help_text, column, divisor in SAMPLE_FAMILIES:
         family(name, kind, help_text, [(s["labels"], _scaled(s[column], divisor)) for s in up])
 
-    mounts = []
+    mounts, omitted = [], []
     for s in up:
-        seen = set()
-        for mount in s["disks"] or []:
-            # A path mounted over twice is listed twice; a repeated series would be refused.
-            if mount.get("mountpoint") in seen:
-                continue
-            seen.add(mount.get("mountpoint"))
-            mounts.append((mount, s["labels"] + "," + labels(
-                mountpoint=mount.get("mountpoint") or "", device=mount.get("device") or "",
-                fstype=mount.get("fstype") or "")))
+        kept, left_out = kept_mounts(s["disks"])
+        omitted.append((s["labels"], left_out))
+        mounts.extend((mount, s["labels"] + "," + labels(
+            cut, mountpoint=mount.get("mountpoint") or "", device=mount.get("device") or "",
+            fstype=mount.get("fstype") or "")) for mount in kept)
     for name, help_text, figure in FILESYSTEM_FAMILIES:
         family(name, "gauge", help_text, [(text, figure(mount)) for mount, text in mounts])
+    family(*OMITTED_FAMILY, omitted)
 
     counts = dict.fromkeys(SERVER_STATES, 0)
     for s in servers:
@@ -235,6 +292,7 @@ def exposition(rows, now, offline_after, firing=None):
     for name, kind, help_text in FLEET_FAMILIES:
         family(name, kind, help_text,
                [(labels(state=state), count) for state, count in counts.items()])
+    family(*TRUNCATED_FAMILY, [("", len(cut))])
     return "\n".join(lines) + "\n"
 
 

@@ -27,6 +27,11 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     threads: int = 8
+    workers: int = 1
+    connection_limit: int = 4000
+    header_timeout: int = 10
+    body_timeout: int = 60
+    idle_timeout: int = 180
     report_interval: int = 60
     offline_after: int = 300
     metrics_enabled: tuple = DEFAULT_COLLECTORS
@@ -58,6 +63,15 @@ class Settings:
         object.__setattr__(self, "trusted_proxies", proxies)
         if min(self.retention_raw_days, self.retention_5m_days, self.retention_1h_days) < 1:
             raise ValueError("retention periods are at least 1 day")
+        if self.workers < 1:
+            raise ValueError("MPANEL_WORKERS must be 1 or more")
+        if self.connection_limit < 1:
+            raise ValueError("MPANEL_CONNECTION_LIMIT must be 1 or more")
+        if not 1 <= self.header_timeout <= self.body_timeout:
+            raise ValueError("MPANEL_HEADER_TIMEOUT must be at least 1 second and at most "
+                             "MPANEL_BODY_TIMEOUT")
+        if self.idle_timeout < 1:
+            raise ValueError("MPANEL_IDLE_TIMEOUT must be at least 1 second")
         if not 1 <= self.report_interval <= 3600:
             # Below 10 s is for tests and demos; 60 s is the production default.
             raise ValueError("MPANEL_REPORT_INTERVAL must be between 1 and 3600 seconds")
@@ -125,6 +139,11 @@ def from_env(env=None, config_file=None, **overrides):
         host=env.get("MPANEL_HOST") or "127.0.0.1",
         port=_int(env, "MPANEL_PORT", 8080),
         threads=_int(env, "MPANEL_THREADS", 8),
+        workers=_int(env, "MPANEL_WORKERS", 1),
+        connection_limit=_int(env, "MPANEL_CONNECTION_LIMIT", 4000),
+        header_timeout=_int(env, "MPANEL_HEADER_TIMEOUT", 10),
+        body_timeout=_int(env, "MPANEL_BODY_TIMEOUT", 60),
+        idle_timeout=_int(env, "MPANEL_IDLE_TIMEOUT", 180),
         report_interval=_int(env, "MPANEL_REPORT_INTERVAL", 60),
         offline_after=_int(env, "MPANEL_OFFLINE_AFTER", 300),
         metrics_enabled=tuple(c.strip() for c in collectors.split(",") if c.strip())

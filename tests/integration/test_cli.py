@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from panel import keys, models
-from tests.conftest import ROOT
+from tests.conftest import ROOT, new_server
 
 
 def cli(database_url, *args, env=None, rounds="4"):
@@ -101,7 +101,6 @@ def test_prune_drops_what_is_past_retention(database, backend_url):
     import datetime
 
     from panel import db
-    from tests.conftest import new_server
 
     server, _ = new_server("old")
     agent = models.Agent.get(models.Agent.server == server.id)
@@ -139,3 +138,30 @@ def test_settings_come_from_a_file_and_the_environment_wins(tmp_path):
                               str(tmp_path / "nope.env"), "init-db"], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "nope.env" in missing.stderr
+
+
+def test_listings_show_agent_text_with_control_characters_escaped(database, backend_url):
+    """A hostname, server name or alert message holding ANSI and OSC sequences (ESC, BEL), a
+    bidi override or a newline reaches the admin's terminal as visible escapes: it can neither
+    retitle, recolour or clear the terminal nor fake a row. Rows are written straight to the
+    database, as the CLI must be safe for whatever it holds (an agent's register, a page, an
+    older release)."""
+    from panel.db import utcnow
+
+    server, _ = new_server("plain")
+    hostile = "h\x1b]0;owned\x07\x1b[2J\u202eok\nfake 1 row"
+    models.Server.update(name="web\x1b[31m").where(models.Server.id == server.id).execute()
+    models.Agent.update(hostname=hostile, last_seen=utcnow()) \
+        .where(models.Agent.server == server.id).execute()
+    models.Alert.create(server=server.id, rule="disk", state="firing", started_at=utcnow(),
+                        message="disk /mnt/\x1b]52;c;Y3VybCBldmlsfHNo\x07 is full")
+    servers = cli(backend_url, "list-servers")
+    alerts = cli(backend_url, "list-alerts")
+    for result in (servers, alerts):
+        assert result.returncode == 0, result.stderr
+        assert not any(ch in result.stdout for ch in "\x1b\x07\u202e")
+    assert "h\\x1b]0;owned\\x07\\x1b[2J\\u202eok\\x0afake 1 row" in servers.stdout
+    assert "web\\x1b[31m" in servers.stdout
+    assert len(servers.stdout.splitlines()) == 2  # the header and one row, no fake one
+    assert "disk /mnt/\\x1b]52;c;Y3VybCBldmlsfHNo\\x07 is full" in alerts.stdout
+    assert len(alerts.stdout.splitlines()) == 1

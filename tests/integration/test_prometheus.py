@@ -168,3 +168,62 @@ def test_a_large_answer_is_gzipped_when_prometheus_asks(metrics_panel, scraper):
     assert "content-encoding" not in plain.headers
     assert len(zipped.body) < len(plain.body) / 3
     assert gzip.decompress(zipped.body) == plain.body
+
+
+# ===== Bounds, and Prometheus's own checker =====================================================
+
+def test_a_hostile_agent_cannot_bloat_the_scrape(metrics_panel, scraper):
+    """An agent reporting 250 mounts with ~4 KB paths (one scrape of 3.9 MB, issue 10) adds at
+    most MOUNTS_PER_SERVER mounts with label values of LABEL_VALUE_MAX characters, and the
+    scrape says what it cut."""
+    from panel import prometheus
+
+    server, key = new_server("hoarder")
+    assert post(metrics_panel, "/api/agent/register", key,
+                {"hostname": "h" * 255, "os": "Linux", "arch": "x86_64",
+                 "version": "0.2.0"}).status == 200
+    mounts = [{"mountpoint": "/" + "m" * 3790 + f"{index:05d}", "device": "/dev/vda",
+               "fstype": "ext4", "total": 100 << 30, "used": 40 << 30, "free": 60 << 30,
+               "percent": 40.0} for index in range(250)]
+    document = sample(server.id)
+    document["metrics"]["disk"]["mounts"] = mounts
+    answer = post(metrics_panel, "/api/agent/metrics", key, document)
+    assert answer.status == 200, answer.text
+
+    response = scraper()
+    assert response.status == 200
+    assert len(response.body) < 100_000, len(response.body)
+    samples = parse(response)
+    series = samples["mpanel_filesystem_size_bytes"]
+    assert len(series) == len({labels["mountpoint"] for labels, _ in series}) == \
+        prometheus.MOUNTS_PER_SERVER
+    assert all(len(v) <= prometheus.LABEL_VALUE_MAX
+               for labels, _ in sum(samples.values(), []) for v in labels.values())
+    assert value(samples, "mpanel_filesystems_omitted", server="hoarder") == \
+        250 - prometheus.MOUNTS_PER_SERVER
+    assert value(samples, "mpanel_label_values_truncated") == 1 + prometheus.MOUNTS_PER_SERVER
+
+
+def test_promtool_finds_a_real_scrape_clean(metrics_panel, scraper, tmp_path):
+    """Debian's `promtool check metrics` (what Prometheus 2.42 itself would say) on the body of a
+    real scrape: servers up, silent and never seen, a firing alert, hostile labels, cut labels.
+    No error, no lint warning."""
+    import shutil
+    import subprocess
+
+    from tests.conftest import require
+
+    promtool = shutil.which("promtool")
+    require("promtool", promtool, "install Debian's prometheus package (.ci/run does)")
+    server = reporting_server(metrics_panel, "web-1", "web-1.example.com")
+    reporting_server(metrics_panel, 'o"brien\\web', HOSTILE_HOSTNAME)
+    reporting_server(metrics_panel, "long", "x" * 255)
+    new_server("db-new")
+    models.Alert.create(server=server.id, rule="cpu", open_key="cpu", state="firing",
+                        started_at=utcnow(), message="CPU above 90 %")
+    response = scraper()
+    assert response.status == 200
+    checked = subprocess.run([promtool, "check", "metrics"], input=response.body,
+                             capture_output=True, timeout=60)
+    assert checked.returncode == 0 and not checked.stdout.strip() and \
+        not checked.stderr.strip(), (checked.returncode, checked.stdout, checked.stderr)

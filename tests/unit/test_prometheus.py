@@ -99,7 +99,7 @@ def test_each_family_has_help_and_type_once_and_its_samples_together():
         if line.startswith("# TYPE "):
             current = line.split()[2]
         elif not line.startswith("#"):
-            assert line.split("{")[0] == current, line
+            assert re.split(r"[{ ]", line)[0] == current, line  # a name, labels or not
     assert text.endswith("\n") and not text.endswith("\n\n")
 
 
@@ -246,3 +246,44 @@ def test_every_metric_is_documented():
     docs = (Path(__file__).resolve().parents[2] / "docs" / "prometheus.md").read_text()
     missing = [name for name in prometheus.all_family_names() if f"`{name}`" not in docs]
     assert not missing, f"docs/prometheus.md does not list {missing}"
+
+
+# ===== Bounds ===================================================================================
+
+def hostile_mounts(count, length):
+    """`count` mounts whose paths are `length` characters and differ only at the end."""
+    return [{"mountpoint": "/" + "m" * (length - 6) + f"{index:05d}", "device": "/dev/x",
+             "fstype": "ext4", "total": 100, "used": 10, "free": 90} for index in range(count)]
+
+
+def test_a_hostile_agent_cannot_bloat_the_scrape():
+    """250 mounts with 4 KB paths (one scrape of 3.9 MB, issue 10): at most MOUNTS_PER_SERVER
+    mounts are exported, each label value at most LABEL_VALUE_MAX characters and still
+    distinct, and both cuts are counted; the result still parses."""
+    system = {"mountpoint": "/", "device": "/dev/vda1", "fstype": "ext4", "total": 100,
+              "used": 50, "free": 50}
+    disks = hostile_mounts(250, 4096) + [system]
+    text = prometheus.exposition([row(cpu_usage=1.0, hostname="h" * 300, disks=disks),
+                                  row(server_id=2, name="web-2", disks=[system])], NOW, 300)
+    samples, _ = parse(text)
+    limit, kept = prometheus.LABEL_VALUE_MAX, prometheus.MOUNTS_PER_SERVER
+    assert len(text.encode()) < 100_000  # it was 3.9 MB; a quiet server's part is ~4 KB
+    mountpoints = [labels["mountpoint"] for labels, _ in
+                   samples["mpanel_filesystem_size_bytes"] if labels["server"] == "web-1"]
+    assert len(mountpoints) == len(set(mountpoints)) == kept
+    assert "/" in mountpoints  # the system's own mount is kept, the deep paths go first
+    assert all(len(v) <= limit for labels, _ in sum(samples.values(), [])
+               for v in labels.values())
+    assert value(samples, "mpanel_filesystems_omitted", server="web-1") == 250 + 1 - kept
+    assert value(samples, "mpanel_filesystems_omitted", server="web-2") == 0
+    # Counted once per value: web-1's hostname, and the 31 long paths among the kept mounts.
+    assert value(samples, "mpanel_label_values_truncated") == 1 + kept - 1
+
+
+@pytest.mark.parametrize("raw", ["x" * 128, "é" * 129, "a" * 5000, 'q"\\n' * 60])
+def test_a_long_label_value_is_cut_to_the_limit_and_stays_distinct(raw):
+    shown = prometheus.bounded_label_value(raw)
+    assert len(shown) <= prometheus.LABEL_VALUE_MAX
+    assert shown == raw if len(raw) <= prometheus.LABEL_VALUE_MAX else \
+        shown.startswith(raw[:100]) and shown != prometheus.bounded_label_value(raw + "!")
+    assert shown == prometheus.bounded_label_value(raw)  # the same series on every scrape
