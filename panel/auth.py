@@ -39,6 +39,8 @@ _REFUSALS = {
     "revoked": "API key rejected (revoked)",
     "expired": "API key rejected (replaced by a newer key)",
 }
+# Every kind of failure auth_events records (the Security page marks them).
+FAILURE_KINDS = (*_REFUSALS, "throttled", "login_failed", "login_throttled")
 
 
 # ===== Agents ===================================================================================
@@ -112,13 +114,18 @@ def require_https(settings):
                         "sending X-Forwarded-Proto: https)", "scheme")
 
 
-class AgentAuthenticator:
-    """Checks Bearer keys: cache, failure limiter, bcrypt, auth_events."""
+# RFC 9110 §11.6.1: every 401 names the scheme it wants; RFC 6750 §3.1: with
+# error="invalid_token" when a key was presented, with no error code when none was.
+CHALLENGE = 'Bearer realm="mpanel"'
 
-    def __init__(self, settings, key_cache, limiter):
+
+class AgentAuthenticator:
+    """Checks Bearer keys (keys.KeyVerifier) and answers refusals: 401 or, past a failure
+    limit, 429; each counted into its auth_events summary row."""
+
+    def __init__(self, settings, verifier):
         self.settings = settings
-        self.cache = key_cache
-        self.limiter = limiter
+        self.verifier = verifier
 
     def __call__(self):
         require_https(self.settings)
@@ -127,27 +134,36 @@ class AgentAuthenticator:
         presented = presented.strip()
         address = client_address(self.settings)
         if scheme.lower() != "bearer" or not presented:
-            self._refuse("missing", address, None, None)
-        key_id = keys.key_id_of(presented)
-        wait = self.limiter.retry_after(address, key_id)
-        if wait and not keys.cached_without_bcrypt(presented, self.cache):
-            raise ApiError(429, "too many failed attempts; retry later", "Authorization",
-                           headers={"Retry-After": str(max(1, int(wait + 0.999)))})
-        check = keys.check_key(presented, self.cache)
+            check = self.verifier.refuse("missing", address)
+        else:
+            check = self.verifier.check(presented, address)
         if check.failure:
-            self.limiter.fail(address, key_id)
-            self._refuse(check.failure, address, key_id, check.agent)
+            self._refuse(check, address)
         if not check.used_previous:
             keys.note_new_key_in_use(check.agent)
         return check
 
-    def _refuse(self, failure, address, key_id, agent):
-        models.record_auth_event(failure, client_addr=address, key_id=key_id,
-                                 server_id=agent.server_id if agent else None,
-                                 detail=f"{bottle.request.method} {bottle.request.path}"[:200])
-        log.warning("agent authentication failed reason=%s client=%s key_id=%s", failure,
-                    address, key_id or "-")
-        raise ApiError(401, _REFUSALS[failure], "Authorization")
+    def _refuse(self, check, address):
+        agent, throttled = check.agent, check.retry_after > 0
+        kind = "throttled" if throttled else check.failure
+        request = f"{bottle.request.method} {bottle.request.path}"
+        occurrences = models.record_auth_failure(
+            kind, client_addr=address, key_id=check.key_id,
+            server_id=agent.server_id if agent else None,
+            detail=f"{check.failure}: {request}" if throttled else request)
+        # One WARNING when a kind of failure starts from an address; the rest are counted in
+        # its summary row (the Security page shows how many).
+        log.log(logging.WARNING if occurrences == 1 else logging.DEBUG,
+                "agent authentication refused reason=%s client=%s key_id=%s status=%s "
+                "in_window=%s", check.failure, address, check.key_id or "-",
+                429 if throttled else 401, occurrences)
+        if throttled:
+            raise ApiError(429, "too many failed attempts; retry later", "Authorization",
+                           headers={"Retry-After": str(max(1, int(check.retry_after + 0.999)))})
+        challenge = CHALLENGE if check.failure == "missing" else \
+            f'{CHALLENGE}, error="invalid_token"'
+        raise ApiError(401, _REFUSALS[check.failure], "Authorization",
+                       headers={"WWW-Authenticate": challenge})
 
 
 # ===== Admin passwords and sessions =============================================================
