@@ -117,6 +117,9 @@ def require_https(settings):
 # RFC 9110 §11.6.1: every 401 names the scheme it wants; RFC 6750 §3.1: with
 # error="invalid_token" when a key was presented, with no error code when none was.
 CHALLENGE = 'Bearer realm="mpanel"'
+# The same rule for the login form's 401. No registered scheme fits a form; browsers show the
+# page for a scheme they do not know (they prompt only for Basic, Digest, NTLM, Negotiate).
+LOGIN_CHALLENGE = 'Cookie realm="mpanel", form-action="/login"'
 
 
 class AgentAuthenticator:

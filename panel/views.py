@@ -183,6 +183,7 @@ def build_views(settings):
             models.record_auth_failure("login_failed", client_addr=address,
                                        detail=f"user {username}")
             bottle.response.status = 401
+            bottle.response.set_header("WWW-Authenticate", auth.LOGIN_CHALLENGE)
             return _login_page(settings, "Wrong username or password.", username)
         models.give_back_attempts(limits)  # only failures count
         models.record_auth_event("login_ok", client_addr=address, detail=f"user {username}")

@@ -373,6 +373,13 @@ def test_concurrent_wrong_logins_on_two_replicas_check_the_password_only_up_to_t
             stop_panel(replica)
 
 
+def test_a_refused_login_names_how_to_authenticate(panel):
+    """RFC 9110 §15.5.2: a 401 carries WWW-Authenticate, the login form's too."""
+    refused = send_login(login_forms(panel, 1)[0], "nobody", "wrong")
+    assert refused.status == 401
+    assert refused.headers["www-authenticate"].startswith('Cookie realm="mpanel"')
+
+
 def test_a_login_takes_as_long_for_an_unknown_user_as_for_a_known_one(backend_url, database,
                                                                      tmp_path):
     """Passwords hashed at cost 10 (~60 ms here): an unknown user checked against a cheaper
