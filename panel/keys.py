@@ -20,7 +20,7 @@ an agent and its own key:
     lasts: at most MPANEL_AUTH_FAILURE_LIMIT checks a minute per such key id.
 Refusing an unknown id costs a row lookup, refusing a wrong secret a row lookup and a SHA-256:
 neither costs bcrypt, so the answer time does not tell whether a key id exists
-(docs/security.md, "The agent limiter").
+(docs/security.md, "Failed authentication").
 
 Rotation issues a new key and keeps the old one valid for a grace period. The new key is kept,
 until the agent has it, sealed with the panel's secret (MPANEL_SECRET_KEY): while the agent
@@ -299,21 +299,21 @@ class KeyVerifier:
         if not check_secret(presented, hashed):
             return KeyCheck(agent, "bad_key", key_id=key_id)
         self.limiter.give_back(("key id", key_id))
-        remember_fingerprint(agent, presented, current)
+        self.remember_fingerprint(agent, presented, current)
         return KeyCheck(agent, used_previous=not current, key_id=key_id)
 
-
-def remember_fingerprint(agent, presented, current):
-    """Store the fingerprint of a key bcrypt just accepted, if its hash is still the row's."""
-    if current:
-        models.Agent.update(api_key_fingerprint=fingerprint(presented)).where(
-            (models.Agent.id == agent.id) & (models.Agent.api_key_hash == agent.api_key_hash) &
-            models.Agent.api_key_fingerprint.is_null()).execute()
-    else:
-        models.Agent.update(prev_key_fingerprint=fingerprint(presented)).where(
-            (models.Agent.id == agent.id) & (models.Agent.prev_key_hash == agent.prev_key_hash) &
-            models.Agent.prev_key_fingerprint.is_null()).execute()
-    AGENT_ROWS.forget(agent)
+    def remember_fingerprint(self, agent, presented, current):
+        """Store the fingerprint of a key bcrypt just accepted, if its hash is still the
+        row's: from now on every process recognises it without bcrypt."""
+        if current:
+            models.Agent.update(api_key_fingerprint=fingerprint(presented)).where(
+                (models.Agent.id == agent.id) & (models.Agent.api_key_hash == agent.api_key_hash)
+                & models.Agent.api_key_fingerprint.is_null()).execute()
+        else:
+            models.Agent.update(prev_key_fingerprint=fingerprint(presented)).where(
+                (models.Agent.id == agent.id) & (models.Agent.prev_key_hash == agent.prev_key_hash)
+                & models.Agent.prev_key_fingerprint.is_null()).execute()
+        self.rows.forget(agent)
 
 
 def note_new_key_in_use(agent):

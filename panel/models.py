@@ -505,8 +505,9 @@ def take_attempts(limits, now):
             row = database.execute_sql(sql, (
                 name, now + interval, now, now, interval, now, now, interval,
                 now + burst * interval)).fetchone()
-            if row is None:
-                tat = AuthLimit.get_by_id(name).tat
+            if row is None:  # refused: the row exists, and its tat lies ahead
+                limit = AuthLimit.get_or_none(AuthLimit.name == name)
+                tat = limit.tat if limit else now + burst * interval
                 waits.append(max(tat + interval - burst * interval - now, 0.001))
         if waits:
             transaction.rollback()

@@ -10,6 +10,7 @@ import urllib.parse
 from pathlib import Path
 
 import bottle
+import peewee
 
 from . import auth, charts, detail, keys, models, status, units
 from .db import utcnow
@@ -165,7 +166,16 @@ def build_views(settings):
             return _login_page(settings, "Your login form expired; please try again.")
         username = (form.getunicode("username") or "")[:64]
         password = form.getunicode("password") or ""
-        address = auth.client_address(settings)
+        try:
+            return attempt_login(username, password, auth.client_address(settings))
+        except peewee.PeeweeException:
+            # The limits live in the database: without it no password is checked at all.
+            bottle.response.status = 503
+            bottle.response.set_header("Retry-After", "30")
+            return _login_page(settings, "The panel's database is not answering; please try "
+                               "again in a minute.", username)
+
+    def attempt_login(username, password, address):
         limits = login_limits(address, username)
         # Taken before the password is checked, in one statement per limit, in the database:
         # concurrent attempts on any replica cannot all pass a count none of them has added to.
