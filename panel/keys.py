@@ -323,8 +323,8 @@ def note_new_key_in_use(agent):
     now = utcnow()
     with database_proxy.atomic():
         retired = models.Agent.update(prev_key_id=None, prev_key_hash=None,
-                                      prev_key_fingerprint=None, prev_key_expires_at=None, pending_key_box=None,
-                                      key_switched_at=now) \
+                                      prev_key_fingerprint=None, prev_key_expires_at=None,
+                                      pending_key_box=None, key_switched_at=now) \
             .where((models.Agent.id == agent.id) & models.Agent.prev_key_id.is_null(False)) \
             .execute()
         if retired:
