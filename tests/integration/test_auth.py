@@ -44,10 +44,20 @@ class InProcessPanel:
         self.app = create_app(config, database=db.database_proxy.obj)
         self.server = waitress.server.create_server(self.app, host=self.host, port=self.port,
                                                     threads=4)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
+    def _serve(self):
+        # Short rounds of Waitress's own loop, so close() can stop it before closing its
+        # sockets (closing them under a running select() is EBADF in this thread).
+        while not self.stopping.is_set():
+            self.server.asyncore.loop(timeout=0.05, map=self.server._map, count=1)
+
     def close(self):
+        self.stopping.set()
+        self.thread.join(timeout=10)
+        self.server.task_dispatcher.shutdown()
         self.server.close()
 
 
