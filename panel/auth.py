@@ -115,12 +115,20 @@ def require_https(settings):
                         "sending X-Forwarded-Proto: https)", "scheme")
 
 
-# RFC 9110 §11.6.1: every 401 names the scheme it wants; RFC 6750 §3.1: with
-# error="invalid_token" when a key was presented, with no error code when none was.
-CHALLENGE = 'Bearer realm="mpanel"'
+REALM = "mpanel"  # the protection space every 401 names (RFC 9110 §11.5)
+
+
+def bearer_challenge(token_presented):
+    """WWW-Authenticate for a 401 of a Bearer route (the agent API, /metrics). RFC 9110
+    §11.6.1: every 401 names the scheme it wants; RFC 6750 §3.1: error="invalid_token" when a
+    token was presented, no error code when none was."""
+    challenge = f'Bearer realm="{REALM}"'
+    return f'{challenge}, error="invalid_token"' if token_presented else challenge
+
+
 # The same rule for the login form's 401. No registered scheme fits a form; browsers show the
 # page for a scheme they do not know (they prompt only for Basic, Digest, NTLM, Negotiate).
-LOGIN_CHALLENGE = 'Cookie realm="mpanel", form-action="/login"'
+LOGIN_CHALLENGE = f'Cookie realm="{REALM}", form-action="/login"'
 
 
 class AgentAuthenticator:
@@ -170,10 +178,8 @@ class AgentAuthenticator:
         if throttled:
             raise ApiError(429, "too many failed attempts; retry later", "Authorization",
                            headers={"Retry-After": str(max(1, int(check.retry_after + 0.999)))})
-        challenge = CHALLENGE if check.failure == "missing" else \
-            f'{CHALLENGE}, error="invalid_token"'
         raise ApiError(401, _REFUSALS[check.failure], "Authorization",
-                       headers={"WWW-Authenticate": challenge})
+                       headers={"WWW-Authenticate": bearer_challenge(check.failure != "missing")})
 
 
 # ===== Admin passwords and sessions =============================================================
