@@ -32,13 +32,12 @@ def create_app(settings, database=None):
     """The panel as a WSGI app. Binds the models to `settings.database_url` unless a database
     is given."""
     database = database or db.bind(settings.database_url, max_connections=settings.threads + 4)
-    key_cache = keys.VerifiedKeyCache()
-    limiter = keys.FailureLimiter(limit=settings.auth_failure_limit)
+    verifier = keys.KeyVerifier(keys.FailureLimiter(limit=settings.auth_failure_limit))
 
     app = bottle.Bottle()
-    app.key_cache = key_cache  # tests and benchmarks count bcrypt checks through it
+    app.key_verifier = verifier  # tests and benchmarks count bcrypt checks through it
     app.settings = settings
-    plugin = auth.AuthPlugin(auth.AgentAuthenticator(settings, key_cache, limiter),
+    plugin = auth.AuthPlugin(auth.AgentAuthenticator(settings, verifier),
                              settings_module.secret_bytes(settings))
     app.committer = writer.GroupCommitter(database)
     for part in (api.build_api(settings, app.committer), views.build_views(settings),

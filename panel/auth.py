@@ -18,6 +18,7 @@ import logging
 import secrets
 
 import bottle
+import peewee
 
 from . import keys, models
 from .db import utcnow
@@ -39,6 +40,8 @@ _REFUSALS = {
     "revoked": "API key rejected (revoked)",
     "expired": "API key rejected (replaced by a newer key)",
 }
+# Every kind of failure auth_events records (the Security page marks them).
+FAILURE_KINDS = (*_REFUSALS, "throttled", "login_failed", "login_throttled")
 
 
 # ===== Agents ===================================================================================
@@ -112,13 +115,29 @@ def require_https(settings):
                         "sending X-Forwarded-Proto: https)", "scheme")
 
 
-class AgentAuthenticator:
-    """Checks Bearer keys: cache, failure limiter, bcrypt, auth_events."""
+REALM = "mpanel"  # the protection space every 401 names (RFC 9110 §11.5)
 
-    def __init__(self, settings, key_cache, limiter):
+
+def bearer_challenge(token_presented):
+    """WWW-Authenticate for a 401 of a Bearer route (the agent API, /metrics). RFC 9110
+    §11.6.1: every 401 names the scheme it wants; RFC 6750 §3.1: error="invalid_token" when a
+    token was presented, no error code when none was."""
+    challenge = f'Bearer realm="{REALM}"'
+    return f'{challenge}, error="invalid_token"' if token_presented else challenge
+
+
+# The same rule for the login form's 401. No registered scheme fits a form; browsers show the
+# page for a scheme they do not know (they prompt only for Basic, Digest, NTLM, Negotiate).
+LOGIN_CHALLENGE = f'Cookie realm="{REALM}", form-action="/login"'
+
+
+class AgentAuthenticator:
+    """Checks Bearer keys (keys.KeyVerifier) and answers refusals: 401 or, past a failure
+    limit, 429; each counted into its auth_events summary row."""
+
+    def __init__(self, settings, verifier):
         self.settings = settings
-        self.cache = key_cache
-        self.limiter = limiter
+        self.verifier = verifier
 
     def __call__(self):
         require_https(self.settings)
@@ -126,28 +145,41 @@ class AgentAuthenticator:
         scheme, _, presented = header.partition(" ")
         presented = presented.strip()
         address = client_address(self.settings)
-        if scheme.lower() != "bearer" or not presented:
-            self._refuse("missing", address, None, None)
-        key_id = keys.key_id_of(presented)
-        wait = self.limiter.retry_after(address, key_id)
-        if wait and not keys.cached_without_bcrypt(presented, self.cache):
-            raise ApiError(429, "too many failed attempts; retry later", "Authorization",
-                           headers={"Retry-After": str(max(1, int(wait + 0.999)))})
-        check = keys.check_key(presented, self.cache)
-        if check.failure:
-            self.limiter.fail(address, key_id)
-            self._refuse(check.failure, address, key_id, check.agent)
-        if not check.used_previous:
-            keys.note_new_key_in_use(check.agent)
+        try:
+            if scheme.lower() != "bearer" or not presented:
+                check = self.verifier.refuse("missing", address)
+            else:
+                check = self.verifier.check(presented, address)
+            if check.failure:
+                self._refuse(check, address)
+            if not check.used_previous:
+                keys.note_new_key_in_use(check.agent)
+        except peewee.PeeweeException as err:
+            # The key's row, or the refusal's summary, could not be read or written: the agent
+            # keeps its samples and comes back, rather than reading a 500 as "broken".
+            raise ApiError(503, f"database unavailable ({type(err).__name__}); retry later",
+                           headers={"Retry-After": "30"}) from None
         return check
 
-    def _refuse(self, failure, address, key_id, agent):
-        models.record_auth_event(failure, client_addr=address, key_id=key_id,
-                                 server_id=agent.server_id if agent else None,
-                                 detail=f"{bottle.request.method} {bottle.request.path}"[:200])
-        log.warning("agent authentication failed reason=%s client=%s key_id=%s", failure,
-                    address, key_id or "-")
-        raise ApiError(401, _REFUSALS[failure], "Authorization")
+    def _refuse(self, check, address):
+        agent, throttled = check.agent, check.retry_after > 0
+        kind = "throttled" if throttled else check.failure
+        request = f"{bottle.request.method} {bottle.request.path}"
+        occurrences = models.record_auth_failure(
+            kind, client_addr=address, key_id=check.key_id,
+            server_id=agent.server_id if agent else None,
+            detail=f"{check.failure}: {request}" if throttled else request)
+        # One WARNING when a kind of failure starts from an address; the rest are counted in
+        # its summary row (the Security page shows how many).
+        log.log(logging.WARNING if occurrences == 1 else logging.DEBUG,
+                "agent authentication refused reason=%s client=%s key_id=%s status=%s "
+                "in_window=%s", check.failure, address, check.key_id or "-",
+                429 if throttled else 401, occurrences)
+        if throttled:
+            raise ApiError(429, "too many failed attempts; retry later", "Authorization",
+                           headers={"Retry-After": str(max(1, int(check.retry_after + 0.999)))})
+        raise ApiError(401, _REFUSALS[check.failure], "Authorization",
+                       headers={"WWW-Authenticate": bearer_challenge(check.failure != "missing")})
 
 
 # ===== Admin passwords and sessions =============================================================

@@ -1,20 +1,26 @@
-"""Agent API keys: format, bcrypt storage, the verified-key cache, the failure limiter,
-rotation with a grace period and zero-touch handoff, revocation.
+"""Agent API keys: format, storage (bcrypt hash and fingerprint), checking them under failure
+limits, rotation with a grace period and zero-touch handoff, revocation.
 
 A key looks like `agent_<key id>_<secret>`. The key id is public and indexed, so a request
-costs one index probe to find its row and — the first time only — one bcrypt check, never a
-scan over every hash.
+costs one index probe to find its row (AgentRows keeps it 2 s), never a scan over every hash.
 
-After one successful check the key is remembered in a process-local cache, keyed by an HMAC of
-the presented key under a per-process secret (never the key itself), together with the hash it
-was checked against. The agent's row is kept for 2 seconds (AgentRows): a key rotated or revoked
-— its hash changed — misses the cache at once in the process that did it, and within 2 seconds
-in every other panel process (replicas, or a panel when the CLI made the change).
+Beside the bcrypt hash the row keeps the key's SHA-256 (`fingerprint`, set when the key is
+issued). A key is 240 random bits, so a fast hash is as safe to store as bcrypt, and it lets the
+panel tell a right key from a wrong one without bcrypt in every process, also after a restart.
+bcrypt is left for keys issued before schema version 3 that have not been used since: their first
+successful check stores the fingerprint.
 
-Failed attempts are recorded in `auth_events` and counted per client address and per key id in
-a sliding minute (counters are per replica: N replicas allow N times the limit). Past the limit
-a request whose key is not already verified gets 429 without costing a bcrypt check; agents
-whose keys are cached are never slowed by someone else's failures.
+Refusals are limited per process (FailureLimiter) so that nobody's failures ever stand between
+an agent and its own key:
+  - missing or malformed credentials and unknown key ids are charged to the client address;
+  - a known key id's refusals (a wrong secret, a revoked or expired key) are charged to that key
+    id — and a presented key is compared with its row's fingerprint *before* any limit is
+    consulted, so the right key always passes;
+  - bcrypt runs only for a row without a fingerprint, and only while that key id's budget
+    lasts: at most MPANEL_AUTH_FAILURE_LIMIT checks a minute per such key id.
+Refusing an unknown id costs a row lookup, refusing a wrong secret a row lookup and a SHA-256:
+neither costs bcrypt, so the answer time does not tell whether a key id exists
+(docs/security.md, "Failed authentication").
 
 Rotation issues a new key and keeps the old one valid for a grace period. The new key is kept,
 until the agent has it, sealed with the panel's secret (MPANEL_SECRET_KEY): while the agent
@@ -63,43 +69,15 @@ def check_secret(secret, hashed):
         return False
 
 
-# ===== Verified-key cache =======================================================================
+def fingerprint(presented):
+    """What the row keeps to recognise its key without bcrypt: SHA-256, hex."""
+    return hashlib.sha256(presented.encode()).hexdigest()
 
-class VerifiedKeyCache:
-    """Keys that passed bcrypt in this process, so steady-state requests skip it."""
 
-    def __init__(self, max_entries=100_000):
-        self._secret = secrets.token_bytes(32)
-        self._entries = collections.OrderedDict()
-        self._lock = threading.Lock()
-        self._max = max_entries
-        self.bcrypt_checks = 0  # read by tests and benchmarks
-
-    def _fingerprint(self, presented):
-        return hmac.new(self._secret, presented.encode(), hashlib.sha256).digest()
-
-    def known(self, presented, agent_id, hashed):
-        """True when `presented` was verified against exactly this stored hash."""
-        with self._lock:
-            remembered = self._entries.get(self._fingerprint(presented))
-        return remembered is not None and remembered[0] == agent_id and \
-            hmac.compare_digest(remembered[1], hashed)
-
-    def check(self, presented, agent_id, hashed):
-        """bcrypt, remembering a success."""
-        self.bcrypt_checks += 1
-        if not check_secret(presented, hashed):
-            return False
-        fingerprint = self._fingerprint(presented)
-        with self._lock:
-            self._entries[fingerprint] = (agent_id, hashed)
-            self._entries.move_to_end(fingerprint)
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
-        return True
-
-    def verify(self, presented, agent_id, hashed):
-        return self.known(presented, agent_id, hashed) or self.check(presented, agent_id, hashed)
+def key_columns(key, key_id, rounds):
+    """The Agent columns that store a newly issued key: its id, bcrypt hash and fingerprint."""
+    return {"api_key_id": key_id, "api_key_hash": hash_secret(key, rounds),
+            "api_key_fingerprint": fingerprint(key)}
 
 
 # ===== Agent rows by key id =====================================================================
@@ -144,44 +122,46 @@ AGENT_ROWS = AgentRows()
 # ===== Failure limiter ==========================================================================
 
 class FailureLimiter:
-    """Failures per key (client address, key id) in a sliding window; per replica."""
+    """At most `limit` attempts per name (an address, a key id) in a sliding window; per
+    process.
+
+    take() counts and decides under one lock, so concurrent requests cannot all pass a check
+    made before any of them counted; give_back() returns an attempt that turned out right."""
 
     def __init__(self, limit=10, window=60.0, clock=time.monotonic):
         self.limit, self.window, self.clock = limit, window, clock
-        self._failures = collections.defaultdict(collections.deque)
+        self._attempts = collections.defaultdict(collections.deque)
         self._lock = threading.Lock()
 
-    def _recent(self, key, now):
-        stamps = self._failures.get(key)
+    def _recent(self, name, now):
+        stamps = self._attempts.get(name)
         if stamps is None:
             return None
         while stamps and stamps[0] <= now - self.window:
             stamps.popleft()
         if not stamps:
-            del self._failures[key]
+            del self._attempts[name]
             return None
         return stamps
 
-    def retry_after(self, *keys):
-        """Seconds until the busiest of `keys` drops under the limit; 0 when none is over."""
+    def take(self, name):
+        """Count one attempt for `name`. -> 0 when it may go, else seconds until one may."""
         now = self.clock()
-        wait = 0.0
         with self._lock:
-            for key in keys:
-                stamps = self._recent(key, now) if key else None
-                if stamps is not None and len(stamps) >= self.limit:
-                    wait = max(wait, stamps[-self.limit] + self.window - now)
-        return wait
+            stamps = self._recent(name, now)
+            if stamps is not None and len(stamps) >= self.limit:
+                return stamps[-self.limit] + self.window - now
+            self._attempts[name].append(now)
+            if len(self._attempts) > 100_000:  # an address sweep must not grow memory forever
+                for other in list(self._attempts):
+                    self._recent(other, now)
+        return 0
 
-    def fail(self, *keys):
-        now = self.clock()
+    def give_back(self, name):
         with self._lock:
-            for key in keys:
-                if key:
-                    self._failures[key].append(now)
-            if len(self._failures) > 100_000:  # an address sweep must not grow memory forever
-                for key in list(self._failures):
-                    self._recent(key, now)
+            stamps = self._attempts.get(name)
+            if stamps:
+                stamps.pop()
 
 
 # ===== Sealing a pending key ====================================================================
@@ -232,9 +212,10 @@ def rotate(agent, rounds, grace, secret):
     keep_old = grace.total_seconds() > 0 and agent.api_key_hash != REVOKED_HASH
     with database_proxy.atomic():
         models.Agent.update(
-            api_key_id=key_id, api_key_hash=hash_secret(key, rounds),
+            **key_columns(key, key_id, rounds),
             prev_key_id=agent.api_key_id if keep_old else None,
             prev_key_hash=agent.api_key_hash if keep_old else None,
+            prev_key_fingerprint=agent.api_key_fingerprint if keep_old else None,
             prev_key_expires_at=now + grace if keep_old else None,
             pending_key_box=seal(secret, key) if keep_old else None,
             key_rotated_at=now, key_switched_at=None, updated_at=now,
@@ -252,7 +233,8 @@ def revoke(agent):
     """Cut the agent's keys off at once (every replica: the stored hash is gone)."""
     now = utcnow()
     with database_proxy.atomic():
-        models.Agent.update(api_key_hash=REVOKED_HASH, prev_key_id=None, prev_key_hash=None,
+        models.Agent.update(api_key_hash=REVOKED_HASH, api_key_fingerprint=None,
+                            prev_key_id=None, prev_key_hash=None, prev_key_fingerprint=None,
                             prev_key_expires_at=None, pending_key_box=None, status="revoked",
                             updated_at=now).where(models.Agent.id == agent.id).execute()
         models.record_auth_event("key_revoked", server_id=agent.server_id,
@@ -263,45 +245,75 @@ def revoke(agent):
 class KeyCheck:
     """The outcome of checking one presented key."""
 
-    def __init__(self, agent=None, failure=None, used_previous=False):
+    def __init__(self, agent=None, failure=None, used_previous=False, key_id=None,
+                 retry_after=0):
         self.agent = agent
-        self.failure = failure  # None, "malformed", "unknown_key", "bad_key", "revoked", "expired"
+        # None, or why it was refused: "missing", "malformed", "unknown_key", "bad_key",
+        # "revoked", "expired"; with retry_after > 0 the answer is 429 instead of 401.
+        self.failure = failure
         self.used_previous = used_previous
+        self.key_id = key_id
+        self.retry_after = retry_after
 
 
-def check_key(presented, cache, rows=None):
-    """Find the agent for `presented` and verify it (bcrypt only on a cache miss)."""
-    key_id = key_id_of(presented)
-    if key_id is None:
-        return KeyCheck(failure="malformed")
-    agent = (rows or AGENT_ROWS).get(key_id)
-    if agent is None:
-        return KeyCheck(failure="unknown_key")
-    if key_id == agent.api_key_id:
-        if agent.api_key_hash == REVOKED_HASH:
-            return KeyCheck(agent, failure="revoked")
-        if cache.verify(presented, agent.id, agent.api_key_hash):
-            return KeyCheck(agent)
-        return KeyCheck(agent, failure="bad_key")
-    # The previous key, during its grace period.
-    if agent.prev_key_expires_at is None or agent.prev_key_expires_at <= utcnow():
-        return KeyCheck(agent, failure="expired")
-    if cache.verify(presented, agent.id, agent.prev_key_hash):
-        return KeyCheck(agent, used_previous=True)
-    return KeyCheck(agent, failure="bad_key")
+class KeyVerifier:
+    """Checks presented keys against their rows, with the failure limits of the module
+    docstring. Counts its bcrypt checks (tests and benchmarks read `bcrypt_checks`)."""
 
+    def __init__(self, limiter, rows=None):
+        self.limiter = limiter
+        self.rows = rows or AGENT_ROWS
+        self.bcrypt_checks = 0
+        self._count_lock = threading.Lock()
 
-def cached_without_bcrypt(presented, cache, rows=None):
-    """True when `presented` is a key this process verified against the row's current hash —
-    so the failure limiter need not stand in its way."""
-    key_id = key_id_of(presented)
-    if key_id is None:
-        return False
-    agent = (rows or AGENT_ROWS).get(key_id)
-    if agent is None:
-        return False
-    hashed = agent.api_key_hash if key_id == agent.api_key_id else agent.prev_key_hash
-    return bool(hashed) and cache.known(presented, agent.id, hashed)
+    def refuse(self, failure, address, agent=None, key_id=None):
+        """A refusal, charged to the key id when one is known, else to the address."""
+        charged = ("key id", key_id) if agent is not None else ("address", address)
+        return KeyCheck(agent, failure, key_id=key_id, retry_after=self.limiter.take(charged))
+
+    def check(self, presented, address):
+        key_id = key_id_of(presented)
+        if key_id is None:
+            return self.refuse("malformed", address)
+        agent = self.rows.get(key_id)
+        if agent is None:
+            return self.refuse("unknown_key", address, key_id=key_id)
+        current = key_id == agent.api_key_id
+        if current and agent.api_key_hash == REVOKED_HASH:
+            return self.refuse("revoked", address, agent, key_id)
+        if not current and (agent.prev_key_expires_at is None or
+                            agent.prev_key_expires_at <= utcnow()):
+            return self.refuse("expired", address, agent, key_id)
+        hashed = agent.api_key_hash if current else agent.prev_key_hash
+        stored = agent.api_key_fingerprint if current else agent.prev_key_fingerprint
+        if stored:
+            if hmac.compare_digest(fingerprint(presented), stored):
+                return KeyCheck(agent, used_previous=not current, key_id=key_id)
+            return self.refuse("bad_key", address, agent, key_id)
+        # A key from before fingerprints: bcrypt, within this key id's budget.
+        wait = self.limiter.take(("key id", key_id))
+        if wait:
+            return KeyCheck(agent, "bad_key", key_id=key_id, retry_after=wait)
+        with self._count_lock:
+            self.bcrypt_checks += 1
+        if not check_secret(presented, hashed):
+            return KeyCheck(agent, "bad_key", key_id=key_id)
+        self.limiter.give_back(("key id", key_id))
+        self.remember_fingerprint(agent, presented, current)
+        return KeyCheck(agent, used_previous=not current, key_id=key_id)
+
+    def remember_fingerprint(self, agent, presented, current):
+        """Store the fingerprint of a key bcrypt just accepted, if its hash is still the
+        row's: from now on every process recognises it without bcrypt."""
+        if current:
+            models.Agent.update(api_key_fingerprint=fingerprint(presented)).where(
+                (models.Agent.id == agent.id) & (models.Agent.api_key_hash == agent.api_key_hash)
+                & models.Agent.api_key_fingerprint.is_null()).execute()
+        else:
+            models.Agent.update(prev_key_fingerprint=fingerprint(presented)).where(
+                (models.Agent.id == agent.id) & (models.Agent.prev_key_hash == agent.prev_key_hash)
+                & models.Agent.prev_key_fingerprint.is_null()).execute()
+        self.rows.forget(agent)
 
 
 def note_new_key_in_use(agent):
@@ -311,8 +323,8 @@ def note_new_key_in_use(agent):
     now = utcnow()
     with database_proxy.atomic():
         retired = models.Agent.update(prev_key_id=None, prev_key_hash=None,
-                                      prev_key_expires_at=None, pending_key_box=None,
-                                      key_switched_at=now) \
+                                      prev_key_fingerprint=None, prev_key_expires_at=None,
+                                      pending_key_box=None, key_switched_at=now) \
             .where((models.Agent.id == agent.id) & models.Agent.prev_key_id.is_null(False)) \
             .execute()
         if retired:

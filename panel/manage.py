@@ -15,7 +15,7 @@ import time
 import bottle
 import peewee
 
-from . import alerts, keys, models, services
+from . import alerts, auth, keys, models, services
 from . import settings as settings_module
 from .db import utcnow
 from .views import ROOT, agent_or_404, panel_url, server_context, template
@@ -315,11 +315,11 @@ def build_manage(settings):
 
     @app.get("/security", auth="admin")
     def security(session):
-        events = list(models.AuthEvent.select().order_by(models.AuthEvent.created_at.desc())
-                      .limit(200))
+        events = models.recent_auth_events(200)
         names = {s.id: s.name for s in models.Server.select(models.Server.id, models.Server.name)}
         return template("security.tpl", title="Security · mPanel", session=session,
-                        events=events, names=names)
+                        events=events, names=names, failure_kinds=auth.FAILURE_KINDS,
+                        summary_minutes=models.AUTH_SUMMARY_WINDOW // 60)
 
     return app
 

@@ -3,7 +3,9 @@
 Views and the API call the query functions here (`latest_sample_per_agent()`, ...) rather than
 building queries themselves, so every query the panel runs can be read in one place.
 """
+import calendar
 import datetime
+import hashlib
 import json
 import zlib
 
@@ -103,10 +105,15 @@ class Agent(BaseModel):
     boot_time = peewee.DateTimeField(null=True)  # reported at registration: the uptime shown
     api_key_id = peewee.CharField(max_length=16, unique=True)
     api_key_hash = peewee.TextField()
+    # SHA-256 of the key (keys.fingerprint): checks a presented key without bcrypt, so a
+    # failure limit never has to stand between an agent and its own key. NULL for a key issued
+    # before schema version 3 until its first successful bcrypt check.
+    api_key_fingerprint = peewee.CharField(max_length=64, null=True)
     # Rotation: the previous key stays valid until prev_key_expires_at; the new key waits,
     # sealed with the panel's secret, until the agent picks it up (keys.py).
     prev_key_id = peewee.CharField(max_length=16, unique=True, null=True)
     prev_key_hash = peewee.TextField(null=True)
+    prev_key_fingerprint = peewee.CharField(max_length=64, null=True)
     prev_key_expires_at = peewee.DateTimeField(null=True)
     pending_key_box = peewee.TextField(null=True)
     key_rotated_at = peewee.DateTimeField(null=True)
@@ -235,8 +242,13 @@ class Rollup1h(RollupBase):
 
 
 class AuthEvent(BaseModel):
-    """Failed agent authentications and key life-cycle events. Never the secret: at most the
-    key's public id."""
+    """Failed agent authentications and logins, and key life-cycle events. Never the secret: at
+    most the key's public id.
+
+    Failures are summarised (record_auth_failure): identical ones — same kind, address, key id,
+    server and detail — within one AUTH_SUMMARY_WINDOW are one row, `occurrences` counting them
+    from `created_at` (the first) to `last_seen_at` (the latest). `summary_key` names that
+    group and window; it is NULL for events that are never summarised."""
 
     created_at = peewee.DateTimeField(default=utcnow, index=True)
     kind = peewee.CharField(max_length=32)
@@ -244,9 +256,24 @@ class AuthEvent(BaseModel):
     key_id = peewee.CharField(max_length=16, null=True)
     server_id = peewee.IntegerField(null=True)
     detail = peewee.CharField(max_length=200, null=True)
+    occurrences = peewee.IntegerField(default=1)
+    last_seen_at = peewee.DateTimeField(null=True, index=True)
+    summary_key = peewee.CharField(max_length=64, null=True, unique=True)
 
     class Meta:
         table_name = "auth_events"
+
+
+class AuthLimit(BaseModel):
+    """One rate limit's state, shared by every replica: `tat`, the theoretical arrival time
+    (GCRA, seconds since the epoch) up to which its budget is spent. Taken and given back by
+    one statement each (take_attempts), so concurrent requests cannot overrun it."""
+
+    name = peewee.CharField(max_length=120, primary_key=True)
+    tat = peewee.DoubleField()
+
+    class Meta:
+        table_name = "auth_limits"
 
 
 class ServerEvent(BaseModel):
@@ -377,8 +404,9 @@ class AdminSession(BaseModel):
         table_name = "admin_sessions"
 
 
-ALL_MODELS = [SchemaVersion, Server, Agent, Metric, LatestSample, Rollup5m, Rollup1h, AuthEvent, ServerEvent, AlertRule, Alert,
-              Channel, ServerChannel, Delivery, MaintenanceWindow, Admin, AdminSession]
+ALL_MODELS = [SchemaVersion, Server, Agent, Metric, LatestSample, Rollup5m, Rollup1h, AuthEvent,
+              AuthLimit, ServerEvent, AlertRule, Alert, Channel, ServerChannel, Delivery,
+              MaintenanceWindow, Admin, AdminSession]
 
 
 # ===== Named queries ==========================================================================
@@ -413,10 +441,92 @@ def agent_by_key_id(key_id):
 
 
 def record_auth_event(kind, client_addr=None, key_id=None, server_id=None, detail=None):
+    """A life-cycle event (a key rotated, a login): one row each, never summarised."""
+    now = utcnow()
     AuthEvent.create(kind=kind, client_addr=(client_addr or None) and client_addr[:45],
                      key_id=key_id, server_id=server_id,
-                     detail=detail[:200] if detail else None)
+                     detail=detail[:200] if detail else None, created_at=now, last_seen_at=now)
 
+
+AUTH_SUMMARY_WINDOW = 600  # seconds: identical failures within one are one auth_events row
+
+
+def record_auth_failure(kind, client_addr=None, key_id=None, server_id=None, detail=None,
+                        now=None):
+    """Count a failure into its summary row (AuthEvent) in one upsert, so a flood adds to one
+    row per window instead of a row per request, also across replicas.
+    -> occurrences in this window so far: 1 is the first (worth a WARNING), later ones are not."""
+    now = now or utcnow()
+    client_addr = (client_addr or None) and client_addr[:45]
+    detail = detail[:200] if detail else None
+    window = calendar.timegm(now.timetuple()) // AUTH_SUMMARY_WINDOW
+    summary = hashlib.sha256("\x1f".join(
+        str(part) for part in (kind, client_addr, key_id, server_id, detail, window)
+    ).encode()).hexdigest()
+    query = (AuthEvent.insert(kind=kind, client_addr=client_addr, key_id=key_id,
+                              server_id=server_id, detail=detail, created_at=now,
+                              last_seen_at=now, occurrences=1, summary_key=summary)
+             .on_conflict(conflict_target=[AuthEvent.summary_key],
+                          update={AuthEvent.occurrences: AuthEvent.occurrences + 1,
+                                  AuthEvent.last_seen_at: now})
+             .returning(AuthEvent.occurrences))
+    return query.tuples().execute()[0][0]
+
+
+def recent_auth_events(limit=200):
+    """The Security page's rows: the latest activity first (a summary row by its last
+    occurrence)."""
+    return list(AuthEvent.select().order_by(AuthEvent.last_seen_at.desc(nulls="LAST"),
+                                            AuthEvent.created_at.desc()).limit(limit))
+
+
+# Generic cell rate algorithm: a limit of `burst` attempts per `burst * interval` seconds kept
+# as one number per limit. An attempt at `now` may go when max(tat, now) + interval lies within
+# `burst * interval` of now; it then moves tat on by one interval. A refused attempt changes
+# nothing, so hammering does not lengthen the wait.
+_TAKE_SQL = (
+    "INSERT INTO auth_limits (name, tat) VALUES ({p}, {p}) "
+    "ON CONFLICT (name) DO UPDATE SET tat = "
+    "(CASE WHEN auth_limits.tat > {p} THEN auth_limits.tat ELSE {p} END) + {p} "
+    "WHERE (CASE WHEN auth_limits.tat > {p} THEN auth_limits.tat ELSE {p} END) + {p} <= {p} "
+    "RETURNING tat")
+_GIVE_BACK_SQL = "UPDATE auth_limits SET tat = tat - {p} WHERE name = {p}"
+
+
+def take_attempts(limits, now):
+    """Take one attempt from each of `limits` ([(name, interval, burst)]) — all or none, in one
+    transaction (rows locked in the order given). -> 0 when taken, else the seconds until all
+    of them would allow one."""
+    database = database_proxy.obj
+    sql = _TAKE_SQL.format(p=database.param)
+    with database.atomic() as transaction:
+        waits = []
+        for name, interval, burst in limits:
+            row = database.execute_sql(sql, (
+                name, now + interval, now, now, interval, now, now, interval,
+                now + burst * interval)).fetchone()
+            if row is None:  # refused: the row exists, and its tat lies ahead
+                limit = AuthLimit.get_or_none(AuthLimit.name == name)
+                tat = limit.tat if limit else now + burst * interval
+                waits.append(max(tat + interval - burst * interval - now, 0.001))
+        if waits:
+            transaction.rollback()
+            return max(waits)
+    return 0
+
+
+def give_back_attempts(limits):
+    """Return the attempts take_attempts took for `limits` (a login that succeeded)."""
+    database = database_proxy.obj
+    sql = _GIVE_BACK_SQL.format(p=database.param)
+    with database.atomic():
+        for name, interval, _burst in limits:
+            database.execute_sql(sql, (interval, name))
+
+
+def prune_auth_limits(now):
+    """Forget limits whose budget is whole again (tat before `now`, a naive UTC datetime)."""
+    return AuthLimit.delete().where(AuthLimit.tat < calendar.timegm(now.timetuple())).execute()
 
 
 MAX_ID = 2 ** 31 - 1  # SERIAL's range; a larger number in a URL names nothing
@@ -555,24 +665,6 @@ def server_events_since(server_ids, since):
                   .order_by(ServerEvent.at)):
         events[event.server_id].append(event)
     return events
-
-
-def login_failures_since(since, address, username):
-    """(failed logins from this address, failed logins for this username) since `since`,
-    oldest first, as lists of times: the login throttle reads the shared table, so every
-    replica sees the same count."""
-    rows = (AuthEvent.select(AuthEvent.created_at, AuthEvent.client_addr, AuthEvent.detail)
-            .where((AuthEvent.kind == "login_failed") & (AuthEvent.created_at >= since) &
-                   ((AuthEvent.client_addr == address) |
-                    (AuthEvent.detail == f"user {username}"[:200])))
-            .order_by(AuthEvent.created_at).tuples())
-    by_address, by_user = [], []
-    for created_at, client_addr, detail in rows:
-        if client_addr == address:
-            by_address.append(created_at)
-        if detail == f"user {username}"[:200]:
-            by_user.append(created_at)
-    return by_address, by_user
 
 
 def firing_alert_count():

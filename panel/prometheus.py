@@ -377,11 +377,9 @@ def build_prometheus(settings):
                 refused.add(address)
                 log.warning("metrics scrape refused addr=%s reason=%s", address,
                             "no bearer token" if sent is None else "wrong token")
-            challenge = 'Bearer realm="mpanel"' if sent is None else \
-                'Bearer realm="mpanel", error="invalid_token"'
             raise ApiError(401, "/metrics needs Authorization: Bearer <MPANEL_METRICS_TOKEN>"
                            if sent is None else "the bearer token is not MPANEL_METRICS_TOKEN",
-                           headers={"WWW-Authenticate": challenge})
+                           headers={"WWW-Authenticate": auth.bearer_challenge(sent is not None)})
         refused.discard(auth.client_address(settings) or "?")
 
         now = utcnow()

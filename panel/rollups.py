@@ -262,6 +262,7 @@ def prune(settings, now=None):
                                                 tier.model.bucket < cutoff)
     removed["auth_events"] = models.AuthEvent.delete().where(
         models.AuthEvent.created_at < now - datetime.timedelta(days=30)).execute()
+    removed["auth_limits"] = models.prune_auth_limits(now)
     removed["deliveries"] = models.Delivery.delete().where(
         (models.Delivery.status.in_(["sent", "failed"])) &
         (models.Delivery.created_at < now - datetime.timedelta(days=90))).execute()

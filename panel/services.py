@@ -23,8 +23,7 @@ def add_server(name, rounds, critical=False):
     try:
         with database_proxy.atomic():
             server = models.Server.create(name=name, critical=critical)
-            models.Agent.create(server=server, api_key_id=key_id,
-                                api_key_hash=keys.hash_secret(key, rounds))
+            models.Agent.create(server=server, **keys.key_columns(key, key_id, rounds))
     except peewee.IntegrityError:
         raise ValueError(f"a server named {name!r} already exists") from None
     return server, key

@@ -4,12 +4,13 @@ status page, static files and the public downloads. (Pages that change things: m
 Each view builds a context dict and calls `render(page, partial, ctx)`: a plain request gets the
 full page, an htmx request (`HX-Request` header) just the partial it asked for.
 """
-import datetime
 import secrets
+import time
 import urllib.parse
 from pathlib import Path
 
 import bottle
+import peewee
 
 from . import auth, charts, detail, keys, models, status, units
 from .db import utcnow
@@ -29,12 +30,10 @@ DOWNLOADS = {
     "config.example.json": (ROOT / "config.example.json", "application/json"),
 }
 
-# bcrypt of a random password: checked when the username is unknown, so a failed login takes
-# as long whether or not the user exists.
-_DUMMY_HASH = keys.hash_secret(secrets.token_urlsafe(16), 4)
-
 STATUSES = ("online", "offline", "never seen")
 LOGIN_WINDOW = 300  # seconds over which failed logins are counted
+# Per username, and (an office behind one NAT address shares it) this many times that per address.
+LOGIN_ADDRESS_FACTOR = 4
 SORT_KEYS = {
     "name": lambda r: r["name"].lower(),
     "hostname": lambda r: r["hostname"].lower(),
@@ -137,19 +136,17 @@ def page_title(counts, firing, what="Servers"):
 def build_views(settings):
     app = bottle.Bottle()
 
-    def login_wait(address, username):
-        """Seconds this login must wait: after `login_failure_limit` failures for a username in
-        5 minutes, or four times that from one address (an office behind one NAT address
-        shares it), until the oldest counted failure ages out."""
-        now = utcnow()
-        window = datetime.timedelta(seconds=LOGIN_WINDOW)
-        by_address, by_user = models.login_failures_since(now - window, address, username)
-        waits = []
-        for failures, limit in ((by_user, settings.login_failure_limit),
-                                (by_address, 4 * settings.login_failure_limit)):
-            if len(failures) >= limit:
-                waits.append((failures[-limit] + window - now).total_seconds())
-        return max(waits, default=0)
+    # bcrypt of a random password at the cost real passwords are hashed at: checked when the
+    # username is unknown, so a failed login takes as long whether or not the user exists.
+    unknown_user_hash = keys.hash_secret(secrets.token_urlsafe(16), settings.bcrypt_rounds)
+
+    def login_limits(address, username):
+        """[(name, interval, burst)] for models.take_attempts: `login_failure_limit` failed
+        logins per username per LOGIN_WINDOW, LOGIN_ADDRESS_FACTOR times that per address."""
+        per_user = settings.login_failure_limit
+        per_address = LOGIN_ADDRESS_FACTOR * per_user
+        return [(f"login user {username}", LOGIN_WINDOW / per_user, per_user),
+                (f"login address {address}", LOGIN_WINDOW / per_address, per_address)]
 
     @app.get("/")
     def home():
@@ -169,22 +166,36 @@ def build_views(settings):
             return _login_page(settings, "Your login form expired; please try again.")
         username = (form.getunicode("username") or "")[:64]
         password = form.getunicode("password") or ""
-        address = auth.client_address(settings)
-        wait = login_wait(address, username)
+        try:
+            return attempt_login(username, password, auth.client_address(settings))
+        except peewee.PeeweeException:
+            # The limits live in the database: without it no password is checked at all.
+            bottle.response.status = 503
+            bottle.response.set_header("Retry-After", "30")
+            return _login_page(settings, "The panel's database is not answering; please try "
+                               "again in a minute.", username)
+
+    def attempt_login(username, password, address):
+        limits = login_limits(address, username)
+        # Taken before the password is checked, in one statement per limit, in the database:
+        # concurrent attempts on any replica cannot all pass a count none of them has added to.
+        wait = models.take_attempts(limits, time.time())
         if wait > 0:
             bottle.response.status = 429
             bottle.response.set_header("Retry-After", str(max(1, int(wait + 0.999))))
-            models.record_auth_event("login_throttled", client_addr=address,
-                                     detail=f"user {username}")
+            models.record_auth_failure("login_throttled", client_addr=address,
+                                       detail=f"user {username}")
             return _login_page(settings, "Too many failed logins. Try again in "
                                f"{units.duration(wait)}.", username)
         admin = models.Admin.get_or_none(models.Admin.username == username)
-        hashed = admin.password_hash if admin else _DUMMY_HASH
+        hashed = admin.password_hash if admin else unknown_user_hash
         if not keys.check_secret(password[:72], hashed) or admin is None:
-            models.record_auth_event("login_failed", client_addr=address,
-                                     detail=f"user {username}")
+            models.record_auth_failure("login_failed", client_addr=address,
+                                       detail=f"user {username}")
             bottle.response.status = 401
+            bottle.response.set_header("WWW-Authenticate", auth.LOGIN_CHALLENGE)
             return _login_page(settings, "Wrong username or password.", username)
+        models.give_back_attempts(limits)  # only failures count
         models.record_auth_event("login_ok", client_addr=address, detail=f"user {username}")
         token = auth.start_session(admin, settings.session_hours)
         bottle.response.set_cookie(auth.SESSION_COOKIE, token, path="/", httponly=True,

@@ -20,6 +20,10 @@
 --     server_metrics.late marks samples replayed from an agent's buffer.
 --   * servers.public_status opts a server into the public /status page; servers_agents.boot_time
 --     is when the server booted, as its agent reported (uptime on the detail page).
+--   * servers_agents keeps each key's SHA-256 beside its bcrypt hash (api_key_fingerprint,
+--     prev_key_fingerprint): a right key is recognised without bcrypt (panel/keys.py).
+--   * auth_events summarises repeated failures (occurrences, last_seen_at, summary_key);
+--     auth_limits holds the login limits every replica shares (panel/models.py, take_attempts).
 
 CREATE TABLE IF NOT EXISTS schema_version (
   version INTEGER PRIMARY KEY,
@@ -48,8 +52,10 @@ CREATE TABLE IF NOT EXISTS servers_agents (
   boot_time TIMESTAMP,
   api_key_id VARCHAR(16) NOT NULL UNIQUE,
   api_key_hash TEXT NOT NULL,
+  api_key_fingerprint VARCHAR(64),
   prev_key_id VARCHAR(16) UNIQUE,
   prev_key_hash TEXT,
+  prev_key_fingerprint VARCHAR(64),
   prev_key_expires_at TIMESTAMP,
   pending_key_box TEXT,
   key_rotated_at TIMESTAMP,
@@ -151,10 +157,19 @@ CREATE TABLE IF NOT EXISTS auth_events (
   client_addr VARCHAR(45),
   key_id VARCHAR(16),
   server_id INTEGER,
-  detail VARCHAR(200)
+  detail VARCHAR(200),
+  occurrences INTEGER NOT NULL DEFAULT 1,
+  last_seen_at TIMESTAMP,
+  summary_key VARCHAR(64) UNIQUE
 );
 
 CREATE INDEX IF NOT EXISTS idx_auth_events_created_at ON auth_events (created_at);
+CREATE INDEX IF NOT EXISTS idx_auth_events_last_seen_at ON auth_events (last_seen_at);
+
+CREATE TABLE IF NOT EXISTS auth_limits (
+  name VARCHAR(120) PRIMARY KEY,
+  tat DOUBLE PRECISION NOT NULL
+);
 
 CREATE TABLE IF NOT EXISTS server_events (
   id SERIAL PRIMARY KEY,

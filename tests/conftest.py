@@ -160,7 +160,10 @@ def stop_panel(panel):
 def panel_process(backend_url, tmp_path_factory):
     """One panel per backend for the whole run; tests wipe the rows, not the process."""
     log_path = tmp_path_factory.mktemp("panel") / "panel.log"
-    panel = start_panel(backend_url, log_path)
+    # The agent failure limiter lives in the process, which every test using this panel shares
+    # (all from 127.0.0.1): one test's refused requests must not turn the next one's into 429s.
+    # The limits themselves are tested on panels of their own (test_auth.py).
+    panel = start_panel(backend_url, log_path, {"MPANEL_AUTH_FAILURE_LIMIT": "100000"})
     yield panel
     stop_panel(panel)
 

@@ -1,9 +1,12 @@
-"""Agent authentication against the real panel: the verified-key cache, failed attempts logged
-and rate-limited per address and key id, rotation with a grace period and the real agent's
-zero-touch switch, revocation, and refusal of plain HTTP from the network."""
+"""Agent authentication against the real panel: keys recognised without bcrypt, failed attempts
+summarised and rate-limited without locking out a valid key, answers that do not tell whether a
+key id or username exists, login limits shared by replicas, rotation with a grace period and the
+real agent's zero-touch switch, revocation, and refusal of plain HTTP from the network."""
 import datetime
 import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 import threading
@@ -12,7 +15,7 @@ import time
 import pytest
 import waitress.server
 
-from panel import create_app, db, keys, models, settings
+from panel import create_app, db, keys, models, services, settings
 from tests.conftest import (ROOT, TEST_BCRYPT_ROUNDS, bearer, free_port, http_request,
                             new_server, stamp, start_agent, start_panel, stop_panel, wait_for,
                             write_agent_config)
@@ -31,31 +34,58 @@ class InProcessPanel:
     """The panel's WSGI app under real Waitress in a thread of this process, so the test can
     read the app's own counters."""
 
-    def __init__(self, database_url, tmp_path):
+    def __init__(self, database_url, tmp_path, extra_env=None):
         self.port = free_port()
         self.host = "127.0.0.1"
         config = settings.from_env({"MPANEL_DATABASE_URL": database_url,
                                     "MPANEL_DATA_DIR": str(tmp_path),
-                                    "MPANEL_BCRYPT_ROUNDS": str(TEST_BCRYPT_ROUNDS)})
+                                    "MPANEL_BCRYPT_ROUNDS": str(TEST_BCRYPT_ROUNDS),
+                                    **(extra_env or {})})
         self.app = create_app(config, database=db.database_proxy.obj)
         self.server = waitress.server.create_server(self.app, host=self.host, port=self.port,
                                                     threads=4)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
+    def _serve(self):
+        # Short rounds of Waitress's own loop, so close() can stop it before closing its
+        # sockets (closing them under a running select() is EBADF in this thread).
+        while not self.stopping.is_set():
+            self.server.asyncore.loop(timeout=0.05, map=self.server._map, count=1)
+
     def close(self):
+        self.stopping.set()
+        self.thread.join(timeout=10)
+        self.server.task_dispatcher.shutdown()
         self.server.close()
 
 
-def test_steady_requests_do_not_pay_bcrypt(database, backend_url, tmp_path):
+def without_fingerprint(key):
+    """Make `key`'s row look like one issued before schema version 3 (bcrypt hash only)."""
+    models.Agent.update(api_key_fingerprint=None).where(
+        models.Agent.api_key_id == keys.key_id_of(key)).execute()
+
+
+def test_keys_are_checked_without_bcrypt_and_an_old_key_pays_it_once(database, backend_url,
+                                                                      tmp_path):
     panel = InProcessPanel(backend_url, tmp_path)
     try:
-        server, key = new_server("cached")
-        for minute in range(20):
+        server, key = new_server("fingerprinted")
+        for minute in range(10):
             assert post_metrics(panel, key, server.id, timestamp=stamp(minute)).status == 200
-        assert panel.app.key_cache.bcrypt_checks == 1
-        # Rotated through this process: the very next request is refused (the agent-row and
-        # key caches forget at once).
+        assert panel.app.key_verifier.bcrypt_checks == 0
+        # A key from before fingerprints: one bcrypt check, then its fingerprint is stored.
+        old_server, old_key = new_server("issued-before-v3")
+        without_fingerprint(old_key)
+        for minute in range(10):
+            assert post_metrics(panel, old_key, old_server.id,
+                                timestamp=stamp(minute)).status == 200
+        assert panel.app.key_verifier.bcrypt_checks == 1
+        assert models.Agent.get(models.Agent.server == old_server.id).api_key_fingerprint == \
+            keys.fingerprint(old_key)
+        # Rotated through this process: the very next request is refused (the agent-row
+        # cache forgets at once).
         keys.rotate(models.agent_by_key_id(keys.key_id_of(key)), TEST_BCRYPT_ROUNDS,
                     datetime.timedelta(0), b"s")
         assert post_metrics(panel, key, server.id).status == 401
@@ -95,20 +125,28 @@ def test_failed_attempts_are_logged_without_the_secret(proxied_panel):
     assert forged.split("_", 2)[2] not in stored and key.split("_", 2)[2] not in stored
 
 
-def test_ten_failures_in_a_minute_bring_429_for_that_address_only(proxied_panel):
-    server, key = new_server("web")
-    other, other_key = new_server("db")
-    wrong = "agent_0123456789ab_" + "W" * 40
-    for _ in range(10):
-        assert post_metrics(proxied_panel, wrong, server.id,
-                            from_address("203.0.113.9")).status == 401
-    limited = post_metrics(proxied_panel, key, server.id, from_address("203.0.113.9"))
+def unknown_key(n=0):
+    return f"agent_{n:012x}_" + "W" * 40
+
+
+def test_ten_failures_from_an_address_bring_429_for_its_unknown_keys_only(proxied_panel):
+    """A fresh panel process (nothing verified yet) behind one NAT address: five misconfigured
+    agents fail ten times between them; the healthy ones there, never seen by this process,
+    keep reporting. Only what names no known key is refused from that address."""
+    nat = from_address("203.0.113.9")
+    healthy = [new_server(f"healthy-{n}") for n in range(3)]
+    for n in range(10):
+        assert post_metrics(proxied_panel, unknown_key(n % 5), 1, nat).status == 401
+    limited = post_metrics(proxied_panel, unknown_key(1), 1, nat)
     assert limited.status == 429
     assert 1 <= int(limited.headers["retry-after"]) <= 60
     assert limited.json()["field"] == "Authorization"
-    # A healthy agent elsewhere is not affected.
-    assert post_metrics(proxied_panel, other_key, other.id,
-                        from_address("198.51.100.7")).status == 200
+    assert post_metrics(proxied_panel, "agent_nonsense", 1, nat).status == 429
+    for server, key in healthy:
+        assert post_metrics(proxied_panel, key, server.id, nat).status == 200
+    # An address elsewhere is not affected either.
+    assert post_metrics(proxied_panel, unknown_key(7), 1,
+                        from_address("198.51.100.7")).status == 401
 
 
 def test_an_agent_already_verified_is_not_locked_out_by_its_neighbour(proxied_panel):
@@ -132,6 +170,271 @@ def test_failures_against_one_key_id_limit_that_key_id_from_anywhere(proxied_pan
     guess = f"agent_{key_id}_" + "Z" * 40
     assert post_metrics(proxied_panel, guess, server.id,
                         from_address("203.0.113.200")).status == 429
+
+
+def test_bad_secrets_under_a_victims_key_id_do_not_lock_the_victim_out(proxied_panel):
+    """The key id is public; thirty wrong secrets under it, from anywhere, leave the victim's
+    own key working from anywhere — in a process that has never seen it."""
+    victim, key = new_server("victim")
+    key_id = keys.key_id_of(key)
+    for n in range(30):
+        post_metrics(proxied_panel, f"agent_{key_id}_" + chr(ord("A") + n % 26) * 40, victim.id,
+                     from_address(f"203.0.113.{n + 1}"))
+    for n, address in enumerate(("203.0.113.1", "198.51.100.7")):
+        assert post_metrics(proxied_panel, key, victim.id, from_address(address),
+                            timestamp=stamp(n)).status == 200
+
+
+def test_bcrypt_work_stays_bounded_under_attack(database, backend_url, tmp_path):
+    """Counted, not timed: unknown ids, malformed keys, missing credentials and wrong secrets for
+    fingerprinted keys never cost bcrypt; a key from before fingerprints costs at most the
+    failure limit's worth of checks a minute, whoever sends them."""
+    panel = InProcessPanel(backend_url, tmp_path,
+                           {"MPANEL_TRUSTED_PROXIES": "127.0.0.1/32"})
+    try:
+        server, key = new_server("fingerprinted")
+        old_server, old_key = new_server("issued-before-v3")
+        without_fingerprint(old_key)
+        key_id, old_key_id = keys.key_id_of(key), keys.key_id_of(old_key)
+        statuses = []
+        for n in range(40):
+            address = from_address(f"10.{n // 250}.{n % 250}.1")
+            statuses.append(post_metrics(panel, unknown_key(n), 1, address).status)
+            statuses.append(post_metrics(panel, "agent_" + "x" * n, 1, address).status)
+            statuses.append(http_request(panel, "POST", "/api/agent/metrics",
+                                         headers=address).status)
+            statuses.append(post_metrics(panel, f"agent_{key_id}_" + "Q" * 40, server.id,
+                                         address).status)
+        # Wrong secrets for the old key, all at once: the budget is taken before bcrypt, under
+        # one lock, so concurrency does not slip extra checks through.
+        barrier = threading.Barrier(30)
+
+        def guess(n):
+            barrier.wait(timeout=30)
+            statuses.append(post_metrics(panel, f"agent_{old_key_id}_" + chr(65 + n % 26) * 40,
+                                         old_server.id, from_address(f"10.9.9.{n}")).status)
+
+        threads = [threading.Thread(target=guess, args=(n,)) for n in range(30)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert len(statuses) == 4 * 40 + 30
+        assert set(statuses) <= {401, 429} and 429 in statuses
+        assert panel.app.key_verifier.bcrypt_checks == 10  # MPANEL_AUTH_FAILURE_LIMIT
+        # ...and the fingerprinted key's agent was never in the way of the attack.
+        assert post_metrics(panel, key, server.id, from_address("10.0.0.1")).status == 200
+    finally:
+        panel.close()
+
+
+def medians_seconds(first, second, times=9):
+    """Median durations of first(n) and second(n), taken in turns so that the shared machine's
+    load falls on both alike."""
+    spent = ([], [])
+    for n in range(times):
+        for request, durations in ((first, spent[0]), (second, spent[1])):
+            started = time.perf_counter()
+            request(n)
+            durations.append(time.perf_counter() - started)
+    return statistics.median(spent[0]), statistics.median(spent[1])
+
+
+def test_an_unknown_key_id_is_refused_as_fast_as_a_wrong_secret(database, backend_url,
+                                                               tmp_path):
+    """Keys hashed at cost 10 (~60 ms a bcrypt check here): if either refusal paid bcrypt and
+    the other did not, their medians would differ twentyfold."""
+    panel = start_panel(backend_url, tmp_path / "panel.log",
+                        {"MPANEL_TRUSTED_PROXIES": "127.0.0.1/32"})
+    try:
+        server, key = services.add_server("costly", 10)
+        key_id = keys.key_id_of(key)
+
+        def wrong_secret(n):
+            assert post_metrics(panel, f"agent_{key_id}_" + chr(ord("A") + n) * 40, server.id,
+                                from_address(f"192.0.2.{n + 1}")).status == 401
+
+        def unknown_id(n):
+            assert post_metrics(panel, unknown_key(n), server.id,
+                                from_address(f"192.0.2.{n + 1}")).status == 401
+
+        known, unknown = medians_seconds(wrong_secret, unknown_id)
+        assert max(known, unknown) < 3 * min(known, unknown), (known, unknown)
+    finally:
+        stop_panel(panel)
+
+
+# ===== Refusals: summarised, with a challenge ===================================================
+
+def test_requests_without_credentials_are_limited_and_summarised(proxied_panel):
+    """A flood with no key, or a malformed one, from one address: the same limit as wrong keys,
+    a few summary rows counting every request, and one WARNING per row, not per request."""
+    flood = from_address("203.0.113.50")
+    statuses = [http_request(proxied_panel, "POST", "/api/agent/metrics", headers=flood).status
+                for _ in range(60)]
+    statuses += [post_metrics(proxied_panel, "agent_not_a_key", 1, flood).status
+                 for _ in range(60)]
+    assert statuses[:10] == [401] * 10 and set(statuses[10:]) == {429}
+    rows = list(models.AuthEvent.select())
+    assert sum(row.occurrences for row in rows) == 120
+    assert {(row.kind, row.occurrences) for row in rows} >= {("missing", 10)}
+    assert len(rows) <= 4  # missing, throttled missing, throttled malformed (+ a window edge)
+    warnings = [line for line in proxied_panel.log_text().splitlines()
+                if "WARNING" in line and "agent authentication refused" in line]
+    assert 1 <= len(warnings) <= len(rows)
+
+
+def test_every_401_of_the_agent_api_carries_a_bearer_challenge(proxied_panel):
+    server, key = new_server("challenged")
+    rotated_away, old_key = new_server("rotated")
+    keys.rotate(models.agent_by_key_id(keys.key_id_of(old_key)), TEST_BCRYPT_ROUNDS,
+                datetime.timedelta(0), b"s")
+    revoked, revoked_key = new_server("revoked")
+    keys.revoke(models.agent_by_key_id(keys.key_id_of(revoked_key)))
+    presented = {"malformed": "agent_nope", "unknown": unknown_key(3),
+                 "wrong secret": key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB"),
+                 "revoked": revoked_key, "replaced": old_key}
+    paths = (("POST", "/api/agent/register"), ("POST", "/api/agent/metrics"),
+             ("POST", "/api/agent/heartbeat"), ("GET", "/api/agent/config"))
+    for n, (method, path) in enumerate(paths):
+        body = {} if method == "POST" else None
+        # Each from its own address: an address's budget for keyless requests is not the point.
+        missing = http_request(proxied_panel, method, path, json_body=body,
+                               headers=from_address(f"192.0.2.{n + 1}"))
+        assert missing.status == 401
+        assert missing.headers["www-authenticate"] == 'Bearer realm="mpanel"'
+        for m, (what, sent) in enumerate(presented.items()):
+            refused = http_request(proxied_panel, method, path, json_body=body,
+                                   headers={**bearer(sent),
+                                            **from_address(f"198.51.{n}.{m + 1}")})
+            assert refused.status == 401, (path, what)
+            assert refused.headers["www-authenticate"] == \
+                'Bearer realm="mpanel", error="invalid_token"', (path, what)
+
+
+def test_security_page_shows_summaries_with_count_and_first_and_last_seen(proxied_panel):
+    from tests.integration.test_dashboard import PASSWORD, Browser
+
+    services.set_admin("admin", PASSWORD, TEST_BCRYPT_ROUNDS)
+    admin = Browser(proxied_panel)
+    assert admin.login().status == 303
+    for _ in range(25):
+        http_request(proxied_panel, "GET", "/api/agent/config",
+                     headers=from_address("203.0.113.77"))
+    page = admin.request("GET", "/security").text
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", page, re.S)
+    cells = {}
+    for row in rows:
+        values = [re.sub(r"<[^>]+>", "", cell).strip()
+                  for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+        if len(values) == 8:
+            cells.setdefault(values[3], values)
+    first, last, count = cells["missing"][:3]
+    assert count == "10" and first <= last and last
+    assert cells["throttled"][2] == "15" and "missing: GET /api/agent/config" in \
+        cells["throttled"][7]
+    assert cells["login ok"][2] == "1" and cells["login ok"][1] == ""
+
+
+def test_database_trouble_while_authenticating_is_503_not_500(tmp_path):
+    """A PostgreSQL that refuses connections (nothing listens on its port): refusing a key, or
+    limiting a login, needs the database, and its absence reads as 'retry later'."""
+    dead = db.open_database(f"postgresql://postgres@127.0.0.1:{free_port()}/gone")
+    bound = db.database_proxy.obj
+    db.database_proxy.initialize(dead)
+    try:
+        panel = InProcessPanel("sqlite:///unused", tmp_path, {"MPANEL_TRUSTED_PROXIES": ""})
+        try:
+            for headers in ({}, bearer(unknown_key(1)), bearer("agent_nope")):
+                answer = http_request(panel, "GET", "/api/agent/config", headers=headers)
+                assert answer.status == 503 and answer.headers["retry-after"] == "30", answer.text
+                assert "database" in answer.json()["error"]
+            login = send_login(login_forms(panel, 1)[0], "admin", "wrong")
+            assert login.status == 503 and login.headers["retry-after"] == "30"
+        finally:
+            panel.close()
+    finally:
+        db.database_proxy.initialize(bound)
+
+
+# ===== Logins: timing and limits shared by replicas =============================================
+
+def login_forms(panel, count):
+    """`count` fresh login forms: (CSRF cookie, token) pairs, fetched before a test sends them."""
+    from tests.integration.test_dashboard import Browser
+
+    forms = []
+    for _ in range(count):
+        browser = Browser(panel)
+        page = browser.request("GET", "/login").text
+        forms.append((browser, re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)))
+    return forms
+
+
+def send_login(form, username, password, headers=None):
+    browser, token = form
+    return browser.request("POST", "/login", form={"csrf_token": token, "username": username,
+                                                   "password": password}, headers=headers)
+
+
+def test_concurrent_wrong_logins_on_two_replicas_check_the_password_only_up_to_the_limit(
+        backend_url, database, tmp_path):
+    """Forty wrong logins for one user at once, split over two panel processes on one database:
+    exactly MPANEL_LOGIN_FAILURE_LIMIT (5) get their password checked (401), the rest 429."""
+    services.set_admin("admin", "the right password", 8)
+    replicas = [start_panel(backend_url, tmp_path / f"panel-{n}.log",
+                            {"MPANEL_BCRYPT_ROUNDS": "8", "MPANEL_THREADS": "8"})
+                for n in range(2)]
+    try:
+        forms = [form for replica in replicas for form in login_forms(replica, 20)]
+        barrier = threading.Barrier(len(forms))
+        statuses = []
+
+        def attempt(form):
+            barrier.wait(timeout=30)
+            statuses.append(send_login(form, "admin", "wrong").status)
+
+        threads = [threading.Thread(target=attempt, args=(form,)) for form in forms]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert sorted(statuses) == [401] * 5 + [429] * 35
+        failed = models.AuthEvent.select().where(models.AuthEvent.kind == "login_failed")
+        assert sum(row.occurrences for row in failed) == 5
+    finally:
+        for replica in replicas:
+            stop_panel(replica)
+
+
+def test_a_refused_login_names_how_to_authenticate(panel):
+    """RFC 9110 §15.5.2: a 401 carries WWW-Authenticate, the login form's too."""
+    refused = send_login(login_forms(panel, 1)[0], "nobody", "wrong")
+    assert refused.status == 401
+    assert refused.headers["www-authenticate"].startswith('Cookie realm="mpanel"')
+
+
+def test_a_login_takes_as_long_for_an_unknown_user_as_for_a_known_one(backend_url, database,
+                                                                     tmp_path):
+    """Passwords hashed at cost 10 (~60 ms here): an unknown user checked against a cheaper
+    dummy would answer many times faster."""
+    services.set_admin("admin", "the right password", 10)
+    panel = start_panel(backend_url, tmp_path / "panel.log",
+                        {"MPANEL_BCRYPT_ROUNDS": "10", "MPANEL_LOGIN_FAILURE_LIMIT": "50"})
+    try:
+        forms = login_forms(panel, 18)
+
+        def known(n):
+            assert send_login(forms[n], "admin", "wrong").status == 401
+
+        def unknown(n):
+            assert send_login(forms[9 + n], f"nobody-{n}", "wrong").status == 401
+
+        known_median, unknown_median = medians_seconds(known, unknown)
+        assert max(known_median, unknown_median) < 2 * min(known_median, unknown_median), \
+            (known_median, unknown_median)
+    finally:
+        stop_panel(panel)
 
 
 # ===== Rotation and revocation ==================================================================

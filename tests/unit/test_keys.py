@@ -1,5 +1,5 @@
-"""API keys: format, public id, bcrypt storage, the verified-key cache, the failure limiter,
-and the sealing of a rotated key."""
+"""API keys: format, public id, bcrypt hash and fingerprint, the failure limiter, and the
+sealing of a rotated key."""
 from panel import keys
 
 
@@ -28,57 +28,15 @@ def test_stored_hash_is_bcrypt_at_the_requested_cost_and_never_the_key():
     assert not keys.check_secret(key + "x", hashed)
 
 
-def test_second_check_of_the_same_key_skips_bcrypt():
-    key, _ = keys.new_api_key()
-    hashed = keys.hash_secret(key, 4)
-    cache = keys.VerifiedKeyCache()
-    assert all(cache.verify(key, 1, hashed) for _ in range(3))
-    assert cache.bcrypt_checks == 1
-
-
-def test_a_wrong_key_is_never_cached():
-    key, _ = keys.new_api_key()
-    hashed = keys.hash_secret(key, 4)
-    cache = keys.VerifiedKeyCache()
-    wrong = key[:-1] + ("A" if key[-1] != "A" else "B")
-    assert not cache.verify(wrong, 1, hashed)
-    assert not cache.verify(wrong, 1, hashed)
-    assert cache.bcrypt_checks == 2
-
-
-def test_a_new_stored_hash_invalidates_the_cached_key():
-    old, _ = keys.new_api_key()
-    cache = keys.VerifiedKeyCache()
-    assert cache.verify(old, 1, keys.hash_secret(old, 4))
-    new, _ = keys.new_api_key()
-    new_hash = keys.hash_secret(new, 4)  # what rotation does to the row
-    assert not cache.known(old, 1, new_hash)
-    assert not cache.verify(old, 1, new_hash)
-    assert not cache.known(old, 1, keys.REVOKED_HASH)
-
-
-def test_a_cached_key_does_not_open_another_agent():
-    key, _ = keys.new_api_key()
-    hashed = keys.hash_secret(key, 4)
-    cache = keys.VerifiedKeyCache()
-    cache.verify(key, 1, hashed)
-    assert not cache.known(key, 2, hashed)
-
-
-def test_cache_does_not_keep_the_key_itself():
-    key, _ = keys.new_api_key()
-    cache = keys.VerifiedKeyCache()
-    cache.verify(key, 1, keys.hash_secret(key, 4))
-    stored = repr(cache._entries)
+def test_stored_key_columns_recognise_the_key_without_keeping_it():
+    key, key_id = keys.new_api_key()
+    columns = keys.key_columns(key, key_id, 4)
+    assert columns["api_key_id"] == key_id
+    assert keys.check_secret(key, columns["api_key_hash"])
+    assert columns["api_key_fingerprint"] == keys.fingerprint(key)
+    assert keys.fingerprint(key) != keys.fingerprint(key[:-1] + ("A" if key[-1] != "A" else "B"))
+    stored = repr(columns)
     assert key not in stored and key.split("_", 2)[2] not in stored
-
-
-def test_cache_is_bounded():
-    cache = keys.VerifiedKeyCache(max_entries=3)
-    for agent_id in range(5):
-        key, _ = keys.new_api_key()
-        cache.verify(key, agent_id, keys.hash_secret(key, 4))
-    assert len(cache._entries) == 3
 
 
 def test_corrupt_or_revoked_stored_hash_reads_as_no():
@@ -94,20 +52,56 @@ class Clock:
         return self.now
 
 
-def test_limiter_blocks_after_the_limit_within_a_minute_then_lets_go():
+def test_limiter_refuses_past_the_limit_within_a_minute_then_lets_go():
     clock = Clock()
     limiter = keys.FailureLimiter(limit=10, window=60, clock=clock)
-    for _ in range(9):
-        limiter.fail("10.0.0.1", "abc")
+    for _ in range(10):
+        assert limiter.take(("address", "10.0.0.1")) == 0
         clock.now += 1
-    assert limiter.retry_after("10.0.0.1") == 0
-    limiter.fail("10.0.0.1", "abc")
-    wait = limiter.retry_after("10.0.0.1")
-    assert 50 < wait <= 60
-    assert limiter.retry_after("10.0.0.2") == 0  # another address is not affected
-    assert limiter.retry_after("10.0.0.2", "abc") > 0  # the same key id is
+    wait = limiter.take(("address", "10.0.0.1"))
+    assert wait == 50  # until the first of the ten leaves the minute
+    assert limiter.take(("address", "10.0.0.2")) == 0  # another address is not affected
+    assert limiter.take(("key id", "10.0.0.1")) == 0  # nor a key id, whatever it looks like
     clock.now += 61
-    assert limiter.retry_after("10.0.0.1", "abc") == 0
+    assert limiter.take(("address", "10.0.0.1")) == 0
+
+
+def test_a_refused_attempt_does_not_lengthen_the_wait():
+    clock = Clock()
+    limiter = keys.FailureLimiter(limit=3, window=60, clock=clock)
+    for _ in range(3):
+        limiter.take("a")
+    for _ in range(100):
+        limiter.take("a")
+    clock.now += 60.5
+    assert limiter.take("a") == 0
+
+
+def test_an_attempt_given_back_frees_its_place():
+    limiter = keys.FailureLimiter(limit=2, window=60, clock=Clock())
+    assert limiter.take("a") == 0 and limiter.take("a") == 0
+    assert limiter.take("a") > 0
+    limiter.give_back("a")
+    assert limiter.take("a") == 0
+
+
+def test_concurrent_takes_never_pass_more_than_the_limit():
+    import threading
+
+    limiter = keys.FailureLimiter(limit=5, window=60)
+    passed, barrier = [], threading.Barrier(20)
+
+    def attempt():
+        barrier.wait(timeout=10)
+        if limiter.take("victim") == 0:
+            passed.append(1)
+
+    threads = [threading.Thread(target=attempt) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(passed) == 5
 
 
 def test_sealed_key_opens_only_with_the_same_secret():
