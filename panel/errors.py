@@ -162,10 +162,9 @@ def describe_database_error(err):
     elif module.startswith("sqlite3"):
         database = "SQLite"
     else:
-        from .db import database_proxy, is_postgres
+        from .db import product_name
 
-        database = "PostgreSQL" if database_proxy.obj is not None and is_postgres() \
-            else "SQLite"
+        database = product_name()
     return f"{database} {type(original).__name__}"
 
 
