@@ -3,9 +3,10 @@ problem, and database trouble with 503 + Retry-After, never a 500.
 
 Two plugins do it, so views never catch either themselves:
   - `BoundaryPlugin` (outermost, on every route) applies the one rule for text input
-    (`text_problem`) to every query and form parameter before anything reads them, and turns a
-    database error from anywhere inside the route — the auth check, the view, the template —
-    into 503 with `Retry-After` and a reason that names the database.
+    (`text_problem`: UTF-8, no NUL) to every query and form parameter before anything reads
+    them (validation.py applies it to agents' JSON), and turns a database error from anywhere
+    inside the route — the auth check, the view, the template — into 503 with `Retry-After`
+    and a reason that names the database.
   - `JsonErrorPlugin` (the agent API) turns an `ApiError` into its JSON answer
     `{"error": "...", "field": "..."}` and anything unexpected into a logged 500 that says
     nothing of the internals.
@@ -71,27 +72,30 @@ def refusal(status, message, field=None, headers=None):
 
 # ===== The one rule for text input ===============================================================
 
-# Tab, line feed and carriage return are text; every other C0 control character and DEL is
-# not: NUL cannot be stored by PostgreSQL at all, and the others only ever arrive to confuse a
-# log line, a mail header or a terminal.
-_ALLOWED_CONTROLS = {"\t", "\n", "\r"}
-
-
 def text_problem(text):
-    """What is wrong with `text` (a WSGI string: bytes as latin-1) as text input, or None.
-    The rule for every query and form parameter, names and values alike."""
+    """What is wrong with `text` as text input, or None. The one rule for every query and form
+    parameter (names and values, check_text_input) and every string of an agent's JSON
+    (validation.py): it is UTF-8 and holds no NUL. PostgreSQL can store neither a NUL nor half a surrogate pair, and
+    no real text contains them. Other control characters are data: a field that must not hold
+    them (names) says so in its own validation, and templates escape what they show."""
+    if "\x00" in text:
+        return "must not contain NUL characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid UTF-8"
+    return None
+
+
+def wsgi_text_problem(text):
+    """text_problem() of a WSGI string (bytes decoded as latin-1, as Bottle keeps them)."""
     try:
         text = text.encode("latin-1").decode("utf-8")
     except UnicodeEncodeError:
         pass  # already decoded text
     except UnicodeDecodeError:
-        return "is not UTF-8"
-    for char in text:
-        if (char < " " and char not in _ALLOWED_CONTROLS) or char == "\x7f":
-            if char == "\x00":
-                return "must not contain NUL characters"
-            return f"must not contain control characters (U+{ord(char):04X})"
-    return None
+        return "must be valid UTF-8"
+    return text_problem(text)
 
 
 def _form_body():
@@ -101,7 +105,7 @@ def _form_body():
 
 def check_text_input():
     """Refuse the request (400, naming the parameter) if any query or form parameter breaks
-    the text rule. Agent API bodies are JSON and are validated by their schemas instead."""
+    the text rule. Agent API bodies are JSON: their schemas apply the rule (validation.py)."""
     request = bottle.request
     sources = [request.query]
     if _form_body():
@@ -109,11 +113,11 @@ def check_text_input():
     for source in sources:
         for name, value in source.allitems():
             field = name.encode("latin-1", "replace").decode("utf-8", "replace")
-            problem = text_problem(name)
+            problem = wsgi_text_problem(name)
             if problem:
                 field = field.replace("\x00", "\\x00")[:40]
                 raise refusal(400, f"parameter name {field!r} {problem}", field)
-            problem = text_problem(value)
+            problem = wsgi_text_problem(value)
             if problem:
                 raise refusal(400, f"{field} {problem}", field)
 

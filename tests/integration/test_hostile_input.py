@@ -16,7 +16,8 @@ import pytest
 
 from panel import SECURITY_HEADERS, errors, manage, models, prometheus, services, views
 from panel import settings as settings_module
-from tests.conftest import new_server
+from tests.conftest import bearer, http_request, new_server
+from tests.integration.test_api import sample
 from tests.integration.test_dashboard import Browser
 from tests.integration.test_dashboard_pages import post
 
@@ -25,7 +26,7 @@ HOSTILE = ["", "0", "-1", "1.5", "1e309", "-1e309", "nan", "inf", "9999999999999
            "<script>", "'; --", "%", "..", "[]", "{}", "true", "x" * 5000,
            "\x00", "a\x00b", "\x1b[2J", b"\xff\xfe", "x" * 100_000]
 # Text the one rule refuses (errors.text_problem), whatever the parameter: 400 naming it.
-REFUSED_TEXT = ["\x00", "a\x00b", "\x1b[2J", b"\xff\xfe"]
+REFUSED_TEXT = ["\x00", "a\x00b", b"\xff\xfe"]
 # Routes no page links to, with why.
 UNLINKED = {
     "/": "redirects to /servers",
@@ -271,3 +272,21 @@ def test_nul_in_login_maintenance_and_channel_is_refused_naming_the_field(site, 
     assert_refused(target, "target", "NUL")
     assert not models.MaintenanceWindow.select().exists()
     assert models.Channel.select().count() == 1
+
+
+def test_nul_or_half_a_surrogate_in_agent_json_is_a_422_naming_the_field(panel):
+    """The same rule (errors.text_problem) for agents' JSON, through their schemas."""
+    server, key = new_server("web-1")
+    document = sample(server.id)
+    document["metrics"]["processes"]["topCpu"][0]["name"] = "post\x00gres"
+    for path, body, field in (
+            ("/api/agent/register", {"hostname": "web\x001", "os": "Linux", "arch": "x86_64",
+                                     "version": "0.2.0"}, "hostname"),
+            ("/api/agent/register", {"hostname": "web\ud8001", "os": "Linux", "arch": "x86_64",
+                                     "version": "0.2.0"}, "hostname"),
+            ("/api/agent/metrics", document, "metrics.processes.topCpu[0].name")):
+        response = http_request(panel, "POST", path, headers=bearer(key), json_body=body)
+        assert response.status == 422, (field, response.status, response.text[:300])
+        assert response.json()["field"] == field, response.text
+    assert models.Agent.get(models.Agent.server == server.id).hostname in (None, "")
+    assert models.Metric.select().count() == 0
