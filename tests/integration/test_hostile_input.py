@@ -290,3 +290,25 @@ def test_nul_or_half_a_surrogate_in_agent_json_is_a_422_naming_the_field(panel):
         assert response.json()["field"] == field, response.text
     assert models.Agent.get(models.Agent.server == server.id).hostname in (None, "")
     assert models.Metric.select().count() == 0
+
+
+def test_an_unexpected_error_is_a_page_with_the_security_headers(database, backend_url,
+                                                                    tmp_path):
+    """A bug no view catches still gets the error page and its headers (Bottle makes that 500
+    after its after_request hook has run), and says nothing of the bug."""
+    from tests.integration.test_auth import InProcessPanel
+
+    panel = InProcessPanel(backend_url, tmp_path)
+    try:
+        @panel.app.get("/boom")  # a route with a bug, in the real app under real Waitress
+        def boom():
+            raise RuntimeError("secret detail of a bug")
+
+        for accept in ("text/html", "*/*"):
+            response = http_request(panel, "GET", "/boom", headers={"Accept": accept})
+            assert response.status == 500, response.text[:200]
+            for header in SECURITY_HEADERS:
+                assert header.lower() in response.headers, (accept, header)
+            assert "secret detail" not in response.text
+    finally:
+        panel.close()
