@@ -149,10 +149,17 @@ def cmd_migrate(settings, args):
 
     database = db.bind(settings.database_url)
     if args.check:
-        with database.connection_context():
-            version = migrations.current_version(database)
-            waiting = migrations.pending(database)
-            problems = migrations.schema_problems(database) if version else []
+        from .errors import DATABASE_ERRORS, describe_database_error
+
+        try:
+            with database.connection_context():
+                version = migrations.current_version(database)
+                waiting = migrations.pending(database)
+                problems = migrations.schema_problems(database) if version else []
+        except DATABASE_ERRORS as err:
+            print(f"error: cannot read the schema ({describe_database_error(err)}): "
+                  f"{' '.join(str(err).split())}", file=sys.stderr)
+            return 2
         if version is None:
             print("no schema yet: `migrate` would create it")
             return 1

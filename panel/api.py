@@ -188,6 +188,7 @@ def build_api(settings, committer):
         (one query). An unreachable database is a 503 from the boundary plugin (errors.py)."""
         problems = migrations.schema_problems()
         if problems:
+            database_trouble.failed("schema_mismatch", "; ".join(problems), "/healthz")
             raise ApiError(503, f"the {product_name()} database's schema does not match "
                                 f"this panel: "
                                 f"{'; '.join(problems[:5])}", "database",

@@ -75,9 +75,10 @@ def refusal(status, message, field=None, headers=None):
 def text_problem(text):
     """What is wrong with `text` as text input, or None. The one rule for every query and form
     parameter (names and values, check_text_input) and every string of an agent's JSON
-    (validation.py): it is UTF-8 and holds no NUL. PostgreSQL can store neither a NUL nor half a surrogate pair, and
-    no real text contains them. Other control characters are data: a field that must not hold
-    them (names) says so in its own validation, and templates escape what they show."""
+    (validation.py): it is UTF-8 and holds no NUL. PostgreSQL can store neither a NUL nor
+    half a surrogate pair, and no real text contains them. Other control characters are data:
+    a field that must not hold them (names) says so in its own validation, and templates
+    escape what they show."""
     if "\x00" in text:
         return "must not contain NUL characters"
     try:
@@ -133,24 +134,23 @@ class DatabaseTrouble:
         self.kind = None
         self.warned_at = 0.0
 
-    def failed(self, err, where):
-        kind = describe_database_error(err)
+    def failed(self, kind, detail, where):
         now = time.monotonic()
         with self.lock:
             repeat = kind == self.kind and now - self.warned_at < REPEAT_WARNING_AFTER
             if not repeat:
                 self.kind, self.warned_at = kind, now
         level = logging.DEBUG if repeat else logging.WARNING
-        log.log(level, "database error kind=%s where=%s detail=%s", kind, where,
-                " ".join(str(err).split())[:300])
-        return kind
+        log.log(level, "database error kind=%s where=%s detail=%s", kind.replace(" ", "."),
+                where, " ".join(str(detail).split())[:300])
 
     def answered(self, where):
         with self.lock:
             if self.kind is None:
                 return
             kind, self.kind = self.kind, None
-        log.warning("database answering again after=%s where=%s", kind, where)
+        log.warning("database answering again after=%s where=%s", kind.replace(" ", "."),
+                    where)
 
 
 trouble = DatabaseTrouble()
@@ -159,7 +159,7 @@ trouble = DatabaseTrouble()
 def describe_database_error(err):
     """'PostgreSQL UndefinedTable', 'SQLite OperationalError': which database, and the
     driver's own class of error — never its message, which can quote stored values."""
-    original = err.args[0] if err.args and isinstance(err.args[0], BaseException) else err
+    original = getattr(err, "orig", None) or err  # Peewee keeps the driver's error as .orig
     module = type(original).__module__ or ""
     if module.startswith("psycopg2"):
         database = "PostgreSQL"
@@ -173,7 +173,8 @@ def describe_database_error(err):
 
 
 def database_unavailable(err):
-    kind = trouble.failed(err, f"{bottle.request.method} {bottle.request.path}")
+    kind = describe_database_error(err)
+    trouble.failed(kind, err, f"{bottle.request.method} {bottle.request.path}")
     return refusal(503, f"the database is not answering as this panel expects ({kind}); "
                         "retry later", headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
 
