@@ -154,7 +154,8 @@ _LIVE_COLUMNS = {
         FROM pg_class c
         JOIN pg_namespace n ON n.oid = c.relnamespace
         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-        WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')""",
+        WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')
+          AND c.relname = ANY(%s)""",
     "sqlite": """
         SELECT m.name, p.name, 1
         FROM sqlite_master m JOIN pragma_table_info(m.name) p
@@ -175,13 +176,18 @@ def schema_problems(database=None):
     """What keeps this panel from using the live schema: missing tables and columns, columns
     the models do not know, tables this role may not read and write. [] when it matches."""
     database = database or database_proxy.obj
+    expected = expected_columns()
+    dialect = dialect_of(database)
+    # PostgreSQL: only this panel's tables, not the daily partitions of server_metrics (their
+    # columns are the parent's) nor anyone else's in the schema.
+    params = (list(expected),) if dialect == "postgresql" else ()
     live, allowed = {}, {}
-    for table, column, writable in database.execute_sql(
-            _LIVE_COLUMNS[dialect_of(database)]).fetchall():
+    for table, column, writable in database.execute_sql(_LIVE_COLUMNS[dialect],
+                                                        params).fetchall():
         live.setdefault(table, set()).add(column)
         allowed[table] = bool(writable)
     problems = []
-    for table, columns in expected_columns().items():
+    for table, columns in expected.items():
         if table not in live:
             problems.append(f"table {table} is missing")
             continue
