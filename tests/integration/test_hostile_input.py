@@ -133,6 +133,15 @@ def assert_refused(response, field, value):
         assert field in html.unescape(response.text), response.text[:300]
 
 
+def assert_names(response, field, value):
+    """A refusal says what it refuses: the field, or (CSRF, size, throttling) the reason."""
+    text = html.unescape(response.text).lower()
+    words = [field.lower(), field.replace("_", " ").lower()] + field.lower().split("_")
+    reasons = {403: "csrf", 413: "too large", 429: "too many", 401: "wrong username"}
+    assert any(w in text for w in words) or reasons.get(response.status, "\0") in text, \
+        (field, value[:30], response.status, re.sub(r"\s+", " ", text)[-600:])
+
+
 def encode(pairs):
     return urllib.parse.urlencode(pairs)
 
@@ -207,6 +216,8 @@ def test_hostile_input_to_every_page_is_a_4xx_never_a_500(site, panel):
                 assert_answer(response, f"GET {path} {name}", value)
                 if value in REFUSED_TEXT:
                     assert_refused(response, name, value)
+                elif 400 <= response.status < 500:
+                    assert_names(response, name, value)
     # The rule holds on every route, linked or not, before anything else reads the request.
     for method, rule in routes:
         path = re.sub(r"<[^>]+:int>", str(server.id), rule).replace("<path:path>", "style.css") \
@@ -237,6 +248,8 @@ def test_hostile_input_to_every_page_is_a_4xx_never_a_500(site, panel):
                 assert_answer(response, f"POST {form['action']} {field}", value)
                 if value in REFUSED_TEXT:
                     assert_refused(response, field, value)
+                elif 400 <= response.status < 500:
+                    assert_names(response, field, value)
 
     # What was stored is what names may be: printable, at most 100 characters.
     for stored in models.Server.select():
