@@ -27,37 +27,54 @@ NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 AGENT_LOOKUP = ("register", "heartbeat", "config", "metrics", "wrong key", "unknown key")
 SESSION = ("login", "dashboard", "dashboard page", "detail", "alerts")
 
-# name: (backends, SQL that breaks, SQL that repairs, what the schema check must report,
-#        the requests that must be 503: every other one may work, but is never a 500)
+# Each case: the backends it runs on, SQL that breaks and SQL that repairs (run by the
+# database's owner), what /healthz's error must say, the requests that must be 503 (every
+# other one may work, but is never a 500), and what `migrate --check` must say (exit code,
+# text in its output).
 BREAKAGES = {
-    "agents_and_admins_missing": (
-        ("sqlite", "postgresql"),
-        ["ALTER TABLE servers_agents RENAME TO servers_agents_gone",
-         "ALTER TABLE admins RENAME TO admins_gone"],
-        ["ALTER TABLE servers_agents_gone RENAME TO servers_agents",
-         "ALTER TABLE admins_gone RENAME TO admins"],
-        "table servers_agents is missing", AGENT_LOOKUP + SESSION),
-    "latest_samples_dropped": (
-        ("sqlite", "postgresql"),
-        ["DROP TABLE latest_samples"],
+    "agents_and_admins_missing": dict(
+        backends=("sqlite", "postgresql"),
+        breaking=["ALTER TABLE servers_agents RENAME TO servers_agents_gone",
+                  "ALTER TABLE admins RENAME TO admins_gone"],
+        repairing=["ALTER TABLE servers_agents_gone RENAME TO servers_agents",
+                   "ALTER TABLE admins_gone RENAME TO admins"],
+        healthz="table servers_agents is missing", must_fail=AGENT_LOOKUP + SESSION,
+        check=(1, "table servers_agents is missing")),
+    "latest_samples_dropped": dict(
+        backends=("sqlite", "postgresql"),
+        breaking=["DROP TABLE latest_samples"],
         # As sql/schema.sql has it; the GRANT only means something on PostgreSQL.
-        ["CREATE TABLE latest_samples (agent_id INTEGER PRIMARY KEY REFERENCES "
-         "servers_agents(id) ON DELETE CASCADE, timestamp TIMESTAMP NOT NULL)",
-         "GRANT ALL ON latest_samples TO {role}"],
-        "table latest_samples is missing", ("metrics", "dashboard", "dashboard page")),
-    "privileges_revoked": (
-        ("postgresql",),
-        ["REVOKE ALL ON servers_agents, admins, admin_sessions FROM {role}"],
-        ["GRANT ALL ON servers_agents, admins, admin_sessions TO {role}"],
-        "table servers_agents: this role may not", AGENT_LOOKUP + SESSION),
-    "schema_version_unreadable": (
-        ("postgresql",),
-        ["REVOKE ALL ON schema_version FROM {role}"],
-        ["GRANT ALL ON schema_version TO {role}"],
-        "table schema_version: this role may not", ()),
+        repairing=["CREATE TABLE latest_samples (agent_id INTEGER PRIMARY KEY REFERENCES "
+                   "servers_agents(id) ON DELETE CASCADE, timestamp TIMESTAMP NOT NULL)",
+                   "GRANT ALL ON latest_samples TO {role}"],
+        healthz="table latest_samples is missing",
+        must_fail=("metrics", "dashboard", "dashboard page"),
+        check=(1, "table latest_samples is missing")),
+    "privileges_revoked": dict(
+        backends=("postgresql",),
+        breaking=["REVOKE ALL ON servers_agents, admins, admin_sessions FROM {role}"],
+        repairing=["GRANT ALL ON servers_agents, admins, admin_sessions TO {role}"],
+        healthz="table servers_agents: this role may not", must_fail=AGENT_LOOKUP + SESSION,
+        check=(1, "table servers_agents: this role may not")),
+    "schema_version_unreadable": dict(
+        backends=("postgresql",),
+        breaking=["REVOKE ALL ON schema_version FROM {role}"],
+        repairing=["GRANT ALL ON schema_version TO {role}"],
+        healthz="table schema_version: this role may not", must_fail=(),
+        check=(2, "PostgreSQL InsufficientPrivilege")),
+    # The database refuses connections and the panel's open ones are cut: a database restart,
+    # a failover, max_connections reached.
+    "connections_refused": dict(
+        backends=("postgresql",),
+        breaking=["ALTER DATABASE {database} ALLOW_CONNECTIONS false",
+                  "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                  "WHERE datname = {database_name}"],
+        repairing=["ALTER DATABASE {database} ALLOW_CONNECTIONS true"],
+        healthz="PostgreSQL OperationalError",
+        must_fail=AGENT_LOOKUP + SESSION + ("status",),
+        check=(2, "PostgreSQL OperationalError")),
 }
-CASES = [(name, backend) for name, (backends, *_rest) in BREAKAGES.items()
-         for backend in backends]
+CASES = [(name, backend) for name, case in BREAKAGES.items() for backend in case["backends"]]
 
 
 @contextlib.contextmanager
@@ -103,9 +120,12 @@ def scratch_database(backend, tmp_path):
             cursor.execute(f'GRANT CREATE, USAGE ON SCHEMA public TO "{label}"')
 
         def run_as_owner(statements):
-            with owner.cursor() as cursor:
-                for statement in statements:
-                    cursor.execute(statement.format(role=f'"{label}"'))
+            for statement in statements:
+                # Statements about the database itself run from outside it.
+                connection = admin if "{database" in statement else owner
+                with connection.cursor() as cursor:
+                    cursor.execute(statement.format(role=f'"{label}"', database=f'"{label}"',
+                                                    database_name=f"'{label}'"))
 
         host = parts.hostname + (f":{parts.port}" if parts.port else "")
         yield f"postgresql://{label}@{host}/{label}", run_as_owner
@@ -167,7 +187,8 @@ def test_database_trouble_is_a_503_everywhere_and_healthz_and_check_notice(
         breakage, backend, tmp_path, request):
     if backend == "postgresql":
         request.getfixturevalue("postgresql_url")  # skips without PostgreSQL, fails under CI
-    _, breaking, repairing, problem, must_fail = BREAKAGES[breakage]
+    case = BREAKAGES[breakage]
+    must_fail = case["must_fail"]
     with scratch_database(backend, tmp_path) as (url, run_as_owner):
         db.bind(url)
         server, key = new_server("web-1")
@@ -177,7 +198,7 @@ def test_database_trouble_is_a_503_everywhere_and_healthz_and_check_notice(
         try:
             browser = Browser(panel)
             assert browser.login(password=PASSWORD).status == 303
-            run_as_owner(breaking)
+            run_as_owner(case["breaking"])
 
             answers = dict(every_endpoint(panel, browser, server, key))
             for what, response in answers.items():
@@ -190,7 +211,8 @@ def test_database_trouble_is_a_503_everywhere_and_healthz_and_check_notice(
                         assert header.lower() in response.headers, (what, header)
             healthz = answers["healthz"]
             assert healthz.status == 503 and int(healthz.headers["retry-after"]) > 0
-            assert problem in healthz.json()["error"] and "database" in healthz.json()["error"]
+            assert case["healthz"] in healthz.json()["error"], healthz.text
+            assert "database" in healthz.json()["error"]
             for what in must_fail:
                 assert_database_trouble(answers[what], backend, what)
             if "dashboard" in must_fail:
@@ -201,21 +223,19 @@ def test_database_trouble_is_a_503_everywhere_and_healthz_and_check_notice(
                 assert answers["config"].status == 200
 
             check = run_cli(url, "migrate", "--check")
-            if breakage == "schema_version_unreadable":
-                assert check.returncode == 2 and "PostgreSQL InsufficientPrivilege" in \
-                    check.stderr and "Traceback" not in check.stderr, check.stderr
-            else:
-                assert check.returncode == 1 and problem in check.stdout, \
-                    check.stdout + check.stderr
+            code, says = case["check"]
+            assert check.returncode == code and says in check.stdout + check.stderr, \
+                check.stdout + check.stderr
+            assert "Traceback" not in check.stderr, check.stderr
 
-            run_as_owner(repairing)
+            run_as_owner(case["repairing"])
             assert wait_for(lambda: http_request(panel, "GET", "/healthz").status == 200, 10)
             assert http_request(panel, "POST", "/api/agent/metrics", headers=bearer(key),
                                 json_body=sample(server.id)).status == 200
             assert run_cli(url, "migrate", "--check").returncode == 0
             log = panel.log_text()
             assert "database error kind=" in log and "database answering again" in log
-            assert key not in log and key.split("_")[-1] not in log
+            assert key not in log and key.split("_", 2)[2] not in log  # nor its secret part
             assert "unhandled error" not in log
         finally:
             stop_panel(panel)
