@@ -32,7 +32,7 @@ UNLINKED = {
     "/": "redirects to /servers",
     "/static/<path:path>": "files; swept below with hostile paths",
     "/downloads/<name>": "files; swept below with hostile names",
-    "/metrics": "Prometheus scrape, no page links it; swept with hostile query parameters",
+    "/metrics": "Prometheus scrape, no page links it; swept below with a NUL parameter",
 }
 
 
