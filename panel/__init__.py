@@ -1,8 +1,9 @@
 """mPanel: the control panel that agents push their metrics to.
 
 `create_app(settings)` builds the WSGI app: the agent API (`api.py`) and the browser pages
-(`views.py`) as two Bottle apps merged into one, with auth and JSON-error plugins, a database
-connection per request, and security headers on every answer.
+(`views.py`) as two Bottle apps merged into one, with auth and error plugins (errors.py: bad
+text is a 400, database trouble a 503), a database connection per request, and security headers
+on every answer, error pages included.
 """
 __version__ = "0.1.0"
 
@@ -11,7 +12,7 @@ import logging
 
 import bottle
 
-from . import api, auth, db, keys, manage, prometheus, views, writer
+from . import api, auth, db, errors, keys, manage, prometheus, views, writer
 from . import settings as settings_module
 
 log = logging.getLogger("mpanel")
@@ -40,9 +41,14 @@ def create_app(settings, database=None):
     plugin = auth.AuthPlugin(auth.AgentAuthenticator(settings, verifier),
                              settings_module.secret_bytes(settings))
     app.committer = writer.GroupCommitter(database)
+    boundary = errors.BoundaryPlugin()
     for part in (api.build_api(settings, app.committer), views.build_views(settings),
                  manage.build_manage(settings), prometheus.build_prometheus(settings)):
         part.install(plugin)
+        # Bottle applies the first installed plugin outermost: the boundary goes first, so it
+        # also sees what the auth check and the API's JSON errors let through.
+        part.plugins.insert(0, boundary)
+        part.reset()
         app.merge(part)
 
     pooled = db.is_postgres(database)
@@ -55,28 +61,40 @@ def create_app(settings, database=None):
         # and four PRAGMAs per request.
         if pooled and not database.is_closed():
             database.close()
-        if bottle.request.path.startswith("/api/agent/"):
-            # JSON for agents, never rendered by a browser: the page headers would only add
-            # ~170 bytes to every report on metered customer links.
-            bottle.response.set_header("X-Content-Type-Options", "nosniff")
-            return
-        for name, value in SECURITY_HEADERS.items():
-            bottle.response.set_header(name, value)
+        secure(bottle.response)
 
     def error_page(error):
         """JSON naming the problem (agents and scripts parse it); a small page for a browser
         that asks for HTML."""
+        # An unhandled exception's 500 is made after the after_request hook has run: its
+        # headers are set here as well.
+        secure(bottle.response)
         bottle.response.set_header("Cache-Control", "no-store")
         reason = error.body if isinstance(error.body, str) and error.body else \
             f"{bottle.request.method} {bottle.request.path}"
+        field = getattr(error, "field", None)
         wants_html = "text/html" in (bottle.request.get_header("Accept") or "")
         if bottle.request.path.startswith("/api/") or not wants_html:
             bottle.response.content_type = "application/json"
-            return json.dumps({"error": f"{error.status_line[4:]}: {reason}"})
+            body = {"error": f"{error.status_line[4:]}: {reason}"}
+            if field is not None:
+                body["field"] = field
+            return json.dumps(body)
         bottle.response.content_type = "text/html; charset=utf-8"
         return views.template("error.tpl", title=f"{error.status_line[4:]} · mPanel",
                               status=error.status_line, reason=reason)
 
-    for status in (400, 403, 404, 405, 413, 500):
-        app.error(status)(error_page)
+    for status in bottle.HTTP_CODES:
+        if status >= 400:
+            app.error(status)(error_page)
     return app
+
+
+def secure(response):
+    if bottle.request.path.startswith("/api/agent/"):
+        # JSON for agents, never rendered by a browser: the page headers would only add
+        # ~170 bytes to every report on metered customer links.
+        response.set_header("X-Content-Type-Options", "nosniff")
+        return
+    for name, value in SECURITY_HEADERS.items():
+        response.set_header(name, value)

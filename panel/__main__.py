@@ -127,15 +127,27 @@ def cmd_migrate(settings, args):
 
     database = db.bind(settings.database_url)
     if args.check:
-        with database.connection_context():
-            version = migrations.current_version(database)
-            waiting = migrations.pending(database)
+        from .errors import DATABASE_ERRORS, describe_database_error
+
+        try:
+            with database.connection_context():
+                version = migrations.current_version(database)
+                waiting = migrations.pending(database)
+                problems = migrations.schema_problems(database) if version else []
+        except DATABASE_ERRORS as err:
+            print(f"error: cannot read the schema ({describe_database_error(err)}): "
+                  f"{' '.join(str(err).split())}", file=sys.stderr)
+            return 2
         if version is None:
             print("no schema yet: `migrate` would create it")
             return 1
         if waiting:
             print(f"schema version {version}; pending: "
                   f"{', '.join(f'{n:03d} {name}' for n, name, _ in waiting)}")
+            return 1
+        if problems:
+            print(f"schema version {version}, but the database does not match it: "
+                  f"{'; '.join(problems)}")
             return 1
         print(f"schema version {version}: up to date")
         return 0

@@ -11,9 +11,10 @@ import zlib
 
 import bottle
 
-from . import auth, ingest, jobs, models, protocol, writer
-from .db import database_proxy, utcnow
-from .errors import ApiError, JsonErrorPlugin, json_response
+from . import auth, ingest, jobs, migrations, models, protocol, writer
+from .db import database_proxy, product_name, utcnow
+from .errors import DATABASE_RETRY_AFTER, ApiError, JsonErrorPlugin, json_response
+from .errors import trouble as database_trouble
 from .validation import ValidationError, validate
 
 
@@ -183,11 +184,16 @@ def build_api(settings, committer):
 
     @api.get("/healthz")
     def healthz():
-        """For load balancers: 200 when the database answers."""
-        try:
-            database_proxy.execute_sql("SELECT 1")
-        except Exception as err:  # any database failure means "not healthy"
-            raise ApiError(503, f"database unreachable: {type(err).__name__}") from None
+        """For load balancers: 200 when the database answers with the schema this panel uses
+        (one query). An unreachable database is a 503 from the boundary plugin (errors.py)."""
+        problems = migrations.schema_problems()
+        if problems:
+            database_trouble.failed("schema_mismatch", "; ".join(problems), "/healthz")
+            raise ApiError(503, f"the {product_name()} database's schema does not match "
+                                f"this panel: "
+                                f"{'; '.join(problems[:5])}", "database",
+                           headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
+        database_trouble.answered("/healthz")
         return {"status": "ok", "database": "ok"}
 
     @api.get("/api/openapi.json")

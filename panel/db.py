@@ -75,6 +75,11 @@ def is_postgres(database=None):
     return isinstance(database, peewee.PostgresqlDatabase)
 
 
+def product_name(database=None):
+    """'PostgreSQL' or 'SQLite', for messages that must say which database is at fault."""
+    return "PostgreSQL" if is_postgres(database) else "SQLite"
+
+
 def init_schema(database=None):
     """Create the schema, or upgrade it to this panel's version (panel/migrations.py); record
     the version. Safe to run again. -> the schema version."""

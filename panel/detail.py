@@ -119,19 +119,31 @@ def build_charts(agent_id, chart_range, now=None, latest=None):
 
 # ===== Processes and services at a minute =======================================================
 
+# Moments outside these are refused: the queries around a moment add and subtract minutes, and
+# datetime overflows near years 1 and 9999 (OverflowError, not a ValueError).
+MOMENT_RANGE = (charts.EPOCH, datetime.datetime(9000, 1, 1))
+
+
 def parse_moment(text):
     """'2026-11-30T03:12' (UTC, as a datetime-local input sends it) -> datetime, or None."""
     text = (text or "").strip().rstrip("Z")
     if not text:
         return None
+    moment = None
     for fmt in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"):
         try:
-            return datetime.datetime.strptime(text[:19], fmt)
+            moment = datetime.datetime.strptime(text[:19], fmt)
+            break
         except ValueError:
             continue
-    if text.isdigit() and len(text) <= 11:
-        return charts.EPOCH + datetime.timedelta(seconds=int(text))
-    raise ValueError("time must look like 2026-11-30T03:12 (UTC)")
+    if moment is None and text.isdigit() and len(text) <= 11:
+        moment = charts.EPOCH + datetime.timedelta(seconds=int(text))
+    if moment is None:
+        raise ValueError("time must look like 2026-11-30T03:12 (UTC)")
+    if not MOMENT_RANGE[0] <= moment < MOMENT_RANGE[1]:
+        raise ValueError(f"time must be between {MOMENT_RANGE[0]:%Y-%m-%d} and "
+                         f"{MOMENT_RANGE[1]:%Y-%m-%d} (UTC)")
+    return moment
 
 
 def processes_view(agent_id, moment=None):

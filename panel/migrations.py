@@ -140,6 +140,66 @@ def _create(database):
         database.create_tables(models.ALL_MODELS, safe=True)
 
 
+# ===== Does the live schema match? =============================================================
+
+# One query lists the live tables' columns (and, on PostgreSQL, whether this role may read and
+# write each table), so /healthz can afford to ask on every poll. pg_catalog, not
+# information_schema: the latter hides the columns of a table the role has no privilege on,
+# which would read as "missing" instead of "not allowed".
+_LIVE_COLUMNS = {
+    "postgresql": """
+        SELECT c.relname, a.attname,
+               has_table_privilege(c.oid, 'SELECT') AND has_table_privilege(c.oid, 'INSERT')
+               AND has_table_privilege(c.oid, 'UPDATE') AND has_table_privilege(c.oid, 'DELETE')
+        FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+        WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')
+          AND c.relname = ANY(%s)""",
+    "sqlite": """
+        SELECT m.name, p.name, 1
+        FROM sqlite_master m JOIN pragma_table_info(m.name) p
+        WHERE m.type = 'table'""",
+}
+
+
+def expected_columns():
+    """{table: {column}} as the models declare them (tests/integration/test_schema.py keeps
+    sql/schema.sql the same)."""
+    from . import models
+
+    return {model._meta.table_name: {f.column_name for f in model._meta.sorted_fields}
+            for model in models.ALL_MODELS}
+
+
+def schema_problems(database=None):
+    """What keeps this panel from using the live schema: missing tables and columns, columns
+    the models do not know, tables this role may not read and write. [] when it matches."""
+    database = database or database_proxy.obj
+    expected = expected_columns()
+    dialect = dialect_of(database)
+    # PostgreSQL: only this panel's tables, not the daily partitions of server_metrics (their
+    # columns are the parent's) nor anyone else's in the schema.
+    params = (list(expected),) if dialect == "postgresql" else ()
+    live, allowed = {}, {}
+    for table, column, writable in database.execute_sql(_LIVE_COLUMNS[dialect],
+                                                        params).fetchall():
+        live.setdefault(table, set()).add(column)
+        allowed[table] = bool(writable)
+    problems = []
+    for table, columns in expected.items():
+        if table not in live:
+            problems.append(f"table {table} is missing")
+            continue
+        problems += [f"column {table}.{c} is missing" for c in sorted(columns - live[table])]
+        problems += [f"column {table}.{c} is not in this panel's schema"
+                     for c in sorted(live[table] - columns)]
+        if not allowed[table]:
+            problems.append(f"table {table}: this role may not select, insert, update and "
+                            "delete")
+    return problems
+
+
 def describe(before, now, applied):
     if before is None:
         return f"schema version {now} created"

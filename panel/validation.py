@@ -6,8 +6,10 @@ what the code accepts. A test checks our verdicts against the `jsonschema` packa
 
 Supported keywords: type, properties, required, additionalProperties (bool or schema), items,
 minItems, maxItems, minLength, maxLength, minimum, maximum, maxProperties, enum. Beyond JSON Schema, every string must be
-valid UTF-8 without NUL characters, because PostgreSQL text cannot store either.
+valid UTF-8 without NUL characters, because PostgreSQL text cannot store either: the panel's
+one rule for text, `errors.text_problem`, which the pages' parameters follow too.
 """
+from .errors import text_problem
 
 _TYPE_NAMES = {
     "object": dict,
@@ -73,12 +75,9 @@ def validate(schema, value, path=""):
 
 
 def _check_string(schema, value, path):
-    if "\x00" in value:
-        raise ValidationError("must not contain NUL characters", path)
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValidationError("must be valid UTF-8 (lone surrogate escape)", path) from None
+    problem = text_problem(value)  # the panel's one rule for text (errors.py)
+    if problem:
+        raise ValidationError(problem, path)
     if "minLength" in schema and len(value) < schema["minLength"]:
         raise ValidationError(f"must be at least {schema['minLength']} characters", path)
     if "maxLength" in schema and len(value) > schema["maxLength"]:

@@ -14,6 +14,7 @@ import peewee
 
 from . import auth, charts, detail, keys, models, status, units
 from .db import utcnow
+from .errors import refusal
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = str(ROOT / "templates")
@@ -246,7 +247,7 @@ def build_views(settings):
         try:
             moment = detail.parse_moment(bottle.request.query.getunicode("at"))
         except ValueError as err:
-            bottle.abort(400, str(err))
+            raise refusal(400, str(err), "at") from None
         bottle.response.set_header("Cache-Control", "no-store")
         return template("_processes.tpl", server=agent.server,
                         view=detail.processes_view(agent.id, moment),
