@@ -18,7 +18,6 @@ import logging
 import secrets
 
 import bottle
-import peewee
 
 from . import keys, models
 from .db import utcnow
@@ -145,20 +144,16 @@ class AgentAuthenticator:
         scheme, _, presented = header.partition(" ")
         presented = presented.strip()
         address = client_address(self.settings)
-        try:
-            if scheme.lower() != "bearer" or not presented:
-                check = self.verifier.refuse("missing", address)
-            else:
-                check = self.verifier.check(presented, address)
-            if check.failure:
-                self._refuse(check, address)
-            if not check.used_previous:
-                keys.note_new_key_in_use(check.agent)
-        except peewee.PeeweeException as err:
-            # The key's row, or the refusal's summary, could not be read or written: the agent
-            # keeps its samples and comes back, rather than reading a 500 as "broken".
-            raise ApiError(503, f"database unavailable ({type(err).__name__}); retry later",
-                           headers={"Retry-After": "30"}) from None
+        # Database trouble here (the key's row, the refusal's summary) is the boundary's
+        # 503 (errors.BoundaryPlugin), as everywhere else.
+        if scheme.lower() != "bearer" or not presented:
+            check = self.verifier.refuse("missing", address)
+        else:
+            check = self.verifier.check(presented, address)
+        if check.failure:
+            self._refuse(check, address)
+        if not check.used_previous:
+            keys.note_new_key_in_use(check.agent)
         return check
 
     def _refuse(self, check, address):
