@@ -37,6 +37,7 @@ collector switched off in config.json stays off whatever the panel says. The API
 logged or printed.
 """
 import argparse
+import collections
 import dataclasses
 import datetime
 import email.utils
@@ -51,6 +52,7 @@ import os
 import platform
 import random
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -244,41 +246,177 @@ def setup_logging(config):
 
 # ===== Utilities ================================================================================
 
+def wall_time():
+    """Seconds since the epoch by this server's clock, which NTP or a person may step.
+
+    MPANEL_AGENT_CLOCK_OFFSET_FILE is for tests only: it names a file holding seconds to add,
+    re-read at every reading, so a test can step the agent's clock as NTP would (a test machine's
+    own clock cannot be stepped, and libfaketime breaks Python 3.11's sleeps)."""
+    offset_file = os.environ.get("MPANEL_AGENT_CLOCK_OFFSET_FILE")
+    if offset_file:
+        try:
+            with open(offset_file, encoding="utf-8") as handle:
+                return time.time() + float(handle.read().strip() or 0)
+        except (OSError, ValueError):
+            pass
+    return time.time()
+
+
 def utc_now_iso():
     # Milliseconds: two runs of `--once` in the same second are still two samples.
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds") \
-        .replace("+00:00", "Z")
+    return datetime.datetime.fromtimestamp(wall_time(), datetime.timezone.utc) \
+        .isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_BOOT_ID = []
+
+
+def boot_id():
+    """This boot's identity: Linux's random boot_id; elsewhere the boot time stands in (on
+    Windows that is derived from the wall clock, so a step there looks like a reboot)."""
+    if not _BOOT_ID:
+        try:
+            with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+                _BOOT_ID.append(handle.read().strip())
+        except OSError:
+            _BOOT_ID.append(f"boot-{int(psutil.boot_time())}")
+    return _BOOT_ID[0]
+
+
+Moment = collections.namedtuple("Moment", "wall boot_id since_boot")
+
+
+def now_moment():
+    """The wall clock, and a clock no wall-clock step can move: seconds since this boot
+    (CLOCK_BOOTTIME counts time suspended too, so a laptop shut for a day ages its samples)."""
+    clock = getattr(time, "CLOCK_BOOTTIME", None)
+    since_boot = time.clock_gettime(clock) if clock is not None else time.monotonic()
+    return Moment(wall_time(), boot_id(), since_boot)
+
+
+# The wall clock may drift from the boot clock by NTP's slewing (at most 0.5 ms a second); more
+# than this between two readings is a step.
+CLOCK_STEP_SECONDS = 60
+
+
+def set_aside(path, why):
+    """Rename a file the agent cannot use to `<path>.bad-<UTC time>` (with SQLite's -wal and
+    -shm companions) and keep it for a person to look at. -> the new name, or None."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    aside = f"{path}.{why}-{stamp}"
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        log.error("cannot move a bad file aside path=%s error=%s", path, err)
+        return None
+    for companion in ("-wal", "-shm"):
+        try:
+            os.replace(path + companion, aside + companion)
+        except OSError:
+            pass  # absent, as it usually is
+    return aside
+
+
+NUMBER = (int, float)
+# What state.json holds, by key; a nested dict is a nested shape. A value of another type is
+# dropped (and the file kept aside): a collector or the registration then starts afresh.
+STATE_SHAPE = {
+    "serverId": int, "registeredAs": dict, "apiKey": str, "replacesKey": str,
+    "clock": {"bootId": str, "offset": NUMBER},
+    "collectors": {
+        "cpu": (dict, type(None)),
+        "rates": {"bootTime": NUMBER + (type(None),), "counters": dict},
+        "processes": {"bootTime": NUMBER + (type(None),), "takenAt": NUMBER + (type(None),),
+                      "times": dict},
+    },
+}
+
+
+def drop_misshapen(document, shape, prefix=""):
+    """Remove from `document` the keys whose value does not fit `shape`; -> their paths."""
+    dropped = []
+    for key, kind in shape.items():
+        if key not in document:
+            continue
+        value = document[key]
+        if isinstance(kind, dict):
+            if isinstance(value, dict):
+                dropped += drop_misshapen(value, kind, f"{prefix}{key}.")
+                continue
+        elif isinstance(value, kind) and not isinstance(value, bool):
+            continue
+        del document[key]
+        dropped.append(prefix + key)
+    return dropped
 
 
 class StateFile:
     """A small JSON document in the state folder: serverId, what was registered, previous
-    counters. Written atomically (temp file + rename) so a crash never leaves half a file."""
+    counters. Written atomically (temp file + rename) so a crash never leaves half a file.
+
+    A file that is not JSON, or not of STATE_SHAPE, is moved aside for a person to look at and
+    what fits is kept. When the folder cannot be written (a full disk, read-only) the state
+    lives on in memory, and is written again once it can be; each change is logged once."""
 
     def __init__(self, state_dir):
         self.path = os.path.join(state_dir, "state.json")
         self.data = {}
+        self.unwritable = False
         try:
             with open(self.path, encoding="utf-8") as handle:
-                self.data = json.load(handle)
+                document = json.load(handle)
         except FileNotFoundError:
-            pass
-        except (ValueError, OSError) as err:
+            return
+        except ValueError as err:
+            aside = set_aside(self.path, "corrupt")
+            log.warning("state file is not JSON, moved aside and starting afresh path=%s "
+                        "kept_as=%s error=%s", self.path, aside, err)
+            return
+        except OSError as err:
             log.warning("state file unreadable, starting afresh path=%s error=%s", self.path, err)
+            return
+        if not isinstance(document, dict):
+            aside = set_aside(self.path, "corrupt")
+            log.warning("state file is not a JSON object, moved aside and starting afresh "
+                        "path=%s kept_as=%s found=%s", self.path, aside, type(document).__name__)
+            return
+        dropped = drop_misshapen(document, STATE_SHAPE)
+        if dropped:
+            aside = set_aside(self.path, "corrupt")
+            log.warning("state file had values of the wrong type, moved aside; keeping the rest "
+                        "path=%s kept_as=%s dropped=%s", self.path, aside, ",".join(dropped))
+        self.data = document
 
     def save(self):
+        """Write the state; -> False (logged once) when it cannot be written now."""
         folder = os.path.dirname(self.path)
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".state-", dir=folder)
+        tmp = None
         try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".state-", dir=folder)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(self.data, handle, separators=(",", ":"))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
+        except OSError as err:
+            if tmp and os.path.exists(tmp):
+                os.unlink(tmp)
+            if not self.unwritable:
+                log.warning("state file cannot be written, keeping the state in memory "
+                            "path=%s error=%s", self.path, err)
+            self.unwritable = True
+            return False
         except BaseException:
-            if os.path.exists(tmp):
+            if tmp and os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+        if self.unwritable:
+            log.warning("state file written again path=%s", self.path)
+            self.unwritable = False
+        return True
 
 
 class Rates:
@@ -300,7 +438,7 @@ class Rates:
         self.seen = {}
 
     def per_second(self, key, value, now=None):
-        now = time.time() if now is None else now
+        now = wall_time() if now is None else now
         self.seen[key] = [value, now]
         before = self.previous.get(key)
         if before is None:
@@ -351,7 +489,10 @@ class CpuTimes:
     @staticmethod
     def shares_between(before, after):
         """Pure: {"usage", "iowait", "steal"} in % from two readings, or None."""
-        if not before or abs(before.get("bootTime", 0) - after["bootTime"]) > 1:
+        # A saved reading of the wrong shape (a hand-edited state file) counts as none.
+        if not isinstance(before, dict) or \
+                not all(isinstance(before.get(k), NUMBER) for k in ("bootTime", "busy", "total")) \
+                or abs(before["bootTime"] - after["bootTime"]) > 1:
             return None
         total = after["total"] - before["total"]
         busy = after["busy"] - before["busy"]
@@ -510,7 +651,7 @@ def collect_disk(ctx):
             "percent": usage.percent,
         })
     io = []
-    now = time.time()
+    now = wall_time()
     for device, counters in (psutil.disk_io_counters(perdisk=True) or {}).items():
         if IGNORED_BLOCK_DEVICES.match(device):
             continue
@@ -543,7 +684,7 @@ def collect_network(ctx):
     "errorsOutPerSec", "dropsInPerSec", "dropsOutPerSec"}]}; loopback left out.
     """
     interfaces = []
-    now = time.time()
+    now = wall_time()
     for name, counters in psutil.net_io_counters(pernic=True).items():
         if name == "lo" or name.lower().startswith("loopback"):
             continue
@@ -591,7 +732,7 @@ def collect_processes(ctx):
     "rss" (bytes)}}. Names only: command lines and environments carry passwords, so they are
     never read. topCpu is empty on the very first sample (no previous times to compare).
     """
-    now = time.time()
+    now = wall_time()
     elapsed = now - ctx.process_times.taken_at if ctx.process_times.taken_at else None
     previous = ctx.process_times.previous
     times, rows, running, total = {}, [], 0, 0
@@ -1108,67 +1249,380 @@ def run_collectors(names, ctx):
 
 # ===== Spill buffer =============================================================================
 
+def is_corrupt(err):
+    """Whether SQLite says the file itself is damaged (rather than full, locked or read-only)."""
+    name = getattr(err, "sqlite_errorname", None)  # Python 3.11+
+    if name:
+        return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+    return "malformed" in str(err) or "not a database" in str(err)
+
+
+def _pad_to_header_size(path):
+    """Zero-fill a truncated SQLite file up to the size its header gives, without which SQLite
+    refuses to read any of it; the missing pages then read as damaged, and only they."""
+    with open(path, "r+b") as handle:
+        header = handle.read(100)
+        if len(header) < 100:
+            return
+        page_size = int.from_bytes(header[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        pages = int.from_bytes(header[28:32], "big")
+        expected = page_size * pages
+        handle.seek(0, os.SEEK_END)
+        if 0 < expected <= 1 << 32 and handle.tell() < expected:
+            handle.truncate(expected)
+
+
 class SpillBuffer:
     """Every sample, written to SQLite before it is sent and deleted only once the panel has
     stored it. WAL with synchronous=FULL: a committed sample survives kill -9 and power loss.
-    Bounded by age and total size; what falls off is counted and logged by the caller."""
+    Bounded by age and total size; what falls off is counted and logged by the caller.
+
+    Age is measured on a clock a wall-clock step cannot move (seconds since boot, with the boot's
+    id): NTP stepping the clock by hours never drops a sample as too old. Samples from an earlier
+    boot are aged by the wall clock once, when the buffer is opened: nothing better survives a
+    reboot.
+
+    The file may fail under it. When it cannot be written (a full disk, a read-only or vanished
+    folder) samples wait in memory, within the same bounds, and go to the file as soon as it
+    takes writes again; samples the panel stored but the file could not delete are remembered,
+    so they are not sent twice. A file SQLite calls damaged (random bytes, truncated) is moved
+    aside for a person to look at, after every sample that can still be read has been taken
+    from it, and a fresh file is started. Each change is logged once; nothing here raises for
+    the file's trouble."""
 
     def __init__(self, path, max_age=3600, max_bytes=20_000_000):
-        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+        self.path = path
         self.max_age, self.max_bytes = max_age, max_bytes
-        self.db = sqlite3.connect(path, isolation_level=None, timeout=10)
+        self.db = None
+        self.memory = []  # [id, boot_id, since_boot, wall, body], oldest first; ids below 0
+        self.last_memory_id = 0
+        self.unacked = set()  # ids the panel stored that the file could not delete yet
+        self.trouble = ""  # why the file cannot be written, while it cannot
+        self.prepared = False
+        self._ready_for_writes()
+
+    # -- the file --
+
+    def _open(self, depth=0):
+        """Open the file when it is not open. -> True when it is open (maybe read-only)."""
+        if self.db is not None:
+            return True
+        try:
+            os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=10)
+            # Reads every page: damage anywhere is found now, while the rest can be rescued.
+            check = self.db.execute("PRAGMA quick_check").fetchall()
+            if check != [("ok",)]:
+                raise sqlite3.DatabaseError(f"database disk image is malformed: {check[:3]}")
+        except sqlite3.DatabaseError as err:
+            self._close_db()
+            if is_corrupt(err) and depth == 0 and self._set_aside(err):
+                return self._open(depth + 1)
+            self._unwritable(err)
+            return False
+        except OSError as err:
+            self._close_db()
+            self._unwritable(err)
+            return False
+        self.prepared = False
+        return True
+
+    def _ready_for_writes(self):
+        """Open, with the table as this version writes it. -> False when it cannot be now."""
+        if not self._open():
+            return False
+        if not self.prepared:
+            try:
+                self._prepare()
+            except sqlite3.DatabaseError as err:
+                self._fault(err)
+                return False
+            self.prepared = True
+        return True
+
+    def _readable(self):
+        return self.db is not None and (self.prepared or self._has_table())
+
+    def _prepare(self):
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("CREATE TABLE IF NOT EXISTS samples (id INTEGER PRIMARY KEY "
-                        "AUTOINCREMENT, taken_at REAL NOT NULL, body TEXT NOT NULL)")
+                        "AUTOINCREMENT, taken_at REAL NOT NULL, body TEXT NOT NULL, "
+                        "boot_id TEXT, since_boot REAL)")
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(samples)")}
+        for column, kind in (("boot_id", "TEXT"), ("since_boot", "REAL")):
+            if column not in columns:  # a buffer left by agent 0.2.0
+                self.db.execute(f"ALTER TABLE samples ADD COLUMN {column} {kind}")
+        moment = now_moment()
+        self.db.execute("UPDATE samples SET boot_id = ?, since_boot = ? - max(0, ? - taken_at) "
+                        "WHERE boot_id IS NOT ?",
+                        (moment.boot_id, moment.since_boot, moment.wall, moment.boot_id))
 
-    def push(self, sample, taken_at=None):
-        body = json.dumps(sample, separators=(",", ":"))
-        cursor = self.db.execute("INSERT INTO samples (taken_at, body) VALUES (?, ?)",
-                                 (time.time() if taken_at is None else taken_at, body))
-        return cursor.lastrowid
+    def _has_table(self):
+        try:
+            return self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'samples'") \
+                .fetchone() is not None
+        except sqlite3.DatabaseError:
+            return False
+
+    def _close_db(self):
+        if self.db is not None:
+            try:
+                self.db.close()
+            except sqlite3.Error:
+                pass
+        self.db = None
+
+    def _fault(self, err):
+        """A query failed: rescue and replace a damaged file, or note that it takes no writes."""
+        if is_corrupt(err):
+            self._close_db()
+            if self._set_aside(err):
+                self._open(depth=1)
+                return
+        self._unwritable(err)
+
+    def _unwritable(self, err):
+        reason = f"{type(err).__name__}: {err}"[:300]
+        if not self.trouble:
+            log.warning("buffer file cannot be written, keeping samples in memory until it can "
+                        "path=%s error=%s max_bytes=%s", self.path, reason, self.max_bytes)
+        self.trouble = reason
+
+    def _writable(self):
+        if self.trouble:
+            log.warning("buffer file writable again path=%s buffered=%s", self.path, len(self))
+            self.trouble = ""
+
+    def _set_aside(self, err):
+        """Take what can be read from a damaged file, then move it aside. -> True if moved."""
+        rescued = self._rescue()
+        aside = set_aside(self.path, "corrupt")
+        if aside is None and os.path.exists(self.path):
+            return False
+        moment = now_moment()
+        self.memory[:0] = [[self._memory_id(), moment.boot_id,
+                            moment.since_boot - max(0.0, moment.wall - wall), wall, body]
+                           for wall, body in rescued]
+        self.memory.sort(key=lambda row: row[2])
+        self.unacked.clear()
+        log.warning("buffer file damaged, moved aside and starting a fresh one path=%s "
+                    "kept_as=%s error=%s rescued=%s", self.path, aside, err, len(rescued))
+        return True
+
+    def _rescue(self, budget=5000):
+        """(taken_at, body) of every row still readable, oldest first. A damaged page stops a
+        scan where it lies, and pages are not in id order, so: one scan from the newest end, then
+        from the oldest, stepping past each damaged stretch (one id at a time, then doubling),
+        within `budget` queries."""
+        with tempfile.TemporaryDirectory(prefix="mpanel-rescue-") as scratch:
+            copy = os.path.join(scratch, "buffer.sqlite3")
+            try:
+                for suffix in ("", "-wal"):
+                    if os.path.exists(self.path + suffix):
+                        shutil.copyfile(self.path + suffix, copy + suffix)
+                _pad_to_header_size(copy)
+                db = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+                db.execute("SELECT 1 FROM samples LIMIT 0")
+            except (OSError, sqlite3.Error):
+                return []
+            return self._rescue_rows(db, budget)
+
+    def _rescue_rows(self, db, budget):
+        found = {}
+
+        def scan(query, args):
+            """Rows of `query` until the end (-> True) or damage (-> False)."""
+            try:
+                for row_id, taken_at, body in db.execute(query, args):
+                    if row_id not in self.unacked and isinstance(body, str):
+                        found[row_id] = (float(taken_at or 0), body)
+                    scan.last = row_id
+            except (sqlite3.Error, TypeError, ValueError):
+                return False
+            return True
+
+        try:
+            scan("SELECT id, taken_at, body FROM samples ORDER BY id DESC", ())
+            try:
+                newest = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'samples'") \
+                    .fetchone()[0]
+            except (sqlite3.Error, TypeError):
+                newest = max(found, default=0)
+            position, misses = 0, 0
+            while budget > 0 and position < newest:
+                budget -= 1
+                scan.last = None
+                if scan("SELECT id, taken_at, body FROM samples WHERE id > ? ORDER BY id",
+                        (position,)):
+                    break
+                if scan.last is not None:
+                    position, misses = scan.last, 0
+                misses += 1
+                position += 1 if misses <= 64 else 2 ** min(misses - 64, 40)
+        finally:
+            db.close()
+        return [found[row_id] for row_id in sorted(found)]
+
+    def _flush_memory(self):
+        """Move samples from memory to the file and finish deletes it could not do. -> True
+        when nothing is left waiting."""
+        if not self.memory and not self.unacked:
+            return True
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany("DELETE FROM samples WHERE id = ?", [(i,) for i in self.unacked])
+            self.db.executemany("INSERT INTO samples (boot_id, since_boot, taken_at, body) "
+                                "VALUES (?, ?, ?, ?)", [row[1:] for row in self.memory])
+            self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as err:
+            if self.db is not None and self.db.in_transaction:
+                try:
+                    self.db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            self._fault(err)
+            return False
+        self.memory, self.unacked = [], set()
+        return True
+
+    def _memory_id(self):
+        self.last_memory_id -= 1
+        return self.last_memory_id
+
+    # -- samples --
+
+    def push(self, sample, moment=None):
+        moment = moment or now_moment()
+        row = [moment.boot_id, moment.since_boot, moment.wall,
+               json.dumps(sample, separators=(",", ":"))]
+        for _ in range(2):  # a second try after a damaged file was replaced
+            if not (self._ready_for_writes() and self._flush_memory()):
+                continue
+            try:
+                cursor = self.db.execute("INSERT INTO samples (boot_id, since_boot, taken_at, "
+                                         "body) VALUES (?, ?, ?, ?)", row)
+            except sqlite3.DatabaseError as err:
+                self._fault(err)
+                continue
+            self._writable()
+            return cursor.lastrowid
+        row_id = self._memory_id()
+        self.memory.append([row_id] + row)
+        return row_id
 
     def peek(self, limit, max_bytes=256 * 1024):
         """Oldest samples first: up to `limit` of them and about `max_bytes` of JSON."""
-        rows, size = [], 0
-        for row_id, body in self.db.execute("SELECT id, body FROM samples ORDER BY id LIMIT ?",
-                                            (limit,)):
-            if rows and size + len(body) > max_bytes:
+        stored = []
+        if self._readable():
+            try:
+                stored = self.db.execute("SELECT id, body FROM samples ORDER BY id LIMIT ?",
+                                         (limit + len(self.unacked),)).fetchall()
+            except sqlite3.DatabaseError as err:
+                self._fault(err)  # a damaged file's readable rows are now in memory
+                stored = []
+        candidates = [row for row in stored if row[0] not in self.unacked]
+        candidates += [(row[0], row[4]) for row in self.memory]
+        rows, size, unreadable = [], 0, []
+        for row_id, body in candidates:
+            if len(rows) >= limit or (rows and size + len(body) > max_bytes):
                 break
-            rows.append((row_id, json.loads(body)))
+            try:
+                sample = json.loads(body)
+            except (TypeError, ValueError):
+                sample = None
+            if not isinstance(sample, dict):
+                unreadable.append(row_id)
+                continue
+            rows.append((row_id, sample))
             size += len(body)
+        if unreadable:
+            log.warning("unreadable samples in the buffer, dropping them count=%s",
+                        len(unreadable))
+            self.ack(unreadable)
         return rows
 
     def ack(self, ids):
-        if ids:
-            self.db.executemany("DELETE FROM samples WHERE id = ?", [(i,) for i in ids])
+        in_memory = {i for i in ids if i < 0}
+        if in_memory:
+            self.memory = [row for row in self.memory if row[0] not in in_memory]
+        in_file = {i for i in ids if i > 0} | self.unacked
+        if not in_file:
+            return
+        self.unacked = in_file  # until the file has let them go
+        if self.db is None:
+            return
+        try:
+            self.db.executemany("DELETE FROM samples WHERE id = ?", [(i,) for i in in_file])
+        except sqlite3.DatabaseError as err:
+            self._fault(err)
+            return
+        self.unacked = set()
 
-    def prune(self, now=None):
+    def prune(self, moment=None):
         """Drop samples older than max_age, then the oldest beyond max_bytes; -> count dropped."""
-        now = time.time() if now is None else now
-        dropped = self.db.execute("DELETE FROM samples WHERE taken_at < ?",
-                                  (now - self.max_age,)).rowcount
-        total = self.db.execute("SELECT coalesce(sum(length(body)), 0) FROM samples").fetchone()[0]
-        if total > self.max_bytes:
-            excess, cutoff = total - self.max_bytes, None
-            for row_id, length in self.db.execute("SELECT id, length(body) FROM samples "
-                                                  "ORDER BY id"):
-                excess -= length
-                cutoff = row_id
-                if excess <= 0:
-                    break
-            dropped += self.db.execute("DELETE FROM samples WHERE id <= ?", (cutoff,)).rowcount
+        moment = moment or now_moment()
+        cutoff = moment.since_boot - self.max_age
+        kept = [row for row in self.memory if row[2] >= cutoff]
+        dropped = len(self.memory) - len(kept)
+        self.memory = kept
+        in_memory = sum(len(row[4]) for row in self.memory)
+        if not self._readable():
+            total, in_file = in_memory, []
+        else:
+            try:
+                dropped += self.db.execute("DELETE FROM samples WHERE boot_id = ? AND "
+                                           "since_boot < ?", (moment.boot_id, cutoff)).rowcount
+                in_file = self.db.execute("SELECT id, length(body) FROM samples "
+                                          "ORDER BY id").fetchall()
+            except sqlite3.DatabaseError as err:
+                self._fault(err)
+                in_file = []
+            total = in_memory + sum(length for _, length in in_file)
+        excess = total - self.max_bytes
+        cutoff_id = None
+        for row_id, length in in_file:
+            if excess <= 0:
+                break
+            excess -= length
+            cutoff_id = row_id
+        if cutoff_id is not None:
+            try:
+                dropped += self.db.execute("DELETE FROM samples WHERE id <= ?",
+                                           (cutoff_id,)).rowcount
+            except sqlite3.DatabaseError as err:
+                self._fault(err)
+        while excess > 0 and self.memory:
+            excess -= len(self.memory.pop(0)[4])
+            dropped += 1
         return dropped
 
     def __len__(self):
-        return self.db.execute("SELECT count(*) FROM samples").fetchone()[0]
+        stored = 0
+        if self.db is not None:
+            try:
+                stored = self.db.execute("SELECT count(*) FROM samples").fetchone()[0]
+            except sqlite3.DatabaseError:
+                stored = 0
+        return max(0, stored - len(self.unacked)) + len(self.memory)
 
     def __contains__(self, sample_id):
-        return self.db.execute("SELECT 1 FROM samples WHERE id = ?", (sample_id,)).fetchone() \
-            is not None
+        if sample_id < 0:
+            return any(row[0] == sample_id for row in self.memory)
+        if self.db is None or sample_id in self.unacked:
+            return False
+        try:
+            return self.db.execute("SELECT 1 FROM samples WHERE id = ?",
+                                   (sample_id,)).fetchone() is not None
+        except sqlite3.DatabaseError:
+            return False
 
     def close(self):
-        self.db.close()
+        """Write what waits in memory if the file takes it now, then close."""
+        if self._ready_for_writes():
+            self._flush_memory()
+        self._close_db()
 
 
 # ===== Reporter =================================================================================
