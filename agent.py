@@ -194,36 +194,57 @@ _ENV_KEYS = {
 }
 
 
+_KIND_NAMES = {str: "a string", int: "a whole number", float: "a number", bool: "true or false",
+               tuple: "a list of names", dict: "an object"}
+
+
+def _coerce(value, kind):
+    """`value` (from JSON, the environment or a flag) as a Config field of type `kind`."""
+    if isinstance(value, bool) and kind is not bool:
+        raise TypeError("a boolean")
+    if kind in (int, float):
+        return kind(value)  # env and flags give strings: "60"
+    if kind is tuple and isinstance(value, (list, tuple)) and \
+            all(isinstance(item, str) for item in value):
+        return tuple(value)
+    if isinstance(value, kind):
+        return value
+    raise TypeError(type(value).__name__)
+
+
 def load_config(path=None, env=None, flags=None):
-    """defaults <- config.json <- environment <- flags."""
+    """defaults <- config.json <- environment <- flags. A value of the wrong shape raises
+    ValueError naming its key (never its value: it may be the API key)."""
     env = os.environ if env is None else env
-    values = {}
+    values, sources = {}, {}
     explicit = path is not None
     path = path or default_config_path()
     if os.path.exists(path):
         with open(path, encoding="utf-8") as handle:
             document = json.load(handle)
+        if not isinstance(document, dict):
+            raise ValueError(f"{path} must hold a JSON object, not {type(document).__name__}")
         for field, (section, key) in _FILE_KEYS.items():
-            value = (document.get(section) or {}).get(key)
-            if value is not None:
-                values[field] = value
+            part = document.get(section) or {}
+            if not isinstance(part, dict):
+                raise ValueError(f"{path}: {section} must be an object")
+            if part.get(key) is not None:
+                values[field], sources[field] = part[key], f"{path}: {section}.{key}"
     elif explicit:
         raise FileNotFoundError(f"config file {path} does not exist")
-    values.update({field: env[name] for field, name in _ENV_KEYS.items() if env.get(name)})
-    values.update({k: v for k, v in (flags or {}).items() if v is not None})
+    for field, name in _ENV_KEYS.items():
+        if env.get(name):
+            values[field], sources[field] = env[name], name
+    for field, value in (flags or {}).items():
+        if value is not None:
+            values[field], sources[field] = value, "--" + field.replace("_", "-")
 
-    for field in ("report_interval", "heartbeat_interval", "buffer_max_age", "buffer_max_bytes",
-                  "retry_max_delay"):
-        if field in values:
-            values[field] = int(values[field])
-    if "timeout" in values:
-        values["timeout"] = float(values["timeout"])
-    if "enabled_collectors" in values:
-        values["enabled_collectors"] = tuple(values["enabled_collectors"])
-    if "allow_insecure_http" in values:
-        values["allow_insecure_http"] = bool(values["allow_insecure_http"])
-    if not isinstance(values.get("services", {}), dict):
-        raise ValueError("agent.services must be an object")
+    kinds = {field.name: field.type for field in dataclasses.fields(Config)}
+    for field, value in values.items():
+        try:
+            values[field] = _coerce(value, kinds[field])
+        except (TypeError, ValueError):
+            raise ValueError(f"{sources[field]} must be {_KIND_NAMES[kinds[field]]}") from None
     values["url"] = values.get("url", "").rstrip("/")
     values["state_dir"] = values.get("state_dir") or default_state_dir()
     return Config(**values)
@@ -1300,6 +1321,7 @@ class SpillBuffer:
         self.unacked = set()  # ids the panel stored that the file could not delete yet
         self.trouble = ""  # why the file cannot be written, while it cannot
         self.prepared = False
+        self.closed = False
         self._ready_for_writes()
 
     # -- the file --
@@ -1619,7 +1641,10 @@ class SpillBuffer:
             return False
 
     def close(self):
-        """Write what waits in memory if the file takes it now, then close."""
+        """Write what waits in memory if the file takes it now, then close (once)."""
+        if self.closed:
+            return
+        self.closed = True
         if self._ready_for_writes():
             self._flush_memory()
         self._close_db()
@@ -1710,11 +1735,14 @@ class Reporter:
         self.failures = 0
         self.not_before = 0.0
 
-    def failed(self, retry_after=None, floor=1.0):
-        """Exponential backoff with full jitter, capped; the server's Retry-After wins."""
+    def failed(self, retry_after=None, floor=1.0, permanent=False):
+        """Exponential backoff with full jitter, capped; the server's Retry-After wins. A
+        `permanent` refusal (one retrying will not change) waits the longest at once."""
         self.failures += 1
         if retry_after is not None:
             delay = min(max(retry_after, 0.0), 3600.0)
+        elif permanent:
+            delay = random.uniform(0.8, 1.0) * self.max_delay
         else:
             ceiling = min(self.max_delay, floor * 2 ** min(self.failures - 1, 20))
             delay = random.uniform(ceiling / 2, ceiling)
@@ -1745,6 +1773,13 @@ def _reason(err):
 
 
 _SAMPLE_INDEX = re.compile(r"^samples\[(\d+)\]")
+# Answers that mean "not now" rather than "no": the panel is down, restarting, overloaded, or a
+# proxy in front of it lost it (and 404/405: a panel mid-upgrade). Any other refusal will not
+# change by asking again soon.
+TRANSIENT_STATUSES = frozenset({0, 404, 405, 408, 429})
+# Refusals of what a metrics body holds, dealt with sample by sample (drop one, split a batch):
+# each makes progress, so they need no backoff.
+SAMPLE_REFUSALS = frozenset({400, 413, 415, 422})
 
 
 # ===== The agent ================================================================================
@@ -1786,8 +1821,13 @@ class Agent:
         self.batch_size = self.BATCH_SAMPLES
         self.stop_event = threading.Event()
         self.in_network = False
-        self.key_rejected = False
-        self.unreachable = False
+        self.trouble = ""  # what the panel last said no with, while it does
+        self.reregistered = False  # after a 403 on metrics, until a batch is stored
+        self.clock_offset = None  # wall clock minus boot clock at the previous sample
+
+    @property
+    def key_rejected(self):
+        return self.trouble == "key rejected"
 
     # -- talking to the panel --
 
@@ -1800,31 +1840,39 @@ class Agent:
             self.in_network = False
 
     def note_outcome(self, what, outcome):
-        """Log changes of state only (first failure, recovery), and set the backoff."""
+        """Set the backoff, and log changes of state only (first failure, recovery): every
+        refusal backs off, so none can make the agent spin."""
         if outcome.ok and isinstance(outcome.data.get("newApiKey"), str):
             self.adopt_key(outcome.data["newApiKey"])
         if outcome.ok:
-            if self.key_rejected or self.unreachable:
-                log.warning("panel reachable again request=%s", what)
-            self.key_rejected = self.unreachable = False
+            if self.trouble:
+                log.warning("panel accepts requests again request=%s was=%r", what, self.trouble)
+            self.trouble = ""
             self.reporter.succeeded()
             return
+        if what == "metrics" and outcome.status in SAMPLE_REFUSALS:
+            return  # drain() drops the sample or splits the batch
         if outcome.status == 401:
-            if not self.key_rejected:
+            trouble = "key rejected"
+            if trouble != self.trouble:
                 log.error("API key rejected by the panel (%s): check controlPanel.apiKey; "
                           "backing off", what)
-            self.key_rejected = True
-            self.reporter.failed(floor=30.0)
-        elif outcome.status == 0 or outcome.status >= 500 or outcome.status in (404, 405, 408, 429):
-            if not self.unreachable:
+            delay = self.reporter.failed(floor=30.0)
+        elif outcome.status in TRANSIENT_STATUSES or outcome.status >= 500:
+            trouble = "unavailable"
+            if trouble != self.trouble:
                 log.warning("panel unavailable request=%s status=%s error=%s; buffering",
                             what, outcome.status, outcome.error)
-            self.unreachable = True
             delay = self.reporter.failed(outcome.retry_after)
-            log.debug("backing off seconds=%.1f buffered=%s", delay, len(self.buffer))
         else:
-            log.warning("panel refused request=%s status=%s error=%s", what, outcome.status,
-                        outcome.error)
+            trouble = f"{what} refused with {outcome.status}: {outcome.error}"
+            if trouble != self.trouble:
+                log.warning("panel refused request=%s status=%s error=%s; retrying will not "
+                            "change that: backing off to retry_max_delay=%ss, buffering",
+                            what, outcome.status, outcome.error, self.config.retry_max_delay)
+            delay = self.reporter.failed(outcome.retry_after, permanent=True)
+        self.trouble = trouble
+        log.debug("backing off seconds=%.1f buffered=%s", delay, len(self.buffer))
 
     def adopt_key(self, new_key):
         """Zero-touch rotation: the panel handed over a new key in an authenticated answer.
@@ -1893,8 +1941,24 @@ class Agent:
 
     # -- one cycle --
 
+    def note_clock(self, moment):
+        """Log a step of the wall clock (NTP, a person, a VM resumed) once, by how far it went:
+        samples keep the time they were taken and the buffer ages by the boot clock, so nothing
+        is dropped for it; the panel refuses samples stamped ahead of its own clock."""
+        offset = moment.wall - moment.since_boot
+        saved = self.state.data.get("clock") or {}
+        if self.clock_offset is None and saved.get("bootId") == moment.boot_id:
+            self.clock_offset = saved.get("offset")  # the previous run's, for --once
+        if self.clock_offset is not None and \
+                abs(offset - self.clock_offset) > CLOCK_STEP_SECONDS:
+            log.warning("wall clock stepped seconds=%+.0f: buffered samples are kept; samples "
+                        "now carry the new time", offset - self.clock_offset)
+        self.clock_offset = offset
+        self.state.data["clock"] = {"bootId": moment.boot_id, "offset": round(offset, 3)}
+
     def collect(self):
         """One sample (without serverId: that is added when it is sent)."""
+        self.note_clock(now_moment())
         metrics, unavailable = run_collectors(self.collectors, self.context)
         self.state.data["collectors"] = self.context.to_json()
         sample = {"timestamp": utc_now_iso(), "metrics": metrics}
@@ -1929,10 +1993,22 @@ class Agent:
             else:
                 body = {"serverId": self.server_id, "samples": [sample for _, sample in rows]}
             outcome = self.send("POST", "/api/agent/metrics", body)
+            if outcome.status == 403 and not self.reregistered:
+                # serverId is not this key's: the key was moved to another server. Register
+                # again, once: a 403 after that is a refusal like any other.
+                log.warning("panel says serverId %s is not this key's; registering again",
+                            self.server_id)
+                self.reregistered = True
+                self.state.data.pop("serverId", None)
+                self.state.data.pop("registeredAs", None)
+                if self.ensure_registered().ok:
+                    continue
+                return False
             self.note_outcome("metrics", outcome)
             if outcome.ok:
                 self.buffer.ack([row_id for row_id, _ in rows])
                 self.batch_size = self.BATCH_SAMPLES
+                self.reregistered = False
                 next_in = outcome.data.get("nextReportIn")
                 if isinstance(next_in, int):
                     self.apply_settings({"nextReportIn": next_in})
@@ -1940,34 +2016,26 @@ class Agent:
                     log.info("replayed buffered samples count=%s left=%s", len(rows),
                              len(self.buffer))
                 continue
-            if not self.handle_refusal(outcome, rows):
+            if outcome.status not in SAMPLE_REFUSALS:
                 return False
+            self.refuse_samples(outcome, rows)
         return False
 
-    def handle_refusal(self, outcome, rows):
-        """Deal with a 4xx about the content. -> True to try again at once."""
-        if outcome.status == 403:
-            # serverId is not this key's: the key was moved to another server. Register again.
-            log.warning("panel says serverId %s is not this key's; registering again",
-                        self.server_id)
-            self.state.data.pop("serverId", None)
-            self.state.data.pop("registeredAs", None)
-            return self.ensure_registered().ok
-        if outcome.status not in (400, 413, 415, 422):
-            return False
+    def refuse_samples(self, outcome, rows):
+        """The panel refused what a batch holds: drop the sample it names (it can never be
+        stored), or split a batch it did not pin down."""
         match = _SAMPLE_INDEX.match(outcome.data.get("field") or "")
         if match and int(match.group(1)) < len(rows):
             bad = rows[int(match.group(1))]
         elif len(rows) > 1:
             # Not pinned on one sample (too large, unreadable): retry one by one.
             self.batch_size = max(1, len(rows) // 2)
-            return True
+            return
         else:
             bad = rows[0]
         log.warning("panel refused a sample, dropping it timestamp=%s status=%s error=%s",
                     bad[1].get("timestamp"), outcome.status, outcome.error)
         self.buffer.ack([bad[0]])
-        return True
 
     def heartbeat(self):
         if not self.server_id or not self.reporter.may_send():
@@ -1981,18 +2049,26 @@ class Agent:
 
     def once(self):
         """Collect one sample, deliver it and whatever was buffered; -> process exit code."""
-        sample_id = self.collect_and_buffer()
-        registered = self.ensure_registered()
-        delivered = registered.ok and self.drain()
-        if delivered:
-            return 0
-        reason = "API key rejected" if self.key_rejected else \
-            "the panel could not be reached or refused the sample"
-        if sample_id not in self.buffer:
-            return 0  # this run's sample got through; older ones wait for the next run
-        print(f"error: sample not delivered ({reason}); {len(self.buffer)} sample(s) stay "
-              f"buffered for the next run", file=sys.stderr)
-        return 1
+        try:
+            sample_id = self.collect_and_buffer()
+            registered = self.ensure_registered()
+            delivered = registered.ok and self.drain()
+            if delivered or sample_id not in self.buffer:
+                return 0  # this run's sample got through; older ones wait for the next run
+            reason = "API key rejected" if self.key_rejected else \
+                "the panel could not be reached or refused the sample"
+            waiting = len(self.buffer)
+            self.buffer.close()  # writes samples held in memory, if the file takes them now
+            if self.buffer.memory:
+                print(f"error: sample not delivered ({reason}); {len(self.buffer.memory)} "
+                      f"sample(s) are lost: the buffer file cannot be written "
+                      f"({self.buffer.trouble})", file=sys.stderr)
+            else:
+                print(f"error: sample not delivered ({reason}); {waiting} sample(s) stay "
+                      f"buffered for the next run", file=sys.stderr)
+            return 1
+        finally:
+            self.buffer.close()
 
     def run_forever(self):
         """Collect every `interval` seconds until stopped; deliver what the buffer holds when
