@@ -225,7 +225,8 @@ def load_config(path=None, env=None, flags=None):
         if not isinstance(document, dict):
             raise ValueError(f"{path} must hold a JSON object, not {type(document).__name__}")
         for field, (section, key) in _FILE_KEYS.items():
-            part = document.get(section) or {}
+            part = document.get(section)
+            part = {} if part is None else part
             if not isinstance(part, dict):
                 raise ValueError(f"{path}: {section} must be an object")
             if part.get(key) is not None:
@@ -250,12 +251,40 @@ def load_config(path=None, env=None, flags=None):
     return Config(**values)
 
 
+class FallbackFileHandler(logging.handlers.RotatingFileHandler):
+    """The log file, rotated by size (an agent left alone for years must not fill the disk),
+    and stderr for each record the file cannot take (a full disk, a read-only or missing
+    folder) instead of a traceback per line; the change is said once each way."""
+
+    def __init__(self, path):
+        super().__init__(path, maxBytes=5 * 1024 * 1024, backupCount=3, encoding="utf-8",
+                         delay=True)
+        self.failing = False
+        self.failed_now = False
+
+    def emit(self, record):
+        self.failed_now = False
+        super().emit(record)
+        if self.failing and not self.failed_now:
+            self.failing = False
+            sys.stderr.write(f"mpanel-agent: log file writable again path={self.baseFilename}\n")
+
+    def handleError(self, record):
+        self.failed_now = True
+        try:
+            if not self.failing:
+                sys.stderr.write(f"mpanel-agent: log file cannot be written, logging to stderr "
+                                 f"path={self.baseFilename} error={sys.exc_info()[1]}\n")
+            self.failing = True
+            sys.stderr.write(self.format(record) + "\n")
+        except (OSError, ValueError):
+            pass  # nowhere left to say it
+
+
 def setup_logging(config):
     level = getattr(logging, str(config.log_level).upper(), logging.INFO)
     if config.log_file:
-        # Size-based rotation: an agent left alone for years must not fill the disk.
-        handler = logging.handlers.RotatingFileHandler(config.log_file, maxBytes=5 * 1024 * 1024,
-                                                       backupCount=3, encoding="utf-8")
+        handler = FallbackFileHandler(config.log_file)
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -307,12 +336,17 @@ def boot_id():
 Moment = collections.namedtuple("Moment", "wall boot_id since_boot")
 
 
-def now_moment():
-    """The wall clock, and a clock no wall-clock step can move: seconds since this boot
-    (CLOCK_BOOTTIME counts time suspended too, so a laptop shut for a day ages its samples)."""
+def since_boot():
+    """Seconds since this boot, on a clock no wall-clock step can move (CLOCK_BOOTTIME counts
+    time suspended too, so a laptop shut for a day ages its samples). The same for every process
+    of one boot: readings saved by one `--once` run compare with the next run's."""
     clock = getattr(time, "CLOCK_BOOTTIME", None)
-    since_boot = time.clock_gettime(clock) if clock is not None else time.monotonic()
-    return Moment(wall_time(), boot_id(), since_boot)
+    return time.clock_gettime(clock) if clock is not None else time.monotonic()
+
+
+def now_moment():
+    """The wall clock, and the boot clock with the boot it belongs to."""
+    return Moment(wall_time(), boot_id(), since_boot())
 
 
 # The wall clock may drift from the boot clock by NTP's slewing (at most 0.5 ms a second); more
@@ -446,9 +480,9 @@ class Rates:
     The first reading of a counter gives no rate: there is nothing to compare with, and a rate
     "since boot" would be a bogus spike. A counter that went backwards (reboot, interface
     re-created, service restarted) gives no rate for that sample either, for the same reason.
-    Readings are wall-clock stamped and saved in the state file, so rates stay right after an
-    agent restart and between two `--once` runs from cron; readings from before a reboot are
-    thrown away.
+    Readings are stamped by the boot clock (a wall-clock step would fake a rate) and saved in the
+    state file, so rates stay right after an agent restart and between two `--once` runs from
+    cron; readings from before a reboot are thrown away.
     """
 
     def __init__(self, saved=None, boot_time=None):
@@ -459,7 +493,7 @@ class Rates:
         self.seen = {}
 
     def per_second(self, key, value, now=None):
-        now = wall_time() if now is None else now
+        now = since_boot() if now is None else now
         self.seen[key] = [value, now]
         before = self.previous.get(key)
         if before is None:
@@ -672,7 +706,7 @@ def collect_disk(ctx):
             "percent": usage.percent,
         })
     io = []
-    now = wall_time()
+    now = since_boot()
     for device, counters in (psutil.disk_io_counters(perdisk=True) or {}).items():
         if IGNORED_BLOCK_DEVICES.match(device):
             continue
@@ -705,7 +739,7 @@ def collect_network(ctx):
     "errorsOutPerSec", "dropsInPerSec", "dropsOutPerSec"}]}; loopback left out.
     """
     interfaces = []
-    now = wall_time()
+    now = since_boot()
     for name, counters in psutil.net_io_counters(pernic=True).items():
         if name == "lo" or name.lower().startswith("loopback"):
             continue
@@ -753,7 +787,7 @@ def collect_processes(ctx):
     "rss" (bytes)}}. Names only: command lines and environments carry passwords, so they are
     never read. topCpu is empty on the very first sample (no previous times to compare).
     """
-    now = wall_time()
+    now = since_boot()
     elapsed = now - ctx.process_times.taken_at if ctx.process_times.taken_at else None
     previous = ctx.process_times.previous
     times, rows, running, total = {}, [], 0, 0

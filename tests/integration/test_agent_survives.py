@@ -138,14 +138,18 @@ def test_full_disk_keeps_agent_running_and_it_recovers_by_itself(fast_panel, sma
 
 @pytest.mark.timeout(60)
 def test_read_only_state_folder_keeps_agent_delivering(fast_panel, tmp_path):
-    """A state folder on a read-only filesystem: no buffer file and no state file can be
-    written, and the agent still registers, delivers every sample and says why, once."""
+    """A state folder and a log file on a read-only filesystem: no buffer file, state file or
+    log file can be written, and the agent still registers, delivers every sample and says why,
+    once, on stderr."""
     mount_point = tmp_path / "readonly"
     mount_tmpfs(mount_point, read_only=True)
     try:
         _, key = new_server("read-only")
         config = write_agent_config(tmp_path, fast_panel.url, key, interval=1,
                                     enabledCollectors=["cpu"], stateDir=str(mount_point / "s"))
+        document = json.loads(config.read_text())
+        document["logging"]["file"] = str(mount_point / "agent.log")
+        config.write_text(json.dumps(document))
         log_path = tmp_path / "agent.log"
         process = start_agent(config, log_path)
         try:
@@ -156,6 +160,7 @@ def test_read_only_state_folder_keeps_agent_delivering(fast_panel, tmp_path):
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
     text = log_path.read_text()
     assert code == 0 and len(new_timestamps()) >= 3, text
+    assert "Traceback" not in text and text.count("log file cannot be written") == 1, text
     assert text.count("buffer file cannot be written") == 1, text
     assert text.count("state file cannot be written") == 1, text
 
