@@ -31,6 +31,11 @@ Environment: MPANEL_AGENT_URL, MPANEL_AGENT_API_KEY, MPANEL_AGENT_INTERVAL,
 MPANEL_AGENT_HOSTNAME, MPANEL_AGENT_STATE_DIR, MPANEL_AGENT_LOG_LEVEL, MPANEL_AGENT_LOG_FILE.
 Flags: --url, --api-key, --state-dir, --interval, --log-level (see --help).
 
+State (state.json) and buffer (buffer.sqlite3) live in stateDir. A damaged one is moved aside as
+<name>.corrupt-<UTC time> and the agent starts afresh with what could still be read; a stateDir
+that cannot be written (full, read-only) leaves samples in memory until it can. For tests only,
+MPANEL_AGENT_CLOCK_OFFSET_FILE names a file of seconds added to the wall clock (see wall_time).
+
 The panel may change the report interval and narrow the enabled collectors (GET
 /api/agent/config and each answer's `nextReportIn`); that takes effect without a restart. A
 collector switched off in config.json stays off whatever the panel says. The API key is never
