@@ -360,7 +360,7 @@ CLOCK_STEP_SECONDS = 60
 
 
 def set_aside(path, why):
-    """Rename a file the agent cannot use to `<path>.bad-<UTC time>` (with SQLite's -wal and
+    """Rename a file the agent cannot use to `<path>.<why>-<UTC time>` (with SQLite's -wal and
     -shm companions) and keep it for a person to look at. -> the new name, or None."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     aside = f"{path}.{why}-{stamp}"

@@ -369,3 +369,63 @@ def test_a_sample_the_panel_can_never_store_is_dropped_once_and_draining_goes_on
     assert text.count("panel refused a sample, dropping it") == 1, text
     assert f"dropping it timestamp={stamp(-100)}" in text
     assert len(old_timestamps()) == 79
+
+
+def test_a_server_id_of_another_server_is_registered_again_once(panel, tmp_path):
+    """The state file names another server (the key was moved): the panel answers 403, the
+    agent registers again, once, and delivers under its own server's id."""
+    import types
+
+    import agent
+
+    other, _ = new_server("other")
+    mine, key = new_server("mine")
+    config = write_agent_config(tmp_path, panel.url, key)
+    identity = agent.Agent.identity(types.SimpleNamespace(config=agent.load_config(str(config))))
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "state.json").write_text(json.dumps(
+        {"serverId": other.id, "registeredAs": identity}))
+    result = run_once(config)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("registering again") == 1, result.stderr
+    agent_row = models.Agent.get(models.Agent.server == mine.id)
+    assert [m.agent_id for m in models.Metric.select()] == [agent_row.id]
+    assert json.loads((tmp_path / "state" / "state.json").read_text())["serverId"] == mine.id
+
+
+class _RefusingMetrics(_Refusing):
+    """A proxy that lets registering through but refuses every metrics body with 403."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).requests.append(("POST", self.path))
+        if self.path == "/api/agent/register":
+            self._reply(200, {"serverId": 1, "registered": True})
+        else:
+            self._reply(403, {"error": "plain HTTP refused", "field": "scheme"})
+
+
+@pytest.mark.timeout(60)
+def test_a_403_to_every_report_backs_off_instead_of_registering_in_a_loop(tmp_path):
+    """Before: 403 -> register -> 403 -> register ... as fast as the network allows."""
+    _RefusingMetrics.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RefusingMetrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = write_agent_config(tmp_path, f"http://127.0.0.1:{server.server_port}",
+                                "agent_0123456789ab_" + "A" * 40, interval=1,
+                                enabledCollectors=["cpu"])
+    log_path = tmp_path / "agent.log"
+    process = start_agent(config, log_path)
+    try:
+        assert wait_for(lambda: ("POST", "/api/agent/metrics") in _RefusingMetrics.requests, 20)
+        assert wait_for(lambda: waiting(tmp_path / "state") >= 4, 20)
+    finally:
+        code = stop(process)
+        server.shutdown()
+        server.server_close()
+    text = log_path.read_text()
+    assert code == 0, text
+    posts = [path for method, path in _RefusingMetrics.requests if method == "POST"]
+    assert posts.count("/api/agent/metrics") <= 2 and posts.count("/api/agent/register") <= 2, \
+        posts
+    assert text.count("panel refused request=metrics status=403") == 1, text
