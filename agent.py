@@ -1635,12 +1635,13 @@ class SpillBuffer:
             try:
                 dropped += self.db.execute("DELETE FROM samples WHERE boot_id = ? AND "
                                            "since_boot < ?", (moment.boot_id, cutoff)).rowcount
-                in_file = self.db.execute("SELECT id, length(body) FROM samples "
-                                          "ORDER BY id").fetchall()
+                total = in_memory + self.db.execute("SELECT coalesce(sum(length(body)), 0) "
+                                                    "FROM samples").fetchone()[0]
+                in_file = [] if total <= self.max_bytes else self.db.execute(
+                    "SELECT id, length(body) FROM samples ORDER BY id").fetchall()
             except sqlite3.DatabaseError as err:
                 self._fault(err)
-                in_file = []
-            total = in_memory + sum(length for _, length in in_file)
+                total, in_file = in_memory, []
         excess = total - self.max_bytes
         cutoff_id = None
         for row_id, length in in_file:

@@ -168,3 +168,22 @@ def test_an_unreadable_row_is_dropped_and_the_rest_delivered(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="mpanel-agent"):
         assert [s["metrics"]["cpu"]["usage"] for _, s in buffer.peek(10)] == [1, 3]
     assert len(buffer) == 2 and "unreadable samples in the buffer" in caplog.text
+
+
+def test_a_buffer_that_cannot_be_written_keeps_samples_in_memory_within_bounds(tmp_path, caplog):
+    """The state folder's place is taken by a file: nothing can be created there. Samples wait
+    in memory, come back oldest first, leave when acked, and obey the size bound."""
+    (tmp_path / "not-a-folder").write_text("")
+    with caplog.at_level(logging.WARNING, logger="mpanel-agent"):
+        buffer = agent.SpillBuffer(str(tmp_path / "not-a-folder" / "b.sqlite3"), max_bytes=300)
+        ids = [buffer.push(sample(n)) for n in range(3)]
+    assert buffer.trouble and caplog.text.count("buffer file cannot be written") == 1
+    assert [s["metrics"]["cpu"]["usage"] for _, s in buffer.peek(10)] == [0, 1, 2]
+    buffer.ack(ids[:1])
+    assert len(buffer) == 2 and ids[0] not in buffer and ids[1] in buffer
+    for n in range(3, 10):
+        buffer.push(sample(n))
+    assert buffer.prune() > 0
+    left = [s["metrics"]["cpu"]["usage"] for _, s in buffer.peek(100)]
+    assert left == list(range(10 - len(left), 10))  # the newest survive
+    buffer.close()
