@@ -101,7 +101,9 @@ def old_timestamps():
 
 
 @pytest.mark.timeout(120)
-def test_full_disk_keeps_agent_running_and_it_recovers_by_itself(fast_panel, small_disk, tmp_path):
+@pytest.mark.parametrize("when", ["full-at-start", "fills-while-running"])
+def test_full_disk_keeps_agent_running_and_it_recovers_by_itself(fast_panel, small_disk,
+                                                                 tmp_path, when):
     """Before: push() raised `database or disk is full`, the agent exited, and every restart
     did the same. Now it delivers straight from memory while the disk is full, keeps what the
     old buffer holds, says so once, and goes back to its file when space returns."""
@@ -110,13 +112,20 @@ def test_full_disk_keeps_agent_running_and_it_recovers_by_itself(fast_panel, sma
     config = write_agent_config(tmp_path, fast_panel.url, key, interval=1, retry_max_delay=1,
                                 enabledCollectors=["cpu", "memory"], stateDir=str(state))
     bury_in_buffer(state, [old_sample(n) for n in range(3)])
-    filler = fill(small_disk)
+    filler = fill(small_disk) if when == "full-at-start" else None
     log_path = tmp_path / "agent.log"
     process = start_agent(config, log_path)
     try:
-        assert wait_for(lambda: len(new_timestamps()) >= 3 or process.poll() is not None, 40)
+        if filler is None:
+            assert wait_for(lambda: len(new_timestamps()) >= 2, 30), log_path.read_text()
+            filler = fill(small_disk)
+        delivered = len(new_timestamps())
+        assert wait_for(lambda: "buffer file cannot be written" in log_path.read_text() or
+                        process.poll() is not None, 30), log_path.read_text()
+        assert wait_for(lambda: len(new_timestamps()) >= delivered + 3 or
+                        process.poll() is not None, 40)
         assert process.poll() is None, log_path.read_text()
-        assert len(new_timestamps()) >= 3, log_path.read_text()
+        assert len(new_timestamps()) >= delivered + 3, log_path.read_text()
 
         filler.unlink()  # space returns
         assert wait_for(lambda: "buffer file writable again" in log_path.read_text(), 20), \
