@@ -54,6 +54,7 @@ import json
 import logging
 import logging.handlers
 import os
+import pathlib
 import platform
 import random
 import re
@@ -1317,6 +1318,11 @@ def is_corrupt(err):
     return "malformed" in str(err) or "not a database" in str(err)
 
 
+def _sqlite_uri(path, query):
+    """A file: URI for SQLite (Windows drive letters and odd characters included)."""
+    return pathlib.Path(path).absolute().as_uri() + "?" + query
+
+
 def _pad_to_header_size(path):
     """Zero-fill a truncated SQLite file up to the size its header gives, without which SQLite
     refuses to read any of it; the missing pages then read as damaged, and only they."""
@@ -1360,6 +1366,7 @@ class SpillBuffer:
         self.unacked = set()  # ids the panel stored that the file could not delete yet
         self.trouble = ""  # why the file cannot be written, while it cannot
         self.prepared = False
+        self.read_only = False  # opened as it stands, for delivering, while writes fail
         self.closed = False
         self._ready_for_writes()
 
@@ -1381,7 +1388,7 @@ class SpillBuffer:
             if is_corrupt(err) and depth == 0 and self._set_aside(err):
                 return self._open(depth + 1)
             self._unwritable(err)
-            return False
+            return self._open_read_only()
         except OSError as err:
             self._close_db()
             self._unwritable(err)
@@ -1389,9 +1396,27 @@ class SpillBuffer:
         self.prepared = False
         return True
 
+    def _open_read_only(self):
+        """The file as it stands, for reading only, when it cannot be opened for writing (a full
+        disk leaves no room for SQLite's -shm): what it holds is still delivered. This ignores a
+        -wal left by kill -9; those samples wait until the file can be written again."""
+        if not os.path.exists(self.path):
+            return False
+        try:
+            self.db = sqlite3.connect(_sqlite_uri(self.path, "mode=ro&immutable=1"), uri=True,
+                                      isolation_level=None)
+            self.db.execute("SELECT 1 FROM samples LIMIT 0")
+        except sqlite3.Error:
+            self._close_db()
+            return False
+        self.read_only = True
+        return True
+
     def _ready_for_writes(self):
         """Open, with the table as this version writes it. -> False when it cannot be now."""
-        if not self._open():
+        if self.read_only:
+            self._close_db()  # and try for writes again: space may have returned
+        if not self._open() or self.read_only:
             return False
         if not self.prepared:
             try:
@@ -1433,7 +1458,7 @@ class SpillBuffer:
                 self.db.close()
             except sqlite3.Error:
                 pass
-        self.db = None
+        self.db, self.read_only = None, False
 
     def _fault(self, err):
         """A query failed: rescue and replace a damaged file, or note that it takes no writes."""
@@ -1484,7 +1509,7 @@ class SpillBuffer:
                     if os.path.exists(self.path + suffix):
                         shutil.copyfile(self.path + suffix, copy + suffix)
                 _pad_to_header_size(copy)
-                db = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+                db = sqlite3.connect(_sqlite_uri(copy, "mode=ro"), uri=True)
                 db.execute("SELECT 1 FROM samples LIMIT 0")
             except (OSError, sqlite3.Error):
                 return []

@@ -126,6 +126,7 @@ def test_full_disk_keeps_agent_running_and_it_recovers_by_itself(fast_panel, sma
                         process.poll() is not None, 40)
         assert process.poll() is None, log_path.read_text()
         assert len(new_timestamps()) >= delivered + 3, log_path.read_text()
+        assert len(old_timestamps()) == 3, "what the old buffer holds is delivered meanwhile"
 
         filler.unlink()  # space returns
         assert wait_for(lambda: "buffer file writable again" in log_path.read_text(), 20), \
