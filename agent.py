@@ -1461,8 +1461,10 @@ class SpillBuffer:
         self.db, self.read_only = None, False
 
     def _fault(self, err):
-        """A query failed: rescue and replace a damaged file, or note that it takes no writes."""
-        if is_corrupt(err):
+        """A query failed: rescue and replace a damaged file, or note that it takes no writes.
+        Never on the strength of a read-only view: that one sees no locks, so another process's
+        writes can look like damage."""
+        if is_corrupt(err) and not self.read_only:
             self._close_db()
             if self._set_aside(err):
                 self._open(depth=1)
