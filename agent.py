@@ -2175,6 +2175,9 @@ class Agent:
             pass
         self.state.save()
         self.buffer.close()
+        if self.buffer.memory:
+            log.warning("samples held in memory are lost: the buffer file cannot be written "
+                        "count=%s error=%s", len(self.buffer.memory), self.buffer.trouble)
         log.info("agent stopped")
         return 0
 
