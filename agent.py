@@ -31,12 +31,18 @@ Environment: MPANEL_AGENT_URL, MPANEL_AGENT_API_KEY, MPANEL_AGENT_INTERVAL,
 MPANEL_AGENT_HOSTNAME, MPANEL_AGENT_STATE_DIR, MPANEL_AGENT_LOG_LEVEL, MPANEL_AGENT_LOG_FILE.
 Flags: --url, --api-key, --state-dir, --interval, --log-level (see --help).
 
+State (state.json) and buffer (buffer.sqlite3) live in stateDir. A damaged one is moved aside as
+<name>.corrupt-<UTC time> and the agent starts afresh with what could still be read; a stateDir
+that cannot be written (full, read-only) leaves samples in memory until it can. For tests only,
+MPANEL_AGENT_CLOCK_OFFSET_FILE names a file of seconds added to the wall clock (see wall_time).
+
 The panel may change the report interval and narrow the enabled collectors (GET
 /api/agent/config and each answer's `nextReportIn`); that takes effect without a restart. A
 collector switched off in config.json stays off whatever the panel says. The API key is never
 logged or printed.
 """
 import argparse
+import collections
 import dataclasses
 import datetime
 import email.utils
@@ -48,9 +54,11 @@ import json
 import logging
 import logging.handlers
 import os
+import pathlib
 import platform
 import random
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -192,47 +200,97 @@ _ENV_KEYS = {
 }
 
 
+_KIND_NAMES = {str: "a string", int: "a whole number", float: "a number", bool: "true or false",
+               tuple: "a list of names", dict: "an object"}
+
+
+def _coerce(value, kind):
+    """`value` (from JSON, the environment or a flag) as a Config field of type `kind`."""
+    if isinstance(value, bool) and kind is not bool:
+        raise TypeError("a boolean")
+    if kind in (int, float):
+        return kind(value)  # env and flags give strings: "60"
+    if kind is tuple and isinstance(value, (list, tuple)) and \
+            all(isinstance(item, str) for item in value):
+        return tuple(value)
+    if isinstance(value, kind):
+        return value
+    raise TypeError(type(value).__name__)
+
+
 def load_config(path=None, env=None, flags=None):
-    """defaults <- config.json <- environment <- flags."""
+    """defaults <- config.json <- environment <- flags. A value of the wrong shape raises
+    ValueError naming its key (never its value: it may be the API key)."""
     env = os.environ if env is None else env
-    values = {}
+    values, sources = {}, {}
     explicit = path is not None
     path = path or default_config_path()
     if os.path.exists(path):
         with open(path, encoding="utf-8") as handle:
             document = json.load(handle)
+        if not isinstance(document, dict):
+            raise ValueError(f"{path} must hold a JSON object, not {type(document).__name__}")
         for field, (section, key) in _FILE_KEYS.items():
-            value = (document.get(section) or {}).get(key)
-            if value is not None:
-                values[field] = value
+            part = document.get(section)
+            part = {} if part is None else part
+            if not isinstance(part, dict):
+                raise ValueError(f"{path}: {section} must be an object")
+            if part.get(key) is not None:
+                values[field], sources[field] = part[key], f"{path}: {section}.{key}"
     elif explicit:
         raise FileNotFoundError(f"config file {path} does not exist")
-    values.update({field: env[name] for field, name in _ENV_KEYS.items() if env.get(name)})
-    values.update({k: v for k, v in (flags or {}).items() if v is not None})
+    for field, name in _ENV_KEYS.items():
+        if env.get(name):
+            values[field], sources[field] = env[name], name
+    for field, value in (flags or {}).items():
+        if value is not None:
+            values[field], sources[field] = value, "--" + field.replace("_", "-")
 
-    for field in ("report_interval", "heartbeat_interval", "buffer_max_age", "buffer_max_bytes",
-                  "retry_max_delay"):
-        if field in values:
-            values[field] = int(values[field])
-    if "timeout" in values:
-        values["timeout"] = float(values["timeout"])
-    if "enabled_collectors" in values:
-        values["enabled_collectors"] = tuple(values["enabled_collectors"])
-    if "allow_insecure_http" in values:
-        values["allow_insecure_http"] = bool(values["allow_insecure_http"])
-    if not isinstance(values.get("services", {}), dict):
-        raise ValueError("agent.services must be an object")
+    kinds = {field.name: field.type for field in dataclasses.fields(Config)}
+    for field, value in values.items():
+        try:
+            values[field] = _coerce(value, kinds[field])
+        except (TypeError, ValueError):
+            raise ValueError(f"{sources[field]} must be {_KIND_NAMES[kinds[field]]}") from None
     values["url"] = values.get("url", "").rstrip("/")
     values["state_dir"] = values.get("state_dir") or default_state_dir()
     return Config(**values)
 
 
+class FallbackFileHandler(logging.handlers.RotatingFileHandler):
+    """The log file, rotated by size (an agent left alone for years must not fill the disk),
+    and stderr for each record the file cannot take (a full disk, a read-only or missing
+    folder) instead of a traceback per line; the change is said once each way."""
+
+    def __init__(self, path):
+        super().__init__(path, maxBytes=5 * 1024 * 1024, backupCount=3, encoding="utf-8",
+                         delay=True)
+        self.failing = False
+        self.failed_now = False
+
+    def emit(self, record):
+        self.failed_now = False
+        super().emit(record)
+        if self.failing and not self.failed_now:
+            self.failing = False
+            sys.stderr.write(f"mpanel-agent: log file writable again path={self.baseFilename}\n")
+
+    def handleError(self, record):
+        self.failed_now = True
+        try:
+            if not self.failing:
+                sys.stderr.write(f"mpanel-agent: log file cannot be written, logging to stderr "
+                                 f"path={self.baseFilename} error={sys.exc_info()[1]}\n")
+            self.failing = True
+            sys.stderr.write(self.format(record) + "\n")
+        except (OSError, ValueError):
+            pass  # nowhere left to say it
+
+
 def setup_logging(config):
     level = getattr(logging, str(config.log_level).upper(), logging.INFO)
     if config.log_file:
-        # Size-based rotation: an agent left alone for years must not fill the disk.
-        handler = logging.handlers.RotatingFileHandler(config.log_file, maxBytes=5 * 1024 * 1024,
-                                                       backupCount=3, encoding="utf-8")
+        handler = FallbackFileHandler(config.log_file)
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -244,41 +302,182 @@ def setup_logging(config):
 
 # ===== Utilities ================================================================================
 
+def wall_time():
+    """Seconds since the epoch by this server's clock, which NTP or a person may step.
+
+    MPANEL_AGENT_CLOCK_OFFSET_FILE is for tests only: it names a file holding seconds to add,
+    re-read at every reading, so a test can step the agent's clock as NTP would (a test machine's
+    own clock cannot be stepped, and libfaketime breaks Python 3.11's sleeps)."""
+    offset_file = os.environ.get("MPANEL_AGENT_CLOCK_OFFSET_FILE")
+    if offset_file:
+        try:
+            with open(offset_file, encoding="utf-8") as handle:
+                return time.time() + float(handle.read().strip() or 0)
+        except (OSError, ValueError):
+            pass
+    return time.time()
+
+
 def utc_now_iso():
     # Milliseconds: two runs of `--once` in the same second are still two samples.
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds") \
-        .replace("+00:00", "Z")
+    return datetime.datetime.fromtimestamp(wall_time(), datetime.timezone.utc) \
+        .isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_BOOT_ID = []
+
+
+def boot_id():
+    """This boot's identity: Linux's random boot_id; elsewhere the boot time stands in (on
+    Windows that is derived from the wall clock, so a step there looks like a reboot)."""
+    if not _BOOT_ID:
+        try:
+            with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+                _BOOT_ID.append(handle.read().strip())
+        except OSError:
+            _BOOT_ID.append(f"boot-{int(psutil.boot_time())}")
+    return _BOOT_ID[0]
+
+
+Moment = collections.namedtuple("Moment", "wall boot_id since_boot")
+
+
+def since_boot():
+    """Seconds since this boot, on a clock no wall-clock step can move (CLOCK_BOOTTIME counts
+    time suspended too, so a laptop shut for a day ages its samples). The same for every process
+    of one boot: readings saved by one `--once` run compare with the next run's."""
+    clock = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(clock) if clock is not None else time.monotonic()
+
+
+def now_moment():
+    """The wall clock, and the boot clock with the boot it belongs to."""
+    return Moment(wall_time(), boot_id(), since_boot())
+
+
+# The wall clock may drift from the boot clock by NTP's slewing (at most 0.5 ms a second); more
+# than this between two readings is a step.
+CLOCK_STEP_SECONDS = 60
+
+
+def set_aside(path, why):
+    """Rename a file the agent cannot use to `<path>.<why>-<UTC time>` (with SQLite's -wal and
+    -shm companions) and keep it for a person to look at. -> the new name, or None."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    aside = f"{path}.{why}-{stamp}"
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        log.error("cannot move a bad file aside path=%s error=%s", path, err)
+        return None
+    for companion in ("-wal", "-shm"):
+        try:
+            os.replace(path + companion, aside + companion)
+        except OSError:
+            pass  # absent, as it usually is
+    return aside
+
+
+NUMBER = (int, float)
+# What state.json holds, by key; a nested dict is a nested shape. A value of another type is
+# dropped (and the file kept aside): a collector or the registration then starts afresh.
+STATE_SHAPE = {
+    "serverId": int, "registeredAs": dict, "apiKey": str, "replacesKey": str,
+    "clock": {"bootId": str, "offset": NUMBER},
+    "collectors": {
+        "cpu": (dict, type(None)),
+        "rates": {"bootTime": NUMBER + (type(None),), "counters": dict},
+        "processes": {"bootTime": NUMBER + (type(None),), "takenAt": NUMBER + (type(None),),
+                      "times": dict},
+    },
+}
+
+
+def drop_misshapen(document, shape, prefix=""):
+    """Remove from `document` the keys whose value does not fit `shape`; -> their paths."""
+    dropped = []
+    for key, kind in shape.items():
+        if key not in document:
+            continue
+        value = document[key]
+        if isinstance(kind, dict):
+            if isinstance(value, dict):
+                dropped += drop_misshapen(value, kind, f"{prefix}{key}.")
+                continue
+        elif isinstance(value, kind) and not isinstance(value, bool):
+            continue
+        del document[key]
+        dropped.append(prefix + key)
+    return dropped
 
 
 class StateFile:
     """A small JSON document in the state folder: serverId, what was registered, previous
-    counters. Written atomically (temp file + rename) so a crash never leaves half a file."""
+    counters. Written atomically (temp file + rename) so a crash never leaves half a file.
+
+    A file that is not JSON, or not of STATE_SHAPE, is moved aside for a person to look at and
+    what fits is kept. When the folder cannot be written (a full disk, read-only) the state
+    lives on in memory, and is written again once it can be; each change is logged once."""
 
     def __init__(self, state_dir):
         self.path = os.path.join(state_dir, "state.json")
         self.data = {}
+        self.unwritable = False
         try:
             with open(self.path, encoding="utf-8") as handle:
-                self.data = json.load(handle)
+                document = json.load(handle)
         except FileNotFoundError:
-            pass
-        except (ValueError, OSError) as err:
+            return
+        except ValueError as err:
+            aside = set_aside(self.path, "corrupt")
+            log.warning("state file is not JSON, moved aside and starting afresh path=%s "
+                        "kept_as=%s error=%s", self.path, aside, err)
+            return
+        except OSError as err:
             log.warning("state file unreadable, starting afresh path=%s error=%s", self.path, err)
+            return
+        if not isinstance(document, dict):
+            aside = set_aside(self.path, "corrupt")
+            log.warning("state file is not a JSON object, moved aside and starting afresh "
+                        "path=%s kept_as=%s found=%s", self.path, aside, type(document).__name__)
+            return
+        dropped = drop_misshapen(document, STATE_SHAPE)
+        if dropped:
+            aside = set_aside(self.path, "corrupt")
+            log.warning("state file had values of the wrong type, moved aside; keeping the rest "
+                        "path=%s kept_as=%s dropped=%s", self.path, aside, ",".join(dropped))
+        self.data = document
 
     def save(self):
+        """Write the state; -> False (logged once) when it cannot be written now."""
         folder = os.path.dirname(self.path)
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".state-", dir=folder)
+        tmp = None
         try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".state-", dir=folder)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(self.data, handle, separators=(",", ":"))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
+        except OSError as err:
+            if tmp and os.path.exists(tmp):
+                os.unlink(tmp)
+            if not self.unwritable:
+                log.warning("state file cannot be written, keeping the state in memory "
+                            "path=%s error=%s", self.path, err)
+            self.unwritable = True
+            return False
         except BaseException:
-            if os.path.exists(tmp):
+            if tmp and os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+        if self.unwritable:
+            log.warning("state file written again path=%s", self.path)
+            self.unwritable = False
+        return True
 
 
 class Rates:
@@ -287,9 +486,9 @@ class Rates:
     The first reading of a counter gives no rate: there is nothing to compare with, and a rate
     "since boot" would be a bogus spike. A counter that went backwards (reboot, interface
     re-created, service restarted) gives no rate for that sample either, for the same reason.
-    Readings are wall-clock stamped and saved in the state file, so rates stay right after an
-    agent restart and between two `--once` runs from cron; readings from before a reboot are
-    thrown away.
+    Readings are stamped by the boot clock (a wall-clock step would fake a rate) and saved in the
+    state file, so rates stay right after an agent restart and between two `--once` runs from
+    cron; readings from before a reboot are thrown away.
     """
 
     def __init__(self, saved=None, boot_time=None):
@@ -300,7 +499,7 @@ class Rates:
         self.seen = {}
 
     def per_second(self, key, value, now=None):
-        now = time.time() if now is None else now
+        now = since_boot() if now is None else now
         self.seen[key] = [value, now]
         before = self.previous.get(key)
         if before is None:
@@ -351,7 +550,10 @@ class CpuTimes:
     @staticmethod
     def shares_between(before, after):
         """Pure: {"usage", "iowait", "steal"} in % from two readings, or None."""
-        if not before or abs(before.get("bootTime", 0) - after["bootTime"]) > 1:
+        # A saved reading of the wrong shape (a hand-edited state file) counts as none.
+        if not isinstance(before, dict) or \
+                not all(isinstance(before.get(k), NUMBER) for k in ("bootTime", "busy", "total")) \
+                or abs(before["bootTime"] - after["bootTime"]) > 1:
             return None
         total = after["total"] - before["total"]
         busy = after["busy"] - before["busy"]
@@ -510,7 +712,7 @@ def collect_disk(ctx):
             "percent": usage.percent,
         })
     io = []
-    now = time.time()
+    now = since_boot()
     for device, counters in (psutil.disk_io_counters(perdisk=True) or {}).items():
         if IGNORED_BLOCK_DEVICES.match(device):
             continue
@@ -543,7 +745,7 @@ def collect_network(ctx):
     "errorsOutPerSec", "dropsInPerSec", "dropsOutPerSec"}]}; loopback left out.
     """
     interfaces = []
-    now = time.time()
+    now = since_boot()
     for name, counters in psutil.net_io_counters(pernic=True).items():
         if name == "lo" or name.lower().startswith("loopback"):
             continue
@@ -591,7 +793,7 @@ def collect_processes(ctx):
     "rss" (bytes)}}. Names only: command lines and environments carry passwords, so they are
     never read. topCpu is empty on the very first sample (no previous times to compare).
     """
-    now = time.time()
+    now = since_boot()
     elapsed = now - ctx.process_times.taken_at if ctx.process_times.taken_at else None
     previous = ctx.process_times.previous
     times, rows, running, total = {}, [], 0, 0
@@ -1108,67 +1310,411 @@ def run_collectors(names, ctx):
 
 # ===== Spill buffer =============================================================================
 
+def is_corrupt(err):
+    """Whether SQLite says the file itself is damaged (rather than full, locked or read-only)."""
+    name = getattr(err, "sqlite_errorname", None)  # Python 3.11+
+    if name:
+        return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+    return "malformed" in str(err) or "not a database" in str(err)
+
+
+def _sqlite_uri(path, query):
+    """A file: URI for SQLite (Windows drive letters and odd characters included)."""
+    return pathlib.Path(path).absolute().as_uri() + "?" + query
+
+
+def _pad_to_header_size(path):
+    """Zero-fill a truncated SQLite file up to the size its header gives, without which SQLite
+    refuses to read any of it; the missing pages then read as damaged, and only they."""
+    with open(path, "r+b") as handle:
+        header = handle.read(100)
+        if len(header) < 100:
+            return
+        page_size = int.from_bytes(header[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        pages = int.from_bytes(header[28:32], "big")
+        expected = page_size * pages
+        handle.seek(0, os.SEEK_END)
+        if 0 < expected <= 1 << 32 and handle.tell() < expected:
+            handle.truncate(expected)
+
+
 class SpillBuffer:
     """Every sample, written to SQLite before it is sent and deleted only once the panel has
     stored it. WAL with synchronous=FULL: a committed sample survives kill -9 and power loss.
-    Bounded by age and total size; what falls off is counted and logged by the caller."""
+    Bounded by age and total size; what falls off is counted and logged by the caller.
+
+    Age is measured on a clock a wall-clock step cannot move (seconds since boot, with the boot's
+    id): NTP stepping the clock by hours never drops a sample as too old. Samples from an earlier
+    boot are aged by the wall clock once, when the buffer is opened: nothing better survives a
+    reboot.
+
+    The file may fail under it. When it cannot be written (a full disk, a read-only or vanished
+    folder) samples wait in memory, within the same bounds, and go to the file as soon as it
+    takes writes again; samples the panel stored but the file could not delete are remembered,
+    so they are not sent twice. A file SQLite calls damaged (random bytes, truncated) is moved
+    aside for a person to look at, after every sample that can still be read has been taken
+    from it, and a fresh file is started. Each change is logged once; nothing here raises for
+    the file's trouble."""
 
     def __init__(self, path, max_age=3600, max_bytes=20_000_000):
-        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+        self.path = path
         self.max_age, self.max_bytes = max_age, max_bytes
-        self.db = sqlite3.connect(path, isolation_level=None, timeout=10)
+        self.db = None
+        self.memory = []  # [id, boot_id, since_boot, wall, body], oldest first; ids below 0
+        self.last_memory_id = 0
+        self.unacked = set()  # ids the panel stored that the file could not delete yet
+        self.trouble = ""  # why the file cannot be written, while it cannot
+        self.prepared = False
+        self.read_only = False  # opened as it stands, for delivering, while writes fail
+        self.closed = False
+        self._ready_for_writes()
+
+    # -- the file --
+
+    def _open(self, depth=0):
+        """Open the file when it is not open. -> True when it is open (maybe read-only)."""
+        if self.db is not None:
+            return True
+        try:
+            os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=10)
+            # Reads every page: damage anywhere is found now, while the rest can be rescued.
+            check = self.db.execute("PRAGMA quick_check").fetchall()
+            if check != [("ok",)]:
+                raise sqlite3.DatabaseError(f"database disk image is malformed: {check[:3]}")
+        except sqlite3.DatabaseError as err:
+            self._close_db()
+            if is_corrupt(err) and depth == 0 and self._set_aside(err):
+                return self._open(depth + 1)
+            self._unwritable(err)
+            return self._open_read_only()
+        except OSError as err:
+            self._close_db()
+            self._unwritable(err)
+            return False
+        self.prepared = False
+        return True
+
+    def _open_read_only(self):
+        """The file as it stands, for reading only, when it cannot be opened for writing (a full
+        disk leaves no room for SQLite's -shm): what it holds is still delivered. This ignores a
+        -wal left by kill -9; those samples wait until the file can be written again."""
+        if not os.path.exists(self.path):
+            return False
+        try:
+            self.db = sqlite3.connect(_sqlite_uri(self.path, "mode=ro&immutable=1"), uri=True,
+                                      isolation_level=None)
+            self.db.execute("SELECT 1 FROM samples LIMIT 0")
+        except sqlite3.Error:
+            self._close_db()
+            return False
+        self.read_only = True
+        return True
+
+    def _ready_for_writes(self):
+        """Open, with the table as this version writes it. -> False when it cannot be now."""
+        if self.read_only:
+            self._close_db()  # and try for writes again: space may have returned
+        if not self._open() or self.read_only:
+            return False
+        if not self.prepared:
+            try:
+                self._prepare()
+            except sqlite3.DatabaseError as err:
+                self._fault(err)
+                return False
+            self.prepared = True
+        return True
+
+    def _readable(self):
+        return self.db is not None and (self.prepared or self._has_table())
+
+    def _prepare(self):
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("CREATE TABLE IF NOT EXISTS samples (id INTEGER PRIMARY KEY "
-                        "AUTOINCREMENT, taken_at REAL NOT NULL, body TEXT NOT NULL)")
+                        "AUTOINCREMENT, taken_at REAL NOT NULL, body TEXT NOT NULL, "
+                        "boot_id TEXT, since_boot REAL)")
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(samples)")}
+        for column, kind in (("boot_id", "TEXT"), ("since_boot", "REAL")):
+            if column not in columns:  # a buffer left by agent 0.2.0
+                self.db.execute(f"ALTER TABLE samples ADD COLUMN {column} {kind}")
+        moment = now_moment()
+        self.db.execute("UPDATE samples SET boot_id = ?, since_boot = ? - max(0, ? - taken_at) "
+                        "WHERE boot_id IS NOT ?",
+                        (moment.boot_id, moment.since_boot, moment.wall, moment.boot_id))
 
-    def push(self, sample, taken_at=None):
-        body = json.dumps(sample, separators=(",", ":"))
-        cursor = self.db.execute("INSERT INTO samples (taken_at, body) VALUES (?, ?)",
-                                 (time.time() if taken_at is None else taken_at, body))
-        return cursor.lastrowid
+    def _has_table(self):
+        try:
+            return self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'samples'") \
+                .fetchone() is not None
+        except sqlite3.DatabaseError:
+            return False
+
+    def _close_db(self):
+        if self.db is not None:
+            try:
+                self.db.close()
+            except sqlite3.Error:
+                pass
+        self.db, self.read_only = None, False
+
+    def _fault(self, err):
+        """A query failed: rescue and replace a damaged file, or note that it takes no writes.
+        Never on the strength of a read-only view: that one sees no locks, so another process's
+        writes can look like damage."""
+        if is_corrupt(err) and not self.read_only:
+            self._close_db()
+            if self._set_aside(err):
+                self._open(depth=1)
+                return
+        self._unwritable(err)
+
+    def _unwritable(self, err):
+        reason = f"{type(err).__name__}: {err}"[:300]
+        if not self.trouble:
+            log.warning("buffer file cannot be written, keeping samples in memory until it can "
+                        "path=%s error=%s max_bytes=%s", self.path, reason, self.max_bytes)
+        self.trouble = reason
+
+    def _writable(self):
+        if self.trouble:
+            log.warning("buffer file writable again path=%s buffered=%s", self.path, len(self))
+            self.trouble = ""
+
+    def _set_aside(self, err):
+        """Take what can be read from a damaged file, then move it aside. -> True if moved."""
+        rescued = self._rescue()
+        aside = set_aside(self.path, "corrupt")
+        if aside is None and os.path.exists(self.path):
+            return False
+        moment = now_moment()
+        self.memory[:0] = [[self._memory_id(), moment.boot_id,
+                            moment.since_boot - max(0.0, moment.wall - wall), wall, body]
+                           for wall, body in rescued]
+        self.memory.sort(key=lambda row: row[2])
+        self.unacked.clear()
+        log.warning("buffer file damaged, moved aside and starting a fresh one path=%s "
+                    "kept_as=%s error=%s rescued=%s", self.path, aside, err, len(rescued))
+        return True
+
+    def _rescue(self, budget=5000):
+        """(taken_at, body) of every row still readable, oldest first. A damaged page stops a
+        scan where it lies, and pages are not in id order, so: one scan from the newest end, then
+        from the oldest, stepping past each damaged stretch (one id at a time, then doubling),
+        within `budget` queries."""
+        with tempfile.TemporaryDirectory(prefix="mpanel-rescue-") as scratch:
+            copy = os.path.join(scratch, "buffer.sqlite3")
+            try:
+                for suffix in ("", "-wal"):
+                    if os.path.exists(self.path + suffix):
+                        shutil.copyfile(self.path + suffix, copy + suffix)
+                _pad_to_header_size(copy)
+                db = sqlite3.connect(_sqlite_uri(copy, "mode=ro"), uri=True)
+                db.execute("SELECT 1 FROM samples LIMIT 0")
+            except (OSError, sqlite3.Error):
+                return []
+            return self._rescue_rows(db, budget)
+
+    def _rescue_rows(self, db, budget):
+        found = {}
+
+        def scan(query, args):
+            """Rows of `query` until the end (-> True) or damage (-> False)."""
+            try:
+                for row_id, taken_at, body in db.execute(query, args):
+                    if row_id not in self.unacked and isinstance(body, str):
+                        found[row_id] = (float(taken_at or 0), body)
+                    scan.last = row_id
+            except (sqlite3.Error, TypeError, ValueError):
+                return False
+            return True
+
+        try:
+            scan("SELECT id, taken_at, body FROM samples ORDER BY id DESC", ())
+            try:
+                newest = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'samples'") \
+                    .fetchone()[0]
+            except (sqlite3.Error, TypeError):
+                newest = max(found, default=0)
+            position, misses = 0, 0
+            while budget > 0 and position < newest:
+                budget -= 1
+                scan.last = None
+                if scan("SELECT id, taken_at, body FROM samples WHERE id > ? ORDER BY id",
+                        (position,)):
+                    break
+                if scan.last is not None:
+                    position, misses = scan.last, 0
+                misses += 1
+                position += 1 if misses <= 64 else 2 ** min(misses - 64, 40)
+        finally:
+            db.close()
+        return [found[row_id] for row_id in sorted(found)]
+
+    def _flush_memory(self):
+        """Move samples from memory to the file and finish deletes it could not do. -> True
+        when nothing is left waiting."""
+        if not self.memory and not self.unacked:
+            return True
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany("DELETE FROM samples WHERE id = ?", [(i,) for i in self.unacked])
+            self.db.executemany("INSERT INTO samples (boot_id, since_boot, taken_at, body) "
+                                "VALUES (?, ?, ?, ?)", [row[1:] for row in self.memory])
+            self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as err:
+            if self.db is not None and self.db.in_transaction:
+                try:
+                    self.db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            self._fault(err)
+            return False
+        self.memory, self.unacked = [], set()
+        return True
+
+    def _memory_id(self):
+        self.last_memory_id -= 1
+        return self.last_memory_id
+
+    # -- samples --
+
+    def push(self, sample, moment=None):
+        moment = moment or now_moment()
+        row = [moment.boot_id, moment.since_boot, moment.wall,
+               json.dumps(sample, separators=(",", ":"))]
+        for _ in range(2):  # a second try after a damaged file was replaced
+            if not (self._ready_for_writes() and self._flush_memory()):
+                continue
+            try:
+                cursor = self.db.execute("INSERT INTO samples (boot_id, since_boot, taken_at, "
+                                         "body) VALUES (?, ?, ?, ?)", row)
+            except sqlite3.DatabaseError as err:
+                self._fault(err)
+                continue
+            self._writable()
+            return cursor.lastrowid
+        row_id = self._memory_id()
+        self.memory.append([row_id] + row)
+        return row_id
 
     def peek(self, limit, max_bytes=256 * 1024):
         """Oldest samples first: up to `limit` of them and about `max_bytes` of JSON."""
-        rows, size = [], 0
-        for row_id, body in self.db.execute("SELECT id, body FROM samples ORDER BY id LIMIT ?",
-                                            (limit,)):
-            if rows and size + len(body) > max_bytes:
+        stored = []
+        if self._readable():
+            try:
+                stored = self.db.execute("SELECT id, body FROM samples ORDER BY id LIMIT ?",
+                                         (limit + len(self.unacked),)).fetchall()
+            except sqlite3.DatabaseError as err:
+                self._fault(err)  # a damaged file's readable rows are now in memory
+                stored = []
+        candidates = [row for row in stored if row[0] not in self.unacked]
+        candidates += [(row[0], row[4]) for row in self.memory]
+        rows, size, unreadable = [], 0, []
+        for row_id, body in candidates:
+            if len(rows) >= limit or (rows and size + len(body) > max_bytes):
                 break
-            rows.append((row_id, json.loads(body)))
+            try:
+                sample = json.loads(body)
+            except (TypeError, ValueError):
+                sample = None
+            if not isinstance(sample, dict):
+                unreadable.append(row_id)
+                continue
+            rows.append((row_id, sample))
             size += len(body)
+        if unreadable:
+            log.warning("unreadable samples in the buffer, dropping them count=%s",
+                        len(unreadable))
+            self.ack(unreadable)
         return rows
 
     def ack(self, ids):
-        if ids:
-            self.db.executemany("DELETE FROM samples WHERE id = ?", [(i,) for i in ids])
+        in_memory = {i for i in ids if i < 0}
+        if in_memory:
+            self.memory = [row for row in self.memory if row[0] not in in_memory]
+        in_file = {i for i in ids if i > 0} | self.unacked
+        if not in_file:
+            return
+        self.unacked = in_file  # until the file has let them go
+        if self.db is None:
+            return
+        try:
+            self.db.executemany("DELETE FROM samples WHERE id = ?", [(i,) for i in in_file])
+        except sqlite3.DatabaseError as err:
+            self._fault(err)
+            return
+        self.unacked = set()
 
-    def prune(self, now=None):
+    def prune(self, moment=None):
         """Drop samples older than max_age, then the oldest beyond max_bytes; -> count dropped."""
-        now = time.time() if now is None else now
-        dropped = self.db.execute("DELETE FROM samples WHERE taken_at < ?",
-                                  (now - self.max_age,)).rowcount
-        total = self.db.execute("SELECT coalesce(sum(length(body)), 0) FROM samples").fetchone()[0]
-        if total > self.max_bytes:
-            excess, cutoff = total - self.max_bytes, None
-            for row_id, length in self.db.execute("SELECT id, length(body) FROM samples "
-                                                  "ORDER BY id"):
-                excess -= length
-                cutoff = row_id
-                if excess <= 0:
-                    break
-            dropped += self.db.execute("DELETE FROM samples WHERE id <= ?", (cutoff,)).rowcount
+        moment = moment or now_moment()
+        cutoff = moment.since_boot - self.max_age
+        kept = [row for row in self.memory if row[2] >= cutoff]
+        dropped = len(self.memory) - len(kept)
+        self.memory = kept
+        in_memory = sum(len(row[4]) for row in self.memory)
+        if not self._readable():
+            total, in_file = in_memory, []
+        else:
+            try:
+                dropped += self.db.execute("DELETE FROM samples WHERE boot_id = ? AND "
+                                           "since_boot < ?", (moment.boot_id, cutoff)).rowcount
+                total = in_memory + self.db.execute("SELECT coalesce(sum(length(body)), 0) "
+                                                    "FROM samples").fetchone()[0]
+                in_file = [] if total <= self.max_bytes else self.db.execute(
+                    "SELECT id, length(body) FROM samples ORDER BY id").fetchall()
+            except sqlite3.DatabaseError as err:
+                self._fault(err)
+                total, in_file = in_memory, []
+        excess = total - self.max_bytes
+        cutoff_id = None
+        for row_id, length in in_file:
+            if excess <= 0:
+                break
+            excess -= length
+            cutoff_id = row_id
+        if cutoff_id is not None:
+            try:
+                dropped += self.db.execute("DELETE FROM samples WHERE id <= ?",
+                                           (cutoff_id,)).rowcount
+            except sqlite3.DatabaseError as err:
+                self._fault(err)
+        while excess > 0 and self.memory:
+            excess -= len(self.memory.pop(0)[4])
+            dropped += 1
         return dropped
 
     def __len__(self):
-        return self.db.execute("SELECT count(*) FROM samples").fetchone()[0]
+        stored = 0
+        if self.db is not None:
+            try:
+                stored = self.db.execute("SELECT count(*) FROM samples").fetchone()[0]
+            except sqlite3.DatabaseError:
+                stored = 0
+        return max(0, stored - len(self.unacked)) + len(self.memory)
 
     def __contains__(self, sample_id):
-        return self.db.execute("SELECT 1 FROM samples WHERE id = ?", (sample_id,)).fetchone() \
-            is not None
+        if sample_id < 0:
+            return any(row[0] == sample_id for row in self.memory)
+        if self.db is None or sample_id in self.unacked:
+            return False
+        try:
+            return self.db.execute("SELECT 1 FROM samples WHERE id = ?",
+                                   (sample_id,)).fetchone() is not None
+        except sqlite3.DatabaseError:
+            return False
 
     def close(self):
-        self.db.close()
+        """Write what waits in memory if the file takes it now, then close (once)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._ready_for_writes():
+            self._flush_memory()
+        self._close_db()
 
 
 # ===== Reporter =================================================================================
@@ -1256,11 +1802,14 @@ class Reporter:
         self.failures = 0
         self.not_before = 0.0
 
-    def failed(self, retry_after=None, floor=1.0):
-        """Exponential backoff with full jitter, capped; the server's Retry-After wins."""
+    def failed(self, retry_after=None, floor=1.0, permanent=False):
+        """Exponential backoff with full jitter, capped; the server's Retry-After wins. A
+        `permanent` refusal (one retrying will not change) waits the longest at once."""
         self.failures += 1
         if retry_after is not None:
             delay = min(max(retry_after, 0.0), 3600.0)
+        elif permanent:
+            delay = random.uniform(0.8, 1.0) * self.max_delay
         else:
             ceiling = min(self.max_delay, floor * 2 ** min(self.failures - 1, 20))
             delay = random.uniform(ceiling / 2, ceiling)
@@ -1291,6 +1840,13 @@ def _reason(err):
 
 
 _SAMPLE_INDEX = re.compile(r"^samples\[(\d+)\]")
+# Answers that mean "not now" rather than "no": the panel is down, restarting, overloaded, or a
+# proxy in front of it lost it (and 404/405: a panel mid-upgrade). Any other refusal will not
+# change by asking again soon.
+TRANSIENT_STATUSES = frozenset({0, 404, 405, 408, 429})
+# Refusals of what a metrics body holds, dealt with sample by sample (drop one, split a batch):
+# each makes progress, so they need no backoff.
+SAMPLE_REFUSALS = frozenset({400, 413, 415, 422})
 
 
 # ===== The agent ================================================================================
@@ -1332,8 +1888,13 @@ class Agent:
         self.batch_size = self.BATCH_SAMPLES
         self.stop_event = threading.Event()
         self.in_network = False
-        self.key_rejected = False
-        self.unreachable = False
+        self.trouble = ""  # what the panel last said no with, while it does
+        self.reregistered = False  # after a 403 on metrics, until a batch is stored
+        self.clock_offset = None  # wall clock minus boot clock at the previous sample
+
+    @property
+    def key_rejected(self):
+        return self.trouble == "key rejected"
 
     # -- talking to the panel --
 
@@ -1346,31 +1907,39 @@ class Agent:
             self.in_network = False
 
     def note_outcome(self, what, outcome):
-        """Log changes of state only (first failure, recovery), and set the backoff."""
+        """Set the backoff, and log changes of state only (first failure, recovery): every
+        refusal backs off, so none can make the agent spin."""
         if outcome.ok and isinstance(outcome.data.get("newApiKey"), str):
             self.adopt_key(outcome.data["newApiKey"])
         if outcome.ok:
-            if self.key_rejected or self.unreachable:
-                log.warning("panel reachable again request=%s", what)
-            self.key_rejected = self.unreachable = False
+            if self.trouble:
+                log.warning("panel accepts requests again request=%s was=%r", what, self.trouble)
+            self.trouble = ""
             self.reporter.succeeded()
             return
+        if what == "metrics" and outcome.status in SAMPLE_REFUSALS:
+            return  # drain() drops the sample or splits the batch
         if outcome.status == 401:
-            if not self.key_rejected:
+            trouble = "key rejected"
+            if trouble != self.trouble:
                 log.error("API key rejected by the panel (%s): check controlPanel.apiKey; "
                           "backing off", what)
-            self.key_rejected = True
-            self.reporter.failed(floor=30.0)
-        elif outcome.status == 0 or outcome.status >= 500 or outcome.status in (404, 405, 408, 429):
-            if not self.unreachable:
+            delay = self.reporter.failed(floor=30.0)
+        elif outcome.status in TRANSIENT_STATUSES or outcome.status >= 500:
+            trouble = "unavailable"
+            if trouble != self.trouble:
                 log.warning("panel unavailable request=%s status=%s error=%s; buffering",
                             what, outcome.status, outcome.error)
-            self.unreachable = True
             delay = self.reporter.failed(outcome.retry_after)
-            log.debug("backing off seconds=%.1f buffered=%s", delay, len(self.buffer))
         else:
-            log.warning("panel refused request=%s status=%s error=%s", what, outcome.status,
-                        outcome.error)
+            trouble = f"{what} refused with {outcome.status}: {outcome.error}"
+            if trouble != self.trouble:
+                log.warning("panel refused request=%s status=%s error=%s; retrying will not "
+                            "change that: backing off to retry_max_delay=%ss, buffering",
+                            what, outcome.status, outcome.error, self.config.retry_max_delay)
+            delay = self.reporter.failed(outcome.retry_after, permanent=True)
+        self.trouble = trouble
+        log.debug("backing off seconds=%.1f buffered=%s", delay, len(self.buffer))
 
     def adopt_key(self, new_key):
         """Zero-touch rotation: the panel handed over a new key in an authenticated answer.
@@ -1439,8 +2008,24 @@ class Agent:
 
     # -- one cycle --
 
+    def note_clock(self, moment):
+        """Log a step of the wall clock (NTP, a person, a VM resumed) once, by how far it went:
+        samples keep the time they were taken and the buffer ages by the boot clock, so nothing
+        is dropped for it; the panel refuses samples stamped ahead of its own clock."""
+        offset = moment.wall - moment.since_boot
+        saved = self.state.data.get("clock") or {}
+        if self.clock_offset is None and saved.get("bootId") == moment.boot_id:
+            self.clock_offset = saved.get("offset")  # the previous run's, for --once
+        if self.clock_offset is not None and \
+                abs(offset - self.clock_offset) > CLOCK_STEP_SECONDS:
+            log.warning("wall clock stepped seconds=%+.0f: buffered samples are kept; samples "
+                        "now carry the new time", offset - self.clock_offset)
+        self.clock_offset = offset
+        self.state.data["clock"] = {"bootId": moment.boot_id, "offset": round(offset, 3)}
+
     def collect(self):
         """One sample (without serverId: that is added when it is sent)."""
+        self.note_clock(now_moment())
         metrics, unavailable = run_collectors(self.collectors, self.context)
         self.state.data["collectors"] = self.context.to_json()
         sample = {"timestamp": utc_now_iso(), "metrics": metrics}
@@ -1475,10 +2060,22 @@ class Agent:
             else:
                 body = {"serverId": self.server_id, "samples": [sample for _, sample in rows]}
             outcome = self.send("POST", "/api/agent/metrics", body)
+            if outcome.status == 403 and not self.reregistered:
+                # serverId is not this key's: the key was moved to another server. Register
+                # again, once: a 403 after that is a refusal like any other.
+                log.warning("panel says serverId %s is not this key's; registering again",
+                            self.server_id)
+                self.reregistered = True
+                self.state.data.pop("serverId", None)
+                self.state.data.pop("registeredAs", None)
+                if self.ensure_registered().ok:
+                    continue
+                return False
             self.note_outcome("metrics", outcome)
             if outcome.ok:
                 self.buffer.ack([row_id for row_id, _ in rows])
                 self.batch_size = self.BATCH_SAMPLES
+                self.reregistered = False
                 next_in = outcome.data.get("nextReportIn")
                 if isinstance(next_in, int):
                     self.apply_settings({"nextReportIn": next_in})
@@ -1486,34 +2083,26 @@ class Agent:
                     log.info("replayed buffered samples count=%s left=%s", len(rows),
                              len(self.buffer))
                 continue
-            if not self.handle_refusal(outcome, rows):
+            if outcome.status not in SAMPLE_REFUSALS:
                 return False
+            self.refuse_samples(outcome, rows)
         return False
 
-    def handle_refusal(self, outcome, rows):
-        """Deal with a 4xx about the content. -> True to try again at once."""
-        if outcome.status == 403:
-            # serverId is not this key's: the key was moved to another server. Register again.
-            log.warning("panel says serverId %s is not this key's; registering again",
-                        self.server_id)
-            self.state.data.pop("serverId", None)
-            self.state.data.pop("registeredAs", None)
-            return self.ensure_registered().ok
-        if outcome.status not in (400, 413, 415, 422):
-            return False
+    def refuse_samples(self, outcome, rows):
+        """The panel refused what a batch holds: drop the sample it names (it can never be
+        stored), or split a batch it did not pin down."""
         match = _SAMPLE_INDEX.match(outcome.data.get("field") or "")
         if match and int(match.group(1)) < len(rows):
             bad = rows[int(match.group(1))]
         elif len(rows) > 1:
             # Not pinned on one sample (too large, unreadable): retry one by one.
             self.batch_size = max(1, len(rows) // 2)
-            return True
+            return
         else:
             bad = rows[0]
         log.warning("panel refused a sample, dropping it timestamp=%s status=%s error=%s",
                     bad[1].get("timestamp"), outcome.status, outcome.error)
         self.buffer.ack([bad[0]])
-        return True
 
     def heartbeat(self):
         if not self.server_id or not self.reporter.may_send():
@@ -1527,18 +2116,26 @@ class Agent:
 
     def once(self):
         """Collect one sample, deliver it and whatever was buffered; -> process exit code."""
-        sample_id = self.collect_and_buffer()
-        registered = self.ensure_registered()
-        delivered = registered.ok and self.drain()
-        if delivered:
-            return 0
-        reason = "API key rejected" if self.key_rejected else \
-            "the panel could not be reached or refused the sample"
-        if sample_id not in self.buffer:
-            return 0  # this run's sample got through; older ones wait for the next run
-        print(f"error: sample not delivered ({reason}); {len(self.buffer)} sample(s) stay "
-              f"buffered for the next run", file=sys.stderr)
-        return 1
+        try:
+            sample_id = self.collect_and_buffer()
+            registered = self.ensure_registered()
+            delivered = registered.ok and self.drain()
+            if delivered or sample_id not in self.buffer:
+                return 0  # this run's sample got through; older ones wait for the next run
+            reason = "API key rejected" if self.key_rejected else \
+                "the panel could not be reached or refused the sample"
+            waiting = len(self.buffer)
+            self.buffer.close()  # writes samples held in memory, if the file takes them now
+            if self.buffer.memory:
+                print(f"error: sample not delivered ({reason}); {len(self.buffer.memory)} "
+                      f"sample(s) are lost: the buffer file cannot be written "
+                      f"({self.buffer.trouble})", file=sys.stderr)
+            else:
+                print(f"error: sample not delivered ({reason}); {waiting} sample(s) stay "
+                      f"buffered for the next run", file=sys.stderr)
+            return 1
+        finally:
+            self.buffer.close()
 
     def run_forever(self):
         """Collect every `interval` seconds until stopped; deliver what the buffer holds when
@@ -1578,6 +2175,9 @@ class Agent:
             pass
         self.state.save()
         self.buffer.close()
+        if self.buffer.memory:
+            log.warning("samples held in memory are lost: the buffer file cannot be written "
+                        "count=%s error=%s", len(self.buffer.memory), self.buffer.trouble)
         log.info("agent stopped")
         return 0
 

@@ -94,3 +94,31 @@ def test_config_example_is_a_valid_seed_shaped_config():
     assert config.url == "https://panel.example.com"
     assert config.enabled_collectors == agent.DEFAULT_COLLECTORS
     assert config.problems() == []
+
+
+@pytest.mark.parametrize("document, named", [
+    ([], "must hold a JSON object"),
+    (None, "must hold a JSON object"),
+    ({"agent": []}, "agent must be an object"),
+    ({"controlPanel": {"url": 5}}, "controlPanel.url must be a string"),
+    ({"controlPanel": {"apiKey": ["agent_0123456789ab_SECRET"]}},
+     "controlPanel.apiKey must be a string"),
+    ({"agent": {"reportInterval": "soon"}}, "agent.reportInterval must be a whole number"),
+    ({"agent": {"reportInterval": True}}, "agent.reportInterval must be a whole number"),
+    ({"agent": {"enabledCollectors": "cpu"}}, "agent.enabledCollectors must be a list of names"),
+    ({"agent": {"allowInsecureHttp": "false"}}, "agent.allowInsecureHttp must be true or false"),
+    ({"agent": {"services": []}}, "agent.services must be an object"),
+])
+def test_config_of_the_wrong_shape_is_refused_naming_the_key(tmp_path, document, named):
+    """Before: a traceback (AttributeError, or "false" read as true). The message names the
+    key and never repeats its value (it may be the API key)."""
+    with pytest.raises(ValueError) as refused:
+        agent.load_config(write_config(tmp_path, document), env={})
+    assert named in str(refused.value)
+    assert "SECRET" not in str(refused.value)
+
+
+def test_a_bad_environment_value_is_refused_naming_the_variable(tmp_path):
+    with pytest.raises(ValueError, match="MPANEL_AGENT_INTERVAL must be a whole number"):
+        agent.load_config(write_config(tmp_path, SEED_SHAPE),
+                          env={"MPANEL_AGENT_INTERVAL": "sixty"})

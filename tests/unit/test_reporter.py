@@ -55,3 +55,9 @@ def test_a_pin_replaces_ca_trust():
     r = agent.Reporter(agent.Config(url="https://p", api_key="agent_x", pin_sha256="AB" * 32))
     assert r.pool.connection_pool_kw["assert_fingerprint"] == "AB" * 32
     assert r.pool.connection_pool_kw["cert_reqs"] == "CERT_NONE"
+
+
+def test_a_refusal_retrying_will_not_change_waits_the_maximum_at_once():
+    r = reporter(max_delay=300)
+    assert 240 <= r.failed(permanent=True) <= 300
+    assert r.failed(retry_after=5.0, permanent=True) == 5.0  # the server's word still wins
