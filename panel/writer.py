@@ -168,9 +168,17 @@ class GroupCommitter:
                                self.insert_tail, params)
                 inserted.update((agent, timestamp_field.python_value(stamp))
                                 for agent, stamp in cursor.fetchall())
+            # Each new row is counted once, by the first request that carried it: a batch
+            # holding one timestamp twice, or two retries of one sample meeting in the same
+            # commit, store one row and must not answer as if they stored two.
             for pending in batch:
-                pending.stored = sum((pending.agent_id, row["timestamp"]) in inserted
-                                     for row in pending.rows)
+                stored = 0
+                for row in pending.rows:
+                    key = (pending.agent_id, row["timestamp"])
+                    if key in inserted:
+                        inserted.discard(key)
+                        stored += 1
+                pending.stored = stored
             newest = {}
             for pending in batch:
                 top = max(row["timestamp"] for row in pending.rows)

@@ -167,6 +167,16 @@ def test_replayed_batch_overlapping_stored_samples_stores_each_once(panel, serve
     assert metric_count() == 15
 
 
+def test_batch_with_the_same_timestamp_twice_counts_one_stored(panel, server):
+    srv, key = server
+    document = batch(srv.id, 3)
+    document["samples"][2]["timestamp"] = document["samples"][0]["timestamp"]
+    response = post(panel, "/api/agent/metrics", key, document)
+    assert response.status == 200, response.text
+    assert (response.json()["stored"], response.json()["duplicates"]) == (2, 1)
+    assert metric_count() == 2
+
+
 def test_batch_with_one_bad_sample_is_refused_whole_naming_its_index(panel, server):
     srv, key = server
     document = batch(srv.id, 5)
