@@ -234,6 +234,20 @@ class Rollup1h(RollupBase):
         table_name = "metrics_1h"
 
 
+class DirtyBucket(BaseModel):
+    """A 5-minute bucket that received a sample too late for the rollup job's recent window
+    (a replay after a long outage, a back-fill): the job recomputes it and its coarser buckets,
+    then forgets it. Written in the same transaction as the sample, so none is missed."""
+
+    agent = peewee.ForeignKeyField(Agent, column_name="agent_id", on_delete="CASCADE",
+                                   index=False)
+    bucket = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "dirty_buckets"
+        primary_key = peewee.CompositeKey("agent", "bucket")
+
+
 class AuthEvent(BaseModel):
     """Failed agent authentications and key life-cycle events. Never the secret: at most the
     key's public id."""
@@ -377,8 +391,9 @@ class AdminSession(BaseModel):
         table_name = "admin_sessions"
 
 
-ALL_MODELS = [SchemaVersion, Server, Agent, Metric, LatestSample, Rollup5m, Rollup1h, AuthEvent, ServerEvent, AlertRule, Alert,
-              Channel, ServerChannel, Delivery, MaintenanceWindow, Admin, AdminSession]
+ALL_MODELS = [SchemaVersion, Server, Agent, Metric, LatestSample, Rollup5m, Rollup1h, DirtyBucket,
+              AuthEvent, ServerEvent, AlertRule, Alert, Channel, ServerChannel, Delivery,
+              MaintenanceWindow, Admin, AdminSession]
 
 
 # ===== Named queries ==========================================================================

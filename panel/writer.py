@@ -14,7 +14,7 @@ import time
 
 import peewee
 
-from . import models
+from . import models, rollups
 from .db import is_postgres
 
 log = logging.getLogger("mpanel.writer")
@@ -72,6 +72,8 @@ class GroupCommitter:
         self.latest_head = "INSERT INTO latest_samples (agent_id, timestamp) VALUES "
         self.latest_tail = (" ON CONFLICT (agent_id) DO UPDATE SET timestamp = excluded.timestamp"
                             " WHERE latest_samples.timestamp < excluded.timestamp")
+        self.dirty_head = "INSERT INTO dirty_buckets (agent_id, bucket) VALUES "
+        self.dirty_tail = " ON CONFLICT (agent_id, bucket) DO UPDATE SET bucket = excluded.bucket"
         self._fast_retry = False
         self.batches = 0  # read by tests: how many commits served how many requests
         self.requests = 0
@@ -168,6 +170,17 @@ class GroupCommitter:
                                self.insert_tail, params)
                 inserted.update((agent, timestamp_field.python_value(stamp))
                                 for agent, stamp in cursor.fetchall())
+            # The buckets of late new samples, marked in this transaction so that none is
+            # missed. DO UPDATE rather than DO NOTHING: it locks a mark that is already there
+            # until this commit, so a rollup run deleting it meanwhile waits and then sees
+            # these samples (rollups.roll_up_dirty). Sorted, so two replicas' writers never
+            # wait on each other in a circle.
+            dirty = rollups.dirty_buckets(inserted, max(pending.now for pending in batch))
+            if dirty:
+                cursor.execute(self.dirty_head + ", ".join([f"({self.mark}, {self.mark})"] *
+                                                           len(dirty)) + self.dirty_tail,
+                               [value for agent, bucket in dirty for value in
+                                (agent, models.DirtyBucket.bucket.db_value(bucket))])
             # Each new row is counted once, by the first request that carried it: a batch
             # holding one timestamp twice, or two retries of one sample meeting in the same
             # commit, store one row and must not answer as if they stored two.

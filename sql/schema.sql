@@ -144,6 +144,14 @@ CREATE TABLE IF NOT EXISTS metrics_1h (
   PRIMARY KEY (agent_id, bucket)
 );
 
+-- 5-minute buckets that received samples too late for the rollup job's recent window: the job
+-- recomputes each (and its hour) once, then deletes the row (rollups.py).
+CREATE TABLE IF NOT EXISTS dirty_buckets (
+  agent_id INTEGER NOT NULL REFERENCES servers_agents(id) ON DELETE CASCADE,
+  bucket TIMESTAMP NOT NULL,
+  PRIMARY KEY (agent_id, bucket)
+);
+
 CREATE TABLE IF NOT EXISTS auth_events (
   id SERIAL PRIMARY KEY,
   created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),

@@ -1,9 +1,11 @@
 """Rollups, retention and partitions on the real databases."""
 import datetime
 
-from panel import models, rollups, settings
+import peewee
+
+from panel import jobs, models, rollups, settings
 from panel.db import is_postgres, utcnow
-from tests.conftest import new_server
+from tests.conftest import bearer, http_request, new_server
 
 
 def add(agent_id, moment, cpu, late=False):
@@ -49,6 +51,52 @@ def test_runs_only_touch_the_recent_window(database):
     old = now_floor() - datetime.timedelta(days=2)
     add(agent.id, old, cpu=50.0)
     assert rollups.run_rollups(now=utcnow()) == {"5m": 0, "1h": 0}
+
+
+def replay(panel, server_id, key, moment, cpu):
+    """One buffered sample sent through the panel's API, as the agent replays it."""
+    document = {"serverId": server_id, "timestamp": moment.isoformat() + "Z",
+                "metrics": {"cpu": {"usage": cpu},
+                            "memory": {"total": 100, "used": 10}}}
+    response = http_request(panel, "POST", "/api/agent/metrics", json_body=document,
+                            headers=bearer(key))
+    assert response.status == 200 and response.json()["stored"] == 1, response.text
+
+
+def test_samples_replayed_hours_and_days_late_reach_both_tiers_in_one_round(panel):
+    server, key = new_server("web")
+    now = utcnow()
+    three_hours = rollups.floor_time(now - datetime.timedelta(hours=3), 300) + \
+        datetime.timedelta(minutes=1)
+    two_days = rollups.floor_time(now - datetime.timedelta(days=2), 300) + \
+        datetime.timedelta(minutes=2)
+    replay(panel, server.id, key, three_hours, cpu=30.0)
+    replay(panel, server.id, key, two_days, cpu=70.0)
+
+    jobs.JobRunner(settings.from_env({})).run_once()
+
+    agent = models.Agent.get(models.Agent.server == server.id)
+    for moment, cpu in ((three_hours, 30.0), (two_days, 70.0)):
+        for tier in rollups.TIERS:
+            row = tier.model.get_or_none((tier.model.agent == agent.id) & (
+                tier.model.bucket == rollups.floor_time(moment, tier.seconds)))
+            assert row is not None, (tier.name, moment)
+            assert (row.samples, row.cpu_usage_avg, row.cpu_usage_max) == (1, cpu, cpu)
+    assert models.DirtyBucket.select().count() == 0  # recomputed once, then forgotten
+
+
+def test_a_late_sample_joins_the_rollup_already_made_for_its_hour(panel):
+    server, key = new_server("web")
+    hour = rollups.floor_time(utcnow() - datetime.timedelta(hours=5), 3600)
+    replay(panel, server.id, key, hour + datetime.timedelta(minutes=1), cpu=10.0)
+    jobs.JobRunner(settings.from_env({})).run_once()
+    replay(panel, server.id, key, hour + datetime.timedelta(minutes=2), cpu=30.0)
+    replay(panel, server.id, key, hour + datetime.timedelta(minutes=40), cpu=50.0)
+    jobs.JobRunner(settings.from_env({})).run_once()
+    first = models.Rollup5m.get(models.Rollup5m.bucket == hour)
+    assert (first.samples, first.cpu_usage_avg, first.cpu_usage_max) == (2, 20.0, 30.0)
+    hourly = models.Rollup1h.get(models.Rollup1h.bucket == hour)
+    assert (hourly.samples, hourly.cpu_usage_avg, hourly.cpu_usage_max) == (3, 30.0, 50.0)
 
 
 def test_a_30_day_chart_reads_at_most_9000_rows(database):
@@ -114,3 +162,17 @@ def test_a_chart_reads_only_its_figure_from_the_rollups(database):
     first_bucket, average, peak = rows[0]
     assert isinstance(first_bucket, datetime.datetime)
     assert (average, peak) == (10.0 + 359, 50.0 + 359)  # oldest first
+
+
+def test_a_backlog_of_dirty_buckets_is_worked_off_in_batches(database):
+    new_server("web")
+    agent = models.Agent.get()
+    start = now_floor() - datetime.timedelta(days=3)
+    moments = [start + datetime.timedelta(minutes=5 * i) for i in range(450)]
+    for moment in moments:
+        add(agent.id, moment + datetime.timedelta(seconds=30), cpu=40.0)
+    models.DirtyBucket.insert_many([{"agent": agent.id, "bucket": m} for m in moments]).execute()
+    written = rollups.roll_up_dirty(batch=200)
+    assert written["5m"] == 450 and models.DirtyBucket.select().count() == 0
+    assert models.Rollup5m.select().count() == 450
+    assert models.Rollup1h.select(peewee.fn.SUM(models.Rollup1h.samples)).scalar() == 450
