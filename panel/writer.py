@@ -192,17 +192,31 @@ class GroupCommitter:
                         inserted.discard(key)
                         stored += 1
                 pending.stored = stored
-            newest = {}
+            # The latest pointer is the newest sample of the agent's most recent fresh
+            # request, even when older than the pointer (a clock set back): the table and
+            # the rules must follow what arrives. Only a replay of buffered (late) samples
+            # moves it just forward, so draining a backlog never shows old figures.
+            newest, fresh = {}, set()
             for pending in batch:
-                top = max(row["timestamp"] for row in pending.rows)
-                newest[pending.agent_id] = max(top, newest.get(pending.agent_id, top))
+                current = [row["timestamp"] for row in pending.rows if not row.get("late")]
+                agent = pending.agent_id
+                if current:
+                    newest[agent] = max(current)
+                    fresh.add(agent)
+                elif agent not in fresh:
+                    top = max(row["timestamp"] for row in pending.rows)
+                    newest[agent] = max(top, newest.get(agent, top))
             # One statement each, in agent order, so two replicas' writers never wait on each
             # other in a circle.
             agents = sorted(newest)
             mark = self.mark
+            params = [value for agent in agents for value in (agent, newest[agent])]
+            tail = self.latest_tail
+            if fresh:
+                tail += f" OR excluded.agent_id IN ({', '.join([mark] * len(fresh))})"
+                params += sorted(fresh)
             cursor.execute(self.latest_head + ", ".join([f"({mark}, {mark})"] * len(agents)) +
-                           self.latest_tail,
-                           [value for agent in agents for value in (agent, newest[agent])])
+                           tail, params)
             cursor.execute(f"UPDATE servers_agents SET last_seen = {mark} WHERE id IN "
                            f"({', '.join([mark] * len(agents))})",
                            [max(pending.now for pending in batch)] + agents)

@@ -19,7 +19,8 @@
 --     and the new key sealed with the panel's secret until the agent has it (pending_key_box);
 --     server_metrics.late marks samples replayed from an agent's buffer.
 --   * servers.public_status opts a server into the public /status page; servers_agents.boot_time
---     is when the server booted, as its agent reported (uptime on the detail page).
+--     is when the server booted, as its agent reported (uptime on the detail page);
+--     servers_agents.clock_offset is how far the agent's clock was off, in seconds (warned of).
 
 CREATE TABLE IF NOT EXISTS schema_version (
   version INTEGER PRIMARY KEY,
@@ -56,6 +57,7 @@ CREATE TABLE IF NOT EXISTS servers_agents (
   key_switched_at TIMESTAMP,
   status VARCHAR(20) NOT NULL DEFAULT 'pending',
   last_seen TIMESTAMP,
+  clock_offset INTEGER,
   created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),
   updated_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC')
 );
