@@ -114,7 +114,7 @@ def evaluate_rules(interval, now=None):
     for agent in agents:
         server = agent.server
         rows = samples[agent.id]
-        agent_now = now + datetime.timedelta(seconds=offsets.get(agent.id) or 0)
+        agent_now = models.agent_clock(offsets.get(agent.id), now)
         for rule in alerts.effective_rules(rules, server.id):
             points = [(r["timestamp"], alerts.sample_value(rule.metric, r)) for r in rows]
             firing = (server.id, rule.metric) in open_rules

@@ -472,6 +472,14 @@ def clock_skew(offset, warn_after=None):
     return f"clock {size} {'ahead' if offset > 0 else 'behind'}"
 
 
+def agent_clock(offset, now):
+    """`now` by the agent's clock when that is off by more than the warning threshold, else
+    `now`: the agent's samples carry its times, and charts and rules read them by those."""
+    if clock_skew(offset) is None:
+        return now
+    return now + datetime.timedelta(seconds=offset)
+
+
 def skewed_clocks():
     """{agent_id: clock offset in seconds} of the agents whose clock is off by more than the
     warning threshold: the rules judge those by their own clock."""

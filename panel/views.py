@@ -228,7 +228,8 @@ def build_views(settings):
         bottle.response.set_header("Cache-Control", "no-store")
         return template("_charts.tpl", server=agent.server, chart_range=chart_range,
                         ranges=charts.RANGES, charts=[charts.render(c) for c in detail.build_charts(
-                            agent.id, chart_range, latest=latest)])
+                            agent.id, chart_range, models.agent_clock(agent.clock_offset,
+                                                                      utcnow()), latest=latest)])
 
     @app.get("/servers/<server_id:int>/processes", auth="viewer")
     def server_processes(server_id, session):
@@ -317,7 +318,9 @@ def server_context(server_id, session, settings, full=None, **extra):
         full = not bottle.request.get_header("HX-Request")
     if full:
         context["charts"] = [charts.render(c) for c in
-                             detail.build_charts(agent.id, chart_range, now, latest)]
+                             detail.build_charts(agent.id, chart_range,
+                                                 models.agent_clock(agent.clock_offset, now),
+                                                 latest)]
         context["processes"] = detail.processes_view(agent.id)
         context["kept_days"] = settings.retention_raw_days
     context.update(extra)

@@ -4,6 +4,7 @@ and the servers table and the alert rules follow the newest samples it sends —
 clock was set back an hour. The real agent says its time in a Date header as it sends."""
 import datetime
 import email.utils
+import re
 
 import pytest
 
@@ -127,3 +128,32 @@ def test_the_real_agent_says_its_time_and_a_right_clock_is_not_flagged(panel, ad
     assert result.returncode == 0, result.stderr
     assert offset_of(server) is not None and abs(offset_of(server)) <= 2
     assert "clock" not in cpu_cell(admin, server)
+
+
+def test_the_charts_of_a_clock_ahead_show_what_it_sent(panel, admin):
+    server, key = new_server("charted")
+    agent_now = utcnow() + datetime.timedelta(hours=2)
+    for minute in range(3, -1, -1):
+        moment = agent_now - datetime.timedelta(minutes=minute)
+        assert send(panel, key, with_cpu(server.id, moment, 20.0), moment).status == 200
+    response = admin.request("GET", f"/servers/{server.id}/charts?range=1h",
+                             headers={"HX-Request": "true"})
+    assert response.status == 200
+    points = [int(p) for p in re.findall(r'data-points="(\d+)"', response.text)]
+    assert points and max(points) >= 4
+    page = admin.request("GET", f"/servers/{server.id}?range=1h").text
+    assert max(int(p) for p in re.findall(r'data-points="(\d+)"', page)) >= 4
+
+
+@pytest.mark.parametrize("date_header", ["Fri, 31 Dec 9999 23:59:59 GMT",
+                                         "Mon, 01 Jan 99999999999999999999 00:00:00 GMT",
+                                         "x" * 2000, "Sat, 01 Jan 2000 00:00:00 GMT"])
+def test_a_hostile_date_header_is_data_not_a_crash(panel, date_header):
+    server, key = new_server("liar")
+    headers = {**bearer(key), "Date": date_header}
+    response = http_request(panel, "POST", "/api/agent/metrics", headers=headers,
+                            json_body=with_cpu(server.id, utcnow(), 1.0))
+    assert response.status == 200, response.text
+    assert response.json()["stored"] == 1
+    offset = offset_of(server)
+    assert offset is None or -2**31 < offset < 2**31
