@@ -196,7 +196,13 @@ def build_api(settings, committer):
         document = read_json(_metrics_schema, limit)
         _own_server(agent, document)
         now = utcnow()
-        timestamps = _sample_timestamps(document, now)
+        try:
+            timestamps = _sample_timestamps(document, now)
+        except ApiError:
+            # Samples refused for their times (a clock more than a day ahead): the clock is
+            # still recorded, so the servers table says why nothing arrives.
+            _note_clock(agent, _measured_offset(now))
+            raise
         measured = _measured_offset(now, newest=max(timestamps))
         rows = _sample_rows(document, timestamps, now, late_after,
                             now - datetime.timedelta(days=settings.retention_raw_days),
@@ -217,7 +223,11 @@ def build_api(settings, committer):
         document = read_json(protocol.HEARTBEAT, limit)
         _own_server(agent, document)
         now = utcnow()
-        sent_at = _parse_timestamp(document, now)
+        try:
+            sent_at = _parse_timestamp(document, now)
+        except ApiError:
+            _note_clock(agent, _measured_offset(now))  # as for metrics: say why
+            raise
         models.Agent.update(last_seen=now).where(models.Agent.id == agent.id).execute()
         _note_clock(agent, _measured_offset(now, agent_time=sent_at))
         jobs.note_alive(agent, now)

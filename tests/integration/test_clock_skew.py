@@ -157,3 +157,12 @@ def test_a_hostile_date_header_is_data_not_a_crash(panel, date_header):
     assert response.json()["stored"] == 1
     offset = offset_of(server)
     assert offset is None or -2**31 < offset < 2**31
+
+
+def test_a_clock_days_ahead_is_refused_but_the_admin_still_sees_why(panel, admin):
+    server, key = new_server("far-ahead")
+    agent_now = utcnow() + datetime.timedelta(days=3)
+    response = send(panel, key, with_cpu(server.id, agent_now, 1.0), agent_now)
+    assert response.status == 422 and response.json()["field"] == "timestamp"
+    assert models.Metric.select().count() == 0
+    assert "clock 3 d ahead" in cpu_cell(admin, server)
