@@ -9,6 +9,7 @@ import zlib
 
 import peewee
 
+from . import ingest, units
 from .db import database_proxy, is_postgres, utcnow
 
 
@@ -462,8 +463,6 @@ def clock_skew(offset, warn_after=None):
     """'clock 2 h behind', 'clock 5 min ahead', or None for a clock within `warn_after`
     seconds (ingest.CLOCK_SKEW_WARNING) of the panel's or not yet measured: the warning the
     servers table and the detail page show."""
-    from . import ingest, units  # late: ingest imports validation, which this need not
-
     if offset is None or abs(offset) <= (ingest.CLOCK_SKEW_WARNING if warn_after is None
                                          else warn_after):
         return None
@@ -483,8 +482,6 @@ def agent_clock(offset, now):
 def skewed_clocks():
     """{agent_id: clock offset in seconds} of the agents whose clock is off by more than the
     warning threshold: the rules judge those by their own clock."""
-    from . import ingest
-
     limit = ingest.CLOCK_SKEW_WARNING
     return dict(Agent.select(Agent.id, Agent.clock_offset)
                 .where((Agent.clock_offset > limit) | (Agent.clock_offset < -limit)).tuples())

@@ -176,10 +176,11 @@ class GroupCommitter:
             # these samples (rollups.roll_up_dirty). Sorted, so two replicas' writers never
             # wait on each other in a circle.
             dirty = rollups.dirty_buckets(inserted, max(pending.now for pending in batch))
-            if dirty:
+            for start in range(0, len(dirty), 400):  # 800 parameters: under SQLite's 999
+                chunk = dirty[start:start + 400]
                 cursor.execute(self.dirty_head + ", ".join([f"({self.mark}, {self.mark})"] *
-                                                           len(dirty)) + self.dirty_tail,
-                               [value for agent, bucket in dirty for value in
+                                                           len(chunk)) + self.dirty_tail,
+                               [value for agent, bucket in chunk for value in
                                 (agent, models.DirtyBucket.bucket.db_value(bucket))])
             # Each new row is counted once, by the first request that carried it: a batch
             # holding one timestamp twice, or two retries of one sample meeting in the same
@@ -213,8 +214,10 @@ class GroupCommitter:
             params = [value for agent in agents for value in (agent, newest[agent])]
             tail = self.latest_tail
             if fresh:
-                tail += f" OR excluded.agent_id IN ({', '.join([mark] * len(fresh))})"
-                params += sorted(fresh)
+                # Our own integer ids, written out: parameters would pass SQLite's 999 at 400
+                # agents in one commit.
+                listed = ", ".join(str(int(agent)) for agent in sorted(fresh))
+                tail += f" OR excluded.agent_id IN ({listed})"
             cursor.execute(self.latest_head + ", ".join([f"({mark}, {mark})"] * len(agents)) +
                            tail, params)
             cursor.execute(f"UPDATE servers_agents SET last_seen = {mark} WHERE id IN "

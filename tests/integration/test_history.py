@@ -4,7 +4,7 @@ import threading
 
 import peewee
 
-from panel import jobs, models, rollups, settings
+from panel import jobs, models, rollups, settings, writer
 from panel.db import database_proxy, is_postgres, utcnow
 from tests.conftest import bearer, http_request, new_server
 
@@ -220,3 +220,18 @@ def test_two_replicas_rolling_up_while_late_samples_arrive_count_each_sample_onc
     assert counts == {base + datetime.timedelta(minutes=5 * k): 5 for k in range(8)}
     assert models.Rollup1h.get(models.Rollup1h.bucket == base).samples == 40
     assert models.DirtyBucket.select().count() == 0
+
+
+def test_one_commit_marking_more_buckets_than_sqlite_takes_parameters(database):
+    """A commit of 450 late samples, each in its own bucket (the writer's statements stay
+    under SQLite's 999 parameters)."""
+    new_server("web")
+    agent = models.Agent.get()
+    now = utcnow()
+    start = now_floor() - datetime.timedelta(days=3)
+    rows = [{"timestamp": start + datetime.timedelta(minutes=5 * i), "late": True,
+             "created_at": now, "cpu_usage": 1.0} for i in range(450)]
+    committer = writer.GroupCommitter(database)
+    assert committer.submit(agent.id, rows, now) == 450
+    assert models.DirtyBucket.select().count() == 450
+    assert rollups.roll_up_dirty()["5m"] == 450
