@@ -193,9 +193,13 @@ def roll_up_dirty(batch=200, max_batches=1000):
     key = peewee.Tuple(dirty.agent, dirty.bucket)
     for _ in range(max_batches):
         with _write_transaction():
-            pairs = [(agent, bucket) for agent, bucket in
-                     dirty.select(dirty.agent, dirty.bucket).order_by(dirty.bucket, dirty.agent)
-                     .limit(batch).tuples()]
+            claim = (dirty.select(dirty.agent, dirty.bucket).order_by(dirty.agent, dirty.bucket)
+                     .limit(batch))
+            if is_postgres():
+                # Locked in the writer's order, (agent, bucket), before they are deleted: a
+                # writer re-marking two of them never waits on this run in a circle.
+                claim = claim.for_update()
+            pairs = list(claim.tuples())
             if not pairs:
                 break
             dirty.delete().where(key.in_(pairs)).execute()
