@@ -73,7 +73,10 @@ class GroupCommitter:
         self.latest_tail = (" ON CONFLICT (agent_id) DO UPDATE SET timestamp = excluded.timestamp"
                             " WHERE latest_samples.timestamp < excluded.timestamp")
         self.dirty_head = "INSERT INTO dirty_buckets (agent_id, bucket) VALUES "
-        self.dirty_tail = " ON CONFLICT (agent_id, bucket) DO UPDATE SET bucket = excluded.bucket"
+        # DO UPDATE ... WHERE never true: PostgreSQL locks the conflicting row all the same
+        # (see _commit) but writes no new version of it, so re-marking costs no bloat.
+        self.dirty_tail = (" ON CONFLICT (agent_id, bucket) DO UPDATE SET bucket = excluded.bucket"
+                           " WHERE 1 = 0")
         self._fast_retry = False
         self.batches = 0  # read by tests: how many commits served how many requests
         self.requests = 0
@@ -173,8 +176,8 @@ class GroupCommitter:
             # The buckets of late new samples, marked in this transaction so that none is
             # missed. DO UPDATE rather than DO NOTHING: it locks a mark that is already there
             # until this commit, so a rollup run deleting it meanwhile waits and then sees
-            # these samples (rollups.roll_up_dirty). Sorted, so two replicas' writers never
-            # wait on each other in a circle.
+            # these samples (rollups.roll_up_dirty). Sorted, as that run locks them, so
+            # neither two replicas' writers nor a writer and the run wait in a circle.
             dirty = rollups.dirty_buckets(inserted, max(pending.now for pending in batch))
             for start in range(0, len(dirty), 400):  # 800 parameters: under SQLite's 999
                 chunk = dirty[start:start + 400]
