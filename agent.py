@@ -1769,7 +1769,9 @@ class Reporter:
         self.headers["Authorization"] = f"Bearer {api_key}"
 
     def request(self, method, path, body=None):
-        headers = dict(self.headers)
+        # Our clock as we send (RFC 9110 lets a client say it): the panel warns when it is off
+        # and judges our samples by it, so a clock stepped back still shows fresh figures.
+        headers = dict(self.headers, Date=email.utils.formatdate(usegmt=True))
         payload = None
         if body is not None:
             payload = json.dumps(body, separators=(",", ":")).encode()

@@ -7,6 +7,7 @@ one transaction, so a request either stores everything it carries or nothing.
 """
 import datetime
 import json
+import logging
 import zlib
 
 import bottle
@@ -16,6 +17,8 @@ from .db import database_proxy, product_name, utcnow
 from .errors import DATABASE_RETRY_AFTER, ApiError, JsonErrorPlugin, json_response
 from .errors import trouble as database_trouble
 from .validation import ValidationError, validate
+
+log = logging.getLogger("mpanel.api")
 
 
 def _reject_constant(name):
@@ -107,14 +110,24 @@ def _parse_timestamp(document, now, prefix=""):
         raise _unprocessable(err) from None
 
 
-def _sample_rows(document, now, late_after, oldest):
-    """Rows for every sample of a single or batch body; any bad sample refuses them all.
-    A sample taken more than `late_after` before it arrived is marked late (back-filled)."""
+def _sample_timestamps(document, now):
+    """The parsed timestamp of every sample of a single or batch body, in order."""
     batch = "samples" in document
+    return [_parse_timestamp(sample, now, f"samples[{index}]." if batch else "")
+            for index, sample in enumerate(document["samples"] if batch else [document])]
+
+
+def _sample_rows(document, timestamps, now, late_after, oldest, offset):
+    """Rows for every sample of a single or batch body; any bad sample refuses them all.
+    A sample taken more than `late_after` before it was sent — by the agent's own clock,
+    `offset` seconds ahead of the panel's — is marked late (replayed from the agent's buffer);
+    a clock set back an hour does not make its fresh samples late."""
+    batch = "samples" in document
+    agent_now = now + datetime.timedelta(seconds=offset or 0)
     rows = []
     for index, sample in enumerate(document["samples"] if batch else [document]):
         prefix = f"samples[{index}]." if batch else ""
-        timestamp = _parse_timestamp(sample, now, prefix)
+        timestamp = timestamps[index]
         if timestamp < oldest:
             raise ApiError(422, f"{prefix}timestamp is older than the panel keeps samples "
                                 f"({(now - oldest).days} days)", prefix + "timestamp")
@@ -124,8 +137,36 @@ def _sample_rows(document, now, late_after, oldest):
             err.field = prefix + err.field
             raise _unprocessable(err) from None
         rows.append(dict(row, timestamp=timestamp, created_at=now,
-                         late=now - timestamp > late_after))
+                         late=agent_now - timestamp > late_after))
     return rows
+
+
+def _measured_offset(now, agent_time=None, newest=None):
+    """The agent's clock offset this request shows (ingest.clock_offset): from its Date header
+    or `agent_time`; failing those, a newest sample stamped ahead of the panel by more than
+    the warning threshold (only a clock ahead can stamp one) gives at least that lead."""
+    offset = ingest.clock_offset(now, bottle.request.get_header("Date"), agent_time)
+    if offset is None and newest is not None:
+        lead = round((newest - now).total_seconds())
+        if lead > ingest.CLOCK_SKEW_WARNING:
+            offset = lead
+    return offset
+
+
+def _note_clock(agent, offset):
+    """Record the agent's clock offset when it moved by more than a Date header's resolution;
+    WARNING when the clock goes off (or comes back), as the servers table then shows."""
+    known = agent.clock_offset
+    if offset is None or (known is not None and abs(offset - known) < ingest.CLOCK_RESOLUTION):
+        return
+    models.Agent.update(clock_offset=offset).where(models.Agent.id == agent.id).execute()
+    agent.clock_offset = offset  # the cached row too, so the next requests do not write again
+    was, now_skewed = models.clock_skew(known), models.clock_skew(offset)
+    if now_skewed and now_skewed != was:
+        log.warning("agent clock is off server_id=%s offset_s=%s", agent.server_id, offset)
+    elif was and not now_skewed:
+        log.warning("agent clock is right again server_id=%s offset_s=%s", agent.server_id,
+                    offset)
 
 
 def build_api(settings, committer):
@@ -147,6 +188,7 @@ def build_api(settings, committer):
                 ip_address=auth.client_address(settings) or None,
                 status="active", last_seen=now, updated_at=now,
             ).where(models.Agent.id == agent.id).execute()
+        _note_clock(agent, _measured_offset(now))
         jobs.note_alive(agent, now)
         return {"serverId": agent.server_id, "registered": True}
 
@@ -155,14 +197,24 @@ def build_api(settings, committer):
         document = read_json(_metrics_schema, limit)
         _own_server(agent, document)
         now = utcnow()
-        rows = _sample_rows(document, now, late_after,
-                            now - datetime.timedelta(days=settings.retention_raw_days))
+        try:
+            timestamps = _sample_timestamps(document, now)
+        except ApiError:
+            # Samples refused for their times (a clock more than a day ahead): the clock is
+            # still recorded, so the servers table says why nothing arrives.
+            _note_clock(agent, _measured_offset(now))
+            raise
+        measured = _measured_offset(now, newest=max(timestamps))
+        rows = _sample_rows(document, timestamps, now, late_after,
+                            now - datetime.timedelta(days=settings.retention_raw_days),
+                            agent.clock_offset if measured is None else measured)
         try:
             stored = committer.submit(agent.id, rows, now)
         except writer.StoreUnavailable as err:
             # Not stored, and the agent still has them: it retries after the pause.
             raise ApiError(503, f"{err}; keep the samples and retry",
                            headers={"Retry-After": "30"}) from None
+        _note_clock(agent, measured)
         jobs.note_alive(agent, now)
         return {"received": True, "stored": stored, "duplicates": len(rows) - stored,
                 "nextReportIn": settings.report_interval}
@@ -172,8 +224,13 @@ def build_api(settings, committer):
         document = read_json(protocol.HEARTBEAT, limit)
         _own_server(agent, document)
         now = utcnow()
-        _parse_timestamp(document, now)
+        try:
+            sent_at = _parse_timestamp(document, now)
+        except ApiError:
+            _note_clock(agent, _measured_offset(now))  # as for metrics: say why
+            raise
         models.Agent.update(last_seen=now).where(models.Agent.id == agent.id).execute()
+        _note_clock(agent, _measured_offset(now, agent_time=sent_at))
         jobs.note_alive(agent, now)
         return {"status": "ok"}
 

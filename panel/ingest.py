@@ -1,20 +1,49 @@
 """Pure functions that turn a validated request body into rows: timestamp parsing and the
 mapping of a sample's sections onto the typed columns and JSON detail of `server_metrics`."""
 import datetime
+import email.utils
 
 from . import protocol
 from .validation import ValidationError
 
 EARLIEST = datetime.datetime(2000, 1, 1)
-MAX_FUTURE = datetime.timedelta(minutes=5)
+# A clock ahead by up to a day is a wrong time zone or a hand-set clock, and its samples are
+# kept (and the admin told): refusing them would make the agent drop them for good. A day
+# also stays inside the daily partitions PostgreSQL has made ahead (rollups.ensure_partitions).
+MAX_FUTURE = datetime.timedelta(days=1)
+# An agent clock further off than this is shown as a warning; NTP keeps clocks within a second.
+CLOCK_SKEW_WARNING = 60
+# Offsets measured from a Date header (whole seconds) differ by this much without any change.
+CLOCK_RESOLUTION = 2
+# What the offset column holds (INTEGER seconds: 68 years either way); a Date header can say
+# year 9999, and that still reads as "far ahead", not as a database error.
+MAX_CLOCK_OFFSET = 2**31 - 1
 MAX_INT64 = 2**63 - 1
+
+
+def clock_offset(now, date_header=None, agent_time=None):
+    """Seconds the agent's clock is ahead of the panel's (negative: behind), from what the
+    agent says its time is as it sends: the HTTP Date header (RFC 9110 lets a client send one)
+    or a heartbeat's timestamp, naive UTC. None when it said nothing usable."""
+    if agent_time is None and date_header:
+        try:
+            moment = email.utils.parsedate_to_datetime(date_header)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        if moment.tzinfo is None:
+            return None  # RFC 9110 Dates are GMT; a zone-less one is not a reading to trust
+        agent_time = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    if agent_time is None or agent_time < EARLIEST:
+        return None
+    offset = round((agent_time - now).total_seconds())
+    return max(-MAX_CLOCK_OFFSET, min(MAX_CLOCK_OFFSET, offset))
 
 
 def parse_timestamp(value, now, field="timestamp"):
     """ISO 8601 with a zone, or epoch seconds -> naive UTC datetime.
 
-    Samples stamped more than 5 minutes ahead of the panel's clock are refused: a skewed
-    clock would otherwise put them ahead of every later sample for good.
+    Samples stamped more than MAX_FUTURE ahead of the panel's clock are refused. Nearer ones
+    are stored as stamped: the agent's times stay its data, so a replay is still stored once.
     """
     if isinstance(value, str):
         try:
@@ -32,8 +61,8 @@ def parse_timestamp(value, now, field="timestamp"):
     if moment < EARLIEST:
         raise ValidationError("is before the year 2000; is the server's clock set?", field)
     if moment > now + MAX_FUTURE:
-        raise ValidationError("is more than 5 minutes in the future; is the server's clock set?",
-                              field)
+        raise ValidationError("is more than a day ahead of the panel's clock; is the server's "
+                              "clock set?", field)
     return moment
 
 

@@ -93,6 +93,18 @@ def evaluate_rules(interval, now=None):
     samples = {}
     for row in models.Metric.select(*columns).where(models.Metric.timestamp >= since).dicts():
         samples.setdefault(row["agent"], []).append(row)
+    # An agent whose clock is off is judged by its own clock, so a clock set back an hour does
+    # not blind the rules to what it sends now: its window is read on its own, by its key, as
+    # long as anyone else's (the offset is the agent's to claim, so it buys no wider read).
+    offsets = models.skewed_clocks()
+    for agent_id, offset in offsets.items():
+        if offset < 0:
+            shift = datetime.timedelta(seconds=offset)
+            samples[agent_id] = list(models.Metric.select(*columns).where(
+                (models.Metric.agent == agent_id) & (models.Metric.timestamp >= since + shift) &
+                (models.Metric.timestamp <= now + shift)).dicts())
+            if not samples[agent_id]:
+                del samples[agent_id]
     agents = models.Agent.select(models.Agent, models.Server).join(models.Server) \
         .where(models.Agent.id.in_(list(samples)))
     open_rules = {(a.server_id, a.open_key) for a in
@@ -102,10 +114,11 @@ def evaluate_rules(interval, now=None):
     for agent in agents:
         server = agent.server
         rows = samples[agent.id]
+        agent_now = models.agent_clock(offsets.get(agent.id), now)
         for rule in alerts.effective_rules(rules, server.id):
             points = [(r["timestamp"], alerts.sample_value(rule.metric, r)) for r in rows]
             firing = (server.id, rule.metric) in open_rules
-            decision = alerts.evaluate(points, rule.threshold, rule.minutes, firing, now,
+            decision = alerts.evaluate(points, rule.threshold, rule.minutes, firing, agent_now,
                                        interval)
             if decision == "fire":
                 value = points[-1][1] if points else None

@@ -11,6 +11,7 @@ import zlib
 
 import peewee
 
+from . import ingest, units
 from .db import database_proxy, is_postgres, utcnow
 
 
@@ -120,6 +121,9 @@ class Agent(BaseModel):
     key_switched_at = peewee.DateTimeField(null=True)
     status = peewee.CharField(max_length=20, default="pending")
     last_seen = peewee.DateTimeField(null=True)
+    # Seconds the agent's clock was ahead of the panel's (negative: behind) at its last request
+    # that said its time; NULL until one did (api.py, ingest.clock_offset).
+    clock_offset = peewee.IntegerField(null=True)
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
 
@@ -239,6 +243,20 @@ class Rollup5m(RollupBase):
 class Rollup1h(RollupBase):
     class Meta:
         table_name = "metrics_1h"
+
+
+class DirtyBucket(BaseModel):
+    """A 5-minute bucket that received a sample too late for the rollup job's recent window
+    (a replay after a long outage, a back-fill): the job recomputes it and its coarser buckets,
+    then forgets it. Written in the same transaction as the sample, so none is missed."""
+
+    agent = peewee.ForeignKeyField(Agent, column_name="agent_id", on_delete="CASCADE",
+                                   index=False)
+    bucket = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "dirty_buckets"
+        primary_key = peewee.CompositeKey("agent", "bucket")
 
 
 class AuthEvent(BaseModel):
@@ -404,8 +422,8 @@ class AdminSession(BaseModel):
         table_name = "admin_sessions"
 
 
-ALL_MODELS = [SchemaVersion, Server, Agent, Metric, LatestSample, Rollup5m, Rollup1h, AuthEvent,
-              AuthLimit, ServerEvent, AlertRule, Alert, Channel, ServerChannel, Delivery,
+ALL_MODELS = [SchemaVersion, Server, Agent, Metric, LatestSample, Rollup5m, Rollup1h, DirtyBucket,
+              AuthEvent, AuthLimit, ServerEvent, AlertRule, Alert, Channel, ServerChannel, Delivery,
               MaintenanceWindow, Admin, AdminSession]
 
 
@@ -550,6 +568,34 @@ def connection_state(last_seen, now, offline_after):
     return "offline" if (now - last_seen).total_seconds() > offline_after else "online"
 
 
+def clock_skew(offset, warn_after=None):
+    """'clock 2 h behind', 'clock 5 min ahead', or None for a clock within `warn_after`
+    seconds (ingest.CLOCK_SKEW_WARNING) of the panel's or not yet measured: the warning the
+    servers table and the detail page show."""
+    if offset is None or abs(offset) <= (ingest.CLOCK_SKEW_WARNING if warn_after is None
+                                         else warn_after):
+        return None
+    # To the minute: a Date header's whole seconds make a 2-hour step read 7,199 s.
+    size = units.duration(round(abs(offset) / 60) * 60)
+    return f"clock {size} {'ahead' if offset > 0 else 'behind'}"
+
+
+def agent_clock(offset, now):
+    """`now` by the agent's clock when that is off by more than the warning threshold, else
+    `now`: the agent's samples carry its times, and charts and rules read them by those."""
+    if clock_skew(offset) is None:
+        return now
+    return now + datetime.timedelta(seconds=offset)
+
+
+def skewed_clocks():
+    """{agent_id: clock offset in seconds} of the agents whose clock is off by more than the
+    warning threshold: the rules judge those by their own clock."""
+    limit = ingest.CLOCK_SKEW_WARNING
+    return dict(Agent.select(Agent.id, Agent.clock_offset)
+                .where((Agent.clock_offset > limit) | (Agent.clock_offset < -limit)).tuples())
+
+
 def maintenance_now(server_id, now):
     """Condition: the server's maintenance windows open at `now`."""
     return ((MaintenanceWindow.server == server_id) & (MaintenanceWindow.starts_at <= now) &
@@ -573,8 +619,9 @@ SUMMARY_COLUMNS = (Metric.agent, Metric.timestamp, Metric.cpu_usage, Metric.cpu_
 
 
 FLEET_COLUMNS = ("server_id", "name", "critical", "agent_id", "hostname", "agent_status",
-                 "agent_version", "last_seen", "cpu_usage", "cpu_load_1min", "memory_used",
-                 "memory_total", "disk_max_percent", "network_rx_rate", "network_tx_rate")
+                 "agent_version", "last_seen", "clock_offset", "cpu_usage", "cpu_load_1min",
+                 "memory_used", "memory_total", "disk_max_percent", "network_rx_rate",
+                 "network_tx_rate")
 
 
 def fleet_rows(columns):
@@ -612,7 +659,8 @@ def fleet():
     """One tuple per server (FLEET_COLUMNS), by name: the servers table in one query."""
     return fleet_rows(lambda latest: (
         Server.id, Server.name, Server.critical, Agent.id, Agent.hostname, Agent.status,
-        Agent.agent_version, Agent.last_seen, latest.cpu_usage, latest.cpu_load_1min,
+        Agent.agent_version, Agent.last_seen, Agent.clock_offset, latest.cpu_usage,
+        latest.cpu_load_1min,
         latest.memory_used, latest.memory_total, latest.disk_max_percent,
         latest.network_rx_rate, latest.network_tx_rate))
 

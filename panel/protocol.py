@@ -29,8 +29,8 @@ SERVER_ID = {"type": "integer", "minimum": 1, "maximum": MAX_SERVER_ID,
 TIMESTAMP = {
     "type": ["string", "number"], "maxLength": 40,
     "description": "When the sample was taken: ISO 8601 with a zone "
-                   "(2026-11-30T01:52:00Z) or seconds since the Unix epoch. At most 5 minutes "
-                   "in the future by the panel's clock.",
+                   "(2026-11-30T01:52:00Z) or seconds since the Unix epoch. At most a day "
+                   "ahead of the panel's clock.",
 }
 
 REGISTER = {

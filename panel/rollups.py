@@ -1,10 +1,13 @@
 """History: 5-minute and 1-hour rollups, retention, and PostgreSQL's daily partitions.
 
 The tiers are a data table walked by one loop; averaging is a pure function that keeps each
-figure's peak beside its mean, tested alone. Rollups are incremental: each run recomputes only
-the buckets of the last LATE_WINDOW (an agent replays at most an hour of buffered samples), never
-the whole history. Charts read the tier that fits their range: a 30-day chart reads 8,640
-five-minute rows, not 43,200 samples.
+figure's peak beside its mean, tested alone. Rollups are incremental: each run recomputes the
+buckets of the last LATE_WINDOW, never the whole history, plus the buckets the writer marked
+dirty: a sample that arrives older than DIRTY_AFTER (a replay after a long outage, a back-fill
+of up to the raw retention) records its 5-minute bucket in `dirty_buckets` in the transaction
+that stores it, and the next run recomputes that bucket and the coarser ones holding it, once.
+Charts read the tier that fits their range: a 30-day chart reads 8,640 five-minute rows, not
+43,200 samples.
 """
 import datetime
 import logging
@@ -19,6 +22,9 @@ log = logging.getLogger("mpanel.rollups")
 
 EPOCH = datetime.datetime(1970, 1, 1)
 LATE_WINDOW = datetime.timedelta(minutes=75)
+# Older than this on arrival, a sample marks its bucket dirty. Younger ones are in the window of
+# the runs ahead; the margin is the half hour the job may lag (a slow or failed run, a restart).
+DIRTY_AFTER = LATE_WINDOW - datetime.timedelta(minutes=30)
 
 # (rollup field, source column in server_metrics): each gets _avg and _max.
 FIGURES = (
@@ -114,23 +120,95 @@ def _upsert(model, rows):
     return len(rows)
 
 
+def _raw_columns():
+    return [models.Metric.agent, models.Metric.timestamp, models.Metric.memory_total] + \
+        [getattr(models.Metric, column) for _, column in FIGURES]
+
+
+def _recompute(tier, condition_of):
+    """Rows of `tier` recomputed from its source, reading the rows `condition_of(model, time
+    field)` selects there."""
+    if tier.source == "raw":
+        rows = list(models.Metric.select(*_raw_columns())
+                    .where(condition_of(models.Metric, models.Metric.timestamp)).dicts())
+        return rollup(rows, tier.seconds)
+    finer = next(t for t in TIERS if t.name == tier.source).model
+    return merge(list(finer.select().where(condition_of(finer, finer.bucket)).dicts()),
+                 tier.seconds)
+
+
 def run_rollups(now=None, late_window=LATE_WINDOW):
-    """Recompute the buckets of the last `late_window` in every tier. -> rows written per tier."""
+    """Recompute the buckets of the last `late_window` in every tier, then the dirty ones.
+    -> rows written per tier."""
     now = now or utcnow()
     written = {}
-    raw_columns = [models.Metric.agent, models.Metric.timestamp, models.Metric.memory_total] + \
-        [getattr(models.Metric, column) for _, column in FIGURES]
     for tier in TIERS:
         start = floor_time(now - late_window, tier.seconds)
-        if tier.source == "raw":
-            rows = list(models.Metric.select(*raw_columns)
-                        .where(models.Metric.timestamp >= start).dicts())
-            computed = rollup(rows, tier.seconds)
-        else:
-            finer = next(t for t in TIERS if t.name == tier.source).model
-            rows = list(finer.select().where(finer.bucket >= start).dicts())
-            computed = merge(rows, tier.seconds)
+        computed = _recompute(tier, lambda model, moment: moment >= start)
         written[tier.name] = _upsert(tier.model, computed)
+    for name, count in roll_up_dirty().items():
+        written[name] += count
+    return written
+
+
+# ===== Late samples =============================================================================
+
+def dirty_buckets(samples, now):
+    """The finest tier's buckets that these new samples, (agent, timestamp) pairs, make dirty:
+    those of the samples older than DIRTY_AFTER. -> sorted [(agent, bucket)]."""
+    cutoff = now - DIRTY_AFTER
+    seconds = TIERS[0].seconds
+    return sorted({(agent, floor_time(moment, seconds)) for agent, moment in samples
+                   if moment < cutoff})
+
+
+def _write_transaction():
+    """On SQLite, the write lock from the start: the run reads, then writes, and a reader that
+    must upgrade to a writer while ingest writes fails rather than waits."""
+    if is_postgres():
+        return database_proxy.atomic()
+    return database_proxy.atomic("IMMEDIATE")
+
+
+def _spans(pairs, seconds):
+    """Condition builder: the rows of these (agent, bucket start) pairs, `seconds` long each."""
+    width = datetime.timedelta(seconds=seconds)
+
+    def condition_of(model, moment):
+        # One flat OR: chained `|` nests a level per pair, past SQLite's parser stack.
+        return peewee.NodeList([
+            (model.agent == agent) & (moment >= start) & (moment < start + width)
+            for agent, start in pairs], " OR ", parens=True)
+    return condition_of
+
+
+def roll_up_dirty(batch=200, max_batches=1000):
+    """Recompute every dirty bucket and the coarser buckets holding it, `batch` at a time, each
+    batch in one transaction that also deletes its dirty rows: a batch that fails leaves them
+    for the next run, and a sample stored meanwhile marks its bucket again (on PostgreSQL the
+    writer's mark waits for this transaction's delete; on SQLite the write lock orders them).
+    -> rows written per tier."""
+    written = {tier.name: 0 for tier in TIERS}
+    dirty = models.DirtyBucket
+    key = peewee.Tuple(dirty.agent, dirty.bucket)
+    for _ in range(max_batches):
+        with _write_transaction():
+            claim = (dirty.select(dirty.agent, dirty.bucket).order_by(dirty.agent, dirty.bucket)
+                     .limit(batch))
+            if is_postgres():
+                # Locked in the writer's order, (agent, bucket), before they are deleted: a
+                # writer re-marking two of them never waits on this run in a circle.
+                claim = claim.for_update()
+            pairs = list(claim.tuples())
+            if not pairs:
+                break
+            dirty.delete().where(key.in_(pairs)).execute()
+            for tier in TIERS:
+                spans = sorted({(agent, floor_time(bucket, tier.seconds))
+                                for agent, bucket in pairs})
+                computed = _recompute(tier, _spans(spans, tier.seconds))
+                written[tier.name] += _upsert(tier.model, computed)
+        log.debug("dirty buckets rolled up count=%s", len(pairs))
     return written
 
 

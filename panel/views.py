@@ -81,7 +81,7 @@ def server_rows(offline_after, now=None):
     now = now or utcnow()
     rows = []
     for (server_id, name, critical, _agent_id, hostname, agent_status, version, last_seen,
-         cpu, load, memory_used, memory_total, disk, rx, tx) in models.fleet():
+         clock_offset, cpu, load, memory_used, memory_total, disk, rx, tx) in models.fleet():
         state = models.connection_state(last_seen, now, offline_after)
         rows.append({
             "id": server_id,
@@ -90,6 +90,7 @@ def server_rows(offline_after, now=None):
             "hostname": hostname or "",
             "status": state,
             "revoked": agent_status == "revoked",
+            "clock": models.clock_skew(clock_offset),
             "last_seen": units.ago((now - last_seen).total_seconds()) if last_seen else "never",
             "last_seen_iso": last_seen.isoformat() + "Z" if last_seen else "",
             "last_seen_epoch": charts.epoch(last_seen) if last_seen else None,
@@ -239,7 +240,8 @@ def build_views(settings):
         bottle.response.set_header("Cache-Control", "no-store")
         return template("_charts.tpl", server=agent.server, chart_range=chart_range,
                         ranges=charts.RANGES, charts=[charts.render(c) for c in detail.build_charts(
-                            agent.id, chart_range, latest=latest)])
+                            agent.id, chart_range, models.agent_clock(agent.clock_offset,
+                                                                      utcnow()), latest=latest)])
 
     @app.get("/servers/<server_id:int>/processes", auth="viewer")
     def server_processes(server_id, session):
@@ -322,12 +324,15 @@ def server_context(server_id, session, settings, full=None, **extra):
         "session": session, "chart_range": chart_range, "ranges": charts.RANGES,
         "charts": None, "firing": firing, "panel_url": panel_url(settings),
         "uptime": _uptime_since_boot(agent), "maintenance": maintenance,
+        "clock": models.clock_skew(agent.clock_offset),
     }
     if full is None:
         full = not bottle.request.get_header("HX-Request")
     if full:
         context["charts"] = [charts.render(c) for c in
-                             detail.build_charts(agent.id, chart_range, now, latest)]
+                             detail.build_charts(agent.id, chart_range,
+                                                 models.agent_clock(agent.clock_offset, now),
+                                                 latest)]
         context["processes"] = detail.processes_view(agent.id)
         context["kept_days"] = settings.retention_raw_days
     context.update(extra)

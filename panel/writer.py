@@ -14,7 +14,7 @@ import time
 
 import peewee
 
-from . import models
+from . import models, rollups
 from .db import is_postgres
 
 log = logging.getLogger("mpanel.writer")
@@ -72,6 +72,11 @@ class GroupCommitter:
         self.latest_head = "INSERT INTO latest_samples (agent_id, timestamp) VALUES "
         self.latest_tail = (" ON CONFLICT (agent_id) DO UPDATE SET timestamp = excluded.timestamp"
                             " WHERE latest_samples.timestamp < excluded.timestamp")
+        self.dirty_head = "INSERT INTO dirty_buckets (agent_id, bucket) VALUES "
+        # DO UPDATE ... WHERE never true: PostgreSQL locks the conflicting row all the same
+        # (see _commit) but writes no new version of it, so re-marking costs no bloat.
+        self.dirty_tail = (" ON CONFLICT (agent_id, bucket) DO UPDATE SET bucket = excluded.bucket"
+                           " WHERE 1 = 0")
         self._fast_retry = False
         self.batches = 0  # read by tests: how many commits served how many requests
         self.requests = 0
@@ -168,20 +173,56 @@ class GroupCommitter:
                                self.insert_tail, params)
                 inserted.update((agent, timestamp_field.python_value(stamp))
                                 for agent, stamp in cursor.fetchall())
+            # The buckets of late new samples, marked in this transaction so that none is
+            # missed. DO UPDATE rather than DO NOTHING: it locks a mark that is already there
+            # until this commit, so a rollup run deleting it meanwhile waits and then sees
+            # these samples (rollups.roll_up_dirty). Sorted, as that run locks them, so
+            # neither two replicas' writers nor a writer and the run wait in a circle.
+            dirty = rollups.dirty_buckets(inserted, max(pending.now for pending in batch))
+            for start in range(0, len(dirty), 400):  # 800 parameters: under SQLite's 999
+                chunk = dirty[start:start + 400]
+                cursor.execute(self.dirty_head + ", ".join([f"({self.mark}, {self.mark})"] *
+                                                           len(chunk)) + self.dirty_tail,
+                               [value for agent, bucket in chunk for value in
+                                (agent, models.DirtyBucket.bucket.db_value(bucket))])
+            # Each new row is counted once, by the first request that carried it: a batch
+            # holding one timestamp twice, or two retries of one sample meeting in the same
+            # commit, store one row and must not answer as if they stored two.
             for pending in batch:
-                pending.stored = sum((pending.agent_id, row["timestamp"]) in inserted
-                                     for row in pending.rows)
-            newest = {}
+                stored = 0
+                for row in pending.rows:
+                    key = (pending.agent_id, row["timestamp"])
+                    if key in inserted:
+                        inserted.discard(key)
+                        stored += 1
+                pending.stored = stored
+            # The latest pointer is the newest sample of the agent's most recent fresh
+            # request, even when older than the pointer (a clock set back): the table and
+            # the rules must follow what arrives. Only a replay of buffered (late) samples
+            # moves it just forward, so draining a backlog never shows old figures.
+            newest, fresh = {}, set()
             for pending in batch:
-                top = max(row["timestamp"] for row in pending.rows)
-                newest[pending.agent_id] = max(top, newest.get(pending.agent_id, top))
+                current = [row["timestamp"] for row in pending.rows if not row.get("late")]
+                agent = pending.agent_id
+                if current:
+                    newest[agent] = max(current)
+                    fresh.add(agent)
+                elif agent not in fresh:
+                    top = max(row["timestamp"] for row in pending.rows)
+                    newest[agent] = max(top, newest.get(agent, top))
             # One statement each, in agent order, so two replicas' writers never wait on each
             # other in a circle.
             agents = sorted(newest)
             mark = self.mark
+            params = [value for agent in agents for value in (agent, newest[agent])]
+            tail = self.latest_tail
+            if fresh:
+                # Our own integer ids, written out: parameters would pass SQLite's 999 at 400
+                # agents in one commit.
+                listed = ", ".join(str(int(agent)) for agent in sorted(fresh))
+                tail += f" OR excluded.agent_id IN ({listed})"
             cursor.execute(self.latest_head + ", ".join([f"({mark}, {mark})"] * len(agents)) +
-                           self.latest_tail,
-                           [value for agent in agents for value in (agent, newest[agent])])
+                           tail, params)
             cursor.execute(f"UPDATE servers_agents SET last_seen = {mark} WHERE id IN "
                            f"({', '.join([mark] * len(agents))})",
                            [max(pending.now for pending in batch)] + agents)

@@ -19,7 +19,8 @@
 --     and the new key sealed with the panel's secret until the agent has it (pending_key_box);
 --     server_metrics.late marks samples replayed from an agent's buffer.
 --   * servers.public_status opts a server into the public /status page; servers_agents.boot_time
---     is when the server booted, as its agent reported (uptime on the detail page).
+--     is when the server booted, as its agent reported (uptime on the detail page);
+--     servers_agents.clock_offset is how far the agent's clock was off, in seconds (warned of).
 --   * servers_agents keeps each key's SHA-256 beside its bcrypt hash (api_key_fingerprint,
 --     prev_key_fingerprint): a right key is recognised without bcrypt (panel/keys.py).
 --   * auth_events summarises repeated failures (occurrences, last_seen_at, summary_key);
@@ -62,6 +63,7 @@ CREATE TABLE IF NOT EXISTS servers_agents (
   key_switched_at TIMESTAMP,
   status VARCHAR(20) NOT NULL DEFAULT 'pending',
   last_seen TIMESTAMP,
+  clock_offset INTEGER,
   created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),
   updated_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC')
 );
@@ -147,6 +149,14 @@ CREATE TABLE IF NOT EXISTS metrics_1h (
   disk_write_avg REAL, disk_write_max REAL,
   net_rx_avg REAL, net_rx_max REAL,
   net_tx_avg REAL, net_tx_max REAL,
+  PRIMARY KEY (agent_id, bucket)
+);
+
+-- 5-minute buckets that received samples too late for the rollup job's recent window: the job
+-- recomputes each (and its hour) once, then deletes the row (rollups.py).
+CREATE TABLE IF NOT EXISTS dirty_buckets (
+  agent_id INTEGER NOT NULL REFERENCES servers_agents(id) ON DELETE CASCADE,
+  bucket TIMESTAMP NOT NULL,
   PRIMARY KEY (agent_id, bucket)
 );
 

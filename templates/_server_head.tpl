@@ -8,6 +8,9 @@
     % if agent.status == 'revoked':
     <span class="tag">key revoked</span>
     % end
+    % if clock:
+    <span class="tag clock" title="The agent's clock is off: its samples, charts and alert rules go by its own times; set the server's clock (NTP)">{{clock}}</span>
+    % end
     % if server.public_status:
     <span class="tag">on status page</span>
     % end

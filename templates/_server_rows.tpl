@@ -3,7 +3,11 @@
   <tr class="status-{{s['status'].replace(' ', '-')}}{{' critical' if s['critical'] else ''}}" data-server-id="{{s['id']}}">
     <td class="name"><a href="/servers/{{s['id']}}">{{s['name']}}</a>{{!' <span class="tag crit" title="critical: alerts when offline">critical</span>' if s['critical'] else ''}}</td>
     <td class="host">{{s['hostname']}}</td>
-    <td><span class="badge {{s['status'].replace(' ', '-')}}">{{s['status']}}</span>{{!' <span class="tag">revoked</span>' if s['revoked'] else ''}}</td>
+    <td><span class="badge {{s['status'].replace(' ', '-')}}">{{s['status']}}</span>{{!' <span class="tag">revoked</span>' if s['revoked'] else ''}}
+    % if s['clock']:
+    <span class="tag clock" title="The agent's clock is off: its samples carry its own times">{{s['clock']}}</span>
+    % end
+    </td>
     <td><time datetime="{{s['last_seen_iso']}}">{{s['last_seen']}}</time></td>
     <td class="num">{{'' if s['cpu'] is None else '%.1f %%' % s['cpu']}}</td>
     <td class="num">{{'' if s['memory'] is None else '%.1f %%' % s['memory']}}</td>

@@ -167,6 +167,16 @@ def test_replayed_batch_overlapping_stored_samples_stores_each_once(panel, serve
     assert metric_count() == 15
 
 
+def test_batch_with_the_same_timestamp_twice_counts_one_stored(panel, server):
+    srv, key = server
+    document = batch(srv.id, 3)
+    document["samples"][2]["timestamp"] = document["samples"][0]["timestamp"]
+    response = post(panel, "/api/agent/metrics", key, document)
+    assert response.status == 200, response.text
+    assert (response.json()["stored"], response.json()["duplicates"]) == (2, 1)
+    assert metric_count() == 2
+
+
 def test_batch_with_one_bad_sample_is_refused_whole_naming_its_index(panel, server):
     srv, key = server
     document = batch(srv.id, 5)
@@ -179,9 +189,9 @@ def test_batch_with_one_bad_sample_is_refused_whole_naming_its_index(panel, serv
 def test_batch_with_a_future_sample_names_its_index(panel, server):
     srv, key = server
     document = batch(srv.id, 3)
-    document["samples"][1]["timestamp"] = now_iso(3600)
+    document["samples"][1]["timestamp"] = now_iso(2 * 86400)
     response = post(panel, "/api/agent/metrics", key, document)
-    assert_error(response, 422, "samples[1].timestamp")
+    assert_error(response, 422, "samples[1].timestamp", "a day ahead")
     assert metric_count() == 0
 
 
@@ -374,10 +384,10 @@ def test_schema_violation_is_422_naming_the_field(panel, server, path, value, fi
     assert metric_count() == 0
 
 
-def test_future_timestamp_is_422(panel, server):
+def test_timestamp_more_than_a_day_ahead_is_422(panel, server):
     srv, key = server
-    response = post(panel, "/api/agent/metrics", key, sample(srv.id, now_iso(3600)))
-    assert_error(response, 422, "timestamp", "future")
+    response = post(panel, "/api/agent/metrics", key, sample(srv.id, now_iso(86400 + 600)))
+    assert_error(response, 422, "timestamp", "more than a day ahead")
 
 
 def test_body_that_is_not_an_object_is_422(panel, server):

@@ -15,6 +15,8 @@ NOW = datetime.datetime(2026, 11, 30, 12, 0, 0)
     ("2026-11-30T11:59:00.250000+00:00", datetime.datetime(2026, 11, 30, 11, 59, 0, 250000)),
     (1796039940, datetime.datetime(2026, 11, 30, 11, 59)),
     (1796039940.5, datetime.datetime(2026, 11, 30, 11, 59, 0, 500000)),
+    # A clock two hours ahead: kept as stamped (the panel warns of the clock), not refused.
+    ("2026-11-30T14:00:00Z", datetime.datetime(2026, 11, 30, 14, 0)),
 ])
 def test_timestamps_become_naive_utc(value, expected):
     assert ingest.parse_timestamp(value, NOW) == expected
@@ -23,7 +25,7 @@ def test_timestamps_become_naive_utc(value, expected):
 @pytest.mark.parametrize("value,message", [
     ("2026-11-30T11:59:00", "time zone"),
     ("yesterday", "ISO 8601"),
-    ("2026-11-30T12:06:00Z", "future"),
+    ("2026-12-01T12:06:00Z", "more than a day ahead"),
     (1796039940 * 1000, "usable epoch"),  # milliseconds sent as seconds
     ("1999-12-31T23:59:59Z", "2000"),
 ])
@@ -32,6 +34,26 @@ def test_unusable_timestamps_are_refused_with_a_reason(value, message):
         ingest.parse_timestamp(value, NOW)
     assert message in caught.value.message
     assert caught.value.field == "timestamp"
+
+
+@pytest.mark.parametrize("date_header,agent_time,offset", [
+    ("Mon, 30 Nov 2026 14:00:00 GMT", None, 7200),
+    ("Mon, 30 Nov 2026 11:00:00 GMT", None, -3600),
+    ("Mon, 30 Nov 2026 13:00:00 +0100", None, 0),
+    (None, datetime.datetime(2026, 11, 30, 11, 59, 30), -30),
+    # The body's own time (a heartbeat's, to the millisecond) beats the header's second.
+    ("Mon, 30 Nov 2026 14:00:00 GMT", datetime.datetime(2026, 11, 30, 12, 0, 5), 5),
+    (None, None, None),
+    ("yesterday at noon", None, None),
+    ("Mon, 30 Nov 2026 14:00:00 -0000", None, None),  # RFC 5322: "-0000" means no zone known
+    ("Sat, 01 Jan 1972 00:00:00 GMT", None, None),  # a clock never set is no reading
+    # Hostile or absurd: still a number the column holds, never an exception.
+    ("Fri, 31 Dec 9999 23:59:59 GMT", None, ingest.MAX_CLOCK_OFFSET),
+    ("Mon, 01 Jan 99999999999999999999 00:00:00 GMT", None, None),
+    ("x" * 5000, None, None),
+])
+def test_clock_offset_is_what_the_agent_says_its_time_is(date_header, agent_time, offset):
+    assert ingest.clock_offset(NOW, date_header, agent_time) == offset
 
 
 def test_sample_row_fills_typed_columns_and_keeps_detail():

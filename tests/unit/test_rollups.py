@@ -54,3 +54,17 @@ def test_tier_for_a_range():
     assert rollups.tier_for(month).name == "5m"
     assert rollups.tier_for(90 * day).name == "1h"
     assert month.total_seconds() / rollups.tier_for(month).seconds <= 9000
+
+
+def test_only_samples_older_than_the_window_margin_mark_their_bucket():
+    now = T0 + datetime.timedelta(hours=3)
+    old = now - rollups.DIRTY_AFTER - datetime.timedelta(seconds=1)
+    recent = now - rollups.DIRTY_AFTER + datetime.timedelta(seconds=1)
+    samples = [(2, old), (1, old), (1, old + datetime.timedelta(seconds=30)), (1, recent),
+               (1, T0 + datetime.timedelta(minutes=7))]
+    assert rollups.dirty_buckets(samples, now) == [
+        (1, T0 + datetime.timedelta(minutes=5)),
+        (1, rollups.floor_time(old, 300)),
+        (2, rollups.floor_time(old, 300)),
+    ]
+    assert rollups.DIRTY_AFTER < rollups.LATE_WINDOW  # the rest the window's runs still cover
