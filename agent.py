@@ -1771,7 +1771,7 @@ class Reporter:
     def request(self, method, path, body=None):
         # Our clock as we send (RFC 9110 lets a client say it): the panel warns when it is off
         # and judges our samples by it, so a clock stepped back still shows fresh figures.
-        headers = dict(self.headers, Date=email.utils.formatdate(usegmt=True))
+        headers = dict(self.headers, Date=email.utils.formatdate(wall_time(), usegmt=True))
         payload = None
         if body is not None:
             payload = json.dumps(body, separators=(",", ":")).encode()
