@@ -1,13 +1,23 @@
 """Pure functions that turn a validated request body into rows: timestamp parsing and the
-mapping of a sample's sections onto the typed columns and JSON detail of `server_metrics`."""
+mapping of a sample's sections onto the typed columns and JSON detail of `server_metrics`.
+
+Every row this builds is one the database stores: the schema bounds each field by its column
+(protocol.py), a sum too large for its column is left empty, and a magnitude too small for a
+REAL column is stored as 0. A row the database refused would be answered 503 "retry" for good.
+"""
 import datetime
 
-from . import protocol
+import peewee
+
+from . import models, protocol
 from .validation import ValidationError
 
-EARLIEST = datetime.datetime(2000, 1, 1)
-MAX_FUTURE = datetime.timedelta(minutes=5)
-MAX_INT64 = 2**63 - 1
+# PostgreSQL's REAL (float4) refuses a nonzero value below its smallest subnormal (~1.4e-45)
+# as "out of range", where a double would hold it. Below the smallest normal float4 a figure
+# is noise; flushing there also keeps rollup averages of such values off the edge.
+REAL_SMALLEST_NORMAL = 2.0 ** -126
+_REAL_COLUMNS = frozenset(name for name, field in models.Metric._meta.fields.items()
+                          if isinstance(field, peewee.FloatField))
 
 
 def parse_timestamp(value, now, field="timestamp"):
@@ -29,11 +39,12 @@ def parse_timestamp(value, now, field="timestamp"):
             moment = datetime.datetime.fromtimestamp(value, datetime.timezone.utc).replace(tzinfo=None)
         except (OverflowError, OSError, ValueError):
             raise ValidationError("is not a usable epoch time in seconds", field) from None
-    if moment < EARLIEST:
-        raise ValidationError("is before the year 2000; is the server's clock set?", field)
-    if moment > now + MAX_FUTURE:
-        raise ValidationError("is more than 5 minutes in the future; is the server's clock set?",
-                              field)
+    if moment < protocol.EARLIEST:
+        raise ValidationError(f"is before the year {protocol.EARLIEST.year}; is the server's "
+                              f"clock set?", field)
+    if moment > now + protocol.MAX_FUTURE:
+        raise ValidationError(f"is more than {protocol.MAX_FUTURE.seconds // 60} minutes in the "
+                              f"future; is the server's clock set?", field)
     return moment
 
 
@@ -50,12 +61,16 @@ def _int(value):
     return None if value is None else int(value)
 
 
-def _total(entries, key, field):
-    """Sum for a BIGINT column; a sum past 64 bits is refused, not left to overflow in SQL."""
+def _total(entries, key, column):
+    """Sum for `column`; None (unknown) when it passes what the column holds. Each entry's own
+    figure is within bounds and kept in the detail; only a sum over hundreds of entries near
+    2^63 can pass them, and refusing the sample for it would refuse data the schema allows."""
     total = sum(int(entry[key]) for entry in entries)
-    if total > MAX_INT64:
-        raise ValidationError(f"sum of {key} exceeds a 64-bit counter", field)
-    return total
+    return total if total <= protocol.column_max(column) else None
+
+
+def _real(value):
+    return 0.0 if value is not None and abs(value) < REAL_SMALLEST_NORMAL else value
 
 
 def _rate_sum(entries, key):
@@ -98,9 +113,9 @@ def sample_row(metrics, unavailable=None):
                   if m["used"] + m["free"] > 0]
         row.update(
             disk_max_percent=round(max(shares), 2) if shares else None,
-            disk_total=_total(unique, "total", "metrics.disk.mounts"),
-            disk_used=_total(unique, "used", "metrics.disk.mounts"),
-            disk_free=_total(unique, "free", "metrics.disk.mounts"),
+            disk_total=_total(unique, "total", models.Metric.disk_total),
+            disk_used=_total(unique, "used", models.Metric.disk_used),
+            disk_free=_total(unique, "free", models.Metric.disk_free),
         )
         detail["disks"] = mounts
     if "io" in disk:
@@ -113,8 +128,8 @@ def sample_row(metrics, unavailable=None):
     if "interfaces" in network:
         interfaces = _known_list(network["interfaces"], protocol.INTERFACE)
         row.update(
-            network_rx_bytes=_total(interfaces, "bytesRecv", "metrics.network.interfaces"),
-            network_tx_bytes=_total(interfaces, "bytesSent", "metrics.network.interfaces"),
+            network_rx_bytes=_total(interfaces, "bytesRecv", models.Metric.network_rx_bytes),
+            network_tx_bytes=_total(interfaces, "bytesSent", models.Metric.network_tx_bytes),
             network_rx_rate=_rate_sum(interfaces, "bytesRecvPerSec"),
             network_tx_rate=_rate_sum(interfaces, "bytesSentPerSec"),
         )
@@ -142,5 +157,7 @@ def sample_row(metrics, unavailable=None):
 
     if unavailable:
         detail["unavailable"] = dict(unavailable)
+    for name in _REAL_COLUMNS.intersection(row):
+        row[name] = _real(row[name])
     row["detail"] = detail or None
     return row
