@@ -147,7 +147,8 @@ class AgentAuthenticator:
                                  detail=f"{bottle.request.method} {bottle.request.path}"[:200])
         log.warning("agent authentication failed reason=%s client=%s key_id=%s", failure,
                     address, key_id or "-")
-        raise ApiError(401, _REFUSALS[failure], "Authorization")
+        raise ApiError(401, _REFUSALS[failure], "Authorization",
+                       headers={"WWW-Authenticate": 'Bearer realm="mpanel"'})
 
 
 # ===== Admin passwords and sessions =============================================================
