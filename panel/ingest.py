@@ -12,10 +12,6 @@ import peewee
 from . import models, protocol
 from .validation import ValidationError
 
-# PostgreSQL's REAL (float4) refuses a nonzero value below its smallest subnormal (~1.4e-45)
-# as "out of range", where a double would hold it. Below the smallest normal float4 a figure
-# is noise; flushing there also keeps rollup averages of such values off the edge.
-REAL_SMALLEST_NORMAL = 2.0 ** -126
 _REAL_COLUMNS = frozenset(name for name, field in models.Metric._meta.fields.items()
                           if isinstance(field, peewee.FloatField))
 
@@ -66,11 +62,7 @@ def _total(entries, key, column):
     figure is within bounds and kept in the detail; only a sum over hundreds of entries near
     2^63 can pass them, and refusing the sample for it would refuse data the schema allows."""
     total = sum(int(entry[key]) for entry in entries)
-    return total if total <= protocol.column_max(column) else None
-
-
-def _real(value):
-    return 0.0 if value is not None and abs(value) < REAL_SMALLEST_NORMAL else value
+    return total if total <= models.column_max(column) else None
 
 
 def _rate_sum(entries, key):
@@ -158,6 +150,6 @@ def sample_row(metrics, unavailable=None):
     if unavailable:
         detail["unavailable"] = dict(unavailable)
     for name in _REAL_COLUMNS.intersection(row):
-        row[name] = _real(row[name])
+        row[name] = models.storable_real(row[name])
     row["detail"] = detail or None
     return row

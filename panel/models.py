@@ -33,6 +33,18 @@ DETAIL_DICTIONARY = (
 )
 
 
+# PostgreSQL's REAL (float4) refuses a nonzero value below its range as "out of range", where
+# a double would hold it (1e-50). Below float4's smallest normal a figure is noise, so it is
+# stored as 0; flushing there rather than at the very edge keeps averages of such values
+# (rollups, alert windows) inside the range too.
+REAL_SMALLEST_NORMAL = 2.0 ** -126
+
+
+def storable_real(value):
+    """`value` as a REAL column can hold it: 0 for a magnitude below float4's normal range."""
+    return 0.0 if value is not None and abs(value) < REAL_SMALLEST_NORMAL else value
+
+
 def pack_detail(value):
     compressor = zlib.compressobj(9, zdict=DETAIL_DICTIONARY)
     raw = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
@@ -419,7 +431,17 @@ def record_auth_event(kind, client_addr=None, key_id=None, server_id=None, detai
 
 
 
-MAX_ID = 2 ** 31 - 1  # SERIAL's range; a larger number in a URL names nothing
+# The largest value of each integer column type (Peewee's field_type): PostgreSQL's INTEGER
+# and SERIAL are 4-byte signed, BIGINT 8-byte signed.
+_INTEGER_COLUMN_MAX = {"INT": 2**31 - 1, "AUTO": 2**31 - 1, "BIGINT": 2**63 - 1}
+
+
+def column_max(field):
+    """The largest value the column of a Peewee integer field stores."""
+    return _INTEGER_COLUMN_MAX[field.field_type]
+
+
+MAX_ID = column_max(Server.id)  # SERIAL's range; a larger number in a URL names nothing
 
 
 def valid_id(number):

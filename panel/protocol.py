@@ -5,26 +5,16 @@ Field names are camelCase on the wire; units are raw (bytes, seconds, percent 0-
 Unknown fields are ignored rather than refused, so agents newer than the panel keep reporting
 during a staggered upgrade; every known field is checked strictly.
 
-A field the panel keeps in a column takes its bounds from that column (`column_max`, the
-models' `max_length`), so the schema never admits a value the database would refuse: such a
+A field the panel keeps in a column takes its bounds from that column (`models.column_max`,
+the models' `max_length`), so the schema never admits a value the database would refuse: such a
 sample would be answered 503 "retry" for good and block the agent's buffer behind it.
 """
 import datetime
 
 from . import __version__, models
 
-# The largest value of each integer column type (peewee's field_type): PostgreSQL's INTEGER
-# and SERIAL are 4-byte signed, BIGINT 8-byte signed.
-_INTEGER_COLUMN_MAX = {"INT": 2**31 - 1, "AUTO": 2**31 - 1, "BIGINT": 2**63 - 1}
-
-
-def column_max(field):
-    """The largest value the column of a Peewee integer field stores."""
-    return _INTEGER_COLUMN_MAX[field.field_type]
-
-
 # Byte counts and counters are kept in BIGINT columns (or the JSON detail, which holds as much).
-MAX_INT64 = column_max(models.Metric.memory_total)
+MAX_INT64 = models.column_max(models.Metric.memory_total)
 MAX_DISKS = 256
 MAX_INTERFACES = 512
 MAX_TOP = 20
@@ -70,11 +60,11 @@ def _text(max_length, min_length=0, description=None):
 
 def _count_in(field, description):
     """A count stored in `field`'s column: bounded by what that column holds."""
-    return {"type": "integer", "minimum": 0, "maximum": column_max(field),
+    return {"type": "integer", "minimum": 0, "maximum": models.column_max(field),
             "description": description}
 
 
-SERVER_ID = {"type": "integer", "minimum": 1, "maximum": column_max(models.Server.id),
+SERVER_ID = {"type": "integer", "minimum": 1, "maximum": models.MAX_ID,
              "description": "The id the panel returned from /api/agent/register."}
 TIMESTAMP = {
     "type": ["string", "number"],

@@ -6,9 +6,10 @@ what the code accepts. A test checks our verdicts against the `jsonschema` packa
 
 Supported keywords: type, properties, required, additionalProperties (bool or schema),
 propertyNames, not, items, minItems, maxItems, minLength, maxLength, pattern, format
-(date-time), minimum, maximum, maxProperties, enum. Every string must also be valid UTF-8 without NUL
-characters, because PostgreSQL text cannot store either; the schemas say so too (a `pattern`
-on every text field), so this check only words the refusal better.
+(date-time), minimum, maximum, maxProperties, enum. Every string must also be valid UTF-8
+without NUL characters, because PostgreSQL text cannot store either. The published document
+says so too: a `pattern` on every text field for NUL (this check only words the refusal
+better), its description for lone surrogates (I-JSON, RFC 7493).
 """
 import datetime
 import re

@@ -90,7 +90,8 @@ OPERATIONS = [("POST", "/api/agent/register"), ("POST", "/api/agent/metrics"),
 # the same on both, and the run is the slowest part of the suite's contract checks).
 @pytest.mark.parametrize("backend_url", ["postgresql"], indirect=True)
 @pytest.mark.parametrize("mode", sorted(MODES))
-@pytest.mark.parametrize("method,path", OPERATIONS, ids=[p.rsplit("/", 1)[1] for _, p in OPERATIONS])
+@pytest.mark.parametrize("method,path", OPERATIONS,
+                         ids=[path.rsplit("/", 1)[1] for _, path in OPERATIONS])
 def test_generated_requests_get_documented_answers(panel, api_schema, method, path, mode):
     server, key = new_server("fuzzed")
     generation_mode, extra_checks = MODES[mode]
