@@ -300,9 +300,15 @@ REQUEST_SCHEMAS = {
 }
 
 
+# Added to any successful answer while the agent still uses a rotated key (auth.py, keys.py).
+NEW_API_KEY = {"type": "string", "description": "The key that replaces the one this request "
+                                                "used: keep it and use it from the next request."}
+
+
 def _ok(description, properties):
     return {"200": {"description": description, "content": {"application/json": {"schema": {
-        "type": "object", "required": list(properties), "properties": properties}}}}}
+        "type": "object", "required": list(properties),
+        "properties": {**properties, "newApiKey": NEW_API_KEY}}}}}}
 
 
 def _seconds_header(description):

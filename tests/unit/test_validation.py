@@ -289,3 +289,10 @@ def test_every_agent_operation_documents_the_refusals_it_can_answer(path, method
     assert "Retry-After" in responses["429"]["headers"]
     assert "Retry-After" in responses["503"]["headers"]
     assert responses["401"]["headers"]["WWW-Authenticate"]["required"] is True
+
+
+@pytest.mark.parametrize("path,method", AGENT_OPERATIONS)
+def test_every_success_documents_the_rotated_key_it_may_carry(path, method):
+    ok = protocol.openapi_document()["paths"][path][method]["responses"]["200"]
+    schema = ok["content"]["application/json"]["schema"]
+    assert "newApiKey" in schema["properties"] and "newApiKey" not in schema["required"]
