@@ -65,7 +65,8 @@ def _count_in(field, description):
 
 
 SERVER_ID = {"type": "integer", "minimum": 1, "maximum": models.MAX_ID,
-             "description": "The id the panel returned from /api/agent/register."}
+             "description": "The id the panel returned from /api/agent/register: the key's own "
+                            "server (another server's id is refused with 403)."}
 TIMESTAMP = {
     "type": ["string", "number"],
     "format": "date-time", "pattern": RFC3339, "maxLength": 32,
