@@ -158,6 +158,10 @@ def build_api(settings, committer):
                             now - datetime.timedelta(days=settings.retention_raw_days))
         try:
             stored = committer.submit(agent.id, rows, now)
+        except writer.SampleUnstorable as err:
+            # Nothing field-specific to name: on a batch the agent halves it until it finds
+            # the one sample, and drops that.
+            raise ApiError(422, f"{err}; sending it again cannot help") from None
         except writer.StoreUnavailable as err:
             # Not stored, and the agent still has them: it retries after the pause.
             raise ApiError(503, f"{err}; keep the samples and retry",

@@ -334,7 +334,9 @@ ERROR_RESPONSES = {
                            "than gzip."},
     "422": {"description": "JSON does not match the schema, or a timestamp is outside the "
                            "window the schema describes; `field` names the first problem. "
-                           "The agent drops such a sample: sending it again cannot help."},
+                           "Also, without `field`, a sample the database refuses for what it "
+                           "holds. The agent drops such a sample: sending it again cannot "
+                           "help."},
     "429": {"description": "Too many failed authentications from this address or for this "
                            "key id.",
             "headers": {"Retry-After": _seconds_header("Seconds until the next attempt may "

@@ -6,7 +6,7 @@ import pytest
 
 from panel import models
 from tests import sql_columns
-from tests.conftest import new_server
+from tests.conftest import new_server, stamp
 from tests.integration.test_api import metric_count, post, sample
 
 COLUMNS = sql_columns.columns()
@@ -100,3 +100,54 @@ def test_an_alert_threshold_too_small_for_real_is_stored_as_zero(database):
 
     services.set_rule("cpu", 1e-50, 5)
     assert models.AlertRule.get(models.AlertRule.metric == "cpu").threshold == 0.0
+
+
+@pytest.fixture
+def narrowed_postgresql(postgresql_url, tmp_path):
+    """A scratch PostgreSQL database whose process_count is a SMALLINT: the wire schema's bound
+    (INTEGER's) is then looser than the column, as after a careless schema change."""
+    import secrets
+    import urllib.parse
+
+    from panel import db as panel_db
+    from tests.conftest import _pg_admin_connection
+
+    name = f"mpanel_narrowed_{secrets.token_hex(3)}"
+    admin = _pg_admin_connection(postgresql_url)
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    url = urllib.parse.urlunsplit(urllib.parse.urlsplit(postgresql_url)._replace(path="/" + name))
+    try:
+        database = panel_db.open_database(url)
+        panel_db.init_schema(database)
+        database.execute_sql("ALTER TABLE server_metrics ALTER COLUMN process_count TYPE smallint")
+        database.close()
+        yield url
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def test_a_sample_the_database_refuses_is_422_not_an_endless_503(narrowed_postgresql, tmp_path):
+    """The last line of defence: should a bound ever drift from its column again, the sample
+    the database can never store is refused for good (the agent drops it), not 'retry'."""
+    from panel import db as panel_db
+    from tests.conftest import start_panel, stop_panel
+
+    bound = panel_db.bind(narrowed_postgresql)
+    server, key = new_server("narrow-1")
+    panel = start_panel(narrowed_postgresql, tmp_path / "panel.log")
+    try:
+        document = sample(server.id)
+        document["metrics"]["processes"]["total"] = 40_000  # past SMALLINT
+        response = post(panel, "/api/agent/metrics", key, document)
+        assert response.status == 422, response.text
+        assert "cannot store" in response.json()["error"]
+        assert models.Metric.select().count() == 0
+        document = sample(server.id, stamp(5))
+        assert post(panel, "/api/agent/metrics", key, document).status == 200
+        assert models.Metric.select().count() == 1
+    finally:
+        stop_panel(panel)
+        bound.close()
