@@ -3,7 +3,7 @@ mapping of a sample's sections onto the typed columns and JSON detail of `server
 
 Every row this builds is one the database stores: the schema bounds each field by its column
 (protocol.py), a sum too large for its column is left empty, and a magnitude too small for a
-REAL column is stored as 0. A row the database refused would be answered 503 "retry" for good.
+REAL column is stored as 0. The sample is valid: refusing it would refuse what the schema allows.
 """
 import datetime
 

@@ -6,8 +6,9 @@ Unknown fields are ignored rather than refused, so agents newer than the panel k
 during a staggered upgrade; every known field is checked strictly.
 
 A field the panel keeps in a column takes its bounds from that column (`models.column_max`,
-the models' `max_length`), so the schema never admits a value the database would refuse: such a
-sample would be answered 503 "retry" for good and block the agent's buffer behind it.
+the models' `max_length`), so the schema never admits a value the database would refuse. (Were
+one to slip through, the writer answers 422 rather than 503 "retry", which would stall the
+agent's buffer behind it for good; that is the last line of defence, not the rule.)
 """
 import datetime
 
