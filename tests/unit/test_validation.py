@@ -296,3 +296,22 @@ def test_every_success_documents_the_rotated_key_it_may_carry(path, method):
     ok = protocol.openapi_document()["paths"][path][method]["responses"]["200"]
     schema = ok["content"]["application/json"]["schema"]
     assert "newApiKey" in schema["properties"] and "newApiKey" not in schema["required"]
+
+
+def _string_schemas(schema, path="body"):
+    if schema.get("type") == "string":
+        yield path, schema
+    for key, sub in schema.get("properties", {}).items():
+        yield from _string_schemas(sub, f"{path}.{key}")
+    for keyword in ("items", "additionalProperties", "propertyNames"):
+        if isinstance(schema.get(keyword), dict):
+            yield from _string_schemas(schema[keyword], f"{path}<{keyword}>")
+
+
+@pytest.mark.parametrize("name", sorted(protocol.REQUEST_SCHEMAS))
+def test_every_text_field_publishes_the_no_nul_rule(name):
+    """A new text field that forgot it would be refused by the validator for a NUL the
+    published schema allows: a generated client's valid request, rejected."""
+    for path, schema in _string_schemas(protocol.REQUEST_SCHEMAS[name]):
+        assert schema.get("pattern") == protocol.PLAIN_TEXT, path
+        assert "maxLength" in schema, path
