@@ -148,7 +148,7 @@ def _measured_offset(now, agent_time=None, newest=None):
     offset = ingest.clock_offset(now, bottle.request.get_header("Date"), agent_time)
     if offset is None and newest is not None:
         lead = round((newest - now).total_seconds())
-        if lead > ingest.CLOCK_SKEW_WARNING:
+        if lead > models.CLOCK_SKEW_WARNING:
             offset = lead
     return offset
 
@@ -210,6 +210,10 @@ def build_api(settings, committer):
                             agent.clock_offset if measured is None else measured)
         try:
             stored = committer.submit(agent.id, rows, now)
+        except writer.SampleUnstorable as err:
+            # Nothing field-specific to name: on a batch the agent halves it until it finds
+            # the one sample, and drops that.
+            raise ApiError(422, f"{err}; sending it again cannot help") from None
         except writer.StoreUnavailable as err:
             # Not stored, and the agent still has them: it retries after the pause.
             raise ApiError(503, f"{err}; keep the samples and retry",

@@ -1,24 +1,25 @@
 """Pure functions that turn a validated request body into rows: timestamp parsing and the
-mapping of a sample's sections onto the typed columns and JSON detail of `server_metrics`."""
+mapping of a sample's sections onto the typed columns and JSON detail of `server_metrics`.
+
+Every row this builds is one the database stores: the schema bounds each field by its column
+(protocol.py), a sum too large for its column is left empty, and a magnitude too small for a
+REAL column is stored as 0. The sample is valid: refusing it would refuse what the schema allows.
+"""
 import datetime
 import email.utils
 
-from . import protocol
+import peewee
+
+from . import models, protocol
 from .validation import ValidationError
 
-EARLIEST = datetime.datetime(2000, 1, 1)
-# A clock ahead by up to a day is a wrong time zone or a hand-set clock, and its samples are
-# kept (and the admin told): refusing them would make the agent drop them for good. A day
-# also stays inside the daily partitions PostgreSQL has made ahead (rollups.ensure_partitions).
-MAX_FUTURE = datetime.timedelta(days=1)
-# An agent clock further off than this is shown as a warning; NTP keeps clocks within a second.
-CLOCK_SKEW_WARNING = 60
+_REAL_COLUMNS = frozenset(name for name, field in models.Metric._meta.fields.items()
+                          if isinstance(field, peewee.FloatField))
 # Offsets measured from a Date header (whole seconds) differ by this much without any change.
 CLOCK_RESOLUTION = 2
 # What the offset column holds (INTEGER seconds: 68 years either way); a Date header can say
 # year 9999, and that still reads as "far ahead", not as a database error.
-MAX_CLOCK_OFFSET = 2**31 - 1
-MAX_INT64 = 2**63 - 1
+MAX_CLOCK_OFFSET = models.column_max(models.Agent.clock_offset)
 
 
 def clock_offset(now, date_header=None, agent_time=None):
@@ -33,7 +34,7 @@ def clock_offset(now, date_header=None, agent_time=None):
         if moment.tzinfo is None:
             return None  # RFC 9110 Dates are GMT; a zone-less one is not a reading to trust
         agent_time = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-    if agent_time is None or agent_time < EARLIEST:
+    if agent_time is None or agent_time < protocol.EARLIEST:
         return None
     offset = round((agent_time - now).total_seconds())
     return max(-MAX_CLOCK_OFFSET, min(MAX_CLOCK_OFFSET, offset))
@@ -42,7 +43,7 @@ def clock_offset(now, date_header=None, agent_time=None):
 def parse_timestamp(value, now, field="timestamp"):
     """ISO 8601 with a zone, or epoch seconds -> naive UTC datetime.
 
-    Samples stamped more than MAX_FUTURE ahead of the panel's clock are refused. Nearer ones
+    Samples stamped more than protocol.MAX_FUTURE ahead of the panel's clock are refused. Nearer ones
     are stored as stamped: the agent's times stay its data, so a replay is still stored once.
     """
     if isinstance(value, str):
@@ -58,9 +59,10 @@ def parse_timestamp(value, now, field="timestamp"):
             moment = datetime.datetime.fromtimestamp(value, datetime.timezone.utc).replace(tzinfo=None)
         except (OverflowError, OSError, ValueError):
             raise ValidationError("is not a usable epoch time in seconds", field) from None
-    if moment < EARLIEST:
-        raise ValidationError("is before the year 2000; is the server's clock set?", field)
-    if moment > now + MAX_FUTURE:
+    if moment < protocol.EARLIEST:
+        raise ValidationError(f"is before the year {protocol.EARLIEST.year}; is the server's "
+                              f"clock set?", field)
+    if moment > now + protocol.MAX_FUTURE:
         raise ValidationError("is more than a day ahead of the panel's clock; is the server's "
                               "clock set?", field)
     return moment
@@ -79,12 +81,12 @@ def _int(value):
     return None if value is None else int(value)
 
 
-def _total(entries, key, field):
-    """Sum for a BIGINT column; a sum past 64 bits is refused, not left to overflow in SQL."""
+def _total(entries, key, column):
+    """Sum for `column`; None (unknown) when it passes what the column holds. Each entry's own
+    figure is within bounds and kept in the detail; only a sum over hundreds of entries near
+    2^63 can pass them, and refusing the sample for it would refuse data the schema allows."""
     total = sum(int(entry[key]) for entry in entries)
-    if total > MAX_INT64:
-        raise ValidationError(f"sum of {key} exceeds a 64-bit counter", field)
-    return total
+    return total if total <= models.column_max(column) else None
 
 
 def _rate_sum(entries, key):
@@ -127,9 +129,9 @@ def sample_row(metrics, unavailable=None):
                   if m["used"] + m["free"] > 0]
         row.update(
             disk_max_percent=round(max(shares), 2) if shares else None,
-            disk_total=_total(unique, "total", "metrics.disk.mounts"),
-            disk_used=_total(unique, "used", "metrics.disk.mounts"),
-            disk_free=_total(unique, "free", "metrics.disk.mounts"),
+            disk_total=_total(unique, "total", models.Metric.disk_total),
+            disk_used=_total(unique, "used", models.Metric.disk_used),
+            disk_free=_total(unique, "free", models.Metric.disk_free),
         )
         detail["disks"] = mounts
     if "io" in disk:
@@ -142,8 +144,8 @@ def sample_row(metrics, unavailable=None):
     if "interfaces" in network:
         interfaces = _known_list(network["interfaces"], protocol.INTERFACE)
         row.update(
-            network_rx_bytes=_total(interfaces, "bytesRecv", "metrics.network.interfaces"),
-            network_tx_bytes=_total(interfaces, "bytesSent", "metrics.network.interfaces"),
+            network_rx_bytes=_total(interfaces, "bytesRecv", models.Metric.network_rx_bytes),
+            network_tx_bytes=_total(interfaces, "bytesSent", models.Metric.network_tx_bytes),
             network_rx_rate=_rate_sum(interfaces, "bytesRecvPerSec"),
             network_tx_rate=_rate_sum(interfaces, "bytesSentPerSec"),
         )
@@ -171,5 +173,7 @@ def sample_row(metrics, unavailable=None):
 
     if unavailable:
         detail["unavailable"] = dict(unavailable)
+    for name in _REAL_COLUMNS.intersection(row):
+        row[name] = models.storable_real(row[name])
     row["detail"] = detail or None
     return row

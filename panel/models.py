@@ -11,7 +11,7 @@ import zlib
 
 import peewee
 
-from . import ingest, units
+from . import units
 from .db import database_proxy, is_postgres, utcnow
 
 
@@ -34,6 +34,18 @@ DETAIL_DICTIONARY = (
     b'"dropsOutPerSec":0.0}],"disks":[{"mountpoint":"/","device":"/dev/sda1","fstype":"ext4",'
     b'"total":"used":"free":"percent":}]'
 )
+
+
+# PostgreSQL's REAL (float4) refuses a nonzero value below its range as "out of range", where
+# a double would hold it (1e-50). Below float4's smallest normal a figure is noise, so it is
+# stored as 0; flushing there rather than at the very edge keeps averages of such values
+# (rollups, alert windows) inside the range too.
+REAL_SMALLEST_NORMAL = 2.0 ** -126
+
+
+def storable_real(value):
+    """`value` as a REAL column can hold it: 0 for a magnitude below float4's normal range."""
+    return 0.0 if value is not None and abs(value) < REAL_SMALLEST_NORMAL else value
 
 
 def pack_detail(value):
@@ -547,7 +559,17 @@ def prune_auth_limits(now):
     return AuthLimit.delete().where(AuthLimit.tat < calendar.timegm(now.timetuple())).execute()
 
 
-MAX_ID = 2 ** 31 - 1  # SERIAL's range; a larger number in a URL names nothing
+# The largest value of each integer column type (Peewee's field_type): PostgreSQL's INTEGER
+# and SERIAL are 4-byte signed, BIGINT 8-byte signed.
+_INTEGER_COLUMN_MAX = {"INT": 2**31 - 1, "AUTO": 2**31 - 1, "BIGINT": 2**63 - 1}
+
+
+def column_max(field):
+    """The largest value the column of a Peewee integer field stores."""
+    return _INTEGER_COLUMN_MAX[field.field_type]
+
+
+MAX_ID = column_max(Server.id)  # SERIAL's range; a larger number in a URL names nothing
 
 
 def valid_id(number):
@@ -568,11 +590,15 @@ def connection_state(last_seen, now, offline_after):
     return "offline" if (now - last_seen).total_seconds() > offline_after else "online"
 
 
+# An agent clock further off than this is shown as a warning; NTP keeps clocks within a second.
+CLOCK_SKEW_WARNING = 60
+
+
 def clock_skew(offset, warn_after=None):
     """'clock 2 h behind', 'clock 5 min ahead', or None for a clock within `warn_after`
-    seconds (ingest.CLOCK_SKEW_WARNING) of the panel's or not yet measured: the warning the
+    seconds (CLOCK_SKEW_WARNING) of the panel's or not yet measured: the warning the
     servers table and the detail page show."""
-    if offset is None or abs(offset) <= (ingest.CLOCK_SKEW_WARNING if warn_after is None
+    if offset is None or abs(offset) <= (CLOCK_SKEW_WARNING if warn_after is None
                                          else warn_after):
         return None
     # To the minute: a Date header's whole seconds make a 2-hour step read 7,199 s.
@@ -591,7 +617,7 @@ def agent_clock(offset, now):
 def skewed_clocks():
     """{agent_id: clock offset in seconds} of the agents whose clock is off by more than the
     warning threshold: the rules judge those by their own clock."""
-    limit = ingest.CLOCK_SKEW_WARNING
+    limit = CLOCK_SKEW_WARNING
     return dict(Agent.select(Agent.id, Agent.clock_offset)
                 .where((Agent.clock_offset > limit) | (Agent.clock_offset < -limit)).tuples())
 

@@ -4,15 +4,45 @@ from them. `docs/protocol.md` explains each field; tests check that its example 
 Field names are camelCase on the wire; units are raw (bytes, seconds, percent 0-100).
 Unknown fields are ignored rather than refused, so agents newer than the panel keep reporting
 during a staggered upgrade; every known field is checked strictly.
-"""
-from . import __version__
 
-MAX_INT64 = 2**63 - 1
-MAX_SERVER_ID = 2**31 - 1
+A field the panel keeps in a column takes its bounds from that column (`models.column_max`,
+the models' `max_length`), so the schema never admits a value the database would refuse. (Were
+one to slip through, the writer answers 422 rather than 503 "retry", which would stall the
+agent's buffer behind it for good; that is the last line of defence, not the rule.)
+"""
+import datetime
+
+from . import __version__, models
+
+# Byte counts and counters are kept in BIGINT columns (or the JSON detail, which holds as much).
+MAX_INT64 = models.column_max(models.Metric.memory_total)
 MAX_DISKS = 256
 MAX_INTERFACES = 512
 MAX_TOP = 20
 MAX_BATCH = 100
+
+# Sample times: a sanity floor (a server whose clock was never set says 1970), and how far
+# ahead of the panel's clock a sample may be. A clock ahead by up to a day is a wrong time zone
+# or a hand-set clock, and its samples are kept (and the admin told, docs/protocol.md "Clocks"):
+# refusing them would make the agent drop them for good. A day also stays inside the daily
+# partitions PostgreSQL has made ahead (rollups.ensure_partitions). The other bound, the
+# panel's retention, is relative to now too: JSON Schema cannot say either, so the
+# descriptions do.
+EARLIEST = datetime.datetime(2000, 1, 1)
+MAX_FUTURE = datetime.timedelta(days=1)
+_EPOCH = datetime.datetime(1970, 1, 1)
+# RFC 3339 date-time with a zone, narrowed to what Python's datetime.fromisoformat reads the
+# same way: no leap second (60), no lower-case t/z, at most 6 fraction digits (microseconds).
+# [0-9], not \d, which in Python takes other scripts' digits too; `$(?!\n)` because Python's
+# `$` also matches before a final newline (ECMA's does not; the lookahead makes them agree).
+RFC3339 = (r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+           r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
+           r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$(?!\n)")
+# Every text field: PostgreSQL text cannot hold NUL. (Nor a lone surrogate, which a JSON \ud800
+# escape can carry: that is refused too, as I-JSON (RFC 7493) does, and the document's
+# description says so. A pattern could say it, `[^\u0000\ud800-\udfff]`, but Schemathesis
+# 4.32 reads such a class wrongly and sends NUL: the schema would mislead generated clients.)
+PLAIN_TEXT = r"^[^\u0000]*$"
 
 BYTES = {"type": "integer", "minimum": 0, "maximum": MAX_INT64}
 COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_INT64}
@@ -24,25 +54,45 @@ def _described(schema, description):
     return dict(schema, description=description)
 
 
-SERVER_ID = {"type": "integer", "minimum": 1, "maximum": MAX_SERVER_ID,
-             "description": "The id the panel returned from /api/agent/register."}
+def _text(max_length, min_length=0, description=None):
+    """A text field of at most `max_length` characters (a column's max_length where stored)."""
+    schema = {"type": "string", "maxLength": max_length, "pattern": PLAIN_TEXT}
+    if min_length:
+        schema["minLength"] = min_length
+    return _described(schema, description) if description else schema
+
+
+def _count_in(field, description):
+    """A count stored in `field`'s column: bounded by what that column holds."""
+    return {"type": "integer", "minimum": 0, "maximum": models.column_max(field),
+            "description": description}
+
+
+SERVER_ID = {"type": "integer", "minimum": 1, "maximum": models.MAX_ID,
+             "description": "The id the panel returned from /api/agent/register: the key's own "
+                            "server (another server's id is refused with 403)."}
 TIMESTAMP = {
-    "type": ["string", "number"], "maxLength": 40,
-    "description": "When the sample was taken: ISO 8601 with a zone "
-                   "(2026-11-30T01:52:00Z) or seconds since the Unix epoch. At most a day "
-                   "ahead of the panel's clock.",
+    "type": ["string", "number"],
+    "format": "date-time", "pattern": RFC3339, "maxLength": 32,
+    "minimum": int((EARLIEST - _EPOCH).total_seconds()),
+    "maximum": int((datetime.datetime.max - _EPOCH).total_seconds()),
+    "description": "When the sample was taken: an RFC 3339 date-time with a zone "
+                   "(2026-11-30T01:52:00Z, 2026-11-30T02:52:00.125+01:00) or seconds since the "
+                   "Unix epoch. Not before the year 2000; at most a day ahead of the "
+                   "panel's clock; and for a sample, not older than the panel keeps samples "
+                   "(its MPANEL_RETENTION_RAW_DAYS). Those two bounds move with the clock, so "
+                   "this schema cannot carry them: outside them the answer is 422.",
 }
 
 REGISTER = {
     "type": "object",
     "required": ["hostname", "os", "arch", "version"],
     "properties": {
-        "hostname": {"type": "string", "minLength": 1, "maxLength": 255},
-        "os": {"type": "string", "minLength": 1, "maxLength": 50,
-               "description": "Operating system, e.g. 'Linux 6.1.0-28-amd64'."},
-        "arch": {"type": "string", "minLength": 1, "maxLength": 50, "description": "e.g. x86_64"},
-        "version": {"type": "string", "minLength": 1, "maxLength": 20,
-                    "description": "agent.py's version"},
+        "hostname": _text(models.Agent.hostname.max_length, 1),
+        "os": _text(models.Agent.os.max_length, 1,
+                    "Operating system, e.g. 'Linux 6.1.0-28-amd64'."),
+        "arch": _text(models.Agent.arch.max_length, 1, "e.g. x86_64"),
+        "version": _text(models.Agent.agent_version.max_length, 1, "agent.py's version"),
         "bootTime": {"type": "number", "minimum": 0, "maximum": 1e11,
                      "description": "When the server booted, seconds since the Unix epoch "
                                     "(optional; the dashboard shows uptime from it)."},
@@ -89,9 +139,9 @@ MOUNT = {
     "type": "object",
     "required": ["mountpoint", "total", "used", "free"],
     "properties": {
-        "mountpoint": {"type": "string", "minLength": 1, "maxLength": 4096},
-        "device": {"type": "string", "maxLength": 4096},
-        "fstype": {"type": "string", "maxLength": 64},
+        "mountpoint": _text(4096, 1),
+        "device": _text(4096),
+        "fstype": _text(64),
         "total": _described(BYTES, "Size, bytes."),
         "used": _described(BYTES, "Used, bytes."),
         "free": _described(BYTES, "Free for unprivileged users, bytes."),
@@ -103,7 +153,7 @@ DISK_IO = {
     "type": "object",
     "required": ["device"],
     "properties": {
-        "device": {"type": "string", "minLength": 1, "maxLength": 256},
+        "device": _text(256, 1),
         **_rates("Per second since the previous sample.", "readBytesPerSec", "writeBytesPerSec",
                  "readOpsPerSec", "writeOpsPerSec"),
     },
@@ -123,7 +173,7 @@ INTERFACE = {
     "type": "object",
     "required": ["interface", "bytesSent", "bytesRecv"],
     "properties": {
-        "interface": {"type": "string", "minLength": 1, "maxLength": 256},
+        "interface": _text(256, 1),
         "bytesSent": _described(BYTES, "Since boot."),
         "bytesRecv": _described(BYTES, "Since boot."),
         "packetsSent": COUNT,
@@ -147,9 +197,8 @@ PROCESS = {
     "required": ["pid", "name"],
     "properties": {
         "pid": {"type": "integer", "minimum": 0, "maximum": 2**32},
-        "name": {"type": "string", "maxLength": 256,
-                 "description": "Executable name only: never the command line."},
-        "user": {"type": "string", "maxLength": 256},
+        "name": _text(256, description="Executable name only: never the command line."),
+        "user": _text(256),
         "cpuPercent": {"type": "number", "minimum": 0, "maximum": 100_000,
                        "description": "Share of one core, as top shows it."},
         "rss": _described(BYTES, "Resident memory, bytes."),
@@ -159,8 +208,8 @@ PROCESS = {
 PROCESSES = {
     "type": "object",
     "properties": {
-        "total": COUNT,
-        "running": COUNT,
+        "total": _count_in(models.Metric.process_count, "Processes."),
+        "running": _described(COUNT, "Processes in the running state."),
         "topCpu": {"type": "array", "maxItems": MAX_TOP, "items": PROCESS},
         "topMemory": {"type": "array", "maxItems": MAX_TOP, "items": PROCESS},
     },
@@ -174,7 +223,7 @@ SERVICES = {
             "connections": COUNT,
             "databases": {"type": "array", "maxItems": 1000, "items": {
                 "type": "object", "required": ["name", "size"], "properties": {
-                    "name": {"type": "string", "maxLength": 256}, "size": BYTES}}},
+                    "name": _text(256), "size": BYTES}}},
         }},
         "nginx": {"type": "object", "properties": {
             "activeConnections": COUNT, "reading": COUNT, "writing": COUNT, "waiting": COUNT,
@@ -204,7 +253,8 @@ UNAVAILABLE = {
     "type": "object", "maxProperties": 64,
     "description": "Collectors that failed in this sample, with the reason (e.g. permission "
                    "denied, timeout).",
-    "additionalProperties": {"type": "string", "maxLength": 300},
+    "propertyNames": _text(256),
+    "additionalProperties": _text(300),
 }
 
 SAMPLE = {
@@ -216,6 +266,8 @@ SAMPLE = {
 METRICS_BODY = {
     "type": "object",
     "required": ["serverId", "timestamp", "metrics"],
+    # The panel reads a body that carries `samples` as the batch form, whatever else it has.
+    "not": {"required": ["samples"]},
     "properties": {"serverId": SERVER_ID, **SAMPLE["properties"]},
 }
 
@@ -253,22 +305,59 @@ REQUEST_SCHEMAS = {
 }
 
 
+# Added to any successful answer while the agent still uses a rotated key (auth.py, keys.py).
+NEW_API_KEY = {"type": "string", "description": "The key that replaces the one this request "
+                                                "used: keep it and use it from the next request."}
+
+
 def _ok(description, properties):
     return {"200": {"description": description, "content": {"application/json": {"schema": {
-        "type": "object", "required": list(properties), "properties": properties}}}}}
+        "type": "object", "required": list(properties),
+        "properties": {**properties, "newApiKey": NEW_API_KEY}}}}}}
+
+
+def _seconds_header(description):
+    return {"description": description, "required": True,
+            "schema": {"type": "integer", "minimum": 1}}
+
+
+# Every refusal the agent API can answer, with the headers that come with it. An operation
+# lists the ones it can meet; the descriptions are the contract an agent is written against.
+ERROR_RESPONSES = {
+    "400": {"description": "Body is not valid JSON (or NaN, Infinity, nested too deeply), or "
+                           "not valid gzip when Content-Encoding says so."},
+    "401": {"description": "Missing or rejected API key.",
+            "headers": {"WWW-Authenticate": {
+                "description": "The scheme to authenticate with (RFC 6750).", "required": True,
+                "schema": {"type": "string", "pattern": "^Bearer( |$)"}}}},
+    "403": {"description": "serverId is not this key's server; or plain HTTP from the network "
+                           "(field: scheme)."},
+    "413": {"description": "Body larger than the panel accepts (MPANEL_MAX_BODY_BYTES), before "
+                           "or after gzip."},
+    "415": {"description": "Content-Type is not application/json, or a Content-Encoding other "
+                           "than gzip."},
+    "422": {"description": "JSON does not match the schema, or a timestamp is outside the "
+                           "window the schema describes; `field` names the first problem. "
+                           "Also, without `field`, a sample the database refuses for what it "
+                           "holds. The agent drops such a sample: sending it again cannot "
+                           "help."},
+    "429": {"description": "Too many failed authentications from this address or for this "
+                           "key id.",
+            "headers": {"Retry-After": _seconds_header("Seconds until the next attempt may "
+                                                       "succeed.")}},
+    "503": {"description": "The database is unavailable: nothing was stored; keep the samples "
+                           "and retry.",
+            "headers": {"Retry-After": _seconds_header("Seconds to wait before retrying.")}},
+}
+# What every authenticated operation can meet before it reads its body.
+_AUTH_ERRORS = ("401", "403", "429", "503")
+# ... and what reading and checking a body adds.
+_BODY_ERRORS = ("400", "413", "415", "422")
 
 
 def _errors(*statuses):
-    meaning = {
-        "400": "Body is not valid JSON (or not gzip when it says so).",
-        "401": "Missing or rejected API key.",
-        "403": "serverId is not this key's server.",
-        "413": "Body larger than the panel accepts, before or after gzip.",
-        "415": "Content-Type is not application/json.",
-        "422": "JSON does not match the schema; `field` names the first problem.",
-    }
     ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-    return {s: {"description": meaning[s], "content": ref} for s in statuses}
+    return {status: dict(ERROR_RESPONSES[status], content=ref) for status in sorted(statuses)}
 
 
 def _post(summary, schema_names, ok):
@@ -277,7 +366,7 @@ def _post(summary, schema_names, ok):
         "summary": summary,
         "requestBody": {"required": True, "content": {"application/json": {
             "schema": refs[0] if len(refs) == 1 else {"oneOf": refs}}}},
-        "responses": {**ok, **_errors("400", "401", "403", "413", "415", "422")},
+        "responses": {**ok, **_errors(*_AUTH_ERRORS, *_BODY_ERRORS)},
     }}
 
 
@@ -287,7 +376,10 @@ def openapi_document():
         "openapi": "3.1.0",
         "info": {"title": "mPanel agent API", "version": __version__,
                  "description": "Agents push; the panel never connects to them. "
-                                "Request bodies may be gzip-compressed (Content-Encoding: gzip)."},
+                                "Request bodies may be gzip-compressed (Content-Encoding: gzip). "
+                                "Bodies are I-JSON (RFC 7493): a string carrying a lone "
+                                "surrogate escape (\\ud800) is refused with 422, as is a NUL "
+                                "character in any text field (each one's pattern says so)."},
         "security": [{"agentKey": []}],
         "paths": {
             "/api/agent/register": _post(
@@ -311,7 +403,7 @@ def openapi_document():
                 "responses": {**_ok("Settings", {
                     "reportInterval": {"type": "integer", "description": "Seconds."},
                     "metricsEnabled": {"type": "array", "items": {"type": "string"}}}),
-                    **_errors("401")},
+                    **_errors(*_AUTH_ERRORS)},
             }},
         },
         "components": {

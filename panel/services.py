@@ -147,6 +147,7 @@ def set_rule(metric, threshold, minutes, server_name=None, enabled=True):
         raise ValueError("minutes must be between 1 and 1440 (a day)")
     if not 0 <= threshold <= 1e6:  # also refuses NaN
         raise ValueError("threshold must be between 0 and 1,000,000")
+    threshold = models.storable_real(threshold)
     server = server_named(server_name) if server_name else None
     where = (models.AlertRule.metric == metric) & (
         models.AlertRule.server.is_null() if server is None

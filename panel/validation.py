@@ -4,11 +4,16 @@ The schemas in `protocol.py` are plain JSON Schema dicts: this module enforces t
 request and `/api/openapi.json` publishes the very same dicts, so the document cannot drift from
 what the code accepts. A test checks our verdicts against the `jsonschema` package.
 
-Supported keywords: type, properties, required, additionalProperties (bool or schema), items,
-minItems, maxItems, minLength, maxLength, minimum, maximum, maxProperties, enum. Beyond JSON Schema, every string must be
-valid UTF-8 without NUL characters, because PostgreSQL text cannot store either: the panel's
-one rule for text, `errors.text_problem`, which the pages' parameters follow too.
+Supported keywords: type, properties, required, additionalProperties (bool or schema),
+propertyNames, not, items, minItems, maxItems, minLength, maxLength, pattern, format
+(date-time), minimum, maximum, maxProperties, enum. Every string must also be valid UTF-8
+without NUL characters, because PostgreSQL text cannot store either. The published document
+says so too: a `pattern` on every text field for NUL (this check only words the refusal
+better), its description for lone surrogates (I-JSON, RFC 7493).
 """
+import datetime
+import re
+
 from .errors import text_problem
 
 _TYPE_NAMES = {
@@ -38,6 +43,19 @@ def _is_type(value, name):
     return isinstance(value, _TYPE_NAMES[name])
 
 
+def _is_date_time(value):
+    try:
+        datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+# `format` asserts here, as JSON Schema lets a validator choose: a pattern can let 31 February
+# through, the calendar cannot.
+_FORMATS = {"date-time": (_is_date_time, "must be a real date and time, e.g. 2026-11-30T01:52:00Z")}
+
+
 def _join(path, key):
     if isinstance(key, int):
         return f"{path}[{key}]"
@@ -51,6 +69,14 @@ def validate(schema, value, path=""):
         names = types if isinstance(types, list) else [types]
         if not any(_is_type(value, name) for name in names):
             raise ValidationError(f"must be {' or '.join(names)}, got {_describe(value)}", path)
+
+    if "not" in schema:
+        try:
+            validate(schema["not"], value, path)
+        except ValidationError:
+            pass
+        else:
+            raise ValidationError(f"must not match {schema['not']}", path)
 
     if "enum" in schema and value not in schema["enum"]:
         raise ValidationError(f"must be one of {', '.join(map(str, schema['enum']))}", path)
@@ -82,6 +108,14 @@ def _check_string(schema, value, path):
         raise ValidationError(f"must be at least {schema['minLength']} characters", path)
     if "maxLength" in schema and len(value) > schema["maxLength"]:
         raise ValidationError(f"must be at most {schema['maxLength']} characters", path)
+    # re.search: JSON Schema patterns are unanchored unless they say ^ and $ (protocol.py
+    # writes them so that Python's and ECMA's readings agree).
+    if "pattern" in schema and not re.search(schema["pattern"], value):
+        raise ValidationError(f"must match the pattern {schema['pattern']}", path)
+    if schema.get("format") in _FORMATS:
+        check, message = _FORMATS[schema["format"]]
+        if not check(value):
+            raise ValidationError(message, path)
 
 
 def _check_object(schema, value, path):
@@ -98,8 +132,10 @@ def _check_object(schema, value, path):
                 continue
             if additional is False:
                 raise ValidationError("is not a known field", _join(path, key))
-            _check_string({"maxLength": 256}, key, _join(path, key))
             validate(additional, value[key], _join(path, key))
+    if "propertyNames" in schema:
+        for key in value:
+            _check_string(schema["propertyNames"], key, _join(path, key))
     for key, subschema in properties.items():
         if key in value:
             validate(subschema, value[key], _join(path, key))

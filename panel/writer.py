@@ -9,10 +9,12 @@ of this 35-column row, which at a thousand reports a second is most of a core.
 import logging
 import os
 import queue
+import sqlite3
 import threading
 import time
 
 import peewee
+import psycopg2
 
 from . import models, rollups
 from .db import is_postgres
@@ -22,6 +24,17 @@ log = logging.getLogger("mpanel.writer")
 
 class StoreUnavailable(Exception):
     """The samples were not stored: the agent should keep them and try again."""
+
+
+class SampleUnstorable(Exception):
+    """The database refuses the samples for what they hold: sending them again cannot help."""
+
+
+# A "data exception" (SQLSTATE class 22: a value out of a column's range, text too long) and a
+# number the SQLite driver cannot bind fail the same rows every time. The schema's bounds are
+# meant to keep such values out (protocol.py); should one drift, the agent must not retry the
+# sample for good behind a 503. The writer runs raw cursors, so the drivers' own classes.
+_UNSTORABLE = (psycopg2.DataError, sqlite3.DataError, peewee.DataError, OverflowError)
 
 
 class _Pending:
@@ -90,6 +103,9 @@ class GroupCommitter:
         self.queue.put(pending)
         if not pending.done.wait(timeout):
             raise StoreUnavailable("the database did not commit in time")
+        if isinstance(pending.error, _UNSTORABLE):
+            raise SampleUnstorable(f"the database cannot store this sample: "
+                                   f"{type(pending.error).__name__}") from pending.error
         if pending.error is not None:
             raise StoreUnavailable(f"the database refused the write: "
                                    f"{type(pending.error).__name__}") from pending.error

@@ -12,8 +12,8 @@ NOW = datetime.datetime(2026, 11, 30, 12, 0)
     (None, None),
     (0, None),
     (-1, None),
-    (ingest.CLOCK_SKEW_WARNING, None),
-    (ingest.CLOCK_SKEW_WARNING + 1, "clock 1 min ahead"),
+    (models.CLOCK_SKEW_WARNING, None),
+    (models.CLOCK_SKEW_WARNING + 1, "clock 1 min ahead"),
     (7199, "clock 2 h ahead"),  # a Date header's whole seconds
     (-3600, "clock 1 h behind"),
     (-(3 * 86400 + 7200), "clock 3 d 2 h behind"),

@@ -128,12 +128,20 @@ def test_unknown_fields_from_the_agent_are_not_stored():
     assert row["detail"]["services"] == {"redis": {"usedMemory": 1}}
 
 
-def test_sums_past_64_bits_are_refused_not_overflowed():
+def test_a_sum_past_its_column_is_left_empty_and_the_sample_kept():
+    """Each counter is within the schema's bounds; only their sum passes BIGINT. Refusing the
+    sample would refuse data the published schema allows, so the sum is unknown instead."""
     huge = 2**62
-    with pytest.raises(ValidationError) as caught:
-        ingest.sample_row({"network": {"interfaces": [
-            {"interface": f"eth{i}", "bytesSent": huge, "bytesRecv": 0} for i in range(3)]}})
-    assert caught.value.field == "metrics.network.interfaces"
+    row = ingest.sample_row({"network": {"interfaces": [
+        {"interface": f"eth{i}", "bytesSent": huge, "bytesRecv": 1} for i in range(3)]}})
+    assert row["network_tx_bytes"] is None and row["network_rx_bytes"] == 3
+    assert [i["bytesSent"] for i in row["detail"]["interfaces"]] == [huge] * 3
+
+
+def test_a_figure_too_small_for_a_real_column_is_stored_as_zero():
+    """PostgreSQL's REAL refuses 1e-50 ("out of range"), which the schema's minimum 0 allows."""
+    row = ingest.sample_row({"cpu": {"usage": 1e-50, "load1": 5e-324, "load5": 0.5}})
+    assert (row["cpu_usage"], row["cpu_load_1min"], row["cpu_load_5min"]) == (0.0, 0.0, 0.5)
 
 
 def test_absent_sections_leave_their_columns_empty():

@@ -1,5 +1,6 @@
 """The request validator, checked against the jsonschema package and the published documents."""
 import copy
+import datetime
 import json
 import re
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from panel import protocol
+from panel import ingest, protocol
 from panel.validation import ValidationError, validate
 from tests.conftest import DELETE, with_field
 
@@ -182,3 +183,135 @@ def test_protocol_doc_describes_every_field():
         for dotted, name in _field_names(schema):
             described = f"`{name}`" in text or f".{name}`" in text
             assert described, f"docs/protocol.md does not describe {dotted}"
+
+
+# ===== The published schema says what the validator enforces ===================================
+
+def _published_verdict(schema, document):
+    return jsonschema.Draft202012Validator(schema).is_valid(document)
+
+
+TEXT_PATHS = [
+    ("metrics", "disk", "mounts", 0, "mountpoint"),
+    ("metrics", "processes", "topCpu", 0, "name"),
+    ("metrics", "services", "postgresql", "databases", 0, "name"),
+    ("unavailable", "docker"),
+]
+
+
+@pytest.mark.parametrize("path", TEXT_PATHS)
+def test_a_nul_the_panel_refuses_is_refused_by_the_published_schema_too(path):
+    doc = mutate(path, "web\x00evil")
+    with pytest.raises(ValidationError):
+        validate(protocol.METRICS_BODY, doc)
+    assert not _published_verdict(protocol.METRICS_BODY, doc)
+    emoji = mutate(path, "disk \U0001f4be")  # a surrogate pair in JSON: one character, fine
+    validate(protocol.METRICS_BODY, emoji)
+    assert _published_verdict(protocol.METRICS_BODY, emoji)
+
+
+@pytest.mark.parametrize("path", TEXT_PATHS)
+def test_a_lone_surrogate_is_refused_as_the_document_says(path):
+    with pytest.raises(ValidationError):
+        validate(protocol.METRICS_BODY, mutate(path, "\ud800"))
+    assert "lone surrogate" in protocol.openapi_document()["info"]["description"]
+
+
+def test_an_unavailable_collector_name_is_bounded_in_the_schema_as_in_the_validator():
+    for name in ("x" * 257, "dock\x00er"):
+        doc = mutate(("unavailable",), {name: "failed"})
+        with pytest.raises(ValidationError):
+            validate(protocol.METRICS_BODY, doc)
+        assert not _published_verdict(protocol.METRICS_BODY, doc)
+
+
+FAR_FUTURE = datetime.datetime(9999, 12, 31)
+
+
+@pytest.mark.parametrize("value", [
+    "2026-11-30T01:52:00Z", "2026-11-30T01:52:00.125Z", "2026-11-30T02:52:00.123456+01:00",
+    "2026-11-30T01:52:00-00:00", "2000-01-01T00:00:00Z", "2024-02-29T23:59:59+23:59",
+    946684800, 1796003520, 1796003520.5,
+])
+def test_a_timestamp_the_published_schema_allows_is_one_the_panel_reads(value):
+    doc = mutate(("timestamp",), value)
+    assert _published_verdict(protocol.METRICS_BODY, doc)
+    validate(protocol.METRICS_BODY, doc)
+    ingest.parse_timestamp(value, FAR_FUTURE)  # the window aside, which moves with the clock
+
+
+@pytest.mark.parametrize("value", [
+    "2026-11-30T01:52:00", "2026-11-30 01:52:00Z", "2026-11-30t01:52:00z",
+    "2026-11-30T01:52:00.1234567Z", "2026-11-30T23:59:60Z", "2026-13-01T00:00:00Z",
+    "2026-11-30T01:52Z", "20261130T015200Z", "2026-11-30T01:52:00Z\n", "yesterday",
+    "\u0662\u0660\u0662\u0666-11-30T01:52:00Z",  # Arabic-Indic digits: \d would take them
+    946684799, -1, 1e300, True,
+])
+def test_a_timestamp_the_panel_cannot_read_is_refused_by_the_published_schema(value):
+    doc = mutate(("timestamp",), value)
+    with pytest.raises(ValidationError):
+        validate(protocol.METRICS_BODY, doc)
+    assert not _published_verdict(protocol.METRICS_BODY, doc)
+
+
+def test_an_impossible_date_is_refused_by_the_date_time_format():
+    """The pattern lets 30 February through; `format: date-time` does not (jsonschema only
+    checks formats with an extra package, so this one is ours alone)."""
+    with pytest.raises(ValidationError) as caught:
+        validate(protocol.METRICS_BODY, mutate(("timestamp",), "2026-02-30T00:00:00Z"))
+    assert caught.value.field == "timestamp"
+    assert protocol.TIMESTAMP["format"] == "date-time"
+
+
+def test_the_year_2000_floor_is_in_the_schema_and_in_the_docs():
+    assert datetime.datetime(1970, 1, 1) + datetime.timedelta(
+        seconds=protocol.TIMESTAMP["minimum"]) == protocol.EARLIEST
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    assert f"year {protocol.EARLIEST.year}" in text
+
+
+def test_a_body_with_samples_is_only_the_batch_form_in_the_schema_as_in_the_panel():
+    doc = dict(good_sample(), samples="not a list")
+    assert not _published_verdict(protocol.METRICS_BODY, doc)
+
+
+AGENT_OPERATIONS = [("/api/agent/register", "post"), ("/api/agent/metrics", "post"),
+                    ("/api/agent/heartbeat", "post"), ("/api/agent/config", "get")]
+
+
+@pytest.mark.parametrize("path,method", AGENT_OPERATIONS)
+def test_every_agent_operation_documents_the_refusals_it_can_answer(path, method):
+    responses = protocol.openapi_document()["paths"][path][method]["responses"]
+    expected = {"200", "401", "403", "429", "503"}
+    if method == "post":
+        expected |= {"400", "413", "415", "422"}
+    assert set(responses) == expected
+    assert "Retry-After" in responses["429"]["headers"]
+    assert "Retry-After" in responses["503"]["headers"]
+    assert responses["401"]["headers"]["WWW-Authenticate"]["required"] is True
+
+
+@pytest.mark.parametrize("path,method", AGENT_OPERATIONS)
+def test_every_success_documents_the_rotated_key_it_may_carry(path, method):
+    ok = protocol.openapi_document()["paths"][path][method]["responses"]["200"]
+    schema = ok["content"]["application/json"]["schema"]
+    assert "newApiKey" in schema["properties"] and "newApiKey" not in schema["required"]
+
+
+def _string_schemas(schema, path="body"):
+    if schema.get("type") == "string":
+        yield path, schema
+    for key, sub in schema.get("properties", {}).items():
+        yield from _string_schemas(sub, f"{path}.{key}")
+    for keyword in ("items", "additionalProperties", "propertyNames"):
+        if isinstance(schema.get(keyword), dict):
+            yield from _string_schemas(schema[keyword], f"{path}<{keyword}>")
+
+
+@pytest.mark.parametrize("name", sorted(protocol.REQUEST_SCHEMAS))
+def test_every_text_field_publishes_the_no_nul_rule(name):
+    """A new text field that forgot it would be refused by the validator for a NUL the
+    published schema allows: a generated client's valid request, rejected."""
+    for path, schema in _string_schemas(protocol.REQUEST_SCHEMAS[name]):
+        assert schema.get("pattern") == protocol.PLAIN_TEXT, path
+        assert "maxLength" in schema, path
