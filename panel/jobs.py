@@ -151,6 +151,7 @@ class JobRunner(threading.Thread):
         self.every = every
         self.stopped = threading.Event()
         self.last_run = {}
+        self.failing = {}  # job name -> what its last failure was, while it keeps failing
 
     def jobs(self):
         """(name, function, argument, at most every N seconds)."""
@@ -173,9 +174,19 @@ class JobRunner(threading.Thread):
             try:
                 with database_proxy.connection_context():
                     result = run_locked(name, job, argument)
-            except Exception:  # the boundary: one failing job must not stop the others
-                log.exception("job failed name=%s", name)
+            except Exception as err:  # the boundary: one failing job must not stop the others
+                # Logged with its traceback when it starts failing or fails differently; a
+                # database that stays broken is one message, not one every round.
+                failure = f"{type(err).__name__}: {err}"
+                if self.failing.get(name) != failure:
+                    log.exception("job failed name=%s (logged again when it recovers or fails "
+                                  "differently)", name)
+                else:
+                    log.debug("job still failing name=%s error=%s", name, failure)
+                self.failing[name] = failure
                 continue
+            if self.failing.pop(name, None) is not None:
+                log.warning("job recovered name=%s", name)
             log.debug("job done name=%s result=%s ms=%.1f", name, result,
                       (time.perf_counter() - started) * 1000)
 

@@ -235,3 +235,35 @@ def test_one_commit_marking_more_buckets_than_sqlite_takes_parameters(database):
     assert committer.submit(agent.id, rows, now) == 450
     assert models.DirtyBucket.select().count() == 450
     assert rollups.roll_up_dirty()["5m"] == 450
+
+
+def test_a_job_failing_every_round_is_logged_once_and_its_recovery_too(tmp_path, caplog):
+    """A real SQLite file whose metrics_1h table is renamed away: the jobs that need it fail
+    each round, each with one traceback, not one a round; putting it back is logged once."""
+    from panel import db
+
+    bound = db.database_proxy.obj
+    scratch = db.bind(f"sqlite:///{tmp_path / 'panel.sqlite3'}")
+    try:
+        db.init_schema(scratch)
+        scratch.execute_sql("ALTER TABLE metrics_1h RENAME TO metrics_1h_away")
+        runner = jobs.JobRunner(settings.from_env({}))
+        caplog.set_level("DEBUG", logger="mpanel.jobs")
+        for _ in range(3):
+            runner.last_run.clear()  # every job is due each round
+            runner.run_once()
+        failed = [r.getMessage().split()[2] for r in caplog.records
+                  if r.getMessage().startswith("job failed")]
+        assert failed and len(failed) == len(set(failed)), failed  # once per failing job
+        assert all(r.exc_info for r in caplog.records if r.getMessage().startswith("job failed"))
+        still = [r.getMessage().split()[3] for r in caplog.records
+                 if r.getMessage().startswith("job still failing")]
+        assert sorted(still) == sorted(failed * 2)
+        scratch.execute_sql("ALTER TABLE metrics_1h_away RENAME TO metrics_1h")
+        runner.last_run.clear()
+        runner.run_once()
+        recovered = [r.getMessage() for r in caplog.records if "recovered" in r.getMessage()]
+        assert sorted(recovered) == sorted(f"job recovered {name}" for name in failed)
+    finally:
+        scratch.close()
+        db.database_proxy.initialize(bound)
