@@ -217,7 +217,7 @@ def build_api(settings, committer):
         except writer.StoreUnavailable as err:
             # Not stored, and the agent still has them: it retries after the pause.
             raise ApiError(503, f"{err}; keep the samples and retry",
-                           headers={"Retry-After": "30"}) from None
+                           headers={"Retry-After": str(DATABASE_RETRY_AFTER)}) from None
         _note_clock(agent, measured)
         jobs.note_alive(agent, now)
         return {"received": True, "stored": stored, "duplicates": len(rows) - stored,

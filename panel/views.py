@@ -10,11 +10,10 @@ import urllib.parse
 from pathlib import Path
 
 import bottle
-import peewee
 
 from . import auth, charts, detail, keys, models, status, units
 from .db import utcnow
-from .errors import refusal
+from .errors import DATABASE_ERRORS, database_unavailable, refusal
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = str(ROOT / "templates")
@@ -170,10 +169,12 @@ def build_views(settings):
         password = form.getunicode("password") or ""
         try:
             return attempt_login(username, password, auth.client_address(settings))
-        except peewee.PeeweeException:
-            # The limits live in the database: without it no password is checked at all.
-            bottle.response.status = 503
-            bottle.response.set_header("Retry-After", "30")
+        except DATABASE_ERRORS as err:
+            # The limits live in the database: without it no password is checked at all. The
+            # boundary's 503 (logged like any database trouble), on the login form itself.
+            unavailable = database_unavailable(err)
+            bottle.response.status = unavailable.status_code
+            bottle.response.set_header("Retry-After", unavailable.headers["Retry-After"])
             return _login_page(settings, "The panel's database is not answering; please try "
                                "again in a minute.", username)
 

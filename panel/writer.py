@@ -18,6 +18,7 @@ import psycopg2
 
 from . import models, rollups
 from .db import is_postgres
+from .errors import describe_database_error
 
 log = logging.getLogger("mpanel.writer")
 
@@ -105,10 +106,12 @@ class GroupCommitter:
             raise StoreUnavailable("the database did not commit in time")
         if isinstance(pending.error, _UNSTORABLE):
             raise SampleUnstorable(f"the database cannot store this sample: "
-                                   f"{type(pending.error).__name__}") from pending.error
+                                   f"{describe_database_error(pending.error)}") \
+                from pending.error
         if pending.error is not None:
             raise StoreUnavailable(f"the database refused the write: "
-                                   f"{type(pending.error).__name__}") from pending.error
+                                   f"{describe_database_error(pending.error)}") \
+                from pending.error
         return pending.stored
 
     def _values(self, agent_id, row):
