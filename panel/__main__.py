@@ -383,24 +383,16 @@ def cmd_run_local(settings, args):
     return local.run(settings)
 
 
-# Characters a terminal acts on instead of showing: C0/C1 controls (ESC starts ANSI and OSC
-# sequences that recolour, retitle, or write to the clipboard; a newline fakes a row), Unicode
-# format characters (bidi overrides reorder what is shown), line and paragraph separators, and
-# lone surrogates (which would make print() raise).
-UNSHOWABLE_CATEGORIES = {"Cc", "Cf", "Cs", "Zl", "Zp"}
-
-
 def shown(value):
     """Text from the database (agents', or typed in a page) as the CLI prints it: characters a
     terminal would act on are written as escapes (\\x1b, \\u202e), so a hostname can neither
     drive the admin's terminal nor pass for another row. Every listing prints through this."""
-    import unicodedata
+    from .errors import unshowable
 
     text = "" if value is None else str(value)
     if text.isprintable():  # the common case, and cheap
         return text
-    return "".join(_escape(ch) if unicodedata.category(ch) in UNSHOWABLE_CATEGORIES else ch
-                   for ch in text)
+    return "".join(_escape(ch) if unshowable(ch) else ch for ch in text)
 
 
 def _escape(ch):

@@ -16,6 +16,7 @@ import logging
 import sqlite3
 import threading
 import time
+import unicodedata
 
 import bottle
 import peewee
@@ -71,6 +72,18 @@ def refusal(status, message, field=None, headers=None):
 
 
 # ===== The one rule for text input ===============================================================
+
+# Characters a terminal acts on instead of showing: C0/C1 controls (ESC starts ANSI and OSC
+# sequences that recolour, retitle, or write to the clipboard; a newline fakes a row), Unicode
+# format characters (bidi overrides reorder what is shown), line and paragraph separators, and
+# lone surrogates (which would make print() raise). The CLI escapes them (__main__.shown); a
+# name an admin gives may not hold them (services.py).
+UNSHOWABLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def unshowable(ch):
+    return unicodedata.category(ch) in UNSHOWABLE_CATEGORIES
+
 
 def text_problem(text):
     """What is wrong with `text` as text input, or None. The one rule for every query and form

@@ -5,6 +5,7 @@ import peewee
 
 from . import auth, keys, models
 from .db import database_proxy, utcnow
+from .errors import unshowable
 
 
 def _check_name(name, what, max_length):
@@ -12,8 +13,8 @@ def _check_name(name, what, max_length):
         raise ValueError(f"{what} must not be empty")
     if len(name) > max_length:
         raise ValueError(f"{what} must be at most {max_length} characters")
-    if any(ord(ch) < 32 for ch in name):
-        raise ValueError(f"{what} must not contain control characters")
+    if any(unshowable(ch) for ch in name):  # C1 controls, DEL and bidi overrides too
+        raise ValueError(f"{what} must not contain control or format characters")
 
 
 def add_server(name, rounds, critical=False):

@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from panel import keys, models
 from tests.conftest import ROOT, new_server
 
@@ -37,6 +39,15 @@ def test_add_server_refuses_a_duplicate_name(database, backend_url):
     again = cli(backend_url, "add-server", "twin")
     assert again.returncode == 2 and "already exists" in again.stderr
     assert models.Server.select().count() == 1
+
+
+@pytest.mark.parametrize("name", ["web\x9b31m", "web\x7f", "\u202eweb", "web\u2028b"])
+def test_a_server_name_with_control_or_format_characters_is_refused(database, backend_url, name):
+    """C1 controls (0x9b is CSI on many terminals), DEL, a bidi override, a line separator:
+    a name is shown in pages, alerts and terminals, and none of these is part of a name."""
+    refused = cli(backend_url, "add-server", name)
+    assert refused.returncode == 2 and "control or format characters" in refused.stderr
+    assert models.Server.select().count() == 0
 
 
 def test_create_admin_from_environment(database, backend_url):
