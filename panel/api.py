@@ -131,11 +131,7 @@ def _sample_rows(document, timestamps, now, late_after, oldest, offset):
         if timestamp < oldest:
             raise ApiError(422, f"{prefix}timestamp is older than the panel keeps samples "
                                 f"({(now - oldest).days} days)", prefix + "timestamp")
-        try:
-            row = ingest.sample_row(sample["metrics"], sample.get("unavailable"))
-        except ValidationError as err:
-            err.field = prefix + err.field
-            raise _unprocessable(err) from None
+        row = ingest.sample_row(sample["metrics"], sample.get("unavailable"))
         rows.append(dict(row, timestamp=timestamp, created_at=now,
                          late=agent_now - timestamp > late_after))
     return rows
