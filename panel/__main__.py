@@ -124,39 +124,41 @@ def cmd_init_db(settings, args):
 
 def cmd_migrate(settings, args):
     from . import db, migrations
+    from .errors import DATABASE_ERRORS, describe_database_error
 
     database = db.bind(settings.database_url)
-    if args.check:
-        from .errors import DATABASE_ERRORS, describe_database_error
-
-        try:
-            with database.connection_context():
+    try:
+        with database.connection_context():
+            if args.check:
                 version = migrations.current_version(database)
                 waiting = migrations.pending(database)
-                problems = migrations.schema_problems(database) if version else []
-        except DATABASE_ERRORS as err:
-            print(f"error: cannot read the schema ({describe_database_error(err)}): "
-                  f"{' '.join(str(err).split())}", file=sys.stderr)
-            return 2
-        if version is None:
-            print("no schema yet: `migrate` would create it")
-            return 1
-        if waiting:
-            print(f"schema version {version}; pending: "
-                  f"{', '.join(f'{n:03d} {name}' for n, name, _ in waiting)}")
-            return 1
-        if problems:
-            print(f"schema version {version}, but the database does not match it: "
-                  f"{'; '.join(problems)}")
-            return 1
-        print(f"schema version {version}: up to date")
-        return 0
-    try:
-        before, now, applied = migrations.migrate(database)
+            else:
+                before, version, applied = migrations.migrate(database)
+                print(migrations.describe(before, version, applied))
+                waiting = []
+            problems = migrations.schema_problems(database) if version else []
     except migrations.SchemaError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(migrations.describe(before, now, applied))
+    except DATABASE_ERRORS as err:
+        print(f"error: cannot read the schema ({describe_database_error(err)}): "
+              f"{' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    if version is None:
+        print("no schema yet: `migrate` would create it")
+        return 1
+    if waiting:
+        print(f"schema version {version}; pending: "
+              f"{', '.join(f'{n:03d} {name}' for n, name, _ in waiting)}")
+        return 1
+    if problems:
+        # Also after `migrate`: a table dropped by hand is not something a migration re-creates,
+        # and a panel started on it would answer 503s (the systemd unit migrates, then serves).
+        print(f"schema version {version}, but the database does not match it: "
+              f"{'; '.join(problems)}")
+        return 1
+    if args.check:
+        print(f"schema version {version}: up to date")
     return 0
 
 

@@ -227,6 +227,12 @@ def test_database_trouble_is_a_503_everywhere_and_healthz_and_check_notice(
             assert check.returncode == code and says in check.stdout + check.stderr, \
                 check.stdout + check.stderr
             assert "Traceback" not in check.stderr, check.stderr
+            # Plain `migrate` (the systemd unit's step before serving) says the same: nothing
+            # to apply does not make a broken schema "up to date".
+            migrate = run_cli(url, "migrate")
+            assert migrate.returncode == code and says in migrate.stdout + migrate.stderr, \
+                migrate.stdout + migrate.stderr
+            assert "Traceback" not in migrate.stderr, migrate.stderr
 
             run_as_owner(case["repairing"])
             assert wait_for(lambda: http_request(panel, "GET", "/healthz").status == 200, 10)
