@@ -3,6 +3,7 @@ says what it did: a full or read-only state disk (a real tmpfs), a damaged buffe
 file, a wall-clock step, a panel (or a proxy in front of it) that refuses. The agent runs as a
 subprocess against the real panel, or against a real socket server where the panel cannot be
 made to answer that way."""
+import contextlib
 import datetime
 import errno
 import http.server
@@ -278,13 +279,11 @@ class _Refusing(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("status", [403, 422])
-def test_a_refused_register_backs_off_and_is_logged_once(tmp_path, status):
-    """Before: about 20 registers a second, each with a WARNING. Now one, then the maximum
-    delay (the default 300 s here), and one line."""
-    _Refusing.status, _Refusing.requests = status, []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+@contextlib.contextmanager
+def agent_refused_by(handler, tmp_path):
+    """The real agent (1 s interval, CPU only) reporting to a local HTTP server whose answers
+    `handler` makes; yields the agent's log path, then stops both and checks a clean exit."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     config = write_agent_config(tmp_path, f"http://127.0.0.1:{server.server_port}",
                                 "agent_0123456789ab_" + "A" * 40, interval=1,
@@ -292,15 +291,25 @@ def test_a_refused_register_backs_off_and_is_logged_once(tmp_path, status):
     log_path = tmp_path / "agent.log"
     process = start_agent(config, log_path)
     try:
-        assert wait_for(lambda: ("POST", "/api/agent/register") in _Refusing.requests, 20)
-        # Four collection intervals with the register refused: samples pile up, no requests.
-        assert wait_for(lambda: waiting(tmp_path / "state") >= 4, 20)
+        yield log_path
     finally:
         code = stop(process)
         server.shutdown()
         server.server_close()
+    assert code == 0, log_path.read_text()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("status", [403, 422])
+def test_a_refused_register_backs_off_and_is_logged_once(tmp_path, status):
+    """Before: about 20 registers a second, each with a WARNING. Now one, then the maximum
+    delay (the default 300 s here), and one line."""
+    _Refusing.status, _Refusing.requests = status, []
+    with agent_refused_by(_Refusing, tmp_path) as log_path:
+        assert wait_for(lambda: ("POST", "/api/agent/register") in _Refusing.requests, 20)
+        # Four collection intervals with the register refused: samples pile up, no requests.
+        assert wait_for(lambda: waiting(tmp_path / "state") >= 4, 20)
     text = log_path.read_text()
-    assert code == 0, text
     registers = _Refusing.requests.count(("POST", "/api/agent/register"))
     assert registers == 1, f"{registers} registers: {_Refusing.requests}"
     assert text.count("panel refused request=register") == 1, text
@@ -418,22 +427,10 @@ class _RefusingMetrics(_Refusing):
 def test_a_403_to_every_report_backs_off_instead_of_registering_in_a_loop(tmp_path):
     """Before: 403 -> register -> 403 -> register ... as fast as the network allows."""
     _RefusingMetrics.requests = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RefusingMetrics)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    config = write_agent_config(tmp_path, f"http://127.0.0.1:{server.server_port}",
-                                "agent_0123456789ab_" + "A" * 40, interval=1,
-                                enabledCollectors=["cpu"])
-    log_path = tmp_path / "agent.log"
-    process = start_agent(config, log_path)
-    try:
+    with agent_refused_by(_RefusingMetrics, tmp_path) as log_path:
         assert wait_for(lambda: ("POST", "/api/agent/metrics") in _RefusingMetrics.requests, 20)
         assert wait_for(lambda: waiting(tmp_path / "state") >= 4, 20)
-    finally:
-        code = stop(process)
-        server.shutdown()
-        server.server_close()
     text = log_path.read_text()
-    assert code == 0, text
     posts = [path for method, path in _RefusingMetrics.requests if method == "POST"]
     assert posts.count("/api/agent/metrics") <= 2 and posts.count("/api/agent/register") <= 2, \
         posts

@@ -8,20 +8,14 @@ import re
 
 import pytest
 
-from panel import jobs, models, services
+from panel import jobs, models
 from panel.db import utcnow
-from tests.conftest import TEST_BCRYPT_ROUNDS, bearer, http_request, new_server
+from tests.conftest import bearer, http_request, new_server
 from tests.integration.test_api import sample
-from tests.integration.test_dashboard import PASSWORD, Browser
+from tests.integration.test_dashboard_pages import admin  # noqa: F401 (the fixture)
 from tests.integration.test_end_to_end import run_agent
 
 
-@pytest.fixture
-def admin(panel):
-    services.set_admin("admin", PASSWORD, TEST_BCRYPT_ROUNDS)
-    browser = Browser(panel)
-    assert browser.login().status == 303
-    return browser
 
 
 def iso(moment):
