@@ -12,7 +12,8 @@ script (bench/ingest.lua) — each request one agent's realistic ~2 KB sample wi
 and a timestamp never sent before. Printed: sustained reports/s, p50/p90/p99 latency, how
 many were acknowledged and how many rows are stored (must be >= acknowledged: every
 acknowledged sample stored), and in the same run the deployment's hello-world GET rate
-(/healthz) as the stack's ceiling.
+(/static/favicon.svg: a 238-byte file, no database — the stack's ceiling) and the /healthz rate
+(since issue 10 it compares the live schema with the models: one catalog query).
 """
 import argparse
 import contextlib
@@ -151,7 +152,9 @@ def bench(backend, args, workdir):
             stats = dict(re.findall(r"^(P50|P90|P99|RATE) (\S+)", out, re.M))
             acked, refused = re.search(r"^ACKED (\d+) REFUSED (\d+)", out, re.M).groups()
             stats.update(ACKED=acked, REFUSED=refused)
-            hello = parse_plain_wrk(run_wrk(port, 2, args.connections, 10, path="/healthz"))
+            hello = parse_plain_wrk(run_wrk(port, 2, args.connections, 10,
+                                            path="/static/favicon.svg"))
+            health = parse_plain_wrk(run_wrk(port, 2, args.connections, 10, path="/healthz"))
             time.sleep(1)
         finally:
             panel.terminate()
@@ -164,7 +167,7 @@ def bench(backend, args, workdir):
     return {"backend": backend, "rate": float(stats["RATE"]), "p50": float(stats["P50"]),
             "p90": float(stats["P90"]), "p99": float(stats["P99"]),
             "acked": int(stats["ACKED"]), "refused": int(stats["REFUSED"]), "stored": stored,
-            "hello": hello, "body": body_size}
+            "hello": hello, "health": health, "body": body_size}
 
 
 def main():
@@ -192,6 +195,7 @@ def main():
               f"refused {r['refused']}  stored {r['stored']}  "
               f"({'every acknowledged sample stored' if r['stored'] >= r['acked'] else 'LOST'})"
               f"  | hello-world GET {r['hello']:.0f}/s  ratio {r['rate'] / r['hello']:.2f}"
+              f"  | /healthz {r['health']:.0f}/s"
               f"  | body {r['body']} B", flush=True)
 
 
