@@ -92,7 +92,7 @@ def test_config_example_is_a_valid_seed_shaped_config():
     path = Path(__file__).resolve().parents[2] / "config.example.json"
     config = agent.load_config(str(path), env={})
     assert config.url == "https://panel.example.com"
-    assert config.enabled_collectors == agent.DEFAULT_COLLECTORS
+    assert config.enabled_collectors == agent.default_collectors()
     assert config.problems() == []
 
 
