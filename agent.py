@@ -2020,19 +2020,26 @@ class Agent:
             self.apply_settings(outcome.data)
         return outcome
 
-    def apply_settings(self, data):
-        interval = data.get("reportInterval", data.get("nextReportIn"))
+    def apply_interval(self, interval):
+        """The interval the panel asks for (`reportInterval`, or a metrics answer's
+        `nextReportIn`)."""
         if isinstance(interval, int) and 1 <= interval <= 3600 and interval != self.interval:
             log.info("report interval changed from=%s to=%s", self.interval, interval)
             self.interval = interval
+
+    def apply_settings(self, data):
+        """GET /api/agent/config's answer: the interval and the enabled collectors."""
+        self.apply_interval(data.get("reportInterval"))
+        # The panel can narrow what config.json enables, never widen it; without a list it has
+        # not narrowed anything (any more): every collector config.json enables runs.
         enabled = data.get("metricsEnabled")
+        chosen = self.local_collectors
         if isinstance(enabled, list):
-            # The panel can narrow what config.json enables, never widen it.
             allowed = set(expand_collectors([n for n in enabled if isinstance(n, str)]))
             chosen = tuple(n for n in self.local_collectors if n in allowed)
-            if chosen != self.collectors:
-                log.info("collectors changed to=%s", ",".join(chosen))
-                self.collectors = chosen
+        if chosen != self.collectors:
+            log.info("collectors changed to=%s", ",".join(chosen))
+            self.collectors = chosen
 
     # -- one cycle --
 
@@ -2106,7 +2113,7 @@ class Agent:
                 self.reregistered = False
                 next_in = outcome.data.get("nextReportIn")
                 if isinstance(next_in, int):
-                    self.apply_settings({"nextReportIn": next_in})
+                    self.apply_interval(next_in)
                 if len(rows) > 1:
                     log.info("replayed buffered samples count=%s left=%s", len(rows),
                              len(self.buffer))

@@ -122,3 +122,21 @@ def test_a_bad_environment_value_is_refused_naming_the_variable(tmp_path):
     with pytest.raises(ValueError, match="MPANEL_AGENT_INTERVAL must be a whole number"):
         agent.load_config(write_config(tmp_path, SEED_SHAPE),
                           env={"MPANEL_AGENT_INTERVAL": "sixty"})
+
+
+def test_the_panel_narrows_collectors_and_an_answer_without_a_list_restores_them(tmp_path):
+    """GET /api/agent/config without `metricsEnabled` means "not narrowed": an agent the panel
+    narrowed before goes back to its own list; a metrics answer's nextReportIn changes only the
+    interval."""
+    config = agent.Config(url="https://panel.example.com", api_key="agent_x",
+                          state_dir=str(tmp_path), enabled_collectors=("cpu", "memory", "disk"))
+    runner = agent.Agent(config)
+    try:
+        runner.apply_settings({"reportInterval": 30, "metricsEnabled": ["cpu", "network"]})
+        assert (runner.interval, runner.collectors) == (30, ("cpu",))
+        runner.apply_interval(20)
+        assert (runner.interval, runner.collectors) == (20, ("cpu",))
+        runner.apply_settings({"reportInterval": 60})
+        assert (runner.interval, runner.collectors) == (60, ("cpu", "memory", "disk"))
+    finally:
+        runner.buffer.close()
