@@ -1,10 +1,13 @@
 """agent.py configuration: defaults <- config.json <- environment <- flags, and its checks."""
 import json
 import socket
+from pathlib import Path
 
 import pytest
 
 import agent
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_config(tmp_path, document):
@@ -140,3 +143,18 @@ def test_the_panel_narrows_collectors_and_an_answer_without_a_list_restores_them
         assert (runner.interval, runner.collectors) == (60, ("cpu", "memory", "disk"))
     finally:
         runner.buffer.close()
+
+
+def test_the_example_config_and_the_agent_bundle_leave_a_new_collector_on(monkeypatch, tmp_path):
+    """config.example.json (the bundle's config.json is made from it) names no collectors: a
+    copied list would switch off, on every server installed from it, each collector added
+    later."""
+    from panel import manage
+
+    monkeypatch.setitem(agent.COLLECTORS, "gpu", agent.CollectorSpec("gpu", None, True,
+                                                                     "system"))
+    example = agent.load_config(str(ROOT / "config.example.json"), env={})
+    bundled = tmp_path / "config.json"
+    bundled.write_text(manage.agent_config("https://panel.example.com", "agent_x", 60))
+    for config in (example, agent.load_config(str(bundled), env={})):
+        assert "gpu" in config.enabled_collectors
