@@ -651,7 +651,8 @@ def expand_collectors(names):
     expanded = []
     for name in names:
         if name == SERVICES:
-            expanded.extend(name for name in service_names() if COLLECTORS[name].default)
+            expanded.extend(service for service in service_names()
+                            if COLLECTORS[service].default)
         elif name in COLLECTORS:
             expanded.append(name)
     return tuple(dict.fromkeys(expanded))
