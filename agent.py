@@ -19,8 +19,7 @@ command-line flags. config.json has the seed design's shape, plus optional keys:
     {"controlPanel": {"url": "https://panel.example.com", "apiKey": "agent_...",
                       "caBundle": "/path/ca.pem", "pinSha256": "AB:CD:..."},
      "agent": {"reportInterval": 60, "hostname": "auto-detect",
-               "enabledCollectors": ["cpu", "memory", "disk", "network", "processes",
-                                     "services"],
+               "enabledCollectors": ["cpu", "memory", "disk", "services"],
                "stateDir": "/var/lib/mpanel-agent", "bufferMaxAge": 3600,
                "bufferMaxBytes": 20000000, "retryMaxDelay": 300, "heartbeatInterval": 60,
                "allowInsecureHttp": false,
@@ -35,6 +34,10 @@ State (state.json) and buffer (buffer.sqlite3) live in stateDir. A damaged one i
 <name>.corrupt-<UTC time> and the agent starts afresh with what could still be read; a stateDir
 that cannot be written (full, read-only) leaves samples in memory until it can. For tests only,
 MPANEL_AGENT_CLOCK_OFFSET_FILE names a file of seconds added to the wall clock (see wall_time).
+
+Without agent.enabledCollectors, every collector registered with default=True runs: the
+`@collector` registrations below are the only list of collectors, and `services` stands for the
+service collectors (each is looked for, and left out while its service is absent).
 
 The panel may change the report interval and narrow the enabled collectors (GET
 /api/agent/config and each answer's `nextReportIn`); that takes effect without a restart. A
@@ -82,11 +85,6 @@ WINDOWS = sys.platform == "win32"
 
 # ===== Configuration ============================================================================
 
-SYSTEM_COLLECTORS = ("cpu", "memory", "disk", "network", "processes")
-SERVICE_NAMES = ("postgresql", "nginx", "apache", "redis", "docker")
-DEFAULT_COLLECTORS = SYSTEM_COLLECTORS + ("services",)
-
-
 def default_state_dir():
     """Where state and buffer live: a system folder as root/SYSTEM, a per-user one otherwise."""
     if WINDOWS:
@@ -114,7 +112,9 @@ class Config:
     report_interval: int = 60
     heartbeat_interval: int = 60
     hostname: str = "auto-detect"
-    enabled_collectors: tuple = DEFAULT_COLLECTORS
+    # The registry's defaults when the instance is made, so a collector registered after import
+    # (a plugin, a test) is on unless config.json narrows the list: see default_collectors().
+    enabled_collectors: tuple = dataclasses.field(default_factory=lambda: default_collectors())
     state_dir: str = ""
     buffer_max_age: int = 3600
     buffer_max_bytes: int = 20_000_000
@@ -154,7 +154,7 @@ class Config:
             found.append(f"controlPanel.caBundle {self.ca_bundle} does not exist")
         if not 1 <= self.report_interval <= 3600:
             found.append("reportInterval must be between 1 and 3600 seconds")
-        unknown = set(self.enabled_collectors) - set(DEFAULT_COLLECTORS) - set(SERVICE_NAMES)
+        unknown = set(self.enabled_collectors) - set(COLLECTORS) - {SERVICES}
         if unknown:
             found.append(f"unknown collectors: {', '.join(sorted(unknown))}")
         return found
@@ -585,7 +585,11 @@ class ServiceAbsent(Exception):
 
 # ===== Collector registry =======================================================================
 
+# The only list of collectors: every name in enabledCollectors, the defaults, the check for
+# unknown names and what `services` stands for are read from these registrations.
 COLLECTORS = {}
+# The name in enabledCollectors (and the panel's list) that stands for the service collectors.
+SERVICES = "services"
 
 
 @dataclasses.dataclass
@@ -593,7 +597,7 @@ class CollectorSpec:
     name: str
     func: object
     default: bool
-    group: str  # "system" or "services"
+    group: str  # "system": its own section of metrics; "services": under metrics.services
 
 
 def collector(name, default=True, group="system"):
@@ -602,6 +606,25 @@ def collector(name, default=True, group="system"):
         COLLECTORS[name] = CollectorSpec(name, func, default, group)
         return func
     return register
+
+
+def system_collectors():
+    """The registered system collectors' names, in registration order."""
+    return tuple(name for name, spec in COLLECTORS.items() if spec.group == "system")
+
+
+def service_names():
+    """The registered service collectors' names, in registration order."""
+    return tuple(name for name, spec in COLLECTORS.items() if spec.group == SERVICES)
+
+
+def default_collectors():
+    """What runs unconfigured, as config.json would say it: each system collector registered
+    with default=True, and `services` when any service collector is on by default."""
+    names = [name for name, spec in COLLECTORS.items() if spec.default and spec.group == "system"]
+    if any(spec.default for spec in COLLECTORS.values() if spec.group == SERVICES):
+        names.append(SERVICES)
+    return tuple(names)
 
 
 class CollectorContext:
@@ -622,11 +645,14 @@ class CollectorContext:
 
 
 def expand_collectors(names):
-    """'services' stands for every service collector."""
+    """Collector names to run. `services` stands for every service collector that is on by
+    default; one registered with default=False runs only when named itself. Unknown names are
+    left out (Config.problems() reports them)."""
     expanded = []
     for name in names:
-        if name == "services":
-            expanded.extend(SERVICE_NAMES)
+        if name == SERVICES:
+            expanded.extend(service for service in service_names()
+                            if COLLECTORS[service].default)
         elif name in COLLECTORS:
             expanded.append(name)
     return tuple(dict.fromkeys(expanded))
@@ -887,7 +913,7 @@ def parse_nginx(text):
                      "writing", "waiting"), values))
 
 
-@collector("nginx", group="services")
+@collector("nginx", group=SERVICES)
 def collect_nginx(ctx):
     """nginx stub_status (settings: url, default http://127.0.0.1/nginx_status).
 
@@ -912,7 +938,7 @@ def parse_apache(text):
     return fields
 
 
-@collector("apache", group="services")
+@collector("apache", group=SERVICES)
 def collect_apache(ctx):
     """Apache mod_status (settings: url, default http://127.0.0.1/server-status?auto).
 
@@ -978,7 +1004,7 @@ def parse_redis(text):
     return fields
 
 
-@collector("redis", group="services")
+@collector("redis", group=SERVICES)
 def collect_redis(ctx):
     """Redis INFO (settings: host 127.0.0.1, port 6379, or socket; password).
 
@@ -1200,7 +1226,7 @@ def parse_postgresql(text):
                           for d in document["databases"] if d.get("size") is not None]}
 
 
-@collector("postgresql", group="services")
+@collector("postgresql", group=SERVICES)
 def collect_postgresql(ctx):
     """PostgreSQL (settings: host 127.0.0.1 or socket folder, port, user postgres, password,
     database postgres, method socket|psql).
@@ -1254,7 +1280,7 @@ def parse_docker(text):
             "images": int(info.get("Images", 0))}
 
 
-@collector("docker", group="services")
+@collector("docker", group=SERVICES)
 def collect_docker(ctx):
     """Docker Engine API (settings: socket, default /var/run/docker.sock).
 
@@ -1298,12 +1324,12 @@ def run_collectors(names, ctx):
             log.warning("collector recovered name=%s", name)
             _FAILING.discard(name)
         log.debug("collector ok name=%s ms=%.2f", name, (time.perf_counter() - started) * 1000)
-        if spec.group == "services":
+        if spec.group == SERVICES:
             services[name] = result
         else:
             metrics[name] = result
     if services:
-        metrics["services"] = services
+        metrics[SERVICES] = services
     ctx.rates.end_cycle()
     return metrics, unavailable
 
@@ -1994,19 +2020,26 @@ class Agent:
             self.apply_settings(outcome.data)
         return outcome
 
-    def apply_settings(self, data):
-        interval = data.get("reportInterval", data.get("nextReportIn"))
+    def apply_interval(self, interval):
+        """The interval the panel asks for (`reportInterval`, or a metrics answer's
+        `nextReportIn`)."""
         if isinstance(interval, int) and 1 <= interval <= 3600 and interval != self.interval:
             log.info("report interval changed from=%s to=%s", self.interval, interval)
             self.interval = interval
+
+    def apply_settings(self, data):
+        """GET /api/agent/config's answer: the interval and the enabled collectors."""
+        self.apply_interval(data.get("reportInterval"))
+        # The panel can narrow what config.json enables, never widen it; without a list it has
+        # not narrowed anything (any more): every collector config.json enables runs.
         enabled = data.get("metricsEnabled")
+        chosen = self.local_collectors
         if isinstance(enabled, list):
-            # The panel can narrow what config.json enables, never widen it.
             allowed = set(expand_collectors([n for n in enabled if isinstance(n, str)]))
             chosen = tuple(n for n in self.local_collectors if n in allowed)
-            if chosen != self.collectors:
-                log.info("collectors changed to=%s", ",".join(chosen))
-                self.collectors = chosen
+        if chosen != self.collectors:
+            log.info("collectors changed to=%s", ",".join(chosen))
+            self.collectors = chosen
 
     # -- one cycle --
 
@@ -2080,7 +2113,7 @@ class Agent:
                 self.reregistered = False
                 next_in = outcome.data.get("nextReportIn")
                 if isinstance(next_in, int):
-                    self.apply_settings({"nextReportIn": next_in})
+                    self.apply_interval(next_in)
                 if len(rows) > 1:
                     log.info("replayed buffered samples count=%s left=%s", len(rows),
                              len(self.buffer))

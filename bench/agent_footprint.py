@@ -82,7 +82,7 @@ def agent_collection_ms():
     import agent
 
     ctx = agent.CollectorContext()
-    names = agent.expand_collectors(agent.DEFAULT_COLLECTORS)
+    names = agent.expand_collectors(agent.default_collectors())
     agent.run_collectors(names, ctx)
     times = []
     for _ in range(20):

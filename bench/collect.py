@@ -29,7 +29,7 @@ def main():
     args = parser.parse_args()
 
     ctx = agent.CollectorContext()
-    names = agent.expand_collectors(agent.DEFAULT_COLLECTORS)
+    names = agent.expand_collectors(agent.default_collectors())
     agent.run_collectors(names, ctx)  # warm-up; primes CPU and rate readings, finds services
     time.sleep(0.2)
 

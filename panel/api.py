@@ -236,8 +236,10 @@ def build_api(settings, committer):
 
     @api.get("/api/agent/config", auth="agent")
     def config(agent):
-        return {"reportInterval": settings.report_interval,
-                "metricsEnabled": list(settings.metrics_enabled)}
+        answer = {"reportInterval": settings.report_interval}
+        if settings.enabled_collectors:  # else not narrowed: whatever collectors the agent has
+            answer["metricsEnabled"] = list(settings.enabled_collectors)
+        return answer
 
     @api.get("/healthz")
     def healthz():

@@ -158,7 +158,9 @@ def processes_view(agent_id, moment=None):
                 "services": [], "process_total": None}
     processes = sample.processes or {}
     services = []
-    for name, figures in sorted((sample.services or {}).items()):
+    # Services, then the sections of collectors the panel has no schema for: shown the same way.
+    for name, figures in sorted((sample.services or {}).items()) + \
+            sorted((sample.extra or {}).items()):
         if isinstance(figures, dict):
             services.append((name, [(key, _service_value(key, value))
                                     for key, value in figures.items()

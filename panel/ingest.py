@@ -95,6 +95,44 @@ def _rate_sum(entries, key):
     return float(sum(values)) if values else None
 
 
+# A section no schema describes (a collector newer than this panel, or an agent's own plugin) is
+# kept, so a new collector's data is stored and shown before anyone teaches the panel about it:
+# its flat figures only (numbers, booleans, short text), within these bounds; anything nested,
+# longer or past them is left out, never refused (the sample is valid: protocol.py).
+EXTRA_SECTIONS = 16
+EXTRA_FIGURES = 64
+EXTRA_NAME_LENGTH = 64
+EXTRA_TEXT_LENGTH = 256
+
+
+def _plain_name(text, most=EXTRA_NAME_LENGTH):
+    return isinstance(text, str) and 0 < len(text) <= most and "\x00" not in text
+
+
+def extra_sections(metrics):
+    """{section: {figure: value}} of the sections of `metrics` the schema does not describe."""
+    kept = {}
+    for name, section in metrics.items():
+        if name in protocol.METRICS["properties"] or not isinstance(section, dict) or \
+                not _plain_name(name):
+            continue
+        figures = {}
+        for key, value in section.items():
+            if len(figures) == EXTRA_FIGURES:
+                break
+            if not _plain_name(key):
+                continue
+            if isinstance(value, (bool, float)) or \
+                    (isinstance(value, int) and abs(value) <= protocol.MAX_INT64) or \
+                    _plain_name(value, EXTRA_TEXT_LENGTH):
+                figures[key] = value
+        if figures:
+            kept[name] = figures
+        if len(kept) == EXTRA_SECTIONS:
+            break
+    return kept
+
+
 def sample_row(metrics, unavailable=None):
     """Column values for one validated `metrics` object (see protocol.METRICS)."""
     sections = protocol.METRICS["properties"]
@@ -171,6 +209,9 @@ def sample_row(metrics, unavailable=None):
         if kept:
             detail["services"] = kept
 
+    extra = extra_sections(metrics)
+    if extra:
+        detail["extra"] = extra
     if unavailable:
         detail["unavailable"] = dict(unavailable)
     for name in _REAL_COLUMNS.intersection(row):

@@ -179,7 +179,8 @@ class Metric(BaseModel):
     network_tx_rate = peewee.FloatField(null=True)
     process_count = peewee.IntegerField(null=True)
     # disks (per mount), interfaces, disk_io (per device), processes (top 5 by CPU and by
-    # memory), services, unavailable (collectors that failed): see the properties below.
+    # memory), services, extra (sections no schema describes), unavailable (collectors that
+    # failed): see the properties below.
     detail = DetailField(null=True)
     # Arrived well after it was taken: replayed from the agent's buffer after an outage.
     late = peewee.BooleanField(default=False)
@@ -198,6 +199,7 @@ class Metric(BaseModel):
     disk_io = _part("disk_io")
     processes = _part("processes")
     services = _part("services")
+    extra = _part("extra")  # sections of collectors the panel has no schema for (ingest.py)
     unavailable = _part("unavailable")
     del _part
 

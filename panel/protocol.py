@@ -310,9 +310,9 @@ NEW_API_KEY = {"type": "string", "description": "The key that replaces the one t
                                                 "used: keep it and use it from the next request."}
 
 
-def _ok(description, properties):
+def _ok(description, properties, optional=()):
     return {"200": {"description": description, "content": {"application/json": {"schema": {
-        "type": "object", "required": list(properties),
+        "type": "object", "required": [name for name in properties if name not in optional],
         "properties": {**properties, "newApiKey": NEW_API_KEY}}}}}}
 
 
@@ -402,7 +402,14 @@ def openapi_document():
                 "summary": "What the panel wants this agent to do",
                 "responses": {**_ok("Settings", {
                     "reportInterval": {"type": "integer", "description": "Seconds."},
-                    "metricsEnabled": {"type": "array", "items": {"type": "string"}}}),
+                    "metricsEnabled": {
+                        "type": "array", "items": {"type": "string"},
+                        "description": "The collectors this agent may run, when an admin has "
+                                       "narrowed them (MPANEL_ENABLED_COLLECTORS): the agent "
+                                       "switches off every one not named ('services' names "
+                                       "all service collectors). Absent: not narrowed, the "
+                                       "agent runs every collector its own config enables."}},
+                    optional=("metricsEnabled",)),
                     **_errors(*_AUTH_ERRORS)},
             }},
         },

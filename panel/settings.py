@@ -17,7 +17,10 @@ import os
 import secrets
 from pathlib import Path
 
-DEFAULT_COLLECTORS = ("cpu", "memory", "disk", "network", "processes", "services")
+# The concept "which collectors agents run" has one name: enabled collectors (the agent's
+# agent.enabledCollectors, this module's enabled_collectors, MPANEL_ENABLED_COLLECTORS); on the
+# wire it is GET /api/agent/config's `metricsEnabled`, as docs/protocol.md fixes it.
+ENABLED_COLLECTORS_ALIASES = ("MPANEL_METRICS_ENABLED",)  # deprecated, still read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +37,9 @@ class Settings:
     idle_timeout: int = 180
     report_interval: int = 60
     offline_after: int = 300
-    metrics_enabled: tuple = DEFAULT_COLLECTORS
+    # Empty: not narrowed, agents run whatever collectors they have (the agent's registry is
+    # the only list of them); a list switches off every collector it does not name.
+    enabled_collectors: tuple = ()
     bcrypt_rounds: int = 12
     max_body_bytes: int = 1024 * 1024
     session_hours: int = 12
@@ -132,7 +137,8 @@ def from_env(env=None, config_file=None, **overrides):
     config_file = config_file or env.get("MPANEL_CONFIG")
     if config_file:
         env = {**read_env_file(config_file), **env}
-    collectors = env.get("MPANEL_METRICS_ENABLED")
+    collectors = next((env[name] for name in ("MPANEL_ENABLED_COLLECTORS",
+                                              *ENABLED_COLLECTORS_ALIASES) if env.get(name)), "")
     values = dict(
         data_dir=Path(env.get("MPANEL_DATA_DIR") or "data"),
         database_url=env.get("MPANEL_DATABASE_URL", ""),
@@ -146,8 +152,7 @@ def from_env(env=None, config_file=None, **overrides):
         idle_timeout=_int(env, "MPANEL_IDLE_TIMEOUT", 180),
         report_interval=_int(env, "MPANEL_REPORT_INTERVAL", 60),
         offline_after=_int(env, "MPANEL_OFFLINE_AFTER", 300),
-        metrics_enabled=tuple(c.strip() for c in collectors.split(",") if c.strip())
-        if collectors else DEFAULT_COLLECTORS,
+        enabled_collectors=tuple(c.strip() for c in collectors.split(",") if c.strip()),
         bcrypt_rounds=_int(env, "MPANEL_BCRYPT_ROUNDS", 12),
         max_body_bytes=_int(env, "MPANEL_MAX_BODY_BYTES", 1024 * 1024),
         session_hours=_int(env, "MPANEL_SESSION_HOURS", 12),

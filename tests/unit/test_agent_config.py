@@ -1,10 +1,13 @@
 """agent.py configuration: defaults <- config.json <- environment <- flags, and its checks."""
 import json
 import socket
+from pathlib import Path
 
 import pytest
 
 import agent
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_config(tmp_path, document):
@@ -92,7 +95,7 @@ def test_config_example_is_a_valid_seed_shaped_config():
     path = Path(__file__).resolve().parents[2] / "config.example.json"
     config = agent.load_config(str(path), env={})
     assert config.url == "https://panel.example.com"
-    assert config.enabled_collectors == agent.DEFAULT_COLLECTORS
+    assert config.enabled_collectors == agent.default_collectors()
     assert config.problems() == []
 
 
@@ -122,3 +125,36 @@ def test_a_bad_environment_value_is_refused_naming_the_variable(tmp_path):
     with pytest.raises(ValueError, match="MPANEL_AGENT_INTERVAL must be a whole number"):
         agent.load_config(write_config(tmp_path, SEED_SHAPE),
                           env={"MPANEL_AGENT_INTERVAL": "sixty"})
+
+
+def test_the_panel_narrows_collectors_and_an_answer_without_a_list_restores_them(tmp_path):
+    """GET /api/agent/config without `metricsEnabled` means "not narrowed": an agent the panel
+    narrowed before goes back to its own list; a metrics answer's nextReportIn changes only the
+    interval."""
+    config = agent.Config(url="https://panel.example.com", api_key="agent_x",
+                          state_dir=str(tmp_path), enabled_collectors=("cpu", "memory", "disk"))
+    runner = agent.Agent(config)
+    try:
+        runner.apply_settings({"reportInterval": 30, "metricsEnabled": ["cpu", "network"]})
+        assert (runner.interval, runner.collectors) == (30, ("cpu",))
+        runner.apply_interval(20)
+        assert (runner.interval, runner.collectors) == (20, ("cpu",))
+        runner.apply_settings({"reportInterval": 60})
+        assert (runner.interval, runner.collectors) == (60, ("cpu", "memory", "disk"))
+    finally:
+        runner.buffer.close()
+
+
+def test_the_example_config_and_the_agent_bundle_leave_a_new_collector_on(monkeypatch, tmp_path):
+    """config.example.json (the bundle's config.json is made from it) names no collectors: a
+    copied list would switch off, on every server installed from it, each collector added
+    later."""
+    from panel import manage
+
+    monkeypatch.setitem(agent.COLLECTORS, "gpu", agent.CollectorSpec("gpu", None, True,
+                                                                     "system"))
+    example = agent.load_config(str(ROOT / "config.example.json"), env={})
+    bundled = tmp_path / "config.json"
+    bundled.write_text(manage.agent_config("https://panel.example.com", "agent_x", 60))
+    for config in (example, agent.load_config(str(bundled), env={})):
+        assert "gpu" in config.enabled_collectors

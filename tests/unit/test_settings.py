@@ -16,7 +16,17 @@ def test_environment_and_flags_override():
                            "MPANEL_METRICS_ENABLED": "cpu, memory"}, port=9100)
     assert s.port == 9100
     assert s.database_url == "postgresql://x/y"
-    assert s.metrics_enabled == ("cpu", "memory")
+    assert s.enabled_collectors == ("cpu", "memory")
+
+
+def test_enabled_collectors_are_not_narrowed_unless_an_admin_says_so():
+    """Unset: agents run whatever collectors they have, so a new one is on without a second
+    list here. MPANEL_ENABLED_COLLECTORS is the name; MPANEL_METRICS_ENABLED still works."""
+    assert settings.from_env({}).enabled_collectors == ()
+    assert settings.from_env({"MPANEL_ENABLED_COLLECTORS": "cpu,services"}).enabled_collectors \
+        == ("cpu", "services")
+    both = {"MPANEL_ENABLED_COLLECTORS": "disk", "MPANEL_METRICS_ENABLED": "cpu"}
+    assert settings.from_env(both).enabled_collectors == ("disk",)
 
 
 @pytest.mark.parametrize("env,message", [
