@@ -266,10 +266,12 @@ def cmd_revoke(settings, args):
 
 
 def cmd_add_channel(settings, args):
-    from . import services
+    from . import alerts, services
 
     _database(settings)
-    kind, target = ("webhook", args.webhook) if args.webhook else ("email", args.email)
+    # argparse's exclusive group leaves exactly one --<kind> set.
+    kind, target = next((name, getattr(args, name)) for name in alerts.CHANNEL_KINDS
+                        if getattr(args, name) is not None)
     services.add_channel(args.name, kind, target, is_default=not args.not_default)
     print(f"channel {args.name!r} ({kind}) added"
           + ("" if args.not_default else "; servers without routes of their own use it"))
@@ -415,6 +417,8 @@ def _redacted(url):
 
 
 def build_parser():
+    from . import alerts  # its channel kinds are add-channel's flags
+
     parser = argparse.ArgumentParser(prog="python -m panel", description=__doc__.split("\n")[0])
     parser.add_argument("--log-level", help="debug, info, warning (default: MPANEL_LOG_LEVEL or "
                                              "info)")
@@ -456,11 +460,13 @@ def build_parser():
 
     sub.add_parser("list-servers", help="list servers").set_defaults(func=cmd_list_servers)
 
-    channel = sub.add_parser("add-channel", help="where alerts go: a webhook or e-mail")
+    kinds = alerts.CHANNEL_KINDS.values()
+    channel = sub.add_parser("add-channel", help="where alerts go: "
+                             + " or ".join(kind.label for kind in kinds))
     channel.add_argument("name")
     target = channel.add_mutually_exclusive_group(required=True)
-    target.add_argument("--webhook", help="URL to POST JSON to (Slack/Discord compatible)")
-    target.add_argument("--email", help="address(es), comma-separated")
+    for kind in kinds:
+        target.add_argument(f"--{kind.name}", help=kind.target_help)
     channel.add_argument("--not-default", action="store_true",
                          help="only for servers routed to it")
     channel.set_defaults(func=cmd_add_channel)

@@ -1,6 +1,11 @@
 """Alerts: pure rule evaluation, opening and resolving alerts once, and delivering them to
 webhooks and e-mail with retries.
 
+Channel kinds are one table, CHANNEL_KINDS: each entry checks a target, delivers to it, and
+gives the alerts page its choice and the CLI its `add-channel --<kind>` flag. A kind not in the
+table is refused when a channel is added and at delivery (a row written by hand or by a newer
+release is never sent as e-mail).
+
 Evaluation is a pure function of the recent samples (tested alone): a rule fires when every
 sample of the last `minutes` is above its threshold, and resolves when every sample of the last
 `minutes` is below the threshold less 5 % — a minimum duration both ways plus hysteresis, so a
@@ -10,6 +15,7 @@ Opening is an INSERT guarded by a unique (server_id, open_key) index and resolvi
 UPDATE, so two replicas evaluating at the same moment still produce one alert and one
 delivery per channel.
 """
+import dataclasses
 import datetime
 import email.message
 import json
@@ -153,6 +159,10 @@ class DeliveryError(Exception):
     pass
 
 
+class UndeliverableError(DeliveryError):
+    """A delivery that no retry can make: it fails at once instead of backing off."""
+
+
 def describe(delivery):
     """(subject, text, structured dict) for one delivery."""
     if delivery.event == "test":
@@ -217,6 +227,55 @@ def send_email(smtp, recipients, subject, text, timeout=10):
         raise DeliveryError(f"SMTP: {type(err).__name__}: {err}"[:300]) from None
 
 
+# ===== Channel kinds ============================================================================
+
+def email_addresses(target):
+    return [address.strip() for address in target.split(",")]
+
+
+def _check_webhook(target):
+    if not target.startswith(("http://", "https://")):
+        return "a webhook target must be an http(s) URL"
+    return None
+
+
+def _check_email(target):
+    if not all("@" in address for address in email_addresses(target)):
+        return "an e-mail target is one or more addresses, comma-separated"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelKind:
+    name: str  # stored in channels.kind; the page's value; the CLI's flag --<name>
+    label: str  # the page's choice
+    target_help: str  # the CLI's help for the flag; the page's placeholder shows `example`
+    example: str
+    check: object  # target -> None, or why it is refused (a message fit for a person)
+    send: object  # (target, subject, text, structured, smtp) -> None; raises DeliveryError
+
+
+CHANNEL_KINDS = {kind.name: kind for kind in (
+    ChannelKind("webhook", "webhook", "URL to POST JSON to (Slack/Discord compatible)",
+                "https://hooks.example.com/…", _check_webhook,
+                lambda target, subject, text, structured, smtp:
+                send_webhook(target, subject, text, structured)),
+    ChannelKind("email", "e-mail", "address(es), comma-separated", "ops@example.com",
+                _check_email,
+                lambda target, subject, text, structured, smtp:
+                send_email(smtp, email_addresses(target), subject, text)),
+)}
+
+
+def check_channel(kind, target):
+    """Refuse a kind not in CHANNEL_KINDS, or a target its kind does not accept (ValueError)."""
+    if kind not in CHANNEL_KINDS:
+        raise ValueError(f"channel kind must be {' or '.join(CHANNEL_KINDS)}")
+    problem = CHANNEL_KINDS[kind].check(target)
+    if problem:
+        raise ValueError(problem)
+
+
 def deliver_due(smtp, now=None, limit=50):
     """Send what is due; back off exponentially on failure, give up after MAX_ATTEMPTS.
     -> (sent, failed) counts."""
@@ -240,14 +299,16 @@ def deliver_due(smtp, now=None, limit=50):
         subject, text, structured = describe(delivery)
         channel = delivery.channel
         try:
-            if channel.kind == "webhook":
-                send_webhook(channel.target, subject, text, structured)
-            else:
-                send_email(smtp, [a.strip() for a in channel.target.split(",")], subject, text)
+            kind = CHANNEL_KINDS.get(channel.kind)
+            if kind is None:
+                raise UndeliverableError(f"unknown channel kind {channel.kind!r}; this panel "
+                                         f"sends to {' or '.join(CHANNEL_KINDS)}")
+            kind.send(channel.target, subject, text, structured, smtp)
         except DeliveryError as err:
             attempts = delivery.attempts + 1
             delay = min(3600, 30 * 2 ** (attempts - 1))
-            status = "failed" if attempts >= MAX_ATTEMPTS else "pending"
+            final = attempts >= MAX_ATTEMPTS or isinstance(err, UndeliverableError)
+            status = "failed" if final else "pending"
             models.Delivery.update(status=status, attempts=attempts, last_error=str(err)[:500],
                                    next_attempt_at=now + datetime.timedelta(seconds=delay)) \
                 .where(models.Delivery.id == delivery.id).execute()

@@ -217,6 +217,7 @@ def build_manage(settings):
         return template("alerts.tpl", title="Alerts · mPanel", session=session, firing=firing,
                         history=history, channels=channels, last_delivery=last_delivery,
                         rules=rules, servers=servers, routes=routes, metrics=alerts.METRICS,
+                        channel_kinds=tuple(alerts.CHANNEL_KINDS.values()),
                         units_of=alerts.UNITS, error=error, notice=notice,
                         smtp={"host": smtp.get("host"), "port": smtp.get("port"),
                               "sender": smtp.get("sender"), "tls": smtp.get("tls"),

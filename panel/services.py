@@ -77,15 +77,10 @@ def server_named(name):
 
 
 def add_channel(name, kind, target, is_default=True):
+    from . import alerts
+
     _check_name(name, "channel name", 64)
-    if kind == "webhook":
-        if not target.startswith(("http://", "https://")):
-            raise ValueError("a webhook target must be an http(s) URL")
-    elif kind == "email":
-        if not all("@" in address for address in target.split(",")):
-            raise ValueError("an e-mail target is one or more addresses, comma-separated")
-    else:
-        raise ValueError("channel kind must be webhook or email")
+    alerts.check_channel(kind, target)
     try:
         return models.Channel.create(name=name, kind=kind, target=target[:2000],
                                      is_default=is_default)

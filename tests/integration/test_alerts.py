@@ -171,6 +171,48 @@ def test_offline_alert_by_email_over_starttls(backend_url, database, tmp_path, s
     assert "[mPanel RESOLVED] mail-1 offline" in inbox[1][1]
 
 
+def test_a_channel_of_an_unknown_kind_is_never_sent_as_email(database, smtp_server):
+    """A row whose kind this panel does not know (written by hand, or by a newer release) fails
+    at once, naming the kind: it is not mailed to its target, nor retried."""
+    smtp = {"host": "127.0.0.1", "port": smtp_server["port"], "cafile": smtp_server["cafile"]}
+    mail = services.add_channel("mail", "email", "oncall@example.com")
+    pager = models.Channel.create(name="pager", kind="sms", target="pager@example.com")
+    server, _ = new_server("odd", critical=True)
+    now = utcnow()
+    alerts.open_alert(server, "offline", "offline: test", now)
+    assert alerts.deliver_due(smtp, now) == (1, 1)
+    assert [recipients for recipients, _ in smtp_server["inbox"].messages] == \
+        [["oncall@example.com"]]
+    refused = models.Delivery.get(models.Delivery.channel == pager.id)
+    assert refused.status == "failed" and refused.attempts == 1
+    assert "unknown channel kind 'sms'" in refused.last_error
+    assert models.Delivery.get(models.Delivery.channel == mail.id).status == "sent"
+    assert alerts.deliver_due(smtp, now + datetime.timedelta(days=1)) == (0, 0)
+
+
+def test_add_channel_flags_are_the_channel_kinds(backend_url, database, tmp_path):
+    """`add-channel --<kind>` for each kind of the table, and nothing else."""
+    from panel.__main__ import build_parser
+
+    add_channel = build_parser()._subparsers._group_actions[0].choices["add-channel"]
+    flags = {option for action in add_channel._mutually_exclusive_groups[0]._group_actions
+             for option in action.option_strings}
+    assert flags == {f"--{kind}" for kind in alerts.CHANNEL_KINDS}
+    env = dict(os.environ, MPANEL_DATABASE_URL=backend_url, MPANEL_DATA_DIR=str(tmp_path))
+    for flag, target in (("--webhook", "https://hooks.example.com/x"),
+                         ("--email", "ops@example.com")):
+        result = subprocess.run([sys.executable, "-m", "panel", "add-channel", flag[2:], flag,
+                                 target], cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0, result.stderr
+    unknown = subprocess.run([sys.executable, "-m", "panel", "add-channel", "pager", "--email",
+                              "ops@example.com", "--sms", "555"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 2 and "unrecognized arguments: --sms" in unknown.stderr
+    assert sorted((c.name, c.kind) for c in models.Channel.select()) == \
+        [("email", "email"), ("webhook", "webhook")]
+
+
 def test_send_test_alert_reports_each_channel(backend_url, database, tmp_path, webhook):
     services.add_channel("good", "webhook", webhook.url)
     services.add_channel("broken", "webhook", f"http://127.0.0.1:{free_port()}/nothing")

@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 
-from panel import models, rollups, services
+from panel import alerts, models, rollups, services
 from tests import synthetic
 from tests.conftest import TEST_BCRYPT_ROUNDS, bearer, http_request, new_server, stamp
 from tests.integration.test_api import sample
@@ -358,6 +358,17 @@ def test_alert_channels_and_rules_from_the_page(admin, panel):
                                          "minutes": "5"}).status == 400
     page = admin.request("GET", "/alerts").text
     assert "hooks.example.com" in page and "web-1" in page and "75" in page
+
+
+def test_the_page_offers_each_channel_kind_of_the_table_and_refuses_any_other(admin, panel):
+    page = admin.request("GET", "/alerts").text
+    offered = re.findall(r'<option value="([^"]+)">', page.split('name="kind"', 1)[1]
+                         .split("</select>", 1)[0])
+    assert offered == list(alerts.CHANNEL_KINDS)
+    refused = post(admin, "/alerts/channels", {"name": "pager", "kind": "sms",
+                                               "target": "ops@example.com"})
+    assert refused.status == 400 and "channel kind must be webhook or email" in refused.text
+    assert models.Channel.select().count() == 0
 
 
 def test_send_test_alert_reports_the_outcome(admin, panel):
