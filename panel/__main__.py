@@ -525,8 +525,7 @@ def main(argv=None):
     config_file = args.config or os.environ.get("MPANEL_CONFIG")
     if config_file:
         try:
-            for key, value in settings_module.read_env_file(config_file).items():
-                os.environ.setdefault(key, value)
+            settings_module.apply_env_file(config_file)
         except (ValueError, OSError) as err:
             print(f"error: settings file: {err}", file=sys.stderr)
             return 2
