@@ -324,7 +324,7 @@ def cmd_send_test_alert(settings, args):
 
     _database(settings)
     channels = [services.channel_named(args.channel)] if args.channel else \
-        list(models.Channel.select())
+        models.all_channels()
     if not channels:
         print("error: no channels; add one with add-channel", file=sys.stderr)
         return 2
@@ -333,9 +333,7 @@ def cmd_send_test_alert(settings, args):
     alerts.deliver_due(settings.smtp)
     failed = 0
     for channel in channels:
-        delivery = models.Delivery.select().where(
-            (models.Delivery.channel == channel.id) & (models.Delivery.event == "test")) \
-            .order_by(models.Delivery.id.desc()).first()
+        delivery = models.latest_test_delivery(channel.id)
         if delivery.status == "sent":
             print(f"ok: {shown(channel.name)} ({channel.kind})")
         else:
@@ -349,10 +347,8 @@ def cmd_list_alerts(settings, args):
     from . import models
 
     _database(settings)
-    rows = (models.Alert.select(models.Alert, models.Server).join(models.Server)
-            .order_by(models.Alert.started_at.desc()).limit(args.limit))
-    for alert in rows:
-        deliveries = models.Delivery.select().where(models.Delivery.alert == alert.id)
+    for alert in models.recent_alerts(args.limit):
+        deliveries = models.deliveries_of(alert.id)
         summary = ", ".join(f"{d.event}:{d.status}" + (f" ({d.last_error})" if d.last_error
                                                         and d.status != "sent" else "")
                             for d in deliveries) or ("silenced" if alert.silenced else "none")

@@ -92,22 +92,14 @@ def effective_rules(rules, server_id):
 
 # ===== Opening and resolving ====================================================================
 
-def in_maintenance(server_id, now):
-    return models.MaintenanceWindow.select().where(models.maintenance_now(server_id, now)).exists()
-
-
 def channels_for(server_id):
     """The server's own channels if it has routes, else the default channels."""
-    routed = list(models.Channel.select().join(models.ServerChannel)
-                  .where(models.ServerChannel.server == server_id))
-    if routed:
-        return routed
-    return list(models.Channel.select().where(models.Channel.is_default == True))  # noqa: E712
+    return models.routed_channels(server_id) or models.default_channels()
 
 
 def open_alert(server, rule, message, now, value=None, threshold=None):
     """Open a firing alert and queue its deliveries; None when one is already open."""
-    silenced = in_maintenance(server.id, now)
+    silenced = models.under_maintenance(server.id, now)
     try:
         with database_proxy.atomic():
             alert = models.Alert.create(server=server.id, rule=rule, open_key=rule,
@@ -124,19 +116,16 @@ def open_alert(server, rule, message, now, value=None, threshold=None):
 
 def resolve_alert(server, rule, now, message=None):
     """Resolve the open alert of `rule`, once; returns it or None."""
-    alert = models.Alert.get_or_none((models.Alert.server == server.id) &
-                                     (models.Alert.open_key == rule))
+    alert = models.open_alert_of(server.id, rule)
     if alert is None:
         return None
     with database_proxy.atomic():
-        changed = models.Alert.update(state="resolved", open_key=None, resolved_at=now) \
-            .where((models.Alert.id == alert.id) & (models.Alert.open_key == rule)).execute()
-        if not changed:
+        if not models.close_alert(alert.id, rule, now):
             return None
         alert.state, alert.resolved_at = "resolved", now
         if message:
             alert.message = message[:500]
-        if not alert.silenced and not in_maintenance(server.id, now):
+        if not alert.silenced and not models.under_maintenance(server.id, now):
             _queue(alert, "resolved", now)
     log.warning("alert resolved server=%s rule=%s", server.name, rule)
     return alert
@@ -281,20 +270,10 @@ def deliver_due(smtp, now=None, limit=50):
     -> (sent, failed) counts."""
     now = now or utcnow()
     # A replica that died while sending left its claim behind: give it back after 5 minutes.
-    models.Delivery.update(status="pending").where(
-        (models.Delivery.status == "sending") &
-        (models.Delivery.next_attempt_at < now - datetime.timedelta(minutes=5))).execute()
-    due = list(models.Delivery.select(models.Delivery, models.Channel)
-               .join(models.Channel)
-               .where((models.Delivery.status == "pending") &
-                      (models.Delivery.next_attempt_at <= now))
-               .order_by(models.Delivery.id).limit(limit))
+    models.release_stale_deliveries(now - datetime.timedelta(minutes=5))
     sent = failed = 0
-    for delivery in due:
-        # Claim it: if another replica got here first, this update changes nothing.
-        claimed = models.Delivery.update(status="sending").where(
-            (models.Delivery.id == delivery.id) & (models.Delivery.status == "pending")).execute()
-        if not claimed:
+    for delivery in models.due_deliveries(now, limit):
+        if not models.claim_delivery(delivery.id):
             continue
         subject, text, structured = describe(delivery)
         channel = delivery.channel
@@ -309,22 +288,22 @@ def deliver_due(smtp, now=None, limit=50):
             delay = min(3600, 30 * 2 ** (attempts - 1))
             final = attempts >= MAX_ATTEMPTS or isinstance(err, UndeliverableError)
             status = "failed" if final else "pending"
-            models.Delivery.update(status=status, attempts=attempts, last_error=str(err)[:500],
-                                   next_attempt_at=now + datetime.timedelta(seconds=delay)) \
-                .where(models.Delivery.id == delivery.id).execute()
+            models.record_delivery(delivery.id, status=status, attempts=attempts,
+                                   last_error=str(err)[:500],
+                                   next_attempt_at=now + datetime.timedelta(seconds=delay))
             log.warning("alert delivery failed channel=%s attempt=%s error=%s", channel.name,
                         attempts, err)
             failed += 1
             continue
-        models.Delivery.update(status="sent", attempts=delivery.attempts + 1, sent_at=utcnow(),
-                               last_error=None).where(models.Delivery.id == delivery.id).execute()
+        models.record_delivery(delivery.id, status="sent", attempts=delivery.attempts + 1,
+                               sent_at=utcnow(), last_error=None)
         sent += 1
     return sent, failed
 
 
 def ensure_default_rules():
     """Seed the global defaults once (CPU, memory, disk above 90 % for 5 minutes)."""
-    if models.AlertRule.select().where(models.AlertRule.server.is_null()).exists():
+    if models.global_rules_exist():
         return
     for metric, threshold, minutes in DEFAULT_RULES:
         models.AlertRule.create(server=None, metric=metric, threshold=threshold, minutes=minutes)

@@ -743,3 +743,137 @@ def server_events_since(server_ids, since):
 
 def firing_alert_count():
     return Alert.select().where(Alert.state == "firing").count()
+
+
+# ===== Alerts, channels and deliveries ==========================================================
+
+def under_maintenance(server_id, now):
+    return MaintenanceWindow.select().where(maintenance_now(server_id, now)).exists()
+
+
+def current_maintenance(server_id, now):
+    """The open maintenance window that ends last, or None."""
+    return (MaintenanceWindow.select().where(maintenance_now(server_id, now))
+            .order_by(MaintenanceWindow.ends_at.desc()).first())
+
+
+def routed_channels(server_id):
+    return list(Channel.select().join(ServerChannel).where(ServerChannel.server == server_id))
+
+
+def default_channels():
+    return list(Channel.select().where(Channel.is_default == True))  # noqa: E712
+
+
+def all_channels():
+    return list(Channel.select().order_by(Channel.name))
+
+
+def channel_by_name(name):
+    return Channel.get_or_none(Channel.name == name)
+
+
+def delete_channel(channel_id):
+    return Channel.delete().where(Channel.id == channel_id).execute()
+
+
+def routes():
+    """Every (server, channel) route, servers and channels joined, by their names."""
+    return list(ServerChannel.select(ServerChannel, Server, Channel)
+                .join(Server).switch(ServerChannel).join(Channel)
+                .order_by(Server.name, Channel.name))
+
+
+def add_route(server_id, channel_id):
+    ServerChannel.insert(server=server_id, channel=channel_id).on_conflict_ignore().execute()
+
+
+def remove_route(server_id, channel_id):
+    ServerChannel.delete().where((ServerChannel.server == server_id) &
+                                 (ServerChannel.channel == channel_id)).execute()
+
+
+def open_alert_of(server_id, rule):
+    return Alert.get_or_none((Alert.server == server_id) & (Alert.open_key == rule))
+
+
+def close_alert(alert_id, rule, now):
+    """Resolve the alert if it is still open for `rule`; -> 1 when this call resolved it."""
+    return Alert.update(state="resolved", open_key=None, resolved_at=now).where(
+        (Alert.id == alert_id) & (Alert.open_key == rule)).execute()
+
+
+def firing_alerts(server_id=None):
+    """Firing alerts, oldest first, with their servers (or only those of one server)."""
+    query = Alert.select(Alert, Server).join(Server).where(Alert.state == "firing")
+    if server_id is not None:
+        query = query.where(Alert.server == server_id)
+    return list(query.order_by(Alert.started_at))
+
+
+def alert_history(limit=100):
+    """Alerts no longer firing, latest first, with their servers."""
+    return list(Alert.select(Alert, Server).join(Server).where(Alert.state != "firing")
+                .order_by(Alert.started_at.desc()).limit(limit))
+
+
+def recent_alerts(limit):
+    """Every alert, latest first, with its server."""
+    return list(Alert.select(Alert, Server).join(Server)
+                .order_by(Alert.started_at.desc()).limit(limit))
+
+
+def deliveries_of(alert_id):
+    return list(Delivery.select().where(Delivery.alert == alert_id))
+
+
+def last_delivery_per_channel(scan=500):
+    """{channel id: its latest Delivery} among the latest `scan` deliveries."""
+    last = {}
+    for delivery in Delivery.select().order_by(Delivery.id.desc()).limit(scan):
+        last.setdefault(delivery.channel_id, delivery)
+    return last
+
+
+def latest_test_delivery(channel_id):
+    return (Delivery.select().where((Delivery.channel == channel_id) & (Delivery.event == "test"))
+            .order_by(Delivery.id.desc()).first())
+
+
+def release_stale_deliveries(claimed_before):
+    """Give back the claims of a replica that died while sending."""
+    Delivery.update(status="pending").where((Delivery.status == "sending") &
+                                            (Delivery.next_attempt_at < claimed_before)).execute()
+
+
+def due_deliveries(now, limit):
+    """Pending deliveries due by `now`, oldest first, with their channels."""
+    return list(Delivery.select(Delivery, Channel).join(Channel)
+                .where((Delivery.status == "pending") & (Delivery.next_attempt_at <= now))
+                .order_by(Delivery.id).limit(limit))
+
+
+def claim_delivery(delivery_id):
+    """True when this call claimed the pending delivery (another replica may have first)."""
+    return bool(Delivery.update(status="sending").where(
+        (Delivery.id == delivery_id) & (Delivery.status == "pending")).execute())
+
+
+def record_delivery(delivery_id, **outcome):
+    """Write what sending a delivery came to: status, attempts, error, next attempt or sent_at."""
+    Delivery.update(**outcome).where(Delivery.id == delivery_id).execute()
+
+
+def global_rules_exist():
+    return AlertRule.select().where(AlertRule.server.is_null()).exists()
+
+
+def alert_rules_with_servers():
+    """Every rule, the global ones first, by metric; an override's server joined."""
+    return list(AlertRule.select(AlertRule, Server).join(Server, peewee.JOIN.LEFT_OUTER)
+                .order_by(AlertRule.server.is_null(False), AlertRule.metric))
+
+
+def server_names():
+    """Every server's id and name (only), by name."""
+    return list(Server.select(Server.id, Server.name).order_by(Server.name))

@@ -470,14 +470,14 @@ def test_maintenance_from_the_detail_page_silences_and_ends(admin, panel):
     server, _ = new_server("web-1")
     assert post(admin, f"/servers/{server.id}/maintenance",
                 {"minutes": "60", "reason": "kernel <b>upgrade</b>"}).status == 303
-    assert alerts.in_maintenance(server.id, utcnow())
+    assert models.under_maintenance(server.id, utcnow())
     page = admin.request("GET", f"/servers/{server.id}").text
     assert "maintenance until" in page and "kernel &lt;b&gt;upgrade&lt;/b&gt;" in page
     for bad in ("0", "99999999", "soon"):
         refused = post(admin, f"/servers/{server.id}/maintenance", {"minutes": bad})
         assert refused.status == 400, bad
     assert post(admin, f"/servers/{server.id}/maintenance", {"end": "1"}).status == 303
-    assert not alerts.in_maintenance(server.id, utcnow())
+    assert not models.under_maintenance(server.id, utcnow())
 
 
 def test_routes_from_the_alerts_page(admin, panel):
