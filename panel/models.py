@@ -877,3 +877,88 @@ def alert_rules_with_servers():
 def server_names():
     """Every server's id and name (only), by name."""
     return list(Server.select(Server.id, Server.name).order_by(Server.name))
+
+
+# ===== Servers, admins and sessions =============================================================
+
+def agent_of_server(server_id):
+    """The agent of the server with this id, its server joined; None when there is none."""
+    return Agent.select(Agent, Server).join(Server).where(Server.id == server_id).first()
+
+
+def agent_of_server_named(name):
+    return Agent.select(Agent, Server).join(Server).where(Server.name == name).first()
+
+
+def public_status_servers():
+    """The servers shown on the public /status page, by name."""
+    return list(Server.select().where(Server.public_status == True)  # noqa: E712
+                .order_by(Server.name))
+
+
+def update_server(server_id, **fields):
+    """Change a server's columns (by name) and its updated_at."""
+    Server.update({**{getattr(Server, name): value for name, value in fields.items()},
+                   Server.updated_at: utcnow()}).where(Server.id == server_id).execute()
+
+
+def delete_server_and_data(server_id, agent_id=None):
+    """The server, its agent and all its data (call inside a transaction)."""
+    # Samples and rollups hang off the agent; the cascade would take them too, but on a big
+    # table explicit deletes keep each statement's plan simple and visible.
+    if agent_id is not None:
+        for model in (LatestSample, Metric, Rollup5m, Rollup1h):
+            model.delete().where(model.agent == agent_id).execute()
+    Server.delete().where(Server.id == server_id).execute()
+
+
+def silent_online_agents(cutoff):
+    """Agents (servers joined) of servers still online whose last report is before `cutoff`."""
+    return list(Agent.select(Agent, Server).join(Server)
+                .where((Server.state == "online") & (Agent.last_seen < cutoff)))
+
+
+def change_server_state(server_id, state, since, was):
+    """Set the server's state if it is still `was`; -> 1 when this call changed it (another
+    replica may have first)."""
+    return Server.update(state=state, state_since=since).where(
+        (Server.id == server_id) & (Server.state == was)).execute()
+
+
+def end_maintenance_windows(server_id, now):
+    return MaintenanceWindow.update(ends_at=now).where(maintenance_now(server_id, now)).execute()
+
+
+def rule_of(metric, server_id=None):
+    """The global rule for `metric`, or the server's override; None when there is none."""
+    scope = AlertRule.server.is_null() if server_id is None else AlertRule.server == server_id
+    return AlertRule.get_or_none((AlertRule.metric == metric) & scope)
+
+
+def update_rule(rule_id, **fields):
+    AlertRule.update(**fields).where(AlertRule.id == rule_id).execute()
+
+
+def any_admin():
+    return Admin.select().exists()
+
+
+def admin_by_username(username):
+    return Admin.get_or_none(Admin.username == username)
+
+
+def set_admin_password(admin_id, password_hash, role):
+    """New password and role; every session of that account ends (a suspected leak, a
+    departure)."""
+    Admin.update(password_hash=password_hash, role=role).where(Admin.id == admin_id).execute()
+    AdminSession.delete().where(AdminSession.admin == admin_id).execute()
+
+
+def session_by_token_hash(token_hash):
+    """The session (its admin joined) whose token hashes to this, expired or not; or None."""
+    return (AdminSession.select(AdminSession, Admin).join(Admin)
+            .where(AdminSession.token_hash == token_hash).first())
+
+
+def end_session_by_token_hash(token_hash):
+    AdminSession.delete().where(AdminSession.token_hash == token_hash).execute()
