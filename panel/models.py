@@ -962,3 +962,29 @@ def session_by_token_hash(token_hash):
 
 def end_session_by_token_hash(token_hash):
     AdminSession.delete().where(AdminSession.token_hash == token_hash).execute()
+
+
+# ===== Agents and their keys ====================================================================
+
+def update_agent(agent_id, **fields):
+    Agent.update(**fields).where(Agent.id == agent_id).execute()
+
+
+def store_key_fingerprint(agent, fingerprint, current=True):
+    """Store the fingerprint of the agent's current (or previous) key if its hash is still the
+    row's and no fingerprint is stored yet."""
+    if current:
+        Agent.update(api_key_fingerprint=fingerprint).where(
+            (Agent.id == agent.id) & (Agent.api_key_hash == agent.api_key_hash)
+            & Agent.api_key_fingerprint.is_null()).execute()
+    else:
+        Agent.update(prev_key_fingerprint=fingerprint).where(
+            (Agent.id == agent.id) & (Agent.prev_key_hash == agent.prev_key_hash)
+            & Agent.prev_key_fingerprint.is_null()).execute()
+
+
+def retire_previous_key(agent_id, now):
+    """Forget the agent's previous key and its sealed new one; -> 1 when this call did."""
+    return Agent.update(prev_key_id=None, prev_key_hash=None, prev_key_fingerprint=None,
+                        prev_key_expires_at=None, pending_key_box=None, key_switched_at=now) \
+        .where((Agent.id == agent_id) & Agent.prev_key_id.is_null(False)).execute()
