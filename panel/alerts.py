@@ -28,6 +28,7 @@ import peewee
 
 from . import models
 from .db import database_proxy, utcnow
+from .settings import SMTP_TLS_MODES
 
 log = logging.getLogger("mpanel.alerts")
 
@@ -194,6 +195,11 @@ def send_email(smtp, recipients, subject, text, timeout=10):
     """SMTP with STARTTLS (or implicit TLS), from the standard library."""
     if not smtp.get("host"):
         raise DeliveryError("no SMTP server configured (MPANEL_SMTP_HOST)")
+    tls = smtp.get("tls") or "starttls"
+    if tls not in SMTP_TLS_MODES:
+        # Never fall through to plain SMTP: a typo ("ssl") would send the login in clear.
+        raise UndeliverableError(f"MPANEL_SMTP_TLS must be {', '.join(SMTP_TLS_MODES)}, "
+                                 f"got {tls!r}")
     message = email.message.EmailMessage()
     message["From"] = smtp.get("sender") or "mpanel@localhost"
     message["To"] = ", ".join(recipients)
@@ -201,13 +207,13 @@ def send_email(smtp, recipients, subject, text, timeout=10):
     message.set_content(text)
     context = ssl.create_default_context(cafile=smtp.get("cafile") or None)
     try:
-        if smtp.get("tls") == "implicit":
+        if tls == "implicit":
             client = smtplib.SMTP_SSL(smtp["host"], smtp.get("port", 465), timeout=timeout,
                                       context=context)
         else:
             client = smtplib.SMTP(smtp["host"], smtp.get("port", 587), timeout=timeout)
         with client:
-            if smtp.get("tls", "starttls") == "starttls":
+            if tls == "starttls":
                 client.starttls(context=context)
             if smtp.get("user"):
                 client.login(smtp["user"], smtp.get("password", ""))

@@ -19,6 +19,7 @@ import secrets
 from pathlib import Path
 
 DEFAULT_COLLECTORS = ("cpu", "memory", "disk", "network", "processes", "services")
+SMTP_TLS_MODES = ("starttls", "implicit", "none")  # MPANEL_SMTP_TLS; alerts.send_email
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +74,9 @@ class Settings:
                              "MPANEL_BODY_TIMEOUT")
         if self.idle_timeout < 1:
             raise ValueError("MPANEL_IDLE_TIMEOUT must be at least 1 second")
+        if self.smtp.get("tls", "starttls") not in SMTP_TLS_MODES:
+            raise ValueError(f"MPANEL_SMTP_TLS must be {', '.join(SMTP_TLS_MODES)}, got "
+                             f"{self.smtp['tls']!r}")
         if not 1 <= self.report_interval <= 3600:
             # Below 10 s is for tests and demos; 60 s is the production default.
             raise ValueError("MPANEL_REPORT_INTERVAL must be between 1 and 3600 seconds")

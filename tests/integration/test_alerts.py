@@ -192,6 +192,23 @@ def test_a_channel_of_an_unknown_kind_is_never_sent_as_email(database, smtp_serv
     assert alerts.deliver_due(smtp, now + datetime.timedelta(days=1)) == (0, 0)
 
 
+def test_an_unknown_smtp_tls_mode_never_sends_in_clear(database, smtp_server):
+    """MPANEL_SMTP_TLS=ssl (a typo for implicit) fails at once naming the setting: it used to
+    fall through to plain SMTP, login included. The CLI refuses it before anything else."""
+    smtp = {"host": "127.0.0.1", "port": smtp_server["port"], "cafile": smtp_server["cafile"],
+            "tls": "ssl", "user": "alerts", "password": "secret"}
+    mail = services.add_channel("mail", "email", "oncall@example.com")
+    alerts.queue_test(mail, utcnow())
+    assert alerts.deliver_due(smtp) == (0, 1)
+    refused = models.Delivery.get()
+    assert refused.status == "failed" and "MPANEL_SMTP_TLS" in refused.last_error
+    assert smtp_server["inbox"].messages == []
+    env = dict(os.environ, MPANEL_SMTP_TLS="ssl")
+    result = subprocess.run([sys.executable, "-m", "panel", "list-alerts"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "MPANEL_SMTP_TLS must be" in result.stderr
+
+
 def test_add_channel_flags_are_the_channel_kinds(backend_url, database, tmp_path):
     """`add-channel --<kind>` for each kind of the table, and nothing else."""
     from panel.__main__ import build_parser
