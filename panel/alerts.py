@@ -240,25 +240,30 @@ def _check_email(target):
     return None
 
 
+def _to_webhook(target, subject, text, structured, smtp):
+    send_webhook(target, subject, text, structured)
+
+
+def _to_email(target, subject, text, structured, smtp):
+    send_email(smtp, email_addresses(target), subject, text)
+
+
 @dataclasses.dataclass(frozen=True)
 class ChannelKind:
     name: str  # stored in channels.kind; the page's value; the CLI's flag --<name>
     label: str  # the page's choice
-    target_help: str  # the CLI's help for the flag; the page's placeholder shows `example`
-    example: str
+    target_help: str  # the CLI's help for the flag
+    example: str  # in the page's placeholder for the target
     check: object  # target -> None, or why it is refused (a message fit for a person)
     send: object  # (target, subject, text, structured, smtp) -> None; raises DeliveryError
 
 
 CHANNEL_KINDS = {kind.name: kind for kind in (
-    ChannelKind("webhook", "webhook", "URL to POST JSON to (Slack/Discord compatible)",
-                "https://hooks.example.com/…", _check_webhook,
-                lambda target, subject, text, structured, smtp:
-                send_webhook(target, subject, text, structured)),
-    ChannelKind("email", "e-mail", "address(es), comma-separated", "ops@example.com",
-                _check_email,
-                lambda target, subject, text, structured, smtp:
-                send_email(smtp, email_addresses(target), subject, text)),
+    ChannelKind(name="webhook", label="webhook",
+                target_help="URL to POST JSON to (Slack/Discord compatible)",
+                example="https://hooks.example.com/…", check=_check_webhook, send=_to_webhook),
+    ChannelKind(name="email", label="e-mail", target_help="address(es), comma-separated",
+                example="ops@example.com", check=_check_email, send=_to_email),
 )}
 
 
