@@ -266,10 +266,12 @@ def cmd_revoke(settings, args):
 
 
 def cmd_add_channel(settings, args):
-    from . import services
+    from . import alerts, services
 
     _database(settings)
-    kind, target = ("webhook", args.webhook) if args.webhook else ("email", args.email)
+    # argparse's exclusive group leaves exactly one --<kind> set.
+    kind, target = next((name, getattr(args, name)) for name in alerts.CHANNEL_KINDS
+                        if getattr(args, name) is not None)
     services.add_channel(args.name, kind, target, is_default=not args.not_default)
     print(f"channel {args.name!r} ({kind}) added"
           + ("" if args.not_default else "; servers without routes of their own use it"))
@@ -322,7 +324,7 @@ def cmd_send_test_alert(settings, args):
 
     _database(settings)
     channels = [services.channel_named(args.channel)] if args.channel else \
-        list(models.Channel.select())
+        models.all_channels()
     if not channels:
         print("error: no channels; add one with add-channel", file=sys.stderr)
         return 2
@@ -331,9 +333,7 @@ def cmd_send_test_alert(settings, args):
     alerts.deliver_due(settings.smtp)
     failed = 0
     for channel in channels:
-        delivery = models.Delivery.select().where(
-            (models.Delivery.channel == channel.id) & (models.Delivery.event == "test")) \
-            .order_by(models.Delivery.id.desc()).first()
+        delivery = models.latest_test_delivery(channel.id)
         if delivery.status == "sent":
             print(f"ok: {shown(channel.name)} ({channel.kind})")
         else:
@@ -347,10 +347,8 @@ def cmd_list_alerts(settings, args):
     from . import models
 
     _database(settings)
-    rows = (models.Alert.select(models.Alert, models.Server).join(models.Server)
-            .order_by(models.Alert.started_at.desc()).limit(args.limit))
-    for alert in rows:
-        deliveries = models.Delivery.select().where(models.Delivery.alert == alert.id)
+    for alert in models.recent_alerts(args.limit):
+        deliveries = models.deliveries_of(alert.id)
         summary = ", ".join(f"{d.event}:{d.status}" + (f" ({d.last_error})" if d.last_error
                                                         and d.status != "sent" else "")
                             for d in deliveries) or ("silenced" if alert.silenced else "none")
@@ -415,6 +413,8 @@ def _redacted(url):
 
 
 def build_parser():
+    from . import alerts  # its channel kinds are add-channel's flags
+
     parser = argparse.ArgumentParser(prog="python -m panel", description=__doc__.split("\n")[0])
     parser.add_argument("--log-level", help="debug, info, warning (default: MPANEL_LOG_LEVEL or "
                                              "info)")
@@ -456,11 +456,13 @@ def build_parser():
 
     sub.add_parser("list-servers", help="list servers").set_defaults(func=cmd_list_servers)
 
-    channel = sub.add_parser("add-channel", help="where alerts go: a webhook or e-mail")
+    kinds = alerts.CHANNEL_KINDS.values()
+    channel = sub.add_parser("add-channel", help="where alerts go: "
+                             + " or ".join(kind.label for kind in kinds))
     channel.add_argument("name")
     target = channel.add_mutually_exclusive_group(required=True)
-    target.add_argument("--webhook", help="URL to POST JSON to (Slack/Discord compatible)")
-    target.add_argument("--email", help="address(es), comma-separated")
+    for kind in kinds:
+        target.add_argument(f"--{kind.name}", help=kind.target_help)
     channel.add_argument("--not-default", action="store_true",
                          help="only for servers routed to it")
     channel.set_defaults(func=cmd_add_channel)
@@ -519,8 +521,7 @@ def main(argv=None):
     config_file = args.config or os.environ.get("MPANEL_CONFIG")
     if config_file:
         try:
-            for key, value in settings_module.read_env_file(config_file).items():
-                os.environ.setdefault(key, value)
+            settings_module.apply_env_file(config_file)
         except (ValueError, OSError) as err:
             print(f"error: settings file: {err}", file=sys.stderr)
             return 2

@@ -1,6 +1,11 @@
 """Alerts: pure rule evaluation, opening and resolving alerts once, and delivering them to
 webhooks and e-mail with retries.
 
+Channel kinds are one table, CHANNEL_KINDS: each entry checks a target, delivers to it, and
+gives the alerts page its choice and the CLI its `add-channel --<kind>` flag. A kind not in the
+table is refused when a channel is added and at delivery (a row written by hand or by a newer
+release is never sent as e-mail).
+
 Evaluation is a pure function of the recent samples (tested alone): a rule fires when every
 sample of the last `minutes` is above its threshold, and resolves when every sample of the last
 `minutes` is below the threshold less 5 % — a minimum duration both ways plus hysteresis, so a
@@ -10,6 +15,7 @@ Opening is an INSERT guarded by a unique (server_id, open_key) index and resolvi
 UPDATE, so two replicas evaluating at the same moment still produce one alert and one
 delivery per channel.
 """
+import dataclasses
 import datetime
 import email.message
 import json
@@ -22,6 +28,7 @@ import peewee
 
 from . import models
 from .db import database_proxy, utcnow
+from .settings import SMTP_TLS_MODES
 
 log = logging.getLogger("mpanel.alerts")
 
@@ -86,22 +93,14 @@ def effective_rules(rules, server_id):
 
 # ===== Opening and resolving ====================================================================
 
-def in_maintenance(server_id, now):
-    return models.MaintenanceWindow.select().where(models.maintenance_now(server_id, now)).exists()
-
-
 def channels_for(server_id):
     """The server's own channels if it has routes, else the default channels."""
-    routed = list(models.Channel.select().join(models.ServerChannel)
-                  .where(models.ServerChannel.server == server_id))
-    if routed:
-        return routed
-    return list(models.Channel.select().where(models.Channel.is_default == True))  # noqa: E712
+    return models.routed_channels(server_id) or models.default_channels()
 
 
 def open_alert(server, rule, message, now, value=None, threshold=None):
     """Open a firing alert and queue its deliveries; None when one is already open."""
-    silenced = in_maintenance(server.id, now)
+    silenced = models.under_maintenance(server.id, now)
     try:
         with database_proxy.atomic():
             alert = models.Alert.create(server=server.id, rule=rule, open_key=rule,
@@ -118,19 +117,16 @@ def open_alert(server, rule, message, now, value=None, threshold=None):
 
 def resolve_alert(server, rule, now, message=None):
     """Resolve the open alert of `rule`, once; returns it or None."""
-    alert = models.Alert.get_or_none((models.Alert.server == server.id) &
-                                     (models.Alert.open_key == rule))
+    alert = models.open_alert_of(server.id, rule)
     if alert is None:
         return None
     with database_proxy.atomic():
-        changed = models.Alert.update(state="resolved", open_key=None, resolved_at=now) \
-            .where((models.Alert.id == alert.id) & (models.Alert.open_key == rule)).execute()
-        if not changed:
+        if not models.close_alert(alert.id, rule, now):
             return None
         alert.state, alert.resolved_at = "resolved", now
         if message:
             alert.message = message[:500]
-        if not alert.silenced and not in_maintenance(server.id, now):
+        if not alert.silenced and not models.under_maintenance(server.id, now):
             _queue(alert, "resolved", now)
     log.warning("alert resolved server=%s rule=%s", server.name, rule)
     return alert
@@ -151,6 +147,10 @@ def queue_test(channel, now):
 
 class DeliveryError(Exception):
     pass
+
+
+class UndeliverableError(DeliveryError):
+    """A delivery that no retry can make: it fails at once instead of backing off."""
 
 
 def describe(delivery):
@@ -195,6 +195,11 @@ def send_email(smtp, recipients, subject, text, timeout=10):
     """SMTP with STARTTLS (or implicit TLS), from the standard library."""
     if not smtp.get("host"):
         raise DeliveryError("no SMTP server configured (MPANEL_SMTP_HOST)")
+    tls = smtp.get("tls") or "starttls"
+    if tls not in SMTP_TLS_MODES:
+        # Never fall through to plain SMTP: a typo ("ssl") would send the login in clear.
+        raise UndeliverableError(f"MPANEL_SMTP_TLS must be {', '.join(SMTP_TLS_MODES)}, "
+                                 f"got {tls!r}")
     message = email.message.EmailMessage()
     message["From"] = smtp.get("sender") or "mpanel@localhost"
     message["To"] = ", ".join(recipients)
@@ -202,13 +207,13 @@ def send_email(smtp, recipients, subject, text, timeout=10):
     message.set_content(text)
     context = ssl.create_default_context(cafile=smtp.get("cafile") or None)
     try:
-        if smtp.get("tls") == "implicit":
+        if tls == "implicit":
             client = smtplib.SMTP_SSL(smtp["host"], smtp.get("port", 465), timeout=timeout,
                                       context=context)
         else:
             client = smtplib.SMTP(smtp["host"], smtp.get("port", 587), timeout=timeout)
         with client:
-            if smtp.get("tls", "starttls") == "starttls":
+            if tls == "starttls":
                 client.starttls(context=context)
             if smtp.get("user"):
                 client.login(smtp["user"], smtp.get("password", ""))
@@ -217,53 +222,99 @@ def send_email(smtp, recipients, subject, text, timeout=10):
         raise DeliveryError(f"SMTP: {type(err).__name__}: {err}"[:300]) from None
 
 
+# ===== Channel kinds ============================================================================
+
+def email_addresses(target):
+    return [address.strip() for address in target.split(",")]
+
+
+def _check_webhook(target):
+    if not target.startswith(("http://", "https://")):
+        return "a webhook target must be an http(s) URL"
+    return None
+
+
+def _check_email(target):
+    if not all("@" in address for address in email_addresses(target)):
+        return "an e-mail target is one or more addresses, comma-separated"
+    return None
+
+
+def _to_webhook(target, subject, text, structured, smtp):
+    send_webhook(target, subject, text, structured)
+
+
+def _to_email(target, subject, text, structured, smtp):
+    send_email(smtp, email_addresses(target), subject, text)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelKind:
+    name: str  # stored in channels.kind; the page's value; the CLI's flag --<name>
+    label: str  # the page's choice
+    target_help: str  # the CLI's help for the flag
+    example: str  # in the page's placeholder for the target
+    check: object  # target -> None, or why it is refused (a message fit for a person)
+    send: object  # (target, subject, text, structured, smtp) -> None; raises DeliveryError
+
+
+CHANNEL_KINDS = {kind.name: kind for kind in (
+    ChannelKind(name="webhook", label="webhook",
+                target_help="URL to POST JSON to (Slack/Discord compatible)",
+                example="https://hooks.example.com/…", check=_check_webhook, send=_to_webhook),
+    ChannelKind(name="email", label="e-mail", target_help="address(es), comma-separated",
+                example="ops@example.com", check=_check_email, send=_to_email),
+)}
+
+
+def check_channel(kind, target):
+    """Refuse a kind not in CHANNEL_KINDS, or a target its kind does not accept (ValueError)."""
+    if kind not in CHANNEL_KINDS:
+        raise ValueError(f"channel kind must be {' or '.join(CHANNEL_KINDS)}")
+    problem = CHANNEL_KINDS[kind].check(target)
+    if problem:
+        raise ValueError(problem)
+
+
 def deliver_due(smtp, now=None, limit=50):
     """Send what is due; back off exponentially on failure, give up after MAX_ATTEMPTS.
     -> (sent, failed) counts."""
     now = now or utcnow()
     # A replica that died while sending left its claim behind: give it back after 5 minutes.
-    models.Delivery.update(status="pending").where(
-        (models.Delivery.status == "sending") &
-        (models.Delivery.next_attempt_at < now - datetime.timedelta(minutes=5))).execute()
-    due = list(models.Delivery.select(models.Delivery, models.Channel)
-               .join(models.Channel)
-               .where((models.Delivery.status == "pending") &
-                      (models.Delivery.next_attempt_at <= now))
-               .order_by(models.Delivery.id).limit(limit))
+    models.release_stale_deliveries(now - datetime.timedelta(minutes=5))
     sent = failed = 0
-    for delivery in due:
-        # Claim it: if another replica got here first, this update changes nothing.
-        claimed = models.Delivery.update(status="sending").where(
-            (models.Delivery.id == delivery.id) & (models.Delivery.status == "pending")).execute()
-        if not claimed:
+    for delivery in models.due_deliveries(now, limit):
+        if not models.claim_delivery(delivery.id):
             continue
         subject, text, structured = describe(delivery)
         channel = delivery.channel
         try:
-            if channel.kind == "webhook":
-                send_webhook(channel.target, subject, text, structured)
-            else:
-                send_email(smtp, [a.strip() for a in channel.target.split(",")], subject, text)
+            kind = CHANNEL_KINDS.get(channel.kind)
+            if kind is None:
+                raise UndeliverableError(f"unknown channel kind {channel.kind!r}; this panel "
+                                         f"sends to {' or '.join(CHANNEL_KINDS)}")
+            kind.send(channel.target, subject, text, structured, smtp)
         except DeliveryError as err:
             attempts = delivery.attempts + 1
             delay = min(3600, 30 * 2 ** (attempts - 1))
-            status = "failed" if attempts >= MAX_ATTEMPTS else "pending"
-            models.Delivery.update(status=status, attempts=attempts, last_error=str(err)[:500],
-                                   next_attempt_at=now + datetime.timedelta(seconds=delay)) \
-                .where(models.Delivery.id == delivery.id).execute()
+            final = attempts >= MAX_ATTEMPTS or isinstance(err, UndeliverableError)
+            status = "failed" if final else "pending"
+            models.record_delivery(delivery.id, status=status, attempts=attempts,
+                                   last_error=str(err)[:500],
+                                   next_attempt_at=now + datetime.timedelta(seconds=delay))
             log.warning("alert delivery failed channel=%s attempt=%s error=%s", channel.name,
                         attempts, err)
             failed += 1
             continue
-        models.Delivery.update(status="sent", attempts=delivery.attempts + 1, sent_at=utcnow(),
-                               last_error=None).where(models.Delivery.id == delivery.id).execute()
+        models.record_delivery(delivery.id, status="sent", attempts=delivery.attempts + 1,
+                               sent_at=utcnow(), last_error=None)
         sent += 1
     return sent, failed
 
 
 def ensure_default_rules():
     """Seed the global defaults once (CPU, memory, disk above 90 % for 5 minutes)."""
-    if models.AlertRule.select().where(models.AlertRule.server.is_null()).exists():
+    if models.global_rules_exist():
         return
     for metric, threshold, minutes in DEFAULT_RULES:
         models.AlertRule.create(server=None, metric=metric, threshold=threshold, minutes=minutes)

@@ -155,7 +155,7 @@ def _note_clock(agent, offset):
     known = agent.clock_offset
     if offset is None or (known is not None and abs(offset - known) < ingest.CLOCK_RESOLUTION):
         return
-    models.Agent.update(clock_offset=offset).where(models.Agent.id == agent.id).execute()
+    models.update_agent(agent.id, clock_offset=offset)
     agent.clock_offset = offset  # the cached row too, so the next requests do not write again
     was, now_skewed = models.clock_skew(known), models.clock_skew(offset)
     if now_skewed and now_skewed != was:
@@ -177,13 +177,12 @@ def build_api(settings, committer):
         document = read_json(protocol.REGISTER, limit)
         now = utcnow()
         with database_proxy.atomic():
-            models.Agent.update(
-                hostname=document["hostname"], os=document["os"], arch=document["arch"],
-                agent_version=document["version"],
+            models.update_agent(
+                agent.id, hostname=document["hostname"], os=document["os"],
+                arch=document["arch"], agent_version=document["version"],
                 boot_time=_boot_time(document.get("bootTime")),
                 ip_address=auth.client_address(settings) or None,
-                status="active", last_seen=now, updated_at=now,
-            ).where(models.Agent.id == agent.id).execute()
+                status="active", last_seen=now, updated_at=now)
         _note_clock(agent, _measured_offset(now))
         jobs.note_alive(agent, now)
         return {"serverId": agent.server_id, "registered": True}
@@ -229,7 +228,7 @@ def build_api(settings, committer):
         except ApiError:
             _note_clock(agent, _measured_offset(now))  # as for metrics: say why
             raise
-        models.Agent.update(last_seen=now).where(models.Agent.id == agent.id).execute()
+        models.update_agent(agent.id, last_seen=now)
         _note_clock(agent, _measured_offset(now, agent_time=sent_at))
         jobs.note_alive(agent, now)
         return {"status": "ok"}

@@ -203,9 +203,7 @@ def current_session():
     token = bottle.request.get_cookie(SESSION_COOKIE)
     if not token:
         return None
-    session = (models.AdminSession.select(models.AdminSession, models.Admin)
-               .join(models.Admin).where(models.AdminSession.token_hash == token_hash(token))
-               .first())
+    session = models.session_by_token_hash(token_hash(token))
     if session is None or session.expires_at < utcnow():
         return None
     return session
@@ -214,8 +212,7 @@ def current_session():
 def end_session():
     token = bottle.request.get_cookie(SESSION_COOKIE)
     if token:
-        models.AdminSession.delete().where(
-            models.AdminSession.token_hash == token_hash(token)).execute()
+        models.end_session_by_token_hash(token_hash(token))
 
 
 def csrf_ok(session):

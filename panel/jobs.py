@@ -41,16 +41,12 @@ def detect_offline(offline_after, now=None):
     """Servers silent for `offline_after` seconds become offline, once each. -> their names."""
     now = now or utcnow()
     cutoff = now - datetime.timedelta(seconds=offline_after)
-    silent = list(models.Agent.select(models.Agent, models.Server).join(models.Server)
-                  .where((models.Server.state == "online") & (models.Agent.last_seen < cutoff)))
     gone = []
-    for agent in silent:
+    for agent in models.silent_online_agents(cutoff):
         server = agent.server
         went_at = agent.last_seen + datetime.timedelta(seconds=offline_after)
         with database_proxy.atomic():
-            changed = models.Server.update(state="offline", state_since=went_at).where(
-                (models.Server.id == server.id) & (models.Server.state == "online")).execute()
-            if not changed:
+            if not models.change_server_state(server.id, "offline", went_at, was="online"):
                 continue
             models.ServerEvent.create(server=server.id, kind="offline", at=went_at,
                                       detail=f"silent since {agent.last_seen:%Y-%m-%d %H:%M:%S}"
@@ -68,8 +64,7 @@ def note_alive(agent, now):
     if server.state == "online":
         return
     with database_proxy.atomic():
-        changed = models.Server.update(state="online", state_since=now).where(
-            (models.Server.id == server.id) & (models.Server.state == server.state)).execute()
+        changed = models.change_server_state(server.id, "online", now, was=server.state)
         previous, server.state = server.state, "online"  # also in a cached agent row
         if not changed or previous != "offline":
             return

@@ -211,8 +211,8 @@ def rotate(agent, rounds, grace, secret):
     now = utcnow()
     keep_old = grace.total_seconds() > 0 and agent.api_key_hash != REVOKED_HASH
     with database_proxy.atomic():
-        models.Agent.update(
-            **key_columns(key, key_id, rounds),
+        models.update_agent(
+            agent.id, **key_columns(key, key_id, rounds),
             prev_key_id=agent.api_key_id if keep_old else None,
             prev_key_hash=agent.api_key_hash if keep_old else None,
             prev_key_fingerprint=agent.api_key_fingerprint if keep_old else None,
@@ -221,8 +221,7 @@ def rotate(agent, rounds, grace, secret):
             key_rotated_at=now, key_switched_at=None, updated_at=now,
             # A revoked server that gets a new key is back in service.
             status=("active" if agent.last_seen else "pending") if agent.status == "revoked"
-            else agent.status,
-        ).where(models.Agent.id == agent.id).execute()
+            else agent.status)
         models.record_auth_event("key_rotated", server_id=agent.server_id,
                                  key_id=key_id, detail=f"grace {int(grace.total_seconds())} s")
     AGENT_ROWS.forget(agent)
@@ -233,10 +232,10 @@ def revoke(agent):
     """Cut the agent's keys off at once (every replica: the stored hash is gone)."""
     now = utcnow()
     with database_proxy.atomic():
-        models.Agent.update(api_key_hash=REVOKED_HASH, api_key_fingerprint=None,
+        models.update_agent(agent.id, api_key_hash=REVOKED_HASH, api_key_fingerprint=None,
                             prev_key_id=None, prev_key_hash=None, prev_key_fingerprint=None,
                             prev_key_expires_at=None, pending_key_box=None, status="revoked",
-                            updated_at=now).where(models.Agent.id == agent.id).execute()
+                            updated_at=now)
         models.record_auth_event("key_revoked", server_id=agent.server_id,
                                  key_id=agent.api_key_id)
     AGENT_ROWS.forget(agent)
@@ -305,14 +304,7 @@ class KeyVerifier:
     def remember_fingerprint(self, agent, presented, current):
         """Store the fingerprint of a key bcrypt just accepted, if its hash is still the
         row's: from now on every process recognises it without bcrypt."""
-        if current:
-            models.Agent.update(api_key_fingerprint=fingerprint(presented)).where(
-                (models.Agent.id == agent.id) & (models.Agent.api_key_hash == agent.api_key_hash)
-                & models.Agent.api_key_fingerprint.is_null()).execute()
-        else:
-            models.Agent.update(prev_key_fingerprint=fingerprint(presented)).where(
-                (models.Agent.id == agent.id) & (models.Agent.prev_key_hash == agent.prev_key_hash)
-                & models.Agent.prev_key_fingerprint.is_null()).execute()
+        models.store_key_fingerprint(agent, fingerprint(presented), current)
         self.rows.forget(agent)
 
 
@@ -322,11 +314,7 @@ def note_new_key_in_use(agent):
         return
     now = utcnow()
     with database_proxy.atomic():
-        retired = models.Agent.update(prev_key_id=None, prev_key_hash=None,
-                                      prev_key_fingerprint=None, prev_key_expires_at=None,
-                                      pending_key_box=None, key_switched_at=now) \
-            .where((models.Agent.id == agent.id) & models.Agent.prev_key_id.is_null(False)) \
-            .execute()
+        retired = models.retire_previous_key(agent.id, now)
         if retired:
             models.record_auth_event("key_switched", server_id=agent.server_id,
                                      key_id=agent.api_key_id)

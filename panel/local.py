@@ -30,7 +30,7 @@ def ensure_admin(settings):
     if wanted:
         services.set_admin(ADMIN_USER, wanted, settings.bcrypt_rounds)
         return None
-    if models.Admin.select().exists():
+    if models.any_admin():
         return None
     password = secrets.token_urlsafe(12)
     services.set_admin(ADMIN_USER, password, settings.bcrypt_rounds)

@@ -13,7 +13,6 @@ import tarfile
 import time
 
 import bottle
-import peewee
 
 from . import alerts, auth, keys, models, services
 from . import settings as settings_module
@@ -195,28 +194,14 @@ def build_manage(settings):
 
     def alerts_page(session, error="", notice="", status=200):
         bottle.response.status = status
-        firing = list(models.Alert.select(models.Alert, models.Server).join(models.Server)
-                      .where(models.Alert.state == "firing").order_by(models.Alert.started_at))
-        history = list(models.Alert.select(models.Alert, models.Server).join(models.Server)
-                       .where(models.Alert.state != "firing")
-                       .order_by(models.Alert.started_at.desc()).limit(100))
-        channels = list(models.Channel.select().order_by(models.Channel.name))
-        last_delivery = {}
-        for delivery in (models.Delivery.select().order_by(models.Delivery.id.desc()).limit(500)):
-            last_delivery.setdefault(delivery.channel_id, delivery)
-        rules = list(models.AlertRule.select(models.AlertRule, models.Server)
-                     .join(models.Server, peewee.JOIN.LEFT_OUTER)
-                     .order_by(models.AlertRule.server.is_null(False), models.AlertRule.metric))
-        servers = list(models.Server.select(models.Server.id, models.Server.name)
-                       .order_by(models.Server.name))
-        routes = list(models.ServerChannel.select(models.ServerChannel, models.Server,
-                                                  models.Channel)
-                      .join(models.Server).switch(models.ServerChannel).join(models.Channel)
-                      .order_by(models.Server.name, models.Channel.name))
         smtp = settings.smtp
-        return template("alerts.tpl", title="Alerts · mPanel", session=session, firing=firing,
-                        history=history, channels=channels, last_delivery=last_delivery,
-                        rules=rules, servers=servers, routes=routes, metrics=alerts.METRICS,
+        return template("alerts.tpl", title="Alerts · mPanel", session=session,
+                        firing=models.firing_alerts(), history=models.alert_history(100),
+                        channels=models.all_channels(),
+                        last_delivery=models.last_delivery_per_channel(500),
+                        rules=models.alert_rules_with_servers(), servers=models.server_names(),
+                        routes=models.routes(), metrics=alerts.METRICS,
+                        channel_kinds=tuple(alerts.CHANNEL_KINDS.values()),
                         units_of=alerts.UNITS, error=error, notice=notice,
                         smtp={"host": smtp.get("host"), "port": smtp.get("port"),
                               "sender": smtp.get("sender"), "tls": smtp.get("tls"),
@@ -241,7 +226,7 @@ def build_manage(settings):
     def delete_channel(channel_id, session):
         if not models.valid_id(channel_id):
             bottle.abort(404, f"no channel with id {channel_id}")
-        models.Channel.delete().where(models.Channel.id == channel_id).execute()
+        models.delete_channel(channel_id)
         return bottle.redirect("/alerts")
 
     @app.post("/alerts/channels/<channel_id:int>/test", auth="admin")
@@ -316,7 +301,7 @@ def build_manage(settings):
     @app.get("/security", auth="admin")
     def security(session):
         events = models.recent_auth_events(200)
-        names = {s.id: s.name for s in models.Server.select(models.Server.id, models.Server.name)}
+        names = {s.id: s.name for s in models.server_names()}
         return template("security.tpl", title="Security · mPanel", session=session,
                         events=events, names=names, failure_kinds=auth.FAILURE_KINDS,
                         summary_minutes=models.AUTH_SUMMARY_WINDOW // 60)

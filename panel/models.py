@@ -745,3 +745,248 @@ def server_events_since(server_ids, since):
 
 def firing_alert_count():
     return Alert.select().where(Alert.state == "firing").count()
+
+
+# ===== Alerts, channels and deliveries ==========================================================
+
+def under_maintenance(server_id, now):
+    return MaintenanceWindow.select().where(maintenance_now(server_id, now)).exists()
+
+
+def current_maintenance(server_id, now):
+    """The open maintenance window that ends last, or None."""
+    return (MaintenanceWindow.select().where(maintenance_now(server_id, now))
+            .order_by(MaintenanceWindow.ends_at.desc()).first())
+
+
+def routed_channels(server_id):
+    return list(Channel.select().join(ServerChannel).where(ServerChannel.server == server_id))
+
+
+def default_channels():
+    return list(Channel.select().where(Channel.is_default == True))  # noqa: E712
+
+
+def all_channels():
+    return list(Channel.select().order_by(Channel.name))
+
+
+def channel_by_name(name):
+    return Channel.get_or_none(Channel.name == name)
+
+
+def delete_channel(channel_id):
+    return Channel.delete().where(Channel.id == channel_id).execute()
+
+
+def routes():
+    """Every (server, channel) route, servers and channels joined, by their names."""
+    return list(ServerChannel.select(ServerChannel, Server, Channel)
+                .join(Server).switch(ServerChannel).join(Channel)
+                .order_by(Server.name, Channel.name))
+
+
+def add_route(server_id, channel_id):
+    ServerChannel.insert(server=server_id, channel=channel_id).on_conflict_ignore().execute()
+
+
+def remove_route(server_id, channel_id):
+    ServerChannel.delete().where((ServerChannel.server == server_id) &
+                                 (ServerChannel.channel == channel_id)).execute()
+
+
+def open_alert_of(server_id, rule):
+    return Alert.get_or_none((Alert.server == server_id) & (Alert.open_key == rule))
+
+
+def close_alert(alert_id, rule, now):
+    """Resolve the alert if it is still open for `rule`; -> 1 when this call resolved it."""
+    return Alert.update(state="resolved", open_key=None, resolved_at=now).where(
+        (Alert.id == alert_id) & (Alert.open_key == rule)).execute()
+
+
+def firing_alerts(server_id=None):
+    """Firing alerts, oldest first, with their servers (or only those of one server)."""
+    query = Alert.select(Alert, Server).join(Server).where(Alert.state == "firing")
+    if server_id is not None:
+        query = query.where(Alert.server == server_id)
+    return list(query.order_by(Alert.started_at))
+
+
+def alert_history(limit=100):
+    """Alerts no longer firing, latest first, with their servers."""
+    return list(Alert.select(Alert, Server).join(Server).where(Alert.state != "firing")
+                .order_by(Alert.started_at.desc()).limit(limit))
+
+
+def recent_alerts(limit):
+    """Every alert, latest first, with its server."""
+    return list(Alert.select(Alert, Server).join(Server)
+                .order_by(Alert.started_at.desc()).limit(limit))
+
+
+def deliveries_of(alert_id):
+    return list(Delivery.select().where(Delivery.alert == alert_id))
+
+
+def last_delivery_per_channel(scan=500):
+    """{channel id: its latest Delivery} among the latest `scan` deliveries."""
+    last = {}
+    for delivery in Delivery.select().order_by(Delivery.id.desc()).limit(scan):
+        last.setdefault(delivery.channel_id, delivery)
+    return last
+
+
+def latest_test_delivery(channel_id):
+    return (Delivery.select().where((Delivery.channel == channel_id) & (Delivery.event == "test"))
+            .order_by(Delivery.id.desc()).first())
+
+
+def release_stale_deliveries(claimed_before):
+    """Give back the claims of a replica that died while sending."""
+    Delivery.update(status="pending").where((Delivery.status == "sending") &
+                                            (Delivery.next_attempt_at < claimed_before)).execute()
+
+
+def due_deliveries(now, limit):
+    """Pending deliveries due by `now`, oldest first, with their channels."""
+    return list(Delivery.select(Delivery, Channel).join(Channel)
+                .where((Delivery.status == "pending") & (Delivery.next_attempt_at <= now))
+                .order_by(Delivery.id).limit(limit))
+
+
+def claim_delivery(delivery_id):
+    """True when this call claimed the pending delivery (another replica may have first)."""
+    return bool(Delivery.update(status="sending").where(
+        (Delivery.id == delivery_id) & (Delivery.status == "pending")).execute())
+
+
+def record_delivery(delivery_id, **outcome):
+    """Write what sending a delivery came to: status, attempts, error, next attempt or sent_at."""
+    Delivery.update(**outcome).where(Delivery.id == delivery_id).execute()
+
+
+def global_rules_exist():
+    return AlertRule.select().where(AlertRule.server.is_null()).exists()
+
+
+def alert_rules_with_servers():
+    """Every rule, the global ones first, by metric; an override's server joined."""
+    return list(AlertRule.select(AlertRule, Server).join(Server, peewee.JOIN.LEFT_OUTER)
+                .order_by(AlertRule.server.is_null(False), AlertRule.metric))
+
+
+def server_names():
+    """Every server's id and name (only), by name."""
+    return list(Server.select(Server.id, Server.name).order_by(Server.name))
+
+
+# ===== Servers, admins and sessions =============================================================
+
+def agent_of_server(server_id):
+    """The agent of the server with this id, its server joined; None when there is none."""
+    return Agent.select(Agent, Server).join(Server).where(Server.id == server_id).first()
+
+
+def agent_of_server_named(name):
+    return Agent.select(Agent, Server).join(Server).where(Server.name == name).first()
+
+
+def public_status_servers():
+    """The servers shown on the public /status page, by name."""
+    return list(Server.select().where(Server.public_status == True)  # noqa: E712
+                .order_by(Server.name))
+
+
+def update_server(server_id, **fields):
+    """Change a server's columns (by name) and its updated_at."""
+    Server.update({**{getattr(Server, name): value for name, value in fields.items()},
+                   Server.updated_at: utcnow()}).where(Server.id == server_id).execute()
+
+
+def delete_server_and_data(server_id, agent_id=None):
+    """The server, its agent and all its data (call inside a transaction)."""
+    # Samples and rollups hang off the agent; the cascade would take them too, but on a big
+    # table explicit deletes keep each statement's plan simple and visible.
+    if agent_id is not None:
+        for model in (LatestSample, Metric, Rollup5m, Rollup1h):
+            model.delete().where(model.agent == agent_id).execute()
+    Server.delete().where(Server.id == server_id).execute()
+
+
+def silent_online_agents(cutoff):
+    """Agents (servers joined) of servers still online whose last report is before `cutoff`."""
+    return list(Agent.select(Agent, Server).join(Server)
+                .where((Server.state == "online") & (Agent.last_seen < cutoff)))
+
+
+def change_server_state(server_id, state, since, was):
+    """Set the server's state if it is still `was`; -> 1 when this call changed it (another
+    replica may have first)."""
+    return Server.update(state=state, state_since=since).where(
+        (Server.id == server_id) & (Server.state == was)).execute()
+
+
+def end_maintenance_windows(server_id, now):
+    return MaintenanceWindow.update(ends_at=now).where(maintenance_now(server_id, now)).execute()
+
+
+def rule_of(metric, server_id=None):
+    """The global rule for `metric`, or the server's override; None when there is none."""
+    scope = AlertRule.server.is_null() if server_id is None else AlertRule.server == server_id
+    return AlertRule.get_or_none((AlertRule.metric == metric) & scope)
+
+
+def update_rule(rule_id, **fields):
+    AlertRule.update(**fields).where(AlertRule.id == rule_id).execute()
+
+
+def any_admin():
+    return Admin.select().exists()
+
+
+def admin_by_username(username):
+    return Admin.get_or_none(Admin.username == username)
+
+
+def set_admin_password(admin_id, password_hash, role):
+    """New password and role; every session of that account ends (a suspected leak, a
+    departure)."""
+    Admin.update(password_hash=password_hash, role=role).where(Admin.id == admin_id).execute()
+    AdminSession.delete().where(AdminSession.admin == admin_id).execute()
+
+
+def session_by_token_hash(token_hash):
+    """The session (its admin joined) whose token hashes to this, expired or not; or None."""
+    return (AdminSession.select(AdminSession, Admin).join(Admin)
+            .where(AdminSession.token_hash == token_hash).first())
+
+
+def end_session_by_token_hash(token_hash):
+    AdminSession.delete().where(AdminSession.token_hash == token_hash).execute()
+
+
+# ===== Agents and their keys ====================================================================
+
+def update_agent(agent_id, **fields):
+    Agent.update(**fields).where(Agent.id == agent_id).execute()
+
+
+def store_key_fingerprint(agent, fingerprint, current=True):
+    """Store the fingerprint of the agent's current (or previous) key if its hash is still the
+    row's and no fingerprint is stored yet."""
+    if current:
+        Agent.update(api_key_fingerprint=fingerprint).where(
+            (Agent.id == agent.id) & (Agent.api_key_hash == agent.api_key_hash)
+            & Agent.api_key_fingerprint.is_null()).execute()
+    else:
+        Agent.update(prev_key_fingerprint=fingerprint).where(
+            (Agent.id == agent.id) & (Agent.prev_key_hash == agent.prev_key_hash)
+            & Agent.prev_key_fingerprint.is_null()).execute()
+
+
+def retire_previous_key(agent_id, now):
+    """Forget the agent's previous key and its sealed new one; -> 1 when this call did."""
+    return Agent.update(prev_key_id=None, prev_key_hash=None, prev_key_fingerprint=None,
+                        prev_key_expires_at=None, pending_key_box=None, key_switched_at=now) \
+        .where((Agent.id == agent_id) & Agent.prev_key_id.is_null(False)).execute()

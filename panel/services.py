@@ -32,8 +32,7 @@ def add_server(name, rounds, critical=False):
 
 def agent_of(server_name):
     """The agent of the server called `server_name`, or ValueError."""
-    agent = (models.Agent.select(models.Agent, models.Server).join(models.Server)
-             .where(models.Server.name == server_name).first())
+    agent = models.agent_of_server_named(server_name)
     if agent is None:
         raise ValueError(f"no server named {server_name!r}")
     return agent
@@ -56,14 +55,11 @@ def set_admin(username, password, rounds, role="admin"):
         raise ValueError("password must be at least 8 characters")
     hashed = auth.hash_password(password, rounds)
     with database_proxy.atomic():
-        admin = models.Admin.get_or_none(models.Admin.username == username)
+        admin = models.admin_by_username(username)
         if admin is None:
             models.Admin.create(username=username, password_hash=hashed, role=role)
             return True
-        models.Admin.update(password_hash=hashed, role=role).where(
-            models.Admin.id == admin.id).execute()
-        # A new password (a suspected leak, a departure) ends every session of that account.
-        models.AdminSession.delete().where(models.AdminSession.admin == admin.id).execute()
+        models.set_admin_password(admin.id, hashed, role)
         return False
 
 
@@ -77,15 +73,10 @@ def server_named(name):
 
 
 def add_channel(name, kind, target, is_default=True):
+    from . import alerts
+
     _check_name(name, "channel name", 64)
-    if kind == "webhook":
-        if not target.startswith(("http://", "https://")):
-            raise ValueError("a webhook target must be an http(s) URL")
-    elif kind == "email":
-        if not all("@" in address for address in target.split(",")):
-            raise ValueError("an e-mail target is one or more addresses, comma-separated")
-    else:
-        raise ValueError("channel kind must be webhook or email")
+    alerts.check_channel(kind, target)
     try:
         return models.Channel.create(name=name, kind=kind, target=target[:2000],
                                      is_default=is_default)
@@ -94,7 +85,7 @@ def add_channel(name, kind, target, is_default=True):
 
 
 def channel_named(name):
-    channel = models.Channel.get_or_none(models.Channel.name == name)
+    channel = models.channel_by_name(name)
     if channel is None:
         raise ValueError(f"no channel named {name!r}")
     return channel
@@ -103,14 +94,11 @@ def channel_named(name):
 def route(server_name, channel_name):
     """Send this server's alerts to this channel (and, from now on, not to the defaults)."""
     server, channel = server_named(server_name), channel_named(channel_name)
-    models.ServerChannel.insert(server=server.id, channel=channel.id).on_conflict_ignore() \
-        .execute()
+    models.add_route(server.id, channel.id)
 
 
 def set_critical(server_name, critical=True):
-    server = server_named(server_name)
-    models.Server.update(critical=critical, updated_at=utcnow()).where(
-        models.Server.id == server.id).execute()
+    models.update_server(server_named(server_name).id, critical=critical)
 
 
 def add_maintenance(server_name, minutes, reason=None, starts_at=None, server_id=None):
@@ -129,13 +117,11 @@ def add_maintenance(server_name, minutes, reason=None, starts_at=None, server_id
 def end_maintenance(server_id, now=None):
     """End the server's current maintenance windows now."""
     now = now or utcnow()
-    return models.MaintenanceWindow.update(ends_at=now).where(
-        models.maintenance_now(server_by_id(server_id).id, now)).execute()
+    return models.end_maintenance_windows(server_by_id(server_id).id, now)
 
 
 def unroute(server_id, channel_id):
-    models.ServerChannel.delete().where((models.ServerChannel.server == server_id) &
-                                        (models.ServerChannel.channel == channel_id)).execute()
+    models.remove_route(server_id, channel_id)
 
 
 def set_rule(metric, threshold, minutes, server_name=None, enabled=True):
@@ -150,14 +136,10 @@ def set_rule(metric, threshold, minutes, server_name=None, enabled=True):
         raise ValueError("threshold must be between 0 and 1,000,000")
     threshold = models.storable_real(threshold)
     server = server_named(server_name) if server_name else None
-    where = (models.AlertRule.metric == metric) & (
-        models.AlertRule.server.is_null() if server is None
-        else models.AlertRule.server == server.id)
     with database_proxy.atomic():
-        existing = models.AlertRule.get_or_none(where)
+        existing = models.rule_of(metric, server.id if server else None)
         if existing:
-            models.AlertRule.update(threshold=threshold, minutes=minutes, enabled=enabled) \
-                .where(models.AlertRule.id == existing.id).execute()
+            models.update_rule(existing.id, threshold=threshold, minutes=minutes, enabled=enabled)
         else:
             models.AlertRule.create(server=server.id if server else None, metric=metric,
                                     threshold=threshold, minutes=minutes, enabled=enabled)
@@ -178,8 +160,7 @@ def rename_server(server_id, name):
     server = server_by_id(server_id)
     try:
         with database_proxy.atomic():
-            models.Server.update(name=name, updated_at=utcnow()).where(
-                models.Server.id == server.id).execute()
+            models.update_server(server.id, name=name)
     except peewee.IntegrityError:
         raise ValueError(f"a server named {name!r} already exists") from None
     return name
@@ -189,9 +170,7 @@ def set_flag(server_id, flag, value):
     """Turn `critical` or `public_status` on or off."""
     if flag not in ("critical", "public_status"):
         raise ValueError(f"unknown flag {flag!r}")
-    server = server_by_id(server_id)
-    models.Server.update({getattr(models.Server, flag): bool(value), models.Server.updated_at:
-                          utcnow()}).where(models.Server.id == server.id).execute()
+    models.update_server(server_by_id(server_id).id, **{flag: bool(value)})
 
 
 def delete_server(server_id, confirm_name):
@@ -200,14 +179,9 @@ def delete_server(server_id, confirm_name):
     server = server_by_id(server_id)
     if (confirm_name or "").strip() != server.name:
         raise ValueError("type the server's name exactly to confirm the deletion")
-    agent = models.Agent.get_or_none(models.Agent.server == server.id)
+    agent = models.agent_of_server(server.id)
     with database_proxy.atomic():
-        # Samples and rollups hang off the agent; the cascade would take them too, but on a
-        # big table explicit deletes keep each statement's plan simple and visible.
-        if agent is not None:
-            for model in (models.LatestSample, models.Metric, models.Rollup5m, models.Rollup1h):
-                model.delete().where(model.agent == agent.id).execute()
-        models.Server.delete().where(models.Server.id == server.id).execute()
+        models.delete_server_and_data(server.id, agent.id if agent else None)
         models.record_auth_event("server_deleted", server_id=server.id,
                                  detail=f"server {server.name}"[:200])
     if agent is not None:

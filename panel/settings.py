@@ -3,7 +3,8 @@ environment variables (and the CLI's flags).
 
 The settings file (`python -m panel --config FILE`, or MPANEL_CONFIG=FILE) holds the same
 MPANEL_* names as `KEY=value` lines, `#` comments allowed: the format of systemd's
-EnvironmentFile, so /etc/mpanel/panel.env serves both the unit and a hand-run CLI.
+EnvironmentFile, so /etc/mpanel/panel.env serves both the unit and a hand-run CLI. A process
+reads it once (apply_env_file) and hands its values on to the processes it starts.
 
 One frozen object is built at start-up and handed to `create_app()`; nothing reads the
 environment after that, so tests can build as many differently-configured apps as they like.
@@ -21,6 +22,7 @@ from pathlib import Path
 # agent.enabledCollectors, this module's enabled_collectors, MPANEL_ENABLED_COLLECTORS); on the
 # wire it is GET /api/agent/config's `metricsEnabled`, as docs/protocol.md fixes it.
 ENABLED_COLLECTORS_ALIASES = ("MPANEL_METRICS_ENABLED",)  # deprecated, still read
+SMTP_TLS_MODES = ("starttls", "implicit", "none")  # MPANEL_SMTP_TLS; alerts.send_email
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +79,9 @@ class Settings:
                              "MPANEL_BODY_TIMEOUT")
         if self.idle_timeout < 1:
             raise ValueError("MPANEL_IDLE_TIMEOUT must be at least 1 second")
+        if self.smtp.get("tls", "starttls") not in SMTP_TLS_MODES:
+            raise ValueError(f"MPANEL_SMTP_TLS must be {', '.join(SMTP_TLS_MODES)}, got "
+                             f"{self.smtp['tls']!r}")
         if not 1 <= self.report_interval <= 3600:
             # Below 10 s is for tests and demos; 60 s is the production default.
             raise ValueError("MPANEL_REPORT_INTERVAL must be between 1 and 3600 seconds")
@@ -128,6 +133,17 @@ def read_env_file(path):
             value = value[1:-1]
         values[key] = value
     return values
+
+
+def apply_env_file(path, env=None):
+    """Fill in from the settings file what the environment (`env`, os.environ) does not set;
+    the environment wins. The one read of the file in a process: MPANEL_CONFIG is taken out of
+    the environment, so from_env() and the processes this one starts (serve's workers,
+    run-local's panel) inherit the file's values instead of reading it again."""
+    env = os.environ if env is None else env
+    for key, value in read_env_file(path).items():
+        env.setdefault(key, value)
+    env.pop("MPANEL_CONFIG", None)
 
 
 def from_env(env=None, config_file=None, **overrides):

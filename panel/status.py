@@ -45,8 +45,7 @@ def uptime_percent(events, state, window_start, now, monitored_since):
 def public_servers(now=None):
     """Rows for /status: name, up/down, uptime per window. No metric, no hostname, no address."""
     now = now or utcnow()
-    servers = list(models.Server.select().where(models.Server.public_status == True)  # noqa: E712
-                   .order_by(models.Server.name))
+    servers = models.public_status_servers()
     events = models.server_events_since([s.id for s in servers], now - WINDOWS[-1][1])
     rows = []
     for server in servers:

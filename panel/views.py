@@ -190,7 +190,7 @@ def build_views(settings):
                                        detail=f"user {username}")
             return _login_page(settings, "Too many failed logins. Try again in "
                                f"{units.duration(wait)}.", username)
-        admin = models.Admin.get_or_none(models.Admin.username == username)
+        admin = models.admin_by_username(username)
         hashed = admin.password_hash if admin else unknown_user_hash
         if not keys.check_secret(password[:72], hashed) or admin is None:
             models.record_auth_failure("login_failed", client_addr=address,
@@ -292,8 +292,7 @@ def build_views(settings):
 def agent_or_404(server_id):
     agent = None
     if models.valid_id(server_id):
-        agent = (models.Agent.select(models.Agent, models.Server).join(models.Server)
-                 .where(models.Server.id == server_id).first())
+        agent = models.agent_of_server(server_id)
     if agent is None:
         bottle.abort(404, f"no server with id {server_id}")
     return agent
@@ -314,10 +313,8 @@ def server_context(server_id, session, settings, full=None, **extra):
                              models.Metric.process_count)).get(agent.id)
     state = models.connection_state(agent.last_seen, now, settings.offline_after)
     chart_range = detail.parse_range(bottle.request.query.get("range"))
-    firing = list(models.Alert.select().where((models.Alert.server == server.id) &
-                                              (models.Alert.state == "firing")))
-    maintenance = (models.MaintenanceWindow.select().where(models.maintenance_now(server.id, now))
-                   .order_by(models.MaintenanceWindow.ends_at.desc()).first())
+    firing = models.firing_alerts(server.id)
+    maintenance = models.current_maintenance(server.id, now)
     context = {
         "title": f"{server.name} ({state}) · mPanel" if state == "offline"
         else f"{server.name} · mPanel",

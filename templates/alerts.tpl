@@ -89,8 +89,12 @@
   <form method="post" action="/alerts/channels" class="row-form">
     <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
     <label>Name <input name="name" required maxlength="64" size="12"></label>
-    <label>Kind <select name="kind"><option value="webhook">webhook</option><option value="email">e-mail</option></select></label>
-    <label class="grow">Target <input name="target" required maxlength="2000" placeholder="https://hooks.example.com/… or ops@example.com"></label>
+    <label>Kind <select name="kind">
+    % for kind in channel_kinds:
+      <option value="{{kind.name}}">{{kind.label}}</option>
+    % end
+    </select></label>
+    <label class="grow">Target <input name="target" required maxlength="2000" placeholder="{{' or '.join(kind.example for kind in channel_kinds)}}"></label>
     <label class="check"><input type="checkbox" name="is_default" value="1" checked> default for all servers</label>
     <button type="submit" class="small">Add channel</button>
   </form>

@@ -108,7 +108,7 @@ def test_logged_out_browser_is_sent_to_the_login_page(browser, panel):
     from selenium.webdriver.common.by import By
 
     browser.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()
-    time.sleep(0.5)
+    assert wait_until(lambda: "/login" in browser.current_url, timeout=10)  # logged out
     browser.get(f"{panel.url}/servers")
     assert "/login" in browser.current_url
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from panel import keys, models
-from tests.conftest import ROOT, new_server
+from tests.conftest import ROOT, free_port, new_server, wait_for
 
 
 def cli(database_url, *args, env=None, rounds="4"):
@@ -149,6 +149,70 @@ def test_settings_come_from_a_file_and_the_environment_wins(tmp_path):
                               str(tmp_path / "nope.env"), "init-db"], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "nope.env" in missing.stderr
+
+
+# Installed in every Python process of a test through PYTHONPATH: one line per opening of the
+# settings file, by any process (the CLI, serve and the workers serve starts).
+COUNT_OPENINGS = """
+import os, sys
+
+_log = os.open({log!r}, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+_watched = os.path.realpath({path!r})
+
+def _count(event, args):
+    if event == "open" and isinstance(args[0], (str, os.PathLike)) \\
+            and os.path.realpath(os.fspath(args[0])) == _watched:
+        os.write(_log, f"{{os.getpid()}}\\n".encode())
+
+sys.addaudithook(_count)
+"""
+
+
+@pytest.mark.parametrize("how", ["--config", "MPANEL_CONFIG", "serve with two workers"])
+def test_the_settings_file_is_read_once(tmp_path, how):
+    """One reading of the settings file for a whole start: the CLI merged it into the
+    environment and from_env read it again, and each worker of serve did both once more."""
+    from tests.integration.test_serve import descendants, kill_group, listens_on
+
+    settings_file, openings = tmp_path / "panel.env", tmp_path / "openings.log"
+    port = free_port()
+    settings_file.write_text(f"MPANEL_DATABASE_URL=sqlite:///{tmp_path / 'panel.db'}\n"
+                             f"MPANEL_DATA_DIR={tmp_path}\nMPANEL_PORT={port}\n"
+                             "MPANEL_WORKERS=2\nMPANEL_JOB_INTERVAL=0\nMPANEL_THREADS=2\n")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(COUNT_OPENINGS.format(log=str(openings),
+                                                                  path=str(settings_file)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MPANEL_")}
+    env["PYTHONPATH"] = str(hooks)
+    command = [sys.executable, "-m", "panel", "init-db"]
+    if how == "--config":
+        command[3:3] = ["--config", str(settings_file)]
+    else:
+        env["MPANEL_CONFIG"] = str(settings_file)
+    if how != "serve with two workers":
+        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "panel.db").exists()
+    else:
+        command[-1] = "serve"
+        with open(tmp_path / "panel.log", "wb") as log:
+            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        def both_workers_listen():
+            children = descendants(process.pid)
+            if len(children) > 2:  # workers starting workers: stop it before it spreads
+                kill_group(process, grace=0)
+                pytest.fail(f"{len(children)} processes under serve for MPANEL_WORKERS=2")
+            return len(children) == 2 and all(listens_on(child, port) for child in children)
+
+        try:
+            assert wait_for(both_workers_listen, timeout=40), (tmp_path / "panel.log").read_text()
+        finally:
+            kill_group(process)
+    readers = openings.read_text().split()
+    assert len(readers) == 1, f"the settings file was opened {len(readers)} times, by {readers}"
 
 
 def test_listings_show_agent_text_with_control_characters_escaped(database, backend_url):

@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 
-from panel import models, rollups, services
+from panel import alerts, models, rollups, services
 from tests import synthetic
 from tests.conftest import TEST_BCRYPT_ROUNDS, bearer, http_request, new_server, stamp
 from tests.integration.test_api import sample
@@ -360,6 +360,17 @@ def test_alert_channels_and_rules_from_the_page(admin, panel):
     assert "hooks.example.com" in page and "web-1" in page and "75" in page
 
 
+def test_the_page_offers_each_channel_kind_of_the_table_and_refuses_any_other(admin, panel):
+    page = admin.request("GET", "/alerts").text
+    offered = re.findall(r'<option value="([^"]+)">', page.split('name="kind"', 1)[1]
+                         .split("</select>", 1)[0])
+    assert offered == list(alerts.CHANNEL_KINDS)
+    refused = post(admin, "/alerts/channels", {"name": "pager", "kind": "sms",
+                                               "target": "ops@example.com"})
+    assert refused.status == 400 and "channel kind must be webhook or email" in refused.text
+    assert models.Channel.select().count() == 0
+
+
 def test_send_test_alert_reports_the_outcome(admin, panel):
     # Nothing listens on this port: the delivery fails and the page says why.
     post(admin, "/alerts/channels", {"name": "dead", "kind": "webhook",
@@ -459,14 +470,14 @@ def test_maintenance_from_the_detail_page_silences_and_ends(admin, panel):
     server, _ = new_server("web-1")
     assert post(admin, f"/servers/{server.id}/maintenance",
                 {"minutes": "60", "reason": "kernel <b>upgrade</b>"}).status == 303
-    assert alerts.in_maintenance(server.id, utcnow())
+    assert models.under_maintenance(server.id, utcnow())
     page = admin.request("GET", f"/servers/{server.id}").text
     assert "maintenance until" in page and "kernel &lt;b&gt;upgrade&lt;/b&gt;" in page
     for bad in ("0", "99999999", "soon"):
         refused = post(admin, f"/servers/{server.id}/maintenance", {"minutes": bad})
         assert refused.status == 400, bad
     assert post(admin, f"/servers/{server.id}/maintenance", {"end": "1"}).status == 303
-    assert not alerts.in_maintenance(server.id, utcnow())
+    assert not models.under_maintenance(server.id, utcnow())
 
 
 def test_routes_from_the_alerts_page(admin, panel):

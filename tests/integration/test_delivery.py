@@ -15,7 +15,8 @@ import pytest
 
 from panel import models
 from tests.conftest import (BASE_TIME, ROOT, CountingProxy, agent_env, new_server, stamp,
-                            start_agent, start_panel, stop_panel, write_agent_config)
+                            start_agent, start_panel, stop_panel, wait_for,
+                            write_agent_config)
 
 
 def run_once(config, timeout=60):
@@ -43,8 +44,16 @@ def old_sample(minute, usage=5.0, padding=0):
 
 
 def buffered(state_dir):
-    with sqlite3.connect(state_dir / "buffer.sqlite3") as db:
-        return db.execute("SELECT count(*) FROM samples").fetchone()[0]
+    """Samples in the agent's buffer; 0 before the agent has made it (read-only: never creates
+    it under a running agent)."""
+    path = state_dir / "buffer.sqlite3"
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            return db.execute("SELECT count(*) FROM samples").fetchone()[0]
+    except sqlite3.OperationalError:  # made, but its table not yet
+        return 0
 
 
 @pytest.mark.timeout(60)
@@ -56,14 +65,16 @@ def test_rejected_key_is_logged_once_and_backs_off_instead_of_hammering(panel, t
     log_path = tmp_path / "agent.log"
     process = start_agent(config, log_path)
     try:
-        time.sleep(5)  # five collection intervals
+        # Four collections at 1 s: the period over which the agent must not hammer.
+        assert wait_for(lambda: buffered(tmp_path / "state") >= 4, timeout=30), \
+            log_path.read_text()
     finally:
         process.terminate()
         process.wait(timeout=10)
         proxy.close()
     text = log_path.read_text()
     assert text.count("API key rejected") == 1, text
-    assert proxy.requests <= 3, f"{proxy.requests} requests in 5 s with a rejected key"
+    assert proxy.requests <= 3, f"{proxy.requests} requests in 4 collections with a rejected key"
     assert buffered(tmp_path / "state") >= 4  # collection went on; nothing was thrown away
 
 
@@ -152,9 +163,7 @@ def test_retry_after_is_honoured(tmp_path):
                                 enabledCollectors=["cpu"])
     process = start_agent(config)
     try:
-        deadline = time.monotonic() + 20
-        while len(_Unavailable.times) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: len(_Unavailable.times) >= 2, timeout=20)
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -14,7 +14,7 @@ import pytest
 import agent as agent_module
 from panel import models, protocol
 from panel.validation import validate
-from tests.conftest import ROOT, TEST_BCRYPT_ROUNDS
+from tests.conftest import ROOT, TEST_BCRYPT_ROUNDS, wait_for
 
 
 def panel_cli(panel, *args, env=None):
@@ -64,7 +64,9 @@ def test_agent_once_stores_this_machines_sample(panel, tmp_path):
 def test_second_once_run_reuses_registration_and_adds_a_sample(panel, tmp_path):
     key = add_server(panel, "cron-box")
     assert run_agent(panel, key, tmp_path, "--once").returncode == 0
-    time.sleep(1.1)  # timestamps are per second; a new second makes a new sample
+    # Timestamps are per second: the next second makes a new sample.
+    first_second = int(time.time())
+    assert wait_for(lambda: int(time.time()) > first_second, timeout=5, step=0.02)
     assert run_agent(panel, key, tmp_path, "--once").returncode == 0
     assert models.Metric.select().count() == 2
     values = [m.cpu_usage for m in models.Metric.select()]

@@ -65,18 +65,21 @@ def test_outage_and_kill_9_lose_nothing_and_duplicate_nothing(backend_url, datab
         # The panel goes away for several cycles; the agent keeps collecting.
         stop_panel(panel)
         outage_started = datetime.datetime.utcnow()
-        time.sleep(3)
+        # kill -9 lands with samples of the outage in the buffer, and the next agent adds to
+        # them: at least six samples taken while the panel is down.
+        wait_for(lambda: buffer_size(tmp_path / "state") >= 3, 30)
         agent.send_signal(signal.SIGKILL)
         agent.wait(timeout=10)
         agent = start_debug_agent(config, logs[1])
-        time.sleep(3)
+        wait_for(lambda: buffer_size(tmp_path / "state") >= 6, 30)
         assert buffer_size(tmp_path / "state") >= 4, "samples accumulate while the panel is down"
 
         # The panel comes back on the same port and database.
         panel = start_panel(backend_url, tmp_path / "panel.log", panel_env, port=panel.port)
         assert wait_for(lambda: buffer_size(tmp_path / "state") == 0, 30), \
             logs[1].read_text()
-        time.sleep(1.5)
+        drained = models.Metric.select().count()
+        assert wait_for(lambda: models.Metric.select().count() > drained, 30)  # live again
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=5)
     finally:

@@ -1,12 +1,11 @@
 """The panel steers the real agent without a restart: the interval it announces, the
 collectors it allows (narrowing, never widening the agent's own list), and heartbeats when the
 interval is longer than a minute."""
-import time
-
 import pytest
 
 from panel import models
-from tests.conftest import new_server, start_agent, start_panel, stop_panel, write_agent_config
+from tests.conftest import (new_server, start_agent, start_panel, stop_panel, wait_for,
+                            write_agent_config)
 
 
 @pytest.fixture
@@ -25,10 +24,7 @@ def test_panel_narrows_the_collectors(steered_panel, tmp_path):
                                 enabledCollectors=["cpu", "memory", "network", "processes"])
     process = start_agent(config)
     try:
-        deadline = time.monotonic() + 20
-        while models.Metric.select().count() < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert models.Metric.select().count() >= 2
+        assert wait_for(lambda: models.Metric.select().count() >= 2, timeout=20)
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -45,11 +41,11 @@ def test_long_interval_from_the_panel_brings_heartbeats(steered_panel, tmp_path)
                                 heartbeatInterval=1)
     process = start_agent(config)
     try:
-        deadline = time.monotonic() + 20
-        while models.Metric.select().count() < 1 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        assert wait_for(lambda: models.Metric.select().count() >= 1, timeout=20)
         first_seen = models.Agent.get().last_seen
-        time.sleep(4)
+        # Heartbeats move last_seen on by 2 s: the period in which no second sample may come.
+        wait_for(lambda: (models.Agent.get().last_seen - first_seen).total_seconds() >= 2,
+                 timeout=20)
         later_seen = models.Agent.get().last_seen
     finally:
         process.terminate()

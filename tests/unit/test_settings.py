@@ -38,6 +38,7 @@ def test_enabled_collectors_are_not_narrowed_unless_an_admin_says_so():
     ({"MPANEL_HEADER_TIMEOUT": "0"}, "MPANEL_HEADER_TIMEOUT"),
     ({"MPANEL_HEADER_TIMEOUT": "30", "MPANEL_BODY_TIMEOUT": "20"}, "MPANEL_BODY_TIMEOUT"),
     ({"MPANEL_IDLE_TIMEOUT": "0"}, "MPANEL_IDLE_TIMEOUT"),
+    ({"MPANEL_SMTP_TLS": "ssl"}, "MPANEL_SMTP_TLS"),  # was plain SMTP, the login in clear
 ])
 def test_bad_values_are_named(env, message):
     with pytest.raises(ValueError, match=message):
