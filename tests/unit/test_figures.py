@@ -1,0 +1,44 @@
+"""The figure table (panel/figures.py) and what derives from it: one order for raw and rollup
+chart rows, one rule for the tier a chart range reads."""
+import datetime
+
+from panel import charts, detail, figures, rollups
+
+
+def test_every_chart_range_reads_the_tier_the_one_rule_picks():
+    for chart_range in charts.RANGES.values():
+        span = datetime.timedelta(seconds=chart_range.seconds)
+        tier = rollups.tier_for(span)
+        assert chart_range.tier == ("raw" if tier is None else tier.name), chart_range.name
+        interval = charts.RAW_INTERVAL if tier is None else tier.seconds
+        # Bins hold whole rows of the tier read, so a rollup bucket never straddles two bins.
+        assert chart_range.step % interval == 0, chart_range.name
+        assert chart_range.source_interval == interval
+
+
+def test_the_tier_rule_reads_rollups_past_a_day_and_hourly_past_a_month():
+    day = datetime.timedelta(days=1)
+    assert rollups.tier_name_for(day) == "raw"
+    assert rollups.tier_name_for(2 * day) == "5m"
+    assert rollups.tier_name_for(30 * day) == "5m"
+    assert rollups.tier_name_for(32 * day) == "1h"
+
+
+def test_raw_and_rollup_rows_give_each_figure_its_own_series():
+    """The tie the two hand-kept lists had: a raw row and a rollup row with the same figures
+    must chart each figure as itself, whatever the table's order."""
+    moment = datetime.datetime(2026, 12, 1, 12, 0)
+    values = {figure.column: float(index + 1) for index, figure in enumerate(figures.CHARTED)}
+    raw_row = (moment, *(values.get(column) for column in rollups.RAW_CHART_COLUMNS[1:]))
+    rollup_row = (moment, *(v for figure in figures.CHARTED
+                            for v in (values[figure.column], 10 * values[figure.column])))
+    raw_points = detail.figure_points("raw", [raw_row])
+    rollup_points = detail.figure_points("5m", [rollup_row])
+    for column, value in values.items():
+        assert raw_points[column] == [(charts.epoch(moment), value, None)], column
+        assert rollup_points[column] == [(charts.epoch(moment), value, 10 * value)], column
+
+
+def test_rollups_average_exactly_the_figures_the_table_rolls_up():
+    assert [column for _, column in rollups.FIGURES] == [f.column for f in figures.ROLLED_UP]
+    assert set(figures.CHARTED) <= set(figures.ROLLED_UP)
