@@ -140,10 +140,10 @@ def processes_view(agent_id, moment=None):
                 "services": [], "process_total": None}
     processes = sample.processes or {}
     services = []
-    for name, figures in sorted((sample.services or {}).items()):
-        if isinstance(figures, dict):
+    for name, reported in sorted((sample.services or {}).items()):
+        if isinstance(reported, dict):
             services.append((name, [(key, _service_value(key, value))
-                                    for key, value in figures.items()
+                                    for key, value in reported.items()
                                     if not isinstance(value, (dict, list))]))
     return {
         "sample_time": sample.timestamp, "asked": moment,

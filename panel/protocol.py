@@ -12,7 +12,7 @@ agent's buffer behind it for good; that is the last line of defence, not the rul
 """
 import datetime
 
-from . import __version__, models
+from . import __version__, figures, models
 
 # Byte counts and counters are kept in BIGINT columns (or the JSON detail, which holds as much).
 MAX_INT64 = models.column_max(models.Metric.memory_total)
@@ -135,7 +135,19 @@ MEMORY = {
     },
 }
 
-MOUNT = {
+_INPUT_SCHEMAS = {"count": COUNT, "bytes": BYTES}
+
+
+def _with_inputs(section, entries, schema):
+    """`schema` of a list's entries plus the fields figures read from them alone (figures.Input),
+    so a figure added to the table is accepted on the wire without an edit here."""
+    extra = {put.key: _described(_INPUT_SCHEMAS[put.kind], put.description)
+             for figure in figures.FIGURES if (figure.section, figure.entries) == (section, entries)
+             for put in figure.inputs}
+    return dict(schema, properties={**schema["properties"], **extra})
+
+
+MOUNT = _with_inputs("disk", "mounts", {
     "type": "object",
     "required": ["mountpoint", "total", "used", "free"],
     "properties": {
@@ -147,7 +159,7 @@ MOUNT = {
         "free": _described(BYTES, "Free for unprivileged users, bytes."),
         "percent": PERCENT,
     },
-}
+})
 
 DISK_IO = {
     "type": "object",

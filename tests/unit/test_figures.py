@@ -42,3 +42,14 @@ def test_raw_and_rollup_rows_give_each_figure_its_own_series():
 def test_rollups_average_exactly_the_figures_the_table_rolls_up():
     assert [column for _, column in rollups.FIGURES] == [f.column for f in figures.ROLLED_UP]
     assert set(figures.CHARTED) <= set(figures.ROLLED_UP)
+
+
+def test_every_figure_reads_fields_the_wire_schema_knows():
+    from panel import protocol
+    sections = protocol.METRICS["properties"]
+    for figure in figures.FIGURES:
+        schema = sections[figure.section]
+        if figure.entries:
+            schema = schema["properties"][figure.entries]["items"]
+        missing = set(figure.keys) - set(schema["properties"])
+        assert not missing, f"{figure.column} reads {missing}, which the wire schema refuses"
