@@ -45,6 +45,7 @@ class Input:
     key: str
     kind: str               # a schema in protocol.py: "count", "bytes"
     description: str
+    prometheus: Family = None  # per mount (mpanel_filesystem_*) where the list is the mounts
 
 
 @dataclasses.dataclass(frozen=True)
