@@ -50,9 +50,11 @@ class Input:
 
 @dataclasses.dataclass(frozen=True)
 class TableColumn:
-    """A column of the servers table; `key` is also its ?sort= value (bookmarked URLs)."""
+    """A column of the servers table; `key` is also its ?sort= value (bookmarked URLs).
+    `position`: its place among the figure columns, left to right."""
     key: str
     label: str
+    position: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +119,7 @@ _RATIO = 100  # percent -> 0-1 ratio
 FIGURES = (
     Figure("cpu_usage", "cpu", ("usage",), "percent", "real",
            "busy share of all CPUs since the previous sample",
-           rollup="mean_peak", chart="cpu", label="usage", table=TableColumn("cpu", "CPU"),
+           rollup="mean_peak", chart="cpu", label="usage", table=TableColumn("cpu", "CPU", 1),
            prometheus=Family("mpanel_cpu_usage_ratio",
                              "CPU busy share over the sample's interval (0-1).", _RATIO),
            alert="cpu"),
@@ -132,7 +134,7 @@ FIGURES = (
                              "CPU share stolen by the hypervisor (0-1).", _RATIO)),
     Figure("cpu_load_1min", "cpu", ("load1",), "load", "real", "load average over 1 minute",
            rollup="mean_peak", rollup_stem="load", chart="load", label="load",
-           table=TableColumn("load", "Load"),
+           table=TableColumn("load", "Load", 6),
            prometheus=Family("mpanel_load1", "1-minute load average."), alert="load"),
     Figure("cpu_load_5min", "cpu", ("load5",), "load", "real", "load average over 5 minutes",
            prometheus=Family("mpanel_load5", "5-minute load average.")),
@@ -142,7 +144,7 @@ FIGURES = (
            rollup="last", prometheus=Family("mpanel_memory_total_bytes", "Physical memory.")),
     Figure("memory_used", "memory", ("used",), "bytes", "bigint", "used, as psutil counts it",
            rollup="mean_peak", chart="memory", label="used",
-           table=TableColumn("memory", "Memory"), share_of="memory_total",
+           table=TableColumn("memory", "Memory", 2), share_of="memory_total",
            prometheus=Family("mpanel_memory_used_bytes", "Memory in use (psutil's used)."),
            alert="memory"),
     Figure("memory_free", "memory", ("free",), "bytes", "bigint", "unused memory"),
@@ -173,7 +175,7 @@ FIGURES = (
            "used share of the fullest mount, used / (used + free): what the disk alert watches",
            entries="mounts", reduce="fullest_share", rollup="mean_peak",
            rollup_stem="disk_percent", chart="disk", label="fullest mount",
-           table=TableColumn("disk", "Disk"),
+           table=TableColumn("disk", "Disk", 3),
            prometheus=Family("mpanel_disk_max_used_ratio",
                              "Used share of the fullest mount (0-1): what the panel's disk alert "
                              "watches.", _RATIO),
@@ -191,13 +193,13 @@ FIGURES = (
     Figure("network_rx_rate", "network", ("bytesRecvPerSec",), "rate", "real",
            "bytes received per second, all interfaces", entries="interfaces",
            reduce="rate_sum", rollup="mean_peak", rollup_stem="net_rx", chart="network",
-           label="received", table=TableColumn("rx", "Net in"),
+           label="received", table=TableColumn("rx", "Net in", 4),
            prometheus=Family("mpanel_network_receive_bytes_per_second",
                              "Bytes received per second, all interfaces but loopback.")),
     Figure("network_tx_rate", "network", ("bytesSentPerSec",), "rate", "real",
            "bytes sent per second, all interfaces", entries="interfaces", reduce="rate_sum",
            rollup="mean_peak", rollup_stem="net_tx", chart="network", label="sent",
-           table=TableColumn("tx", "Net out"),
+           table=TableColumn("tx", "Net out", 5),
            prometheus=Family("mpanel_network_transmit_bytes_per_second",
                              "Bytes sent per second, all interfaces but loopback.")),
     Figure("network_rx_bytes", "network", ("bytesRecv",), "bytes", "bigint",
@@ -221,7 +223,7 @@ ROLLED_UP = tuple(f for f in FIGURES if f.rollup == "mean_peak")
 # The figures the server page draws, in table order: raw chart rows and rollup rows carry
 # them in this one order, so no second list has to agree with it.
 CHARTED = tuple(f for f in FIGURES if f.chart)
-TABLE_COLUMNS = tuple(f for f in FIGURES if f.table)
+TABLE_COLUMNS = tuple(sorted((f for f in FIGURES if f.table), key=lambda f: f.table.position))
 EXPORTED = tuple(f for f in FIGURES if f.prometheus)
 ALERTED = {f.alert: f for f in FIGURES if f.alert}
 
@@ -231,6 +233,11 @@ def rollup_columns(figure):
     if figure.rollup == "mean_peak":
         return (f"{figure.stem}_avg", f"{figure.stem}_max")
     return (figure.stem,) if figure.rollup == "last" else ()
+
+
+def shown_unit(figure):
+    """The unit a figure is shown and watched in: a share of another column is a percentage."""
+    return "percent" if figure.share_of else figure.unit
 
 
 def chart_figures(chart_key):

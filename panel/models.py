@@ -622,10 +622,11 @@ SUMMARY_COLUMNS = (Metric.agent, Metric.timestamp, Metric.cpu_usage, Metric.cpu_
                    Metric.network_rx_rate, Metric.network_tx_rate)
 
 
+# The figures the servers table shows (figures.TABLE_COLUMNS) and the totals their shares are of.
+FLEET_FIGURES = tuple(dict.fromkeys(column for figure in figures.TABLE_COLUMNS
+                                    for column in (figure.column, figure.share_of) if column))
 FLEET_COLUMNS = ("server_id", "name", "critical", "agent_id", "hostname", "agent_status",
-                 "agent_version", "last_seen", "clock_offset", "cpu_usage", "cpu_load_1min",
-                 "memory_used", "memory_total", "disk_max_percent", "network_rx_rate",
-                 "network_tx_rate")
+                 "agent_version", "last_seen", "clock_offset", *FLEET_FIGURES)
 
 
 def fleet_rows(columns):
@@ -663,10 +664,8 @@ def fleet():
     """One tuple per server (FLEET_COLUMNS), by name: the servers table in one query."""
     return fleet_rows(lambda latest: (
         Server.id, Server.name, Server.critical, Agent.id, Agent.hostname, Agent.status,
-        Agent.agent_version, Agent.last_seen, Agent.clock_offset, latest.cpu_usage,
-        latest.cpu_load_1min,
-        latest.memory_used, latest.memory_total, latest.disk_max_percent,
-        latest.network_rx_rate, latest.network_tx_rate))
+        Agent.agent_version, Agent.last_seen, Agent.clock_offset,
+        *(getattr(latest, column) for column in FLEET_FIGURES)))
 
 
 def latest_sample_per_agent(agent_ids, columns=SUMMARY_COLUMNS):
