@@ -144,8 +144,8 @@ class Agent(BaseModel):
 
 
 class Metric(BaseModel):
-    """One sample. The seed design's typed columns (plus swap, iowait/steal and summed rates)
-    feed tables and charts cheaply; the JSON columns keep the rest of the same sample: per mount,
+    """One sample. The typed columns, one per figure of figures.FIGURES (the seed design's and
+    those added since), feed tables and charts cheaply; the JSON columns keep the rest of the same sample: per mount,
     per interface, per block device, top processes, services, and collectors that failed."""
 
     # No surrogate id: (agent_id, timestamp) is the key, so a retried or replayed sample is

@@ -106,16 +106,24 @@ def _rates(description, *names):
     return {name: _described(RATE, description) for name in names}
 
 
+_FIGURE_SCHEMAS = {"percent": PERCENT, "load": LOAD, "bytes": BYTES}
+_UNIT_SUFFIX = {"percent": ", 0-100", "bytes": ", bytes"}
+
+
+def _figure_fields(section):
+    """The fields of `section` that figures take as sent, from the figure table: each bounded
+    by its unit, described as the table describes it."""
+    return {figure.keys[0]: _described(_FIGURE_SCHEMAS[figure.unit],
+                                       figure.description[:1].upper() + figure.description[1:]
+                                       + _UNIT_SUFFIX.get(figure.unit, "") + ".")
+            for figure in figures.FIGURES if figure.section == section and figure.entries is None}
+
+
 CPU = {
     "type": "object",
     "required": ["usage"],
     "properties": {
-        "usage": _described(PERCENT, "Busy share of all cores since the previous sample, 0-100."),
-        "iowait": _described(PERCENT, "Share of time idle waiting for I/O (Linux)."),
-        "steal": _described(PERCENT, "Share of time taken by the hypervisor (Linux VMs)."),
-        "load1": _described(LOAD, "Load average over 1 minute."),
-        "load5": _described(LOAD, "Load average over 5 minutes."),
-        "load15": _described(LOAD, "Load average over 15 minutes."),
+        **_figure_fields("cpu"),
         "count": {"type": "integer", "minimum": 1, "maximum": 1_000_000,
                   "description": "Logical CPUs."},
     },
@@ -124,15 +132,7 @@ CPU = {
 MEMORY = {
     "type": "object",
     "required": ["total", "used"],
-    "properties": {
-        "total": _described(BYTES, "Physical memory, bytes."),
-        "used": _described(BYTES, "Used memory as psutil counts it, bytes."),
-        "free": _described(BYTES, "Unused memory, bytes."),
-        "available": _described(BYTES, "Memory that can be given to programs without swapping."),
-        "cached": _described(BYTES, "Page cache, bytes (0 where the OS has no such figure)."),
-        "swapTotal": _described(BYTES, "Swap space, bytes."),
-        "swapUsed": _described(BYTES, "Swap in use, bytes."),
-    },
+    "properties": _figure_fields("memory"),
 }
 
 _INPUT_SCHEMAS = {"count": COUNT, "bytes": BYTES}

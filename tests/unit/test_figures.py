@@ -53,3 +53,17 @@ def test_every_figure_reads_fields_the_wire_schema_knows():
             schema = schema["properties"][figure.entries]["items"]
         missing = set(figure.keys) - set(schema["properties"])
         assert not missing, f"{figure.column} reads {missing}, which the wire schema refuses"
+
+
+def test_only_the_figure_table_names_iowait_and_steal():
+    """The issue's check: a figure is spelled in one file of panel/ and templates/, so adding
+    or charting one is an edit to the table."""
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    for word in ("iowait", "steal"):
+        pattern = re.compile(rf"\b{word}\b")
+        naming = sorted(str(path.relative_to(root)) for folder in ("panel", "templates")
+                        for path in (root / folder).rglob("*") if path.is_file()
+                        and pattern.search(path.read_text(encoding="utf-8", errors="replace")))
+        assert naming == ["panel/figures.py"], word
