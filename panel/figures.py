@@ -130,6 +130,7 @@ FIGURES = (
                              "CPU share spent waiting for I/O (0-1).", _RATIO)),
     Figure("cpu_steal", "cpu", ("steal",), "percent", "real",
            "share taken by the hypervisor (Linux VMs)",
+           rollup="mean_peak", chart="cpu", label="steal",
            prometheus=Family("mpanel_cpu_steal_ratio",
                              "CPU share stolen by the hypervisor (0-1).", _RATIO)),
     Figure("cpu_load_1min", "cpu", ("load1",), "load", "real", "load average over 1 minute",
