@@ -20,7 +20,8 @@ import dataclasses
 #   rate_sum       the sum of a per-second rate over the entries that have one (none on the
 #                  first sample: unknown)
 #   fullest_share  the highest 100 * used / (used + free) over the entries, 2 decimals
-REDUCERS = ("value", "sum", "sum_per_device", "rate_sum", "fullest_share")
+#   highest        the highest value of the field over the entries that have it
+REDUCERS = ("value", "sum", "sum_per_device", "rate_sum", "fullest_share", "highest")
 # How a figure is rolled up into the 5-minute and hourly tiers.
 #   mean_peak  <name>_avg and <name>_max: the mean and the peak of the bucket (Beszel's max_*)
 #   last       <name>: the bucket's last known value (a total the charts scale to)
@@ -43,7 +44,7 @@ class Input:
     """A field of a list entry (a mount, a device, an interface) that only feeds a figure: the
     wire schema accepts it from here (protocol.py), the detail keeps it."""
     key: str
-    kind: str               # a schema in protocol.py: "count", "bytes"
+    kind: str               # a schema in protocol.py: "count", "bytes", "percent"
     description: str
     prometheus: Family = None  # per mount (mpanel_filesystem_*) where the list is the mounts
 

@@ -110,8 +110,13 @@ def _fullest_share(entries, keys, bound):
     return round(max(shares), 2) if shares else None
 
 
+def _highest(entries, keys, bound):
+    values = [entry[keys[0]] for entry in entries if entry.get(keys[0]) is not None]
+    return max(values) if values else None
+
+
 REDUCERS = {"sum": _sum, "sum_per_device": _sum_per_device, "rate_sum": _rate_sum,
-            "fullest_share": _fullest_share}
+            "fullest_share": _fullest_share, "highest": _highest}
 
 
 # ===== The plan, built once from the figure table ===============================================

@@ -135,7 +135,7 @@ MEMORY = {
     "properties": _figure_fields("memory"),
 }
 
-_INPUT_SCHEMAS = {"count": COUNT, "bytes": BYTES}
+_INPUT_SCHEMAS = {"count": COUNT, "bytes": BYTES, "percent": PERCENT}
 
 
 def _with_inputs(section, entries, schema):
