@@ -48,7 +48,8 @@ def stored_figures_table():
                  "them leaves the figure empty):", "",
                  "| field | type | meaning | feeds |", "|---|---|---|---|"]
         for figure, put in inputs:
-            rows.append(f"| `{figure.section}.{figure.entries}[].{put.key}` | integer | "
+            kind = "number 0–100" if put.kind == "percent" else "integer"
+            rows.append(f"| `{figure.section}.{figure.entries}[].{put.key}` | {kind} | "
                         f"{put.description} | `{figure.column}` |")
     return "\n".join(rows)
 
