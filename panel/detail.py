@@ -17,6 +17,7 @@ from .db import utcnow
 # Raw chart rows carry the charted figures right after the time, rollup rows a mean and a peak
 # of each, both in figures.CHARTED order (rollups.series).
 FIGURE_NAMES = [figure.column for figure in figures.CHARTED]
+MOUNT_LINES = 8  # per-mount lines of a raw range's chart, with the chart's other figures
 _TOTAL_INDEX = {chart.total: rollups.RAW_CHART_COLUMNS.index(chart.total)
                 for chart in figures.CHARTS if chart.total}
 
@@ -45,7 +46,7 @@ def figure_points(tier, rows):
     return points
 
 
-def mount_lines(agent_id, raw_rows, start, seconds, most=8, samples=120):
+def mount_lines(agent_id, raw_rows, start, seconds, most=MOUNT_LINES, samples=120):
     """Per-mount usage % lines from at most `samples` samples spread over the range (the last
     in each stretch): disk usage moves slowly, and each sample's detail must be decompressed."""
     last_per_slot = {}
@@ -84,15 +85,18 @@ def build_charts(agent_id, chart_range, now=None, latest=None):
                 total = known[-1] if known else total
             y_max = total or None
             note = f"of {units.size(total)}" if total else spec.no_total
+        lines = [charts.Line(figure.label, points[figure.column])
+                 for figure in figures.chart_figures(spec.key)]
+        title = spec.title
         if spec.per_mount and tier == "raw":
+            # The chart's other figures first, as a chart draws only its first lines.
+            lines = [line for line, figure in zip(lines, figures.chart_figures(spec.key))
+                     if figure.column != spec.per_mount]
             title, note = f"{spec.title} per mount", ""
-            lines = mount_lines(agent_id, rows, start, chart_range.seconds)
-        else:
-            title = spec.title
-            lines = [charts.Line(figure.label, points[figure.column])
-                     for figure in figures.chart_figures(spec.key)]
-            if spec.per_mount:
-                note = spec.note
+            lines += mount_lines(agent_id, rows, start, chart_range.seconds,
+                                 most=MOUNT_LINES - len(lines))
+        elif spec.per_mount:
+            note = spec.note
         built.append(charts.Chart(title=title, unit=spec.unit, lines=lines, start=start,
                                   step=chart_range.step, bins=chart_range.bins,
                                   gap_seconds=chart_range.gap_seconds, y_max=y_max, note=note))

@@ -61,14 +61,15 @@ class TableColumn:
 @dataclasses.dataclass(frozen=True)
 class Chart:
     """A chart of the server page, in page order. `total`: the column whose latest value tops
-    the y axis and is named in the note (`no_total`: the note without one). `per_mount`: raw
-    ranges draw one line per mount from each sample's detail instead of the figures."""
+    the y axis and is named in the note (`no_total`: the note without one). `per_mount`: the
+    figure that raw ranges draw as one line per mount, from each sample's detail (the chart's
+    other figures keep their own lines)."""
     key: str
     title: str
     unit: str               # units.FORMATS key
     total: str = None
     no_total: str = ""
-    per_mount: bool = False
+    per_mount: str = None
     note: str = ""          # what a rollup range says it draws
 
 
@@ -109,7 +110,7 @@ CHARTS = (
     Chart("load", "Load (1 min)", "load"),
     Chart("memory", "Memory used", "bytes", total="memory_total"),
     Chart("swap", "Swap used", "bytes", total="swap_total", no_total="no swap"),
-    Chart("disk", "Disk usage", "percent", per_mount=True,
+    Chart("disk", "Disk usage", "percent", per_mount="disk_max_percent",
           note="per-mount detail for ranges up to 24 h"),
     Chart("disk_io", "Disk I/O", "rate"),
     Chart("network", "Network", "rate"),
@@ -260,6 +261,7 @@ def _check():
         assert f.share_of is None or f.share_of in BY_COLUMN, f.column
     for c in CHARTS:
         assert c.total is None or c.total in BY_COLUMN, c.key
+        assert c.per_mount is None or BY_COLUMN[c.per_mount].chart == c.key, c.key
     assert len(ALERTED) == sum(1 for f in FIGURES if f.alert), "an alert metric twice"
 
 
