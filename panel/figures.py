@@ -183,6 +183,24 @@ FIGURES = (
                              "Used share of the fullest mount (0-1): what the panel's disk alert "
                              "watches.", _RATIO),
            alert="disk"),
+    Figure("disk_max_inode_percent", "disk", ("inodesPercent",), "percent", "real",
+           "used share of the inodes of the mount that has used most of them: mail spools and "
+           "caches run out of inodes with disk space to spare",
+           entries="mounts", reduce="highest", rollup="mean_peak", chart="disk",
+           label="inodes, fullest mount",
+           prometheus=Family("mpanel_disk_max_inode_used_ratio",
+                             "Used share of the inodes of the mount that has used most of them "
+                             "(0-1): what the panel's inodes alert watches.", _RATIO),
+           alert="inodes",
+           inputs=(Input("inodesPercent", "percent", "Used share of the file system's inodes, "
+                         "100 * inodesUsed / (inodesUsed + inodesFree); the three are absent "
+                         "where the file system has no inode table (btrfs, vfat)."),
+                   Input("inodesUsed", "count", "Inodes in use (statvfs f_files - f_ffree).",
+                         prometheus=Family("mpanel_filesystem_inodes_used",
+                                           "Inodes in use on the filesystem.")),
+                   Input("inodesFree", "count", "Free inodes (statvfs f_ffree).",
+                         prometheus=Family("mpanel_filesystem_inodes_free",
+                                           "Free inodes on the filesystem.")))),
     Figure("disk_read_rate", "disk", ("readBytesPerSec",), "rate", "real",
            "bytes read per second, all block devices", entries="io", reduce="rate_sum",
            rollup="mean_peak", rollup_stem="disk_read", chart="disk_io", label="read",

@@ -5,3 +5,10 @@ ALTER TABLE metrics_5m ADD COLUMN cpu_steal_avg REAL;
 ALTER TABLE metrics_5m ADD COLUMN cpu_steal_max REAL;
 ALTER TABLE metrics_1h ADD COLUMN cpu_steal_avg REAL;
 ALTER TABLE metrics_1h ADD COLUMN cpu_steal_max REAL;
+-- Inode usage: the fullest mount's share of its inodes, stored, rolled up, charted, exported and
+-- alertable beside the fullest disk (an agent that sends no inode fields leaves it empty).
+ALTER TABLE server_metrics ADD COLUMN disk_max_inode_percent REAL;
+ALTER TABLE metrics_5m ADD COLUMN disk_max_inode_percent_avg REAL;
+ALTER TABLE metrics_5m ADD COLUMN disk_max_inode_percent_max REAL;
+ALTER TABLE metrics_1h ADD COLUMN disk_max_inode_percent_avg REAL;
+ALTER TABLE metrics_1h ADD COLUMN disk_max_inode_percent_max REAL;

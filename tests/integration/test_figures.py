@@ -4,11 +4,15 @@ up, drawn on the server page and exported on /metrics."""
 import datetime
 import html
 import json
+import os
 import re
+import subprocess
+import sys
 
-from panel import jobs, models, rollups, settings
+from panel import ingest, jobs, models, protocol, rollups, settings
 from panel.db import utcnow
-from tests.conftest import new_server
+from panel.validation import validate
+from tests.conftest import ROOT, agent_env, new_server
 from tests.integration.test_api import post, sample
 from tests.integration.test_dashboard_pages import admin  # noqa: F401 (the fixture)
 from tests.integration.test_prometheus import (metrics_panel, parse, scraper,  # noqa: F401
@@ -60,3 +64,75 @@ def test_cpu_steal_is_rolled_up_charted_and_exported(panel, admin, scraper):  # 
     assert long_range == [(8.0, 12.0)]  # the peak rides along as the band
 
     assert value(parse(scraper()), "mpanel_cpu_steal_ratio", server="noisy-neighbour") == 0.08
+
+
+def mount(path, used, free, inodes_used=None, inodes_free=None):
+    entry = {"mountpoint": path, "device": f"/dev/{path.strip('/') or 'root'}", "fstype": "ext4",
+             "total": used + free, "used": used, "free": free,
+             "percent": round(100 * used / (used + free), 1)}
+    if inodes_used is not None:
+        entry.update(inodesUsed=inodes_used, inodesFree=inodes_free,
+                     inodesPercent=100.0 * inodes_used / (inodes_used + inodes_free))
+    return entry
+
+
+def test_the_fullest_mounts_inodes_are_stored_rolled_up_charted_exported_and_alerted(
+        panel, admin, scraper):  # noqa: F811
+    """A mail spool out of inodes with most of its space free: the disk figure says 10 %, the
+    inode figure 95 %, and the inodes rule fires on it."""
+    from panel import services
+    services.set_rule("inodes", 90, 1)
+    server, key = new_server("mail")
+    now = utcnow()
+    mounts = [mount("/", 10, 90, 200, 800), mount("/var/spool", 5, 95, 950, 50),
+              mount("/boot/efi", 1, 9)]  # vfat: no inode table, no inode fields
+    report(panel, server.id, key, [
+        (now - datetime.timedelta(minutes=minute), {"disk": {"mounts": mounts}})
+        for minute in (2, 1, 0)])
+
+    agent = models.Agent.get(models.Agent.server == server.id)
+    stored = [row.disk_max_inode_percent for row in
+              models.Metric.select().where(models.Metric.agent == agent.id)]
+    assert stored == [95.0, 95.0, 95.0]
+    assert jobs.evaluate_rules(60, now) == (1, 0)
+    [alert] = models.Alert.select().where(models.Alert.server == server.id)
+    assert alert.rule == "inodes" and "inodes above 90%" in alert.message
+
+    jobs.JobRunner(settings.from_env({})).run_once()
+    bucket = models.Rollup5m.get(models.Rollup5m.agent == agent.id)
+    assert bucket.disk_max_inode_percent_max == 95.0
+    # Beside the disk figures: the per-mount lines on raw ranges, the fullest mount beyond.
+    for chart_range, title in (("1h", "Disk usage per mount"), ("7d", "Disk usage")):
+        page = admin.request("GET", f"/servers/{server.id}/charts?range={chart_range}").text
+        disk = chart_series(page)[title]
+        line = disk["inodes, fullest mount"]
+        assert line and all(mean == 95.0 for mean, _ in line), (chart_range, line)
+        assert ("/var/spool" in disk) == (chart_range == "1h") and len(disk) >= 2, disk
+
+    samples = parse(scraper())
+    assert value(samples, "mpanel_disk_max_inode_used_ratio", server="mail") == 0.95
+    assert value(samples, "mpanel_filesystem_inodes_used", server="mail",
+                 mountpoint="/var/spool") == 950
+    assert value(samples, "mpanel_filesystem_inodes_free", server="mail", mountpoint="/") == 800
+    assert not [labels for labels, _ in samples["mpanel_filesystem_inodes_used"]
+                if labels["mountpoint"] == "/boot/efi"]
+
+
+def test_agent_print_shows_each_mounts_inodes_and_the_panel_keeps_the_fullest(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "agent.py"), "--print", "--state-dir",
+                             str(tmp_path)], env=agent_env(), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    validate(protocol.METRICS_BODY, {**payload, "serverId": 1})
+    mounts = payload["metrics"]["disk"]["mounts"]
+    assert mounts
+    for mount in mounts:
+        files = os.statvfs(mount["mountpoint"]).f_files
+        assert ("inodesUsed" in mount) == (files > 0), mount
+        if files:
+            assert mount["inodesUsed"] + mount["inodesFree"] == files, mount
+            assert 0 <= mount["inodesPercent"] <= 100
+    shares = [m["inodesPercent"] for m in mounts if "inodesPercent" in m]
+    row = ingest.sample_row(payload["metrics"])
+    assert row["disk_max_inode_percent"] == (max(shares) if shares else None)

@@ -67,3 +67,28 @@ def test_only_the_figure_table_names_iowait_and_steal():
                         for path in (root / folder).rglob("*") if path.is_file()
                         and pattern.search(path.read_text(encoding="utf-8", errors="replace")))
         assert naming == ["panel/figures.py"], word
+
+
+def test_a_statvfs_result_gives_used_and_free_inodes():
+    import os
+    import agent
+    # bsize, frsize, blocks, bfree, bavail, files, ffree, favail, flag, namemax
+    stat = os.statvfs_result((4096, 4096, 1000, 500, 450, 1000, 50, 40, 0, 255))
+    assert agent.mount_inodes(stat) == {"inodesUsed": 950, "inodesFree": 50,
+                                        "inodesPercent": 95.0}
+    no_table = os.statvfs_result((4096, 4096, 1000, 500, 450, 0, 0, 0, 0, 255))
+    assert agent.mount_inodes(no_table) == {}
+
+
+def test_the_fullest_mounts_inode_share_is_stored_and_mounts_without_inodes_are_skipped():
+    from panel import ingest
+    mounts = [{"mountpoint": "/", "total": 100, "used": 10, "free": 90, "inodesUsed": 200,
+               "inodesFree": 800, "inodesPercent": 20.0},
+              {"mountpoint": "/var/spool", "device": "/dev/sdb", "total": 100, "used": 5,
+               "free": 95, "inodesUsed": 950, "inodesFree": 50, "inodesPercent": 95.0},
+              {"mountpoint": "/boot/efi", "device": "/dev/sdc", "total": 10, "used": 1,
+               "free": 9}]
+    row = ingest.sample_row({"disk": {"mounts": mounts}})
+    assert row["disk_max_inode_percent"] == 95.0 and row["disk_max_percent"] == 10.0
+    assert row["detail"]["disks"][1]["inodesUsed"] == 950
+    assert ingest.sample_row({"disk": {"mounts": mounts[2:]}})["disk_max_inode_percent"] is None
