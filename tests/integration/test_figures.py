@@ -136,3 +136,13 @@ def test_agent_print_shows_each_mounts_inodes_and_the_panel_keeps_the_fullest(tm
     shares = [m["inodesPercent"] for m in mounts if "inodesPercent" in m]
     row = ingest.sample_row(payload["metrics"])
     assert row["disk_max_inode_percent"] == (max(shares) if shares else None)
+
+
+def test_the_cli_sets_a_rule_on_any_alert_metric_of_the_figure_table(database, backend_url):
+    from tests.integration.test_cli import cli
+    result = cli(backend_url, "set-rule", "inodes", "85", "--minutes", "10")
+    assert result.returncode == 0, result.stderr
+    rule = models.AlertRule.get(models.AlertRule.metric == "inodes")
+    assert (rule.threshold, rule.minutes, rule.server_id) == (85.0, 10, None)
+    refused = cli(backend_url, "set-rule", "temperature", "85")
+    assert refused.returncode == 2 and "invalid choice" in refused.stderr
