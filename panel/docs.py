@@ -1,13 +1,13 @@
-"""The parts of docs/ generated from the figure table (panel/figures.py): the stored-figures
-table of docs/protocol.md and the sample families of docs/prometheus.md, each between a pair of
-marker comments. `python -m panel.docs` rewrites them; `--check` exits 1 naming a stale file
+"""The parts of docs/ generated from the figure table (panel/figures.py): the cpu and memory
+field tables and the stored-figures table of docs/protocol.md, and the sample families of
+docs/prometheus.md, each between a pair of marker comments. `python -m panel.docs` rewrites them; `--check` exits 1 naming a stale file
 (tests/unit/test_docs.py runs the check), so the documents cannot drift from the table.
 """
 import argparse
 import sys
 from pathlib import Path
 
-from . import figures
+from . import figures, protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT_TEXT = {"percent": "%", "bytes": "bytes", "rate": "bytes/s", "load": "", "count": ""}
@@ -54,6 +54,38 @@ def stored_figures_table():
     return "\n".join(rows)
 
 
+def _schema_type(schema, required):
+    kind = schema["type"]
+    if kind == "number":
+        text = "number 0–100" if schema.get("maximum") == 100 else "number ≥ 0"
+    elif kind == "integer" and schema.get("minimum", 0) > 0:
+        text = f"integer ≥ {schema['minimum']}"
+    else:
+        text = kind
+    return text + (", required" if required else "")
+
+
+def section_table(section):
+    """docs/protocol.md: the fields of a metrics section that holds no lists (cpu, memory),
+    from its wire schema, which takes them from the figure table."""
+    schema = protocol.METRICS["properties"][section]
+    by_key = {figure.keys[0]: figure for figure in figures.FIGURES
+              if figure.section == section and figure.entries is None}
+    rows = ["| field | type | meaning |", "|---|---|---|"]
+    for key, field in schema["properties"].items():
+        figure = by_key.get(key)
+        if figure is not None:
+            unit = UNIT_TEXT[figure.unit]
+            meaning = figure.description + (f", {unit}" if unit else "")
+            meaning += f" (stored as `{figure.column}`)"
+        else:
+            meaning = field["description"].rstrip(".")
+            meaning = meaning[:1].lower() + meaning[1:]
+        rows.append(f"| `{key}` | {_schema_type(field, key in schema.get('required', ()))} "
+                    f"| {meaning} |")
+    return "\n".join(rows)
+
+
 def prometheus_table():
     """docs/prometheus.md: the families the figure table exports."""
     rows = ["| metric | type | unit | labels | meaning |", "|---|---|---|---|---|"]
@@ -77,6 +109,8 @@ def prometheus_table():
 
 # (file, marker name, generator)
 GENERATED = (
+    ("docs/protocol.md", "metrics.cpu", lambda: section_table("cpu")),
+    ("docs/protocol.md", "metrics.memory", lambda: section_table("memory")),
     ("docs/protocol.md", "stored figures", stored_figures_table),
     ("docs/prometheus.md", "sample families", prometheus_table),
 )
