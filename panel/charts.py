@@ -28,8 +28,10 @@ PLOT_WIDTH = 1000     # viewBox units of the stretched plot
 SERIES_CLASSES = ("s1", "s2", "s3", "s4", "s5", "s6")
 
 
-# Seconds between raw samples: the agent's default report interval.
-RAW_INTERVAL = 60
+# A chart reads at most this many rows per bin (rollups.tier_for's budget): more are lost in
+# the bin's mean anyway, and the coarser tier keeps their peak. So a 30-day chart's 360 bins
+# read 720 hourly rows, not 8,640 five-minute ones.
+ROWS_PER_BIN = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,13 +43,15 @@ class Range:
     @property
     def tier(self):
         """"raw" or the rollup tier this range reads: rollups.tier_for, the one rule."""
-        return rollups.tier_name_for(datetime.timedelta(seconds=self.seconds))
+        return rollups.tier_name_for(datetime.timedelta(seconds=self.seconds),
+                                     ROWS_PER_BIN * self.bins)
 
     @property
     def source_interval(self):
         """Seconds between the rows it reads."""
-        tier = rollups.tier_for(datetime.timedelta(seconds=self.seconds))
-        return RAW_INTERVAL if tier is None else tier.seconds
+        tier = rollups.tier_for(datetime.timedelta(seconds=self.seconds),
+                                ROWS_PER_BIN * self.bins)
+        return rollups.RAW_INTERVAL if tier is None else tier.seconds
 
     @property
     def bins(self):

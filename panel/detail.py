@@ -1,9 +1,9 @@
 """What the server detail page shows: its charts for a range, and its top processes and
 services for now or for any past minute.
 
-Charts read the tier that fits the range (rollups.tier_for, the one rule charts.RANGES reads):
-raw samples up to a day, 5-minute rollups up to a month, hourly beyond, so a 30-day page reads
-8,640 rows, not 43,200 samples. The charts and their series are figures.CHARTS and the figure
+Charts read the tier that fits the range (rollups.tier_for, the one rule charts.RANGES reads,
+with a budget of rows per bin): raw samples up to a day, 5-minute rollups for a week, hourly
+for a month, so a 30-day page reads 720 rows per figure, not 43,200. The charts and their series are figures.CHARTS and the figure
 table's chart entries.
 Per-mount disk usage comes from each sample's detail; it moves slowly, so one sample per chart
 bin is read, never the whole range. Rollups keep only the fullest mount, which is what the long

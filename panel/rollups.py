@@ -213,19 +213,28 @@ def roll_up_dirty(batch=200, max_batches=1000):
 
 # ===== Reading for charts =======================================================================
 
-def tier_for(span):
-    """The tier a chart of this range reads, None for raw samples: the coarsest whose
-    `charts_from` the range passes (raw up to a day and a bit, 5-minute rollups up to a month,
-    hourly beyond). charts.RANGES reads its tiers from here."""
-    chosen = None
-    for tier in TIERS:
+# Seconds between raw samples: the agent's default report interval.
+RAW_INTERVAL = 60
+
+
+def tier_for(span, max_rows=None):
+    """The tier a range of `span` reads, None for raw samples: the one rule, for charts
+    (charts.RANGES) and any other reader. The coarsest tier whose `charts_from` the span passes
+    (raw up to a day and a bit, 5-minute rollups up to a month, hourly beyond), and coarser
+    still while that gives more than `max_rows` rows (a chart's budget for its bins)."""
+    index = -1  # raw
+    for position, tier in enumerate(TIERS):
         if span > tier.charts_from:
-            chosen = tier
-    return chosen
+            index = position
+    if max_rows is not None:
+        while index + 1 < len(TIERS) and span.total_seconds() / (
+                RAW_INTERVAL if index < 0 else TIERS[index].seconds) > max_rows:
+            index += 1
+    return None if index < 0 else TIERS[index]
 
 
-def tier_name_for(span):
-    tier = tier_for(span)
+def tier_name_for(span, max_rows=None):
+    tier = tier_for(span, max_rows)
     return "raw" if tier is None else tier.name
 
 

@@ -8,12 +8,17 @@ from panel import charts, detail, figures, rollups
 def test_every_chart_range_reads_the_tier_the_one_rule_picks():
     for chart_range in charts.RANGES.values():
         span = datetime.timedelta(seconds=chart_range.seconds)
-        tier = rollups.tier_for(span)
+        tier = rollups.tier_for(span, charts.ROWS_PER_BIN * chart_range.bins)
         assert chart_range.tier == ("raw" if tier is None else tier.name), chart_range.name
-        interval = charts.RAW_INTERVAL if tier is None else tier.seconds
-        # Bins hold whole rows of the tier read, so a rollup bucket never straddles two bins.
+        interval = rollups.RAW_INTERVAL if tier is None else tier.seconds
+        # Bins hold whole rows of the tier read, so a rollup bucket never straddles two bins,
+        # and no bin averages more rows than the budget.
         assert chart_range.step % interval == 0, chart_range.name
+        assert chart_range.step // interval <= charts.ROWS_PER_BIN, chart_range.name
         assert chart_range.source_interval == interval
+    # What the page has always read, now from the rule.
+    assert {name: r.tier for name, r in charts.RANGES.items()} == {
+        "1h": "raw", "6h": "raw", "24h": "raw", "7d": "5m", "30d": "1h"}
 
 
 def test_the_tier_rule_reads_rollups_past_a_day_and_hourly_past_a_month():
@@ -22,6 +27,10 @@ def test_the_tier_rule_reads_rollups_past_a_day_and_hourly_past_a_month():
     assert rollups.tier_name_for(2 * day) == "5m"
     assert rollups.tier_name_for(30 * day) == "5m"
     assert rollups.tier_name_for(32 * day) == "1h"
+    # A row budget only ever moves to a coarser tier, never to a finer one.
+    assert rollups.tier_name_for(30 * day, max_rows=1000) == "1h"
+    assert rollups.tier_name_for(day, max_rows=500) == "5m"
+    assert rollups.tier_name_for(32 * day, max_rows=10 ** 9) == "1h"
 
 
 def test_raw_and_rollup_rows_give_each_figure_its_own_series():
