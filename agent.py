@@ -715,10 +715,10 @@ def collect_disk(ctx):
     psutil.disk_io_counters(perdisk=True) (from /proc/diskstats).
 
     -> {"mounts": [{"mountpoint", "device", "fstype", "total", "used", "free" (bytes),
-    "percent"}], "io": [{"device", "readBytesPerSec", "writeBytesPerSec", "readOpsPerSec",
-    "writeOpsPerSec"}]}. Pseudo filesystems are left out; a mount we may not stat (permissions,
-    a dead NFS server) is skipped rather than failing the collector. "io" has no rates on the
-    first sample.
+    "percent", "inodesUsed", "inodesFree", "inodesPercent" (os.statvfs; mount_inodes)}], "io":
+    [{"device", "readBytesPerSec", "writeBytesPerSec", "readOpsPerSec", "writeOpsPerSec"}]}. Pseudo
+    filesystems are left out; a mount we may not stat (permissions, a dead NFS server) is
+    skipped rather than failing the collector. "io" has no rates on the first sample.
     """
     mounts = []
     for part in psutil.disk_partitions(all=False):
@@ -728,7 +728,7 @@ def collect_disk(ctx):
             usage = psutil.disk_usage(part.mountpoint)
         except OSError:
             continue
-        mounts.append({
+        mount = {
             "mountpoint": part.mountpoint,
             "device": part.device,
             "fstype": part.fstype,
@@ -736,7 +736,13 @@ def collect_disk(ctx):
             "used": usage.used,
             "free": usage.free,
             "percent": usage.percent,
-        })
+        }
+        if hasattr(os, "statvfs"):  # not on Windows, whose file systems have no inode table
+            try:
+                mount.update(mount_inodes(os.statvfs(part.mountpoint)))
+            except OSError:
+                pass  # usage was readable a moment ago; the inodes are only missing this once
+        mounts.append(mount)
     io = []
     now = since_boot()
     for device, counters in (psutil.disk_io_counters(perdisk=True) or {}).items():
@@ -751,6 +757,21 @@ def collect_disk(ctx):
         if len(entry) > 1:
             io.append(entry)
     return {"mounts": mounts, "io": io}
+
+
+def mount_inodes(stat):
+    """An os.statvfs() result -> {"inodesUsed": f_files - f_ffree, "inodesFree": f_ffree,
+    "inodesPercent": the used share, %}.
+    {} where the file system reports no inode table (f_files 0: btrfs, vfat, many network
+    file systems allocate inodes as they go, so they cannot run out of them). f_ffree, not
+    f_favail: what the file system has left, as df -i shows it; root's reserve is for blocks.
+    Mail spools and caches run out of inodes with disk space to spare."""
+    if not stat.f_files:
+        return {}
+    free = min(stat.f_ffree, stat.f_files)
+    used = stat.f_files - free
+    return {"inodesUsed": used, "inodesFree": free,
+            "inodesPercent": round(100.0 * used / stat.f_files, 2)}
 
 
 _NETWORK_COUNTERS = (

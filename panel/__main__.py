@@ -484,7 +484,9 @@ def build_parser():
     window.set_defaults(func=cmd_maintenance)
 
     rule = sub.add_parser("set-rule", help="threshold alert: METRIC above THRESHOLD")
-    rule.add_argument("metric", choices=("cpu", "memory", "disk", "load"))
+    from . import alerts  # the rule metrics are the figure table's (alerts.METRICS)
+
+    rule.add_argument("metric", choices=alerts.METRICS)
     rule.add_argument("threshold", type=float)
     rule.add_argument("--minutes", type=int, default=5, help="for how long (default 5)")
     rule.add_argument("--server", help="override for one server (default: every server)")

@@ -26,14 +26,21 @@ import urllib.request
 
 import peewee
 
-from . import models
+from . import figures, models
 from .db import database_proxy, utcnow
 from .settings import SMTP_TLS_MODES
 
 log = logging.getLogger("mpanel.alerts")
 
-METRICS = ("cpu", "memory", "disk", "load")
-UNITS = {"cpu": "%", "memory": "%", "disk": "%", "load": ""}
+# The rule metrics, from the figure table (figures.Figure.alert): the name stored in
+# alert_rules.metric -> the figure it watches.
+WATCHED = figures.ALERTED
+METRICS = tuple(WATCHED)
+UNITS = {metric: "%" if figures.shown_unit(figure) == "percent" else ""
+         for metric, figure in WATCHED.items()}
+# The server_metrics columns sample_value reads.
+WATCHED_COLUMNS = tuple(dict.fromkeys(column for figure in WATCHED.values()
+                                      for column in (figure.column, figure.share_of) if column))
 DEFAULT_RULES = (("cpu", 90.0, 5), ("memory", 90.0, 5), ("disk", 90.0, 5))
 HYSTERESIS = 0.05
 MAX_ATTEMPTS = 10
@@ -43,16 +50,14 @@ MAX_ATTEMPTS = 10
 
 def sample_value(metric, row):
     """The watched figure of one sample row (dict of server_metrics columns), or None."""
-    if metric == "cpu":
-        return row.get("cpu_usage")
-    if metric == "memory":
-        total, used = row.get("memory_total"), row.get("memory_used")
-        return 100.0 * used / total if total and used is not None else None
-    if metric == "disk":
-        return row.get("disk_max_percent")
-    if metric == "load":
-        return row.get("cpu_load_1min")
-    raise ValueError(f"unknown metric {metric!r}")
+    figure = WATCHED.get(metric)
+    if figure is None:
+        raise ValueError(f"unknown metric {metric!r}")
+    value = row.get(figure.column)
+    if figure.share_of:
+        total = row.get(figure.share_of)
+        return 100.0 * value / total if total and value is not None else None
+    return value
 
 
 def evaluate(points, threshold, minutes, firing, now, interval=60):

@@ -18,7 +18,7 @@ import html
 import json
 import math
 
-from . import units
+from . import rollups, units
 
 EPOCH = datetime.datetime(1970, 1, 1)
 HEIGHT = 170          # px, the whole figure
@@ -28,13 +28,30 @@ PLOT_WIDTH = 1000     # viewBox units of the stretched plot
 SERIES_CLASSES = ("s1", "s2", "s3", "s4", "s5", "s6")
 
 
+# A chart reads at most this many rows per bin (rollups.tier_for's budget): more are lost in
+# the bin's mean anyway, and the coarser tier keeps their peak. So a 30-day chart's 360 bins
+# read 720 hourly rows, not 8,640 five-minute ones.
+ROWS_PER_BIN = 8
+
+
 @dataclasses.dataclass(frozen=True)
 class Range:
     name: str
     seconds: int
     step: int            # seconds per bin
-    tier: str            # "raw" or a rollup tier name (rollups.TIERS)
-    source_interval: int  # seconds between the rows it reads
+
+    @property
+    def tier(self):
+        """"raw" or the rollup tier this range reads: rollups.tier_for, the one rule."""
+        return rollups.tier_name_for(datetime.timedelta(seconds=self.seconds),
+                                     ROWS_PER_BIN * self.bins)
+
+    @property
+    def source_interval(self):
+        """Seconds between the rows it reads."""
+        tier = rollups.tier_for(datetime.timedelta(seconds=self.seconds),
+                                ROWS_PER_BIN * self.bins)
+        return rollups.RAW_INTERVAL if tier is None else tier.seconds
 
     @property
     def bins(self):
@@ -48,11 +65,11 @@ class Range:
 
 
 RANGES = {r.name: r for r in (
-    Range("1h", 3600, 60, "raw", 60),
-    Range("6h", 6 * 3600, 120, "raw", 60),
-    Range("24h", 86400, 300, "raw", 60),
-    Range("7d", 7 * 86400, 1800, "5m", 300),
-    Range("30d", 30 * 86400, 7200, "1h", 3600),
+    Range("1h", 3600, 60),
+    Range("6h", 6 * 3600, 120),
+    Range("24h", 86400, 300),
+    Range("7d", 7 * 86400, 1800),
+    Range("30d", 30 * 86400, 7200),
 )}
 DEFAULT_RANGE = "1h"
 

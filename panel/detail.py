@@ -1,26 +1,25 @@
 """What the server detail page shows: its charts for a range, and its top processes and
 services for now or for any past minute.
 
-Charts read the tier that fits the range (charts.RANGES): raw samples up to a day, 5-minute
-rollups for a week, hourly for a month, so a 30-day page reads 720 rows per figure, not 43,200.
+Charts read the tier that fits the range (rollups.tier_for, the one rule charts.RANGES reads,
+with a budget of rows per bin): raw samples up to a day, 5-minute rollups for a week, hourly
+for a month, so a 30-day page reads 720 rows per figure, not 43,200. The charts and their series are figures.CHARTS and the figure
+table's chart entries.
 Per-mount disk usage comes from each sample's detail; it moves slowly, so one sample per chart
 bin is read, never the whole range. Rollups keep only the fullest mount, which is what the long
 ranges draw.
 """
 import datetime
 
-from . import charts, models, rollups, units
+from . import charts, figures, models, rollups, units
 from .db import utcnow
 
-# (figure in rollups.FIGURES, raw column index in rollups.RAW_CHART_COLUMNS)
-_RAW_INDEX = {name: rollups.RAW_CHART_COLUMNS.index(column) for name, column in
-              (("cpu_usage", "cpu_usage"), ("cpu_iowait", "cpu_iowait"), ("load", "cpu_load_1min"),
-               ("memory_used", "memory_used"), ("swap_used", "swap_used"),
-               ("disk_percent", "disk_max_percent"), ("disk_read", "disk_read_rate"),
-               ("disk_write", "disk_write_rate"), ("net_rx", "network_rx_rate"),
-               ("net_tx", "network_tx_rate"))}
-FIGURE_NAMES = list(_RAW_INDEX)
-_MEMORY_TOTAL = rollups.RAW_CHART_COLUMNS.index("memory_total")
+# Raw chart rows carry the charted figures right after the time, rollup rows a mean and a peak
+# of each, both in figures.CHARTED order (rollups.series).
+FIGURE_NAMES = [figure.column for figure in figures.CHARTED]
+MOUNT_LINES = 8  # per-mount lines of a raw range's chart, with the chart's other figures
+_TOTAL_INDEX = {chart.total: rollups.RAW_CHART_COLUMNS.index(chart.total)
+                for chart in figures.CHARTS if chart.total}
 
 
 def parse_range(name):
@@ -35,25 +34,19 @@ def chart_window(chart_range, now):
 
 
 def figure_points(tier, rows):
-    """{figure: [(epoch seconds, mean, peak)]} from series() rows of either kind."""
+    """{figure column: [(epoch seconds, mean, peak)]} from series() rows of either kind."""
     points = {name: [] for name in FIGURE_NAMES}
-    raw_columns = list(_RAW_INDEX.items())
+    raw = tier == "raw"
     for row in rows:
         moment = charts.epoch(row[0])
-        if tier == "raw":
-            for name, index in raw_columns:
-                value = row[index]
-                if value is not None:
-                    points[name].append((moment, value, None))
-        else:
-            for offset, name in enumerate(FIGURE_NAMES):
-                mean = row[1 + 2 * offset]
-                if mean is not None:
-                    points[name].append((moment, mean, row[2 + 2 * offset]))
+        for offset, name in enumerate(FIGURE_NAMES):
+            mean = row[1 + offset] if raw else row[1 + 2 * offset]
+            if mean is not None:
+                points[name].append((moment, mean, None if raw else row[2 + 2 * offset]))
     return points
 
 
-def mount_lines(agent_id, raw_rows, start, seconds, most=8, samples=120):
+def mount_lines(agent_id, raw_rows, start, seconds, most=MOUNT_LINES, samples=120):
     """Per-mount usage % lines from at most `samples` samples spread over the range (the last
     in each stretch): disk usage moves slowly, and each sample's detail must be decompressed."""
     last_per_slot = {}
@@ -75,46 +68,39 @@ def mount_lines(agent_id, raw_rows, start, seconds, most=8, samples=120):
 
 
 def build_charts(agent_id, chart_range, now=None, latest=None):
-    """The detail page's charts, in page order."""
+    """The detail page's charts, in page order (figures.CHARTS)."""
     now = now or utcnow()
     start, end = chart_window(chart_range, now)
     tier, rows = rollups.series(agent_id, start, end, tier_name=chart_range.tier)
     points = figure_points(tier, rows)
-    memory_total = latest.memory_total if latest is not None else None
-    swap_total = latest.swap_total if latest is not None else None
-    if tier == "raw":
-        totals = [row[_MEMORY_TOTAL] for row in rows if row[_MEMORY_TOTAL]]
-        memory_total = totals[-1] if totals else memory_total
-
-    def chart(title, unit, lines, y_max=None, note=""):
-        return charts.Chart(title=title, unit=unit, lines=lines, start=start,
-                            step=chart_range.step, bins=chart_range.bins,
-                            gap_seconds=chart_range.gap_seconds, y_max=y_max, note=note)
-
-    if tier == "raw":
-        disk = chart("Disk usage per mount", "percent",
-                     mount_lines(agent_id, rows, start, chart_range.seconds))
-    else:
-        disk = chart("Disk usage", "percent", [charts.Line("fullest mount",
-                                                           points["disk_percent"])],
-                     note="per-mount detail for ranges up to 24 h")
     banded = "" if tier == "raw" and chart_range.step == 60 else "line: mean · band: peak"
-    return [
-        chart("CPU", "percent", [charts.Line("usage", points["cpu_usage"]),
-                                 charts.Line("iowait", points["cpu_iowait"])], note=banded),
-        chart("Load (1 min)", "load", [charts.Line("load", points["load"])], note=banded),
-        chart("Memory used", "bytes", [charts.Line("used", points["memory_used"])],
-              y_max=memory_total, note=f"of {units.size(memory_total)}" if memory_total else ""),
-        chart("Swap used", "bytes", [charts.Line("swap", points["swap_used"])],
-              y_max=swap_total or None,
-              note=f"of {units.size(swap_total)}" if swap_total else "no swap"),
-        disk,
-        chart("Disk I/O", "rate", [charts.Line("read", points["disk_read"]),
-                                   charts.Line("write", points["disk_write"])], note=banded),
-        chart("Network", "rate", [charts.Line("received", points["net_rx"]),
-                                  charts.Line("sent", points["net_tx"])], note=banded),
-    ]
-
+    built = []
+    for spec in figures.CHARTS:
+        y_max, note = None, banded
+        if spec.total:
+            total = getattr(latest, spec.total) if latest is not None else None
+            if tier == "raw":
+                index = _TOTAL_INDEX[spec.total]
+                known = [row[index] for row in rows if row[index]]
+                total = known[-1] if known else total
+            y_max = total or None
+            note = f"of {units.size(total)}" if total else spec.no_total
+        lines = [charts.Line(figure.label, points[figure.column])
+                 for figure in figures.chart_figures(spec.key)]
+        title = spec.title
+        if spec.per_mount and tier == "raw":
+            # The chart's other figures first, as a chart draws only its first lines.
+            lines = [line for line, figure in zip(lines, figures.chart_figures(spec.key))
+                     if figure.column != spec.per_mount]
+            title, note = f"{spec.title} per mount", ""
+            lines += mount_lines(agent_id, rows, start, chart_range.seconds,
+                                 most=MOUNT_LINES - len(lines))
+        elif spec.per_mount:
+            note = spec.note
+        built.append(charts.Chart(title=title, unit=spec.unit, lines=lines, start=start,
+                                  step=chart_range.step, bins=chart_range.bins,
+                                  gap_seconds=chart_range.gap_seconds, y_max=y_max, note=note))
+    return built
 
 
 # ===== Processes and services at a minute =======================================================
@@ -159,11 +145,11 @@ def processes_view(agent_id, moment=None):
     processes = sample.processes or {}
     services = []
     # Services, then the sections of collectors the panel has no schema for: shown the same way.
-    for name, figures in sorted((sample.services or {}).items()) + \
+    for name, reported in sorted((sample.services or {}).items()) + \
             sorted((sample.extra or {}).items()):
-        if isinstance(figures, dict):
+        if isinstance(reported, dict):
             services.append((name, [(key, _service_value(key, value))
-                                    for key, value in figures.items()
+                                    for key, value in reported.items()
                                     if not isinstance(value, (dict, list))]))
     return {
         "sample_time": sample.timestamp, "asked": moment,

@@ -8,13 +8,9 @@ REAL column is stored as 0. The sample is valid: refusing it would refuse what t
 import datetime
 import email.utils
 
-import peewee
-
-from . import models, protocol
+from . import figures, models, protocol
 from .validation import ValidationError
 
-_REAL_COLUMNS = frozenset(name for name, field in models.Metric._meta.fields.items()
-                          if isinstance(field, peewee.FloatField))
 # Offsets measured from a Date header (whole seconds) differ by this much without any change.
 CLOCK_RESOLUTION = 2
 # What the offset column holds (INTEGER seconds: 68 years either way); a Date header can say
@@ -70,7 +66,8 @@ def parse_timestamp(value, now, field="timestamp"):
 
 def _known(entry, schema):
     """Only the fields the schema knows, so unknown agent-supplied keys are never stored."""
-    return {k: v for k, v in entry.items() if k in schema["properties"]}
+    properties = schema["properties"]
+    return {k: v for k, v in entry.items() if k in properties}
 
 
 def _known_list(entries, item_schema):
@@ -81,18 +78,79 @@ def _int(value):
     return None if value is None else int(value)
 
 
-def _total(entries, key, column):
-    """Sum for `column`; None (unknown) when it passes what the column holds. Each entry's own
+# ===== Reducers: a list section's entries -> one column's value (figures.REDUCERS) ==============
+
+def _sum(entries, keys, bound):
+    """Sum for a column; None (unknown) when it passes what the column holds. Each entry's own
     figure is within bounds and kept in the detail; only a sum over hundreds of entries near
     2^63 can pass them, and refusing the sample for it would refuse data the schema allows."""
-    total = sum(int(entry[key]) for entry in entries)
-    return total if total <= models.column_max(column) else None
+    total = sum(int(entry[keys[0]]) for entry in entries if entry.get(keys[0]) is not None)
+    return total if total <= bound else None
 
 
-def _rate_sum(entries, key):
+def _sum_per_device(entries, keys, bound):
+    # Bind mounts show one device several times; count each device once in the totals.
+    by_device = {}
+    for entry in entries:
+        by_device.setdefault(entry.get("device") or entry["mountpoint"], entry)
+    return _sum(list(by_device.values()), keys, bound)
+
+
+def _rate_sum(entries, keys, bound):
     """Sum of a per-second rate over entries that have one; None when none has (first sample)."""
-    values = [entry[key] for entry in entries if entry.get(key) is not None]
+    values = [entry[keys[0]] for entry in entries if entry.get(keys[0]) is not None]
     return float(sum(values)) if values else None
+
+
+def _fullest_share(entries, keys, bound):
+    used_key, free_key = keys
+    shares = [100.0 * entry[used_key] / (entry[used_key] + entry[free_key]) for entry in entries
+              if entry.get(used_key) is not None and entry.get(free_key) is not None
+              and entry[used_key] + entry[free_key] > 0]
+    return round(max(shares), 2) if shares else None
+
+
+def _highest(entries, keys, bound):
+    values = [entry[keys[0]] for entry in entries if entry.get(keys[0]) is not None]
+    return max(values) if values else None
+
+
+REDUCERS = {"sum": _sum, "sum_per_device": _sum_per_device, "rate_sum": _rate_sum,
+            "fullest_share": _fullest_share, "highest": _highest}
+
+
+# ===== The plan, built once from the figure table ===============================================
+
+def _bound(figure):
+    field = getattr(models.Metric, figure.column)
+    return models.column_max(field) if figure.storage != "real" else None
+
+
+def _convert(figure):
+    return models.storable_real if figure.storage == "real" else _int
+
+
+# Every column a sample fills, None unless its section says otherwise.
+_EMPTY_ROW = dict.fromkeys(figure.column for figure in figures.FIGURES)
+# section -> [(column, wire key, conversion)] for the figures a section gives as they are.
+_VALUES = {}
+# (section, list) -> [(column, reducer, keys, bound, conversion)] for those made from a list.
+_LISTS = {}
+for _figure in figures.FIGURES:
+    if _figure.entries is None:
+        _VALUES.setdefault(_figure.section, []).append(
+            (_figure.column, _figure.keys[0], _convert(_figure)))
+    else:
+        _LISTS.setdefault((_figure.section, _figure.entries), []).append(
+            (_figure.column, REDUCERS[_figure.reduce], _figure.keys, _bound(_figure),
+             models.storable_real if _figure.storage == "real" else None))
+del _figure
+# The lists a sample's detail keeps, each entry with only the fields its schema knows:
+# (section, list, entry schema, detail key).
+DETAIL_LISTS = (("disk", "mounts", protocol.MOUNT, "disks"),
+                ("disk", "io", protocol.DISK_IO, "disk_io"),
+                ("network", "interfaces", protocol.INTERFACE, "interfaces"))
+_SERVICE_SCHEMAS = protocol.METRICS["properties"]["services"]["properties"]
 
 
 # A section no schema describes (a collector newer than this panel, or an agent's own plugin) is
@@ -134,60 +192,24 @@ def extra_sections(metrics):
 
 
 def sample_row(metrics, unavailable=None):
-    """Column values for one validated `metrics` object (see protocol.METRICS)."""
-    sections = protocol.METRICS["properties"]
-    cpu = metrics.get("cpu") or {}
-    memory = metrics.get("memory") or {}
-    row = {
-        "cpu_usage": cpu.get("usage"),
-        "cpu_iowait": cpu.get("iowait"),
-        "cpu_steal": cpu.get("steal"),
-        "cpu_load_1min": cpu.get("load1"),
-        "cpu_load_5min": cpu.get("load5"),
-        "cpu_load_15min": cpu.get("load15"),
-        "memory_total": _int(memory.get("total")),
-        "memory_used": _int(memory.get("used")),
-        "memory_free": _int(memory.get("free")),
-        "memory_available": _int(memory.get("available")),
-        "memory_cached": _int(memory.get("cached")),
-        "swap_total": _int(memory.get("swapTotal")),
-        "swap_used": _int(memory.get("swapUsed")),
-    }
+    """Column values for one validated `metrics` object (see protocol.METRICS): one pass over
+    the figure table's plan, then the detail."""
+    row = dict(_EMPTY_ROW)
+    for section, plan in _VALUES.items():
+        values = metrics.get(section)
+        if values:
+            for column, key, convert in plan:
+                row[column] = convert(values.get(key))
 
     detail = {}
-    disk = metrics.get("disk") or {}
-    if "mounts" in disk:
-        mounts = _known_list(disk["mounts"], protocol.MOUNT)
-        # Bind mounts show one device several times; count each device once in the totals.
-        by_device = {}
-        for mount in mounts:
-            by_device.setdefault(mount.get("device") or mount["mountpoint"], mount)
-        unique = list(by_device.values())
-        shares = [100.0 * m["used"] / (m["used"] + m["free"]) for m in mounts
-                  if m["used"] + m["free"] > 0]
-        row.update(
-            disk_max_percent=round(max(shares), 2) if shares else None,
-            disk_total=_total(unique, "total", models.Metric.disk_total),
-            disk_used=_total(unique, "used", models.Metric.disk_used),
-            disk_free=_total(unique, "free", models.Metric.disk_free),
-        )
-        detail["disks"] = mounts
-    if "io" in disk:
-        io = _known_list(disk["io"], protocol.DISK_IO)
-        row.update(disk_read_rate=_rate_sum(io, "readBytesPerSec"),
-                   disk_write_rate=_rate_sum(io, "writeBytesPerSec"))
-        detail["disk_io"] = io
-
-    network = metrics.get("network") or {}
-    if "interfaces" in network:
-        interfaces = _known_list(network["interfaces"], protocol.INTERFACE)
-        row.update(
-            network_rx_bytes=_total(interfaces, "bytesRecv", models.Metric.network_rx_bytes),
-            network_tx_bytes=_total(interfaces, "bytesSent", models.Metric.network_tx_bytes),
-            network_rx_rate=_rate_sum(interfaces, "bytesRecvPerSec"),
-            network_tx_rate=_rate_sum(interfaces, "bytesSentPerSec"),
-        )
-        detail["interfaces"] = interfaces
+    for section, name, schema, detail_key in DETAIL_LISTS:
+        values = metrics.get(section)
+        if values and name in values:
+            entries = _known_list(values[name], schema)
+            for column, reduce, keys, bound, convert in _LISTS.get((section, name), ()):
+                value = reduce(entries, keys, bound)
+                row[column] = convert(value) if convert is not None else value
+            detail[detail_key] = entries
 
     processes = metrics.get("processes")
     if processes is not None:
@@ -195,14 +217,12 @@ def sample_row(metrics, unavailable=None):
         for key in ("topCpu", "topMemory"):
             if key in processes:
                 processes[key] = _known_list(processes[key], protocol.PROCESS)
-        row["process_count"] = _int(processes.get("total"))
         detail["processes"] = processes
 
     services = metrics.get("services")
     if services:
-        service_schemas = sections["services"]["properties"]
-        kept = {name: _known(value, service_schemas[name])
-                for name, value in services.items() if name in service_schemas}
+        kept = {name: _known(value, _SERVICE_SCHEMAS[name])
+                for name, value in services.items() if name in _SERVICE_SCHEMAS}
         if "postgresql" in kept and "databases" in kept["postgresql"]:
             kept["postgresql"]["databases"] = [
                 {"name": d["name"], "size": d["size"]} for d in kept["postgresql"]["databases"]]
@@ -214,7 +234,5 @@ def sample_row(metrics, unavailable=None):
         detail["extra"] = extra
     if unavailable:
         detail["unavailable"] = dict(unavailable)
-    for name in _REAL_COLUMNS.intersection(row):
-        row[name] = models.storable_real(row[name])
     row["detail"] = detail or None
     return row

@@ -82,9 +82,8 @@ def evaluate_rules(interval, now=None):
         return 0, 0
     longest = max(rule.minutes for rule in rules)
     since = now - datetime.timedelta(minutes=longest, seconds=2 * interval)
-    columns = (models.Metric.agent, models.Metric.timestamp, models.Metric.cpu_usage,
-               models.Metric.memory_used, models.Metric.memory_total,
-               models.Metric.disk_max_percent, models.Metric.cpu_load_1min)
+    columns = (models.Metric.agent, models.Metric.timestamp,
+               *(getattr(models.Metric, column) for column in alerts.WATCHED_COLUMNS))
     samples = {}
     for row in models.Metric.select(*columns).where(models.Metric.timestamp >= since).dicts():
         samples.setdefault(row["agent"], []).append(row)

@@ -11,7 +11,7 @@ import zlib
 
 import peewee
 
-from . import units
+from . import figures, units
 from .db import database_proxy, is_postgres, utcnow
 
 
@@ -144,8 +144,8 @@ class Agent(BaseModel):
 
 
 class Metric(BaseModel):
-    """One sample. The seed design's typed columns (plus swap, iowait/steal and summed rates)
-    feed tables and charts cheaply; the JSON columns keep the rest of the same sample: per mount,
+    """One sample. The typed columns, one per figure of figures.FIGURES (the seed design's and
+    those added since), feed tables and charts cheaply; the JSON columns keep the rest of the same sample: per mount,
     per interface, per block device, top processes, services, and collectors that failed."""
 
     # No surrogate id: (agent_id, timestamp) is the key, so a retried or replayed sample is
@@ -154,30 +154,7 @@ class Metric(BaseModel):
     agent = peewee.ForeignKeyField(Agent, column_name="agent_id", on_delete="CASCADE",
                                    backref="metrics", index=False)
     timestamp = peewee.DateTimeField(index=True)
-    cpu_usage = peewee.FloatField(null=True)
-    cpu_iowait = peewee.FloatField(null=True)
-    cpu_steal = peewee.FloatField(null=True)
-    cpu_load_1min = peewee.FloatField(null=True)
-    cpu_load_5min = peewee.FloatField(null=True)
-    cpu_load_15min = peewee.FloatField(null=True)
-    memory_total = peewee.BigIntegerField(null=True)
-    memory_used = peewee.BigIntegerField(null=True)
-    memory_free = peewee.BigIntegerField(null=True)
-    memory_available = peewee.BigIntegerField(null=True)
-    memory_cached = peewee.BigIntegerField(null=True)
-    swap_total = peewee.BigIntegerField(null=True)
-    swap_used = peewee.BigIntegerField(null=True)
-    disk_total = peewee.BigIntegerField(null=True)
-    disk_used = peewee.BigIntegerField(null=True)
-    disk_free = peewee.BigIntegerField(null=True)
-    disk_max_percent = peewee.FloatField(null=True)  # the fullest mount: what alerts watch
-    disk_read_rate = peewee.FloatField(null=True)
-    disk_write_rate = peewee.FloatField(null=True)
-    network_rx_bytes = peewee.BigIntegerField(null=True)
-    network_tx_bytes = peewee.BigIntegerField(null=True)
-    network_rx_rate = peewee.FloatField(null=True)
-    network_tx_rate = peewee.FloatField(null=True)
-    process_count = peewee.IntegerField(null=True)
+    # ... and a typed column per figure of figures.FIGURES (added below the class).
     # disks (per mount), interfaces, disk_io (per device), processes (top 5 by CPU and by
     # memory), services, extra (sections no schema describes), unavailable (collectors that
     # failed): see the properties below.
@@ -204,6 +181,20 @@ class Metric(BaseModel):
     del _part
 
 
+_FIELD_OF_STORAGE = {"real": peewee.FloatField, "bigint": peewee.BigIntegerField,
+                     "integer": peewee.IntegerField}
+
+
+def _add_figure_columns(model, columns):
+    """Nullable typed columns, [(name, storage)], on `model`: a collector that is off or failed
+    leaves its figures empty."""
+    for name, storage in columns:
+        model._meta.add_field(name, _FIELD_OF_STORAGE[storage](null=True))
+
+
+_add_figure_columns(Metric, [(figure.column, figure.storage) for figure in figures.FIGURES])
+
+
 class LatestSample(BaseModel):
     """Where each agent's newest sample is, kept on ingest: the servers table reads 1,000
     servers by 1,000 primary-key probes instead of searching the samples."""
@@ -223,30 +214,17 @@ class RollupBase(BaseModel):
                                    index=False)
     bucket = peewee.DateTimeField()
     samples = peewee.IntegerField()
-    cpu_usage_avg = peewee.FloatField(null=True)
-    cpu_usage_max = peewee.FloatField(null=True)
-    cpu_iowait_avg = peewee.FloatField(null=True)
-    cpu_iowait_max = peewee.FloatField(null=True)
-    load_avg = peewee.FloatField(null=True)
-    load_max = peewee.FloatField(null=True)
-    memory_used_avg = peewee.FloatField(null=True)
-    memory_used_max = peewee.FloatField(null=True)
-    memory_total = peewee.BigIntegerField(null=True)
-    swap_used_avg = peewee.FloatField(null=True)
-    swap_used_max = peewee.FloatField(null=True)
-    disk_percent_avg = peewee.FloatField(null=True)
-    disk_percent_max = peewee.FloatField(null=True)
-    disk_read_avg = peewee.FloatField(null=True)
-    disk_read_max = peewee.FloatField(null=True)
-    disk_write_avg = peewee.FloatField(null=True)
-    disk_write_max = peewee.FloatField(null=True)
-    net_rx_avg = peewee.FloatField(null=True)
-    net_rx_max = peewee.FloatField(null=True)
-    net_tx_avg = peewee.FloatField(null=True)
-    net_tx_max = peewee.FloatField(null=True)
+    # ... and each rolled-up figure's columns (figures.rollup_columns, added below).
 
     class Meta:
         primary_key = peewee.CompositeKey("agent", "bucket")
+
+
+# Before the tier models: they inherit these. Means and peaks are REAL whatever the figure's
+# type (an average of bytes is not whole); a last value keeps the figure's own type.
+_add_figure_columns(RollupBase, [
+    (name, "real" if figure.rollup == "mean_peak" else figure.storage)
+    for figure in figures.FIGURES for name in figures.rollup_columns(figure)])
 
 
 class Rollup5m(RollupBase):
@@ -646,10 +624,11 @@ SUMMARY_COLUMNS = (Metric.agent, Metric.timestamp, Metric.cpu_usage, Metric.cpu_
                    Metric.network_rx_rate, Metric.network_tx_rate)
 
 
+# The figures the servers table shows (figures.TABLE_COLUMNS) and the totals their shares are of.
+FLEET_FIGURES = tuple(dict.fromkeys(column for figure in figures.TABLE_COLUMNS
+                                    for column in (figure.column, figure.share_of) if column))
 FLEET_COLUMNS = ("server_id", "name", "critical", "agent_id", "hostname", "agent_status",
-                 "agent_version", "last_seen", "clock_offset", "cpu_usage", "cpu_load_1min",
-                 "memory_used", "memory_total", "disk_max_percent", "network_rx_rate",
-                 "network_tx_rate")
+                 "agent_version", "last_seen", "clock_offset", *FLEET_FIGURES)
 
 
 def fleet_rows(columns):
@@ -687,10 +666,8 @@ def fleet():
     """One tuple per server (FLEET_COLUMNS), by name: the servers table in one query."""
     return fleet_rows(lambda latest: (
         Server.id, Server.name, Server.critical, Agent.id, Agent.hostname, Agent.status,
-        Agent.agent_version, Agent.last_seen, Agent.clock_offset, latest.cpu_usage,
-        latest.cpu_load_1min,
-        latest.memory_used, latest.memory_total, latest.disk_max_percent,
-        latest.network_rx_rate, latest.network_tx_rate))
+        Agent.agent_version, Agent.last_seen, Agent.clock_offset,
+        *(getattr(latest, column) for column in FLEET_FIGURES)))
 
 
 def latest_sample_per_agent(agent_ids, columns=SUMMARY_COLUMNS):

@@ -38,7 +38,7 @@ import math
 import bottle
 import peewee
 
-from . import auth, models
+from . import auth, figures, models
 from .db import utcnow
 from .errors import ApiError, JsonErrorPlugin
 
@@ -56,46 +56,11 @@ LABEL_VALUE_MAX = 128
 
 # ===== Families =================================================================================
 
-# Per-server figures from the latest sample's typed columns: (name, type, help, column, divisor).
-# Percentages become 0-1 ratios; everything else is already in base units (bytes, bytes/s).
-SAMPLE_FAMILIES = (
-    ("mpanel_cpu_usage_ratio", "gauge", "CPU busy share over the sample's interval (0-1).",
-     "cpu_usage", 100),
-    ("mpanel_cpu_iowait_ratio", "gauge", "CPU share spent waiting for I/O (0-1).",
-     "cpu_iowait", 100),
-    ("mpanel_cpu_steal_ratio", "gauge", "CPU share stolen by the hypervisor (0-1).",
-     "cpu_steal", 100),
-    ("mpanel_load1", "gauge", "1-minute load average.", "cpu_load_1min", 1),
-    ("mpanel_load5", "gauge", "5-minute load average.", "cpu_load_5min", 1),
-    ("mpanel_load15", "gauge", "15-minute load average.", "cpu_load_15min", 1),
-    ("mpanel_memory_total_bytes", "gauge", "Physical memory.", "memory_total", 1),
-    ("mpanel_memory_used_bytes", "gauge", "Memory in use (psutil's used).", "memory_used", 1),
-    ("mpanel_memory_available_bytes", "gauge",
-     "Memory available to new programs without swapping.", "memory_available", 1),
-    ("mpanel_memory_cached_bytes", "gauge", "Page cache.", "memory_cached", 1),
-    ("mpanel_swap_total_bytes", "gauge", "Swap space.", "swap_total", 1),
-    ("mpanel_swap_used_bytes", "gauge", "Swap in use.", "swap_used", 1),
-    ("mpanel_disk_total_bytes", "gauge", "Size of all mounted filesystems, each device once.",
-     "disk_total", 1),
-    ("mpanel_disk_used_bytes", "gauge", "Used space on all mounted filesystems, each device once.",
-     "disk_used", 1),
-    ("mpanel_disk_max_used_ratio", "gauge",
-     "Used share of the fullest mount (0-1): what the panel's disk alert watches.",
-     "disk_max_percent", 100),
-    ("mpanel_disk_read_bytes_per_second", "gauge", "Bytes read from block devices per second.",
-     "disk_read_rate", 1),
-    ("mpanel_disk_written_bytes_per_second", "gauge", "Bytes written to block devices per second.",
-     "disk_write_rate", 1),
-    ("mpanel_network_receive_bytes_per_second", "gauge",
-     "Bytes received per second, all interfaces but loopback.", "network_rx_rate", 1),
-    ("mpanel_network_transmit_bytes_per_second", "gauge",
-     "Bytes sent per second, all interfaces but loopback.", "network_tx_rate", 1),
-    ("mpanel_network_receive_bytes_total", "counter",
-     "Bytes received since boot, all interfaces but loopback.", "network_rx_bytes", 1),
-    ("mpanel_network_transmit_bytes_total", "counter",
-     "Bytes sent since boot, all interfaces but loopback.", "network_tx_bytes", 1),
-    ("mpanel_processes", "gauge", "Number of processes.", "process_count", 1),
-)
+# Per-server figures from the latest sample's typed columns: (name, type, help, column, divisor),
+# from the figure table. Percentages become 0-1 ratios; everything else is already in base
+# units (bytes, bytes/s).
+SAMPLE_FAMILIES = tuple((figure.prometheus.name, figure.prometheus.kind, figure.prometheus.help,
+                         figure.column, figure.prometheus.divisor) for figure in figures.EXPORTED)
 
 # Per mount, from the latest sample's detail: (name, help, function of the mount dict).
 FILESYSTEM_FAMILIES = (
@@ -108,6 +73,10 @@ FILESYSTEM_FAMILIES = (
      lambda m: m["used"] / (m["used"] + m["free"])
      if isinstance(m.get("used"), (int, float)) and isinstance(m.get("free"), (int, float))
      and m["used"] + m["free"] > 0 else None),
+    # ... and the mount fields figures read alone that the table exports (figures.Input).
+    *((put.prometheus.name, put.prometheus.help, lambda m, key=put.key: m.get(key))
+      for figure in figures.FIGURES if (figure.section, figure.entries) == ("disk", "mounts")
+      for put in figure.inputs if put.prometheus),
 )
 
 # Per-server families that do not come from the sample, in output order.

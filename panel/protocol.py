@@ -12,7 +12,7 @@ agent's buffer behind it for good; that is the last line of defence, not the rul
 """
 import datetime
 
-from . import __version__, models
+from . import __version__, figures, models
 
 # Byte counts and counters are kept in BIGINT columns (or the JSON detail, which holds as much).
 MAX_INT64 = models.column_max(models.Metric.memory_total)
@@ -106,16 +106,24 @@ def _rates(description, *names):
     return {name: _described(RATE, description) for name in names}
 
 
+_FIGURE_SCHEMAS = {"percent": PERCENT, "load": LOAD, "bytes": BYTES}
+_UNIT_SUFFIX = {"percent": ", 0-100", "bytes": ", bytes"}
+
+
+def _figure_fields(section):
+    """The fields of `section` that figures take as sent, from the figure table: each bounded
+    by its unit, described as the table describes it."""
+    return {figure.keys[0]: _described(_FIGURE_SCHEMAS[figure.unit],
+                                       figure.description[:1].upper() + figure.description[1:]
+                                       + _UNIT_SUFFIX.get(figure.unit, "") + ".")
+            for figure in figures.FIGURES if figure.section == section and figure.entries is None}
+
+
 CPU = {
     "type": "object",
     "required": ["usage"],
     "properties": {
-        "usage": _described(PERCENT, "Busy share of all cores since the previous sample, 0-100."),
-        "iowait": _described(PERCENT, "Share of time idle waiting for I/O (Linux)."),
-        "steal": _described(PERCENT, "Share of time taken by the hypervisor (Linux VMs)."),
-        "load1": _described(LOAD, "Load average over 1 minute."),
-        "load5": _described(LOAD, "Load average over 5 minutes."),
-        "load15": _described(LOAD, "Load average over 15 minutes."),
+        **_figure_fields("cpu"),
         "count": {"type": "integer", "minimum": 1, "maximum": 1_000_000,
                   "description": "Logical CPUs."},
     },
@@ -124,18 +132,22 @@ CPU = {
 MEMORY = {
     "type": "object",
     "required": ["total", "used"],
-    "properties": {
-        "total": _described(BYTES, "Physical memory, bytes."),
-        "used": _described(BYTES, "Used memory as psutil counts it, bytes."),
-        "free": _described(BYTES, "Unused memory, bytes."),
-        "available": _described(BYTES, "Memory that can be given to programs without swapping."),
-        "cached": _described(BYTES, "Page cache, bytes (0 where the OS has no such figure)."),
-        "swapTotal": _described(BYTES, "Swap space, bytes."),
-        "swapUsed": _described(BYTES, "Swap in use, bytes."),
-    },
+    "properties": _figure_fields("memory"),
 }
 
-MOUNT = {
+_INPUT_SCHEMAS = {"count": COUNT, "bytes": BYTES, "percent": PERCENT}
+
+
+def _with_inputs(section, entries, schema):
+    """`schema` of a list's entries plus the fields figures read from them alone (figures.Input),
+    so a figure added to the table is accepted on the wire without an edit here."""
+    extra = {put.key: _described(_INPUT_SCHEMAS[put.kind], put.description)
+             for figure in figures.FIGURES if (figure.section, figure.entries) == (section, entries)
+             for put in figure.inputs}
+    return dict(schema, properties={**schema["properties"], **extra})
+
+
+MOUNT = _with_inputs("disk", "mounts", {
     "type": "object",
     "required": ["mountpoint", "total", "used", "free"],
     "properties": {
@@ -147,7 +159,7 @@ MOUNT = {
         "free": _described(BYTES, "Free for unprivileged users, bytes."),
         "percent": PERCENT,
     },
-}
+})
 
 DISK_IO = {
     "type": "object",

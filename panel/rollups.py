@@ -15,7 +15,7 @@ import re
 
 import peewee
 
-from . import models
+from . import figures, models
 from .db import database_proxy, is_postgres, utcnow
 
 log = logging.getLogger("mpanel.rollups")
@@ -26,31 +26,28 @@ LATE_WINDOW = datetime.timedelta(minutes=75)
 # the runs ahead; the margin is the half hour the job may lag (a slow or failed run, a restart).
 DIRTY_AFTER = LATE_WINDOW - datetime.timedelta(minutes=30)
 
-# (rollup field, source column in server_metrics): each gets _avg and _max.
-FIGURES = (
-    ("cpu_usage", "cpu_usage"),
-    ("cpu_iowait", "cpu_iowait"),
-    ("load", "cpu_load_1min"),
-    ("memory_used", "memory_used"),
-    ("swap_used", "swap_used"),
-    ("disk_percent", "disk_max_percent"),
-    ("disk_read", "disk_read_rate"),
-    ("disk_write", "disk_write_rate"),
-    ("net_rx", "network_rx_rate"),
-    ("net_tx", "network_tx_rate"),
-)
+# (rollup stem, source column in server_metrics) of each figure rolled up as mean and peak: each
+# gets <stem>_avg and <stem>_max (figures.rollup_columns). From the figure table.
+FIGURES = tuple((figure.stem, figure.column) for figure in figures.ROLLED_UP)
+# Figures kept as the bucket's last known value (a total the charts scale to).
+LAST_VALUES = tuple((figure.stem, figure.column) for figure in figures.FIGURES
+                    if figure.rollup == "last")
 
 
 class Tier:
-    def __init__(self, name, seconds, model, source, retention_setting):
+    def __init__(self, name, seconds, model, source, retention_setting, charts_from):
         self.name, self.seconds, self.model = name, seconds, model
         self.source = source  # "raw" or the finer tier it is built from
         self.retention_setting = retention_setting
+        # Charts of a longer range than this read this tier (tier_for): the one rule.
+        self.charts_from = charts_from
 
 
 TIERS = (
-    Tier("5m", 300, models.Rollup5m, "raw", "retention_5m_days"),
-    Tier("1h", 3600, models.Rollup1h, "5m", "retention_1h_days"),
+    Tier("5m", 300, models.Rollup5m, "raw", "retention_5m_days",
+         charts_from=datetime.timedelta(hours=26)),
+    Tier("1h", 3600, models.Rollup1h, "5m", "retention_1h_days",
+         charts_from=datetime.timedelta(days=31)),
 )
 
 
@@ -79,8 +76,9 @@ def rollup(rows, seconds):
         out = {"agent": agent, "bucket": bucket, "samples": len(members)}
         for field, column in FIGURES:
             out[f"{field}_avg"], out[f"{field}_max"] = _summarise(m.get(column) for m in members)
-        totals = [m["memory_total"] for m in members if m.get("memory_total")]
-        out["memory_total"] = totals[-1] if totals else None
+        for field, column in LAST_VALUES:
+            known = [m[column] for m in members if m.get(column)]
+            out[field] = known[-1] if known else None
         result.append(out)
     return result
 
@@ -100,8 +98,9 @@ def merge(rollup_rows, seconds):
             out[f"{field}_avg"] = sum(v * n for v, n in weighted) / weight if weight else None
             peaks = [m[f"{field}_max"] for m in members if m[f"{field}_max"] is not None]
             out[f"{field}_max"] = max(peaks) if peaks else None
-        totals = [m["memory_total"] for m in members if m["memory_total"]]
-        out["memory_total"] = totals[-1] if totals else None
+        for field, _ in LAST_VALUES:
+            known = [m[field] for m in members if m[field]]
+            out[field] = known[-1] if known else None
         result.append(out)
     return result
 
@@ -121,8 +120,8 @@ def _upsert(model, rows):
 
 
 def _raw_columns():
-    return [models.Metric.agent, models.Metric.timestamp, models.Metric.memory_total] + \
-        [getattr(models.Metric, column) for _, column in FIGURES]
+    return [models.Metric.agent, models.Metric.timestamp] + \
+        [getattr(models.Metric, column) for _, column in LAST_VALUES + FIGURES]
 
 
 def _recompute(tier, condition_of):
@@ -214,24 +213,42 @@ def roll_up_dirty(batch=200, max_batches=1000):
 
 # ===== Reading for charts =======================================================================
 
-def tier_for(span):
-    """Raw samples up to a day and a bit, 5-minute rollups up to a month, hourly beyond."""
-    if span <= datetime.timedelta(hours=26):
-        return None
-    if span <= datetime.timedelta(days=31):
-        return TIERS[0]
-    return TIERS[1]
+# Seconds between raw samples: the agent's default report interval.
+RAW_INTERVAL = 60
 
 
-RAW_CHART_COLUMNS = ("timestamp", "cpu_usage", "cpu_iowait", "cpu_load_1min", "memory_used",
-                     "memory_total", "swap_used", "disk_max_percent", "disk_read_rate",
-                     "disk_write_rate", "network_rx_rate", "network_tx_rate", "late")
+def tier_for(span, max_rows=None):
+    """The tier a range of `span` reads, None for raw samples: the one rule, for charts
+    (charts.RANGES) and any other reader. The coarsest tier whose `charts_from` the span passes
+    (raw up to a day and a bit, 5-minute rollups up to a month, hourly beyond), and coarser
+    still while that gives more than `max_rows` rows (a chart's budget for its bins)."""
+    index = -1  # raw
+    for position, tier in enumerate(TIERS):
+        if span > tier.charts_from:
+            index = position
+    if max_rows is not None:
+        while index + 1 < len(TIERS) and span.total_seconds() / (
+                RAW_INTERVAL if index < 0 else TIERS[index].seconds) > max_rows:
+            index += 1
+    return None if index < 0 else TIERS[index]
 
 
-def series(agent_id, start, end, figures=None, tier_name=None):
+def tier_name_for(span, max_rows=None):
+    tier = tier_for(span, max_rows)
+    return "raw" if tier is None else tier.name
+
+
+# Raw chart rows: the time, the charted figures in figures.CHARTED order, the totals charts
+# scale to, and whether the sample came late.
+RAW_CHART_COLUMNS = ("timestamp", *(figure.column for figure in figures.CHARTED),
+                     *(chart.total for chart in figures.CHARTS if chart.total), "late")
+
+
+def series(agent_id, start, end, stems=None, tier_name=None):
     """(tier name, rows as tuples) for one agent between start and end, from `tier_name` ("raw"
-    or a tier's name) or else the tier that fits: raw rows carry RAW_CHART_COLUMNS; rollup rows the bucket then, for each of `figures`
-    (names from FIGURES; default all), its mean and peak. Tuples, not model objects: a 30-day
+    or a tier's name) or else the tier that fits: raw rows carry RAW_CHART_COLUMNS; rollup rows
+    the bucket then, for each of `stems` (from FIGURES; default the charted ones, in
+    figures.CHARTED order), its mean and peak. Tuples, not model objects: a 30-day
     chart is 8,640 rows, and building objects would cost more than the query."""
     if tier_name is None:
         tier = tier_for(end - start)
@@ -245,7 +262,7 @@ def series(agent_id, start, end, figures=None, tier_name=None):
                  .order_by(models.Metric.timestamp))
         return "raw", _fetch(query, models.Metric.timestamp)
     model = tier.model
-    names = figures or [name for name, _ in FIGURES]
+    names = stems or [figure.stem for figure in figures.CHARTED]
     columns = [model.bucket] + [getattr(model, f"{name}_{kind}") for name in names
                                 for kind in ("avg", "max")]
     query = (model.select(*columns).where((model.agent == agent_id) & (model.bucket >= start) &

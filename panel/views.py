@@ -11,7 +11,7 @@ from pathlib import Path
 
 import bottle
 
-from . import auth, charts, detail, keys, models, status, units
+from . import auth, charts, detail, figures, keys, models, status, units
 from .db import utcnow
 from .errors import DATABASE_ERRORS, database_unavailable, refusal
 
@@ -34,19 +34,22 @@ STATUSES = ("online", "offline", "never seen")
 LOGIN_WINDOW = 300  # seconds over which failed logins are counted
 # Per username, and (an office behind one NAT address shares it) this many times that per address.
 LOGIN_ADDRESS_FACTOR = 4
+# The servers table's figure columns, from the figure table: (sort key, header, figure), left
+# to right; each row carries the shown value under the sort key.
+TABLE_FIGURES = tuple((figure.table.key, figure.table.label, figure)
+                      for figure in figures.TABLE_COLUMNS)
 SORT_KEYS = {
     "name": lambda r: r["name"].lower(),
     "hostname": lambda r: r["hostname"].lower(),
     "status": lambda r: (STATUSES.index(r["status"]), r["name"].lower()),
     "seen": lambda r: -(r["last_seen_epoch"] or -1e12),
-    "cpu": lambda r: _number(r["cpu"]),
-    "memory": lambda r: _number(r["memory"]),
-    "disk": lambda r: _number(r["disk"]),
-    "rx": lambda r: _number(r["rx"]),
-    "tx": lambda r: _number(r["tx"]),
-    "load": lambda r: _number(r["load"]),
+    **{key: (lambda r, key=key: _number(r[key])) for key, _, _ in TABLE_FIGURES},
     "version": lambda r: r["version"],
 }
+# For the templates: (sort key, header, column class, format of the value).
+TABLE_CELLS = tuple((key, label, "c-rate" if figures.shown_unit(figure) == "rate" else "c-num",
+                     units.FORMATS[figures.shown_unit(figure)])
+                    for key, label, figure in TABLE_FIGURES)
 
 
 def _number(value):
@@ -62,7 +65,8 @@ def template(template_name, /, **ctx):
     ctx.setdefault("session", None)
     ctx.setdefault("title", "mPanel")
     return bottle.template(template_name, template_lookup=[TEMPLATES], htmx_file=HTMX_FILE,
-                           units=units, quote=urllib.parse.quote_plus, **ctx)
+                           units=units, quote=urllib.parse.quote_plus, table_cells=TABLE_CELLS,
+                           **ctx)
 
 
 def panel_url(settings):
@@ -75,12 +79,25 @@ def panel_url(settings):
 
 # ===== The servers table ========================================================================
 
+def _shown(figure, values):
+    """A figure's value as the table shows and sorts it."""
+    value = values[figure.column]
+    if figure.share_of:
+        return units.share(value, values[figure.share_of])
+    if value is not None and figures.shown_unit(figure) == "percent":
+        return round(value, 1)
+    return value
+
+
 def server_rows(offline_after, now=None):
     """One dict per server for the servers table (models.fleet: one query, plain tuples)."""
     now = now or utcnow()
     rows = []
-    for (server_id, name, critical, _agent_id, hostname, agent_status, version, last_seen,
-         clock_offset, cpu, load, memory_used, memory_total, disk, rx, tx) in models.fleet():
+    identity = len(models.FLEET_COLUMNS) - len(models.FLEET_FIGURES)
+    for row in models.fleet():
+        (server_id, name, critical, _agent_id, hostname, agent_status, version, last_seen,
+         clock_offset) = row[:identity]
+        values = dict(zip(models.FLEET_FIGURES, row[identity:]))
         state = models.connection_state(last_seen, now, offline_after)
         rows.append({
             "id": server_id,
@@ -93,12 +110,7 @@ def server_rows(offline_after, now=None):
             "last_seen": units.ago((now - last_seen).total_seconds()) if last_seen else "never",
             "last_seen_iso": last_seen.isoformat() + "Z" if last_seen else "",
             "last_seen_epoch": charts.epoch(last_seen) if last_seen else None,
-            "cpu": None if cpu is None else round(cpu, 1),
-            "memory": units.share(memory_used, memory_total),
-            "disk": None if disk is None else round(disk, 1),
-            "rx": rx,
-            "tx": tx,
-            "load": load,
+            **{key: _shown(figure, values) for key, _, figure in TABLE_FIGURES},
             "version": version or "",
         })
     return rows

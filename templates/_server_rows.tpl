@@ -9,17 +9,14 @@
     % end
     </td>
     <td><time datetime="{{s['last_seen_iso']}}">{{s['last_seen']}}</time></td>
-    <td class="num">{{'' if s['cpu'] is None else '%.1f %%' % s['cpu']}}</td>
-    <td class="num">{{'' if s['memory'] is None else '%.1f %%' % s['memory']}}</td>
-    <td class="num">{{'' if s['disk'] is None else '%.1f %%' % s['disk']}}</td>
-    <td class="num">{{units.rate(s['rx'])}}</td>
-    <td class="num">{{units.rate(s['tx'])}}</td>
-    <td class="num">{{'' if s['load'] is None else '%.2f' % s['load']}}</td>
+    % for key, _label, _css, shown in table_cells:
+    <td class="num">{{shown(s[key])}}</td>
+    % end
     <td class="ver">{{s['version']}}</td>
   </tr>
 % end
 % if total and not servers:
-  <tr class="none"><td colspan="11">No server matches this filter.</td></tr>
+  <tr class="none"><td colspan="{{5 + len(table_cells)}}">No server matches this filter.</td></tr>
 % end
 </tbody>
 % if get('oob', True):

@@ -158,3 +158,10 @@ def test_detail_round_trips_through_its_compressed_form():
     assert packed[:1] == models.DETAIL_FORMAT
     assert models.unpack_detail(packed) == detail
     assert models.unpack_detail(memoryview(packed)) == detail
+
+
+def test_a_highest_figure_is_the_largest_value_of_the_entries_that_send_it():
+    from panel.ingest import REDUCERS
+    highest = REDUCERS["highest"]
+    assert highest([{"x": 3.0}, {}, {"x": 7.5}, {"x": None}], ("x",), None) == 7.5
+    assert highest([{}, {"y": 1}], ("x",), None) is None
