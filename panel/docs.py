@@ -4,6 +4,7 @@ docs/prometheus.md, each between a pair of marker comments. `python -m panel.doc
 (tests/unit/test_docs.py runs the check), so the documents cannot drift from the table.
 """
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -42,14 +43,19 @@ def stored_figures_table():
             _code(*figures.rollup_columns(figure)), chart,
             _code(figure.prometheus.name) if figure.prometheus else "",
             _code(figure.alert) if figure.alert else "")) + " |")
-    inputs = [(figure, put) for figure in figures.FIGURES for put in figure.inputs]
-    if inputs:
-        rows += ["", "Entry fields that feed a figure (optional; an agent that does not send "
-                 "them leaves the figure empty):", "",
-                 "| field | type | meaning | feeds |", "|---|---|---|---|"]
-        for figure, put in inputs:
+    return "\n".join(rows)
+
+
+def entry_fields_table(section):
+    """docs/protocol.md, in the section's own field tables: the entry fields (of a list such as
+    `mounts`) that feed a figure, from the figure table."""
+    rows = ["| field | type | meaning | feeds |", "|---|---|---|---|"]
+    for figure in figures.FIGURES:
+        if figure.section != section:
+            continue
+        for put in figure.inputs:
             kind = "number 0–100" if put.kind == "percent" else "integer"
-            rows.append(f"| `{figure.section}.{figure.entries}[].{put.key}` | {kind} | "
+            rows.append(f"| `{figure.entries}[].{put.key}` | {kind}, optional | "
                         f"{put.description} | `{figure.column}` |")
     return "\n".join(rows)
 
@@ -113,7 +119,11 @@ GENERATED = (
     ("docs/protocol.md", "metrics.memory", lambda: section_table("memory")),
     ("docs/protocol.md", "stored figures", stored_figures_table),
     ("docs/prometheus.md", "sample families", prometheus_table),
-)
+) + tuple(
+    # Each section whose list entries feed a figure has its generated block of those fields.
+    ("docs/protocol.md", f"metrics.{section} entry fields",
+     functools.partial(entry_fields_table, section))
+    for section in sorted({figure.section for figure in figures.FIGURES if figure.inputs}))
 
 
 def _markers(name):
