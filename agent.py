@@ -1948,7 +1948,10 @@ class Agent:
     # -- talking to the panel --
 
     def send(self, method, path, body=None):
-        """One request; a SIGTERM during it raises Stopping (see main)."""
+        """One request; a SIGTERM during it raises Stopping (see main), and so does one that
+        came before it (during a collection, say): a stop never waits on a new request."""
+        if self.stop_event.is_set():
+            raise Stopping()
         self.in_network = True
         try:
             return self.reporter.request(method, path, body)

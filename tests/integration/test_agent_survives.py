@@ -435,3 +435,79 @@ def test_a_403_to_every_report_backs_off_instead_of_registering_in_a_loop(tmp_pa
     assert posts.count("/api/agent/metrics") <= 2 and posts.count("/api/agent/register") <= 2, \
         posts
     assert text.count("panel refused request=metrics status=403") == 1, text
+
+
+SLOW_COLLECTOR_WRAPPER = f"""
+import pathlib, sys, time
+sys.path.insert(0, {str(ROOT)!r})
+import agent
+
+
+@agent.collector("slow")
+def collect_slow(ctx):
+    \"\"\"Takes 2 s (a service probe near its timeout); says when it starts.\"\"\"
+    pathlib.Path(sys.argv[-1]).with_name("collecting").touch()
+    time.sleep(2)
+    return {{"seconds": 2}}
+
+
+sys.argv.pop()
+sys.exit(agent.main())
+"""
+
+
+class _AnswersConfigOnly(http.server.BaseHTTPRequestHandler):
+    """A panel that answers GET /api/agent/config and holds every other request unanswered
+    (a panel too busy to answer before the agent's 10 s request timeout)."""
+
+    held = threading.Event()
+
+    def do_GET(self):
+        body = b'{"reportInterval": 1}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        self.held.wait(30)  # released by the test's teardown
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.timeout(60)
+def test_a_stop_asked_while_collecting_starts_no_request(tmp_path):
+    """SIGTERM arrives while a collector runs (not in a request, so nothing to cut short): the
+    agent buffers that sample and stops, instead of first sending it to a panel that holds the
+    request for the whole request timeout (a shutdown that overran systemd's and the tests'
+    wait under load)."""
+    _AnswersConfigOnly.held.clear()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AnswersConfigOnly)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    wrapper = tmp_path / "agent_with_slow.py"
+    wrapper.write_text(SLOW_COLLECTOR_WRAPPER)
+    config = write_agent_config(tmp_path, f"http://127.0.0.1:{server.server_port}",
+                                "agent_0123456789ab_" + "A" * 40, interval=60, timeout=20,
+                                enabledCollectors=["cpu", "slow"])
+    marker = tmp_path / "collecting"
+    log_path = tmp_path / "agent.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen([sys.executable, str(wrapper), "--config", str(config),
+                                    str(marker)], env=agent_env(), stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert wait_for(marker.exists, 20), log_path.read_text()
+        process.send_signal(signal.SIGTERM)
+        # The collector's 2 s and a clean exit; never the 20 s of a held request.
+        code = process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+        _AnswersConfigOnly.held.set()
+        server.shutdown()
+        server.server_close()
+    assert code == 0, log_path.read_text()
+    assert waiting(tmp_path / "state") == 1  # the sample stays buffered for the next start
