@@ -188,6 +188,17 @@ def kept_aside(state, name):
     return [p.name for p in state.iterdir() if p.name.startswith(f"{name}.corrupt-")]
 
 
+def run_once_past_a_damaged_buffer(config, state):
+    """`--once` on a damaged buffer: it runs, says once that it moved the file aside, and the
+    file is kept for a person to look at."""
+    result = run_once(config)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("buffer file damaged, moved aside") == 1, result.stderr
+    assert kept_aside(state, "buffer.sqlite3")
+    return result
+
+
 def test_random_bytes_in_the_buffer_header_are_set_aside_and_the_agent_starts(panel, tmp_path):
     _, key = new_server("bad-header")
     config = write_agent_config(tmp_path, panel.url, key)
@@ -196,11 +207,7 @@ def test_random_bytes_in_the_buffer_header_are_set_aside_and_the_agent_starts(pa
     checkpoint(state)
     with open(state / "buffer.sqlite3", "r+b") as handle:
         handle.write(os.urandom(100))
-    result = run_once(config)
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    assert result.stderr.count("buffer file damaged, moved aside") == 1, result.stderr
-    assert kept_aside(state, "buffer.sqlite3")
+    result = run_once_past_a_damaged_buffer(config, state)
     assert len(new_timestamps()) == 1 and buffered(state) == 0
 
 
@@ -218,11 +225,7 @@ def test_a_damaged_page_in_the_buffer_keeps_every_readable_sample(panel, tmp_pat
     with open(path, "r+b") as handle:
         handle.seek(4096 * (pages - 4) + 8)
         handle.write(os.urandom(3000))
-    result = run_once(config)
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    assert result.stderr.count("buffer file damaged, moved aside") == 1, result.stderr
-    assert kept_aside(state, "buffer.sqlite3")
+    result = run_once_past_a_damaged_buffer(config, state)
     replayed = old_timestamps()
     assert 40 <= len(replayed) < 50, result.stderr
     assert buffered(state) == 0
