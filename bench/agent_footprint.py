@@ -164,12 +164,12 @@ def main():
     workdir = Path(tempfile.mkdtemp(prefix="mpanel-bench-"))
     panel = start_panel("sqlite:///" + str(workdir / "panel.db"), workdir / "panel.log")
     sys.path.insert(0, str(ROOT))
-    from panel import db, services
+    from panel import db, operations
 
     db.bind(panel.database_url)
     with db.database_proxy.obj.connection_context():
-        _, key = services.add_server("bench", 4)
-        _, growth_key = services.add_server("bench-growth", 4)
+        _, key = operations.add_server("bench", 4)
+        _, growth_key = operations.add_server("bench-growth", 4)
     proxy = CountingProxy(panel.port)
 
     config = workdir / "agent.json"

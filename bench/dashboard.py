@@ -37,19 +37,19 @@ PASSWORD = "benchmark password"
 
 def seed(url, servers, days):
     """Servers with a latest sample each; one with `days` of minute history and its rollups."""
-    from panel import db, ingest, models, rollups, services
+    from panel import db, ingest, models, operations, rollups
     from tests import synthetic
 
     database = db.bind(url)
     db.init_schema(database)
     now = db.utcnow().replace(microsecond=0)
     with database.connection_context():
-        services.set_admin("bench", PASSWORD, 4)
+        operations.set_admin("bench", PASSWORD, 4)
         rollups.ensure_partitions(now, days_back=days + 1)
         agents = []
         with database.atomic():
             for index in range(servers):
-                server, _ = services.add_server(f"srv-{index:04d}", 4, critical=index % 17 == 0)
+                server, _ = operations.add_server(f"srv-{index:04d}", 4, critical=index % 17 == 0)
                 agents.append(models.Agent.get(models.Agent.server == server.id))
         started = time.perf_counter()
         rows = []

@@ -54,14 +54,14 @@ def fresh_database(backend, workdir):
 
 
 def make_agents(url, count, workdir):
-    from panel import db, services
+    from panel import db, operations
 
     database = db.bind(url)
     db.init_schema(database)
     lines = []
     with database.connection_context():
         for index in range(count):
-            server, key = services.add_server(f"bench-{index:04d}", 4)
+            server, key = operations.add_server(f"bench-{index:04d}", 4)
             lines.append(f"{server.id} {key}")
     path = workdir / "keys.txt"
     path.write_text("\n".join(lines) + "\n")

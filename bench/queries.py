@@ -44,11 +44,11 @@ def explain_ms(database, sql, params, runs):
 
 
 def generate(database, servers, days, now):
-    from panel import models, rollups, services
+    from panel import models, operations, rollups
 
     with database.atomic():
         for index in range(servers):
-            services.add_server(f"q-{index:04d}", 4)
+            operations.add_server(f"q-{index:04d}", 4)
     rollups.ensure_partitions(now, days_back=days + 1)
     start = now - datetime.timedelta(days=days)
     started = time.perf_counter()

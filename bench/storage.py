@@ -52,7 +52,7 @@ def varied(metrics, rng):
 
 def fill(url, servers, samples, workdir, measure):
     """-> (database, samples stored, JSON size of one sample, bytes the samples added)."""
-    from panel import db, ingest, models, services, writer
+    from panel import db, ingest, models, operations, writer
 
     database = db.bind(url)
     db.init_schema(database)
@@ -63,7 +63,7 @@ def fill(url, servers, samples, workdir, measure):
     start = datetime.datetime.utcnow().replace(second=0, microsecond=0) - \
         datetime.timedelta(minutes=samples + 5)
     with database.connection_context():
-        agents = [models.Agent.get(models.Agent.server == services.add_server(
+        agents = [models.Agent.get(models.Agent.server == operations.add_server(
             f"storage-{i}", 4)[0].id).id for i in range(servers)]
     for minute in range(samples):
         now = start + datetime.timedelta(minutes=minute)

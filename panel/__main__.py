@@ -194,7 +194,7 @@ def cmd_prune(settings, args):
 
 
 def cmd_create_admin(settings, args):
-    from . import services
+    from . import operations
 
     _database(settings)
     password = os.environ.get("MPANEL_ADMIN_PASSWORD")
@@ -207,7 +207,7 @@ def cmd_create_admin(settings, args):
             print("error: passwords differ", file=sys.stderr)
             return 2
     try:
-        created = services.set_admin(args.username, password, settings.bcrypt_rounds,
+        created = operations.set_admin(args.username, password, settings.bcrypt_rounds,
                                      role=args.role)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -217,11 +217,11 @@ def cmd_create_admin(settings, args):
 
 
 def cmd_add_server(settings, args):
-    from . import services
+    from . import operations
 
     _database(settings)
     try:
-        server, key = services.add_server(args.name, settings.bcrypt_rounds,
+        server, key = operations.add_server(args.name, settings.bcrypt_rounds,
                                           critical=args.critical)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -237,11 +237,11 @@ def cmd_add_server(settings, args):
 def cmd_rotate_key(settings, args):
     import datetime
 
-    from . import services
+    from . import operations
 
     _database(settings)
     hours = settings.key_grace_hours if args.grace_hours is None else args.grace_hours
-    key = services.rotate_key(args.name, settings.bcrypt_rounds,
+    key = operations.rotate_key(args.name, settings.bcrypt_rounds,
                               datetime.timedelta(hours=hours),
                               settings_module.secret_bytes(settings))
     if args.quiet:
@@ -257,60 +257,60 @@ def cmd_rotate_key(settings, args):
 
 
 def cmd_revoke(settings, args):
-    from . import services
+    from . import operations
 
     _database(settings)
-    services.revoke_key(args.name)
+    operations.revoke_key(args.name)
     print(f"the API key of {args.name!r} is revoked; issue a new one with rotate-key")
     return 0
 
 
 def cmd_add_channel(settings, args):
-    from . import alerts, services
+    from . import alerts, operations
 
     _database(settings)
     # argparse's exclusive group leaves exactly one --<kind> set.
     kind, target = next((name, getattr(args, name)) for name in alerts.CHANNEL_KINDS
                         if getattr(args, name) is not None)
-    services.add_channel(args.name, kind, target, is_default=not args.not_default)
+    operations.add_channel(args.name, kind, target, is_default=not args.not_default)
     print(f"channel {args.name!r} ({kind}) added"
           + ("" if args.not_default else "; servers without routes of their own use it"))
     return 0
 
 
 def cmd_route(settings, args):
-    from . import services
+    from . import operations
 
     _database(settings)
-    services.route(args.server, args.channel)
+    operations.route(args.server, args.channel)
     print(f"alerts of {args.server!r} now go to {args.channel!r} (and its other routes only)")
     return 0
 
 
 def cmd_set_critical(settings, args):
-    from . import services
+    from . import operations
 
     _database(settings)
-    services.set_critical(args.server, not args.off)
+    operations.set_critical(args.server, not args.off)
     print(f"{args.server!r} is {'not ' if args.off else ''}critical")
     return 0
 
 
 def cmd_maintenance(settings, args):
-    from . import services
+    from . import operations
 
     _database(settings)
-    window = services.add_maintenance(args.server, args.minutes, args.reason)
+    window = operations.add_maintenance(args.server, args.minutes, args.reason)
     print(f"alerts of {args.server!r} are silenced until {window.ends_at:%Y-%m-%d %H:%M} UTC; "
           "its data is still stored")
     return 0
 
 
 def cmd_set_rule(settings, args):
-    from . import services
+    from . import operations
 
     _database(settings)
-    services.set_rule(args.metric, args.threshold, args.minutes, args.server,
+    operations.set_rule(args.metric, args.threshold, args.minutes, args.server,
                       enabled=not args.disable)
     scope = f"for {args.server!r}" if args.server else "for every server (default)"
     print(f"rule {args.metric} > {args.threshold:g} for {args.minutes} min "
@@ -319,11 +319,11 @@ def cmd_set_rule(settings, args):
 
 
 def cmd_send_test_alert(settings, args):
-    from . import alerts, models, services
+    from . import alerts, models, operations
     from .db import utcnow
 
     _database(settings)
-    channels = [services.channel_named(args.channel)] if args.channel else \
+    channels = [operations.channel_named(args.channel)] if args.channel else \
         models.all_channels()
     if not channels:
         print("error: no channels; add one with add-channel", file=sys.stderr)

@@ -77,7 +77,7 @@ def refusal(status, message, field=None, headers=None):
 # sequences that recolour, retitle, or write to the clipboard; a newline fakes a row), Unicode
 # format characters (bidi overrides reorder what is shown), line and paragraph separators, and
 # lone surrogates (which would make print() raise). The CLI escapes them (__main__.shown); a
-# name an admin gives may not hold them (services.py).
+# name an admin gives may not hold them (operations.py).
 UNSHOWABLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 

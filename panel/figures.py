@@ -3,7 +3,7 @@ from this table (Glances' `fields_description` and Beszel's tier tables are the 
 
 A figure's one name is its column in `server_metrics`. From each row come: ingest's mapping of
 the sample onto that column (ingest.sample_row), the column itself (models.Metric), its rollup
-columns (models.RollupBase, rollups.FIGURES), the server page's chart series (detail.py), the
+columns (models.RollupBase, rollups.FIGURES), the server page's chart series (server_page.py), the
 servers table's column and sort key (views.py), its Prometheus family (prometheus.py), its alert
 rule metric (alerts.py), and its rows in the generated tables of docs/protocol.md and
 docs/prometheus.md (`python -m panel docs`). Adding a figure is one row here, the agent that

@@ -17,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from . import db, keys, models, services
+from . import db, keys, models, operations
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_USER = "admin"
@@ -28,12 +28,12 @@ def ensure_admin(settings):
     """Create `admin` if no admin exists; returns the password when one was generated."""
     wanted = os.environ.get("MPANEL_ADMIN_PASSWORD")
     if wanted:
-        services.set_admin(ADMIN_USER, wanted, settings.bcrypt_rounds)
+        operations.set_admin(ADMIN_USER, wanted, settings.bcrypt_rounds)
         return None
     if models.any_admin():
         return None
     password = secrets.token_urlsafe(12)
-    services.set_admin(ADMIN_USER, password, settings.bcrypt_rounds)
+    operations.set_admin(ADMIN_USER, password, settings.bcrypt_rounds)
     return password
 
 
@@ -49,9 +49,9 @@ def ensure_local_server(settings, agent_dir, url):
             key = None  # the database was reset since: issue a fresh key
     if key is None:
         if models.server_by_name(name) is None:
-            _, key = services.add_server(name, settings.bcrypt_rounds)
+            _, key = operations.add_server(name, settings.bcrypt_rounds)
         else:
-            key = services.rotate_key(name, settings.bcrypt_rounds, datetime.timedelta(0), b"")
+            key = operations.rotate_key(name, settings.bcrypt_rounds, datetime.timedelta(0), b"")
     config = {
         "controlPanel": {"url": url, "apiKey": key},
         "agent": {"reportInterval": LOCAL_INTERVAL, "hostname": "auto-detect",

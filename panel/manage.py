@@ -3,7 +3,7 @@ token): adding a server and showing its key once, the agent bundle, rotating and
 renaming, flags, deleting; alert channels and rules; and the security log.
 
 Every form answers bad input with the same page, a 4xx status and a message naming the problem;
-nothing is half-written (each change is one transaction in services.py).
+nothing is half-written (each change is one transaction in operations.py).
 """
 import datetime
 import io
@@ -14,7 +14,7 @@ import time
 
 import bottle
 
-from . import alerts, auth, keys, models, services
+from . import alerts, auth, keys, models, operations
 from . import settings as settings_module
 from .db import utcnow
 from .views import ROOT, agent_or_404, panel_url, server_context, template
@@ -105,7 +105,7 @@ def build_manage(settings):
         name = form_text("name", 101)
         critical = bool(bottle.request.forms.get("critical"))
         try:
-            server, key = services.add_server(name, settings.bcrypt_rounds, critical=critical)
+            server, key = operations.add_server(name, settings.bcrypt_rounds, critical=critical)
         except ValueError as err:
             bottle.response.status = 409 if "already exists" in str(err) else 400
             return template("server_new.tpl", title="Add server · mPanel", session=session,
@@ -148,7 +148,7 @@ def build_manage(settings):
                 if value is not None:
                     if value not in ("0", "1"):
                         raise ValueError(f"{flag} must be 0 or 1")
-                    services.set_flag(server_id, flag, value == "1")
+                    operations.set_flag(server_id, flag, value == "1")
         except ValueError as err:
             return error_on_detail(server_id, session, str(err))
         return back_to(server_id)
@@ -158,10 +158,10 @@ def build_manage(settings):
         agent_or_404(server_id)
         try:
             if bottle.request.forms.get("end"):
-                services.end_maintenance(server_id)
+                operations.end_maintenance(server_id)
             else:
                 minutes = int(form_text("minutes", 10) or "x")
-                services.add_maintenance(None, minutes, form_text("reason", 200),
+                operations.add_maintenance(None, minutes, form_text("reason", 200),
                                          server_id=server_id)
         except ValueError as err:
             message = str(err) if "maintenance" in str(err) else \
@@ -172,7 +172,7 @@ def build_manage(settings):
     @app.post("/servers/<server_id:int>/rename", auth="admin")
     def rename(server_id, session):
         try:
-            services.rename_server(server_id, form_text("name", 101))
+            operations.rename_server(server_id, form_text("name", 101))
         except ValueError as err:
             status = 409 if "already exists" in str(err) else 400
             return error_on_detail(server_id, session, str(err), status)
@@ -182,7 +182,7 @@ def build_manage(settings):
     def delete(server_id, session):
         agent_or_404(server_id)
         try:
-            services.delete_server(server_id, form_text("confirm_name", 101))
+            operations.delete_server(server_id, form_text("confirm_name", 101))
         except ValueError as err:
             return error_on_detail(server_id, session, str(err))
         if bottle.request.get_header("HX-Request"):
@@ -214,7 +214,7 @@ def build_manage(settings):
     @app.post("/alerts/channels", auth="admin")
     def add_channel(session):
         try:
-            services.add_channel(form_text("name", 65), form_text("kind", 16),
+            operations.add_channel(form_text("name", 65), form_text("kind", 16),
                                  form_text("target", 2001),
                                  is_default=bool(bottle.request.forms.get("is_default")))
         except ValueError as err:
@@ -246,12 +246,12 @@ def build_manage(settings):
     @app.post("/alerts/routes", auth="admin")
     def add_route(session):
         try:
-            server = services.server_by_id(int(bottle.request.forms.get("server_id") or "0"))
+            server = operations.server_by_id(int(bottle.request.forms.get("server_id") or "0"))
             channel_id = int(bottle.request.forms.get("channel_id") or "0")
             channel = models.by_id(models.Channel, channel_id)
             if channel is None:
                 raise ValueError(f"no channel with id {channel_id}")
-            services.route(server.name, channel.name)
+            operations.route(server.name, channel.name)
         except ValueError as err:
             message = str(err) if str(err).startswith("no ") else "choose a server and a channel"
             return alerts_page(session, error=message, status=400)
@@ -260,7 +260,7 @@ def build_manage(settings):
     @app.post("/alerts/routes/<server_id:int>/<channel_id:int>/delete", auth="admin")
     def delete_route(server_id, channel_id, session):
         if models.valid_id(server_id) and models.valid_id(channel_id):
-            services.unroute(server_id, channel_id)
+            operations.unroute(server_id, channel_id)
         return bottle.redirect("/alerts")
 
     @app.post("/alerts/rules", auth="admin")
@@ -275,11 +275,11 @@ def build_manage(settings):
         server_name = None
         if forms.get("server_id"):
             try:
-                server_name = services.server_by_id(int(forms.get("server_id"))).name
+                server_name = operations.server_by_id(int(forms.get("server_id"))).name
             except ValueError as err:
                 return alerts_page(session, error=str(err), status=400)
         try:
-            services.set_rule(form_text("metric", 16), threshold, minutes, server_name,
+            operations.set_rule(form_text("metric", 16), threshold, minutes, server_name,
                               enabled=forms.get("enabled", "1") == "1")
         except ValueError as err:
             return alerts_page(session, error=str(err), status=400)

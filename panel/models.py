@@ -614,7 +614,7 @@ def server_by_name(name):
 
 def servers_with_agents():
     """[(server, agent)] for every server, ordered by name. Every server is created with its
-    agent row (services.add_server), so an inner join loses none."""
+    agent row (operations.add_server), so an inner join loses none."""
     agents = Agent.select(Agent, Server).join(Server).order_by(Server.name, Server.id)
     return [(agent.server, agent) for agent in agents]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import bottle
 
-from . import auth, charts, detail, figures, keys, models, status, units
+from . import auth, charts, figures, keys, models, server_page, status_page, units
 from .db import utcnow
 from .errors import DATABASE_ERRORS, database_unavailable, refusal
 
@@ -239,38 +239,39 @@ def build_views(settings):
         })
 
     @app.get("/servers/<server_id:int>", auth="viewer")
-    def server_page(server_id, session):
+    def show_server(server_id, session):
         return render("server.tpl", "_server_head.tpl",
                       server_context(server_id, session, settings))
 
     @app.get("/servers/<server_id:int>/charts", auth="viewer")
     def server_charts(server_id, session):
         agent = agent_or_404(server_id)
-        chart_range = detail.parse_range(bottle.request.query.get("range"))
+        chart_range = server_page.parse_range(bottle.request.query.get("range"))
         latest = models.latest_sample_per_agent(
             [agent.id], columns=(models.Metric.agent, models.Metric.memory_total,
                                  models.Metric.swap_total)).get(agent.id)
         bottle.response.set_header("Cache-Control", "no-store")
+        built = server_page.build_charts(
+            agent.id, chart_range, models.agent_clock(agent.clock_offset, utcnow()),
+            latest=latest)
         return template("_charts.tpl", server=agent.server, chart_range=chart_range,
-                        ranges=charts.RANGES, charts=[charts.render(c) for c in detail.build_charts(
-                            agent.id, chart_range, models.agent_clock(agent.clock_offset,
-                                                                      utcnow()), latest=latest)])
+                        ranges=charts.RANGES, charts=[charts.render(c) for c in built])
 
     @app.get("/servers/<server_id:int>/processes", auth="viewer")
     def server_processes(server_id, session):
         agent = agent_or_404(server_id)
         try:
-            moment = detail.parse_moment(bottle.request.query.getunicode("at"))
+            moment = server_page.parse_moment(bottle.request.query.getunicode("at"))
         except ValueError as err:
             raise refusal(400, str(err), "at") from None
         bottle.response.set_header("Cache-Control", "no-store")
         return template("_processes.tpl", server=agent.server,
-                        view=detail.processes_view(agent.id, moment),
+                        view=server_page.processes_view(agent.id, moment),
                         kept_days=settings.retention_raw_days)
 
     @app.get("/status")
     def public_status():
-        rows = status.public_servers()
+        rows = status_page.public_servers()
         down = sum(1 for r in rows if r["state"] == "down")
         bottle.response.set_header("Cache-Control", "no-store")
         return render("status.tpl", "_status_rows.tpl", {
@@ -324,7 +325,7 @@ def server_context(server_id, session, settings, full=None, **extra):
                              models.Metric.network_tx_rate,
                              models.Metric.process_count)).get(agent.id)
     state = models.connection_state(agent.last_seen, now, settings.offline_after)
-    chart_range = detail.parse_range(bottle.request.query.get("range"))
+    chart_range = server_page.parse_range(bottle.request.query.get("range"))
     firing = models.firing_alerts(server.id)
     maintenance = models.current_maintenance(server.id, now)
     context = {
@@ -340,10 +341,10 @@ def server_context(server_id, session, settings, full=None, **extra):
         full = not bottle.request.get_header("HX-Request")
     if full:
         context["charts"] = [charts.render(c) for c in
-                             detail.build_charts(agent.id, chart_range,
+                             server_page.build_charts(agent.id, chart_range,
                                                  models.agent_clock(agent.clock_offset, now),
                                                  latest)]
-        context["processes"] = detail.processes_view(agent.id)
+        context["processes"] = server_page.processes_view(agent.id)
         context["kept_days"] = settings.retention_raw_days
     context.update(extra)
     return context

@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from panel import db, models, services  # noqa: E402
+from panel import db, models, operations  # noqa: E402
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -211,7 +211,7 @@ def http_request(panel, method, path, body=None, headers=None, json_body=None):
 
 def new_server(name="web-1", critical=False):
     """Create a server in the bound database; return (server, key)."""
-    return services.add_server(name, TEST_BCRYPT_ROUNDS, critical=critical)
+    return operations.add_server(name, TEST_BCRYPT_ROUNDS, critical=critical)
 
 
 DELETE = object()

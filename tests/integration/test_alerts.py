@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from panel import alerts, jobs, models, services
+from panel import alerts, jobs, models, operations
 from panel.db import utcnow
 from tests.conftest import (ROOT, bearer, free_port, http_request, new_server, start_panel,
                             stop_panel, wait_for)
@@ -81,7 +81,7 @@ def test_critical_server_offline_then_back_alerts_once_each_way(backend_url, dat
                                                                 webhook):
     panel = jobs_panel(backend_url, tmp_path)
     try:
-        services.add_channel("ops", "webhook", webhook.url)
+        operations.add_channel("ops", "webhook", webhook.url)
         server, key = new_server("db-1", critical=True)
         assert report(panel, key, server.id).status == 200
         assert models.Server.get_by_id(server.id).state == "online"
@@ -107,7 +107,7 @@ def test_a_server_that_is_not_critical_goes_offline_without_an_alert(backend_url
                                                                      tmp_path, webhook):
     panel = jobs_panel(backend_url, tmp_path)
     try:
-        services.add_channel("ops", "webhook", webhook.url)
+        operations.add_channel("ops", "webhook", webhook.url)
         server, key = new_server("scratch")
         report(panel, key, server.id)
         assert wait_for(lambda: models.Server.get_by_id(server.id).state == "offline")
@@ -158,7 +158,7 @@ def test_offline_alert_by_email_over_starttls(backend_url, database, tmp_path, s
                        MPANEL_SMTP_FROM="alerts@panel.example")
     inbox = smtp_server["inbox"].messages
     try:
-        services.add_channel("mail", "email", "oncall@example.com")
+        operations.add_channel("mail", "email", "oncall@example.com")
         server, key = new_server("mail-1", critical=True)
         report(panel, key, server.id)
         assert wait_for(lambda: len(inbox) == 1)
@@ -177,7 +177,7 @@ def test_a_channel_of_an_unknown_kind_is_never_sent_as_email(database, smtp_serv
     """A row whose kind this panel does not know (written by hand, or by a newer release) fails
     at once, naming the kind: it is not mailed to its target, nor retried."""
     smtp = {"host": "127.0.0.1", "port": smtp_server["port"], "cafile": smtp_server["cafile"]}
-    mail = services.add_channel("mail", "email", "oncall@example.com")
+    mail = operations.add_channel("mail", "email", "oncall@example.com")
     pager = models.Channel.create(name="pager", kind="sms", target="pager@example.com")
     server, _ = new_server("odd", critical=True)
     now = utcnow()
@@ -197,7 +197,7 @@ def test_an_unknown_smtp_tls_mode_never_sends_in_clear(database, smtp_server):
     fall through to plain SMTP, login included. The CLI refuses it before anything else."""
     smtp = {"host": "127.0.0.1", "port": smtp_server["port"], "cafile": smtp_server["cafile"],
             "tls": "ssl", "user": "alerts", "password": "secret"}
-    mail = services.add_channel("mail", "email", "oncall@example.com")
+    mail = operations.add_channel("mail", "email", "oncall@example.com")
     alerts.queue_test(mail, utcnow())
     assert alerts.deliver_due(smtp) == (0, 1)
     refused = models.Delivery.get()
@@ -233,8 +233,8 @@ def test_add_channel_flags_are_the_channel_kinds(backend_url, database, tmp_path
 
 
 def test_send_test_alert_reports_each_channel(backend_url, database, tmp_path, webhook):
-    services.add_channel("good", "webhook", webhook.url)
-    services.add_channel("broken", "webhook", f"http://127.0.0.1:{free_port()}/nothing")
+    operations.add_channel("good", "webhook", webhook.url)
+    operations.add_channel("broken", "webhook", f"http://127.0.0.1:{free_port()}/nothing")
     env = dict(os.environ, MPANEL_DATABASE_URL=backend_url, MPANEL_DATA_DIR=str(tmp_path))
     result = subprocess.run([sys.executable, "-m", "panel", "send-test-alert"], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=60)
@@ -255,8 +255,8 @@ def add_samples(agent_id, cpu_values, end=None):
 
 
 def test_threshold_alert_fires_once_and_resolves_once_without_flapping(database, webhook):
-    services.add_channel("ops", "webhook", webhook.url)
-    services.set_rule("cpu", 90, 5)
+    operations.add_channel("ops", "webhook", webhook.url)
+    operations.set_rule("cpu", 90, 5)
     server, _ = new_server("busy")
     agent = models.Agent.get()
     now = utcnow()
@@ -283,13 +283,13 @@ def test_threshold_alert_fires_once_and_resolves_once_without_flapping(database,
 def test_server_override_and_routing(database, webhook):
     other = WebhookReceiver()
     try:
-        services.add_channel("default", "webhook", webhook.url)
-        services.add_channel("team-db", "webhook", other.url, is_default=False)
-        services.set_rule("cpu", 90, 5)
+        operations.add_channel("default", "webhook", webhook.url)
+        operations.add_channel("team-db", "webhook", other.url, is_default=False)
+        operations.set_rule("cpu", 90, 5)
         db_server, _ = new_server("db")
         web_server, _ = new_server("web")
-        services.route("db", "team-db")
-        services.set_rule("cpu", 99, 5, server_name="web")  # web runs hot by design
+        operations.route("db", "team-db")
+        operations.set_rule("cpu", 99, 5, server_name="web")  # web runs hot by design
         now = utcnow()
         for agent in models.Agent.select():
             add_samples(agent.id, [95] * 6, end=now)
@@ -302,10 +302,10 @@ def test_server_override_and_routing(database, webhook):
 
 
 def test_maintenance_silences_alerts_but_keeps_data(database, webhook):
-    services.add_channel("ops", "webhook", webhook.url)
-    services.set_rule("cpu", 90, 5)
+    operations.add_channel("ops", "webhook", webhook.url)
+    operations.set_rule("cpu", 90, 5)
     server, _ = new_server("patching", critical=True)
-    services.add_maintenance("patching", 60, "kernel upgrade")
+    operations.add_maintenance("patching", 60, "kernel upgrade")
     agent = models.Agent.get()
     now = utcnow()
     add_samples(agent.id, [99] * 6, end=now)
@@ -317,7 +317,7 @@ def test_maintenance_silences_alerts_but_keeps_data(database, webhook):
 
 
 def test_failed_delivery_is_retried_with_backoff_and_visible(database, webhook):
-    services.add_channel("ops", "webhook", webhook.url)
+    operations.add_channel("ops", "webhook", webhook.url)
     server, _ = new_server("flaky", critical=True)
     webhook.fail_next = 2
     now = utcnow()
@@ -338,7 +338,7 @@ def test_failed_delivery_is_retried_with_backoff_and_visible(database, webhook):
 
 def test_two_evaluations_at_once_open_one_alert(database, webhook):
     """What two replicas do when their jobs overlap: the unique open alert wins."""
-    services.add_channel("ops", "webhook", webhook.url)
+    operations.add_channel("ops", "webhook", webhook.url)
     server, _ = new_server("twice", critical=True)
     now = utcnow()
     assert alerts.open_alert(server, "offline", "offline", now) is not None
@@ -366,7 +366,7 @@ def test_two_replicas_on_one_postgresql_send_one_alert_per_transition(postgresql
     first = start_panel(postgresql_url, tmp_path / "a.log", env)
     second = start_panel(postgresql_url, tmp_path / "b.log", env)
     try:
-        services.add_channel("ops", "webhook", webhook.url)
+        operations.add_channel("ops", "webhook", webhook.url)
         server, key = new_server("replicated", critical=True)
         for _ in range(2):  # two outages, reported to alternate replicas
             assert report(first, key, server.id).status == 200

@@ -15,7 +15,7 @@ import time
 import pytest
 import waitress.server
 
-from panel import create_app, db, keys, models, services, settings
+from panel import create_app, db, keys, models, operations, settings
 from tests.conftest import (ROOT, TEST_BCRYPT_ROUNDS, bearer, free_port, http_request,
                             new_server, stamp, start_agent, start_panel, stop_panel, wait_for,
                             write_agent_config)
@@ -247,7 +247,7 @@ def test_an_unknown_key_id_is_refused_as_fast_as_a_wrong_secret(database, backen
     panel = start_panel(backend_url, tmp_path / "panel.log",
                         {"MPANEL_TRUSTED_PROXIES": "127.0.0.1/32"})
     try:
-        server, key = services.add_server("costly", 10)
+        server, key = operations.add_server("costly", 10)
         key_id = keys.key_id_of(key)
 
         def wrong_secret(n):
@@ -315,7 +315,7 @@ def test_every_401_of_the_agent_api_carries_a_bearer_challenge(proxied_panel):
 def test_security_page_shows_summaries_with_count_and_first_and_last_seen(proxied_panel):
     from tests.integration.test_dashboard import PASSWORD, Browser
 
-    services.set_admin("admin", PASSWORD, TEST_BCRYPT_ROUNDS)
+    operations.set_admin("admin", PASSWORD, TEST_BCRYPT_ROUNDS)
     admin = Browser(proxied_panel)
     assert admin.login().status == 303
     for _ in range(25):
@@ -381,7 +381,7 @@ def test_concurrent_wrong_logins_on_two_replicas_check_the_password_only_up_to_t
         backend_url, database, tmp_path):
     """Forty wrong logins for one user at once, split over two panel processes on one database:
     exactly MPANEL_LOGIN_FAILURE_LIMIT (5) get their password checked (401), the rest 429."""
-    services.set_admin("admin", "the right password", 8)
+    operations.set_admin("admin", "the right password", 8)
     replicas = [start_panel(backend_url, tmp_path / f"panel-{n}.log",
                             {"MPANEL_BCRYPT_ROUNDS": "8", "MPANEL_THREADS": "8"})
                 for n in range(2)]
@@ -418,7 +418,7 @@ def test_a_login_takes_as_long_for_an_unknown_user_as_for_a_known_one(backend_ur
                                                                      tmp_path):
     """Passwords hashed at cost 10 (~60 ms here): an unknown user checked against a cheaper
     dummy would answer many times faster."""
-    services.set_admin("admin", "the right password", 10)
+    operations.set_admin("admin", "the right password", 10)
     panel = start_panel(backend_url, tmp_path / "panel.log",
                         {"MPANEL_BCRYPT_ROUNDS": "10", "MPANEL_LOGIN_FAILURE_LIMIT": "50"})
     try:

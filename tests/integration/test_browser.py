@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from panel import services
+from panel import operations
 from tests.conftest import (ROOT, TEST_BCRYPT_ROUNDS, bearer, http_request, new_server, require,
                             stamp)
 from tests.integration.test_api import sample
@@ -41,7 +41,7 @@ def browser():
 def log_in(browser, panel):
     from selenium.webdriver.common.by import By
 
-    services.set_admin("admin", PASSWORD, TEST_BCRYPT_ROUNDS)
+    operations.set_admin("admin", PASSWORD, TEST_BCRYPT_ROUNDS)
     browser.get(f"{panel.url}/servers")
     assert "/login" in browser.current_url
     browser.find_element(By.NAME, "username").send_keys("admin")

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from panel import models, services
+from panel import models, operations
 from tests.conftest import TEST_BCRYPT_ROUNDS, bearer, http_request, new_server
 
 PASSWORD = "correct horse battery"
@@ -47,7 +47,7 @@ class Browser:
 
 @pytest.fixture
 def admin(panel):
-    services.set_admin("admin", PASSWORD, TEST_BCRYPT_ROUNDS)
+    operations.set_admin("admin", PASSWORD, TEST_BCRYPT_ROUNDS)
 
 
 @pytest.fixture

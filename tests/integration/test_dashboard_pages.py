@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 
-from panel import alerts, models, rollups, services
+from panel import alerts, models, operations, rollups
 from tests import synthetic
 from tests.conftest import TEST_BCRYPT_ROUNDS, bearer, http_request, new_server, stamp
 from tests.integration.test_api import sample
@@ -21,7 +21,7 @@ HTML = {"Accept": "text/html"}
 
 @pytest.fixture
 def admin(panel):
-    services.set_admin("admin", PASSWORD, TEST_BCRYPT_ROUNDS)
+    operations.set_admin("admin", PASSWORD, TEST_BCRYPT_ROUNDS)
     browser = Browser(panel)
     assert browser.login().status == 303
     return browser
@@ -29,7 +29,7 @@ def admin(panel):
 
 @pytest.fixture
 def viewer(panel):
-    services.set_admin("watcher", PASSWORD, TEST_BCRYPT_ROUNDS, role="viewer")
+    operations.set_admin("watcher", PASSWORD, TEST_BCRYPT_ROUNDS, role="viewer")
     browser = Browser(panel)
     assert browser.login("watcher").status == 303
     return browser
@@ -315,7 +315,7 @@ def test_errors_are_json_for_tools(admin):
 # ===== Login protection ==========================================================================
 
 def test_repeated_failed_logins_are_throttled(panel):
-    services.set_admin("admin", PASSWORD, TEST_BCRYPT_ROUNDS)
+    operations.set_admin("admin", PASSWORD, TEST_BCRYPT_ROUNDS)
     browser = Browser(panel)
     statuses = [browser.login(password=f"wrong {i}").status for i in range(6)]
     assert statuses[:5] == [401] * 5 and statuses[5] == 429
@@ -385,7 +385,7 @@ def test_send_test_alert_reports_the_outcome(admin, panel):
 def test_status_page_shows_only_chosen_servers_without_metrics(panel):
     shown, shown_key = new_server("Shop API")
     hidden, _ = new_server("internal-db")
-    services.set_flag(shown.id, "public_status", True)
+    operations.set_flag(shown.id, "public_status", True)
     register(panel, shown_key, hostname="secret-host.internal")
     http_request(panel, "POST", "/api/agent/metrics", headers=bearer(shown_key),
                  json_body=sample(shown.id))
@@ -429,12 +429,12 @@ def test_table_sorts_and_filters_on_the_server(admin, panel):
 
 def test_a_new_password_ends_that_accounts_sessions(admin):
     assert admin.request("GET", "/servers").status == 200
-    services.set_admin("admin", "a brand new password", TEST_BCRYPT_ROUNDS)
+    operations.set_admin("admin", "a brand new password", TEST_BCRYPT_ROUNDS)
     assert admin.request("GET", "/servers").status in (302, 303)
 
 
 def test_viewers_do_not_see_webhook_urls(admin, viewer):
-    services.add_channel("ops", "webhook", "https://hooks.example.com/T000/secret-token")
+    operations.add_channel("ops", "webhook", "https://hooks.example.com/T000/secret-token")
     assert "secret-token" in admin.request("GET", "/alerts").text
     page = viewer.request("GET", "/alerts").text
     assert "secret-token" not in page and "hooks.example.com" not in page
@@ -485,8 +485,8 @@ def test_routes_from_the_alerts_page(admin, panel):
 
     server, _ = new_server("web-1")
     other, _ = new_server("web-2")
-    default = services.add_channel("all", "webhook", "https://hooks.example.com/a")
-    own = services.add_channel("db-team", "email", "db@example.com", is_default=False)
+    default = operations.add_channel("all", "webhook", "https://hooks.example.com/a")
+    own = operations.add_channel("db-team", "email", "db@example.com", is_default=False)
     assert post(admin, "/alerts/routes", {"server_id": str(server.id),
                                           "channel_id": str(own.id)}).status == 303
     assert [c.name for c in alerts.channels_for(server.id)] == ["db-team"]

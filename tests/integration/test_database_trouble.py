@@ -15,7 +15,7 @@ import urllib.parse
 
 import pytest
 
-from panel import SECURITY_HEADERS, db, keys, migrations, services
+from panel import SECURITY_HEADERS, db, keys, migrations, operations
 from tests.conftest import (DEFAULT_PG_URL, ROOT, TEST_BCRYPT_ROUNDS, _pg_admin_connection,
                             bearer, http_request, new_server, start_panel, stop_panel, wait_for)
 from tests.integration.test_api import sample
@@ -192,7 +192,7 @@ def test_database_trouble_is_a_503_everywhere_and_healthz_and_check_notice(
     with scratch_database(backend, tmp_path) as (url, run_as_owner):
         db.bind(url)
         server, key = new_server("web-1")
-        services.set_admin("admin", PASSWORD, TEST_BCRYPT_ROUNDS)
+        operations.set_admin("admin", PASSWORD, TEST_BCRYPT_ROUNDS)
         db.database_proxy.close()
         panel = start_panel(url, tmp_path / "panel.log")
         try:

@@ -80,8 +80,8 @@ def test_the_fullest_mounts_inodes_are_stored_rolled_up_charted_exported_and_ale
         panel, admin, scraper):  # noqa: F811
     """A mail spool out of inodes with most of its space free: the disk figure says 10 %, the
     inode figure 95 %, and the inodes rule fires on it."""
-    from panel import services
-    services.set_rule("inodes", 90, 1)
+    from panel import operations
+    operations.set_rule("inodes", 90, 1)
     server, key = new_server("mail")
     now = utcnow()
     mounts = [mount("/", 10, 90, 200, 800), mount("/var/spool", 5, 95, 950, 50),

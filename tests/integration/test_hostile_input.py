@@ -14,7 +14,7 @@ import urllib.parse
 
 import pytest
 
-from panel import SECURITY_HEADERS, errors, manage, models, prometheus, services, views
+from panel import SECURITY_HEADERS, errors, manage, models, operations, prometheus, views
 from panel import settings as settings_module
 from tests.conftest import bearer, http_request, new_server
 from tests.integration.test_api import sample
@@ -150,12 +150,12 @@ def encode(pairs):
 @pytest.fixture
 def site(panel):
     """An admin's browser on a panel with one of everything a page can list."""
-    services.set_admin("admin", "correct horse battery", 4)
+    operations.set_admin("admin", "correct horse battery", 4)
     server, _ = new_server("web-1")
     other, _ = new_server("web-2")
-    channel = services.add_channel("ops", "webhook", "http://127.0.0.1:9/hook")
-    services.route("web-1", "ops")
-    services.set_rule("cpu", 90, 5, "web-1")
+    channel = operations.add_channel("ops", "webhook", "http://127.0.0.1:9/hook")
+    operations.route("web-1", "ops")
+    operations.set_rule("cpu", 90, 5, "web-1")
     browser = Browser(panel)
     assert browser.login(password="correct horse battery").status == 303
     return browser, server, other, channel

@@ -96,9 +96,9 @@ def test_counters_summing_past_bigint_store_the_sample_without_the_sum(panel, se
 def test_an_alert_threshold_too_small_for_real_is_stored_as_zero(database):
     """The same mistake elsewhere: the rules page and CLI take a threshold of 0 to 1,000,000,
     and 1e-50 is in range, but PostgreSQL's REAL column refuses it."""
-    from panel import services
+    from panel import operations
 
-    services.set_rule("cpu", 1e-50, 5)
+    operations.set_rule("cpu", 1e-50, 5)
     assert models.AlertRule.get(models.AlertRule.metric == "cpu").threshold == 0.0
 
 

@@ -2,7 +2,7 @@
 chart rows, one rule for the tier a chart range reads."""
 import datetime
 
-from panel import charts, detail, figures, rollups
+from panel import charts, figures, rollups, server_page
 
 
 def test_every_chart_range_reads_the_tier_the_one_rule_picks():
@@ -41,8 +41,8 @@ def test_raw_and_rollup_rows_give_each_figure_its_own_series():
     raw_row = (moment, *(values.get(column) for column in rollups.RAW_CHART_COLUMNS[1:]))
     rollup_row = (moment, *(v for figure in figures.CHARTED
                             for v in (values[figure.column], 10 * values[figure.column])))
-    raw_points = detail.figure_points("raw", [raw_row])
-    rollup_points = detail.figure_points("5m", [rollup_row])
+    raw_points = server_page.figure_points("raw", [raw_row])
+    rollup_points = server_page.figure_points("5m", [rollup_row])
     for column, value in values.items():
         assert raw_points[column] == [(charts.epoch(moment), value, None)], column
         assert rollup_points[column] == [(charts.epoch(moment), value, 10 * value)], column

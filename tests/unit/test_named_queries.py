@@ -9,7 +9,7 @@ BUILT_QUERY = re.compile(r"models\.[A-Z]\w*\.(?:select|update|delete|insert|inse
 # Modules not yet moved (issue 11 lands in stages): the figure table's restructuring owns these.
 NOT_YET = {
     "jobs.py",  # evaluate_rules reads the rule metrics' columns, which the figure table derives
-    "prometheus.py", "rollups.py", "charts.py", "detail.py", "ingest.py",
+    "prometheus.py", "rollups.py", "charts.py", "server_page.py", "ingest.py",
 }
 
 

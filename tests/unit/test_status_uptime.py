@@ -1,7 +1,7 @@
 """Uptime for the public status page, from recorded offline/online transitions."""
 import datetime
 
-from panel.status import uptime_percent
+from panel.status_page import uptime_percent
 
 NOW = datetime.datetime(2026, 11, 30, 12, 0)
 DAY = datetime.timedelta(days=1)
