@@ -399,6 +399,18 @@ def agent_env():
     return {k: v for k, v in os.environ.items() if not k.startswith("MPANEL_")}
 
 
+def stop_process(process, timeout=10):
+    """SIGTERM and wait; one that has not stopped by then is killed (so it cannot outlive the
+    test) and the test fails on the timeout. -> its exit code."""
+    process.terminate()
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+        raise
+
+
 def start_agent(config_path, log_path=None, *args):
     """agent.py --config CONFIG [args] in the background, its output in log_path."""
     output = open(log_path, "ab") if log_path else subprocess.DEVNULL

@@ -18,8 +18,8 @@ import pytest
 
 from panel import models
 from tests.conftest import (BASE_TIME, ROOT, CountingProxy, agent_env, free_port, new_server,
-                            require, stamp, start_agent, start_panel, stop_panel, wait_for,
-                            write_agent_config)
+                            require, stamp, start_agent, start_panel, stop_panel, stop_process,
+                            wait_for, write_agent_config)
 from tests.integration.test_delivery import bury_in_buffer, buffered, old_sample, run_once
 
 
@@ -83,13 +83,7 @@ def waiting(state):
 
 
 def stop(process):
-    process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
-        raise
+    return stop_process(process, timeout=15)
 
 
 def new_timestamps():
@@ -207,7 +201,7 @@ def test_random_bytes_in_the_buffer_header_are_set_aside_and_the_agent_starts(pa
     checkpoint(state)
     with open(state / "buffer.sqlite3", "r+b") as handle:
         handle.write(os.urandom(100))
-    result = run_once_past_a_damaged_buffer(config, state)
+    run_once_past_a_damaged_buffer(config, state)
     assert len(new_timestamps()) == 1 and buffered(state) == 0
 
 

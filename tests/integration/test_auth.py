@@ -16,8 +16,8 @@ import pytest
 import waitress.server
 
 from panel import create_app, db, keys, models, operations, settings
-from tests.conftest import (ROOT, TEST_BCRYPT_ROUNDS, bearer, free_port, http_request,
-                            new_server, stamp, start_agent, start_panel, stop_panel, wait_for,
+from tests.conftest import (ROOT, TEST_BCRYPT_ROUNDS, bearer, free_port, http_request, new_server,
+                            stamp, start_agent, start_panel, stop_panel, stop_process, wait_for,
                             write_agent_config)
 from tests.integration.test_api import sample
 
@@ -472,8 +472,7 @@ def test_rotation_hands_the_running_agent_its_new_key(fast_panel, tmp_path):
         count = models.Metric.select().count()
         assert wait_for(lambda: models.Metric.select().count() >= count + 2)
     finally:
-        agent.terminate()
-        agent.wait(timeout=10)
+        stop_process(agent)
     row = models.Agent.get()
     assert row.prev_key_id is None and row.pending_key_box is None  # old key retired
     state = json.loads((tmp_path / "agent" / "state" / "state.json").read_text())

@@ -8,7 +8,7 @@ import pytest
 
 from panel import operations
 from tests.conftest import (ROOT, TEST_BCRYPT_ROUNDS, bearer, http_request, new_server, require,
-                            stamp)
+                            stamp, stop_process)
 from tests.integration.test_api import sample
 
 PASSWORD = "browser test password"
@@ -276,8 +276,7 @@ def test_admin_adds_a_server_watches_it_report_and_rotates_its_key(browser, live
         assert wait_until(lambda: "switched to the new key" in browser.page_source, timeout=20)
         assert agent.poll() is None  # still running
     finally:
-        agent.terminate()
-        agent.wait(timeout=10)
+        stop_process(agent)
 
     # A detail page with history, for the README.
     browser.get(f"{panel.url}/servers/{busy.id}?range=6h")

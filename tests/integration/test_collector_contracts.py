@@ -16,7 +16,7 @@ import pytest
 import agent
 from panel import ingest, protocol
 from panel.validation import validate
-from tests.conftest import free_port, start_nginx, wait_for_port
+from tests.conftest import free_port, start_nginx, stop_process, wait_for_port
 from tests.integration.test_services import (docker_socket, postgres_settings,  # noqa: F401
                                              redis_port)
 
@@ -47,8 +47,7 @@ def web_status_urls(tmp_path):
         yield {"nginx": {"url": f"http://127.0.0.1:{port}/nginx_status"},
                "apache": {"url": f"http://127.0.0.1:{port}/server-status?auto"}}
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process)
 
 
 @pytest.fixture

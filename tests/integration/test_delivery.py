@@ -15,7 +15,7 @@ import pytest
 
 from panel import models
 from tests.conftest import (BASE_TIME, ROOT, CountingProxy, agent_env, new_server, stamp,
-                            start_agent, start_panel, stop_panel, wait_for,
+                            start_agent, start_panel, stop_panel, stop_process, wait_for,
                             write_agent_config)
 
 
@@ -69,8 +69,7 @@ def test_rejected_key_is_logged_once_and_backs_off_instead_of_hammering(panel, t
         assert wait_for(lambda: buffered(tmp_path / "state") >= 4, timeout=30), \
             log_path.read_text()
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process)
         proxy.close()
     text = log_path.read_text()
     assert text.count("API key rejected") == 1, text
@@ -165,8 +164,7 @@ def test_retry_after_is_honoured(tmp_path):
     try:
         wait_for(lambda: len(_Unavailable.times) >= 2, timeout=20)
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process)
         server.shutdown()
     assert len(_Unavailable.times) >= 2
     gap = _Unavailable.times[1] - _Unavailable.times[0]

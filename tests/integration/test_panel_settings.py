@@ -4,8 +4,8 @@ interval is longer than a minute."""
 import pytest
 
 from panel import models
-from tests.conftest import (new_server, start_agent, start_panel, stop_panel, wait_for,
-                            write_agent_config)
+from tests.conftest import (new_server, start_agent, start_panel, stop_panel, stop_process,
+                            wait_for, write_agent_config)
 
 
 @pytest.fixture
@@ -26,8 +26,7 @@ def test_panel_narrows_the_collectors(steered_panel, tmp_path):
     try:
         assert wait_for(lambda: models.Metric.select().count() >= 2, timeout=20)
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process)
     newest = models.Metric.select().order_by(models.Metric.timestamp.desc()).first()
     assert newest.cpu_usage is not None and newest.memory_total is not None
     assert newest.interfaces is None and newest.processes is None  # the panel said no
@@ -48,7 +47,6 @@ def test_long_interval_from_the_panel_brings_heartbeats(steered_panel, tmp_path)
                  timeout=20)
         later_seen = models.Agent.get().last_seen
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process)
     assert models.Metric.select().count() == 1  # the panel's 600 s replaced the agent's 1 s
     assert (later_seen - first_seen).total_seconds() >= 2  # heartbeats kept it fresh

@@ -33,7 +33,7 @@ import pytest
 from panel import models, settings
 from tests.conftest import (ROOT, bearer, free_port, http_request, new_server, require,
                             self_signed_certificate, start_nginx, start_panel, stop_panel,
-                            wait_for_port, write_agent_config)
+                            stop_process, wait_for_port, write_agent_config)
 from tests.integration.test_api import sample
 from tests.integration.test_transport import run_agent
 
@@ -169,8 +169,7 @@ def proxy_stack(request, backend_url, tmp_path_factory):
             wait_for_port(http_port, proxy)
             yield Stack(request.param, panel, https_port, http_port, cert)
         finally:
-            proxy.terminate()
-            proxy.wait(timeout=10)
+            stop_process(proxy)
     finally:
         stop_panel(panel)
         shutil.rmtree(prefix, ignore_errors=True)
@@ -379,5 +378,4 @@ def test_the_panel_works_where_memory_may_not_be_writable_and_executable(backend
         assert answer.status == 200, answer.body
         assert models.Metric.select().count() == 1
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import agent
-from tests.conftest import (DEFAULT_PG_URL, free_port, require, start_nginx, wait_for_port)
+from tests.conftest import (DEFAULT_PG_URL, free_port, require, start_nginx, stop_process,
+                            wait_for_port)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -132,8 +133,7 @@ def nginx_port(tmp_path):
         wait_for_port(port, process)
         yield port
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process)
 
 
 def test_nginx_reports_connections_and_a_request_rate(nginx_port):

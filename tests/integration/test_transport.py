@@ -13,7 +13,7 @@ import pytest
 
 from panel import models
 from tests.conftest import (ROOT, free_port, new_server, require, self_signed_certificate,
-                            start_nginx, wait_for_port, write_agent_config)
+                            start_nginx, stop_process, wait_for_port, write_agent_config)
 
 
 @pytest.fixture
@@ -43,8 +43,7 @@ def https_panel(panel, certificate, tmp_path):
         wait_for_port(port, process)
         yield f"https://127.0.0.1:{port}", cert, fingerprint
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process)
 
 
 LEGACY_URLLIB3 = ROOT / ".venv" / "urllib3-1.26"
