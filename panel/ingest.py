@@ -9,6 +9,7 @@ import datetime
 import email.utils
 
 from . import figures, models, protocol
+from .errors import text_problem
 from .validation import ValidationError
 
 # Offsets measured from a Date header (whole seconds) differ by this much without any change.
@@ -164,7 +165,8 @@ EXTRA_TEXT_LENGTH = 256
 
 
 def _plain_name(text, most=EXTRA_NAME_LENGTH):
-    return isinstance(text, str) and 0 < len(text) <= most and "\x00" not in text
+    # The panel's one rule for text (errors.text_problem), as for every other string it keeps.
+    return isinstance(text, str) and 0 < len(text) <= most and text_problem(text) is None
 
 
 def extra_sections(metrics):
