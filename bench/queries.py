@@ -66,8 +66,9 @@ def generate(database, servers, days, now):
     for table, step, span in (("metrics_5m", "5 minutes", 30), ("metrics_1h", "1 hour", 30)):
         database.execute_sql(
             f"INSERT INTO {table} (agent_id, bucket, samples, cpu_usage_avg, cpu_usage_max, "
-            "load_avg, load_max, memory_used_avg, memory_used_max, memory_total, "
-            "disk_percent_avg, disk_percent_max, net_rx_avg, net_rx_max, net_tx_avg, net_tx_max) "
+            "cpu_load_1min_avg, cpu_load_1min_max, memory_used_avg, memory_used_max, memory_total, "
+            "disk_max_percent_avg, disk_max_percent_max, network_rx_rate_avg, network_rx_rate_max, "
+            "network_tx_rate_avg, network_tx_rate_max) "
             "SELECT a.id, b, 5, random() * 100, 100, random() * 4, 4, random() * 8e9, 8e9, "
             "8589934592, 50, 60, random() * 1e6, 1e6, random() * 1e6, 1e6 "
             "FROM servers_agents a, generate_series(%s::timestamp, %s::timestamp, "

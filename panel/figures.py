@@ -84,8 +84,6 @@ class Figure:
     entries: str = None     # the section's list the keys are read from (mounts, io, interfaces)
     reduce: str = "value"   # REDUCERS
     rollup: str = None      # ROLLUPS, or None: not rolled up
-    # The rollup columns' stem where it predates this table (stored data keeps its names).
-    rollup_stem: str = None
     chart: str = None       # CHARTS key; a charted figure is rolled up (long ranges read rollups)
     label: str = None       # its line's label on that chart
     table: TableColumn = None
@@ -93,10 +91,6 @@ class Figure:
     alert: str = None       # the alert rule metric that watches it (stored in alert_rules.metric)
     share_of: str = None    # shown and watched as a percentage of this column
     inputs: tuple = ()      # Input entry fields it alone reads
-
-    @property
-    def stem(self):
-        return self.rollup_stem or self.column
 
     @property
     def wire(self):
@@ -136,7 +130,7 @@ FIGURES = (
            prometheus=Family("mpanel_cpu_steal_ratio",
                              "CPU share stolen by the hypervisor (0-1).", _RATIO)),
     Figure("cpu_load_1min", "cpu", ("load1",), "load", "real", "load average over 1 minute (emulated on Windows)",
-           rollup="mean_peak", rollup_stem="load", chart="load", label="load",
+           rollup="mean_peak", chart="load", label="load",
            table=TableColumn("load", "Load", 6),
            prometheus=Family("mpanel_load1", "1-minute load average."), alert="load"),
     Figure("cpu_load_5min", "cpu", ("load5",), "load", "real", "load average over 5 minutes (emulated on Windows)",
@@ -178,7 +172,7 @@ FIGURES = (
     Figure("disk_max_percent", "disk", ("used", "free"), "percent", "real",
            "used share of the fullest mount, used / (used + free): what the disk alert watches",
            entries="mounts", reduce="fullest_share", rollup="mean_peak",
-           rollup_stem="disk_percent", chart="disk", label="fullest mount",
+           chart="disk", label="fullest mount",
            table=TableColumn("disk", "Disk", 3),
            prometheus=Family("mpanel_disk_max_used_ratio",
                              "Used share of the fullest mount (0-1): what the panel's disk alert "
@@ -204,23 +198,23 @@ FIGURES = (
                                            "Free inodes on the filesystem.")))),
     Figure("disk_read_rate", "disk", ("readBytesPerSec",), "rate", "real",
            "bytes read per second, all block devices", entries="io", reduce="rate_sum",
-           rollup="mean_peak", rollup_stem="disk_read", chart="disk_io", label="read",
+           rollup="mean_peak", chart="disk_io", label="read",
            prometheus=Family("mpanel_disk_read_bytes_per_second",
                              "Bytes read from block devices per second.")),
     Figure("disk_write_rate", "disk", ("writeBytesPerSec",), "rate", "real",
            "bytes written per second, all block devices", entries="io", reduce="rate_sum",
-           rollup="mean_peak", rollup_stem="disk_write", chart="disk_io", label="write",
+           rollup="mean_peak", chart="disk_io", label="write",
            prometheus=Family("mpanel_disk_written_bytes_per_second",
                              "Bytes written to block devices per second.")),
     Figure("network_rx_rate", "network", ("bytesRecvPerSec",), "rate", "real",
            "bytes received per second, all interfaces", entries="interfaces",
-           reduce="rate_sum", rollup="mean_peak", rollup_stem="net_rx", chart="network",
+           reduce="rate_sum", rollup="mean_peak", chart="network",
            label="received", table=TableColumn("rx", "Net in", 4),
            prometheus=Family("mpanel_network_receive_bytes_per_second",
                              "Bytes received per second, all interfaces but loopback.")),
     Figure("network_tx_rate", "network", ("bytesSentPerSec",), "rate", "real",
            "bytes sent per second, all interfaces", entries="interfaces", reduce="rate_sum",
-           rollup="mean_peak", rollup_stem="net_tx", chart="network", label="sent",
+           rollup="mean_peak", chart="network", label="sent",
            table=TableColumn("tx", "Net out", 5),
            prometheus=Family("mpanel_network_transmit_bytes_per_second",
                              "Bytes sent per second, all interfaces but loopback.")),
@@ -253,8 +247,8 @@ ALERTED = {f.alert: f for f in FIGURES if f.alert}
 def rollup_columns(figure):
     """The figure's columns in the rollup tables."""
     if figure.rollup == "mean_peak":
-        return (f"{figure.stem}_avg", f"{figure.stem}_max")
-    return (figure.stem,) if figure.rollup == "last" else ()
+        return (f"{figure.column}_avg", f"{figure.column}_max")
+    return (figure.column,) if figure.rollup == "last" else ()
 
 
 def shown_unit(figure):

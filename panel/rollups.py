@@ -26,12 +26,11 @@ LATE_WINDOW = datetime.timedelta(minutes=75)
 # the runs ahead; the margin is the half hour the job may lag (a slow or failed run, a restart).
 DIRTY_AFTER = LATE_WINDOW - datetime.timedelta(minutes=30)
 
-# (rollup stem, source column in server_metrics) of each figure rolled up as mean and peak: each
-# gets <stem>_avg and <stem>_max (figures.rollup_columns). From the figure table.
-FIGURES = tuple((figure.stem, figure.column) for figure in figures.ROLLED_UP)
-# Figures kept as the bucket's last known value (a total the charts scale to).
-LAST_VALUES = tuple((figure.stem, figure.column) for figure in figures.FIGURES
-                    if figure.rollup == "last")
+# The server_metrics column of each figure rolled up as mean and peak: each gets <column>_avg
+# and <column>_max in the rollup tables (figures.rollup_columns). From the figure table.
+FIGURES = tuple(figure.column for figure in figures.ROLLED_UP)
+# Figures kept as the bucket's last known value (a total the charts scale to), same name.
+LAST_VALUES = tuple(figure.column for figure in figures.FIGURES if figure.rollup == "last")
 
 
 class Tier:
@@ -74,11 +73,11 @@ def rollup(rows, seconds):
     result = []
     for (agent, bucket), members in sorted(groups.items(), key=lambda item: item[0][1]):
         out = {"agent": agent, "bucket": bucket, "samples": len(members)}
-        for field, column in FIGURES:
-            out[f"{field}_avg"], out[f"{field}_max"] = _summarise(m.get(column) for m in members)
-        for field, column in LAST_VALUES:
+        for column in FIGURES:
+            out[f"{column}_avg"], out[f"{column}_max"] = _summarise(m.get(column) for m in members)
+        for column in LAST_VALUES:
             known = [m[column] for m in members if m.get(column)]
-            out[field] = known[-1] if known else None
+            out[column] = known[-1] if known else None
         result.append(out)
     return result
 
@@ -91,14 +90,14 @@ def merge(rollup_rows, seconds):
     result = []
     for (agent, bucket), members in sorted(groups.items(), key=lambda item: item[0][1]):
         out = {"agent": agent, "bucket": bucket, "samples": sum(m["samples"] for m in members)}
-        for field, _ in FIGURES:
+        for field in FIGURES:
             weighted = [(m[f"{field}_avg"], m["samples"]) for m in members
                         if m[f"{field}_avg"] is not None]
             weight = sum(n for _, n in weighted)
             out[f"{field}_avg"] = sum(v * n for v, n in weighted) / weight if weight else None
             peaks = [m[f"{field}_max"] for m in members if m[f"{field}_max"] is not None]
             out[f"{field}_max"] = max(peaks) if peaks else None
-        for field, _ in LAST_VALUES:
+        for field in LAST_VALUES:
             known = [m[field] for m in members if m[field]]
             out[field] = known[-1] if known else None
         result.append(out)
@@ -121,7 +120,7 @@ def _upsert(model, rows):
 
 def _raw_columns():
     return [models.Metric.agent, models.Metric.timestamp] + \
-        [getattr(models.Metric, column) for _, column in LAST_VALUES + FIGURES]
+        [getattr(models.Metric, column) for column in LAST_VALUES + FIGURES]
 
 
 def _recompute(tier, condition_of):
@@ -244,10 +243,10 @@ RAW_CHART_COLUMNS = ("timestamp", *(figure.column for figure in figures.CHARTED)
                      *(chart.total for chart in figures.CHARTS if chart.total), "late")
 
 
-def series(agent_id, start, end, stems=None, tier_name=None):
+def series(agent_id, start, end, columns=None, tier_name=None):
     """(tier name, rows as tuples) for one agent between start and end, from `tier_name` ("raw"
     or a tier's name) or else the tier that fits: raw rows carry RAW_CHART_COLUMNS; rollup rows
-    the bucket then, for each of `stems` (from FIGURES; default the charted ones, in
+    the bucket then, for each of `columns` (from FIGURES; default the charted ones, in
     figures.CHARTED order), its mean and peak. Tuples, not model objects: a 30-day
     chart is 8,640 rows, and building objects would cost more than the query."""
     if tier_name is None:
@@ -262,7 +261,7 @@ def series(agent_id, start, end, stems=None, tier_name=None):
                  .order_by(models.Metric.timestamp))
         return "raw", _fetch(query, models.Metric.timestamp)
     model = tier.model
-    names = stems or [figure.stem for figure in figures.CHARTED]
+    names = columns or [figure.column for figure in figures.CHARTED]
     columns = [model.bucket] + [getattr(model, f"{name}_{kind}") for name in names
                                 for kind in ("avg", "max")]
     query = (model.select(*columns).where((model.agent == agent_id) & (model.bucket >= start) &

@@ -126,15 +126,15 @@ CREATE TABLE IF NOT EXISTS metrics_5m (
   cpu_usage_avg REAL, cpu_usage_max REAL,
   cpu_iowait_avg REAL, cpu_iowait_max REAL,
   cpu_steal_avg REAL, cpu_steal_max REAL,
-  load_avg REAL, load_max REAL,
+  cpu_load_1min_avg REAL, cpu_load_1min_max REAL,
   memory_used_avg REAL, memory_used_max REAL, memory_total BIGINT,
   swap_used_avg REAL, swap_used_max REAL,
-  disk_percent_avg REAL, disk_percent_max REAL,
+  disk_max_percent_avg REAL, disk_max_percent_max REAL,
   disk_max_inode_percent_avg REAL, disk_max_inode_percent_max REAL,
-  disk_read_avg REAL, disk_read_max REAL,
-  disk_write_avg REAL, disk_write_max REAL,
-  net_rx_avg REAL, net_rx_max REAL,
-  net_tx_avg REAL, net_tx_max REAL,
+  disk_read_rate_avg REAL, disk_read_rate_max REAL,
+  disk_write_rate_avg REAL, disk_write_rate_max REAL,
+  network_rx_rate_avg REAL, network_rx_rate_max REAL,
+  network_tx_rate_avg REAL, network_tx_rate_max REAL,
   PRIMARY KEY (agent_id, bucket)
 );
 
@@ -145,15 +145,15 @@ CREATE TABLE IF NOT EXISTS metrics_1h (
   cpu_usage_avg REAL, cpu_usage_max REAL,
   cpu_iowait_avg REAL, cpu_iowait_max REAL,
   cpu_steal_avg REAL, cpu_steal_max REAL,
-  load_avg REAL, load_max REAL,
+  cpu_load_1min_avg REAL, cpu_load_1min_max REAL,
   memory_used_avg REAL, memory_used_max REAL, memory_total BIGINT,
   swap_used_avg REAL, swap_used_max REAL,
-  disk_percent_avg REAL, disk_percent_max REAL,
+  disk_max_percent_avg REAL, disk_max_percent_max REAL,
   disk_max_inode_percent_avg REAL, disk_max_inode_percent_max REAL,
-  disk_read_avg REAL, disk_read_max REAL,
-  disk_write_avg REAL, disk_write_max REAL,
-  net_rx_avg REAL, net_rx_max REAL,
-  net_tx_avg REAL, net_tx_max REAL,
+  disk_read_rate_avg REAL, disk_read_rate_max REAL,
+  disk_write_rate_avg REAL, disk_write_rate_max REAL,
+  network_rx_rate_avg REAL, network_rx_rate_max REAL,
+  network_tx_rate_avg REAL, network_tx_rate_max REAL,
   PRIMARY KEY (agent_id, bucket)
 );
 

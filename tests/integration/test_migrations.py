@@ -78,7 +78,8 @@ def v1_rows():
                             "created_at": T}),
         ("latest_samples", {"agent_id": 1, "timestamp": T}),
         ("metrics_5m", {"agent_id": 1, "bucket": T, "samples": 5, "cpu_usage_avg": 30.0,
-                        "cpu_usage_max": 80.0, "memory_total": 8 << 30}),
+                        "cpu_usage_max": 80.0, "memory_total": 8 << 30, "load_max": 2.5,
+                        "disk_percent_avg": 41.0, "net_rx_avg": 512.0, "net_tx_max": 64.0}),
         ("metrics_1h", {"agent_id": 1, "bucket": T, "samples": 60, "cpu_usage_avg": 25.0,
                         "cpu_usage_max": 90.0}),
         ("auth_events", {"id": 1, "created_at": T, "kind": "bad_key", "client_addr": "198.51.100.9",
@@ -127,11 +128,18 @@ def build_v1(url):
     return connection
 
 
-def snapshot(connection, tables):
-    """{table: sorted rows} of the given columns of each table."""
+# Rollup columns that migration 006 renamed to their figure's column: a row read before under
+# the old name is read after under the new one.
+RENAMED = {"load_max": "cpu_load_1min_max", "disk_percent_avg": "disk_max_percent_avg",
+           "net_rx_avg": "network_rx_rate_avg", "net_tx_max": "network_tx_rate_max"}
+
+
+def snapshot(connection, tables, renamed=None):
+    """{table: sorted rows} of the given columns of each table (`renamed`: old name -> new)."""
     result = {}
     cursor = connection.cursor()
     for table, columns in tables.items():
+        columns = [(renamed or {}).get(column, column) for column in columns]
         cursor.execute(f"SELECT {', '.join(columns)} FROM {table}")
         result[table] = sorted(cursor.fetchall(), key=repr)
     return result
@@ -175,7 +183,7 @@ def test_version_1_database_is_upgraded_and_keeps_every_row(backend, tmp_path,
             f"schema version {latest}: up to date"
 
         # Every row as it was; version 1 stays recorded under the new one.
-        after = snapshot(connection, v1_columns)
+        after = snapshot(connection, v1_columns, RENAMED)
         for table in v1_columns:
             if table == "schema_version":
                 versions = [row[0] for row in after[table]]

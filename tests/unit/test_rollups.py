@@ -9,7 +9,7 @@ T0 = datetime.datetime(2026, 11, 30, 12, 0)
 def raw(agent, minute, second=0, **values):
     row = {"agent": agent, "timestamp": T0 + datetime.timedelta(minutes=minute, seconds=second),
            "memory_total": 1000}
-    for _, column in rollups.FIGURES:
+    for column in rollups.FIGURES:
         row[column] = None
     row.update(values)
     return row
@@ -32,8 +32,9 @@ def test_agents_are_kept_apart_and_missing_figures_stay_empty():
     buckets = rollups.rollup([raw(1, 0, cpu_usage=5.0), raw(2, 0, cpu_usage=7.0,
                                                          network_rx_rate=100.0)], 300)
     by_agent = {b["agent"]: b for b in buckets}
-    assert by_agent[1]["net_rx_avg"] is None and by_agent[2]["net_rx_avg"] == 100.0
-    assert by_agent[1]["disk_percent_max"] is None
+    assert by_agent[1]["network_rx_rate_avg"] is None
+    assert by_agent[2]["network_rx_rate_avg"] == 100.0
+    assert by_agent[1]["disk_max_percent_max"] is None
 
 
 def test_merge_weights_means_by_samples_and_keeps_peaks():
