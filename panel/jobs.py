@@ -27,12 +27,12 @@ def run_locked(name, job, *args):
     if not is_postgres():
         return job(*args)
     key = LOCK_KEYS[name]
-    if not database_proxy.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+    if not models.try_job_lock(key):
         return None
     try:
         return job(*args)
     finally:
-        database_proxy.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+        models.release_job_lock(key)
 
 
 # ===== Offline detection ========================================================================
@@ -48,9 +48,9 @@ def detect_offline(offline_after, now=None):
         with database_proxy.atomic():
             if not models.change_server_state(server.id, "offline", went_at, was="online"):
                 continue
-            models.ServerEvent.create(server=server.id, kind="offline", at=went_at,
-                                      detail=f"silent since {agent.last_seen:%Y-%m-%d %H:%M:%S}"
-                                             " UTC")
+            models.record_server_event(
+                server.id, "offline", went_at,
+                detail=f"silent since {agent.last_seen:%Y-%m-%d %H:%M:%S} UTC")
         if server.critical:
             alerts.open_alert(server, "offline", f"offline: no report since "
                               f"{agent.last_seen:%Y-%m-%d %H:%M:%S} UTC", now)
@@ -68,7 +68,7 @@ def note_alive(agent, now):
         previous, server.state = server.state, "online"  # also in a cached agent row
         if not changed or previous != "offline":
             return
-        models.ServerEvent.create(server=server.id, kind="online", at=now)
+        models.record_server_event(server.id, "online", now)
     alerts.resolve_alert(server, "offline", now)
 
 
@@ -77,16 +77,12 @@ def note_alive(agent, now):
 def evaluate_rules(interval, now=None):
     """Open and resolve threshold alerts for every reporting server. -> (opened, resolved)."""
     now = now or utcnow()
-    rules = list(models.AlertRule.select())
+    rules = models.all_rules()
     if not rules:
         return 0, 0
     longest = max(rule.minutes for rule in rules)
     since = now - datetime.timedelta(minutes=longest, seconds=2 * interval)
-    columns = (models.Metric.agent, models.Metric.timestamp,
-               *(getattr(models.Metric, column) for column in alerts.WATCHED_COLUMNS))
-    samples = {}
-    for row in models.Metric.select(*columns).where(models.Metric.timestamp >= since).dicts():
-        samples.setdefault(row["agent"], []).append(row)
+    samples = models.watched_samples(alerts.WATCHED_COLUMNS, since)
     # An agent whose clock is off is judged by its own clock, so a clock set back an hour does
     # not blind the rules to what it sends now: its window is read on its own, by its key, as
     # long as anyone else's (the offset is the agent's to claim, so it buys no wider read).
@@ -94,16 +90,11 @@ def evaluate_rules(interval, now=None):
     for agent_id, offset in offsets.items():
         if offset < 0:
             shift = datetime.timedelta(seconds=offset)
-            samples[agent_id] = list(models.Metric.select(*columns).where(
-                (models.Metric.agent == agent_id) & (models.Metric.timestamp >= since + shift) &
-                (models.Metric.timestamp <= now + shift)).dicts())
-            if not samples[agent_id]:
-                del samples[agent_id]
-    agents = models.Agent.select(models.Agent, models.Server).join(models.Server) \
-        .where(models.Agent.id.in_(list(samples)))
-    open_rules = {(a.server_id, a.open_key) for a in
-                  models.Alert.select(models.Alert.server, models.Alert.open_key)
-                  .where(models.Alert.open_key.is_null(False))}
+            samples.pop(agent_id, None)
+            samples.update(models.watched_samples(alerts.WATCHED_COLUMNS, agent_id=agent_id,
+                                                  start=since + shift, end=now + shift))
+    agents = models.agents_with_servers(samples)
+    open_rules = models.open_alert_keys()
     opened = resolved = 0
     for agent in agents:
         server = agent.server

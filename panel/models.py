@@ -967,3 +967,187 @@ def retire_previous_key(agent_id, now):
     return Agent.update(prev_key_id=None, prev_key_hash=None, prev_key_fingerprint=None,
                         prev_key_expires_at=None, pending_key_box=None, key_switched_at=now) \
         .where((Agent.id == agent_id) & Agent.prev_key_id.is_null(False)).execute()
+
+
+# ===== History: rollups, chart rows, retention, partitions ======================================
+
+def _in_window(model, moment, since=None, spans=(), width=None):
+    """Condition on `model`'s time field `moment`: from `since`, or within one of `spans`
+    ((agent, start) pairs, each `width` long)."""
+    if since is not None:
+        return moment >= since
+    # One flat OR: chained `|` nests a level per pair, past SQLite's parser stack.
+    return peewee.NodeList([(model.agent == agent) & (moment >= start) & (moment < start + width)
+                            for agent, start in spans], " OR ", parens=True)
+
+
+def raw_rows_to_roll_up(columns, since=None, spans=(), width=None):
+    """Dicts of these server_metrics `columns` (agent and timestamp first) from `since`, or in
+    `spans` of `width` (see _in_window)."""
+    selected = [Metric.agent, Metric.timestamp] + [getattr(Metric, name) for name in columns]
+    return list(Metric.select(*selected)
+                .where(_in_window(Metric, Metric.timestamp, since, spans, width)).dicts())
+
+
+def rollup_rows(model, since=None, spans=(), width=None):
+    """Dicts of a rollup tier's rows from `since`, or in `spans` of `width`."""
+    return list(model.select().where(_in_window(model, model.bucket, since, spans, width)).dicts())
+
+
+def upsert_rollups(model, rows):
+    """Write rollup rows over any of the same (agent, bucket), 500 a transaction. -> count."""
+    if not rows:
+        return 0
+    names = [f for f in model._meta.sorted_field_names if f not in ("agent", "bucket")]
+    for chunk in peewee.chunked(rows, 500):
+        with database_proxy.atomic():
+            model.insert_many(chunk).on_conflict(
+                conflict_target=[model.agent, model.bucket],
+                preserve=[getattr(model, name) for name in names]).execute()
+    return len(rows)
+
+
+def claim_dirty_buckets(limit):
+    """Take up to `limit` dirty (agent, bucket) pairs and delete their rows, inside the caller's
+    transaction. On PostgreSQL they are locked in the writer's order, (agent, bucket), before
+    they are deleted: a writer re-marking two of them never waits on this run in a circle."""
+    claim = (DirtyBucket.select(DirtyBucket.agent, DirtyBucket.bucket)
+             .order_by(DirtyBucket.agent, DirtyBucket.bucket).limit(limit))
+    if is_postgres():
+        claim = claim.for_update()
+    pairs = list(claim.tuples())
+    if pairs:
+        DirtyBucket.delete().where(
+            peewee.Tuple(DirtyBucket.agent, DirtyBucket.bucket).in_(pairs)).execute()
+    return pairs
+
+
+def chart_rows(agent_id, start, end, model=None, columns=()):
+    """Tuples of one agent's rows between start and end, oldest first: `columns` of
+    server_metrics (model None) or of a rollup tier's `model`, after its time column.
+
+    Straight from the driver: Peewee's per-value converters cost more than PostgreSQL's
+    execution for a month of rollups. Only the time column (first) needs a hand on SQLite,
+    which stores it as text; the driver returns numbers as numbers and PostgreSQL timestamps
+    as datetimes already."""
+    model = model or Metric
+    moment = Metric.timestamp if model is Metric else model.bucket
+    query = (model.select(moment, *(getattr(model, name) for name in columns))
+             .where((model.agent == agent_id) & (moment >= start) & (moment <= end))
+             .order_by(moment))
+    sql, params = query.sql()
+    rows = database_proxy.execute_sql(sql, params).fetchall()
+    if rows and isinstance(rows[0][0], str):
+        convert = moment.python_value
+        rows = [(convert(row[0]),) + tuple(row[1:]) for row in rows]
+    return rows
+
+
+def _delete_in_batches(model, key_columns, condition, batch=5000):
+    """Delete in small transactions so ingest never waits long (SQLite has one writer)."""
+    total = 0
+    while True:
+        keys = model.select(*key_columns).where(condition).limit(batch)
+        with database_proxy.atomic():
+            removed = model.delete().where(peewee.Tuple(*key_columns).in_(keys)).execute()
+        total += removed
+        if removed < batch:
+            return total
+
+
+def prune_samples(before):
+    return _delete_in_batches(Metric, [Metric.agent, Metric.timestamp], Metric.timestamp < before)
+
+
+def prune_rollups(model, before):
+    return _delete_in_batches(model, [model.agent, model.bucket], model.bucket < before)
+
+
+def prune_auth_events(before):
+    return AuthEvent.delete().where(AuthEvent.created_at < before).execute()
+
+
+def prune_deliveries(before):
+    """Deliveries that ended (sent or failed) before `before`; pending ones stay."""
+    return Delivery.delete().where(Delivery.status.in_(["sent", "failed"]) &
+                                   (Delivery.created_at < before)).execute()
+
+
+def prune_sessions(now):
+    return AdminSession.delete().where(AdminSession.expires_at < now).execute()
+
+
+def create_day_partition(day):
+    """PostgreSQL: server_metrics' partition for one day, unless it exists. -> its name.
+    Raises DatabaseError when rows of that day already sit in the default partition."""
+    name = f"server_metrics_p{day:%Y%m%d}"
+    with database_proxy.atomic():
+        database_proxy.execute_sql(
+            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF server_metrics "
+            f"FOR VALUES FROM ('{day}') TO ('{day + datetime.timedelta(days=1)}')")
+    return name
+
+
+def day_partitions():
+    """PostgreSQL: the names of server_metrics' partitions, sorted."""
+    cursor = database_proxy.execute_sql(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'server_metrics'")
+    return sorted(row[0] for row in cursor.fetchall())
+
+
+def drop_day_partition(name):
+    """PostgreSQL: drop one of day_partitions() (the caller took the name from there)."""
+    with database_proxy.atomic():
+        database_proxy.execute_sql(f"DROP TABLE {name}")
+
+
+# ===== Jobs: locks and the alert rules' window ==================================================
+
+def try_job_lock(key):
+    """PostgreSQL: this connection's advisory lock `key`, if no other replica holds it."""
+    return database_proxy.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+
+
+def release_job_lock(key):
+    database_proxy.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+def all_rules():
+    return list(AlertRule.select())
+
+
+def watched_samples(columns, since=None, agent_id=None, start=None, end=None):
+    """{agent_id: [dict of timestamp and `columns`]}, oldest first per agent: every agent's
+    samples from `since`, or one agent's between `start` and `end`."""
+    selected = (Metric.agent, Metric.timestamp, *(getattr(Metric, name) for name in columns))
+    if agent_id is None:
+        condition = Metric.timestamp >= since
+    else:
+        condition = (Metric.agent == agent_id) & (Metric.timestamp >= start) & \
+            (Metric.timestamp <= end)
+    samples = {}
+    for row in Metric.select(*selected).where(condition).order_by(Metric.timestamp).dicts():
+        samples.setdefault(row["agent"], []).append(row)
+    return samples
+
+
+def agents_with_servers(agent_ids):
+    """Agent rows (servers joined) of these ids."""
+    return list(Agent.select(Agent, Server).join(Server).where(Agent.id.in_(list(agent_ids))))
+
+
+def open_alert_keys():
+    """{(server_id, rule)} of the alerts open now."""
+    return {(alert.server_id, alert.open_key) for alert in
+            Alert.select(Alert.server, Alert.open_key).where(Alert.open_key.is_null(False))}
+
+
+def record_server_event(server_id, kind, at, detail=None):
+    return ServerEvent.create(server=server_id, kind=kind, at=at, detail=detail)
+
+
+def firing_counts():
+    """{server_id: alerts firing}, for servers that have any."""
+    return dict(Alert.select(Alert.server, peewee.fn.COUNT(Alert.id))
+                .where(Alert.state == "firing").group_by(Alert.server).tuples())

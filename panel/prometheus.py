@@ -36,7 +36,6 @@ import logging
 import math
 
 import bottle
-import peewee
 
 from . import auth, figures, models
 from .db import utcnow
@@ -286,13 +285,6 @@ def scrape_rows(now, offline_after):
     return rows
 
 
-def firing_counts():
-    """{server_id: alerts firing}, for servers that have any."""
-    query = (models.Alert.select(models.Alert.server, peewee.fn.COUNT(models.Alert.id))
-             .where(models.Alert.state == "firing").group_by(models.Alert.server).tuples())
-    return dict(query)
-
-
 # ===== The route ================================================================================
 
 def bearer_token(header):
@@ -353,7 +345,7 @@ def build_prometheus(settings):
 
         now = utcnow()
         text = exposition(scrape_rows(now, settings.offline_after), now,
-                          settings.offline_after, firing_counts())
+                          settings.offline_after, models.firing_counts())
         # "replace": a hostname stored with a lone surrogate must not turn the scrape into a 500.
         body = text.encode("utf-8", "replace")
         headers = {"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store",

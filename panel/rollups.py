@@ -106,33 +106,15 @@ def merge(rollup_rows, seconds):
 
 # ===== The job ==================================================================================
 
-def _upsert(model, rows):
-    if not rows:
-        return 0
-    figures = [f for f in model._meta.sorted_field_names if f not in ("agent", "bucket")]
-    for chunk in peewee.chunked(rows, 500):
-        with database_proxy.atomic():
-            model.insert_many(chunk).on_conflict(
-                conflict_target=[model.agent, model.bucket],
-                preserve=[getattr(model, f) for f in figures]).execute()
-    return len(rows)
-
-
-def _raw_columns():
-    return [models.Metric.agent, models.Metric.timestamp] + \
-        [getattr(models.Metric, column) for column in LAST_VALUES + FIGURES]
-
-
-def _recompute(tier, condition_of):
-    """Rows of `tier` recomputed from its source, reading the rows `condition_of(model, time
-    field)` selects there."""
+def _recompute(tier, since=None, spans=()):
+    """Rows of `tier` recomputed from its source: its rows from `since`, or in `spans`
+    ((agent, bucket start) pairs of this tier)."""
+    width = datetime.timedelta(seconds=tier.seconds)
     if tier.source == "raw":
-        rows = list(models.Metric.select(*_raw_columns())
-                    .where(condition_of(models.Metric, models.Metric.timestamp)).dicts())
+        rows = models.raw_rows_to_roll_up(LAST_VALUES + FIGURES, since, spans, width)
         return rollup(rows, tier.seconds)
     finer = next(t for t in TIERS if t.name == tier.source).model
-    return merge(list(finer.select().where(condition_of(finer, finer.bucket)).dicts()),
-                 tier.seconds)
+    return merge(models.rollup_rows(finer, since, spans, width), tier.seconds)
 
 
 def run_rollups(now=None, late_window=LATE_WINDOW):
@@ -142,8 +124,7 @@ def run_rollups(now=None, late_window=LATE_WINDOW):
     written = {}
     for tier in TIERS:
         start = floor_time(now - late_window, tier.seconds)
-        computed = _recompute(tier, lambda model, moment: moment >= start)
-        written[tier.name] = _upsert(tier.model, computed)
+        written[tier.name] = models.upsert_rollups(tier.model, _recompute(tier, since=start))
     for name, count in roll_up_dirty().items():
         written[name] += count
     return written
@@ -168,18 +149,6 @@ def _write_transaction():
     return database_proxy.atomic("IMMEDIATE")
 
 
-def _spans(pairs, seconds):
-    """Condition builder: the rows of these (agent, bucket start) pairs, `seconds` long each."""
-    width = datetime.timedelta(seconds=seconds)
-
-    def condition_of(model, moment):
-        # One flat OR: chained `|` nests a level per pair, past SQLite's parser stack.
-        return peewee.NodeList([
-            (model.agent == agent) & (moment >= start) & (moment < start + width)
-            for agent, start in pairs], " OR ", parens=True)
-    return condition_of
-
-
 def roll_up_dirty(batch=200, max_batches=1000):
     """Recompute every dirty bucket and the coarser buckets holding it, `batch` at a time, each
     batch in one transaction that also deletes its dirty rows: a batch that fails leaves them
@@ -187,25 +156,16 @@ def roll_up_dirty(batch=200, max_batches=1000):
     writer's mark waits for this transaction's delete; on SQLite the write lock orders them).
     -> rows written per tier."""
     written = {tier.name: 0 for tier in TIERS}
-    dirty = models.DirtyBucket
-    key = peewee.Tuple(dirty.agent, dirty.bucket)
     for _ in range(max_batches):
         with _write_transaction():
-            claim = (dirty.select(dirty.agent, dirty.bucket).order_by(dirty.agent, dirty.bucket)
-                     .limit(batch))
-            if is_postgres():
-                # Locked in the writer's order, (agent, bucket), before they are deleted: a
-                # writer re-marking two of them never waits on this run in a circle.
-                claim = claim.for_update()
-            pairs = list(claim.tuples())
+            pairs = models.claim_dirty_buckets(batch)
             if not pairs:
                 break
-            dirty.delete().where(key.in_(pairs)).execute()
             for tier in TIERS:
                 spans = sorted({(agent, floor_time(bucket, tier.seconds))
                                 for agent, bucket in pairs})
-                computed = _recompute(tier, _spans(spans, tier.seconds))
-                written[tier.name] += _upsert(tier.model, computed)
+                written[tier.name] += models.upsert_rollups(tier.model,
+                                                            _recompute(tier, spans=spans))
         log.debug("dirty buckets rolled up count=%s", len(pairs))
     return written
 
@@ -254,47 +214,13 @@ def series(agent_id, start, end, columns=None, tier_name=None):
     else:
         tier = None if tier_name == "raw" else next(t for t in TIERS if t.name == tier_name)
     if tier is None:
-        columns = [getattr(models.Metric, name) for name in RAW_CHART_COLUMNS]
-        query = (models.Metric.select(*columns).where((models.Metric.agent == agent_id) &
-                                                      (models.Metric.timestamp >= start) &
-                                                      (models.Metric.timestamp <= end))
-                 .order_by(models.Metric.timestamp))
-        return "raw", _fetch(query, models.Metric.timestamp)
-    model = tier.model
+        return "raw", models.chart_rows(agent_id, start, end, columns=RAW_CHART_COLUMNS[1:])
     names = columns or [figure.column for figure in figures.CHARTED]
-    columns = [model.bucket] + [getattr(model, f"{name}_{kind}") for name in names
-                                for kind in ("avg", "max")]
-    query = (model.select(*columns).where((model.agent == agent_id) & (model.bucket >= start) &
-                                          (model.bucket <= end)).order_by(model.bucket))
-    return tier.name, _fetch(query, model.bucket)
-
-
-def _fetch(query, time_field):
-    """The query's rows straight from the driver: Peewee's per-value converters cost more than
-    PostgreSQL's execution for a month of rollups. Only the time column (first) needs a hand on
-    SQLite, which stores it as text; the driver returns numbers as numbers and PostgreSQL
-    timestamps as datetimes already."""
-    sql, params = query.sql()
-    rows = database_proxy.execute_sql(sql, params).fetchall()
-    if rows and isinstance(rows[0][0], str):
-        convert = time_field.python_value
-        rows = [(convert(row[0]),) + tuple(row[1:]) for row in rows]
-    return rows
+    return tier.name, models.chart_rows(agent_id, start, end, tier.model, [
+        f"{name}_{kind}" for name in names for kind in ("avg", "max")])
 
 
 # ===== Retention ================================================================================
-
-def _delete_in_batches(model, key_columns, condition, batch=5000):
-    """Delete in small transactions so ingest never waits long (SQLite has one writer)."""
-    total = 0
-    while True:
-        keys = model.select(*key_columns).where(condition).limit(batch)
-        with database_proxy.atomic():
-            removed = model.delete().where(peewee.Tuple(*key_columns).in_(keys)).execute()
-        total += removed
-        if removed < batch:
-            return total
-
 
 PARTITION_NAME = re.compile(r"^server_metrics_p(\d{8})$")
 
@@ -307,23 +233,12 @@ def ensure_partitions(now=None, days_back=8, days_ahead=3):
     made = 0
     for offset in range(-days_back, days_ahead + 1):
         day = (now + datetime.timedelta(days=offset)).date()
-        name = f"server_metrics_p{day:%Y%m%d}"
-        sql = (f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF server_metrics "
-               f"FOR VALUES FROM ('{day}') TO ('{day + datetime.timedelta(days=1)}')")
         try:
-            with database_proxy.atomic():
-                database_proxy.execute_sql(sql)
+            models.create_day_partition(day)
             made += 1
         except peewee.DatabaseError as err:  # rows for that day already sit in the default
-            log.warning("cannot create partition name=%s error=%s", name, err)
+            log.warning("cannot create partition day=%s error=%s", day, err)
     return made
-
-
-def partitions():
-    cursor = database_proxy.execute_sql(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'server_metrics'")
-    return sorted(row[0] for row in cursor.fetchall())
 
 
 def prune(settings, now=None):
@@ -333,33 +248,21 @@ def prune(settings, now=None):
     raw_cutoff = now - datetime.timedelta(days=settings.retention_raw_days)
     if is_postgres():
         dropped = 0
-        for name in partitions():
+        for name in models.day_partitions():
             match = PARTITION_NAME.match(name)
             if match:
                 day = datetime.datetime.strptime(match.group(1), "%Y%m%d")
                 if day + datetime.timedelta(days=1) <= raw_cutoff:
-                    with database_proxy.atomic():
-                        database_proxy.execute_sql(f"DROP TABLE {name}")
+                    models.drop_day_partition(name)
                     dropped += 1
         removed["raw_partitions"] = dropped
-        # Whatever landed in the default partition ages out row by row.
-        removed["raw"] = _delete_in_batches(
-            models.Metric, [models.Metric.agent, models.Metric.timestamp],
-            models.Metric.timestamp < raw_cutoff)
-    else:
-        removed["raw"] = _delete_in_batches(
-            models.Metric, [models.Metric.agent, models.Metric.timestamp],
-            models.Metric.timestamp < raw_cutoff)
+    # Whatever landed in PostgreSQL's default partition ages out row by row.
+    removed["raw"] = models.prune_samples(raw_cutoff)
     for tier in TIERS:
         cutoff = now - datetime.timedelta(days=getattr(settings, tier.retention_setting))
-        removed[tier.name] = _delete_in_batches(tier.model, [tier.model.agent, tier.model.bucket],
-                                                tier.model.bucket < cutoff)
-    removed["auth_events"] = models.AuthEvent.delete().where(
-        models.AuthEvent.created_at < now - datetime.timedelta(days=30)).execute()
+        removed[tier.name] = models.prune_rollups(tier.model, cutoff)
+    removed["auth_events"] = models.prune_auth_events(now - datetime.timedelta(days=30))
     removed["auth_limits"] = models.prune_auth_limits(now)
-    removed["deliveries"] = models.Delivery.delete().where(
-        (models.Delivery.status.in_(["sent", "failed"])) &
-        (models.Delivery.created_at < now - datetime.timedelta(days=90))).execute()
-    removed["sessions"] = models.AdminSession.delete().where(
-        models.AdminSession.expires_at < now).execute()
+    removed["deliveries"] = models.prune_deliveries(now - datetime.timedelta(days=90))
+    removed["sessions"] = models.prune_sessions(now)
     return removed

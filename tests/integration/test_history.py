@@ -107,7 +107,7 @@ def test_a_30_day_chart_reads_at_most_9000_rows(database):
     start = end - datetime.timedelta(days=30)
     rows = [{"agent": agent.id, "bucket": start + datetime.timedelta(minutes=5 * i),
              "samples": 5, "cpu_usage_avg": 1.0} for i in range(30 * 288)]
-    rollups._upsert(models.Rollup5m, rows)
+    models.upsert_rollups(models.Rollup5m, rows)
     tier, series = rollups.series(agent.id, start, end)
     assert tier == "5m" and len(series) <= 9000
     tier, _ = rollups.series(agent.id, end - datetime.timedelta(hours=6), end)
@@ -123,7 +123,7 @@ def test_retention_drops_old_raw_samples_and_rollups(database):
     rollups.ensure_partitions(now, days_back=12)
     for days in (0, 1, 6, 8, 10):
         add(agent.id, now - datetime.timedelta(days=days, minutes=1), cpu=1.0)
-    rollups._upsert(models.Rollup5m, [
+    models.upsert_rollups(models.Rollup5m, [
         {"agent": agent.id, "bucket": now - datetime.timedelta(days=d), "samples": 1}
         for d in (1, 89, 91)])
     removed = rollups.prune(config, now)
@@ -132,7 +132,7 @@ def test_retention_drops_old_raw_samples_and_rollups(database):
     assert models.Rollup5m.select().count() == 2 and removed["5m"] == 1
     if is_postgres():
         assert removed["raw_partitions"] >= 2  # whole days dropped, not rows deleted
-        days = [name for name in rollups.partitions() if name.startswith("server_metrics_p")]
+        days = [name for name in models.day_partitions() if name.startswith("server_metrics_p")]
         oldest = min(days)[len("server_metrics_p"):]
         assert datetime.datetime.strptime(oldest, "%Y%m%d") >= \
             (now - datetime.timedelta(days=8)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -144,7 +144,7 @@ def test_postgresql_makes_daily_partitions_ahead(database):
         return
     rollups.ensure_partitions(utcnow(), days_back=1, days_ahead=3)
     tomorrow = (utcnow() + datetime.timedelta(days=3)).strftime("%Y%m%d")
-    assert f"server_metrics_p{tomorrow}" in rollups.partitions()
+    assert f"server_metrics_p{tomorrow}" in models.day_partitions()
     new_server("web")
     add(models.Agent.get().id, utcnow(), cpu=1.0)
     in_default = database.execute_sql("SELECT count(*) FROM server_metrics_default").fetchone()[0]
@@ -155,7 +155,7 @@ def test_a_chart_reads_only_its_figure_from_the_rollups(database):
     new_server("web")
     agent = models.Agent.get()
     end = now_floor()
-    rollups._upsert(models.Rollup5m, [
+    models.upsert_rollups(models.Rollup5m, [
         {"agent": agent.id, "bucket": end - datetime.timedelta(minutes=5 * i), "samples": 5,
          "cpu_usage_avg": 10.0 + i, "cpu_usage_max": 50.0 + i} for i in range(12 * 30)])
     tier, rows = rollups.series(agent.id, end - datetime.timedelta(days=2), end, ["cpu_usage"])
