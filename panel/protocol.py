@@ -1,5 +1,7 @@
 """The agent wire protocol: JSON Schemas of every request body, and the OpenAPI 3 document built
-from them. `docs/protocol.md` explains each field; tests check that its example validates here.
+from them. Every field carries its description here: the field tables of `docs/protocol.md` are
+generated from these schemas (`python -m panel.docs`), and tests check that its examples
+validate here.
 
 Field names are camelCase on the wire; units are raw (bytes, seconds, percent 0-100).
 Unknown fields are ignored rather than refused, so agents newer than the panel keep reporting
@@ -77,7 +79,8 @@ TIMESTAMP = {
     "minimum": int((EARLIEST - _EPOCH).total_seconds()),
     "maximum": int((datetime.datetime.max - _EPOCH).total_seconds()),
     "description": "When the sample was taken: an RFC 3339 date-time with a zone "
-                   "(2026-11-30T01:52:00Z, 2026-11-30T02:52:00.125+01:00) or seconds since the "
+                   "(2026-11-30T01:52:00Z, 2026-11-30T02:52:00.125+01:00; upper-case T and Z, "
+                   "at most 6 fraction digits, no leap second) or seconds since the "
                    "Unix epoch. Not before the year 2000; at most a day ahead of the "
                    "panel's clock; and for a sample, not older than the panel keeps samples "
                    "(its MPANEL_RETENTION_RAW_DAYS). Those two bounds move with the clock, so "
@@ -88,22 +91,21 @@ REGISTER = {
     "type": "object",
     "required": ["hostname", "os", "arch", "version"],
     "properties": {
-        "hostname": _text(models.Agent.hostname.max_length, 1),
+        "hostname": _text(models.Agent.hostname.max_length, 1,
+                          "The server's host name (the agent's agent.hostname; auto-detect, "
+                          "the default, asks the system)."),
         "os": _text(models.Agent.os.max_length, 1,
-                    "Operating system, e.g. 'Linux 6.1.0-28-amd64'."),
-        "arch": _text(models.Agent.arch.max_length, 1, "e.g. x86_64"),
-        "version": _text(models.Agent.agent_version.max_length, 1, "agent.py's version"),
+                    "Operating system and release, e.g. 'Linux 6.1.0-28-amd64'."),
+        "arch": _text(models.Agent.arch.max_length, 1, "Machine architecture, e.g. x86_64."),
+        "version": _text(models.Agent.agent_version.max_length, 1, "agent.py's version."),
         "bootTime": {"type": "number", "minimum": 0, "maximum": 1e11,
                      "description": "When the server booted, seconds since the Unix epoch "
                                     "(optional; the dashboard shows uptime from it)."},
     },
 }
 
+# Rates are per second since the previous sample, and absent on the first (docs/protocol.md).
 RATE = {"type": "number", "minimum": 0, "maximum": 1e15}
-
-
-def _rates(description, *names):
-    return {name: _described(RATE, description) for name in names}
 
 
 _FIGURE_SCHEMAS = {"percent": PERCENT, "load": LOAD, "bytes": BYTES}
@@ -151,13 +153,14 @@ MOUNT = _with_inputs("disk", "mounts", {
     "type": "object",
     "required": ["mountpoint", "total", "used", "free"],
     "properties": {
-        "mountpoint": _text(4096, 1),
-        "device": _text(4096),
-        "fstype": _text(64),
+        "mountpoint": _text(4096, 1, "Where it is mounted, e.g. /."),
+        "device": _text(4096, description="The mounted device, e.g. /dev/vda1: the totals "
+                                          "count each device once (bind mounts repeat one)."),
+        "fstype": _text(64, description="File system type, e.g. ext4."),
         "total": _described(BYTES, "Size, bytes."),
         "used": _described(BYTES, "Used, bytes."),
         "free": _described(BYTES, "Free for unprivileged users, bytes."),
-        "percent": PERCENT,
+        "percent": _described(PERCENT, "Used share as the system reports it (psutil), 0-100."),
     },
 })
 
@@ -165,9 +168,11 @@ DISK_IO = {
     "type": "object",
     "required": ["device"],
     "properties": {
-        "device": _text(256, 1),
-        **_rates("Per second since the previous sample.", "readBytesPerSec", "writeBytesPerSec",
-                 "readOpsPerSec", "writeOpsPerSec"),
+        "device": _text(256, 1, "Kernel name, e.g. sda, nvme0n1, dm-0."),
+        "readBytesPerSec": _described(RATE, "Bytes read per second."),
+        "writeBytesPerSec": _described(RATE, "Bytes written per second."),
+        "readOpsPerSec": _described(RATE, "Read operations per second."),
+        "writeOpsPerSec": _described(RATE, "Write operations per second."),
     },
 }
 
@@ -175,9 +180,12 @@ DISK = {
     "type": "object",
     "properties": {
         "mounts": {"type": "array", "maxItems": MAX_DISKS, "items": MOUNT,
-                   "description": "One entry per mounted file system."},
+                   "description": "One entry per real mounted file system (agent.py leaves "
+                                  "out tmpfs, overlay, squashfs, proc, ...)."},
         "io": {"type": "array", "maxItems": MAX_DISKS, "items": DISK_IO,
-               "description": "One entry per block device; absent on the first sample."},
+               "description": "One entry per block device (agent.py leaves out RAM disks, "
+                              "loop devices and partitions); empty on the first sample, which "
+                              "has no rates."},
     },
 }
 
@@ -185,14 +193,19 @@ INTERFACE = {
     "type": "object",
     "required": ["interface", "bytesSent", "bytesRecv"],
     "properties": {
-        "interface": _text(256, 1),
-        "bytesSent": _described(BYTES, "Since boot."),
-        "bytesRecv": _described(BYTES, "Since boot."),
-        "packetsSent": COUNT,
-        "packetsRecv": COUNT,
-        **_rates("Per second since the previous sample; absent on the first.",
-                 "bytesSentPerSec", "bytesRecvPerSec", "packetsSentPerSec", "packetsRecvPerSec",
-                 "errorsInPerSec", "errorsOutPerSec", "dropsInPerSec", "dropsOutPerSec"),
+        "interface": _text(256, 1, "Interface name, e.g. eth0."),
+        "bytesSent": _described(BYTES, "Bytes sent since boot."),
+        "bytesRecv": _described(BYTES, "Bytes received since boot."),
+        "packetsSent": _described(COUNT, "Packets sent since boot."),
+        "packetsRecv": _described(COUNT, "Packets received since boot."),
+        "bytesSentPerSec": _described(RATE, "Bytes sent per second."),
+        "bytesRecvPerSec": _described(RATE, "Bytes received per second."),
+        "packetsSentPerSec": _described(RATE, "Packets sent per second."),
+        "packetsRecvPerSec": _described(RATE, "Packets received per second."),
+        "errorsInPerSec": _described(RATE, "Receive errors per second."),
+        "errorsOutPerSec": _described(RATE, "Transmit errors per second."),
+        "dropsInPerSec": _described(RATE, "Incoming packets dropped per second."),
+        "dropsOutPerSec": _described(RATE, "Outgoing packets dropped per second."),
     },
 }
 
@@ -200,7 +213,8 @@ NETWORK = {
     "type": "object",
     "properties": {
         "interfaces": {"type": "array", "maxItems": MAX_INTERFACES, "items": INTERFACE,
-                       "description": "One entry per network interface."},
+                       "description": "One entry per network interface (agent.py leaves "
+                                      "out loopback)."},
     },
 }
 
@@ -208,11 +222,13 @@ PROCESS = {
     "type": "object",
     "required": ["pid", "name"],
     "properties": {
-        "pid": {"type": "integer", "minimum": 0, "maximum": 2**32},
-        "name": _text(256, description="Executable name only: never the command line."),
-        "user": _text(256),
+        "pid": {"type": "integer", "minimum": 0, "maximum": 2**32, "description": "Process id."},
+        "name": _text(256, description="Executable name only: never the command line or the "
+                                       "environment, which carry passwords and keys."),
+        "user": _text(256, description="The user it runs as."),
         "cpuPercent": {"type": "number", "minimum": 0, "maximum": 100_000,
-                       "description": "Share of one core, as top shows it."},
+                       "description": "Share of one core since the previous sample, as top "
+                                      "shows it (past 100 on several cores)."},
         "rss": _described(BYTES, "Resident memory, bytes."),
     },
 }
@@ -222,34 +238,61 @@ PROCESSES = {
     "properties": {
         "total": _count_in(models.Metric.process_count, "Processes."),
         "running": _described(COUNT, "Processes in the running state."),
-        "topCpu": {"type": "array", "maxItems": MAX_TOP, "items": PROCESS},
-        "topMemory": {"type": "array", "maxItems": MAX_TOP, "items": PROCESS},
+        "topCpu": {"type": "array", "maxItems": MAX_TOP, "items": PROCESS,
+                   "description": "The processes that used the most CPU since the previous "
+                                  "sample (agent.py sends 5; none on its very first sample)."},
+        "topMemory": {"type": "array", "maxItems": MAX_TOP, "items": PROCESS,
+                      "description": "The processes with the largest resident memory "
+                                     "(agent.py sends 5)."},
     },
 }
+
+DATABASE = {
+    "type": "object",
+    "required": ["name", "size"],
+    "properties": {
+        "name": _text(256, description="Database name."),
+        "size": _described(BYTES, "pg_database_size, bytes."),
+    },
+}
+
+
+def _service(description, **properties):
+    return {"type": "object", "description": description, "properties": properties}
+
 
 SERVICES = {
     "type": "object",
     "description": "One entry per service found on the server.",
     "properties": {
-        "postgresql": {"type": "object", "properties": {
-            "connections": COUNT,
-            "databases": {"type": "array", "maxItems": 1000, "items": {
-                "type": "object", "required": ["name", "size"], "properties": {
-                    "name": _text(256), "size": BYTES}}},
-        }},
-        "nginx": {"type": "object", "properties": {
-            "activeConnections": COUNT, "reading": COUNT, "writing": COUNT, "waiting": COUNT,
-            "requestsPerSec": RATE,
-        }},
-        "apache": {"type": "object", "properties": {
-            "busyWorkers": COUNT, "idleWorkers": COUNT, "requestsPerSec": RATE,
-        }},
-        "redis": {"type": "object", "properties": {
-            "usedMemory": BYTES, "connectedClients": COUNT, "opsPerSec": RATE,
-        }},
-        "docker": {"type": "object", "properties": {
-            "containersTotal": COUNT, "containersRunning": COUNT, "images": COUNT,
-        }},
+        "postgresql": _service(
+            "PostgreSQL, from pg_stat_activity and pg_database.",
+            connections=_described(COUNT, "Sessions in pg_stat_activity."),
+            databases={"type": "array", "maxItems": 1000, "items": DATABASE,
+                       "description": "One entry per database the agent's role may connect "
+                                      "to (templates left out)."}),
+        "nginx": _service(
+            "nginx, from its stub_status page.",
+            activeConnections=_described(COUNT, "Open client connections, idle ones included."),
+            reading=_described(COUNT, "Connections reading a request."),
+            writing=_described(COUNT, "Connections writing a response."),
+            waiting=_described(COUNT, "Idle keep-alive connections."),
+            requestsPerSec=_described(RATE, "Requests per second.")),
+        "apache": _service(
+            "Apache, from mod_status (?auto).",
+            busyWorkers=_described(COUNT, "Workers serving a request."),
+            idleWorkers=_described(COUNT, "Idle workers."),
+            requestsPerSec=_described(RATE, "Requests (Total Accesses) per second.")),
+        "redis": _service(
+            "Redis, from INFO.",
+            usedMemory=_described(BYTES, "Memory Redis has allocated (used_memory), bytes."),
+            connectedClients=_described(COUNT, "Client connections (connected_clients)."),
+            opsPerSec=_described(RATE, "Commands per second (total_commands_processed).")),
+        "docker": _service(
+            "Docker, from the Engine API's /info on its unix socket.",
+            containersTotal=_described(COUNT, "Containers, running or not."),
+            containersRunning=_described(COUNT, "Running containers."),
+            images=_described(COUNT, "Images.")),
     },
 }
 
@@ -286,18 +329,23 @@ METRICS_BODY = {
 BATCH_BODY = {
     "type": "object",
     "required": ["serverId", "samples"],
-    "description": "Several samples in one request (replay after an outage), oldest first. "
-                   "Validated as a whole: one bad sample refuses the request, naming its index.",
+    "description": "Several samples in one request (replay after an outage).",
     "properties": {
         "serverId": SERVER_ID,
-        "samples": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": SAMPLE},
+        "samples": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": SAMPLE,
+                    "description": "Batch form only: samples oldest first, each its own "
+                                   "timestamp, metrics and unavailable (no serverId). Validated "
+                                   "as a whole: one bad sample refuses the request, and `field` "
+                                   "names its index (samples[3].metrics.cpu.usage)."},
     },
 }
 
 HEARTBEAT = {
     "type": "object",
     "required": ["serverId", "timestamp"],
-    "properties": {"serverId": SERVER_ID, "timestamp": TIMESTAMP},
+    "properties": {"serverId": SERVER_ID, "timestamp": _described(
+        TIMESTAMP, "The agent's time as it sends, in a sample's form: not before the year "
+                   "2000, at most a day ahead of the panel's clock, which it measures by it.")},
 }
 
 ERROR = {
