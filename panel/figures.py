@@ -6,7 +6,7 @@ the sample onto that column (ingest.sample_row), the column itself (models.Metri
 columns (models.RollupBase, rollups.FIGURES), the server page's chart series (server_page.py), the
 servers table's column and sort key (views.py), its Prometheus family (prometheus.py), its alert
 rule metric (alerts.py), and its rows in the generated tables of docs/protocol.md and
-docs/prometheus.md (`python -m panel docs`). Adding a figure is one row here, the agent that
+docs/prometheus.md (`python -m panel.docs`). Adding a figure is one row here, the agent that
 sends it, and a migration for its columns.
 
 Pure data: no imports from the rest of the panel, so every module can read it.

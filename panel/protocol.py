@@ -77,7 +77,7 @@ TIMESTAMP = {
     "type": ["string", "number"],
     "format": "date-time", "pattern": RFC3339, "maxLength": 32,
     "minimum": int((EARLIEST - _EPOCH).total_seconds()),
-    "maximum": int((datetime.datetime.max - _EPOCH).total_seconds()),
+    "maximum": (datetime.datetime.max - _EPOCH) // datetime.timedelta(seconds=1),
     "description": "When the sample was taken: an RFC 3339 date-time with a zone "
                    "(2026-11-30T01:52:00Z, 2026-11-30T02:52:00.125+01:00; upper-case T and Z, "
                    "at most 6 fraction digits, no leap second) or seconds since the "
@@ -222,7 +222,7 @@ PROCESS = {
     "type": "object",
     "required": ["pid", "name"],
     "properties": {
-        "pid": {"type": "integer", "minimum": 0, "maximum": 2**32, "description": "Process id."},
+        "pid": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1, "description": "Process id."},
         "name": _text(256, description="Executable name only: never the command line or the "
                                        "environment, which carry passwords and keys."),
         "user": _text(256, description="The user it runs as."),
