@@ -41,7 +41,9 @@ UNITS = {metric: "%" if figures.shown_unit(figure) == "percent" else ""
 # The server_metrics columns sample_value reads.
 WATCHED_COLUMNS = tuple(dict.fromkeys(column for figure in WATCHED.values()
                                       for column in (figure.column, figure.share_of) if column))
-DEFAULT_RULES = (("cpu", 90.0, 5), ("memory", 90.0, 5), ("disk", 90.0, 5))
+# The built-in global rules (figures.Watch with a threshold): (watch, figure).
+BUILT_IN = tuple((figure.alert, figure) for figure in WATCHED.values()
+                 if figure.alert.threshold is not None)
 HYSTERESIS = 0.05
 MAX_ATTEMPTS = 10
 
@@ -60,9 +62,10 @@ def sample_value(metric, row):
     return value
 
 
-def evaluate(points, threshold, minutes, firing, now, interval=60):
+def evaluate(points, threshold, minutes, firing, now, interval=60, below=False):
     """Decide from `points` [(timestamp, value)] whether a rule starts firing ("fire"), stops
-    ("resolve") or stays as it is (None).
+    ("resolve") or stays as it is (None). A `below` rule fires under its threshold (days
+    until a certificate expires) and resolves above it plus the hysteresis.
 
     The window must be covered: at least half the samples expected in `minutes` at the report
     interval, and one at least `minutes` old minus one interval — a server that just came up
@@ -77,9 +80,14 @@ def evaluate(points, threshold, minutes, firing, now, interval=60):
     if min(t for t, _ in window) > start + datetime.timedelta(seconds=interval):
         return None
     values = [v for _, v in window]
-    if not firing and all(v > threshold for v in values):
+    margin = abs(threshold) * HYSTERESIS
+    if below:
+        bad, clear = (v < threshold for v in values), (v > threshold + margin for v in values)
+    else:
+        bad, clear = (v > threshold for v in values), (v < threshold - margin for v in values)
+    if not firing and all(bad):
         return "fire"
-    if firing and all(v < threshold * (1 - HYSTERESIS) for v in values):
+    if firing and all(clear):
         return "resolve"
     return None
 
@@ -317,9 +325,13 @@ def deliver_due(smtp, now=None, limit=50):
     return sent, failed
 
 
-def ensure_default_rules():
-    """Seed the global defaults once (CPU, memory, disk above 90 % for 5 minutes)."""
-    if models.global_rules_exist():
-        return
-    for metric, threshold, minutes in DEFAULT_RULES:
-        models.AlertRule.create(server=None, metric=metric, threshold=threshold, minutes=minutes)
+def ensure_default_rules(upgraded_from=None):
+    """Seed the built-in global rules: all of them in a new database (`upgraded_from` None),
+    and in one upgraded from schema version `upgraded_from` those a later version brought.
+    Each once: a built-in rule an admin deleted is not seeded again by a restart."""
+    for watch, _ in BUILT_IN:
+        if upgraded_from is not None and watch.since <= upgraded_from:
+            continue
+        if models.rule_of(watch.metric) is None:
+            models.AlertRule.create(server=None, metric=watch.metric, threshold=watch.threshold,
+                                    minutes=watch.minutes)

@@ -27,6 +27,19 @@ def _family_unit(figure_unit, family):
     return {"bytes": "bytes", "rate": "bytes/s", "count": "count"}.get(figure_unit, "—")
 
 
+def _alert_text(figure):
+    """The rule metric, and its built-in rule when it has one ("above 90 % for 5 min")."""
+    watch = figure.alert
+    if watch is None:
+        return ""
+    if watch.threshold is None:
+        return _code(watch.metric)
+    unit = " %" if figures.shown_unit(figure) == "percent" else ""
+    side = "below" if watch.below else "above"
+    return f"{_code(watch.metric)} (built in: {side} {watch.threshold:g}{unit} for " \
+           f"{watch.minutes} min)"
+
+
 def stored_figures_table():
     """docs/protocol.md: what the panel keeps of each sample, one row per figure."""
     rows = ["| column | from the agent | type | meaning | rolled up | chart | Prometheus "
@@ -44,7 +57,7 @@ def stored_figures_table():
             _code(figure.column), f"`{figure.wire}`", TYPE_TEXT[figure.storage], meaning,
             _code(*figures.rollup_columns(figure)), chart,
             _code(figure.prometheus.name) if figure.prometheus else "",
-            _code(figure.alert) if figure.alert else "")) + " |")
+            _alert_text(figure))) + " |")
     return "\n".join(rows)
 
 

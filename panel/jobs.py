@@ -101,14 +101,18 @@ def evaluate_rules(interval, now=None):
         rows = samples[agent.id]
         agent_now = models.agent_clock(offsets.get(agent.id), now)
         for rule in alerts.effective_rules(rules, server.id):
+            if rule.metric not in alerts.WATCHED:
+                continue  # a metric of a newer release sharing the database
+            below = alerts.WATCHED[rule.metric].alert.below
             points = [(r["timestamp"], alerts.sample_value(rule.metric, r)) for r in rows]
             firing = (server.id, rule.metric) in open_rules
             decision = alerts.evaluate(points, rule.threshold, rule.minutes, firing, agent_now,
-                                       interval)
+                                       interval, below)
             if decision == "fire":
                 value = points[-1][1] if points else None
                 unit = alerts.UNITS[rule.metric]
-                message = (f"{rule.metric} above {rule.threshold:g}{unit} for {rule.minutes} "
+                side = "below" if below else "above"
+                message = (f"{rule.metric} {side} {rule.threshold:g}{unit} for {rule.minutes} "
                            f"min (now {value:.1f}{unit})")
                 if alerts.open_alert(server, rule.metric, message, now, value, rule.threshold):
                     opened += 1

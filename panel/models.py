@@ -843,10 +843,6 @@ def record_delivery(delivery_id, **outcome):
     Delivery.update(**outcome).where(Delivery.id == delivery_id).execute()
 
 
-def global_rules_exist():
-    return AlertRule.select().where(AlertRule.server.is_null()).exists()
-
-
 def alert_rules_with_servers():
     """Every rule, the global ones first, by metric; an override's server joined."""
     return list(AlertRule.select(AlertRule, Server).join(Server, peewee.JOIN.LEFT_OUTER)
