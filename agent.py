@@ -638,10 +638,12 @@ class CollectorContext:
         self.process_times = ProcessTimes(saved.get("processes"), boot_time)
         self.services = services or {}
         self.absent_until = {}  # service name -> monotonic time to look again
+        # Services this server has answered for: one of them gone is "down", not "absent".
+        self.seen = set(saved.get("seen") or ())
 
     def to_json(self):
         return {"cpu": self.cpu.previous, "rates": self.rates.to_json(),
-                "processes": self.process_times.to_json()}
+                "processes": self.process_times.to_json(), "seen": sorted(self.seen)}
 
 
 def expand_collectors(names):
@@ -1332,6 +1334,14 @@ def run_collectors(names, ctx):
         try:
             result = spec.func(ctx)
         except ServiceAbsent as err:
+            if name in ctx.seen:
+                # It answered before: say it is gone, and look again every sample, so the
+                # panel's "service down" alert resolves as soon as it is back.
+                unavailable[name] = f"gone: {err}"[:300]
+                if name not in _FAILING:
+                    log.warning("service gone name=%s reason=%s", name, err)
+                    _FAILING.add(name)
+                continue
             ctx.absent_until[name] = now + ABSENT_RECHECK
             log.debug("collector absent name=%s reason=%s", name, err)
             continue
@@ -1347,6 +1357,7 @@ def run_collectors(names, ctx):
         log.debug("collector ok name=%s ms=%.2f", name, (time.perf_counter() - started) * 1000)
         if spec.group == SERVICES:
             services[name] = result
+            ctx.seen.add(name)
         else:
             metrics[name] = result
     if services:
