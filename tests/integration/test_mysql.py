@@ -284,3 +284,26 @@ def test_the_agent_reports_mysql_to_a_real_panel(panel, tmp_path, mysql_settings
     mysql = second.detail["services"]["mysql"]
     assert mysql["up"] is True and mysql["connections"] >= 1 and mysql["queriesPerSec"] > 0
     assert "queriesPerSec" not in first.detail["services"]["mysql"]
+
+
+def readme_grant(user):
+    """The README's one GRANT line for MariaDB, for `user`."""
+    line = next(line for line in (ROOT / "README.md").read_text().splitlines()
+                if "IDENTIFIED VIA unix_socket" in line)
+    return line.split(";", 1)[1].strip().rstrip(";").replace("mpanel-agent", user)
+
+
+def test_the_readmes_grant_lets_the_agents_user_size_every_schema_without_reading_it(
+        socket_user):
+    name = f"mpt_sized_{os.getpid()}"
+    shared_sql(f"{readme_grant(socket_user)}; CREATE DATABASE {name}; "
+               f"CREATE TABLE {name}.t (a int) ENGINE=InnoDB")
+    try:
+        result = collect_as(socket_user, {"socket": SHARED_SOCKET})
+        assert {d["name"]: d["size"] for d in result["databases"]}[name] > 0, result
+        denied = subprocess.run(["runuser", "-u", socket_user, "--", "mariadb", "--no-defaults",
+                                 f"--socket={SHARED_SOCKET}", "-e", f"SELECT * FROM {name}.t"],
+                                capture_output=True, text=True, timeout=30)
+        assert "denied" in denied.stderr, denied  # sizes, never rows
+    finally:
+        shared_sql(f"DROP DATABASE IF EXISTS {name}")
