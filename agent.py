@@ -1283,32 +1283,38 @@ def _mysql_in(names):
     return ", ".join(f"'{name}'" for name in names)
 
 
+# Two queries, not a join of schemata and tables: MariaDB 10.11 takes 12-21 ms for the LEFT
+# JOIN (it reads every schema's tables, the system ones too) and 0.3 ms for the two.
 MYSQL_SIZES_QUERY = (
-    "SELECT s.schema_name, COALESCE(SUM(t.data_length + t.index_length), 0) "
-    "FROM information_schema.schemata s LEFT JOIN information_schema.tables t "
-    "ON t.table_schema = s.schema_name "
-    f"WHERE s.schema_name NOT IN ({_mysql_in(MYSQL_SYSTEM_SCHEMAS)}) GROUP BY s.schema_name")
+    "SELECT table_schema, SUM(data_length + index_length) FROM information_schema.tables "
+    f"WHERE table_schema NOT IN ({_mysql_in(MYSQL_SYSTEM_SCHEMAS)}) GROUP BY table_schema")
+MYSQL_SCHEMAS_QUERY = ("SELECT schema_name FROM information_schema.schemata "
+                       f"WHERE schema_name NOT IN ({_mysql_in(MYSQL_SYSTEM_SCHEMAS)})")
 
 
 def fetch_mysql(settings, sizes=True):
     """Log in, read status, variables, replication and (when `sizes`) database sizes -> the
     rows: {"status": [[name, value]], "variables": [[name, value]], "replica": {column: value}
-    or None (a primary, or no privilege to ask), "sizes": [[schema, bytes]] or None}.
+    or None (a primary, or no privilege to ask), "sizes": [[schema, bytes]] (schemas with
+    tables) and "schemas": [[schema]] (all, empty ones too), both None when not read}.
 
-    The agent speaks the client/server protocol itself (a `mysql` client started every minute
-    would cost more than the rest of a collection). A timeout while summing sizes keeps what
-    was read before it: sizes is the last query, and only it can take long.
+    The agent speaks the client/server protocol itself: the `mariadb` client started every
+    minute for the same queries costs 7.5 ms of CPU, the built-in client 0.3-0.7 ms (MariaDB
+    10.11 here, medians of 20). A timeout while summing sizes keeps what was read before it:
+    sizes are the last queries, and only they can take long.
     """
     with _MysqlConnection(settings) as connection:
         raw = {"status": connection.query("SHOW GLOBAL STATUS WHERE Variable_name IN ("
                                           + _mysql_in(MYSQL_STATUS) + ")")[1],
                "variables": connection.query("SHOW GLOBAL VARIABLES WHERE Variable_name IN ("
                                              + _mysql_in(MYSQL_VARIABLES) + ")")[1],
-               "replica": connection.replica_status(), "sizes": None}
+               "replica": connection.replica_status(), "sizes": None, "schemas": None}
         if sizes:
             try:
+                raw["schemas"] = connection.query(MYSQL_SCHEMAS_QUERY)[1]
                 raw["sizes"] = connection.query(MYSQL_SIZES_QUERY)[1]
             except (socket.timeout, MysqlError) as err:
+                raw["schemas"] = raw["sizes"] = None
                 log.debug("mysql sizes not read reason=%s", err)
     return raw
 
@@ -1611,8 +1617,10 @@ def parse_mysql(raw):
             if column(name) not in (None, "", "0"):
                 figures[key] = int(column(name))
     if raw.get("sizes") is not None:
-        databases = sorted(({"name": str(name)[:200], "size": int(size or 0)}
-                            for name, size in raw["sizes"]), key=lambda d: -d["size"])
+        totals = {name: 0 for name, in raw.get("schemas") or ()}  # a schema with no tables
+        totals.update((name, int(size or 0)) for name, size in raw["sizes"])
+        databases = sorted(({"name": str(name)[:200], "size": size}
+                            for name, size in totals.items()), key=lambda d: -d["size"])
         figures["databases"] = sorted(databases[:MYSQL_MAX_DATABASES], key=lambda d: d["name"])
         if len(databases) > MYSQL_MAX_DATABASES:
             figures["omitted"] = len(databases) - MYSQL_MAX_DATABASES

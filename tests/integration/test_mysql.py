@@ -80,6 +80,22 @@ def test_mysql_reports_connections_queries_and_buffer_pool_from_the_real_server(
     assert second["slowQueriesPerSec"] >= 0 and second["abortedConnectsPerSec"] >= 0
 
 
+def test_buffer_pool_hit_ratio_is_over_the_interval(mysql_settings):
+    """Logical reads between two samples give a hit ratio; its pages are in the pool already,
+    so nearly every read is a hit (other clients' reads count too: the bound is loose)."""
+    name = f"mpt_hits_{os.getpid()}"
+    shared_sql(f"CREATE DATABASE {name}; CREATE TABLE {name}.t (a int) ENGINE=InnoDB; "
+               f"INSERT INTO {name}.t VALUES (1), (2), (3)")
+    try:
+        ctx = context(mysql_settings)
+        assert "bufferPoolHitPercent" not in agent.collect_mysql(ctx)
+        ctx.rates.end_cycle()
+        shared_sql("".join(f"SELECT COUNT(*) FROM {name}.t;" for _ in range(50)))
+        assert 50 <= agent.collect_mysql(ctx)["bufferPoolHitPercent"] <= 100
+    finally:
+        shared_sql(f"DROP DATABASE IF EXISTS {name}")
+
+
 def test_mysql_counts_our_own_extra_connections(mysql_settings):
     before = agent.collect_mysql(context(mysql_settings))["connections"]
     clients = [subprocess.Popen(["mariadb", "--no-defaults", "-uroot", "-h127.0.0.1",

@@ -26,7 +26,7 @@ def replica_status():
 def raw(**extra):
     return dict({"status": rows("mysql_global_status.tsv"),
                  "variables": rows("mysql_global_variables.tsv"),
-                 "replica": None, "sizes": None}, **extra)
+                 "replica": None, "sizes": None, "schemas": None}, **extra)
 
 
 def test_parse_mysql_status_and_variables_of_the_machines_mariadb():
@@ -69,6 +69,11 @@ def test_database_sizes_keep_the_fifty_largest_by_name_and_count_the_rest():
     assert "db00" not in names and "db51" in names  # the smallest ones are left out
     assert figures["omitted"] == 3
     validate(SCHEMA, figures, "mysql")
+
+
+def test_a_schema_without_tables_is_sized_zero():
+    figures, _ = agent.parse_mysql(raw(sizes=[["shop", "49152"]], schemas=[["shop"], ["new"]]))
+    assert figures["databases"] == [{"name": "new", "size": 0}, {"name": "shop", "size": 49152}]
 
 
 def test_a_server_without_innodb_has_no_buffer_pool_figures():
