@@ -1421,7 +1421,6 @@ class _MysqlConnection:
         except BaseException:
             self.sock.close()
             raise
-        self.replica_statement = "SHOW REPLICA STATUS"
 
     def __enter__(self):
         return self
