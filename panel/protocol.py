@@ -257,6 +257,19 @@ DATABASE = {
 }
 
 
+MYSQL_DATABASE = {
+    "type": "object",
+    "required": ["name", "size"],
+    "properties": {
+        "name": _text(200, description="Schema (database) name."),
+        "size": _described(BYTES, "Data and indexes of its tables (information_schema.tables "
+                                  "data_length + index_length), bytes."),
+    },
+}
+SECONDS = {"type": "integer", "minimum": 0, "maximum": MAX_INT64}
+ERRNO = {"type": "integer", "minimum": 1, "maximum": 65535}
+
+
 def _service(description, **properties):
     return {"type": "object", "description": description, "properties": properties}
 
@@ -288,6 +301,50 @@ SERVICES = {
             usedMemory=_described(BYTES, "Memory Redis has allocated (used_memory), bytes."),
             connectedClients=_described(COUNT, "Client connections (connected_clients)."),
             opsPerSec=_described(RATE, "Commands per second (total_commands_processed).")),
+        "mysql": _service(
+            "MySQL or MariaDB, from SHOW GLOBAL STATUS, SHOW GLOBAL VARIABLES, SHOW REPLICA "
+            "STATUS and information_schema. A server this agent saw up that stops answering "
+            "is sent as {\"up\": false} alone.",
+            up={"type": "boolean", "description": "Whether the server answered."},
+            version=_text(200, description="The server's version variable, e.g. "
+                                           "10.11.19-MariaDB-0+deb12u1."),
+            uptime=_described(SECONDS, "Seconds since the server started (Uptime)."),
+            connections=_described(COUNT, "Open client connections (Threads_connected)."),
+            maxConnections=_described(COUNT, "The max_connections variable."),
+            connectionsPercent=_described(PERCENT, "connections / maxConnections, 0-100."),
+            threadsRunning=_described(COUNT, "Threads executing a statement "
+                                             "(Threads_running)."),
+            queriesPerSec=_described(RATE, "Statements clients sent per second (Questions)."),
+            slowQueriesPerSec=_described(RATE, "Statements that took longer than "
+                                               "long_query_time, per second (Slow_queries)."),
+            abortedConnectsPerSec=_described(RATE, "Failed connection attempts per second "
+                                                   "(Aborted_connects)."),
+            abortedClientsPerSec=_described(RATE, "Connections dropped without a proper close, "
+                                                  "per second (Aborted_clients)."),
+            bufferPoolBytes=_described(BYTES, "InnoDB buffer pool size (pages total x page "
+                                              "size), bytes."),
+            bufferPoolUsedPercent=_described(PERCENT, "Share of the InnoDB buffer pool's pages "
+                                                      "holding data, 0-100."),
+            bufferPoolHitPercent=_described(PERCENT, "Share of InnoDB page reads served from "
+                                                     "the buffer pool since the previous "
+                                                     "sample (1 - reads / read requests), 0-100; "
+                                                     "absent when there were none."),
+            replicaIoRunning={"type": "boolean", "description": "On a replica only: whether "
+                                                                "its IO thread is running."},
+            replicaSqlRunning={"type": "boolean", "description": "On a replica only: whether "
+                                                                 "its SQL thread is running."},
+            replicaLag=_described(SECONDS, "On a replica only: seconds behind its primary "
+                                           "(Seconds_Behind_Master); absent while the SQL "
+                                           "thread is stopped."),
+            replicaIoErrno=_described(ERRNO, "On a replica only: the IO thread's last error "
+                                             "number, when it has one."),
+            replicaSqlErrno=_described(ERRNO, "On a replica only: the SQL thread's last error "
+                                              "number, when it has one."),
+            databases={"type": "array", "maxItems": 50, "items": MYSQL_DATABASE,
+                       "description": "The largest schemas the agent's user can see (system "
+                                      "schemas left out), at most 50; read every few minutes, "
+                                      "the last known sent between."},
+            omitted=_described(COUNT, "Schemas left out of databases past the first 50.")),
         "docker": _service(
             "Docker, from the Engine API's /info on its unix socket.",
             containersTotal=_described(COUNT, "Containers, running or not."),

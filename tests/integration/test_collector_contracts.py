@@ -1,6 +1,6 @@
 """A contract for every registered collector, services included: what it emits on this machine
 (system collectors) or against a real server (nginx serving both status pages, Redis, PostgreSQL,
-the Docker Engine API stand-in on a unix socket) validates against its wire schema in
+MariaDB, the Docker Engine API stand-in on a unix socket) validates against its wire schema in
 panel/protocol.py, carries no key that schema does not know, and every key it emits is one the
 panel stores (a column or the sample's detail) or one listed in KNOWINGLY_IGNORED below.
 
@@ -17,6 +17,7 @@ import agent
 from panel import ingest, protocol
 from panel.validation import validate
 from tests.conftest import free_port, start_nginx, stop_process, wait_for_port
+from tests.integration.test_mysql import mysql_settings  # noqa: F401
 from tests.integration.test_services import (docker_socket, postgres_settings,  # noqa: F401
                                              redis_port)
 
@@ -52,9 +53,10 @@ def web_status_urls(tmp_path):
 
 @pytest.fixture
 def service_settings(web_status_urls, redis_port, postgres_settings,  # noqa: F811
-                     docker_socket):  # noqa: F811
+                     docker_socket, mysql_settings):  # noqa: F811
     return {**web_status_urls, "redis": {"port": redis_port},
-            "postgresql": postgres_settings, "docker": {"socket": docker_socket}}
+            "postgresql": postgres_settings, "docker": {"socket": docker_socket},
+            "mysql": mysql_settings}
 
 
 def _sections(names, settings):
@@ -147,7 +149,7 @@ def test_system_collector_keeps_its_contract(name):
     _check_contract(name, _sections((name,), {})[name])
 
 
-SERVICE_COLLECTORS = ("nginx", "apache", "redis", "postgresql", "docker")
+SERVICE_COLLECTORS = ("nginx", "apache", "redis", "postgresql", "mysql", "docker")
 
 
 @pytest.mark.parametrize("name", SERVICE_COLLECTORS)
