@@ -17,6 +17,7 @@ import agent
 from panel import ingest, protocol
 from panel.validation import validate
 from tests.conftest import free_port, start_nginx, stop_process, wait_for_port
+from tests.integration.test_certificates import tls_sites  # noqa: F401
 from tests.integration.test_services import (docker_socket, postgres_settings,  # noqa: F401
                                              redis_port)
 
@@ -52,9 +53,10 @@ def web_status_urls(tmp_path):
 
 @pytest.fixture
 def service_settings(web_status_urls, redis_port, postgres_settings,  # noqa: F811
-                     docker_socket):  # noqa: F811
+                     docker_socket, tls_sites):  # noqa: F811
     return {**web_status_urls, "redis": {"port": redis_port},
-            "postgresql": postgres_settings, "docker": {"socket": docker_socket}}
+            "postgresql": postgres_settings, "docker": {"socket": docker_socket},
+            "certificates": tls_sites["settings"]}
 
 
 def _sections(names, settings):
@@ -147,7 +149,7 @@ def test_system_collector_keeps_its_contract(name):
     _check_contract(name, _sections((name,), {})[name])
 
 
-SERVICE_COLLECTORS = ("nginx", "apache", "redis", "postgresql", "docker")
+SERVICE_COLLECTORS = ("nginx", "apache", "certificates", "redis", "postgresql", "docker")
 
 
 @pytest.mark.parametrize("name", SERVICE_COLLECTORS)
