@@ -883,6 +883,68 @@ def collect_processes(ctx):
             "topCpu": [entry(r) for r in busy], "topMemory": [entry(r) for r in heavy]}
 
 
+# Chips whose readings are the CPU's, by the name psutil gives them (the hwmon driver's): Intel's
+# coretemp (package and cores), AMD's k10temp and zenpower (Tctl, Tdie, Tccd), the thermal
+# zone x86_pkg_temp, and ARM boards' cpu_thermal / soc_thermal zones.
+CPU_SENSORS = ("coretemp", "k10temp", "zenpower", "x86_pkg_temp", "cpu_thermal", "cpu-thermal",
+               "soc_thermal", "cpu")
+SENSORS_MAX = 50  # readings sent, hottest first; the rest are counted in `omitted`
+# Readings outside this are a sensor with nothing connected (-128, -273) or a misread
+# register (65261.8 °C), not a temperature.
+SENSOR_RANGE = (-50.0, 200.0)
+
+
+def fetch_sensors():
+    """psutil.sensors_temperatures() (Linux: /sys/class/hwmon/*/temp*_input) -> {chip:
+    [[label, current, high, critical]]} (°C; high and critical may be None). ServiceAbsent where
+    there is none: other systems, and virtual machines, whose hypervisor shows no sensor."""
+    read = getattr(psutil, "sensors_temperatures", None)
+    raw = read() if read is not None else {}
+    if not raw:
+        raise ServiceAbsent("no temperature sensors here")
+    return {chip: [list(reading) for reading in readings] for chip, readings in raw.items()}
+
+
+def parse_sensors(raw):
+    """fetch_sensors()' readings -> {"cpuMax": the hottest CPU reading (package or core), °C,
+    absent when no chip is a CPU's (CPU_SENSORS), "readings": [{"name": chip, "label",
+    "current", "high", "critical" (°C, one decimal; high and critical when the chip says)}],
+    hottest first, at most SENSORS_MAX, "omitted": readings left out}."""
+    low, high_most = SENSOR_RANGE
+    readings, cpu = [], []
+    for chip, entries in raw.items():
+        for label, current, high, critical in entries:
+            if not isinstance(current, NUMBER) or not low <= current <= high_most:
+                continue
+            reading = {"name": _wire_text(str(chip)), "label": _wire_text(str(label or "")),
+                       "current": round(float(current), 1)}
+            for key, value in (("high", high), ("critical", critical)):
+                if isinstance(value, NUMBER) and low < value <= high_most:
+                    reading[key] = round(float(value), 1)
+            readings.append(reading)
+            if str(chip).lower() in CPU_SENSORS:
+                cpu.append(reading["current"])
+    if not readings:
+        raise ServiceAbsent("no temperature sensor gives a reading")
+    readings.sort(key=lambda r: r["current"], reverse=True)
+    section = {"cpuMax": max(cpu)} if cpu else {}
+    section.update(readings=readings[:SENSORS_MAX], omitted=max(0, len(readings) - SENSORS_MAX))
+    return section
+
+
+@collector("sensors")
+def collect_sensors(ctx):
+    """Temperatures, where the machine has sensors (psutil.sensors_temperatures(): Linux's
+    hwmon; raw input such as {"coretemp": [["Package id 0", 52.0, 100.0, 100.0], ["Core 0",
+    45.0, 100.0, 100.0]]}). Absent, and looked for again every ABSENT_RECHECK, where there is
+    none: on other systems, and in virtual machines such as the one this project is tested in.
+
+    -> {"cpuMax": °C, "readings": [{"name", "label", "current", "high", "critical"}],
+    "omitted"} (see parse_sensors)
+    """
+    return parse_sensors(fetch_sensors())
+
+
 # ===== Service collectors =======================================================================
 # Each service is split into fetch_<svc>(settings) -- I/O with a short timeout, raising
 # ServiceAbsent when the service is not there -- and a pure parse_<svc>(raw) tested on captured

@@ -137,6 +137,40 @@ MEMORY = {
     "properties": _figure_fields("memory"),
 }
 
+# Degrees Celsius: agent.py sends -50 to 200 only (past that a sensor is unconnected or misread).
+CELSIUS = {"type": "number", "minimum": -273.15, "maximum": 1000}
+
+SENSOR = {
+    "type": "object",
+    "required": ["name", "current"],
+    "properties": {
+        "name": _text(200, 1, "The chip, as psutil names it after its hwmon driver: coretemp, "
+                              "k10temp, acpitz, nvme, ..."),
+        "label": _text(200, description="The reading's label on that chip, e.g. 'Package id "
+                                        "0', 'Core 3', 'Tctl'; empty when the chip gives "
+                                        "none."),
+        "current": _described(CELSIUS, "Temperature now, °C."),
+        "high": _described(CELSIUS, "The chip's high threshold, °C (when it has one)."),
+        "critical": _described(CELSIUS, "The chip's critical threshold, °C (when it has one)."),
+    },
+}
+
+SENSORS = {
+    "type": "object",
+    "description": "Temperatures, where the machine has sensors (psutil: Linux's hwmon); "
+                   "absent elsewhere, virtual machines included.",
+    "required": ["readings"],
+    "properties": {
+        "cpuMax": _described(CELSIUS, "The hottest CPU reading (package or core: coretemp, "
+                                      "k10temp, zenpower, cpu_thermal, ...), °C; absent when "
+                                      "no chip is a CPU's."),
+        "readings": {"type": "array", "maxItems": 50, "items": SENSOR,
+                     "description": "Every temperature reading, hottest first (agent.py sends "
+                                    "at most 50)."},
+        "omitted": _described(COUNT, "Readings left out past the 50 sent."),
+    },
+}
+
 _INPUT_SCHEMAS = {"count": COUNT, "bytes": BYTES, "percent": PERCENT}
 
 
@@ -357,7 +391,7 @@ METRICS = {
     "description": "One section per collector; a disabled, absent or failed collector's "
                    "section is left out.",
     "properties": {"cpu": CPU, "memory": MEMORY, "disk": DISK, "network": NETWORK,
-                   "processes": PROCESSES, "services": SERVICES},
+                   "processes": PROCESSES, "sensors": SENSORS, "services": SERVICES},
 }
 
 UNAVAILABLE = {

@@ -8,6 +8,7 @@ panel stores (a column or the sample's detail) or one listed in KNOWINGLY_IGNORE
 build a different row. So the check holds whatever ingest maps a key onto.
 """
 import copy
+import json
 import time
 from pathlib import Path
 
@@ -123,6 +124,17 @@ def _stored(metrics, section_path, path):
     return changed != ingest.sample_row(metrics)
 
 
+# Until the panel side of issue 12 lands (a figure-table row for sensors.cpuMax; the readings
+# kept in the detail), the sensors section is checked against its schema but not kept.
+KNOWINGLY_IGNORED.update({f"sensors.{path}": "issue 12: the panel keeps no temperature yet"
+                          for path in _schema_paths(protocol.SENSORS)})
+# System collectors of hardware a machine may lack (no virtual machine has temperature
+# sensors): where one is absent, its contract is checked on its parser's reading of captured
+# output instead (tests/fixtures/README.md).
+CAPTURED = {"sensors": lambda: agent.parse_sensors(
+    json.loads((FIXTURES / "sensors_temperatures.json").read_text()))}
+
+
 def _check_contract(name, output):
     schema = _schema_of(name)
     assert schema is not None, f"{name}: no wire schema in panel/protocol.py"
@@ -146,7 +158,10 @@ def test_every_registered_collector_has_a_contract_here():
 
 @pytest.mark.parametrize("name", agent.system_collectors())
 def test_system_collector_keeps_its_contract(name):
-    _check_contract(name, _sections((name,), {})[name])
+    sections = _sections((name,), {})
+    if name not in sections and name in CAPTURED:
+        sections[name] = CAPTURED[name]()
+    _check_contract(name, sections[name])
 
 
 SERVICE_COLLECTORS = ("nginx", "apache", "certificates", "redis", "postgresql", "docker")
