@@ -886,6 +886,68 @@ def collect_processes(ctx):
             "topCpu": [entry(r) for r in busy], "topMemory": [entry(r) for r in heavy]}
 
 
+# Chips whose readings are the CPU's, by the name psutil gives them (the hwmon driver's): Intel's
+# coretemp (package and cores), AMD's k10temp and zenpower (Tctl, Tdie, Tccd), the thermal
+# zone x86_pkg_temp, and ARM boards' cpu_thermal / soc_thermal zones.
+CPU_SENSORS = ("coretemp", "k10temp", "zenpower", "x86_pkg_temp", "cpu_thermal", "cpu-thermal",
+               "soc_thermal", "cpu")
+SENSORS_MAX = 50  # readings sent, hottest first; the rest are counted in `omitted`
+# Readings outside this are a sensor with nothing connected (-128, -273) or a misread
+# register (65261.8 °C), not a temperature.
+SENSOR_RANGE = (-50.0, 200.0)
+
+
+def fetch_sensors():
+    """psutil.sensors_temperatures() (Linux: /sys/class/hwmon/*/temp*_input) -> {chip:
+    [[label, current, high, critical]]} (°C; high and critical may be None). ServiceAbsent where
+    there is none: other systems, and virtual machines, whose hypervisor shows no sensor."""
+    read = getattr(psutil, "sensors_temperatures", None)
+    raw = read() if read is not None else {}
+    if not raw:
+        raise ServiceAbsent("no temperature sensors here")
+    return {chip: [list(reading) for reading in readings] for chip, readings in raw.items()}
+
+
+def parse_sensors(raw):
+    """fetch_sensors()' readings -> {"cpuMax": the hottest CPU reading (package or core), °C,
+    absent when no chip is a CPU's (CPU_SENSORS), "readings": [{"name": chip, "label",
+    "current", "high", "critical" (°C, one decimal; high and critical when the chip says)}],
+    hottest first, at most SENSORS_MAX, "omitted": readings left out}."""
+    low, high_most = SENSOR_RANGE
+    readings, cpu = [], []
+    for chip, entries in raw.items():
+        for label, current, high, critical in entries:
+            if not isinstance(current, NUMBER) or not low <= current <= high_most:
+                continue
+            reading = {"name": _wire_text(str(chip)), "label": _wire_text(str(label or "")),
+                       "current": round(float(current), 1)}
+            for key, value in (("high", high), ("critical", critical)):
+                if isinstance(value, NUMBER) and low < value <= high_most:
+                    reading[key] = round(float(value), 1)
+            readings.append(reading)
+            if str(chip).lower() in CPU_SENSORS:
+                cpu.append(reading["current"])
+    if not readings:
+        raise ServiceAbsent("no temperature sensor gives a reading")
+    readings.sort(key=lambda r: r["current"], reverse=True)
+    section = {"cpuMax": max(cpu)} if cpu else {}
+    section.update(readings=readings[:SENSORS_MAX], omitted=max(0, len(readings) - SENSORS_MAX))
+    return section
+
+
+@collector("sensors")
+def collect_sensors(ctx):
+    """Temperatures, where the machine has sensors (psutil.sensors_temperatures(): Linux's
+    hwmon; raw input such as {"coretemp": [["Package id 0", 52.0, 100.0, 100.0], ["Core 0",
+    45.0, 100.0, 100.0]]}). Absent, and looked for again every ABSENT_RECHECK, where there is
+    none: on other systems, and in virtual machines such as the one this project is tested in.
+
+    -> {"cpuMax": °C, "readings": [{"name", "label", "current", "high", "critical"}],
+    "omitted"} (see parse_sensors)
+    """
+    return parse_sensors(fetch_sensors())
+
+
 # ===== Service collectors =======================================================================
 # Each service is split into fetch_<svc>(settings) -- I/O with a short timeout, raising
 # ServiceAbsent when the service is not there -- and a pure parse_<svc>(raw) tested on captured
@@ -975,6 +1037,564 @@ def collect_apache(ctx):
     if "Total Accesses" in fields:
         ctx.rates.add(result, "requestsPerSec", "apache:accesses", int(fields["Total Accesses"]))
     return result
+
+
+# ----- TLS certificates of the hosted sites -----------------------------------------------------
+# Found from the web servers' own configs (the certificate files they serve) and from endpoints
+# listed in config (the local handshake). Certificates change rarely: a file is read again only
+# when its mtime changes, an endpoint's handshake is redone every CERTIFICATE_HANDSHAKE_EVERY.
+
+CERTIFICATES_MAX = 50  # entries sent; the rest are counted in `omitted`
+CERTIFICATE_NAMES_MAX = 20  # names per entry (matching uses them all)
+CERTIFICATE_TEXT_MAX = 200
+CERTIFICATE_HANDSHAKE_EVERY = 300
+CONFIG_FILES_MAX = 300  # config files followed through includes, so a loop cannot run away
+CONFIG_INCLUDE_DEPTH = 10
+NGINX_CONFIG = "/etc/nginx/nginx.conf"
+APACHE_CONFIG = ("/etc/apache2/sites-enabled/*", "/etc/httpd/conf.d/*.conf")
+UNREADABLE_HINT = ("permission denied: the agent's user needs read access to this file (never "
+                   "the key) and search access to its folders, or list the site in endpoints")
+# DER object identifiers, as their encoded bytes.
+_OID_COMMON_NAME, _OID_ORGANIZATION = b"\x55\x04\x03", b"\x55\x04\x0a"
+_OID_SUBJECT_ALT_NAME = b"\x55\x1d\x11"
+
+
+def _wire_text(text, most=CERTIFICATE_TEXT_MAX):
+    """Text the panel stores as is: UTF-8 (a path's undecodable bytes become U+FFFD), no NUL
+    (a certificate may carry one: the null-prefix attack), at most `most` characters."""
+    text = text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+    return text[:most]
+
+
+def _der(data, offset):
+    """The DER item at `offset` -> (tag, start of its content, end)."""
+    if offset + 2 > len(data):
+        raise ValueError("truncated DER")
+    tag, length, offset = data[offset], data[offset + 1], offset + 2
+    if length & 0x80:
+        count = length & 0x7F
+        if not 0 < count <= 4 or offset + count > len(data):
+            raise ValueError("bad DER length")
+        length, offset = int.from_bytes(data[offset:offset + count], "big"), offset + count
+    if offset + length > len(data):
+        raise ValueError("truncated DER")
+    return tag, offset, offset + length
+
+
+def _der_children(data, start, end):
+    while start < end:
+        tag, inner, start = _der(data, start)
+        yield tag, data[inner:start]
+
+
+def _der_string(tag, value):
+    if tag == 0x1E:  # BMPString
+        return value.decode("utf-16-be", "replace")
+    if tag == 0x1C:  # UniversalString
+        return value.decode("utf-32-be", "replace")
+    if tag == 0x14:  # TeletexString: latin-1 in practice
+        return value.decode("latin-1")
+    return value.decode("utf-8", "replace")  # UTF8String, PrintableString, IA5String
+
+
+def _der_name(value):
+    """An X.501 Name (SEQUENCE OF SET OF {type, value}) -> {type OID bytes: first value}."""
+    found = {}
+    for _, rdn in _der_children(value, 0, len(value)):
+        for _, pair in _der_children(rdn, 0, len(rdn)):
+            (_, oid), (tag, text) = list(_der_children(pair, 0, len(pair)))[:2]
+            found.setdefault(oid, _der_string(tag, text))
+    return found
+
+
+def _der_time(tag, value):
+    """UTCTime (YYMMDDHHMMSSZ; 50-99 are 19xx, RFC 5280 4.1.2.5) or GeneralizedTime -> epoch."""
+    text = value.decode("ascii")
+    if tag == 0x17:
+        text = ("19" if int(text[:2]) >= 50 else "20") + text
+    moment = datetime.datetime.strptime(text[:14], "%Y%m%d%H%M%S")
+    return int(moment.replace(tzinfo=datetime.timezone.utc).timestamp())
+
+
+def parse_certificate(der):
+    """An X.509 certificate (DER, RFC 5280) -> {"subject": subject CN, "issuer": issuer CN
+    (else O), "dnsNames", "ipAddresses": its subjectAltName entries, "notBefore", "notAfter":
+    epoch seconds}. Only the few fields read here are decoded; ValueError if it is not one."""
+    try:
+        _, start, end = _der(der, 0)
+        _, tbs = next(_der_children(der, start, end))
+        fields = list(_der_children(tbs, 0, len(tbs)))
+        if fields and fields[0][0] == 0xA0:  # [0] version; v1 certificates have none
+            fields = fields[1:]
+        # serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo, [1] [2] [3]
+        issuer, (_, validity), subject = _der_name(fields[2][1]), fields[3], _der_name(fields[4][1])
+        (before_tag, before), (after_tag, after) = list(_der_children(validity, 0,
+                                                                      len(validity)))[:2]
+        dns, ips = [], []
+        for tag, extensions in fields[6:]:
+            if tag != 0xA3:  # [3] extensions
+                continue
+            _, sequence = next(_der_children(extensions, 0, len(extensions)))
+            for _, extension in _der_children(sequence, 0, len(sequence)):
+                parts = list(_der_children(extension, 0, len(extension)))
+                if parts[0][1] != _OID_SUBJECT_ALT_NAME:
+                    continue
+                _, names = next(_der_children(parts[-1][1], 0, len(parts[-1][1])))
+                for name_tag, name in _der_children(names, 0, len(names)):
+                    if name_tag == 0x82:  # dNSName
+                        dns.append(name.decode("ascii", "replace"))
+                    elif name_tag == 0x87 and len(name) in (4, 16):  # iPAddress
+                        ips.append(str(ipaddress.ip_address(name)))
+        return {"subject": subject.get(_OID_COMMON_NAME, ""),
+                "issuer": issuer.get(_OID_COMMON_NAME) or issuer.get(_OID_ORGANIZATION, ""),
+                "dnsNames": dns, "ipAddresses": ips,
+                "notBefore": _der_time(before_tag, before), "notAfter": _der_time(after_tag, after)}
+    except (IndexError, StopIteration, UnicodeDecodeError, ValueError, OverflowError) as err:
+        raise ValueError(f"not an X.509 certificate ({err})") from None
+
+
+def pem_certificate(text):
+    """The first certificate of a PEM file (the site's own in a full chain) -> DER bytes."""
+    import base64
+    import binascii
+
+    match = re.search(r"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+)-----END CERTIFICATE-----",
+                      text)
+    if not match:
+        raise ValueError("no PEM certificate in the file")
+    try:
+        return base64.b64decode("".join(match.group(1).split()), validate=True)
+    except binascii.Error:
+        raise ValueError("a PEM certificate that is not base64") from None
+
+
+def certificate_covers(certificate, name):
+    """Whether `certificate` (parse_certificate's) is valid for the host `name`, as RFC 6125
+    section 6 says a client checks: an IP address against iPAddress names only; a DNS name
+    against dNSName entries, the subject CN only when there is none (6.4.4); a wildcard only as
+    the whole left-most label, standing for exactly one label (6.4.3), never for a public
+    suffix's first level (`*.com`). A served wildcard (nginx `*.example.com`) is covered by the
+    same wildcard only."""
+    name = name.rstrip(".").lower()
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        address = None
+    if address is not None:
+        return any(ipaddress.ip_address(ip) == address for ip in certificate["ipAddresses"])
+    patterns = certificate["dnsNames"] or ([certificate["subject"]] if certificate["subject"]
+                                           else [])
+    for pattern in patterns:
+        pattern = pattern.rstrip(".").lower()
+        if pattern == name:
+            return True
+        if pattern.startswith("*.") and "*" not in pattern[2:] and "." in pattern[2:]:
+            label, dot, rest = name.partition(".")
+            if dot and label and label != "*" and rest == pattern[2:]:
+                return True
+    return False
+
+
+def checkable_names(server_names):
+    """The names a site serves that a certificate can be checked against: nginx's catch-all
+    `_`, regexes (~...), variables and `www.example.*` forms are not host names; nginx's
+    `.example.com` stands for example.com and *.example.com."""
+    names = []
+    for name in server_names:
+        name = name.strip().lower()
+        if name.startswith("."):
+            candidates = [name[1:], "*" + name]
+        else:
+            candidates = [name]
+        for candidate in candidates:
+            if candidate and candidate != "_" and not candidate.startswith("~") and \
+                    "$" not in candidate and "*" not in candidate[1:] and \
+                    candidate not in names:
+                names.append(candidate)
+    return names
+
+
+_NGINX_TOKEN = re.compile(r"""#[^\n]*|"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'|([{};])|([^\s{};]+)""")
+
+
+def nginx_tokens(text):
+    """nginx config text -> [(word, is punctuation)]: comments dropped, quotes taken off."""
+    tokens = []
+    for match in _NGINX_TOKEN.finditer(text):
+        quoted, single, punctuation, word = match.groups()
+        if punctuation:
+            tokens.append((punctuation, True))
+        elif quoted is not None or single is not None or word is not None:
+            tokens.append((next(v for v in (quoted, single, word) if v is not None), False))
+    return tokens
+
+
+def nginx_statements(tokens, include=None):
+    """nginx_tokens() -> [(directive, [args], [inner statements] or None)]. `include`
+    (pattern -> statements) stands in for each `include` directive, where nginx reads the
+    included files in its place."""
+    def block(position):
+        statements, words = [], []
+        while position < len(tokens):
+            value, mark = tokens[position]
+            position += 1
+            if not mark:
+                words.append(value)
+            elif value == ";":
+                if words:
+                    if words[0] == "include" and include is not None and len(words) > 1:
+                        statements.extend(include(words[1]))
+                    else:
+                        statements.append((words[0], words[1:], None))
+                words = []
+            elif value == "{":
+                inner, position = block(position)
+                if words:
+                    statements.append((words[0], words[1:], inner))
+                words = []
+            else:  # "}"
+                return statements, position
+        return statements, position
+
+    return block(0)[0]
+
+
+def nginx_sites(statements, inherited=()):
+    """TLS sites of nginx statements -> [{"serverNames", "certificate"}]: one per certificate
+    (RSA and ECDSA ones are both served) of each `server` that listens with `ssl` (or `quic`,
+    or the old `ssl on`); ssl_certificate is inherited from the http block."""
+    sites = []
+    certificates = [args[0] for name, args, inner in statements
+                    if name == "ssl_certificate" and args and inner is None] or list(inherited)
+    for name, args, inner in statements:
+        if inner is None:
+            continue
+        if name != "server":
+            sites.extend(nginx_sites(inner, certificates))
+            continue
+        own = [a[0] for n, a, i in inner if n == "ssl_certificate" and a and i is None]
+        tls = any(n == "listen" and ("ssl" in a[1:] or "quic" in a[1:]) for n, a, i in inner) \
+            or any(n == "ssl" and a[:1] == ["on"] for n, a, i in inner)
+        names = [word for n, a, i in inner if n == "server_name" for word in a]
+        if tls:
+            sites.extend({"serverNames": names, "certificate": path}
+                         for path in own or certificates)
+    return sites
+
+
+_APACHE_WORD = re.compile(r'"((?:[^"\\]|\\.)*)"|(\S+)')
+
+
+def apache_lines(text):
+    """Apache config text -> [[directive, args...]]: comments dropped, `\\` continuations
+    joined, quotes taken off; a section opens as ["<VirtualHost", ...] and closes as
+    ["</VirtualHost"]."""
+    lines = []
+    for line in re.sub(r"\\\r?\n", " ", text).splitlines():
+        line = line.strip()
+        if line.startswith("<") and line.endswith(">"):
+            line = line[:-1]
+        if line and not line.startswith("#"):
+            lines.append([m.group(1) if m.group(1) is not None else m.group(2)
+                          for m in _APACHE_WORD.finditer(line)])
+    return lines
+
+
+def apache_sites(lines):
+    """TLS sites of Apache directive lines -> [{"serverNames", "certificate"}]: each
+    <VirtualHost> with an SSLCertificateFile and no `SSLEngine off` (certbot's vhosts say `on`
+    in an included options file); names are ServerName, then every ServerAlias."""
+    sites, host = [], None
+    for words in lines:
+        directive = words[0].lower()
+        if directive == "<virtualhost":
+            host = {"names": [], "aliases": [], "certificate": None, "tls": True}
+        elif directive == "</virtualhost":
+            if host and host["tls"] and host["certificate"]:
+                sites.append({"serverNames": host["names"] + host["aliases"],
+                              "certificate": host["certificate"]})
+            host = None
+        elif host is not None and len(words) > 1:
+            if directive == "servername":  # [scheme://]host[:port]
+                host["names"] = [re.sub(r":\d+$", "", words[1].split("://")[-1])]
+            elif directive == "serveralias":
+                host["aliases"].extend(words[1:])
+            elif directive == "sslcertificatefile":
+                host["certificate"] = words[1]
+            elif directive == "sslengine":
+                host["tls"] = words[1].lower() == "on"
+    return sites
+
+
+class _ConfigReader:
+    """Reads config files through their includes, keeping what each file said until its mtime
+    changes; bounded in depth and in files, so an include loop ends."""
+
+    def __init__(self, cache):
+        self.cache = cache  # path -> ((mtime_ns, size), parsed)
+        self.files = 0
+
+    def parsed(self, path, parse, depth):
+        """parse(text of `path`), or None past the bounds or when it cannot be read."""
+        if depth > CONFIG_INCLUDE_DEPTH or self.files >= CONFIG_FILES_MAX:
+            return None
+        self.files += 1
+        try:
+            stat = os.stat(path)
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            kept = self.cache.get(path)
+            if kept is None or kept[0] != stamp:
+                with open(path, encoding="utf-8", errors="replace") as handle:
+                    kept = (stamp, parse(handle.read()))
+                self.cache[path] = kept
+        except OSError:
+            return None
+        return kept[1]
+
+    def expand(self, pattern, base):
+        import glob
+
+        pattern = os.path.join(base, pattern)
+        if os.path.isdir(pattern):  # Apache includes every file of a folder
+            pattern = os.path.join(pattern, "*")
+        paths = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+        return [path for path in paths if os.path.isfile(path)]
+
+    def nginx(self, path, base, depth=0):
+        """nginx_statements() of `path`, its includes read in their place."""
+        def include(pattern):
+            return [statement for included in self.expand(pattern, base)
+                    for statement in self.nginx(included, base, depth + 1)]
+
+        return nginx_statements(self.parsed(path, nginx_tokens, depth) or [], include)
+
+    def apache(self, path, base, depth=0):
+        """apache_lines() of `path`, its Include and IncludeOptional lines read in their place."""
+        expanded = []
+        for words in self.parsed(path, apache_lines, depth) or []:
+            if words[0].lower() in ("include", "includeoptional") and len(words) > 1:
+                for included in self.expand(words[1], base):
+                    expanded.extend(self.apache(included, base, depth + 1))
+            else:
+                expanded.append(words)
+        return expanded
+
+
+def _local_address(host, port):
+    """The address to reach `host` at, if it is one of this machine's (loopback, or an
+    interface's: psutil.net_if_addrs) -> str; else ValueError. A name is resolved by the system
+    resolver (/etc/hosts first); the agent connects to no address that is not its own."""
+    own = {ipaddress.ip_address(address.address.split("%")[0])
+           for addresses in psutil.net_if_addrs().values() for address in addresses
+           if address.family in (socket.AF_INET, socket.AF_INET6)}
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise ValueError(f"cannot resolve {host}: {err.strerror}") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if address.is_loopback or address in own:
+            return str(address)
+    raise ValueError(f"{host} is not an address of this server: the agent calls no outside "
+                     "address")
+
+
+def _endpoints(settings):
+    """services.certificates.endpoints -> [(host, port, server name or "")]: each entry
+    "host:port" or {"address": "host:port", "serverName": "..."}; a bad one raises ValueError.
+    The server name (sent as SNI, and the name checked) is the host's, unless it is an address
+    or serverName says otherwise."""
+    found = []
+    for entry in settings.get("endpoints") or []:
+        if isinstance(entry, str):
+            entry = {"address": entry}
+        if not isinstance(entry, dict) or not isinstance(entry.get("address"), str):
+            raise ValueError(f"certificates.endpoints: {entry!r} is not \"host:port\" or "
+                             "{\"address\": ..., \"serverName\": ...}")
+        parts = urllib.parse.urlsplit("//" + entry["address"])
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if not parts.hostname or not port:
+            raise ValueError(f"certificates.endpoints: {entry['address']!r} is not host:port")
+        try:
+            ipaddress.ip_address(parts.hostname)
+            named = ""
+        except ValueError:
+            named = parts.hostname
+        found.append((parts.hostname, port, str(entry.get("serverName") or named)))
+    return found
+
+
+def served_certificate(host, port, server_name=""):
+    """The certificate a local TLS server presents (DER): a handshake that checks nothing
+    (CERT_NONE: an expired or mismatched certificate is what we came to see), SNI set to
+    `server_name` so the server picks that site's."""
+    address = _local_address(host, port)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((address, port), SERVICE_TIMEOUT) as sock:
+        with context.wrap_socket(sock, server_hostname=server_name or None) as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def _certificate_file(path, cache):
+    """DER of the certificate at `path` -> (der, None) or (None, why not); read again only when
+    its mtime or size changed."""
+    try:
+        stat = os.stat(path)
+        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        kept = cache.get(path)
+        if kept is None or kept[0] != stamp:
+            with open(path, encoding="ascii", errors="replace") as handle:
+                text = handle.read(1_000_000)
+            try:
+                kept = (stamp, (pem_certificate(text), None))
+            except ValueError as err:
+                kept = (stamp, (None, str(err)))
+            cache[path] = kept
+        return kept[1]
+    except PermissionError:
+        return None, UNREADABLE_HINT
+    except FileNotFoundError:
+        return None, "no such file"
+    except OSError as err:
+        return None, f"unreadable: {err.strerror or err}"
+
+
+def fetch_certificates(settings, cache):
+    """Every certificate to look at -> [{"source": "nginx"|"apache"|"endpoint", "file" or
+    "endpoint", "serverNames", "der" or "error"}], the same file once however many sites serve
+    it. `cache` (kept by the collector between samples) holds files read and handshakes done.
+    ServiceAbsent when no config names a TLS site and no endpoint is listed."""
+    reader = _ConfigReader(cache.setdefault("configs", {}))
+    sites = []
+    nginx = settings.get("nginxConfig", NGINX_CONFIG)
+    if nginx and os.path.isfile(nginx):
+        base = os.path.dirname(nginx)  # nginx's prefix: includes and paths are relative to it
+        sites.extend(dict(site, source="nginx", base=base) for site in nginx_sites(
+            reader.nginx(nginx, base)))
+    apache = settings.get("apacheConfig", APACHE_CONFIG)
+    for pattern in [apache] if isinstance(apache, str) else apache or ():
+        # Relative includes are relative to ServerRoot: /etc/apache2, /etc/httpd.
+        base = os.path.dirname(os.path.dirname(pattern))
+        for path in reader.expand(pattern, base):
+            sites.extend(dict(site, source="apache", base=base) for site in apache_sites(
+                reader.apache(path, base)))
+    endpoints = _endpoints(settings)
+    if not sites and not endpoints:
+        raise ServiceAbsent("no TLS site in the nginx or Apache configs and no endpoints")
+
+    items, by_file = [], {}
+    for site in sites:
+        path = site["certificate"]
+        if path in by_file:
+            by_file[path]["serverNames"].extend(site["serverNames"])
+            continue
+        item = by_file[path] = {"source": site["source"], "file": path,
+                                "serverNames": list(site["serverNames"])}
+        if "$" in path or path.startswith("data:"):
+            item["error"] = "the certificate is named by a variable the agent cannot resolve"
+        else:
+            item["der"], item["error"] = _certificate_file(os.path.join(site["base"], path),
+                                                           cache.setdefault("files", {}))
+        items.append(item)
+
+    handshakes, now = cache.setdefault("handshakes", {}), time.monotonic()
+    for host, port, server_name in endpoints:
+        key = (host, port, server_name)
+        if key not in handshakes or now - handshakes[key][0] >= CERTIFICATE_HANDSHAKE_EVERY:
+            try:
+                outcome = (served_certificate(host, port, server_name), None)
+            except ValueError as err:  # not a local address
+                outcome = (None, str(err))
+            except OSError as err:  # refused, timed out, not TLS (ssl.SSLError)
+                outcome = (None, f"handshake failed: {err.strerror or err}")
+            handshakes[key] = (now, outcome)
+        der, error = handshakes[key][1]
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        items.append({"source": "endpoint", "endpoint": address,
+                      "serverNames": [server_name] if server_name else [], "der": der,
+                      "error": error})
+    return items
+
+
+def parse_certificates(items, now):
+    """fetch_certificates' items at wall time `now` -> the section (see collect_certificates).
+    Most urgent first: unreadable ones, then by days left; past CERTIFICATES_MAX the rest are
+    counted in `omitted`."""
+    entries = []
+    for item in items:
+        names = checkable_names(item["serverNames"])
+        entry = {"name": _wire_text(names[0] if names else item.get("file")
+                                    or item["endpoint"]),
+                 "source": item["source"]}
+        for key in ("file", "endpoint"):
+            if key in item:
+                entry[key] = _wire_text(item[key])
+        certificate, error = None, item.get("error")
+        if item.get("der") is not None:
+            try:
+                certificate = parse_certificate(item["der"])
+            except ValueError as err:
+                error = str(err)
+        if certificate is None:
+            entry["error"] = _wire_text(error or "no certificate")
+            entries.append(entry)
+            continue
+        entry.update(
+            subject=_wire_text(certificate["subject"]),
+            names=[_wire_text(n) for n in (certificate["dnsNames"] +
+                                           certificate["ipAddresses"])[:CERTIFICATE_NAMES_MAX]],
+            issuer=_wire_text(certificate["issuer"]),
+            notAfter=certificate["notAfter"],
+            daysLeft=round((certificate["notAfter"] - now) / 86400, 1))
+        if names:
+            unmatched = [n for n in names if not certificate_covers(certificate, n)]
+            entry["matches"] = not unmatched
+            if unmatched:
+                entry["unmatched"] = [_wire_text(n) for n in unmatched[:CERTIFICATE_NAMES_MAX]]
+        entries.append(entry)
+    entries.sort(key=lambda e: ("daysLeft" in e, e.get("daysLeft", 0), e["name"]))
+    readable = [e["daysLeft"] for e in entries if "daysLeft" in e]
+    section = {"total": len(entries),
+               "expired": sum(1 for e in entries if e.get("notAfter", now + 1) <= now),
+               "mismatched": sum(1 for e in entries if e.get("matches") is False),
+               "unreadable": sum(1 for e in entries if "error" in e)}
+    if readable:
+        section["minDaysLeft"] = min(readable)
+    section["certificates"] = entries[:CERTIFICATES_MAX]
+    section["omitted"] = max(0, len(entries) - CERTIFICATES_MAX)
+    return section
+
+
+@collector("certificates", group=SERVICES)
+def collect_certificates(ctx):
+    """TLS certificates of the sites this server hosts, from nginx's config (nginx.conf and
+    what it includes: server_name, ssl_certificate, listen ... ssl) and Apache's
+    (<VirtualHost> with SSLEngine on: ServerName, ServerAlias, SSLCertificateFile), plus the
+    local handshake of the endpoints listed in config. Settings (services.certificates):
+    nginxConfig (default /etc/nginx/nginx.conf), apacheConfig (a path or glob, or a list;
+    default /etc/apache2/sites-enabled/* and /etc/httpd/conf.d/*.conf), endpoints (a list of
+    "host:port" or {"address": "host:port", "serverName": "shop.example.com"}: the SNI name and
+    the name checked, by default the host's unless it is an address; this server's own
+    addresses only, refused otherwise). The agent reads the certificate files,
+    never the keys; one readable only by root is reported as unreadable, with the reason.
+
+    Raw input: a PEM file ("-----BEGIN CERTIFICATE-----\\nMIID...") or a handshake's DER.
+    -> {"total", "expired", "mismatched", "unreadable": counts, "minDaysLeft": fewest days
+    until a readable one expires (negative: expired), "certificates": [{"name": the first name
+    the site serves, "source": nginx|apache|endpoint, "file" or "endpoint", "subject": subject
+    CN, "names": subjectAltName DNS and IP entries, "issuer": issuer CN or O, "notAfter": epoch
+    seconds, "daysLeft": days (one decimal), "matches": every name served is covered (RFC
+    6125), "unmatched": the names that are not, "error": why there is no certificate}] (at most
+    50, most urgent first), "omitted": entries left out}
+    """
+    cache = vars(ctx).setdefault("certificate_cache", {})  # lives as long as the context
+    return parse_certificates(fetch_certificates(ctx.services.get("certificates", {}), cache),
+                              wall_time())
 
 
 def fetch_redis(settings):

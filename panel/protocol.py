@@ -137,6 +137,40 @@ MEMORY = {
     "properties": _figure_fields("memory"),
 }
 
+# Degrees Celsius: agent.py sends -50 to 200 only (past that a sensor is unconnected or misread).
+CELSIUS = {"type": "number", "minimum": -273.15, "maximum": 1000}
+
+SENSOR = {
+    "type": "object",
+    "required": ["name", "current"],
+    "properties": {
+        "name": _text(200, 1, "The chip, as psutil names it after its hwmon driver: coretemp, "
+                              "k10temp, acpitz, nvme, ..."),
+        "label": _text(200, description="The reading's label on that chip, e.g. 'Package id "
+                                        "0', 'Core 3', 'Tctl'; empty when the chip gives "
+                                        "none."),
+        "current": _described(CELSIUS, "Temperature now, °C."),
+        "high": _described(CELSIUS, "The chip's high threshold, °C (when it has one)."),
+        "critical": _described(CELSIUS, "The chip's critical threshold, °C (when it has one)."),
+    },
+}
+
+SENSORS = {
+    "type": "object",
+    "description": "Temperatures, where the machine has sensors (psutil: Linux's hwmon); "
+                   "absent elsewhere, virtual machines included.",
+    "required": ["readings"],
+    "properties": {
+        "cpuMax": _described(CELSIUS, "The hottest CPU reading (package or core: coretemp, "
+                                      "k10temp, zenpower, cpu_thermal, ...), °C; absent when "
+                                      "no chip is a CPU's."),
+        "readings": {"type": "array", "maxItems": 50, "items": SENSOR,
+                     "description": "Every temperature reading, hottest first (agent.py sends "
+                                    "at most 50)."},
+        "omitted": _described(COUNT, "Readings left out past the 50 sent."),
+    },
+}
+
 _INPUT_SCHEMAS = {"count": COUNT, "bytes": BYTES, "percent": PERCENT}
 
 
@@ -274,6 +308,44 @@ def _service(description, **properties):
     return {"type": "object", "description": description, "properties": properties}
 
 
+# A certificate's expiry: a GeneralizedTime may say any year from 1 to 9999.
+_CERTIFICATE_TIME = {"type": "integer", "minimum": -62135596800, "maximum": 253402300799}
+
+CERTIFICATE = {
+    "type": "object",
+    "required": ["name", "source"],
+    "properties": {
+        "name": _text(200, 1, "The first name the site serves (nginx server_name, Apache "
+                              "ServerName, the endpoint's serverName); else the file or the "
+                              "endpoint."),
+        "source": _text(16, 1, "Where it was found: nginx or apache (a web server's config: "
+                               "the file it serves), or endpoint (one listed in the agent's "
+                               "config: what a local handshake is served)."),
+        "file": _text(200, description="The certificate file, for nginx and Apache sites."),
+        "endpoint": _text(200, description="host:port of the handshake, for endpoints."),
+        "subject": _text(200, description="The subject's common name (CN)."),
+        "names": {"type": "array", "maxItems": 20, "items": _text(200),
+                  "description": "subjectAltName DNS names and IP addresses (agent.py sends at "
+                                 "most 20; the match uses them all)."},
+        "issuer": _text(200, description="The issuer's common name, else its organization."),
+        "notAfter": _described(_CERTIFICATE_TIME, "When it expires, seconds since the Unix "
+                                                  "epoch."),
+        "daysLeft": {"type": "number", "minimum": -4_000_000, "maximum": 4_000_000,
+                     "description": "Days until it expires, one decimal; negative once "
+                                    "expired."},
+        "matches": {"type": "boolean",
+                    "description": "Every name the site serves is covered by it (RFC 6125: "
+                                   "wildcards stand for one left-most label); absent when the "
+                                   "site names no host (server_name _)."},
+        "unmatched": {"type": "array", "maxItems": 20, "items": _text(200),
+                      "description": "The names served that it does not cover."},
+        "error": _text(200, description="Why there is no certificate to read: permission "
+                                        "denied (with what the agent's user needs), no such "
+                                        "file, handshake failed, not a local address."),
+    },
+}
+
+
 SERVICES = {
     "type": "object",
     "description": "One entry per service found on the server.",
@@ -296,6 +368,24 @@ SERVICES = {
             busyWorkers=_described(COUNT, "Workers serving a request."),
             idleWorkers=_described(COUNT, "Idle workers."),
             requestsPerSec=_described(RATE, "Requests (Total Accesses) per second.")),
+        "certificates": _service(
+            "TLS certificates of the sites the server hosts, from the nginx and Apache configs "
+            "(the files they serve) and the endpoints listed in the agent's config (a local "
+            "handshake).",
+            total=_described(COUNT, "Certificates found, those left out of the list included."),
+            expired=_described(COUNT, "Certificates past their notAfter."),
+            mismatched=_described(COUNT, "Certificates that do not cover every name their site "
+                                         "serves."),
+            unreadable=_described(COUNT, "Certificates that could not be read (see each one's "
+                                         "error)."),
+            minDaysLeft={"type": "number", "minimum": -4_000_000, "maximum": 4_000_000,
+                         "description": "Fewest days left until one of them expires; negative "
+                                        "once one has; absent when none could be read."},
+            certificates={"type": "array", "maxItems": 50, "items": CERTIFICATE,
+                          "description": "One entry per certificate, the most urgent first "
+                                         "(unreadable ones, then by days left); agent.py sends "
+                                         "at most 50."},
+            omitted=_described(COUNT, "Certificates left out of the list past the 50 sent.")),
         "redis": _service(
             "Redis, from INFO.",
             usedMemory=_described(BYTES, "Memory Redis has allocated (used_memory), bytes."),
@@ -358,7 +448,7 @@ METRICS = {
     "description": "One section per collector; a disabled, absent or failed collector's "
                    "section is left out.",
     "properties": {"cpu": CPU, "memory": MEMORY, "disk": DISK, "network": NETWORK,
-                   "processes": PROCESSES, "services": SERVICES},
+                   "processes": PROCESSES, "sensors": SENSORS, "services": SERVICES},
 }
 
 UNAVAILABLE = {

@@ -8,6 +8,7 @@ panel stores (a column or the sample's detail) or one listed in KNOWINGLY_IGNORE
 build a different row. So the check holds whatever ingest maps a key onto.
 """
 import copy
+import json
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from panel import ingest, protocol
 from panel.validation import validate
 from tests.conftest import free_port, start_nginx, stop_process, wait_for_port
 from tests.integration.test_mysql import mysql_settings  # noqa: F401
+from tests.integration.test_certificates import tls_sites  # noqa: F401
 from tests.integration.test_services import (docker_socket, postgres_settings,  # noqa: F401
                                              redis_port)
 
@@ -53,10 +55,10 @@ def web_status_urls(tmp_path):
 
 @pytest.fixture
 def service_settings(web_status_urls, redis_port, postgres_settings,  # noqa: F811
-                     docker_socket, mysql_settings):  # noqa: F811
+                     docker_socket, mysql_settings, tls_sites):  # noqa: F811
     return {**web_status_urls, "redis": {"port": redis_port},
             "postgresql": postgres_settings, "docker": {"socket": docker_socket},
-            "mysql": mysql_settings}
+            "mysql": mysql_settings, "certificates": tls_sites["settings"]}
 
 
 def _sections(names, settings):
@@ -123,6 +125,17 @@ def _stored(metrics, section_path, path):
     return changed != ingest.sample_row(metrics)
 
 
+# Until the panel side of issue 12 lands (a figure-table row for sensors.cpuMax; the readings
+# kept in the detail), the sensors section is checked against its schema but not kept.
+KNOWINGLY_IGNORED.update({f"sensors.{path}": "issue 12: the panel keeps no temperature yet"
+                          for path in _schema_paths(protocol.SENSORS)})
+# System collectors of hardware a machine may lack (no virtual machine has temperature
+# sensors): where one is absent, its contract is checked on its parser's reading of captured
+# output instead (tests/fixtures/README.md).
+CAPTURED = {"sensors": lambda: agent.parse_sensors(
+    json.loads((FIXTURES / "sensors_temperatures.json").read_text()))}
+
+
 def _check_contract(name, output):
     schema = _schema_of(name)
     assert schema is not None, f"{name}: no wire schema in panel/protocol.py"
@@ -146,10 +159,14 @@ def test_every_registered_collector_has_a_contract_here():
 
 @pytest.mark.parametrize("name", agent.system_collectors())
 def test_system_collector_keeps_its_contract(name):
-    _check_contract(name, _sections((name,), {})[name])
+    sections = _sections((name,), {})
+    if name not in sections and name in CAPTURED:
+        sections[name] = CAPTURED[name]()
+    _check_contract(name, sections[name])
 
 
-SERVICE_COLLECTORS = ("nginx", "apache", "redis", "postgresql", "mysql", "docker")
+SERVICE_COLLECTORS = ("nginx", "apache", "certificates", "redis", "postgresql", "mysql",
+                      "docker")
 
 
 @pytest.mark.parametrize("name", SERVICE_COLLECTORS)
