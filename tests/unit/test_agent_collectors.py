@@ -68,10 +68,11 @@ def test_every_system_collector_succeeds_here(collected):
     assert set(metrics) == set(agent.system_collectors()) - ABSENT_HERE
 
 
-@pytest.mark.parametrize("name", agent.system_collectors())
+# What this machine lacks is validated on captured output instead (test_sensors.py), so CI
+# never skips here.
+@pytest.mark.parametrize("name", [name for name in agent.system_collectors()
+                                  if name not in ABSENT_HERE])
 def test_collector_output_matches_the_wire_schema(collected, name):
-    if name in ABSENT_HERE:
-        pytest.skip(f"no {name} on this machine")
     validate(SECTIONS[name], collected[0][name], f"metrics.{name}")
 
 
