@@ -8,6 +8,7 @@ panel stores (a column or the sample's detail) or one listed in KNOWINGLY_IGNORE
 build a different row. So the check holds whatever ingest maps a key onto.
 """
 import copy
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from panel.validation import validate
 from tests.conftest import free_port, start_nginx, stop_process, wait_for_port
 from tests.integration.test_services import (docker_socket, postgres_settings,  # noqa: F401
                                              redis_port)
+from tests.integration.test_services_mail import (daemon_folder,  # noqa: F401
+                                                  postfix_deferred)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -52,9 +55,12 @@ def web_status_urls(tmp_path):
 
 @pytest.fixture
 def service_settings(web_status_urls, redis_port, postgres_settings,  # noqa: F811
-                     docker_socket):  # noqa: F811
+                     docker_socket, postfix_deferred):  # noqa: F811
     return {**web_status_urls, "redis": {"port": redis_port},
-            "postgresql": postgres_settings, "docker": {"socket": docker_socket}}
+            "postgresql": postgres_settings, "docker": {"socket": docker_socket},
+            "mailqueue": {"postfixQueue": str(postfix_deferred.queue)},
+            # Processes every machine here runs: the test's own interpreter, and one missing.
+            "watched": {"names": [Path(sys.executable).name, "mpanel-not-running"]}}
 
 
 def _sections(names, settings):
@@ -138,7 +144,7 @@ def _check_contract(name, output):
 
 
 def test_every_registered_collector_has_a_contract_here():
-    covered = set(agent.system_collectors()) | set(SERVICE_COLLECTORS)
+    covered = set(agent.system_collectors()) | set(SERVICE_COLLECTORS) | set(FROM_CAPTURED)
     assert set(agent.COLLECTORS) == covered, "a collector without a contract test"
 
 
@@ -147,7 +153,8 @@ def test_system_collector_keeps_its_contract(name):
     _check_contract(name, _sections((name,), {})[name])
 
 
-SERVICE_COLLECTORS = ("nginx", "apache", "redis", "postgresql", "docker")
+SERVICE_COLLECTORS = ("nginx", "apache", "redis", "mailqueue", "watched", "postgresql",
+                      "docker")
 
 
 @pytest.mark.parametrize("name", SERVICE_COLLECTORS)
@@ -155,6 +162,21 @@ def test_service_collector_keeps_its_contract(name, service_settings):
     output = _sections((name,), service_settings)["services"][name]
     assert output, f"{name} reported nothing"
     _check_contract(name, output)
+
+
+# Collectors whose service cannot run here, held to the contract on what their parser makes of
+# captured output: systemd cannot be PID 1 on this machine (tests/fixtures/README.md).
+FROM_CAPTURED = {
+    "systemd": lambda: agent.parse_systemd(
+        (FIXTURES / "systemctl_list_units_failed.txt").read_text(),
+        (FIXTURES / "systemctl_show.txt").read_text(),
+        ["nginx.service", "php8.2-fpm", "mariadb", "pure-ftpd"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FROM_CAPTURED))
+def test_service_collector_on_captured_output_keeps_its_contract(name):
+    _check_contract(name, FROM_CAPTURED[name]())
 
 
 def test_a_key_the_panel_drops_breaks_the_contract():
