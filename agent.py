@@ -1281,8 +1281,8 @@ def collect_watched(ctx):
     """Processes named in config (settings: names, e.g. ["named", "pure-ftpd", "crond"]),
     found by psutil by their name (/proc/<pid>/stat; the full name when that is cut at 15
     characters). A name no process is called is then looked for as the base name of first
-    arguments (/proc/<pid>/cmdline: only then, as reading every command line would cost a
-    third more; only its first word is compared, and nothing of it is sent). Off when no names
+    arguments (/proc/<pid>/cmdline: only then, as reading every command line costs a quarter
+    more; only its first word is compared, and nothing of it is sent). Off when no names
     are set.
 
     -> {"processes": [{"name", "count" (running; 0 is a "down"), "cpuPercent" (their summed
