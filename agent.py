@@ -1663,6 +1663,420 @@ def collect_redis(ctx):
     return result
 
 
+# ----- Mail queue (Postfix, Exim) ---------------------------------------------------------------
+# The queue is counted from the spool directories themselves: `mailq`, `postqueue -p` and
+# `exim -bpc` fork a program every minute and walk the same files (and print addresses). Only
+# the envelope's time (and Exim's frozen flag) is read from a queue file; senders, recipients
+# and content are never parsed, kept or sent.
+
+POSTFIX_QUEUE = "/var/spool/postfix"
+POSTFIX_QUEUES = ("active", "deferred", "hold", "incoming", "maildrop")
+EXIM_SPOOLS = ("/var/spool/exim4/input", "/var/spool/exim/input")
+# A walk stops after this many messages (or SERVICE_TIMEOUT seconds) and says so (`truncated`),
+# so a queue of millions costs the agent a bounded time.
+MAIL_QUEUE_LIMIT = 100_000
+# A Postfix queue file starts with its size record (~97 bytes) and its arrival time record;
+# Exim's -H file with its id, user, sender, time and flag lines, which rarely pass 1 KB.
+POSTFIX_HEAD_BYTES = 160
+EXIM_HEAD_BYTES = 8192
+# What the agent's user needs, said when the queue cannot be read.
+MAIL_QUEUE_ACCESS = {
+    "postfix": "the agent must run as root to count it",
+    "exim": "the agent must run as root, or its user join the spool's group (Debian-exim, "
+            "or exim), which may read every message",
+}
+
+
+def _is_there(path):
+    """Whether the folder `path` is there, or may be: a parent the agent may not search
+    (Debian's /var/spool/exim4 is mode 750) hides it, and that is not an absence."""
+    try:
+        os.stat(path)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return os.path.isdir(path)
+
+
+def _mta_running():
+    """Which mail server's daemon runs ("postfix", "exim" or None): only asked when both
+    spools are on disk (one is a removed package's leftover)."""
+    for proc in psutil.process_iter(["name"], ad_value=None):
+        name = proc.info["name"] or ""
+        if name == "master":  # Postfix's master daemon (/usr/lib/postfix/sbin/master)
+            return "postfix"
+        if name in ("exim4", "exim"):
+            return "exim"
+    return None
+
+
+def _queue_files(top, limit, deadline, suffix=""):
+    """Yield the regular files under `top` whose name ends with `suffix` (Postfix hashes some
+    queues into subfolders, Exim with split_spool_directory), at most `limit`; raise
+    _WalkStopped past it or past the `deadline` (monotonic)."""
+    folders, seen = [top], 0
+    while folders:
+        folder = folders.pop()
+        try:
+            listing = os.scandir(folder)
+        except FileNotFoundError:
+            continue  # a hashed subfolder removed meanwhile
+        with listing:  # read as it goes: a listing of 100,000 entries held whole is ~10 MB
+            for entry in listing:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+                elif entry.name.endswith(suffix) and entry.is_file(follow_symlinks=False):
+                    if seen >= limit or time.monotonic() > deadline:
+                        raise _WalkStopped
+                    seen += 1
+                    yield entry
+
+
+class _WalkStopped(Exception):
+    pass
+
+
+def _read_head(path, size):
+    """The first `size` bytes of a queue file, or None when it went away meanwhile (delivered,
+    moved to another queue)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except FileNotFoundError:
+        return None
+
+
+def parse_postfix_arrival(head):
+    """Arrival time (seconds since the epoch) from the start of a Postfix queue file, or None.
+
+    Records are a type byte, a length (7 bits a byte, low first) and data; the file begins
+    b"C_            315  ...T\\x111796173498 805701A..." -- the size record, then the time
+    record "T" (seconds and microseconds). The file's mtime is no use: Postfix sets a deferred
+    message's mtime to its next delivery attempt. Reading stops at the time record or at the
+    sender record ("S"), which is never looked into.
+    """
+    offset = 0
+    while offset < len(head):
+        kind, length, shift = head[offset:offset + 1], 0, 0
+        offset += 1
+        while offset < len(head):
+            byte = head[offset]
+            offset += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        if kind == b"T":
+            seconds = head[offset:offset + length].split(b" ")[0]
+            return int(seconds) if seconds.isdigit() and offset + length <= len(head) else None
+        if kind not in (b"C", b"A", b"c") or offset + length > len(head):
+            return None
+        offset += length
+    return None
+
+
+def parse_exim_header(head):
+    """(received time, frozen) from the start of an Exim -H spool file.
+
+    The file is: its name, "user uid gid", "<sender>", "<received time> <warnings>", then
+    option lines starting with "-" ("-frozen 1796173448" when frozen), then the recipients.
+    The sender line is skipped unread; reading stops at the first line after the options.
+    """
+    lines = head.split(b"\n")
+    if len(lines) < 5 or not lines[0].endswith(b"-H"):
+        return None, False
+    received = lines[3].split(b" ")[0]
+    frozen = False
+    for line in lines[4:]:
+        if not line.startswith(b"-"):
+            break
+        if line.startswith(b"-frozen "):
+            frozen = True
+    return (int(received) if received.isdigit() else None), frozen
+
+
+def fetch_mailqueue(settings):
+    """Walk the mail server's queue -> {"mta", "counts": {queue: messages}, "oldest": arrival
+    time or None, "frozen" (Exim), "truncated"}."""
+    postfix = settings.get("postfixQueue", POSTFIX_QUEUE)
+    has_postfix = _is_there(os.path.join(postfix, "deferred"))
+    spools = [settings["eximSpool"]] if settings.get("eximSpool") else EXIM_SPOOLS
+    exim = next((spool for spool in spools if _is_there(spool)), None)
+    if has_postfix and exim:
+        mta = "exim" if _mta_running() == "exim" else "postfix"
+    elif has_postfix or exim:
+        mta = "postfix" if has_postfix else "exim"
+    else:
+        raise ServiceAbsent("no Postfix queue or Exim spool")
+    tops = {queue: os.path.join(postfix, queue) for queue in POSTFIX_QUEUES} \
+        if mta == "postfix" else {"input": exim}
+    raw = {"mta": mta, "counts": {}, "oldest": None, "truncated": False}
+    if mta == "exim":
+        raw["frozen"] = 0
+    left, deadline = MAIL_QUEUE_LIMIT, time.monotonic() + SERVICE_TIMEOUT
+    for queue, top in tops.items():
+        count = 0
+        try:
+            # Exim: the -H files only, not -D (the body) or -J (a delivery's journal).
+            for entry in _queue_files(top, left, deadline, "-H" if mta == "exim" else ""):
+                if mta == "exim":
+                    head = _read_head(entry.path, EXIM_HEAD_BYTES)
+                    if head is None:
+                        continue
+                    arrival, frozen = parse_exim_header(head)
+                    raw["frozen"] += frozen
+                else:
+                    head = _read_head(entry.path, POSTFIX_HEAD_BYTES)
+                    if head is None:
+                        continue
+                    arrival = parse_postfix_arrival(head)
+                count += 1
+                if arrival is None:  # a file still being written: its mtime is its arrival
+                    try:
+                        arrival = int(entry.stat().st_mtime)
+                    except FileNotFoundError:
+                        continue
+                if raw["oldest"] is None or arrival < raw["oldest"]:
+                    raw["oldest"] = arrival
+        except _WalkStopped:
+            raw["truncated"] = True
+        except PermissionError as err:
+            raise RuntimeError(f"cannot read the {mta} queue ({err.filename}): "
+                               f"{MAIL_QUEUE_ACCESS[mta]} (README, mail queue)") from None
+        raw["counts"][queue] = count
+        left -= count
+        if raw["truncated"]:
+            break
+    return raw
+
+
+def parse_mailqueue(raw, now):
+    """The walk's tallies -> the wire section (pure): counts, total, age of the oldest."""
+    result = {"mta": raw["mta"], "total": sum(raw["counts"].values())}
+    if raw["mta"] == "postfix":
+        result.update({queue: raw["counts"].get(queue, 0) for queue in POSTFIX_QUEUES})
+    else:
+        result["frozen"] = raw["frozen"]
+    if raw["oldest"] is not None:
+        result["oldestAge"] = max(0, int(now - raw["oldest"]))
+    if raw["truncated"]:
+        result["truncated"] = True
+    return result
+
+
+@collector("mailqueue", group=SERVICES)
+def collect_mailqueue(ctx):
+    """The mail queue of Postfix or Exim, from the spool (settings: postfixQueue, default
+    /var/spool/postfix; eximSpool, default /var/spool/exim4/input or /var/spool/exim/input).
+    Which one is there is found from the folders (and, when both are, the running daemon).
+
+    Postfix: the files under active, deferred, hold, incoming and maildrop, each opened for its
+    first 160 bytes (the arrival time record). Exim: the *-H files of the input folder, read up
+    to the end of their option lines (the "-frozen <time>" flag). Needs root: Postfix's queue
+    folders are postfix's alone (mode 700; group postdrop may only write maildrop), Exim's
+    spool is its group's, which may read every message.
+
+    -> {"mta": "postfix"|"exim", "total" (messages), Postfix: "active", "deferred", "hold",
+    "incoming", "maildrop"; Exim: "frozen"; "oldestAge" (seconds since the oldest message
+    arrived; absent when the queue is empty), "truncated" (true when the walk stopped at
+    MAIL_QUEUE_LIMIT messages or SERVICE_TIMEOUT seconds: the counts are lower bounds)}
+    """
+    return parse_mailqueue(fetch_mailqueue(ctx.services.get("mailqueue", {})), wall_time())
+
+
+# ----- Watched processes ------------------------------------------------------------------------
+
+WATCHED_LIMIT = 50
+NAME_LENGTH = 200
+
+
+def _name_list(settings, key):
+    """A list of names from config (a single string is taken as one), duplicates dropped."""
+    names = settings.get(key) or []
+    if isinstance(names, str):
+        names = [names]
+    return list(dict.fromkeys(str(name) for name in names if str(name).strip()))
+
+
+@collector("watched", group=SERVICES)
+def collect_watched(ctx):
+    """Processes named in config (settings: names, e.g. ["named", "pure-ftpd", "crond"]),
+    found by psutil by their name (/proc/<pid>/stat; the full name when that is cut at 15
+    characters). A name no process is called is then looked for as the base name of first
+    arguments (/proc/<pid>/cmdline: only then, as reading every command line costs a quarter
+    more; only its first word is compared, and nothing of it is sent). Off when no names
+    are set.
+
+    -> {"processes": [{"name", "count" (running; 0 is a "down"), "cpuPercent" (their summed
+    share of one core since the previous sample, absent on the first), "rss" (summed resident
+    memory, bytes)}], "omitted" (names past the first 50)}
+    """
+    names = _name_list(ctx.services.get("watched", {}), "names")
+    if not names:
+        raise ServiceAbsent("no watched process names configured")
+    kept = names[:WATCHED_LIMIT]
+    matched, others = {name: [] for name in kept}, []
+    for proc in psutil.process_iter(["name"], ad_value=None):
+        (matched[proc.info["name"]] if proc.info["name"] in matched else others).append(proc)
+    missing = {name for name, procs in matched.items() if not procs}
+    if missing:
+        for proc in others:
+            try:
+                argv = proc.cmdline()
+            except psutil.Error:
+                continue
+            first = os.path.basename(argv[0]) if argv and argv[0] else None
+            if first in missing:
+                matched[first].append(proc)
+    now = since_boot()
+    entries = []
+    for name, procs in matched.items():
+        entry = {"name": name[:NAME_LENGTH], "count": 0, "rss": 0}
+        for proc in procs:
+            try:
+                with proc.oneshot():
+                    cpu, rss, started = proc.cpu_times(), proc.memory_info().rss, \
+                        proc.create_time()
+            except psutil.NoSuchProcess:
+                continue  # it ended meanwhile
+            except psutil.AccessDenied:
+                entry["count"] += 1  # running, though its figures are not ours to read
+                continue
+            entry["count"] += 1
+            entry["rss"] += rss
+            # Centiseconds of CPU: their rate per second is a share of one core in %.
+            rate = ctx.rates.per_second(f"watched:{proc.pid}:{int(started)}",
+                                        100.0 * (cpu.user + cpu.system), now)
+            if rate is not None:
+                entry["cpuPercent"] = round(entry.get("cpuPercent", 0.0) + rate, 2)
+        entries.append(entry)
+    result = {"processes": entries}
+    if len(names) > WATCHED_LIMIT:
+        result["omitted"] = len(names) - WATCHED_LIMIT
+    return result
+
+
+# ----- systemd ----------------------------------------------------------------------------------
+# systemctl is forked (it talks to systemd over D-Bus or its private socket): once a minute for
+# the failed units, once more when units are listed in config.
+
+SYSTEMD_RUNTIME = "/run/systemd/system"
+UNIT_STATE_LENGTH = 64
+UNIT_TYPES = (".service", ".socket", ".target", ".timer", ".mount", ".automount", ".swap",
+              ".path", ".slice", ".scope", ".device")
+
+
+def parse_systemctl_failed(text):
+    """`systemctl list-units --failed --plain --no-legend --no-pager` -> [{"name",
+    "loadState", "activeState", "subState"}].
+
+    Each line: "unit load active sub description", e.g.
+    "mariadb.service loaded failed failed MariaDB 10.11.6 database server"; older systemd
+    versions put a "●" before the name even with --plain.
+    """
+    units = []
+    for line in text.splitlines():
+        words = line.split()
+        if words and words[0] in ("●", "*"):
+            words = words[1:]
+        if len(words) >= 4:
+            units.append({"name": words[0][:NAME_LENGTH],
+                          "loadState": words[1][:UNIT_STATE_LENGTH],
+                          "activeState": words[2][:UNIT_STATE_LENGTH],
+                          "subState": words[3][:UNIT_STATE_LENGTH]})
+    return units
+
+
+def parse_systemctl_show(text):
+    """`systemctl show -p Id,ActiveState,SubState,LoadState <units>` -> {unit: {"activeState",
+    "subState", "loadState"}}. One block of "Key=value" lines per unit, blocks separated by an
+    empty line, keys in systemd's own order:
+
+    Id=nginx.service
+    LoadState=loaded
+    ActiveState=active
+    SubState=running
+    """
+    states, block = {}, {}
+    for line in text.splitlines() + [""]:
+        key, sep, value = line.partition("=")
+        if sep:
+            block[key] = value.strip()
+            continue
+        if block.get("Id"):
+            states[block["Id"]] = {
+                field: block[key][:UNIT_STATE_LENGTH]
+                for field, key in (("activeState", "ActiveState"), ("subState", "SubState"),
+                                   ("loadState", "LoadState")) if key in block}
+        block = {}
+    return states
+
+
+def _systemctl(*arguments):
+    import subprocess
+
+    systemctl = shutil.which("systemctl")
+    if not systemctl:
+        raise ServiceAbsent("systemctl is not installed")
+    try:
+        done = subprocess.run([systemctl, *arguments, "--no-pager"], capture_output=True,
+                              text=True, timeout=SERVICE_TIMEOUT,
+                              env=dict(os.environ, SYSTEMD_COLORS="0", LC_ALL="C"))
+    except subprocess.TimeoutExpired:
+        raise RuntimeError("systemctl timed out") from None
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        raise RuntimeError(f"systemctl: {lines[-1] if lines else 'failed'}"[:200])
+    return done.stdout
+
+
+def fetch_systemd(settings):
+    """-> (list-units --failed output, show output or "" when no units are configured)."""
+    if WINDOWS or not os.path.isdir(SYSTEMD_RUNTIME):
+        raise ServiceAbsent("systemd is not this system's init")
+    failed = _systemctl("list-units", "--failed", "--plain", "--no-legend")
+    units = _name_list(settings, "units")[:WATCHED_LIMIT]
+    shown = _systemctl("show", "-p", "Id,ActiveState,SubState,LoadState", "--", *units) \
+        if units else ""
+    return failed, shown
+
+
+def parse_systemd(failed_text, show_text, units):
+    """The two outputs and the configured units -> the wire section (pure): the configured
+    units first, in their order, then the failed ones not among them, at most 50."""
+    failed = parse_systemctl_failed(failed_text)
+    states = parse_systemctl_show(show_text)
+    listed, named = [], set()
+    for unit in units:
+        # systemctl takes "php8.2-fpm" for "php8.2-fpm.service" and says so in Id=.
+        unit_id = unit if unit in states or unit.endswith(UNIT_TYPES) else f"{unit}.service"
+        named.update((unit, unit_id))
+        listed.append(dict({"name": unit[:NAME_LENGTH]}, **states.get(unit_id, {})))
+    listed.extend(unit for unit in failed if unit["name"] not in named)
+    result = {"failed": len(failed), "units": listed[:WATCHED_LIMIT]}
+    if len(listed) > WATCHED_LIMIT:
+        result["omitted"] = len(listed) - WATCHED_LIMIT
+    return result
+
+
+@collector("systemd", group=SERVICES)
+def collect_systemd(ctx):
+    """systemd's failed units and the state of the units named in config (settings: units,
+    e.g. ["nginx.service", "php8.2-fpm"]), from `systemctl list-units --failed` and `systemctl
+    show -p Id,ActiveState,SubState,LoadState <units>`. Looked for when /run/systemd/system
+    exists (systemd is the init).
+
+    -> {"failed" (units in the failed state), "units": [{"name", "activeState" (active,
+    inactive, failed, activating, ...), "subState" (running, dead, exited, ...), "loadState"
+    (loaded, not-found, masked, ...)}]: the configured units, then the failed ones, at most
+    50; "omitted" (entries past 50)}
+    """
+    settings = ctx.services.get("systemd", {})
+    failed, shown = fetch_systemd(settings)
+    return parse_systemd(failed, shown, _name_list(settings, "units")[:WATCHED_LIMIT])
+
+
 POSTGRES_QUERY = (
     "SELECT json_build_object("
     "'connections', (SELECT count(*) FROM pg_stat_activity), "

@@ -303,6 +303,44 @@ MYSQL_DATABASE = {
 SECONDS = {"type": "integer", "minimum": 0, "maximum": MAX_INT64}
 ERRNO = {"type": "integer", "minimum": 1, "maximum": 65535}
 
+# Service lists (watched processes, systemd units): at most this many entries, names this long
+# (agent.py's WATCHED_LIMIT, NAME_LENGTH).
+MAX_SERVICE_ENTRIES = 50
+MAX_SERVICE_NAME = 200
+OMITTED = _described(COUNT, "Entries past the first 50, left out.")
+
+WATCHED_PROCESS = {
+    "type": "object",
+    "required": ["name", "count"],
+    "properties": {
+        "name": _text(MAX_SERVICE_NAME, 1, "The name as configured (services.watched.names): "
+                                           "a process name or its first argument's base name."),
+        "count": _described(COUNT, "Processes of that name running; 0 is a down."),
+        "cpuPercent": {"type": "number", "minimum": 0, "maximum": 100_000,
+                       "description": "Their summed share of one core since the previous "
+                                      "sample, as top shows it (absent on the first sample)."},
+        "rss": _described(BYTES, "Their summed resident memory, bytes."),
+    },
+}
+
+_UNIT_STATE = 64
+SYSTEMD_UNIT = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": _text(MAX_SERVICE_NAME, 1, "Unit name as configured (services.systemd.units) "
+                                           "or as systemd lists a failed one, e.g. "
+                                           "nginx.service."),
+        "activeState": _text(_UNIT_STATE, description="ActiveState: active, reloading, "
+                                                      "inactive, failed, activating, "
+                                                      "deactivating."),
+        "subState": _text(_UNIT_STATE, description="SubState, e.g. running, exited, dead, "
+                                                   "failed."),
+        "loadState": _text(_UNIT_STATE, description="LoadState: loaded, not-found, masked, "
+                                                    "error, ..."),
+    },
+}
+
 
 def _service(description, **properties):
     return {"type": "object", "description": description, "properties": properties}
@@ -435,6 +473,41 @@ SERVICES = {
                                       "schemas left out), at most 50; read every few minutes, "
                                       "the last known sent between."},
             omitted=_described(COUNT, "Schemas left out of databases past the first 50.")),
+        "mailqueue": _service(
+            "The mail queue of Postfix or Exim, counted from its spool folders (never a "
+            "sender, recipient or content).",
+            mta=dict(_text(16, 1, "The mail server whose queue this is: postfix or exim."),
+                     enum=["postfix", "exim"]),
+            total=_described(COUNT, "Messages in the queue (Postfix: all five queues)."),
+            active=_described(COUNT, "Postfix: messages in the active queue (being delivered)."),
+            deferred=_described(COUNT, "Postfix: messages in the deferred queue (a delivery "
+                                       "failed and will be retried)."),
+            hold=_described(COUNT, "Postfix: messages on hold (held by the admin or a rule)."),
+            incoming=_described(COUNT, "Postfix: messages in the incoming queue (arrived, not "
+                                       "yet taken by the queue manager)."),
+            maildrop=_described(COUNT, "Postfix: messages in maildrop (submitted locally, not "
+                                       "yet picked up)."),
+            frozen=_described(COUNT, "Exim: frozen messages (no more delivery attempts until "
+                                     "thawed)."),
+            oldestAge=_described(COUNT, "Seconds since the oldest queued message arrived; "
+                                        "absent when the queue is empty."),
+            truncated={"type": "boolean",
+                       "description": "Present (true) when the count stopped at 100,000 "
+                                      "messages or 2 seconds: the counts are lower bounds."}),
+        "watched": _service(
+            "Processes the admin named (services.watched.names), each whether running or not.",
+            processes={"type": "array", "maxItems": MAX_SERVICE_ENTRIES,
+                       "items": WATCHED_PROCESS,
+                       "description": "One entry per configured name, in config order."},
+            omitted=OMITTED),
+        "systemd": _service(
+            "systemd units: the failed ones and those the admin named "
+            "(services.systemd.units), from systemctl.",
+            failed=_described(COUNT, "Units in the failed state."),
+            units={"type": "array", "maxItems": MAX_SERVICE_ENTRIES, "items": SYSTEMD_UNIT,
+                   "description": "The configured units first, in config order, then the "
+                                  "failed units not among them."},
+            omitted=OMITTED),
         "docker": _service(
             "Docker, from the Engine API's /info on its unix socket.",
             containersTotal=_described(COUNT, "Containers, running or not."),

@@ -9,6 +9,7 @@ build a different row. So the check holds whatever ingest maps a key onto.
 """
 import copy
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from tests.integration.test_mysql import mysql_settings  # noqa: F401
 from tests.integration.test_certificates import tls_sites  # noqa: F401
 from tests.integration.test_services import (docker_socket, postgres_settings,  # noqa: F401
                                              redis_port)
+from tests.integration.test_services_mail import (daemon_folder,  # noqa: F401
+                                                  postfix_deferred)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -55,10 +58,13 @@ def web_status_urls(tmp_path):
 
 @pytest.fixture
 def service_settings(web_status_urls, redis_port, postgres_settings,  # noqa: F811
-                     docker_socket, mysql_settings, tls_sites):  # noqa: F811
+                     docker_socket, mysql_settings, tls_sites, postfix_deferred):  # noqa: F811
     return {**web_status_urls, "redis": {"port": redis_port},
             "postgresql": postgres_settings, "docker": {"socket": docker_socket},
-            "mysql": mysql_settings, "certificates": tls_sites["settings"]}
+            "mysql": mysql_settings, "certificates": tls_sites["settings"],
+            "mailqueue": {"postfixQueue": str(postfix_deferred.queue)},
+            # Processes every machine here runs: the test's own interpreter, and one missing.
+            "watched": {"names": [Path(sys.executable).name, "mpanel-not-running"]}}
 
 
 def _sections(names, settings):
@@ -153,7 +159,7 @@ def _check_contract(name, output):
 
 
 def test_every_registered_collector_has_a_contract_here():
-    covered = set(agent.system_collectors()) | set(SERVICE_COLLECTORS)
+    covered = set(agent.system_collectors()) | set(SERVICE_COLLECTORS) | set(FROM_CAPTURED)
     assert set(agent.COLLECTORS) == covered, "a collector without a contract test"
 
 
@@ -165,7 +171,8 @@ def test_system_collector_keeps_its_contract(name):
     _check_contract(name, sections[name])
 
 
-SERVICE_COLLECTORS = ("nginx", "apache", "certificates", "redis", "postgresql", "mysql",
+SERVICE_COLLECTORS = ("nginx", "apache", "certificates", "redis", "mailqueue", "watched",
+                      "postgresql", "mysql",
                       "docker")
 
 
@@ -174,6 +181,21 @@ def test_service_collector_keeps_its_contract(name, service_settings):
     output = _sections((name,), service_settings)["services"][name]
     assert output, f"{name} reported nothing"
     _check_contract(name, output)
+
+
+# Collectors whose service cannot run here, held to the contract on what their parser makes of
+# captured output: systemd cannot be PID 1 on this machine (tests/fixtures/README.md).
+FROM_CAPTURED = {
+    "systemd": lambda: agent.parse_systemd(
+        (FIXTURES / "systemctl_list_units_failed.txt").read_text(),
+        (FIXTURES / "systemctl_show.txt").read_text(),
+        ["nginx.service", "php8.2-fpm", "mariadb", "pure-ftpd"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FROM_CAPTURED))
+def test_service_collector_on_captured_output_keeps_its_contract(name):
+    _check_contract(name, FROM_CAPTURED[name]())
 
 
 def test_a_key_the_panel_drops_breaks_the_contract():
