@@ -52,8 +52,12 @@ def judge_service_down(services, unavailable, threshold, seen):
     """A service this server reported before that is now absent or failing: "seen, then gone".
     A service never seen is not down, so installing nothing alarms no one."""
     found = {}
-    for name in services:
-        found[name] = Finding(None, False, "up")
+    for name, section in services.items():
+        if isinstance(section, dict) and section.get("up") is False:
+            # A collector that remembers its server was up says so itself (MySQL).
+            found[name] = Finding(None, name in seen, "not answering")
+        else:
+            found[name] = Finding(None, False, "up")
     for name, why in unavailable.items():
         if name in seen or name in found:
             # The agent says "gone: <why>" of a service it answered for before.
@@ -67,25 +71,27 @@ def judge_service_down(services, unavailable, threshold, seen):
 
 def judge_mysql_connections(services, unavailable, threshold, seen):
     mysql = services.get("mysql")
-    if not mysql or not mysql.get("maxConnections"):
+    if not mysql or mysql.get("connectionsPercent") is None:
         return {}
-    share = 100.0 * mysql.get("connections", 0) / mysql["maxConnections"]
+    share = mysql["connectionsPercent"]
     return {"mysql": Finding(share, _over(share, threshold),
-                             f"{mysql.get('connections', 0)} of {mysql['maxConnections']} "
+                             f"{mysql.get('connections')} of {mysql.get('maxConnections')} "
                              f"connections ({share:.0f} %)")}
 
 
 def judge_mysql_replica(services, unavailable, threshold, seen):
-    """A replica whose IO or SQL thread stopped, or that lags more than `threshold` seconds."""
-    replica = (services.get("mysql") or {}).get("replica")
-    if not replica:
+    """A replica whose IO or SQL thread stopped (with its error number), or that lags more than
+    `threshold` seconds. A primary sends no replica fields: nothing to judge."""
+    mysql = services.get("mysql") or {}
+    if "replicaIoRunning" not in mysql and "replicaSqlRunning" not in mysql:
         return {}
-    if not replica.get("ioRunning") or not replica.get("sqlRunning"):
-        stopped = [name for name, key in (("IO", "ioRunning"), ("SQL", "sqlRunning"))
-                   if not replica.get(key)]
-        return {"mysql": Finding(None, True, f"replication {' and '.join(stopped)} thread "
-                                             "not running")}
-    lag = replica.get("secondsBehind")
+    stopped = [f"{name} thread stopped" + (f" (error {mysql[errno]})" if mysql.get(errno) else "")
+               for name, key, errno in (("IO", "replicaIoRunning", "replicaIoErrno"),
+                                        ("SQL", "replicaSqlRunning", "replicaSqlErrno"))
+               if not mysql.get(key)]
+    if stopped:
+        return {"mysql": Finding(None, True, "replication " + ", ".join(stopped))}
+    lag = mysql.get("replicaLag")
     return {"mysql": Finding(lag, _over(lag, threshold),
                              "replica lag unknown" if lag is None else f"{lag:g} s behind")}
 
@@ -149,14 +155,14 @@ def judge_watched(services, unavailable, threshold, seen):
 
 
 def judge_units(services, unavailable, threshold, seen):
-    systemd = services.get("systemd")
-    if not systemd:
-        return {}
-    found = {name: Finding(None, True, "failed") for name in systemd.get("failedUnits") or []}
-    for unit in systemd.get("units") or []:
-        state = unit.get("activeState")
-        found.setdefault(unit["name"], Finding(None, state == "failed", state or "unknown"))
-    return found  # a unit no longer on the failed list has recovered: steps() resolves it
+    """The units systemd lists (the configured ones and every failed one): bad while failed. A
+    unit no longer listed has recovered: steps() resolves and forgets it."""
+    found = {}
+    for unit in (services.get("systemd") or {}).get("units") or []:
+        state = unit.get("activeState") or "unknown"
+        text = f"{state} ({unit['subState']})" if unit.get("subState") else state
+        found[unit["name"]] = Finding(None, state == "failed", text)
+    return found
 
 
 CHECKS = (

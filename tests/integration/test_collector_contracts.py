@@ -172,8 +172,7 @@ def test_system_collector_keeps_its_contract(name):
 
 
 SERVICE_COLLECTORS = ("nginx", "apache", "certificates", "redis", "mailqueue", "watched",
-                      "postgresql", "mysql",
-                      "docker")
+                      "postgresql", "mysql", "docker")
 
 
 @pytest.mark.parametrize("name", SERVICE_COLLECTORS)

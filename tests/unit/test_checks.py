@@ -70,3 +70,31 @@ def test_every_check_is_a_rule_metric_with_a_built_in_rule():
 def test_subject_keys_fit_the_open_key_column_whatever_the_subject():
     key = alerts.subject_key("cert_expiry", "x" * 300 + ".example.com")
     assert len(key) <= 32 and key != alerts.subject_key("cert_expiry", "y.example.com")
+
+
+def test_mysql_judges_read_the_collector_fields():
+    replica = {"mysql": {"up": True, "connections": 90, "maxConnections": 100,
+                         "connectionsPercent": 90.0, "replicaIoRunning": True,
+                         "replicaSqlRunning": False, "replicaSqlErrno": 1062}}
+    [(subject, found)] = checks.BY_METRIC["mysql_conns"].judge(replica, {}, 80, {}).items()
+    assert found.bad and found.text == "90 of 100 connections (90 %)"
+    stopped = checks.BY_METRIC["mysql_replica"].judge(replica, {}, 300, {})["mysql"]
+    assert stopped.bad and stopped.text == "replication SQL thread stopped (error 1062)"
+    lagging = {"mysql": {"replicaIoRunning": True, "replicaSqlRunning": True, "replicaLag": 900}}
+    assert checks.BY_METRIC["mysql_replica"].judge(lagging, {}, 300, {})["mysql"].bad
+    assert checks.BY_METRIC["mysql_replica"].judge({"mysql": {"up": True}}, {}, 300, {}) == {}
+    down = checks.BY_METRIC["service_down"].judge({"mysql": {"up": False}}, {}, 0,
+                                                  {"mysql": "up"})
+    assert down["mysql"].bad and down["mysql"].text == "not answering"
+
+
+def test_units_and_watched_processes_are_judged_by_name():
+    services = {"systemd": {"failed": 1, "units": [
+        {"name": "nginx.service", "activeState": "active", "subState": "running"},
+        {"name": "backup.service", "activeState": "failed", "subState": "failed"}]},
+        "watched": {"processes": [{"name": "named", "count": 0}, {"name": "crond", "count": 1}]}}
+    units = checks.BY_METRIC["unit_failed"].judge(services, {}, 0, {})
+    assert units["backup.service"].bad and not units["nginx.service"].bad
+    watched = checks.BY_METRIC["process_down"].judge(services, {}, 1, {})
+    assert watched["named"].bad and watched["named"].text == "0 running"
+    assert not watched["crond"].bad
