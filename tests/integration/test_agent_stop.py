@@ -9,10 +9,14 @@ anywhere in urllib3 — inside the connection pool's queue, with its lock held; 
 finalizer then waited on that lock forever, and systemd had to SIGKILL the agent after its stop
 timeout. Or it landed in the agent's own bookkeeping, and a later signal raised in the middle
 of saving the state (a traceback, exit code 1)."""
+import hashlib
 import http.server
+import json
 import os
 import random
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -20,7 +24,8 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, agent_env, require, wait_for, write_agent_config
+from tests.conftest import (ROOT, agent_env, require, self_signed_certificate, wait_for,
+                            write_agent_config)
 from tests.integration.test_delivery import buffered
 
 LEGACY_URLLIB3 = ROOT / ".venv" / "urllib3-1.26"
@@ -195,3 +200,65 @@ def test_a_stop_during_once_keeps_the_sample_buffered_and_says_so(tmp_path, sign
     assert "Traceback" not in stderr
     assert "stopped by a signal); 1 sample(s) stay buffered" in stderr, stderr
     assert buffered(tmp_path / "state") == 1
+
+
+HALT_SCRIPT = f"""
+import json, sys, threading
+sys.path.insert(0, {str(ROOT)!r})
+import agent, urllib3
+
+url, pin = sys.argv[1], sys.argv[2] or None
+reporter = agent.Reporter(agent.Config(url=url, api_key="agent_x", pin_sha256=pin, timeout=60))
+threading.Timer(0.3, reporter.halt).start()  # from another thread, as Agent.stop calls it
+cut = reporter.request("GET", "/api/agent/config")
+after = reporter.request("GET", "/api/agent/config")  # a new connection, shut once connected
+print(json.dumps({{"version": urllib3.__version__, "cut": cut.status, "after": after.status,
+                  "error": cut.error}}))
+"""
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_halt_cuts_a_held_request_short_over_plain_http_and_tls(scheme, agent_pythonpath,
+                                                               tmp_path):
+    """Reporter.halt() from another thread ends a request the server holds (60 s request
+    timeout) with status 0, and fails the next one at once — over TLS too, where the socket is
+    an SSLSocket, with urllib3 2.x and 1.26."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    pin, context = "", None
+    if scheme == "https":
+        cert, key = self_signed_certificate(tmp_path)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        pin = hashlib.sha256(ssl.PEM_cert_to_DER_cert(cert.read_text())).hexdigest()
+    held = []
+
+    def hold():  # reads each request and never answers it
+        while True:
+            try:
+                conn, _ = listener.accept()
+                if context is not None:
+                    conn = context.wrap_socket(conn, server_side=True)
+                conn.recv(65536)
+            except OSError:
+                if listener.fileno() == -1:
+                    return
+                continue
+            held.append(conn)
+
+    threading.Thread(target=hold, daemon=True).start()
+    try:
+        result = subprocess.run([sys.executable, "-c", HALT_SCRIPT,
+                                 f"{scheme}://127.0.0.1:{port}", pin],
+                                env=dict(agent_env(), **agent_pythonpath), capture_output=True,
+                                text=True, timeout=30)
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["version"].startswith("1.26." if agent_pythonpath else "2.")
+    assert outcome["cut"] == 0 and outcome["after"] == 0, outcome
+    assert held, "the request never reached the server"
