@@ -71,6 +71,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import weakref
 
 import psutil
 import urllib3
@@ -3245,10 +3246,64 @@ class Outcome:
         return 200 <= self.status < 300
 
 
+class Interrupter:
+    """Cuts the Reporter's requests short from another thread: `halt()` shuts down the socket
+    of every open connection, so a blocked send or recv returns at once with an error (which
+    urllib3 reports like any lost connection: "not delivered, stays buffered"), and every
+    connection opened after it is shut down as soon as it is connected. Nothing else can end a
+    blocked recv early without raising inside urllib3 (see stop_on_signals). A TCP connect or
+    TLS handshake under way is not cut (urllib3 hands over no socket before both are done):
+    that waits out its connect timeout, 5 s at most."""
+
+    def __init__(self):
+        self.lock = threading.Lock()  # taken in threads only, never in a signal handler
+        self.halted = False
+        self.sockets = weakref.WeakSet()
+
+    def connected(self, sock):
+        with self.lock:
+            self.sockets.add(sock)
+            halted = self.halted
+        if halted:
+            self._shut(sock)
+
+    def halt(self):
+        with self.lock:
+            self.halted = True
+            sockets = list(self.sockets)
+        for sock in sockets:
+            self._shut(sock)
+
+    @staticmethod
+    def _shut(sock):
+        try:
+            # socket.socket's own shutdown, also for an SSLSocket: SSLSocket.shutdown() would
+            # drop its TLS object under the thread that is reading through it.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed, or never connected: nothing in flight on it
+
+    def pool_classes(self):
+        """urllib3's HTTP and HTTPS pool classes, with connections that register their socket
+        here once connected (`connect()` sets `.sock` in urllib3 1.26 and 2.x alike)."""
+        interrupter = self
+        classes = {}
+        for scheme, pool in (("http", urllib3.HTTPConnectionPool),
+                             ("https", urllib3.HTTPSConnectionPool)):
+            class Connection(pool.ConnectionCls):
+                def connect(self):
+                    super().connect()
+                    interrupter.connected(self.sock)
+
+            classes[scheme] = type(pool.__name__, (pool,), {"ConnectionCls": Connection})
+        return classes
+
+
 class Reporter:
     """Talks to the panel: one urllib3 pool (one kept-alive connection), explicit timeouts,
     TLS 1.2+, optional CA bundle or certificate pin, gzip bodies. Never raises for network or
-    HTTP trouble: every call returns an Outcome. Backoff state lives here."""
+    HTTP trouble: every call returns an Outcome. Backoff state lives here. `halt()` (from
+    another thread) cuts the request in flight short and fails every later one at once."""
 
     def __init__(self, config):
         self.base = config.url
@@ -3274,11 +3329,16 @@ class Reporter:
         self.pool = urllib3.PoolManager(
             num_pools=1, maxsize=1, retries=False,
             timeout=urllib3.Timeout(connect=5.0, read=config.timeout), **tls)
+        self.interrupter = Interrupter()
+        self.pool.pool_classes_by_scheme = self.interrupter.pool_classes()
         self.failures = 0
         self.not_before = 0.0  # monotonic time before which nothing is sent
 
     def use_key(self, api_key):
         self.headers["Authorization"] = f"Bearer {api_key}"
+
+    def halt(self):
+        self.interrupter.halt()
 
     def request(self, method, path, body=None):
         # Our clock as we send (RFC 9110 lets a client say it): the panel warns when it is off
@@ -3380,7 +3440,9 @@ def effective_api_key(config, state):
 
 
 class Stopping(Exception):
-    """Raised by the signal handler to cut a network call short on SIGTERM/SIGINT."""
+    """Raised by Agent.send, in the agent's own code, when a stop was asked: no request starts
+    after it, and one it cut short is not taken for the panel's failure. (Never raised from a
+    signal handler: see stop_on_signals.)"""
 
 
 class Agent:
@@ -3401,7 +3463,6 @@ class Agent:
         self.collectors = self.local_collectors
         self.batch_size = self.BATCH_SAMPLES
         self.stop_event = threading.Event()
-        self.in_network = False
         self.trouble = ""  # what the panel last said no with, while it does
         self.reregistered = False  # after a 403 on metrics, until a batch is stored
         self.clock_offset = None  # wall clock minus boot clock at the previous sample
@@ -3412,16 +3473,25 @@ class Agent:
 
     # -- talking to the panel --
 
+    def stop(self):
+        """Ask the agent to stop, from any thread — the Windows service's, or the one
+        stop_on_signals starts — but never from a signal handler: the event and the
+        interrupter take locks that the interrupted main thread may hold. A request in flight
+        is cut short; its samples stay buffered."""
+        self.stop_event.set()  # first: the request cut short below finds it set
+        self.reporter.halt()
+
     def send(self, method, path, body=None):
-        """One request; a SIGTERM during it raises Stopping (see main), and so does one that
-        came before it (during a collection, say): a stop never waits on a new request."""
+        """One request. A stop asked before it (during a collection, say) raises Stopping: a
+        stop never waits on a new request; so does one that cut it short. An answer that
+        arrived all the same is returned, so a sample the panel stored is taken off the
+        buffer."""
         if self.stop_event.is_set():
             raise Stopping()
-        self.in_network = True
-        try:
-            return self.reporter.request(method, path, body)
-        finally:
-            self.in_network = False
+        outcome = self.reporter.request(method, path, body)
+        if not outcome.status and self.stop_event.is_set():
+            raise Stopping()  # not the panel's failure: nothing to log, no backoff
+        return outcome
 
     def note_outcome(self, what, outcome):
         """Set the backoff, and log changes of state only (first failure, recovery): every
@@ -3642,12 +3712,18 @@ class Agent:
         """Collect one sample, deliver it and whatever was buffered; -> process exit code."""
         try:
             sample_id = self.collect_and_buffer()
-            registered = self.ensure_registered()
-            delivered = registered.ok and self.drain()
+            try:
+                delivered = self.ensure_registered().ok and self.drain()
+            except Stopping:
+                delivered = False
             if delivered or sample_id not in self.buffer:
                 return 0  # this run's sample got through; older ones wait for the next run
-            reason = "API key rejected" if self.key_rejected else \
-                "the panel could not be reached or refused the sample"
+            if self.stop_event.is_set():
+                reason = "stopped by a signal"
+            elif self.key_rejected:
+                reason = "API key rejected"
+            else:
+                reason = "the panel could not be reached or refused the sample"
             waiting = len(self.buffer)
             self.buffer.close()  # writes samples held in memory, if the file takes them now
             if self.buffer.memory:
@@ -3745,7 +3821,7 @@ def make_service_class(modules):
         def SvcStop(self):
             self.ReportServiceStatus(win32service.SERVICE_STOP_PENDING)
             if self.agent is not None:
-                self.agent.stop_event.set()  # run_forever returns within a second or two
+                self.agent.stop()  # SvcStop runs on a thread of its own: see Agent.stop
 
         def SvcDoRun(self):
             config = load_config(None)  # %ProgramData%\mpanel-agent\config.json
@@ -3789,6 +3865,37 @@ def manage_service(action):
 
 
 # ===== Command line =============================================================================
+
+def _signal_noted(signum, frame):
+    """The Python-level handler: nothing (see stop_on_signals). Installed so that SIGTERM and
+    SIGINT neither kill the process nor raise KeyboardInterrupt."""
+
+
+def stop_on_signals(stop):
+    """SIGTERM and SIGINT call stop() on a thread of its own — never in the signal handler.
+    Python runs a handler in the main thread between two bytecodes, wherever it is: an
+    exception raised there can leave a lock held (it landed inside urllib3's pool queue, with
+    its mutex taken: urllib3's finalizer then waited on it forever at exit, until systemd's
+    SIGKILL), and a lock taken there deadlocks when the interrupted code holds it
+    (Event.set() inside an Event.set(), with two signals close together). So the handler does
+    nothing; the C-level handler writes the signal's number to a socket
+    (signal.set_wakeup_fd), and the thread that reads it logs and calls stop()."""
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)  # set_wakeup_fd requires it: the C handler must never block
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _signal_noted)
+
+    def watch(reader, writer):  # holds the writer: closed with it, the wakeup fd would go
+        while True:
+            numbers = reader.recv(64)
+            for number in numbers:
+                log.info("signal received signal=%s", number)
+            stop()
+
+    threading.Thread(target=watch, args=(reader, writer), name="stop-on-signal",
+                     daemon=True).start()
+
 
 def build_parser():
     parser = argparse.ArgumentParser(description="mPanel agent: push this server's metrics.")
@@ -3847,6 +3954,7 @@ def main(argv=None):
 
     if args.check:
         reporter = Reporter(config)
+        stop_on_signals(reporter.halt)
         reporter.use_key(effective_api_key(config, StateFile(config.state_dir).data))
         outcome = reporter.request("GET", "/api/agent/config")
         if outcome.ok:
@@ -3863,18 +3971,18 @@ def main(argv=None):
     except sqlite3.Error as err:
         print(f"error: cannot open the buffer in {config.state_dir}: {err}", file=sys.stderr)
         return 2
-    if args.once:
-        return agent.once()
-
-    def stop(signum, frame):
-        log.info("signal received signal=%s", signum)
-        agent.stop_event.set()
-        if agent.in_network:
-            raise Stopping()  # cut the request short: the sample stays buffered
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    return agent.run_forever()
+    stop_on_signals(agent.stop)
+    code = agent.once() if args.once else agent.run_forever()
+    if agent.stop_event.is_set():
+        # Stopped: the state is saved and the buffer closed, so nothing is left to lose. The
+        # interpreter's teardown would still run library finalizers (urllib3 2 closes its
+        # pools, waiting on their lock) with the default signal actions back in place: one
+        # more SIGTERM then killed the agent mid-exit (-15, 2 of 80 burst-stopped starts).
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":
