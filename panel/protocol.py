@@ -64,6 +64,12 @@ def _text(max_length, min_length=0, description=None):
     return _described(schema, description) if description else schema
 
 
+def _choice(values, description):
+    """A text field that is one of `values`."""
+    return {"type": "string", "enum": list(values), "maxLength": max(map(len, values)),
+            "pattern": PLAIN_TEXT, "description": description}
+
+
 def _count_in(field, description):
     """A count stored in `field`'s column: bounded by what that column holds."""
     return {"type": "integer", "minimum": 0, "maximum": models.column_max(field),
@@ -257,6 +263,44 @@ DATABASE = {
 }
 
 
+FPM_POOL = {
+    "type": "object",
+    "required": ["name", "source"],
+    "properties": {
+        "name": _text(200, 1, "The pool's name, its [section] in the FPM config."),
+        "listen": _text(200, description="Its listen address: a unix socket path or "
+                                         "host:port (empty when only its workers were seen)."),
+        "source": _choice(("status", "processes"),
+                          "Where the figures come from: \"status\", the pool's status page "
+                          "(pm.status_path, read over FastCGI); \"processes\", its worker "
+                          "processes counted (no status page, or it did not answer: active, "
+                          "idle and the counters are then unknown)."),
+        "processManager": _choice(("static", "dynamic", "ondemand"),
+                                  "pm, how FPM sizes the pool: static, dynamic or ondemand."),
+        "maxChildren": _described(COUNT, "pm.max_children: the most workers the pool may "
+                                         "have."),
+        "total": _described(COUNT, "Worker processes."),
+        "active": _described(COUNT, "Workers serving a request (the one serving the agent's "
+                                    "own status request left out)."),
+        "idle": _described(COUNT, "Workers waiting for a request."),
+        "listenQueue": _described(COUNT, "Connections waiting for a free worker (for a unix "
+                                         "socket, from the kernel: FPM cannot see it there)."),
+        "listenQueueLen": _described(COUNT, "The listen socket's backlog: how many may wait."),
+        "maxListenQueue": _described(COUNT, "The most connections that waited at once since "
+                                            "FPM started (TCP sockets only: FPM cannot see a "
+                                            "unix socket's)."),
+        "maxChildrenReached": _described(COUNT, "Times the pool hit pm.max_children since the "
+                                                "previous sample (absent on the first)."),
+        "slowRequests": _described(COUNT, "Requests past request_slowlog_timeout since the "
+                                          "previous sample (absent on the first)."),
+        "acceptedPerSec": _described(RATE, "Connections accepted per second."),
+        "statusError": _text(200, description="Why the status page was not read (timed out "
+                                              "with every worker busy, permission denied, "
+                                              "not the status path)."),
+    },
+}
+
+
 def _service(description, **properties):
     return {"type": "object", "description": description, "properties": properties}
 
@@ -288,6 +332,11 @@ SERVICES = {
             usedMemory=_described(BYTES, "Memory Redis has allocated (used_memory), bytes."),
             connectedClients=_described(COUNT, "Client connections (connected_clients)."),
             opsPerSec=_described(RATE, "Commands per second (total_commands_processed).")),
+        "phpfpm": _service(
+            "PHP-FPM, one entry per pool of every running master.",
+            pools={"type": "array", "maxItems": 50, "items": FPM_POOL,
+                   "description": "The pools, in their masters' config order (at most 50)."},
+            omitted=_described(COUNT, "Pools past the first 50, left out.")),
         "docker": _service(
             "Docker, from the Engine API's /info on its unix socket.",
             containersTotal=_described(COUNT, "Containers, running or not."),

@@ -54,7 +54,8 @@ def test_a_collector_registered_after_import_is_on_by_default(monkeypatch, tmp_p
 
 def test_services_stands_for_every_service_collector():
     assert agent.expand_collectors(["cpu", "services"]) == ("cpu",) + agent.service_names()
-    assert set(agent.service_names()) == {"postgresql", "nginx", "apache", "redis", "docker"}
+    assert set(agent.service_names()) == {"postgresql", "nginx", "apache", "redis", "docker",
+                                        "phpfpm"}
     assert agent.expand_collectors(["redis", "nope"]) == ("redis",)
 
 
