@@ -1,6 +1,6 @@
 """A contract for every registered collector, services included: what it emits on this machine
 (system collectors) or against a real server (nginx serving both status pages, Redis, PostgreSQL,
-the Docker Engine API stand-in on a unix socket) validates against its wire schema in
+the Docker Engine API stand-in on a unix socket, php-fpm) validates against its wire schema in
 panel/protocol.py, carries no key that schema does not know, and every key it emits is one the
 panel stores (a column or the sample's detail) or one listed in KNOWINGLY_IGNORED below.
 
@@ -16,7 +16,8 @@ import pytest
 import agent
 from panel import ingest, protocol
 from panel.validation import validate
-from tests.conftest import free_port, start_nginx, stop_process, wait_for_port
+from tests.conftest import (free_port, start_nginx, start_php_fpm, stop_php_fpm, stop_process,
+                            wait_for_port)
 from tests.integration.test_services import (docker_socket, postgres_settings,  # noqa: F401
                                              redis_port)
 
@@ -51,10 +52,21 @@ def web_status_urls(tmp_path):
 
 
 @pytest.fixture
+def php_fpm_pools(tmp_path):
+    """Real php-fpm: a pool read from its status page and one counted from its processes."""
+    fpm = start_php_fpm(tmp_path, {"www": {}, "plain": {"status": False}})
+    try:
+        yield {}  # found from the running master: nothing to configure
+    finally:
+        stop_php_fpm(fpm)
+
+
+@pytest.fixture
 def service_settings(web_status_urls, redis_port, postgres_settings,  # noqa: F811
-                     docker_socket):  # noqa: F811
+                     docker_socket, php_fpm_pools):  # noqa: F811
     return {**web_status_urls, "redis": {"port": redis_port},
-            "postgresql": postgres_settings, "docker": {"socket": docker_socket}}
+            "postgresql": postgres_settings, "docker": {"socket": docker_socket},
+            "phpfpm": php_fpm_pools}
 
 
 def _sections(names, settings):
@@ -147,7 +159,7 @@ def test_system_collector_keeps_its_contract(name):
     _check_contract(name, _sections((name,), {})[name])
 
 
-SERVICE_COLLECTORS = ("nginx", "apache", "redis", "postgresql", "docker")
+SERVICE_COLLECTORS = ("nginx", "apache", "redis", "postgresql", "docker", "phpfpm")
 
 
 @pytest.mark.parametrize("name", SERVICE_COLLECTORS)
