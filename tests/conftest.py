@@ -471,6 +471,14 @@ class PhpFpm:
             held.append(sock)
         return held
 
+    def sleep(self, pool, seconds):
+        """Run the folder's sleep.php on the pool: a request that takes `seconds` of PHP."""
+        import agent
+
+        _, text = agent.fetch_fastcgi(self.listen(pool), str(self.folder / "sleep.php"),
+                                      f"ms={int(seconds * 1000)}", timeout=seconds + 10)
+        return text
+
     def log_text(self):
         path = self.folder / "error.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -495,9 +503,10 @@ def start_php_fpm(tmp_path, pools):
     pools: {name: options}; options (all optional): `pm` ("dynamic"), `max_children` (1),
     `status` (True: pm.status_path = /fpm-status), `status_listen` (False: the status page on
     a socket of its own, readable while every worker is busy), `tcp` (False: listen on
-    127.0.0.1:<free port> instead of a unix socket). With the defaults one held request (see
-    PhpFpm.hold) fills the pool: more wait in the listen queue and FPM counts "max children
-    reached".
+    127.0.0.1:<free port> instead of a unix socket), `slowlog` (None: request_slowlog_timeout
+    in seconds, so that a PhpFpm.sleep past it counts as a slow request). With the defaults one
+    held request (see PhpFpm.hold) fills the pool: more wait in the listen queue and FPM counts
+    "max children reached".
     """
     binary = php_fpm_binary()
     require("php-fpm", binary, "install Debian's php8.2-fpm package (.ci/run does)")
@@ -515,13 +524,18 @@ def start_php_fpm(tmp_path, pools):
                  f"pm.max_children = {children}", "pm.start_servers = 1",
                  "pm.min_spare_servers = 1", "pm.max_spare_servers = 1"]
         if root:
-            lines.append("user = nobody")  # a pool may not run as root
+            # -R lets a pool run as root; as nobody it could not read sleep.php in tmp_path.
+            lines.append("user = root")
         if options.get("status", True):
             lines.append("pm.status_path = /fpm-status")
         if status_listen:
             lines.append(f"pm.status_listen = {status_listen}")
+        if options.get("slowlog"):
+            lines += [f"request_slowlog_timeout = {options['slowlog']}s",
+                      f"slowlog = {folder}/{name}.slow.log"]
         (folder / "pool.d" / f"{name}.conf").write_text("\n".join(lines) + "\n")
         written[name] = dict(options, listen=listen, status_listen=status_listen)
+    (folder / "sleep.php").write_text("<?php usleep((int) $_GET['ms'] * 1000); echo 'slept';\n")
     (folder / "php-fpm.conf").write_text(f"""[global]
 pid = {folder}/php-fpm.pid
 error_log = {folder}/error.log

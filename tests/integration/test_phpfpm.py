@@ -99,6 +99,16 @@ def test_a_full_pool_shows_its_listen_queue_and_max_children_reached(fpm_factory
     assert all(p["maxChildrenReached"] == 0 for p in after.values())
 
 
+def test_a_request_past_the_slowlog_timeout_is_a_slow_request(fpm_factory):
+    fpm = fpm_factory({"www": {"slowlog": 1, "max_children": 2}})
+    ctx = agent.CollectorContext()
+    assert "slowRequests" not in pools_of(collect(ctx), fpm)["www"]
+    ctx.rates.end_cycle()
+    assert fpm.sleep("www", 1.6) == "slept"
+    assert wait_for(lambda: fpm.status("www")["slow requests"] == 1, timeout=10)
+    assert pools_of(collect(ctx), fpm)["www"]["slowRequests"] == 1
+
+
 def test_a_full_pool_without_a_status_socket_is_counted_from_its_processes(fpm_factory):
     """The status request waits behind the busy worker like any other: it times out, the pool
     is reported from its processes with the reason, and the kernel still shows the queue."""
