@@ -565,6 +565,22 @@ include = {folder}/pool.d/*.conf
     return fpm
 
 
+@pytest.fixture
+def php_fpm(tmp_path):
+    """start(pools, folder=None) -> a running PhpFpm (see start_php_fpm); every master started
+    is stopped, its whole process group, after the test."""
+    started = []
+
+    def start(pools, folder=None):
+        fpm = start_php_fpm(folder or tmp_path / f"fpm{len(started)}", pools)
+        started.append(fpm)
+        return fpm
+
+    yield start
+    for fpm in started:
+        stop_php_fpm(fpm)
+
+
 def stop_php_fpm(fpm):
     """SIGTERM to the master (it stops its workers) and wait; then nothing of its process group
     may be left (killed if it is, and the test fails)."""

@@ -1,35 +1,18 @@
 """The PHP-FPM collector against Debian's php-fpm, started by each test with its own config in a
-temporary folder (tests/conftest.py `start_php_fpm`): pools found from the running master and
-its `include=` files, status pages read over FastCGI, and a full pool's listen queue and "max
-children reached" made real by requests held open (`PhpFpm.hold`)."""
+temporary folder (tests/conftest.py `php_fpm`, `start_php_fpm`): pools found from the running
+master and its `include=` files, status pages read over FastCGI, and a full pool's listen queue,
+"max children reached" and slow requests made real by requests held open (`PhpFpm.hold`) or
+slow (`PhpFpm.sleep`)."""
 import subprocess
 import sys
 import time
 
-import pytest
-
 import agent
 from panel import models, protocol
 from panel.validation import validate
-from tests.conftest import (ROOT, agent_env, new_server, start_php_fpm, stop_php_fpm, wait_for,
-                            write_agent_config)
+from tests.conftest import ROOT, agent_env, new_server, stop_php_fpm, wait_for, write_agent_config
 
 SCHEMA = protocol.SERVICES["properties"]["phpfpm"]
-
-
-@pytest.fixture
-def fpm_factory(tmp_path):
-    """start(pools) -> a running PhpFpm, stopped (its whole process group) after the test."""
-    started = []
-
-    def start(pools, folder=None):
-        fpm = start_php_fpm(folder or tmp_path / f"fpm{len(started)}", pools)
-        started.append(fpm)
-        return fpm
-
-    yield start
-    for fpm in started:
-        stop_php_fpm(fpm)
 
 
 def pools_of(result, fpm):
@@ -48,8 +31,8 @@ def collect(ctx):
     return result
 
 
-def test_pools_are_found_from_the_master_and_its_included_pool_files(fpm_factory):
-    fpm = fpm_factory({"site": {"max_children": 3, "pm": "static"},
+def test_pools_are_found_from_the_master_and_its_included_pool_files(php_fpm):
+    fpm = php_fpm({"site": {"max_children": 3, "pm": "static"},
                        "plain": {"status": False}})
     pools = pools_of(collect(agent.CollectorContext()), fpm)
     assert set(pools) == {"site", "plain"}
@@ -64,10 +47,10 @@ def test_pools_are_found_from_the_master_and_its_included_pool_files(fpm_factory
                      "listenQueue": 0, "listenQueueLen": plain["listenQueueLen"]}
 
 
-def test_a_full_pool_shows_its_listen_queue_and_max_children_reached(fpm_factory):
+def test_a_full_pool_shows_its_listen_queue_and_max_children_reached(php_fpm):
     """pm.max_children = 1 and five requests held open: one worker busy, four waiting. On a
     unix socket the queue comes from the kernel (FPM's page says 0 there); on TCP from FPM."""
-    fpm = fpm_factory({"unix": {"status_listen": True}, "tcp": {"tcp": True,
+    fpm = php_fpm({"unix": {"status_listen": True}, "tcp": {"tcp": True,
                                                                 "status_listen": True}})
     ctx = agent.CollectorContext()
     before = pools_of(collect(ctx), fpm)
@@ -99,8 +82,8 @@ def test_a_full_pool_shows_its_listen_queue_and_max_children_reached(fpm_factory
     assert all(p["maxChildrenReached"] == 0 for p in after.values())
 
 
-def test_a_request_past_the_slowlog_timeout_is_a_slow_request(fpm_factory):
-    fpm = fpm_factory({"www": {"slowlog": 1, "max_children": 2}})
+def test_a_request_past_the_slowlog_timeout_is_a_slow_request(php_fpm):
+    fpm = php_fpm({"www": {"slowlog": 1, "max_children": 2}})
     ctx = agent.CollectorContext()
     assert "slowRequests" not in pools_of(collect(ctx), fpm)["www"]
     ctx.rates.end_cycle()
@@ -109,10 +92,10 @@ def test_a_request_past_the_slowlog_timeout_is_a_slow_request(fpm_factory):
     assert pools_of(collect(ctx), fpm)["www"]["slowRequests"] == 1
 
 
-def test_a_full_pool_without_a_status_socket_is_counted_from_its_processes(fpm_factory):
+def test_a_full_pool_without_a_status_socket_is_counted_from_its_processes(php_fpm):
     """The status request waits behind the busy worker like any other: it times out, the pool
     is reported from its processes with the reason, and the kernel still shows the queue."""
-    fpm = fpm_factory({"www": {}})
+    fpm = php_fpm({"www": {}})
     held = fpm.hold("www", 3)
     try:
         # Asked of the kernel directly: a status request that timed out stays in the queue
@@ -127,8 +110,8 @@ def test_a_full_pool_without_a_status_socket_is_counted_from_its_processes(fpm_f
     assert "active" not in pool and pool["listenQueue"] == 2
 
 
-def test_settings_add_a_pool_and_name_its_status_path(fpm_factory):
-    fpm = fpm_factory({"www": {"status": False}, "other": {}})
+def test_settings_add_a_pool_and_name_its_status_path(php_fpm):
+    fpm = php_fpm({"www": {"status": False}, "other": {}})
     settings = {"pools": [{"name": "www", "statusPath": "/nowhere"},
                           {"name": "elsewhere", "listen": fpm.listen("other"),
                            "statusPath": "/fpm-status"}]}
@@ -141,8 +124,8 @@ def test_settings_add_a_pool_and_name_its_status_path(fpm_factory):
     assert elsewhere[0]["total"] == 1
 
 
-def test_misshapen_pools_setting_is_unavailable_with_the_reason(fpm_factory):
-    fpm_factory({"www": {}})
+def test_misshapen_pools_setting_is_unavailable_with_the_reason(php_fpm):
+    php_fpm({"www": {}})
     ctx = agent.CollectorContext(services={"phpfpm": {"pools": "www"}})
     _, unavailable = agent.run_collectors(("phpfpm",), ctx)
     assert "services.phpfpm.pools" in unavailable["phpfpm"]
@@ -161,8 +144,8 @@ def test_a_configured_pool_with_nothing_running_is_absent(tmp_path):
         [f"nothing listens on {tmp_path / 'gone.sock'}"]
 
 
-def test_a_stopped_master_takes_its_pools_with_it(fpm_factory):
-    fpm = fpm_factory({"www": {}})
+def test_a_stopped_master_takes_its_pools_with_it(php_fpm):
+    fpm = php_fpm({"www": {}})
     assert pools_of(collect(agent.CollectorContext()), fpm)
     stop_php_fpm(fpm)
     try:
@@ -171,25 +154,25 @@ def test_a_stopped_master_takes_its_pools_with_it(fpm_factory):
         pass
 
 
-def test_masters_are_kept_between_samples_until_one_is_gone(fpm_factory, tmp_path):
+def test_masters_are_kept_between_samples_until_one_is_gone(php_fpm, tmp_path):
     """The full process scan is not repeated while the masters it found run: workers are
     counted from their children meanwhile; a master that stopped makes the next sample look
     again, and so finds the one started in its place."""
-    fpm = fpm_factory({"www": {"status": False}})
+    fpm = php_fpm({"www": {"status": False}})
     ctx = agent.CollectorContext()
     assert pools_of(collect(ctx), fpm)["www"]["total"] == 1
     assert fpm.process.pid in ctx.found["phpfpm"]["masters"]
     assert pools_of(collect(ctx), fpm)["www"]["total"] == 1  # from the master's children
     stop_php_fpm(fpm)
-    replacement = fpm_factory({"next": {}}, folder=tmp_path / "replacement")
+    replacement = php_fpm({"next": {}}, folder=tmp_path / "replacement")
     assert set(pools_of(collect(ctx), replacement)) == {"next"}
     assert fpm.process.pid not in ctx.found["phpfpm"]["masters"]
 
 
-def test_the_agent_reports_its_pools_to_the_panel(fpm_factory, panel, tmp_path):
+def test_the_agent_reports_its_pools_to_the_panel(php_fpm, panel, tmp_path):
     """The real agent (--once) sends the pools to the real panel, which keeps them in the
     sample's detail; a second run brings the rates."""
-    fpm = fpm_factory({"www": {}})
+    fpm = php_fpm({"www": {}})
     _, key = new_server("php-host")
     config = write_agent_config(tmp_path / "agent", panel.url, key,
                                 enabledCollectors=["cpu", "phpfpm"])
