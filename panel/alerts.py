@@ -26,7 +26,9 @@ import urllib.request
 
 import peewee
 
-from . import figures, models
+import hashlib
+
+from . import checks, figures, models
 from .db import database_proxy, utcnow
 from .settings import SMTP_TLS_MODES
 
@@ -35,13 +37,24 @@ log = logging.getLogger("mpanel.alerts")
 # The rule metrics, from the figure table (figures.Figure.alert): the name stored in
 # alert_rules.metric -> the figure it watches.
 WATCHED = figures.ALERTED
-METRICS = tuple(WATCHED)
-UNITS = {metric: "%" if figures.shown_unit(figure) == "percent" else ""
-         for metric, figure in WATCHED.items()}
+# Every rule metric an admin can set: the figures' and the service checks' (checks.CHECKS).
+METRICS = tuple(WATCHED) + tuple(checks.BY_METRIC)
+UNITS = {**{metric: "%" if figures.shown_unit(figure) == "percent" else ""
+            for metric, figure in WATCHED.items()},
+         **{check.metric: check.unit for check in checks.CHECKS}}
+# Which side of its threshold is bad, and what the rules page says a threshold means.
+SIDES = {**{metric: "below" if figure.alert.below else "above" for metric, figure in WATCHED.items()},
+         **{check.metric: "below" if check.below else "above" for check in checks.CHECKS}}
+HELP = {**{metric: figure.description for metric, figure in WATCHED.items()},
+        **{check.metric: check.help for check in checks.CHECKS}}
+# The checks that judge a state, whose threshold means nothing.
+STATES = tuple(check.metric for check in checks.CHECKS if not check.uses_threshold)
 # The server_metrics columns sample_value reads.
 WATCHED_COLUMNS = tuple(dict.fromkeys(column for figure in WATCHED.values()
                                       for column in (figure.column, figure.share_of) if column))
-DEFAULT_RULES = (("cpu", 90.0, 5), ("memory", 90.0, 5), ("disk", 90.0, 5))
+# The built-in global rules (figures.Watch with a threshold): (watch, figure).
+BUILT_IN = tuple((figure.alert, figure) for figure in WATCHED.values()
+                 if figure.alert.threshold is not None)
 HYSTERESIS = 0.05
 MAX_ATTEMPTS = 10
 
@@ -60,9 +73,10 @@ def sample_value(metric, row):
     return value
 
 
-def evaluate(points, threshold, minutes, firing, now, interval=60):
+def evaluate(points, threshold, minutes, firing, now, interval=60, below=False):
     """Decide from `points` [(timestamp, value)] whether a rule starts firing ("fire"), stops
-    ("resolve") or stays as it is (None).
+    ("resolve") or stays as it is (None). A `below` rule fires under its threshold (days
+    until a certificate expires) and resolves above it plus the hysteresis.
 
     The window must be covered: at least half the samples expected in `minutes` at the report
     interval, and one at least `minutes` old minus one interval — a server that just came up
@@ -77,9 +91,14 @@ def evaluate(points, threshold, minutes, firing, now, interval=60):
     if min(t for t, _ in window) > start + datetime.timedelta(seconds=interval):
         return None
     values = [v for _, v in window]
-    if not firing and all(v > threshold for v in values):
+    margin = abs(threshold) * HYSTERESIS
+    if below:
+        bad, clear = (v < threshold for v in values), (v > threshold + margin for v in values)
+    else:
+        bad, clear = (v > threshold for v in values), (v < threshold - margin for v in values)
+    if not firing and all(bad):
         return "fire"
-    if firing and all(v < threshold * (1 - HYSTERESIS) for v in values):
+    if firing and all(clear):
         return "resolve"
     return None
 
@@ -103,12 +122,20 @@ def channels_for(server_id):
     return models.routed_channels(server_id) or models.default_channels()
 
 
-def open_alert(server, rule, message, now, value=None, threshold=None):
-    """Open a firing alert and queue its deliveries; None when one is already open."""
+def subject_key(rule, subject):
+    """The open key of a rule's alert about one subject (a pool, a certificate): the rule and
+    a digest of the subject, within the column's 32 characters whatever the subject's length."""
+    digest = hashlib.sha256(subject.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{rule}:{digest}"
+
+
+def open_alert(server, rule, message, now, value=None, threshold=None, key=None):
+    """Open a firing alert and queue its deliveries; None when one is already open. `key`: the
+    open key when a rule can have several alerts at once (subject_key), else the rule."""
     silenced = models.under_maintenance(server.id, now)
     try:
         with database_proxy.atomic():
-            alert = models.Alert.create(server=server.id, rule=rule, open_key=rule,
+            alert = models.Alert.create(server=server.id, rule=rule, open_key=key or rule,
                                         state="firing", started_at=now, value=value,
                                         threshold=threshold, message=message[:500],
                                         silenced=silenced)
@@ -120,13 +147,14 @@ def open_alert(server, rule, message, now, value=None, threshold=None):
     return alert
 
 
-def resolve_alert(server, rule, now, message=None):
-    """Resolve the open alert of `rule`, once; returns it or None."""
-    alert = models.open_alert_of(server.id, rule)
+def resolve_alert(server, rule, now, message=None, key=None):
+    """Resolve the open alert of `rule` (or of its open `key`), once; returns it or None."""
+    key = key or rule
+    alert = models.open_alert_of(server.id, key)
     if alert is None:
         return None
     with database_proxy.atomic():
-        if not models.close_alert(alert.id, rule, now):
+        if not models.close_alert(alert.id, key, now):
             return None
         alert.state, alert.resolved_at = "resolved", now
         if message:
@@ -317,9 +345,20 @@ def deliver_due(smtp, now=None, limit=50):
     return sent, failed
 
 
-def ensure_default_rules():
-    """Seed the global defaults once (CPU, memory, disk above 90 % for 5 minutes)."""
-    if models.global_rules_exist():
-        return
-    for metric, threshold, minutes in DEFAULT_RULES:
-        models.AlertRule.create(server=None, metric=metric, threshold=threshold, minutes=minutes)
+def built_in_rules():
+    """(metric, threshold, minutes, since) of every built-in global rule: the figures' with a
+    threshold, and every service check."""
+    return [(w.metric, w.threshold, w.minutes, w.since) for w, _ in BUILT_IN] + \
+        [(c.metric, c.threshold, c.minutes, c.since) for c in checks.CHECKS]
+
+
+def ensure_default_rules(upgraded_from=None):
+    """Seed the built-in global rules: all of them in a new database (`upgraded_from` None),
+    and in one upgraded from schema version `upgraded_from` those a later version brought.
+    Each once: a built-in rule an admin deleted is not seeded again by a restart."""
+    for metric, threshold, minutes, since in built_in_rules():
+        if upgraded_from is not None and since <= upgraded_from:
+            continue
+        if models.rule_of(metric) is None:
+            models.AlertRule.create(server=None, metric=metric, threshold=threshold,
+                                    minutes=minutes)

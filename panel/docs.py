@@ -27,6 +27,19 @@ def _family_unit(figure_unit, family):
     return {"bytes": "bytes", "rate": "bytes/s", "count": "count"}.get(figure_unit, "—")
 
 
+def _alert_text(figure):
+    """The rule metric, and its built-in rule when it has one ("above 90 % for 5 min")."""
+    watch = figure.alert
+    if watch is None:
+        return ""
+    if watch.threshold is None:
+        return _code(watch.metric)
+    unit = " %" if figures.shown_unit(figure) == "percent" else ""
+    side = "below" if watch.below else "above"
+    return f"{_code(watch.metric)} (built in: {side} {watch.threshold:g}{unit} for " \
+           f"{watch.minutes} min)"
+
+
 def stored_figures_table():
     """docs/protocol.md: what the panel keeps of each sample, one row per figure."""
     rows = ["| column | from the agent | type | meaning | rolled up | chart | Prometheus "
@@ -44,7 +57,7 @@ def stored_figures_table():
             _code(figure.column), f"`{figure.wire}`", TYPE_TEXT[figure.storage], meaning,
             _code(*figures.rollup_columns(figure)), chart,
             _code(figure.prometheus.name) if figure.prometheus else "",
-            _code(figure.alert) if figure.alert else "")) + " |")
+            _alert_text(figure))) + " |")
     return "\n".join(rows)
 
 
@@ -210,6 +223,28 @@ def body_table(operation):
     return field_table(request_bodies()[operation], stop=(protocol.METRICS,))
 
 
+def rules_table():
+    """README: every rule metric an admin can set, and its built-in global rule."""
+    from . import alerts  # late: the rule metrics come from the figure table and checks.CHECKS
+
+    built_in = {metric: (threshold, minutes) for metric, threshold, minutes, _ in
+                alerts.built_in_rules()}
+    rows = ["| metric | watches | built-in rule |", "|---|---|---|"]
+    for metric in alerts.METRICS:
+        rule = ""
+        if metric in built_in:
+            threshold, minutes = built_in[metric]
+            unit = alerts.UNITS.get(metric, "")
+            unit = f" {unit.strip()}" if unit.strip() else ""
+            if metric in alerts.STATES:
+                rule = "when it happens" + (f" and lasts {minutes} min" if minutes else "")
+            else:
+                rule = f"{alerts.SIDES[metric]} {threshold:g}{unit}" + \
+                    (f" for {minutes} min" if minutes else ", at once")
+        rows.append(f"| `{metric}` | {alerts.HELP[metric]} | {rule} |")
+    return "\n".join(rows)
+
+
 # ===== The generated blocks ====================================================================
 
 SCHEMAS, FIGURE_TABLE = "panel/protocol.py or panel/figures.py", "panel/figures.py"
@@ -224,6 +259,7 @@ GENERATED = tuple(
 ) + (
     ("docs/protocol.md", "stored figures", stored_figures_table, FIGURE_TABLE),
     ("docs/prometheus.md", "sample families", prometheus_table, FIGURE_TABLE),
+    ("README.md", "alert rules", rules_table, "panel/figures.py or panel/checks.py"),
 )
 
 

@@ -6,7 +6,7 @@ the sample onto that column (ingest.sample_row), the column itself (models.Metri
 columns (models.RollupBase, rollups.FIGURES), the server page's chart series (server_page.py), the
 servers table's column and sort key (views.py), its Prometheus family (prometheus.py), its alert
 rule metric (alerts.py), and its rows in the generated tables of docs/protocol.md and
-docs/prometheus.md (`python -m panel docs`). Adding a figure is one row here, the agent that
+docs/prometheus.md (`python -m panel.docs`). Adding a figure is one row here, the agent that
 sends it, and a migration for its columns.
 
 Pure data: no imports from the rest of the panel, so every module can read it.
@@ -74,6 +74,19 @@ class Chart:
 
 
 @dataclasses.dataclass(frozen=True)
+class Watch:
+    """The alert rule metric that watches a figure (stored in alert_rules.metric). With a
+    `threshold`, a built-in global rule: above it for `minutes` (below it, `below`), seeded in a
+    new database and, in an existing one, by the upgrade past schema version `since` that brought
+    it (a built-in rule an admin deleted stays deleted)."""
+    metric: str
+    threshold: float = None
+    minutes: int = 5
+    below: bool = False
+    since: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
 class Figure:
     column: str             # the figure's name: its server_metrics column
     section: str            # the wire section (protocol.METRICS) it comes from
@@ -88,7 +101,7 @@ class Figure:
     label: str = None       # its line's label on that chart
     table: TableColumn = None
     prometheus: Family = None
-    alert: str = None       # the alert rule metric that watches it (stored in alert_rules.metric)
+    alert: Watch = None     # the alert rule metric that watches it, and its built-in rule
     share_of: str = None    # shown and watched as a percentage of this column
     inputs: tuple = ()      # Input entry fields it alone reads
 
@@ -118,7 +131,7 @@ FIGURES = (
            rollup="mean_peak", chart="cpu", label="usage", table=TableColumn("cpu", "CPU", 1),
            prometheus=Family("mpanel_cpu_usage_ratio",
                              "CPU busy share over the sample's interval (0-1).", _RATIO),
-           alert="cpu"),
+           alert=Watch("cpu", 90.0)),
     Figure("cpu_iowait", "cpu", ("iowait",), "percent", "real",
            "share idle while waiting for I/O (Linux)",
            rollup="mean_peak", chart="cpu", label="iowait",
@@ -132,7 +145,7 @@ FIGURES = (
     Figure("cpu_load_1min", "cpu", ("load1",), "load", "real", "load average over 1 minute (emulated on Windows)",
            rollup="mean_peak", chart="load", label="load",
            table=TableColumn("load", "Load", 6),
-           prometheus=Family("mpanel_load1", "1-minute load average."), alert="load"),
+           prometheus=Family("mpanel_load1", "1-minute load average."), alert=Watch("load")),
     Figure("cpu_load_5min", "cpu", ("load5",), "load", "real", "load average over 5 minutes (emulated on Windows)",
            prometheus=Family("mpanel_load5", "5-minute load average.")),
     Figure("cpu_load_15min", "cpu", ("load15",), "load", "real", "load average over 15 minutes (emulated on Windows)",
@@ -143,7 +156,7 @@ FIGURES = (
            rollup="mean_peak", chart="memory", label="used",
            table=TableColumn("memory", "Memory", 2), share_of="memory_total",
            prometheus=Family("mpanel_memory_used_bytes", "Memory in use (psutil's used)."),
-           alert="memory"),
+           alert=Watch("memory", 90.0)),
     Figure("memory_free", "memory", ("free",), "bytes", "bigint", "unused memory"),
     Figure("memory_available", "memory", ("available",), "bytes", "bigint",
            "memory that can be given to programs without swapping",
@@ -177,7 +190,7 @@ FIGURES = (
            prometheus=Family("mpanel_disk_max_used_ratio",
                              "Used share of the fullest mount (0-1): what the panel's disk alert "
                              "watches.", _RATIO),
-           alert="disk"),
+           alert=Watch("disk", 90.0)),
     Figure("disk_max_inode_percent", "disk", ("inodesPercent",), "percent", "real",
            "used share of the inodes of the mount that has used most of them: mail spools and "
            "caches run out of inodes with disk space to spare",
@@ -186,7 +199,7 @@ FIGURES = (
            prometheus=Family("mpanel_disk_max_inode_used_ratio",
                              "Used share of the inodes of the mount that has used most of them "
                              "(0-1): what the panel's inodes alert watches.", _RATIO),
-           alert="inodes",
+           alert=Watch("inodes"),
            inputs=(Input("inodesPercent", "percent", "Used share of the file system's inodes, "
                          "100 * inodesUsed / (inodesUsed + inodesFree); the three are absent "
                          "where the file system has no inode table (btrfs, vfat)."),
@@ -241,7 +254,7 @@ ROLLED_UP = tuple(f for f in FIGURES if f.rollup == "mean_peak")
 CHARTED = tuple(f for f in FIGURES if f.chart)
 TABLE_COLUMNS = tuple(sorted((f for f in FIGURES if f.table), key=lambda f: f.table.position))
 EXPORTED = tuple(f for f in FIGURES if f.prometheus)
-ALERTED = {f.alert: f for f in FIGURES if f.alert}
+ALERTED = {f.alert.metric: f for f in FIGURES if f.alert}
 
 
 def rollup_columns(figure):

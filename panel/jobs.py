@@ -9,14 +9,14 @@ import logging
 import threading
 import time
 
-from . import alerts, models, rollups
+from . import alerts, checks, models, rollups
 from .db import database_proxy, is_postgres, utcnow
 
 log = logging.getLogger("mpanel.jobs")
 
 # Advisory lock keys: one per job, in a range of our own.
 LOCK_KEYS = {"offline": 7_341_001, "rules": 7_341_002, "deliver": 7_341_003,
-             "rollups": 7_341_004, "retention": 7_341_005}
+             "rollups": 7_341_004, "retention": 7_341_005, "checks": 7_341_006}
 
 
 def run_locked(name, job, *args):
@@ -101,20 +101,70 @@ def evaluate_rules(interval, now=None):
         rows = samples[agent.id]
         agent_now = models.agent_clock(offsets.get(agent.id), now)
         for rule in alerts.effective_rules(rules, server.id):
+            if rule.metric not in alerts.WATCHED:
+                continue  # a metric of a newer release sharing the database
+            below = alerts.WATCHED[rule.metric].alert.below
             points = [(r["timestamp"], alerts.sample_value(rule.metric, r)) for r in rows]
             firing = (server.id, rule.metric) in open_rules
             decision = alerts.evaluate(points, rule.threshold, rule.minutes, firing, agent_now,
-                                       interval)
+                                       interval, below)
             if decision == "fire":
                 value = points[-1][1] if points else None
                 unit = alerts.UNITS[rule.metric]
-                message = (f"{rule.metric} above {rule.threshold:g}{unit} for {rule.minutes} "
+                side = "below" if below else "above"
+                message = (f"{rule.metric} {side} {rule.threshold:g}{unit} for {rule.minutes} "
                            f"min (now {value:.1f}{unit})")
                 if alerts.open_alert(server, rule.metric, message, now, value, rule.threshold):
                     opened += 1
             elif decision == "resolve":
                 if alerts.resolve_alert(server, rule.metric, now):
                     resolved += 1
+    return opened, resolved
+
+
+# ===== Service checks ===========================================================================
+
+def evaluate_checks(offline_after, now=None, enabled_collectors=()):
+    """Judge every server's newest sample (if it is recent) with the check rules in force.
+    A service whose collector the panel's settings switched off (`enabled_collectors`, empty:
+    all) is not down: its states are forgotten. -> (opened, resolved)."""
+    now = now or utcnow()
+
+    def collected(name):
+        return not enabled_collectors or "services" in enabled_collectors or \
+            name in enabled_collectors
+
+    rules = [rule for rule in models.all_rules() if rule.metric in checks.BY_METRIC]
+    if not rules:
+        return 0, 0
+    since = now - datetime.timedelta(seconds=offline_after)
+    opened = resolved = 0
+    latest = models.latest_services(since)
+    states = models.check_states([agent.id for agent, _, _ in latest])
+    for agent, taken_at, detail in latest:
+        server = agent.server
+        services = detail.get("services") or {}
+        unavailable = detail.get("unavailable") or {}
+        for rule in alerts.effective_rules(rules, server.id):
+            check = checks.BY_METRIC[rule.metric]
+            mine = states.get((agent.id, check.metric), {})
+            # A subject left out of `seen` and not in the sample is resolved and forgotten.
+            seen = {subject: state.was for subject, state in mine.items() if state.was and
+                    (check.metric != "service_down" or collected(subject))}
+            findings = check.judge(services, unavailable, rule.threshold, seen)
+            changes = checks.steps(check, rule.threshold, rule.minutes, findings, mine, taken_at)
+            with database_proxy.atomic():
+                models.store_check_states(agent.id, check.metric, changes, now)
+            for step in changes:
+                key = alerts.subject_key(check.metric, step.subject)
+                if step.fire:
+                    text = checks.message(check, step.subject, step, rule.threshold)
+                    if alerts.open_alert(server, check.metric, text, now, step.value,
+                                         rule.threshold, key=key):
+                        opened += 1
+                elif step.resolve:
+                    if alerts.resolve_alert(server, check.metric, now, key=key):
+                        resolved += 1
     return opened, resolved
 
 
@@ -144,6 +194,9 @@ class JobRunner(threading.Thread):
         return (
             ("offline", detect_offline, settings.offline_after, 0),
             ("rules", evaluate_rules, settings.report_interval, 0),
+            ("checks", lambda s: evaluate_checks(s.offline_after,
+                                                 enabled_collectors=s.enabled_collectors),
+             settings, 0),
             ("deliver", alerts.deliver_due, settings.smtp, 0),
             ("rollups", lambda _: rollups.run_rollups(), None, 60),
             ("retention", housekeeping, settings, 600),

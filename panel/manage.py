@@ -202,7 +202,8 @@ def build_manage(settings):
                         rules=models.alert_rules_with_servers(), servers=models.server_names(),
                         routes=models.routes(), metrics=alerts.METRICS,
                         channel_kinds=tuple(alerts.CHANNEL_KINDS.values()),
-                        units_of=alerts.UNITS, error=error, notice=notice,
+                        units_of=alerts.UNITS, sides=alerts.SIDES, rule_help=alerts.HELP,
+                        states=alerts.STATES, error=error, notice=notice,
                         smtp={"host": smtp.get("host"), "port": smtp.get("port"),
                               "sender": smtp.get("sender"), "tls": smtp.get("tls"),
                               "login": bool(smtp.get("user"))})

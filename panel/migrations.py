@@ -113,6 +113,7 @@ def migrate(database=None, backup=True):
             if is_postgres(database):
                 database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
             version = current_version(database)  # again, under the lock
+            seeded_from = version
             if version is None:
                 _create(database)
                 models.SchemaVersion.create(version=target, applied_at=utcnow())
@@ -126,7 +127,8 @@ def migrate(database=None, backup=True):
                     models.SchemaVersion.create(version=number, applied_at=utcnow())
                     applied.append(f"{number:03d} {name}")
                     log.info("migration applied version=%s name=%s", number, name)
-            alerts.ensure_default_rules()
+            if version != target:
+                alerts.ensure_default_rules(seeded_from)
         rollups.ensure_partitions()
         return before, target, applied
 

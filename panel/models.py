@@ -251,6 +251,26 @@ class DirtyBucket(BaseModel):
         primary_key = peewee.CompositeKey("agent", "bucket")
 
 
+class CheckState(BaseModel):
+    """Per server, service check (checks.CHECKS) and subject: since when it has been bad (NULL
+    while good), what the newest sample said, and what it said when last good — so an alert
+    can say what it was, and a rule can ask a state to hold before it fires."""
+
+    agent = peewee.ForeignKeyField(Agent, column_name="agent_id", on_delete="CASCADE",
+                                   index=False)
+    metric = peewee.CharField(max_length=16)
+    subject = peewee.CharField(max_length=300)
+    bad_since = peewee.DateTimeField(null=True)
+    text = peewee.CharField(max_length=300)
+    was = peewee.CharField(max_length=300, null=True)
+    value = peewee.DoubleField(null=True)
+    updated_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "check_states"
+        primary_key = peewee.CompositeKey("agent", "metric", "subject")
+
+
 class AuthEvent(BaseModel):
     """Failed agent authentications and logins, and key life-cycle events. Never the secret: at
     most the key's public id.
@@ -415,7 +435,7 @@ class AdminSession(BaseModel):
 
 
 ALL_MODELS = [SchemaVersion, Server, Agent, Metric, LatestSample, Rollup5m, Rollup1h, DirtyBucket,
-              AuthEvent, AuthLimit, ServerEvent, AlertRule, Alert, Channel, ServerChannel, Delivery,
+              CheckState, AuthEvent, AuthLimit, ServerEvent, AlertRule, Alert, Channel, ServerChannel, Delivery,
               MaintenanceWindow, Admin, AdminSession]
 
 
@@ -843,10 +863,6 @@ def record_delivery(delivery_id, **outcome):
     Delivery.update(**outcome).where(Delivery.id == delivery_id).execute()
 
 
-def global_rules_exist():
-    return AlertRule.select().where(AlertRule.server.is_null()).exists()
-
-
 def alert_rules_with_servers():
     """Every rule, the global ones first, by metric; an override's server joined."""
     return list(AlertRule.select(AlertRule, Server).join(Server, peewee.JOIN.LEFT_OUTER)
@@ -886,7 +902,7 @@ def delete_server_and_data(server_id, agent_id=None):
     # Samples and rollups hang off the agent; the cascade would take them too, but on a big
     # table explicit deletes keep each statement's plan simple and visible.
     if agent_id is not None:
-        for model in (LatestSample, Metric, Rollup5m, Rollup1h):
+        for model in (LatestSample, Metric, Rollup5m, Rollup1h, CheckState):
             model.delete().where(model.agent == agent_id).execute()
     Server.delete().where(Server.id == server_id).execute()
 
@@ -1151,3 +1167,45 @@ def firing_counts():
     """{server_id: alerts firing}, for servers that have any."""
     return dict(Alert.select(Alert.server, peewee.fn.COUNT(Alert.id))
                 .where(Alert.state == "firing").group_by(Alert.server).tuples())
+
+
+# ===== Service checks ===========================================================================
+
+def latest_services(seen_since):
+    """[(agent with its server, taken at, detail dict)] of the newest sample of every agent
+    heard from since `seen_since` (by the panel's clock): what the service checks judge."""
+    rows = (Agent.select(Agent, Server, LatestSample.timestamp, Metric.detail)
+            .join(Server).switch(Agent)
+            .join(LatestSample, on=(LatestSample.agent == Agent.id))
+            .join(Metric, on=((Metric.agent == LatestSample.agent) &
+                              (Metric.timestamp == LatestSample.timestamp)))
+            .where(Agent.last_seen >= seen_since).objects())
+    return [(agent, agent.timestamp, agent.detail or {}) for agent in rows]
+
+
+def check_states(agent_ids):
+    """{(agent_id, metric): {subject: CheckState}} of these agents."""
+    agent_ids = list(agent_ids)
+    states = {}
+    if agent_ids:
+        for state in CheckState.select().where(CheckState.agent.in_(agent_ids)):
+            states.setdefault((state.agent_id, state.metric), {})[state.subject] = state
+    return states
+
+
+def store_check_states(agent_id, metric, steps, now):
+    """Write what checks.steps() decided for one agent and check (inside a transaction): a
+    subject gone from the sample is forgotten, the others upserted."""
+    gone = [step.subject[:300] for step in steps if step.gone]
+    if gone:
+        CheckState.delete().where((CheckState.agent == agent_id) & (CheckState.metric == metric)
+                                  & CheckState.subject.in_(gone)).execute()
+    rows = [{"agent": agent_id, "metric": metric, "subject": step.subject[:300],
+             "bad_since": step.bad_since, "text": (step.text or "")[:300],
+             "was": step.was[:300] if step.was else None, "value": step.value,
+             "updated_at": now} for step in steps if not step.gone]
+    for chunk in peewee.chunked(rows, 200):
+        CheckState.insert_many(chunk).on_conflict(
+            conflict_target=[CheckState.agent, CheckState.metric, CheckState.subject],
+            preserve=[CheckState.bad_since, CheckState.text, CheckState.was, CheckState.value,
+                      CheckState.updated_at]).execute()

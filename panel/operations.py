@@ -130,8 +130,8 @@ def set_rule(metric, threshold, minutes, server_name=None, enabled=True):
 
     if metric not in alerts.METRICS:
         raise ValueError(f"metric must be one of {', '.join(alerts.METRICS)}")
-    if not 1 <= minutes <= 1440:
-        raise ValueError("minutes must be between 1 and 1440 (a day)")
+    if not 0 <= minutes <= 1440:  # 0: the first bad sample fires
+        raise ValueError("minutes must be between 0 and 1440 (a day)")
     if not 0 <= threshold <= 1e6:  # also refuses NaN
         raise ValueError("threshold must be between 0 and 1,000,000")
     threshold = models.storable_real(threshold)

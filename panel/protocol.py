@@ -64,12 +64,6 @@ def _text(max_length, min_length=0, description=None):
     return _described(schema, description) if description else schema
 
 
-def _choice(values, description):
-    """A text field that is one of `values`."""
-    return {"type": "string", "enum": list(values), "maxLength": max(map(len, values)),
-            "pattern": PLAIN_TEXT, "description": description}
-
-
 def _count_in(field, description):
     """A count stored in `field`'s column: bounded by what that column holds."""
     return {"type": "integer", "minimum": 0, "maximum": models.column_max(field),
@@ -83,7 +77,7 @@ TIMESTAMP = {
     "type": ["string", "number"],
     "format": "date-time", "pattern": RFC3339, "maxLength": 32,
     "minimum": int((EARLIEST - _EPOCH).total_seconds()),
-    "maximum": int((datetime.datetime.max - _EPOCH).total_seconds()),
+    "maximum": (datetime.datetime.max - _EPOCH) // datetime.timedelta(seconds=1),
     "description": "When the sample was taken: an RFC 3339 date-time with a zone "
                    "(2026-11-30T01:52:00Z, 2026-11-30T02:52:00.125+01:00; upper-case T and Z, "
                    "at most 6 fraction digits, no leap second) or seconds since the "
@@ -141,6 +135,40 @@ MEMORY = {
     "type": "object",
     "required": ["total", "used"],
     "properties": _figure_fields("memory"),
+}
+
+# Degrees Celsius: agent.py sends -50 to 200 only (past that a sensor is unconnected or misread).
+CELSIUS = {"type": "number", "minimum": -273.15, "maximum": 1000}
+
+SENSOR = {
+    "type": "object",
+    "required": ["name", "current"],
+    "properties": {
+        "name": _text(200, 1, "The chip, as psutil names it after its hwmon driver: coretemp, "
+                              "k10temp, acpitz, nvme, ..."),
+        "label": _text(200, description="The reading's label on that chip, e.g. 'Package id "
+                                        "0', 'Core 3', 'Tctl'; empty when the chip gives "
+                                        "none."),
+        "current": _described(CELSIUS, "Temperature now, °C."),
+        "high": _described(CELSIUS, "The chip's high threshold, °C (when it has one)."),
+        "critical": _described(CELSIUS, "The chip's critical threshold, °C (when it has one)."),
+    },
+}
+
+SENSORS = {
+    "type": "object",
+    "description": "Temperatures, where the machine has sensors (psutil: Linux's hwmon); "
+                   "absent elsewhere, virtual machines included.",
+    "required": ["readings"],
+    "properties": {
+        "cpuMax": _described(CELSIUS, "The hottest CPU reading (package or core: coretemp, "
+                                      "k10temp, zenpower, cpu_thermal, ...), °C; absent when "
+                                      "no chip is a CPU's."),
+        "readings": {"type": "array", "maxItems": 50, "items": SENSOR,
+                     "description": "Every temperature reading, hottest first (agent.py sends "
+                                    "at most 50)."},
+        "omitted": _described(COUNT, "Readings left out past the 50 sent."),
+    },
 }
 
 _INPUT_SCHEMAS = {"count": COUNT, "bytes": BYTES, "percent": PERCENT}
@@ -228,7 +256,7 @@ PROCESS = {
     "type": "object",
     "required": ["pid", "name"],
     "properties": {
-        "pid": {"type": "integer", "minimum": 0, "maximum": 2**32, "description": "Process id."},
+        "pid": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1, "description": "Process id."},
         "name": _text(256, description="Executable name only: never the command line or the "
                                        "environment, which carry passwords and keys."),
         "user": _text(256, description="The user it runs as."),
@@ -263,20 +291,72 @@ DATABASE = {
 }
 
 
+MYSQL_DATABASE = {
+    "type": "object",
+    "required": ["name", "size"],
+    "properties": {
+        "name": _text(200, description="Schema (database) name."),
+        "size": _described(BYTES, "Data and indexes of its tables (information_schema.tables "
+                                  "data_length + index_length), bytes."),
+    },
+}
+SECONDS = {"type": "integer", "minimum": 0, "maximum": MAX_INT64}
+ERRNO = {"type": "integer", "minimum": 1, "maximum": 65535}
+
+# Service lists (watched processes, systemd units, PHP-FPM pools): at most this many entries, names this long
+# (agent.py's WATCHED_LIMIT, NAME_LENGTH).
+MAX_SERVICE_ENTRIES = 50
+MAX_SERVICE_NAME = 200
+OMITTED = _described(COUNT, "Entries past the first 50, left out.")
+
+WATCHED_PROCESS = {
+    "type": "object",
+    "required": ["name", "count"],
+    "properties": {
+        "name": _text(MAX_SERVICE_NAME, 1, "The name as configured (services.watched.names): "
+                                           "a process name or its first argument's base name."),
+        "count": _described(COUNT, "Processes of that name running; 0 is a down."),
+        "cpuPercent": {"type": "number", "minimum": 0, "maximum": 100_000,
+                       "description": "Their summed share of one core since the previous "
+                                      "sample, as top shows it (absent on the first sample)."},
+        "rss": _described(BYTES, "Their summed resident memory, bytes."),
+    },
+}
+
+_UNIT_STATE = 64
+SYSTEMD_UNIT = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": _text(MAX_SERVICE_NAME, 1, "Unit name as configured (services.systemd.units) "
+                                           "or as systemd lists a failed one, e.g. "
+                                           "nginx.service."),
+        "activeState": _text(_UNIT_STATE, description="ActiveState: active, reloading, "
+                                                      "inactive, failed, activating, "
+                                                      "deactivating."),
+        "subState": _text(_UNIT_STATE, description="SubState, e.g. running, exited, dead, "
+                                                   "failed."),
+        "loadState": _text(_UNIT_STATE, description="LoadState: loaded, not-found, masked, "
+                                                    "error, ..."),
+    },
+}
+
+
 FPM_POOL = {
     "type": "object",
     "required": ["name", "source"],
     "properties": {
-        "name": _text(200, 1, "The pool's name, its [section] in the FPM config."),
-        "listen": _text(200, description="Its listen address: a unix socket path or "
-                                         "host:port (empty when only its workers were seen)."),
-        "source": _choice(("status", "processes"),
-                          "Where the figures come from: \"status\", the pool's status page "
-                          "(pm.status_path, read over FastCGI); \"processes\", its worker "
-                          "processes counted (no status page, or it did not answer: active, "
-                          "idle and the counters are then unknown)."),
-        "processManager": _choice(("static", "dynamic", "ondemand"),
-                                  "pm, how FPM sizes the pool: static, dynamic or ondemand."),
+        "name": _text(MAX_SERVICE_NAME, 1, "The pool's name, its [section] in the FPM config."),
+        "listen": _text(MAX_SERVICE_NAME, description="Its listen address: a unix socket "
+                                                      "path or host:port (empty when only its "
+                                                      "workers were seen)."),
+        "source": dict(_text(9, 1, "Where the figures come from: \"status\", the pool's "
+                                   "status page (pm.status_path, read over FastCGI); "
+                                   "\"processes\", its worker processes counted (no status "
+                                   "page, or it did not answer: active, idle and the counters "
+                                   "are then unknown)."), enum=["status", "processes"]),
+        "processManager": dict(_text(8, 1, "pm, how FPM sizes the pool: static, dynamic or "
+                                           "ondemand."), enum=["static", "dynamic", "ondemand"]),
         "maxChildren": _described(COUNT, "pm.max_children: the most workers the pool may "
                                          "have."),
         "total": _described(COUNT, "Worker processes."),
@@ -294,15 +374,54 @@ FPM_POOL = {
         "slowRequests": _described(COUNT, "Requests past request_slowlog_timeout since the "
                                           "previous sample (absent on the first)."),
         "acceptedPerSec": _described(RATE, "Connections accepted per second."),
-        "statusError": _text(200, description="Why the status page was not read (timed out "
-                                              "with every worker busy, permission denied, "
-                                              "not the status path)."),
+        "statusError": _text(MAX_SERVICE_NAME,
+                             description="Why the status page was not read (timed out with "
+                                         "every worker busy, permission denied, not the "
+                                         "status path)."),
     },
 }
 
 
 def _service(description, **properties):
     return {"type": "object", "description": description, "properties": properties}
+
+
+# A certificate's expiry: a GeneralizedTime may say any year from 1 to 9999.
+_CERTIFICATE_TIME = {"type": "integer", "minimum": -62135596800, "maximum": 253402300799}
+
+CERTIFICATE = {
+    "type": "object",
+    "required": ["name", "source"],
+    "properties": {
+        "name": _text(200, 1, "The first name the site serves (nginx server_name, Apache "
+                              "ServerName, the endpoint's serverName); else the file or the "
+                              "endpoint."),
+        "source": _text(16, 1, "Where it was found: nginx or apache (a web server's config: "
+                               "the file it serves), or endpoint (one listed in the agent's "
+                               "config: what a local handshake is served)."),
+        "file": _text(200, description="The certificate file, for nginx and Apache sites."),
+        "endpoint": _text(200, description="host:port of the handshake, for endpoints."),
+        "subject": _text(200, description="The subject's common name (CN)."),
+        "names": {"type": "array", "maxItems": 20, "items": _text(200),
+                  "description": "subjectAltName DNS names and IP addresses (agent.py sends at "
+                                 "most 20; the match uses them all)."},
+        "issuer": _text(200, description="The issuer's common name, else its organization."),
+        "notAfter": _described(_CERTIFICATE_TIME, "When it expires, seconds since the Unix "
+                                                  "epoch."),
+        "daysLeft": {"type": "number", "minimum": -4_000_000, "maximum": 4_000_000,
+                     "description": "Days until it expires, one decimal; negative once "
+                                    "expired."},
+        "matches": {"type": "boolean",
+                    "description": "Every name the site serves is covered by it (RFC 6125: "
+                                   "wildcards stand for one left-most label); absent when the "
+                                   "site names no host (server_name _)."},
+        "unmatched": {"type": "array", "maxItems": 20, "items": _text(200),
+                      "description": "The names served that it does not cover."},
+        "error": _text(200, description="Why there is no certificate to read: permission "
+                                        "denied (with what the agent's user needs), no such "
+                                        "file, handshake failed, not a local address."),
+    },
+}
 
 
 SERVICES = {
@@ -327,16 +446,113 @@ SERVICES = {
             busyWorkers=_described(COUNT, "Workers serving a request."),
             idleWorkers=_described(COUNT, "Idle workers."),
             requestsPerSec=_described(RATE, "Requests (Total Accesses) per second.")),
+        "certificates": _service(
+            "TLS certificates of the sites the server hosts, from the nginx and Apache configs "
+            "(the files they serve) and the endpoints listed in the agent's config (a local "
+            "handshake).",
+            total=_described(COUNT, "Certificates found, those left out of the list included."),
+            expired=_described(COUNT, "Certificates past their notAfter."),
+            mismatched=_described(COUNT, "Certificates that do not cover every name their site "
+                                         "serves."),
+            unreadable=_described(COUNT, "Certificates that could not be read (see each one's "
+                                         "error)."),
+            minDaysLeft={"type": "number", "minimum": -4_000_000, "maximum": 4_000_000,
+                         "description": "Fewest days left until one of them expires; negative "
+                                        "once one has; absent when none could be read."},
+            certificates={"type": "array", "maxItems": 50, "items": CERTIFICATE,
+                          "description": "One entry per certificate, the most urgent first "
+                                         "(unreadable ones, then by days left); agent.py sends "
+                                         "at most 50."},
+            omitted=_described(COUNT, "Certificates left out of the list past the 50 sent.")),
         "redis": _service(
             "Redis, from INFO.",
             usedMemory=_described(BYTES, "Memory Redis has allocated (used_memory), bytes."),
             connectedClients=_described(COUNT, "Client connections (connected_clients)."),
             opsPerSec=_described(RATE, "Commands per second (total_commands_processed).")),
+        "mysql": _service(
+            "MySQL or MariaDB, from SHOW GLOBAL STATUS, SHOW GLOBAL VARIABLES, SHOW REPLICA "
+            "STATUS and information_schema. A server this agent saw up that stops answering "
+            "is sent as {\"up\": false} alone.",
+            up={"type": "boolean", "description": "Whether the server answered."},
+            version=_text(200, description="The server's version variable, e.g. "
+                                           "10.11.19-MariaDB-0+deb12u1."),
+            uptime=_described(SECONDS, "Seconds since the server started (Uptime)."),
+            connections=_described(COUNT, "Open client connections (Threads_connected)."),
+            maxConnections=_described(COUNT, "The max_connections variable."),
+            connectionsPercent=_described(PERCENT, "connections / maxConnections, 0-100."),
+            threadsRunning=_described(COUNT, "Threads executing a statement "
+                                             "(Threads_running)."),
+            queriesPerSec=_described(RATE, "Statements clients sent per second (Questions)."),
+            slowQueriesPerSec=_described(RATE, "Statements that took longer than "
+                                               "long_query_time, per second (Slow_queries)."),
+            abortedConnectsPerSec=_described(RATE, "Failed connection attempts per second "
+                                                   "(Aborted_connects)."),
+            abortedClientsPerSec=_described(RATE, "Connections dropped without a proper close, "
+                                                  "per second (Aborted_clients)."),
+            bufferPoolBytes=_described(BYTES, "InnoDB buffer pool size (pages total x page "
+                                              "size), bytes."),
+            bufferPoolUsedPercent=_described(PERCENT, "Share of the InnoDB buffer pool's pages "
+                                                      "holding data, 0-100."),
+            bufferPoolHitPercent=_described(PERCENT, "Share of InnoDB page reads served from "
+                                                     "the buffer pool since the previous "
+                                                     "sample (1 - reads / read requests), 0-100; "
+                                                     "absent when there were none."),
+            replicaIoRunning={"type": "boolean", "description": "On a replica only: whether "
+                                                                "its IO thread is running."},
+            replicaSqlRunning={"type": "boolean", "description": "On a replica only: whether "
+                                                                 "its SQL thread is running."},
+            replicaLag=_described(SECONDS, "On a replica only: seconds behind its primary "
+                                           "(Seconds_Behind_Master); absent while the SQL "
+                                           "thread is stopped."),
+            replicaIoErrno=_described(ERRNO, "On a replica only: the IO thread's last error "
+                                             "number, when it has one."),
+            replicaSqlErrno=_described(ERRNO, "On a replica only: the SQL thread's last error "
+                                              "number, when it has one."),
+            databases={"type": "array", "maxItems": 50, "items": MYSQL_DATABASE,
+                       "description": "The largest schemas the agent's user can see (system "
+                                      "schemas left out), at most 50; read every few minutes, "
+                                      "the last known sent between."},
+            omitted=_described(COUNT, "Schemas left out of databases past the first 50.")),
+        "mailqueue": _service(
+            "The mail queue of Postfix or Exim, counted from its spool folders (never a "
+            "sender, recipient or content).",
+            mta=dict(_text(16, 1, "The mail server whose queue this is: postfix or exim."),
+                     enum=["postfix", "exim"]),
+            total=_described(COUNT, "Messages in the queue (Postfix: all five queues)."),
+            active=_described(COUNT, "Postfix: messages in the active queue (being delivered)."),
+            deferred=_described(COUNT, "Postfix: messages in the deferred queue (a delivery "
+                                       "failed and will be retried)."),
+            hold=_described(COUNT, "Postfix: messages on hold (held by the admin or a rule)."),
+            incoming=_described(COUNT, "Postfix: messages in the incoming queue (arrived, not "
+                                       "yet taken by the queue manager)."),
+            maildrop=_described(COUNT, "Postfix: messages in maildrop (submitted locally, not "
+                                       "yet picked up)."),
+            frozen=_described(COUNT, "Exim: frozen messages (no more delivery attempts until "
+                                     "thawed)."),
+            oldestAge=_described(COUNT, "Seconds since the oldest queued message arrived; "
+                                        "absent when the queue is empty."),
+            truncated={"type": "boolean",
+                       "description": "Present (true) when the count stopped at 100,000 "
+                                      "messages or 2 seconds: the counts are lower bounds."}),
+        "watched": _service(
+            "Processes the admin named (services.watched.names), each whether running or not.",
+            processes={"type": "array", "maxItems": MAX_SERVICE_ENTRIES,
+                       "items": WATCHED_PROCESS,
+                       "description": "One entry per configured name, in config order."},
+            omitted=OMITTED),
+        "systemd": _service(
+            "systemd units: the failed ones and those the admin named "
+            "(services.systemd.units), from systemctl.",
+            failed=_described(COUNT, "Units in the failed state."),
+            units={"type": "array", "maxItems": MAX_SERVICE_ENTRIES, "items": SYSTEMD_UNIT,
+                   "description": "The configured units first, in config order, then the "
+                                  "failed units not among them."},
+            omitted=OMITTED),
         "phpfpm": _service(
             "PHP-FPM, one entry per pool of every running master.",
-            pools={"type": "array", "maxItems": 50, "items": FPM_POOL,
-                   "description": "The pools, in their masters' config order (at most 50)."},
-            omitted=_described(COUNT, "Pools past the first 50, left out.")),
+            pools={"type": "array", "maxItems": MAX_SERVICE_ENTRIES, "items": FPM_POOL,
+                   "description": "The pools, in their masters' config order."},
+            omitted=OMITTED),
         "docker": _service(
             "Docker, from the Engine API's /info on its unix socket.",
             containersTotal=_described(COUNT, "Containers, running or not."),
@@ -350,7 +566,7 @@ METRICS = {
     "description": "One section per collector; a disabled, absent or failed collector's "
                    "section is left out.",
     "properties": {"cpu": CPU, "memory": MEMORY, "disk": DISK, "network": NETWORK,
-                   "processes": PROCESSES, "services": SERVICES},
+                   "processes": PROCESSES, "sensors": SENSORS, "services": SERVICES},
 }
 
 UNAVAILABLE = {

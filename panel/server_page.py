@@ -141,21 +141,21 @@ def processes_view(agent_id, moment=None):
         sample = models.sample_at(agent_id, moment + datetime.timedelta(seconds=59))
     if sample is None:
         return {"sample_time": None, "asked": moment, "top_cpu": [], "top_memory": [],
-                "services": [], "process_total": None}
+                "services": [], "process_total": None, "unavailable": []}
     processes = sample.processes or {}
     services = []
     # Services, then the sections of collectors the panel has no schema for: shown the same way.
     for name, reported in sorted((sample.services or {}).items()) + \
             sorted((sample.extra or {}).items()):
         if isinstance(reported, dict):
-            services.append((name, [(key, _service_value(key, value))
-                                    for key, value in reported.items()
-                                    if not isinstance(value, (dict, list))]))
+            services.append(_service_view(name, reported))
+    unavailable = sorted((sample.unavailable or {}).items())
     return {
         "sample_time": sample.timestamp, "asked": moment,
         "top_cpu": _process_rows(processes.get("topCpu")),
         "top_memory": _process_rows(processes.get("topMemory")),
         "process_total": processes.get("total"), "services": services,
+        "unavailable": unavailable,
     }
 
 
@@ -172,12 +172,43 @@ def _process_rows(entries):
     return rows
 
 
+SERVICE_ROWS = 50  # entries of a service's list shown (the agent sends at most 50)
+
+
+def _service_view(name, reported):
+    """{"name", "figures": [(key, text)], "lists": [(key, columns, rows)]} of one service:
+    its plain figures, then each list (pools, certificates, units, databases) as a table whose
+    columns are the entries' plain fields. Agent-supplied text: the template escapes it."""
+    figures_, lists = [], []
+    for key, value in reported.items():
+        if isinstance(value, list):
+            entries = [entry for entry in value[:SERVICE_ROWS] if isinstance(entry, dict)]
+            columns = list(dict.fromkeys(
+                column for entry in entries for column, cell in entry.items()
+                if not isinstance(cell, (dict, list))))
+            rows = [[_service_value(column, entry[column]) if column in entry else ""
+                     for column in columns] for entry in entries]
+            if rows:
+                lists.append((key, columns, rows))
+        elif not isinstance(value, dict):
+            figures_.append((key, _service_value(key, value)))
+    return {"name": name, "figures": figures_, "lists": lists}
+
+
 def _service_value(key, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if not isinstance(value, (int, float)):
         return str(value)
     lowered = key.lower()
     if lowered.endswith("persec"):
         return f"{value:,.1f}/s"
-    if "memory" in lowered or "size" in lowered or lowered.endswith("bytes"):
+    if lowered.endswith("percent"):
+        return units.percent(value)
+    if "memory" in lowered or "size" in lowered or lowered.endswith("bytes") or lowered == "rss":
         return units.size(value)
+    if lowered in ("uptime", "oldestage", "replicalag"):
+        return units.ago(value).removesuffix(" ago")
+    if lowered == "notafter":
+        return (charts.EPOCH + datetime.timedelta(seconds=value)).strftime("%Y-%m-%d")
     return f"{value:,}" if isinstance(value, int) else f"{value:,.2f}"

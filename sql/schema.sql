@@ -165,6 +165,20 @@ CREATE TABLE IF NOT EXISTS dirty_buckets (
   PRIMARY KEY (agent_id, bucket)
 );
 
+-- The service checks' states (checks.py): per server, check and subject, since when it has been
+-- bad (NULL while good) and what it was when last good.
+CREATE TABLE IF NOT EXISTS check_states (
+  agent_id INTEGER NOT NULL REFERENCES servers_agents(id) ON DELETE CASCADE,
+  metric VARCHAR(16) NOT NULL,
+  subject VARCHAR(300) NOT NULL,
+  bad_since TIMESTAMP,
+  text VARCHAR(300) NOT NULL,
+  was VARCHAR(300),
+  value DOUBLE PRECISION,
+  updated_at TIMESTAMP NOT NULL,
+  PRIMARY KEY (agent_id, metric, subject)
+);
+
 CREATE TABLE IF NOT EXISTS auth_events (
   id SERIAL PRIMARY KEY,
   created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),

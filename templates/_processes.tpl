@@ -18,12 +18,43 @@
       </tbody>
     </table>
     % end
-    % for name, figures in view['services']:
+    % for service in view['services']:
+    % if service['figures'] or not service['lists']:
     <table class="mini">
-      <caption>{{name}}</caption>
+      <caption>{{service['name']}}</caption>
       <tbody>
-      % for key, value in figures:
+      % for key, value in service['figures']:
         <tr><th>{{key}}</th><td class="num">{{value}}</td></tr>
+      % end
+      </tbody>
+    </table>
+    % end
+    % for key, columns, rows in service['lists']:
+    <table class="mini">
+      <caption>{{service['name']}} · {{key}}</caption>
+      <thead><tr>
+      % for column in columns:
+        <th>{{column}}</th>
+      % end
+      </tr></thead>
+      <tbody>
+      % for row in rows:
+        <tr>
+        % for cell in row:
+          <td>{{cell}}</td>
+        % end
+        </tr>
+      % end
+      </tbody>
+    </table>
+    % end
+    % end
+    % if view['unavailable']:
+    <table class="mini">
+      <caption>Not collected</caption>
+      <tbody>
+      % for name, why in view['unavailable']:
+        <tr><th>{{name}}</th><td>{{why}}</td></tr>
       % end
       </tbody>
     </table>

@@ -24,12 +24,12 @@
 
 <section class="card">
   <h2>Threshold rules</h2>
-  <p class="muted">A rule fires when every sample of the last N minutes is above the threshold, and resolves when every sample is 5 % below it. A server's own rule replaces the global one for that metric.</p>
+  <p class="muted">A figure's rule fires when every sample of the last N minutes is past its threshold, and resolves when every sample is 5 % back from it. A service check (service down, MySQL, PHP-FPM, mail queue, certificates, watched processes, systemd units) fires for each pool, certificate or unit once it has been past its threshold for N minutes, and resolves when it is back. A server's own rule replaces the global one for that metric.</p>
   <table class="list">
     <thead><tr><th>Applies to</th><th>Metric</th><th class="num">Threshold</th><th class="num">For</th><th>State</th>{{!'<th></th>' if admin else ''}}</tr></thead>
     <tbody>
     % for r in rules:
-      <tr><td>{{r.server.name if r.server_id else 'all servers'}}</td><td>{{r.metric}}</td><td class="num">{{'%g' % r.threshold}}{{units_of.get(r.metric, '')}}</td><td class="num">{{r.minutes}} min</td><td>{{'enabled' if r.enabled else 'disabled'}}</td>
+      <tr><td>{{r.server.name if r.server_id else 'all servers'}}</td><td title="{{rule_help.get(r.metric, '')}}">{{r.metric}}</td><td class="num">{{'when it happens' if r.metric in states else '%s %g%s' % (sides.get(r.metric, 'above'), r.threshold, units_of.get(r.metric, ''))}}</td><td class="num">{{r.minutes}} min</td><td>{{'enabled' if r.enabled else 'disabled'}}</td>
       % if admin:
       <td>
         % if r.server_id:
@@ -54,8 +54,8 @@
       <option>{{m}}</option>
       % end
     </select></label>
-    <label>Above <input name="threshold" type="number" step="any" min="0" required size="6"></label>
-    <label>For <input name="minutes" type="number" min="1" max="1440" value="5" required size="4"> min</label>
+    <label>Threshold <input name="threshold" type="number" step="any" min="0" required size="6"></label>
+    <label>For <input name="minutes" type="number" min="0" max="1440" value="5" required size="4"> min</label>
     <label>State <select name="enabled"><option value="1">enabled</option><option value="0">disabled</option></select></label>
     <button type="submit" class="small">Save rule</button>
   </form>

@@ -1,13 +1,15 @@
 """A contract for every registered collector, services included: what it emits on this machine
 (system collectors) or against a real server (nginx serving both status pages, Redis, PostgreSQL,
-the Docker Engine API stand-in on a unix socket, php-fpm) validates against its wire schema in
-panel/protocol.py, carries no key that schema does not know, and every key it emits is one the
-panel stores (a column or the sample's detail) or one listed in KNOWINGLY_IGNORED below.
+MariaDB, the Docker Engine API stand-in on a unix socket, php-fpm) validates against its wire
+schema in panel/protocol.py, carries no key that schema does not know, and every key it emits is
+one the panel stores (a column or the sample's detail) or one listed in KNOWINGLY_IGNORED below.
 
 "Stored" is measured, not listed: with a key taken out of the section, ingest.sample_row must
 build a different row. So the check holds whatever ingest maps a key onto.
 """
 import copy
+import json
+import sys
 import time
 from pathlib import Path
 
@@ -18,8 +20,12 @@ from panel import ingest, protocol
 from panel.validation import validate
 from tests.conftest import (free_port, start_nginx, start_php_fpm, stop_php_fpm, stop_process,
                             wait_for_port)
+from tests.integration.test_mysql import mysql_settings  # noqa: F401
+from tests.integration.test_certificates import tls_sites  # noqa: F401
 from tests.integration.test_services import (docker_socket, postgres_settings,  # noqa: F401
                                              redis_port)
+from tests.integration.test_services_mail import (daemon_folder,  # noqa: F401
+                                                  postfix_deferred)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -63,10 +69,15 @@ def php_fpm_pools(tmp_path):
 
 @pytest.fixture
 def service_settings(web_status_urls, redis_port, postgres_settings,  # noqa: F811
-                     docker_socket, php_fpm_pools):  # noqa: F811
+                     docker_socket, mysql_settings, tls_sites, postfix_deferred,  # noqa: F811
+                     php_fpm_pools):
     return {**web_status_urls, "redis": {"port": redis_port},
             "postgresql": postgres_settings, "docker": {"socket": docker_socket},
-            "phpfpm": php_fpm_pools}
+            "mysql": mysql_settings, "certificates": tls_sites["settings"],
+            "mailqueue": {"postfixQueue": str(postfix_deferred.queue)},
+            "phpfpm": php_fpm_pools,
+            # Processes every machine here runs: the test's own interpreter, and one missing.
+            "watched": {"names": [Path(sys.executable).name, "mpanel-not-running"]}}
 
 
 def _sections(names, settings):
@@ -133,6 +144,17 @@ def _stored(metrics, section_path, path):
     return changed != ingest.sample_row(metrics)
 
 
+# Until the panel side of issue 12 lands (a figure-table row for sensors.cpuMax; the readings
+# kept in the detail), the sensors section is checked against its schema but not kept.
+KNOWINGLY_IGNORED.update({f"sensors.{path}": "issue 12: the panel keeps no temperature yet"
+                          for path in _schema_paths(protocol.SENSORS)})
+# System collectors of hardware a machine may lack (no virtual machine has temperature
+# sensors): where one is absent, its contract is checked on its parser's reading of captured
+# output instead (tests/fixtures/README.md).
+CAPTURED = {"sensors": lambda: agent.parse_sensors(
+    json.loads((FIXTURES / "sensors_temperatures.json").read_text()))}
+
+
 def _check_contract(name, output):
     schema = _schema_of(name)
     assert schema is not None, f"{name}: no wire schema in panel/protocol.py"
@@ -150,16 +172,20 @@ def _check_contract(name, output):
 
 
 def test_every_registered_collector_has_a_contract_here():
-    covered = set(agent.system_collectors()) | set(SERVICE_COLLECTORS)
+    covered = set(agent.system_collectors()) | set(SERVICE_COLLECTORS) | set(FROM_CAPTURED)
     assert set(agent.COLLECTORS) == covered, "a collector without a contract test"
 
 
 @pytest.mark.parametrize("name", agent.system_collectors())
 def test_system_collector_keeps_its_contract(name):
-    _check_contract(name, _sections((name,), {})[name])
+    sections = _sections((name,), {})
+    if name not in sections and name in CAPTURED:
+        sections[name] = CAPTURED[name]()
+    _check_contract(name, sections[name])
 
 
-SERVICE_COLLECTORS = ("nginx", "apache", "redis", "postgresql", "docker", "phpfpm")
+SERVICE_COLLECTORS = ("nginx", "phpfpm", "apache", "certificates", "redis", "mailqueue",
+                      "watched", "postgresql", "mysql", "docker")
 
 
 @pytest.mark.parametrize("name", SERVICE_COLLECTORS)
@@ -167,6 +193,21 @@ def test_service_collector_keeps_its_contract(name, service_settings):
     output = _sections((name,), service_settings)["services"][name]
     assert output, f"{name} reported nothing"
     _check_contract(name, output)
+
+
+# Collectors whose service cannot run here, held to the contract on what their parser makes of
+# captured output: systemd cannot be PID 1 on this machine (tests/fixtures/README.md).
+FROM_CAPTURED = {
+    "systemd": lambda: agent.parse_systemd(
+        (FIXTURES / "systemctl_list_units_failed.txt").read_text(),
+        (FIXTURES / "systemctl_show.txt").read_text(),
+        ["nginx.service", "php8.2-fpm", "mariadb", "pure-ftpd"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FROM_CAPTURED))
+def test_service_collector_on_captured_output_keeps_its_contract(name):
+    _check_contract(name, FROM_CAPTURED[name]())
 
 
 def test_a_key_the_panel_drops_breaks_the_contract():

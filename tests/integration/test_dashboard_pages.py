@@ -152,6 +152,29 @@ def test_agent_text_on_the_detail_page_is_escaped(admin, panel):
     assert "/mnt/&lt;script&gt;alert(1)&lt;/script&gt;" in text
 
 
+def test_services_show_their_lists_and_what_was_not_collected(admin, panel):
+    """A service's lists (watched processes, units, certificates) are tables on the page, and
+    their agent-supplied names are escaped like any other text."""
+    server, key = new_server("web-1")
+    document = sample(server.id)
+    document["metrics"]["services"] = {
+        "watched": {"processes": [{"name": "named", "count": 0},
+                                  {"name": XSS, "count": 2, "rss": 3 << 20}]},
+        "systemd": {"failed": 1, "units": [{"name": "backup.service", "activeState": "failed",
+                                            "subState": "failed"}]}}
+    document["unavailable"] = {"mysql": "gone: nothing listens at /run/mysqld/mysqld.sock"}
+    assert http_request(panel, "POST", "/api/agent/metrics", headers=bearer(key),
+                        json_body=document).status == 200
+    text = admin.request("GET", f"/servers/{server.id}").text
+    assert "<caption>watched · processes</caption>" in text
+    assert re.search(r"<td>named</td>\s*<td>0</td>", text)
+    assert XSS not in text
+    assert re.search(re.escape(html.escape(XSS)) + r"</td>\s*<td>2</td>\s*<td>3.00 MiB</td>", text)
+    assert "<caption>watched</caption>" not in text  # no figures of its own: no empty table
+    assert "<caption>systemd · units</caption>" in text and "backup.service" in text
+    assert "Not collected" in text and "nothing listens at /run/mysqld/mysqld.sock" in text
+
+
 # ===== Adding and managing servers ===============================================================
 
 def test_add_server_shows_the_key_once_with_install_commands(admin, panel):

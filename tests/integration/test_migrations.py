@@ -189,6 +189,15 @@ def test_version_1_database_is_upgraded_and_keeps_every_row(backend, tmp_path,
                 versions = [row[0] for row in after[table]]
                 assert versions == list(range(1, latest + 1)), versions
                 continue
+            if table == "alert_rules":
+                # The upgrade seeds the built-in rules later versions brought, and only those.
+                from panel import alerts
+
+                assert set(before[table]) <= set(after[table])
+                added = {row[2] for row in set(after[table]) - set(before[table])}
+                assert added == {metric for metric, _, _, since in alerts.built_in_rules()
+                                 if since > 1}
+                continue
             assert after[table] == before[table], table
         cursor = connection.cursor()
         cursor.execute("SELECT public_status FROM servers")
@@ -250,3 +259,47 @@ def test_migration_files_parse_and_pair_up():
         for _, _, path in found:
             assert migrations.statements(path), path
             assert all(not re.match(r"\s*--", s) for s in migrations.statements(path))
+
+
+def _global_rules(url):
+    database = db.open_database(url)
+    with database.bind_ctx(models.ALL_MODELS), database.connection_context():
+        return {rule.metric: (rule.threshold, rule.minutes)
+                for rule in models.AlertRule.select().where(models.AlertRule.server.is_null())}
+
+
+def test_built_in_rules_are_seeded_once_and_a_deleted_one_stays_deleted(tmp_path):
+    url = f"sqlite:///{tmp_path / 'rules.db'}"
+    assert run_cli(url, "init-db").returncode == 0
+    from panel import alerts
+
+    seeded = _global_rules(url)
+    assert seeded == {metric: (threshold, minutes)
+                      for metric, threshold, minutes, _ in alerts.built_in_rules()}
+    database = db.open_database(url)
+    with database.bind_ctx(models.ALL_MODELS), database.connection_context():
+        models.AlertRule.delete().where(models.AlertRule.metric == "cpu").execute()
+    assert run_cli(url, "migrate").returncode == 0
+    assert run_cli(url, "init-db").returncode == 0
+    assert "cpu" not in _global_rules(url)
+
+
+def test_an_upgrade_seeds_the_built_in_rules_a_later_version_brought(tmp_path, monkeypatch):
+    """A rule whose figure's Watch says `since` N is seeded by the upgrade that crosses N, and
+    not by one from N or later (its admin may have deleted it)."""
+    from panel import alerts, figures
+
+    url = f"sqlite:///{tmp_path / 'v1.db'}"
+    build_v1(url).close()
+    figure = figures.BY_COLUMN["disk_max_inode_percent"]
+    watch = figures.Watch("inodes", 85.0, 10, since=migrations.latest())
+    monkeypatch.setattr(alerts, "BUILT_IN", alerts.BUILT_IN + ((watch, figure),))
+    later = {metric for metric, _, _, since in alerts.built_in_rules() if since > 1}
+    database = db.open_database(url)
+    with database.bind_ctx(models.ALL_MODELS):
+        before, _, _ = migrations.migrate(database, backup=False)
+    assert before == 1
+    rules = _global_rules(url)
+    assert rules["inodes"] == (85.0, 10)
+    # version 1's own seed stays as it was: the built-in rules since 1 are not added again.
+    assert set(rules) == {"cpu", "memory", "disk"} | later and "inodes" in later

@@ -161,12 +161,12 @@ def test_masters_are_kept_between_samples_until_one_is_gone(php_fpm, tmp_path):
     fpm = php_fpm({"www": {"status": False}})
     ctx = agent.CollectorContext()
     assert pools_of(collect(ctx), fpm)["www"]["total"] == 1
-    assert fpm.process.pid in ctx.found["phpfpm"]["masters"]
+    assert fpm.process.pid in ctx.held["phpfpm"]["masters"]
     assert pools_of(collect(ctx), fpm)["www"]["total"] == 1  # from the master's children
     stop_php_fpm(fpm)
     replacement = php_fpm({"next": {}}, folder=tmp_path / "replacement")
     assert set(pools_of(collect(ctx), replacement)) == {"next"}
-    assert fpm.process.pid not in ctx.found["phpfpm"]["masters"]
+    assert fpm.process.pid not in ctx.held["phpfpm"]["masters"]
 
 
 def test_the_agent_reports_its_pools_to_the_panel(php_fpm, panel, tmp_path):

@@ -11,6 +11,9 @@ from panel import protocol
 from panel.validation import validate
 
 SECTIONS = protocol.METRICS["properties"]
+# System collectors of hardware this machine may lack: absent here, not failing. (Their parsers
+# are tested on captured output: tests/unit/test_sensors.py.)
+ABSENT_HERE = set() if getattr(psutil, "sensors_temperatures", lambda: {})() else {"sensors"}
 
 
 @pytest.fixture(scope="module")
@@ -54,18 +57,22 @@ def test_a_collector_registered_after_import_is_on_by_default(monkeypatch, tmp_p
 
 def test_services_stands_for_every_service_collector():
     assert agent.expand_collectors(["cpu", "services"]) == ("cpu",) + agent.service_names()
-    assert set(agent.service_names()) == {"postgresql", "nginx", "apache", "redis", "docker",
-                                        "phpfpm"}
+    assert set(agent.service_names()) == {"postgresql", "mysql", "nginx", "apache",
+                                          "certificates", "redis", "docker", "mailqueue",
+                                          "watched", "systemd", "phpfpm"}
     assert agent.expand_collectors(["redis", "nope"]) == ("redis",)
 
 
 def test_every_system_collector_succeeds_here(collected):
     metrics, unavailable = collected
     assert unavailable == {}
-    assert set(metrics) == set(agent.system_collectors())
+    assert set(metrics) == set(agent.system_collectors()) - ABSENT_HERE
 
 
-@pytest.mark.parametrize("name", agent.system_collectors())
+# What this machine lacks is validated on captured output instead (test_sensors.py), so CI
+# never skips here.
+@pytest.mark.parametrize("name", [name for name in agent.system_collectors()
+                                  if name not in ABSENT_HERE])
 def test_collector_output_matches_the_wire_schema(collected, name):
     validate(SECTIONS[name], collected[0][name], f"metrics.{name}")
 

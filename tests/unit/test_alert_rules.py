@@ -70,3 +70,18 @@ def test_a_server_rule_overrides_the_global_one_for_that_server_only():
     for_8 = {r.metric: r.threshold for r in alerts.effective_rules(rules, 8)}
     assert for_7 == {"cpu": 99, "disk": 90}
     assert for_8 == {"cpu": 90}  # disk switched off for server 8
+
+
+def test_a_below_rule_fires_under_its_threshold_and_resolves_above_the_margin():
+    """Days until a certificate expires: bad when low."""
+    assert alerts.evaluate(series(10, 9, 8, 7, 6, 5), 14, 5, False, NOW, below=True) == "fire"
+    assert alerts.evaluate(series(10, 20, 8, 7, 6, 5), 14, 5, False, NOW, below=True) is None
+    assert alerts.evaluate(series(14.5, 14.5, 14.5, 14.5, 14.5, 14.5), 14, 5, True, NOW,
+                           below=True) is None  # above 14, not past 14.7
+    assert alerts.evaluate(series(90, 90, 90, 90, 90, 90), 14, 5, True, NOW,
+                           below=True) == "resolve"
+
+
+def test_the_built_in_rules_come_from_the_figure_table():
+    assert {(watch.metric, watch.threshold, watch.minutes) for watch, _ in alerts.BUILT_IN} >= {
+        ("cpu", 90.0, 5), ("memory", 90.0, 5), ("disk", 90.0, 5)}

@@ -54,7 +54,7 @@ def test_a_field_without_a_description_is_named_rather_than_documented_blank(mon
 
 def test_entries_shared_by_two_lists_are_one_row_naming_both():
     table = docs.section_table("processes")
-    assert "| `topCpu[].pid`, `topMemory[].pid` | integer 0–2³², required |" in table
+    assert "| `topCpu[].pid`, `topMemory[].pid` | integer 0–2³²−1, required |" in table
     assert table.count("[].pid") == 2
 
 

@@ -298,3 +298,12 @@ def test_every_text_field_publishes_the_no_nul_rule(name):
     for path, schema in _string_schemas(protocol.REQUEST_SCHEMAS[name]):
         assert schema.get("pattern") == protocol.PLAIN_TEXT, path
         assert "maxLength" in schema, path
+
+
+def test_the_timestamp_bounds_are_times_python_can_hold():
+    """The schema's epoch maximum once rounded up to one second past datetime.max."""
+    epoch = datetime.datetime(1970, 1, 1)
+    latest = epoch + datetime.timedelta(seconds=protocol.TIMESTAMP["maximum"])
+    assert latest.year == 9999
+    with pytest.raises(OverflowError):
+        epoch + datetime.timedelta(seconds=protocol.TIMESTAMP["maximum"] + 1)

@@ -1,0 +1,103 @@
+"""Service checks end to end: the real agent (`--once`, as cron runs it) reports a real Redis the
+test starts on its own port, the panel stores it, and the checks job opens "service down" when
+that Redis is stopped and resolves it when it is back — one alert, naming the service, what it
+says now and what it was."""
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from panel import checks, jobs, models, operations
+from tests.conftest import (ROOT, free_port, new_server, require, stop_process, wait_for_port,
+                            write_agent_config)
+from tests.integration.test_once import once
+
+
+def start_redis(tmp_path, port):
+    binary = shutil.which("redis-server")
+    require("redis-server", binary, "apt-get install redis-server")
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
+                                "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    wait_for_port(port, process)
+    return process
+
+
+def report(config):
+    result = once(config)
+    assert result.returncode == 0, result.stderr
+    return models.Metric.select().order_by(models.Metric.timestamp.desc()).first()
+
+
+@pytest.mark.timeout(120)
+def test_a_service_seen_then_stopped_is_down_until_it_answers_again(panel, tmp_path):
+    port = free_port()
+    server, key = new_server("cache-1")
+    operations.set_rule("service_down", 0, 0)  # at the first sample without it
+    config = write_agent_config(tmp_path / "agent", panel.url, key,
+                                enabledCollectors=["cpu", "services"],
+                                services={"redis": {"port": port}})
+    redis = start_redis(tmp_path, port)
+    try:
+        sample = report(config)
+        assert "redis" in sample.services
+        assert jobs.evaluate_checks(300) == (0, 0)
+        state = models.CheckState.get(metric="service_down", subject="redis")
+        assert (state.bad_since, state.was) == (None, "up")
+    finally:
+        stop_process(redis)
+
+    sample = report(config)
+    assert "redis" not in (sample.services or {})
+    assert sample.unavailable["redis"].startswith("gone: ")
+    assert jobs.evaluate_checks(300) == (1, 0)
+    assert jobs.evaluate_checks(300) == (0, 0)  # once
+    [alert] = models.Alert.select()  # the machine's other services (PostgreSQL) still answer
+    assert alert.rule == "service_down" and alert.state == "firing"
+    assert alert.message.startswith("Service down: redis: not answering (")
+    assert alert.message.endswith("; was up")
+
+    redis = start_redis(tmp_path, port)
+    try:
+        sample = report(config)  # the agent looks again at once for a service it had seen
+        assert "redis" in sample.services
+        assert jobs.evaluate_checks(300) == (0, 1)
+    finally:
+        stop_process(redis)
+    alert = models.Alert.get_by_id(alert.id)
+    assert alert.state == "resolved" and alert.resolved_at is not None
+    assert alert.message.startswith("Service down: redis: not answering (")  # what it was
+
+
+def test_a_service_never_seen_raises_nothing(panel, tmp_path):
+    server, key = new_server("plain-1")
+    config = write_agent_config(tmp_path / "agent", panel.url, key,
+                                enabledCollectors=["cpu", "services"],
+                                services={"redis": {"port": free_port()}})
+    report(config)
+    assert jobs.evaluate_checks(300) == (0, 0)
+    assert models.Alert.select().count() == 0
+    assert models.CheckState.get_or_none(metric="service_down", subject="redis") is None
+    assert checks.BY_METRIC["service_down"].judge({}, {}, 0, {}) == {}
+
+
+def test_a_service_switched_off_in_the_panel_settings_is_forgotten_not_down(panel, tmp_path):
+    port = free_port()
+    server, key = new_server("cache-2")
+    operations.set_rule("service_down", 0, 0)
+    config = write_agent_config(tmp_path / "agent", panel.url, key,
+                                enabledCollectors=["cpu", "services"],
+                                services={"redis": {"port": port}})
+    redis = start_redis(tmp_path, port)
+    try:
+        report(config)
+    finally:
+        stop_process(redis)
+    assert jobs.evaluate_checks(300) == (0, 0)
+    report(config)
+    # The panel narrowed collection to cpu: redis gone is what the admin asked for.
+    assert jobs.evaluate_checks(300, enabled_collectors=("cpu",)) == (0, 0)
+    assert models.CheckState.get_or_none(metric="service_down", subject="redis") is None
+    assert models.Alert.select().count() == 0
