@@ -1314,12 +1314,13 @@ def _phpfpm_masters(ctx):
 
     Scanning every process costs as much as the processes collector (5 ms of CPU for 120
     processes here), so the masters found are kept in ctx.held and the scan is repeated only
-    when one of them is gone (a restart gives a new pid) or every PHPFPM_RESCAN seconds (a
-    master started beside them). Worker counts come with a scan; without one, ask
+    when one of them is gone (a restart gives a new pid), when none was found, or every
+    PHPFPM_RESCAN seconds (a master started beside them). Worker counts come with a scan; without one, ask
     _phpfpm_workers, which looks at the masters' children only.
     """
     now, found = time.monotonic(), ctx.held.get("phpfpm")
-    if found and found["until"] > now and all(
+    # None found is not kept: a service seen before is looked for at every sample while gone.
+    if found and found["masters"] and found["until"] > now and all(
             _started(pid) == started for pid, (started, _) in found["masters"].items()):
         return {pid: config for pid, (_, config) in found["masters"].items()}, None
     masters, workers = parse_phpfpm_titles(_phpfpm_processes())

@@ -157,13 +157,17 @@ def test_a_stopped_master_takes_its_pools_with_it(php_fpm):
 def test_masters_are_kept_between_samples_until_one_is_gone(php_fpm, tmp_path):
     """The full process scan is not repeated while the masters it found run: workers are
     counted from their children meanwhile; a master that stopped makes the next sample look
-    again, and so finds the one started in its place."""
+    again, and finding none is not kept, so the one started in its place is found at once."""
     fpm = php_fpm({"www": {"status": False}})
     ctx = agent.CollectorContext()
     assert pools_of(collect(ctx), fpm)["www"]["total"] == 1
     assert fpm.process.pid in ctx.held["phpfpm"]["masters"]
     assert pools_of(collect(ctx), fpm)["www"]["total"] == 1  # from the master's children
     stop_php_fpm(fpm)
+    try:  # no master left (unless the machine runs one of its own): absent, and not kept so
+        assert not pools_of(agent.collect_phpfpm(ctx), fpm)
+    except agent.ServiceAbsent:
+        pass
     replacement = php_fpm({"next": {}}, folder=tmp_path / "replacement")
     assert set(pools_of(collect(ctx), replacement)) == {"next"}
     assert fpm.process.pid not in ctx.held["phpfpm"]["masters"]
