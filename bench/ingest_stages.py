@@ -9,9 +9,9 @@ real group-commit writer thread on the real database), and the bench's real samp
 machine's, from `agent.py --print`) posted through the WSGI app by one thread, each agent in
 turn with a timestamp never sent before. Every key is verified once first (steady state).
 Printed: CPU microseconds per report of each stage of the request path (this thread) and of
-the writer's commit (its thread), as a share of the process's CPU per report, and how many SQL statements and SHA-256 /
-bcrypt calls one report cost in steady state. The HTTP parsing in front of the app (Waitress)
-is not in here: bench/ingest.py's hello-world GET is that floor.
+the writer's commit (its thread), as a share of the process's CPU per report, and how many SQL
+statements and SHA-256 / bcrypt calls one report cost in steady state. Waitress in front of
+the app is not in here: bench/ingest_threads.py measures the whole server thread by thread.
 
 With --profile, cProfile's top functions of the request thread instead of the stage table.
 """
