@@ -75,6 +75,18 @@ def _known_list(entries, item_schema):
     return [_known(entry, item_schema) for entry in entries]
 
 
+def _known_deep(value, schema):
+    """`value` with only the fields its schema knows, at every depth (a service's pools,
+    certificates, units and databases are lists of objects)."""
+    if isinstance(value, dict) and "properties" in schema:
+        properties = schema["properties"]
+        return {key: _known_deep(item, properties[key]) for key, item in value.items()
+                if key in properties}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_known_deep(item, schema["items"]) for item in value]
+    return value
+
+
 def _int(value):
     return None if value is None else int(value)
 
@@ -198,7 +210,7 @@ def sample_row(metrics, unavailable=None):
     the figure table's plan, then the detail."""
     row = dict(_EMPTY_ROW)
     for section, plan in _VALUES.items():
-        values = metrics.get(section)
+        values = figures.section_of(metrics, section)
         if values:
             for column, key, convert in plan:
                 row[column] = convert(values.get(key))
@@ -221,13 +233,14 @@ def sample_row(metrics, unavailable=None):
                 processes[key] = _known_list(processes[key], protocol.PROCESS)
         detail["processes"] = processes
 
+    sensors = metrics.get("sensors")
+    if sensors:
+        detail["sensors"] = _known_deep(sensors, protocol.SENSORS)
+
     services = metrics.get("services")
     if services:
-        kept = {name: _known(value, _SERVICE_SCHEMAS[name])
+        kept = {name: _known_deep(value, _SERVICE_SCHEMAS[name])
                 for name, value in services.items() if name in _SERVICE_SCHEMAS}
-        if "postgresql" in kept and "databases" in kept["postgresql"]:
-            kept["postgresql"]["databases"] = [
-                {"name": d["name"], "size": d["size"]} for d in kept["postgresql"]["databases"]]
         if kept:
             detail["services"] = kept
 

@@ -156,7 +156,7 @@ class Metric(BaseModel):
     timestamp = peewee.DateTimeField(index=True)
     # ... and a typed column per figure of figures.FIGURES (added below the class).
     # disks (per mount), interfaces, disk_io (per device), processes (top 5 by CPU and by
-    # memory), services, extra (sections no schema describes), unavailable (collectors that
+    # memory), services, sensors, extra (sections no schema describes), unavailable (collectors that
     # failed): see the properties below.
     detail = DetailField(null=True)
     # Arrived well after it was taken: replayed from the agent's buffer after an outage.
@@ -176,6 +176,7 @@ class Metric(BaseModel):
     disk_io = _part("disk_io")
     processes = _part("processes")
     services = _part("services")
+    sensors = _part("sensors")  # temperature readings
     extra = _part("extra")  # sections of collectors the panel has no schema for (ingest.py)
     unavailable = _part("unavailable")
     del _part
