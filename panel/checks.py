@@ -59,10 +59,12 @@ def judge_service_down(services, unavailable, threshold, seen):
         else:
             found[name] = Finding(None, False, "up")
     for name, why in unavailable.items():
-        if name in seen or name in found:
-            # The agent says "gone: <why>" of a service it answered for before.
-            text = f"not answering ({why[6:]})" if why.startswith("gone: ") else f"failing: {why}"
-            found[name] = Finding(None, True, text)
+        if why.startswith("gone: "):
+            # The agent says "gone: <why>" of a service it answered for before, whether or not
+            # the panel saw it up (a check run may fall between its samples).
+            found[name] = Finding(None, True, f"not answering ({why[6:]})")
+        elif name in seen or name in found:
+            found[name] = Finding(None, True, f"failing: {why}")
     for name in seen:
         if name not in found:
             found[name] = Finding(None, True, "no longer answering")

@@ -1184,6 +1184,22 @@ def latest_services(seen_since):
     return [(agent, agent.timestamp, agent.detail or {}) for agent in rows]
 
 
+def service_summary():
+    """{agent_id: (services seen [(name, down)], problems [(metric, subject, text)])} from the
+    check states of every agent: the servers table's Services column, in one query."""
+    summary = {}
+    rows = (CheckState.select(CheckState.agent, CheckState.metric, CheckState.subject,
+                              CheckState.bad_since, CheckState.text)
+            .order_by(CheckState.agent, CheckState.metric, CheckState.subject).tuples())
+    for agent_id, metric, subject, bad_since, text in rows:
+        services, problems = summary.setdefault(agent_id, ([], []))
+        if metric == "service_down":
+            services.append((subject, bad_since is not None))
+        if bad_since is not None:
+            problems.append((metric, subject, text))
+    return summary
+
+
 def check_states(agent_ids):
     """{(agent_id, metric): {subject: CheckState}} of these agents."""
     agent_ids = list(agent_ids)

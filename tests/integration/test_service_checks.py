@@ -11,6 +11,7 @@ import pytest
 from panel import checks, jobs, models, operations
 from tests.conftest import (ROOT, free_port, new_server, require, stop_process, wait_for_port,
                             write_agent_config)
+from tests.integration.test_dashboard_pages import admin  # noqa: F401 (the fixture)
 from tests.integration.test_once import once
 
 
@@ -101,3 +102,26 @@ def test_a_service_switched_off_in_the_panel_settings_is_forgotten_not_down(pane
     assert jobs.evaluate_checks(300, enabled_collectors=("cpu",)) == (0, 0)
     assert models.CheckState.get_or_none(metric="service_down", subject="redis") is None
     assert models.Alert.select().count() == 0
+
+
+def test_the_servers_table_shows_each_service_and_the_one_down(panel, admin,  # noqa: F811
+                                                               tmp_path):
+    port = free_port()
+    down_server, key = new_server("cache-3")
+    quiet_server, quiet_key = new_server("quiet-3")
+    operations.set_rule("service_down", 0, 0)
+    config = write_agent_config(tmp_path / "agent", panel.url, key,
+                                enabledCollectors=["cpu", "services"],
+                                services={"redis": {"port": port}})
+    redis = start_redis(tmp_path, port)
+    try:
+        report(config)
+    finally:
+        stop_process(redis)
+    report(config)
+    report(write_agent_config(tmp_path / "quiet", panel.url, quiet_key,
+                              enabledCollectors=["cpu"]))
+    assert jobs.evaluate_checks(300)[0] >= 1
+    page = admin.request("GET", "/servers?sort=services&dir=desc").text
+    assert '<span class="tag bad" title="down">redis</span>' in page
+    assert page.index("cache-3") < page.index("quiet-3")  # most problems first

@@ -23,6 +23,8 @@ def test_a_service_never_seen_is_not_down_and_one_seen_then_gone_is():
     assert failing.bad and "access denied" in failing.text
     # A collector failing on a server where its service was never seen: not "down".
     assert judge({}, {"redis": "refused"}, 0, {}) == {}
+    # ... unless the agent says it saw it: "gone" is its word for a service it answered for.
+    assert judge({}, {"redis": "gone: redis is not listening"}, 0, {})["redis"].bad
 
 
 def test_certificates_are_judged_each_by_its_own_days_left():
