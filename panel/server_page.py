@@ -35,14 +35,18 @@ def chart_window(chart_range, now):
 
 def figure_points(tier, rows):
     """{figure column: [(epoch seconds, mean, peak)]} from series() rows of either kind."""
-    points = {name: [] for name in FIGURE_NAMES}
-    raw = tier == "raw"
-    for row in rows:
-        moment = charts.epoch(row[0])
-        for offset, name in enumerate(FIGURE_NAMES):
-            mean = row[1 + offset] if raw else row[1 + 2 * offset]
-            if mean is not None:
-                points[name].append((moment, mean, None if raw else row[2 + 2 * offset]))
+    moments = [charts.epoch(row[0]) for row in rows]
+    # Column by column: a 30-day page has 720 rows of 12 figures.
+    columns = list(zip(*rows)) or [()] * (1 + 2 * len(FIGURE_NAMES))
+    points = {}
+    for offset, name in enumerate(FIGURE_NAMES):
+        if tier == "raw":
+            points[name] = [(moment, mean, None) for moment, mean in
+                            zip(moments, columns[1 + offset]) if mean is not None]
+        else:
+            points[name] = [(moment, mean, peak) for moment, mean, peak in
+                            zip(moments, columns[1 + 2 * offset], columns[2 + 2 * offset])
+                            if mean is not None]
     return points
 
 

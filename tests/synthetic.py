@@ -7,6 +7,7 @@ import math
 import random
 
 GIB = 1 << 30
+ROOT_INODES = 5_242_880  # ext4 on 80 GiB, one inode per 16 KiB
 
 
 def sample(moment, rng, memory_total=16 * GIB):
@@ -18,6 +19,7 @@ def sample(moment, rng, memory_total=16 * GIB):
     used = int(memory_total * min(0.95, 0.35 + 0.25 * day_shape + rng.uniform(-0.02, 0.02)))
     rx = max(0.0, 2e6 * day_shape + 4e5 * rng.random() + 8e6 * backup)
     tx = max(0.0, 6e5 * day_shape + 1e5 * rng.random() + 3e7 * backup)
+    root_inodes = int(ROOT_INODES * (0.22 + 0.02 * day_shape + 0.1 * backup))  # mail spool
     top = [
         {"pid": 812, "name": "postgres", "user": "postgres", "cpuPercent": round(cpu * 0.4, 1),
          "rss": 900 << 20},
@@ -29,7 +31,10 @@ def sample(moment, rng, memory_total=16 * GIB):
     return {
         "timestamp": moment.replace(microsecond=0).isoformat() + "Z",
         "metrics": {
+            # Steal and inodes take no draws of `rng`, so every other figure of a seed stays
+            # what it was before they were added.
             "cpu": {"usage": round(cpu, 1), "iowait": round(2 + 10 * backup + rng.random(), 1),
+                    "steal": round(0.2 + 1.5 * day_shape, 1),
                     "load1": round(cpu / 25 + rng.random() * 0.2, 2),
                     "load5": round(cpu / 27, 2), "load15": round(cpu / 30, 2), "count": 4},
             "memory": {"total": memory_total, "used": used, "free": memory_total - used,
@@ -40,9 +45,12 @@ def sample(moment, rng, memory_total=16 * GIB):
                     {"mountpoint": "/", "device": "/dev/vda1", "fstype": "ext4",
                      "total": 80 * GIB, "used": int(52 * GIB + hour * 0.05 * GIB),
                      "free": int(28 * GIB - hour * 0.05 * GIB),
-                     "percent": round(65 + hour * 0.0625, 1)},
+                     "percent": round(65 + hour * 0.0625, 1),
+                     "inodesUsed": root_inodes, "inodesFree": ROOT_INODES - root_inodes,
+                     "inodesPercent": round(100 * root_inodes / ROOT_INODES, 1)},
                     {"mountpoint": "/var/lib/postgresql", "device": "/dev/vdb", "fstype": "xfs",
-                     "total": 200 * GIB, "used": 82 * GIB, "free": 118 * GIB, "percent": 41.0},
+                     "total": 200 * GIB, "used": 82 * GIB, "free": 118 * GIB, "percent": 41.0,
+                     "inodesUsed": 3100, "inodesFree": 104854500, "inodesPercent": 0.0},
                 ],
                 "io": [{"device": "vda", "readBytesPerSec": round(3e5 * day_shape + 5e6 * backup),
                         "writeBytesPerSec": round(8e5 * day_shape + 2e7 * backup)}],
