@@ -110,15 +110,16 @@ def judge_fpm_queue(services, unavailable, threshold, seen):
 
 
 def judge_fpm_max_children(services, unavailable, threshold, seen):
-    """Bad while the pool keeps hitting pm.max_children: its counter rose since the previous
-    sample (the agent sends the increase as maxChildrenReachedPerSec)."""
+    """Bad while a pool keeps hitting pm.max_children: the agent sends how many times it did
+    since the previous sample (maxChildrenReached; absent on the first)."""
     found = {}
     for pool in _pools(services):
-        rate = pool.get("maxChildrenReachedPerSec")
-        if rate is not None:
+        reached = pool.get("maxChildrenReached")
+        if reached is not None:
             found[f"pool {pool['name']}"] = Finding(
-                rate, _over(rate, threshold), "reached pm.max_children" if rate > threshold
-                else "below pm.max_children")
+                reached, _over(reached, threshold),
+                f"reached pm.max_children {reached} times since the previous sample"
+                if reached else "below pm.max_children")
     return found
 
 
@@ -177,7 +178,7 @@ CHECKS = (
     Check("fpm_queue", "PHP-FPM listen queue", judge_fpm_queue, 0, minutes=5,
           help="connections waiting for a free worker"),
     Check("fpm_children", "PHP-FPM max children", judge_fpm_max_children, 0, minutes=0,
-          help="times per second a pool hit pm.max_children"),
+          help="times a pool hit pm.max_children since the previous sample"),
     Check("mail_queue", "Mail queue", judge_mail_queue, 500, minutes=10,
           help="messages in the queue"),
     Check("mail_oldest", "Oldest queued mail", judge_mail_oldest, 3600, minutes=0, unit="s",

@@ -97,7 +97,10 @@ def _sum(entries, keys, bound):
     """Sum for a column; None (unknown) when it passes what the column holds. Each entry's own
     figure is within bounds and kept in the detail; only a sum over hundreds of entries near
     2^63 can pass them, and refusing the sample for it would refuse data the schema allows."""
-    total = sum(int(entry[keys[0]]) for entry in entries if entry.get(keys[0]) is not None)
+    known = [int(entry[keys[0]]) for entry in entries if entry.get(keys[0]) is not None]
+    if not known:
+        return None  # no entry says (a PHP-FPM pool without its status page): unknown, not 0
+    total = sum(known)
     return total if total <= bound else None
 
 
@@ -164,6 +167,10 @@ DETAIL_LISTS = (("disk", "mounts", protocol.MOUNT, "disks"),
                 ("disk", "io", protocol.DISK_IO, "disk_io"),
                 ("network", "interfaces", protocol.INTERFACE, "interfaces"))
 _SERVICE_SCHEMAS = protocol.METRICS["properties"]["services"]["properties"]
+# The other lists figures are made from (a service's pools): read where they are sent, kept in
+# the detail with their service.
+_OTHER_LISTS = tuple((key, plan) for key, plan in _LISTS.items()
+                     if key not in {(section, name) for section, name, _, _ in DETAIL_LISTS})
 
 
 # A section no schema describes (a collector newer than this panel, or an agent's own plugin) is
@@ -224,6 +231,13 @@ def sample_row(metrics, unavailable=None):
                 value = reduce(entries, keys, bound)
                 row[column] = convert(value) if convert is not None else value
             detail[detail_key] = entries
+
+    for (section, name), plan in _OTHER_LISTS:
+        values = figures.section_of(metrics, section)
+        if values and isinstance(values.get(name), list):
+            for column, reduce, keys, bound, convert in plan:
+                value = reduce(values[name], keys, bound)
+                row[column] = convert(value) if convert is not None else value
 
     processes = metrics.get("processes")
     if processes is not None:

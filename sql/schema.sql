@@ -107,6 +107,8 @@ CREATE TABLE IF NOT EXISTS server_metrics (
   mysql_max_connections BIGINT,
   mysql_queries_rate REAL,
   mysql_slow_queries_rate REAL,
+  fpm_active BIGINT,
+  fpm_listen_queue BIGINT,
   mail_queue BIGINT,
   mail_deferred BIGINT,
   mail_oldest_age BIGINT,
@@ -149,6 +151,8 @@ CREATE TABLE IF NOT EXISTS metrics_5m (
   mysql_max_connections BIGINT,
   mysql_queries_rate_avg REAL, mysql_queries_rate_max REAL,
   mysql_slow_queries_rate_avg REAL, mysql_slow_queries_rate_max REAL,
+  fpm_active_avg REAL, fpm_active_max REAL,
+  fpm_listen_queue_avg REAL, fpm_listen_queue_max REAL,
   mail_queue_avg REAL, mail_queue_max REAL,
   mail_deferred_avg REAL, mail_deferred_max REAL,
   PRIMARY KEY (agent_id, bucket)
@@ -175,6 +179,8 @@ CREATE TABLE IF NOT EXISTS metrics_1h (
   mysql_max_connections BIGINT,
   mysql_queries_rate_avg REAL, mysql_queries_rate_max REAL,
   mysql_slow_queries_rate_avg REAL, mysql_slow_queries_rate_max REAL,
+  fpm_active_avg REAL, fpm_active_max REAL,
+  fpm_listen_queue_avg REAL, fpm_listen_queue_max REAL,
   mail_queue_avg REAL, mail_queue_max REAL,
   mail_deferred_avg REAL, mail_deferred_max REAL,
   PRIMARY KEY (agent_id, bucket)

@@ -159,7 +159,11 @@ def test_hosting_stack_figures_are_stored_rolled_up_charted_only_where_present_a
                            "connectionsPercent": 100 * connections / 151, "queriesPerSec": qps},
                  "mailqueue": {"mta": "postfix", "total": queued, "deferred": queued - 1,
                                "oldestAge": 7200},
-                 "certificates": {"total": 2, "expired": 0, "minDaysLeft": 3.5}}
+                 "certificates": {"total": 2, "expired": 0, "minDaysLeft": 3.5},
+                 "phpfpm": {"pools": [
+                     {"name": "www", "source": "status", "total": 5, "active": queued - 4,
+                      "idle": 9 - queued, "listenQueue": queued - 5},
+                     {"name": "shop", "source": "processes", "total": 2}]}}
                 for connections, qps, queued in ((10, 100.0, 5), (30, 300.0, 9), (20, 200.0, 7))]
     report(panel, server.id, key, [
         (start + datetime.timedelta(minutes=minute),
@@ -186,9 +190,13 @@ def test_hosting_stack_figures_are_stored_rolled_up_charted_only_where_present_a
     assert drawn["MySQL connections"]["connections"] == [(20.0, 30.0)]
     assert drawn["MySQL queries"]["queries"] == [(200.0, 300.0)]
     assert drawn["Mail queue"]["queued"] == [(7.0, 9.0)]
+    # Summed over the pools that say (the one without a status page has no active count).
+    assert drawn["PHP-FPM"]["active"] == [(3.0, 5.0)]
+    assert drawn["PHP-FPM"]["listen queue"] == [(2.0, 4.0)]
     assert drawn["CPU temperature"]["hottest CPU reading"] == [(41.0, 42.0)]
     bare = chart_series(admin.request("GET", f"/servers/{plain.id}/charts?range=7d").text)
-    assert not {"MySQL connections", "MySQL queries", "Mail queue", "CPU temperature"} & set(bare)
+    assert not {"MySQL connections", "MySQL queries", "Mail queue", "CPU temperature",
+                "PHP-FPM"} & set(bare)
     assert "CPU" in bare  # the system charts stay, empty or not
 
     scraped = parse(scraper())
@@ -196,3 +204,4 @@ def test_hosting_stack_figures_are_stored_rolled_up_charted_only_where_present_a
     assert value(scraped, "mpanel_mail_queue_messages", server="mail-1") == 7
     assert value(scraped, "mpanel_certificate_min_days_left", server="mail-1") == 3.5
     assert value(scraped, "mpanel_cpu_temperature_celsius", server="mail-1") == 42.0
+    assert value(scraped, "mpanel_phpfpm_listen_queue", server="mail-1") == 2
