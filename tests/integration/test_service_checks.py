@@ -125,3 +125,47 @@ def test_the_servers_table_shows_each_service_and_the_one_down(panel, admin,  # 
     page = admin.request("GET", "/servers?sort=services&dir=desc").text
     assert '<span class="tag bad" title="down">redis</span>' in page
     assert page.index("cache-3") < page.index("quiet-3")  # most problems first
+
+
+@pytest.mark.timeout(120)
+def test_a_full_php_fpm_pool_fires_its_queue_and_max_children_checks_and_both_resolve(
+        panel, tmp_path, php_fpm):
+    """A real php-fpm master of the test's own (pm.max_children = 1) found by the real agent
+    among the running processes; three requests held open keep its one worker busy and two
+    waiting: the listen queue and "max children reached" checks fire, once each, naming the
+    pool, and resolve when the requests are let go."""
+    from tests.conftest import wait_for
+
+    fpm = php_fpm({"shop": {"status_listen": True}})
+    server, key = new_server("php-1")
+    operations.set_rule("fpm_queue", 0, 0)
+    operations.set_rule("fpm_children", 0, 0)
+    config = write_agent_config(tmp_path / "agent", panel.url, key,
+                                enabledCollectors=["cpu", "services"])
+
+    def pool(sample):
+        return next(p for p in sample.services["phpfpm"]["pools"] if p["name"] == "shop")
+
+    assert pool(report(config))["listenQueue"] == 0  # the first sample: no counts since yet
+    assert jobs.evaluate_checks(300) == (0, 0)
+    held = fpm.hold("shop", 3)
+    try:
+        assert wait_for(lambda: fpm.status("shop")["max children reached"] >= 1, timeout=15)
+        busy = pool(report(config))
+        assert busy["listenQueue"] == 2 and busy["maxChildrenReached"] >= 1, busy
+        assert jobs.evaluate_checks(300) == (2, 0)
+        assert jobs.evaluate_checks(300) == (0, 0)
+    finally:
+        for sock in held:
+            sock.close()
+    messages = sorted(alert.message for alert in models.Alert.select())
+    assert messages[0].startswith("PHP-FPM listen queue: pool shop: 2 connections waiting in "
+                                  "the listen queue; was 0 connections waiting")
+    assert messages[1].startswith("PHP-FPM max children: pool shop: reached pm.max_children")
+
+    assert wait_for(lambda: fpm.status("shop")["active processes"] <= 1 and
+                    fpm.status("shop")["listen queue"] == 0, timeout=15)
+    calm = pool(report(config))
+    assert calm["listenQueue"] == 0 and calm["maxChildrenReached"] == 0, calm
+    assert jobs.evaluate_checks(300) == (0, 2)
+    assert {alert.state for alert in models.Alert.select()} == {"resolved"}
