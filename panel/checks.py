@@ -6,13 +6,15 @@ a sample carries, which come in lists whose members matter by name: "certificate
 expires in 3 days" is one alert, "www.example.com" another. CHECKS is the one table: each entry
 is a rule metric (alert_rules.metric, set by the admin like any other), its built-in threshold
 and duration, and a pure `judge` that turns a sample's services into findings per subject,
-tested alone (pure: no imports from the rest of the panel; jobs.evaluate_checks runs
-them). check_states keeps, per (server, metric, subject), since when it has been bad and
+tested alone (pure: nothing from the rest of the panel but units, which words a value;
+jobs.evaluate_checks runs them). check_states keeps, per (server, metric, subject), since when it has been bad and
 what it was when last good, so a message can say what broke, what the value is and what it was,
 and a rule can ask for a state to hold `minutes` before it fires.
 """
 import dataclasses
 import datetime
+
+from . import units
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,19 +134,26 @@ def judge_mail_queue(services, unavailable, threshold, seen):
 
 
 def judge_mail_oldest(services, unavailable, threshold, seen):
+    """The oldest message's age; an empty queue (no oldestAge) is the good state, so the
+    message can say what it was before mail got stuck."""
     queue = services.get("mailqueue")
-    if not queue or queue.get("oldestAge") is None:
+    if not queue or queue.get("total") is None:
         return {}
-    age = queue["oldestAge"]
-    return {queue.get("mta", "mail"): Finding(age, _over(age, threshold),
-                                              f"oldest message queued {age / 60:.0f} min ago")}
+    subject, age = queue.get("mta", "mail"), queue.get("oldestAge")
+    if age is None:
+        return {subject: Finding(0, False, "no message queued")} if queue["total"] == 0 else {}
+    return {subject: Finding(age, _over(age, threshold),
+                             f"oldest message queued {units.ago(age)}")}
 
 
 def judge_certificates(services, unavailable, threshold, seen):
+    """One finding per site name, from its most urgent certificate: a name comes twice when
+    nginx's config names a renewed file while the handshake still gets the old certificate
+    (nginx not reloaded), and the old one is what visitors see."""
     found = {}
     for cert in (services.get("certificates") or {}).get("certificates") or []:
         days = cert.get("daysLeft")
-        if days is None:
+        if days is None or (cert["name"] in found and found[cert["name"]].value <= days):
             continue
         text = f"expired {-days:.0f} days ago" if days < 0 else f"expires in {days:.0f} days"
         found[cert["name"]] = Finding(days, _over(days, threshold, below=True), text)

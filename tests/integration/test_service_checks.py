@@ -26,8 +26,9 @@ def start_redis(tmp_path, port):
     return process
 
 
-def report(config):
-    result = once(config)
+def report(config, **how):
+    """One `agent.py --once` (`how`: once's options) -> the newest stored sample."""
+    result = once(config, **how)
     assert result.returncode == 0, result.stderr
     return models.Metric.select().order_by(models.Metric.timestamp.desc()).first()
 
