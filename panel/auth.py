@@ -11,6 +11,7 @@ A route says what it needs in one place, `@app.post("/x", auth="agent")`:
   - auth=None     public.
 """
 import datetime
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -57,19 +58,24 @@ def client_address(settings):
     return remote[:45]
 
 
-def _trusted(address, settings):
+@functools.lru_cache(maxsize=4096)
+def _ip(address):
+    """The address parsed, or None; every request asks for its peer's, twice or more, and
+    ipaddress takes microseconds to parse one."""
     try:
-        ip = ipaddress.ip_address(address)
+        return ipaddress.ip_address(address)
     except ValueError:
-        return False
-    return any(ip in network for network in settings.trusted_proxies)
+        return None
+
+
+def _trusted(address, settings):
+    ip = _ip(address)
+    return ip is not None and any(ip in network for network in settings.trusted_proxies)
 
 
 def _loopback(address):
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
+    ip = _ip(address)
+    return ip is not None and ip.is_loopback
 
 
 def forwarded_scheme(settings):

@@ -101,6 +101,12 @@ def text_problem(text):
     return None
 
 
+# The rule's NUL half as a JSON Schema pattern, for the published documents (protocol.py puts it
+# on every text field, so generated clients know it); validation.py skips it for text already
+# known to meet the rule.
+NO_NUL_PATTERN = r"^[^\u0000]*$"
+
+
 def wsgi_text_problem(text):
     """text_problem() of a WSGI string (bytes decoded as latin-1, as Bottle keeps them)."""
     try:

@@ -7,6 +7,7 @@ REAL column is stored as 0. The sample is valid: refusing it would refuse what t
 """
 import datetime
 import email.utils
+import functools
 
 from . import figures, models, protocol
 from .errors import text_problem
@@ -19,18 +20,25 @@ CLOCK_RESOLUTION = 2
 MAX_CLOCK_OFFSET = models.column_max(models.Agent.clock_offset)
 
 
+@functools.lru_cache(maxsize=256)
+def _date_time(date_header):
+    """An HTTP Date header as naive UTC, or None. Cached: the agents reporting within one
+    second send the same header, and parsing one takes longer than the rest of the offset."""
+    try:
+        moment = email.utils.parsedate_to_datetime(date_header)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if moment.tzinfo is None:
+        return None  # RFC 9110 Dates are GMT; a zone-less one is not a reading to trust
+    return moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+
+
 def clock_offset(now, date_header=None, agent_time=None):
     """Seconds the agent's clock is ahead of the panel's (negative: behind), from what the
     agent says its time is as it sends: the HTTP Date header (RFC 9110 lets a client send one)
     or a heartbeat's timestamp, naive UTC. None when it said nothing usable."""
     if agent_time is None and date_header:
-        try:
-            moment = email.utils.parsedate_to_datetime(date_header)
-        except (TypeError, ValueError, OverflowError):
-            return None
-        if moment.tzinfo is None:
-            return None  # RFC 9110 Dates are GMT; a zone-less one is not a reading to trust
-        agent_time = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        agent_time = _date_time(date_header)
     if agent_time is None or agent_time < protocol.EARLIEST:
         return None
     offset = round((agent_time - now).total_seconds())

@@ -83,21 +83,30 @@ def key_columns(key, key_id, rounds):
 # ===== Agent rows by key id =====================================================================
 
 class AgentRows:
-    """Agent rows by key id, for `ttl` seconds.
+    """Agent rows by key id, none older than `ttl` seconds.
 
     Every report would otherwise read its agent's row; at a thousand reports a second that
-    round trip is a fifth of a PostgreSQL panel's work. A key rotated or revoked through this
-    process is forgotten at once (forget()); one changed by another process — a replica, or the
-    CLI — is seen within `ttl` seconds, which is the promise for other replicas.
+    round trip is a fifth of a PostgreSQL panel's work. Nor does each row expire on its own:
+    once every `ttl` seconds the first request to need a row re-reads every cached row in one
+    query per 400 agents (`refreshes` counts those rounds), so steady state costs a query
+    per process every `ttl` seconds, not one per agent. A key rotated or revoked through this
+    process is forgotten at once (forget()); one changed by another process — a replica, or
+    the CLI — is seen within `ttl` seconds, which is the promise for other replicas.
     """
 
     def __init__(self, ttl=2.0, clock=time.monotonic):
         self.ttl, self.clock = ttl, clock
         self._rows = {}
         self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._refreshed_at = clock()
+        self._forgotten = set()  # key ids forgotten while a refresh was reading
+        self.refreshes = 0
 
     def get(self, key_id):
         now = self.clock()
+        if now - self._refreshed_at >= self.ttl:
+            self._refresh()
         with self._lock:
             entry = self._rows.get(key_id)
         if entry is not None and now - entry[1] < self.ttl:
@@ -105,15 +114,36 @@ class AgentRows:
         agent = models.agent_by_key_id(key_id)
         if agent is not None:
             with self._lock:
-                self._rows[key_id] = (agent, now)
-                if len(self._rows) > 200_000:
+                if len(self._rows) >= 200_000:
                     self._rows.clear()
+                self._rows[key_id] = (agent, now)
         return agent
+
+    def _refresh(self):
+        with self._refresh_lock:  # one thread reads; the others wait for what it read
+            read_at = self.clock()
+            if read_at - self._refreshed_at < self.ttl:
+                return  # another thread has just refreshed
+            with self._lock:
+                wanted = list(self._rows)
+                self._forgotten.clear()
+            fresh = models.agents_by_key_ids(wanted) if wanted else {}
+            with self._lock:
+                for key_id in wanted:
+                    if key_id in self._forgotten:
+                        continue  # changed here while we read: the next get() reads it anew
+                    if key_id in fresh:
+                        self._rows[key_id] = (fresh[key_id], read_at)
+                    else:
+                        self._rows.pop(key_id, None)
+                self._refreshed_at = read_at
+                self.refreshes += 1
 
     def forget(self, agent):
         with self._lock:
             for key_id in (agent.api_key_id, agent.prev_key_id):
                 self._rows.pop(key_id, None)
+                self._forgotten.add(key_id)
 
 
 AGENT_ROWS = AgentRows()

@@ -48,8 +48,13 @@ def storable_real(value):
     return 0.0 if value is not None and abs(value) < REAL_SMALLEST_NORMAL else value
 
 
+# A compressor primed with the dictionary, copied for each value: the same bytes as a fresh
+# compressobj(9, zdict=...), without setting the dictionary up again every time.
+_PRIMED = zlib.compressobj(9, zdict=DETAIL_DICTIONARY)
+
+
 def pack_detail(value):
-    compressor = zlib.compressobj(9, zdict=DETAIL_DICTIONARY)
+    compressor = _PRIMED.copy()
     raw = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
     return DETAIL_FORMAT + compressor.compress(raw) + compressor.flush()
 
@@ -445,22 +450,21 @@ ALL_MODELS = [SchemaVersion, Server, Agent, Metric, LatestSample, Rollup5m, Roll
 _AGENT_LOOKUP = {}
 
 
-def agent_by_key_id(key_id):
-    """The agent (with its server) whose current or previous (rotated, in grace) key has this
-    public id.
-
-    Every agent request runs this, so its SQL is built once per database and reused: Peewee's
-    query builder costs more than the query itself here.
-    """
-    database = Agent._meta.database.obj
-    sql = _AGENT_LOOKUP.get(type(database))  # the SQL depends only on the dialect
+def _agent_lookup(database, count):
+    """SQL for the agents (with their servers) whose current or previous key has one of
+    `count` ids, each id given twice (current, then previous). Built once per dialect and
+    count: Peewee's query builder costs more than the query itself here."""
+    key = (type(database), count)
+    sql = _AGENT_LOOKUP.get(key)  # the SQL depends only on the dialect and the count
     if sql is None:
+        ids = [f"k{index}" for index in range(count)]
         query = (Agent.select(*Agent._meta.sorted_fields, *Server._meta.sorted_fields)
-                 .join(Server).where((Agent.api_key_id == "k") | (Agent.prev_key_id == "k")))
-        sql = _AGENT_LOOKUP[type(database)] = query.sql()[0]
-    row = database.execute_sql(sql, (key_id, key_id)).fetchone()
-    if row is None:
-        return None
+                 .join(Server).where(Agent.api_key_id.in_(ids) | Agent.prev_key_id.in_(ids)))
+        sql = _AGENT_LOOKUP[key] = query.sql()[0]
+    return sql
+
+
+def _agent_of(row):
     split = len(Agent._meta.sorted_fields)
     agent = Agent(**{f.name: f.python_value(v)
                      for f, v in zip(Agent._meta.sorted_fields, row[:split])})
@@ -469,6 +473,32 @@ def agent_by_key_id(key_id):
     agent._dirty.clear()
     agent.server._dirty.clear()
     return agent
+
+
+def agent_by_key_id(key_id):
+    """The agent (with its server) whose current or previous (rotated, in grace) key has this
+    public id."""
+    database = Agent._meta.database.obj
+    row = database.execute_sql(_agent_lookup(database, 1), (key_id, key_id)).fetchone()
+    return None if row is None else _agent_of(row)
+
+
+AGENT_LOOKUP_CHUNK = 400  # ids per query: twice that many parameters, under SQLite's 999
+
+
+def agents_by_key_ids(key_ids):
+    """{key id: agent} for every current or previous key id among `key_ids` that an agent
+    has (keys.AgentRows refreshes its rows with this: one query per 400 agents)."""
+    database = Agent._meta.database.obj
+    wanted, found = list(key_ids), {}
+    for start in range(0, len(wanted), AGENT_LOOKUP_CHUNK):
+        chunk = wanted[start:start + AGENT_LOOKUP_CHUNK]
+        for row in database.execute_sql(_agent_lookup(database, len(chunk)), chunk + chunk):
+            agent = _agent_of(row)
+            for key_id in (agent.api_key_id, agent.prev_key_id):
+                if key_id is not None:
+                    found[key_id] = agent
+    return {key_id: found[key_id] for key_id in wanted if key_id in found}
 
 
 def record_auth_event(kind, client_addr=None, key_id=None, server_id=None, detail=None):

@@ -15,6 +15,7 @@ agent's buffer behind it for good; that is the last line of defence, not the rul
 import datetime
 
 from . import __version__, figures, models
+from .errors import NO_NUL_PATTERN
 
 # Byte counts and counters are kept in BIGINT columns (or the JSON detail, which holds as much).
 MAX_INT64 = models.column_max(models.Metric.memory_total)
@@ -44,7 +45,7 @@ RFC3339 = (r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
 # escape can carry: that is refused too, as I-JSON (RFC 7493) does, and the document's
 # description says so. A pattern could say it, `[^\u0000\ud800-\udfff]`, but Schemathesis
 # 4.32 reads such a class wrongly and sends NUL: the schema would mislead generated clients.)
-PLAIN_TEXT = r"^[^\u0000]*$"
+PLAIN_TEXT = NO_NUL_PATTERN
 
 BYTES = {"type": "integer", "minimum": 0, "maximum": MAX_INT64}
 COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_INT64}

@@ -20,6 +20,10 @@ panel offline for as long as they were held (issue 10). Here:
 
 What a proxy in front adds is in docs/security.md ("Connections: the panel alone and behind the
 proxy").
+
+Waitress's own "Task queue depth is N" WARNING, which it writes for every request that arrives
+while all its threads are busy, is held to one a minute (QueueWarnings): under a steady load
+of agents waiting for their commits it was a line per report, written by the event loop.
 """
 import logging
 import socket
@@ -106,6 +110,34 @@ class GuardedServer(TcpWSGIServer):
             self.cut = 0
 
 
+class QueueWarnings(logging.Filter):
+    """Waitress warns "Task queue depth is N" whenever a request arrives while all its threads
+    are busy: under steady load — reports waiting for their commit — that is one WARNING per
+    request, formatted and written by the event loop's thread. As for late connections: the
+    first warning of a backlog, then at most one per QUIET_AFTER seconds, saying how many it
+    stands for."""
+
+    def __init__(self, every=QUIET_AFTER, clock=time.monotonic):
+        super().__init__()
+        self.every, self.clock = every, clock
+        self.last = None
+        self.held = 0
+
+    def filter(self, record):
+        now = self.clock()
+        if self.last is not None and now - self.last < self.every:
+            self.held += 1
+            return False
+        if self.held:
+            record.msg = f"{record.msg} (and %d more since the last such warning)"
+            record.args = (*record.args, self.held)
+        self.last, self.held = now, 0
+        return True
+
+
+QUEUE_WARNINGS = QueueWarnings()
+
+
 def listen_socket(host, port, reuse_port=False, backlog=1024):
     """The listening socket; with reuse_port several processes bind it together and the
     kernel spreads the connections between them (Linux SO_REUSEPORT)."""
@@ -160,6 +192,9 @@ def adjustments(settings, sock):
 def serve(app, settings, reuse_port=False):
     """Serve app until the process is stopped."""
     sock = listen_socket(settings.host, settings.port, reuse_port)
+    queue_log = logging.getLogger("waitress.queue")
+    if QUEUE_WARNINGS not in queue_log.filters:
+        queue_log.addFilter(QUEUE_WARNINGS)
     server = GuardedServer(app, sock, adjustments(settings, sock), settings.header_timeout,
                            settings.body_timeout)
     server.run()

@@ -74,6 +74,9 @@ class GroupCommitter:
         self.linger = linger
         self.queue = queue.Queue()
         self.fields = [f for f in models.Metric._meta.sorted_fields]
+        # Each column's conversion, in column order, looked up once: the field's db_value,
+        # after its default when the row leaves it out.
+        self.columns = [(f.name, f.db_value, f.default) for f in self.fields]
         columns = ", ".join(f'"{f.column_name}"' for f in self.fields)
         mark = database.param
         self.insert_head = f"INSERT INTO server_metrics ({columns}) VALUES "
@@ -115,9 +118,16 @@ class GroupCommitter:
         return pending.stored
 
     def _values(self, agent_id, row):
-        row = dict(row, agent=agent_id)
-        return [field.db_value(row.get(field.name, field.default() if callable(field.default)
-                                       else field.default)) for field in self.fields]
+        values = []
+        for name, db_value, default in self.columns:
+            if name == "agent":
+                value = agent_id
+            elif name in row:
+                value = row[name]
+            else:
+                value = default() if callable(default) else default
+            values.append(db_value(value))
+        return values
 
     def _run(self):
         while True:

@@ -1,15 +1,19 @@
 """Many reports at once: group commit stores every acknowledged sample, and the panel serves
 from several processes on one port."""
+import collections
 import concurrent.futures
+import datetime
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
 
-from panel import models
+from panel import db, keys, models
 from tests.conftest import ROOT, bearer, free_port, http_request, new_server, stamp
 from tests.integration.test_api import sample
 from tests.integration.test_auth import InProcessPanel
@@ -106,3 +110,85 @@ def test_a_failed_commit_answers_503_and_stores_nothing(database, backend_url, t
         assert models.Metric.select().count() == 1
     finally:
         panel.close()
+
+
+def counting_database(url, statements):
+    """The backend's real database, each statement it runs listed under the thread that ran
+    it: SQLite's own trace callback, a psycopg2 cursor that notes what it executes."""
+    database = db.open_database(url)
+
+    def note(sql):
+        statements[threading.current_thread().name].append(" ".join(sql.split()[:3]).upper())
+
+    if db.is_postgres(database):
+        import psycopg2.extensions
+
+        class Cursor(psycopg2.extensions.cursor):
+            def execute(self, sql, params=None):
+                note(sql if isinstance(sql, str) else sql.decode())
+                return super().execute(sql, params)
+        database.connect_params["cursor_factory"] = Cursor
+    else:
+        class Connection(sqlite3.Connection):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.set_trace_callback(note)
+        database.connect_params["factory"] = Connection
+    return database
+
+
+def test_a_report_in_steady_state_costs_the_batched_insert_and_nothing_else(
+        database, backend_url, tmp_path):
+    """Issue 11: once every key has been seen, a report runs no SQL of its own — the agent
+    row, the key check, the failure limits, the clock and the server's state come from
+    memory; the only reads are AgentRows' refresh of every cached row, one query every 2 s
+    whatever the number of agents — and its commit is the batched insert, the latest pointer
+    and last_seen. No bcrypt. AgentRows' clock is stepped half a second per report, so 40
+    reports span 20 s of its time without the test waiting for them."""
+    agents = [new_server(f"steady-{index}") for index in range(4)]
+    statements = collections.defaultdict(list)
+    counting = counting_database(backend_url, statements)
+    db.database_proxy.initialize(counting)
+    panel = InProcessPanel(backend_url, tmp_path)
+    moment = [0.0]
+    rows = panel.app.key_verifier.rows = keys.AgentRows(clock=lambda: moment[0])
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0, tzinfo=None)
+
+    def report(server, key, seconds_ago):
+        taken = now - datetime.timedelta(seconds=seconds_ago)
+        return http_request(panel, "POST", "/api/agent/metrics", headers=bearer(key),
+                            json_body=sample(server.id, taken.isoformat() + "Z")).status
+    try:
+        for server, key in agents:  # first contact: each key's row is read once
+            assert report(server, key, 60) == 200
+        statements.clear()
+        verifier, committer = panel.app.key_verifier, panel.app.committer
+        bcrypt_before, batches_before = verifier.bcrypt_checks, committer.batches
+        refreshes_before = rows.refreshes
+        for turn in range(10):
+            for server, key in agents:
+                moment[0] += 0.5
+                assert report(server, key, 50 - turn) == 200
+        refreshes = rows.refreshes - refreshes_before
+        commits = committer.batches - batches_before
+    finally:
+        panel.close()
+        getattr(counting, "close_all", counting.close)()
+    requests = [sql for thread, run in statements.items() if thread != "mpanel-writer"
+                for sql in run]
+    # One read per 2 s for all four agents (it was one per agent every 2 s: 40 here).
+    # One read per 2 s for all four agents (it was one per agent every 2 s: 40 here), and on
+    # PostgreSQL the pool's liveness check of the connection it lends for it.
+    reads = [sql for sql in requests if sql != "SELECT 1"]
+    assert len(reads) == refreshes and 1 <= refreshes <= 10, requests
+    assert all(sql.startswith("SELECT") for sql in requests), requests
+    assert len(requests) <= 2 * refreshes, requests
+    assert verifier.bcrypt_checks == bcrypt_before
+    writer = [sql for sql in statements["mpanel-writer"]
+              if not sql.startswith(("BEGIN", "COMMIT", "PRAGMA"))]
+    assert commits == 40  # one report at a time here: a commit each
+    assert collections.Counter(writer) == {"INSERT INTO SERVER_METRICS": commits,
+                                           "INSERT INTO LATEST_SAMPLES": commits,
+                                           "UPDATE SERVERS_AGENTS SET": commits}, writer
+    db.database_proxy.initialize(database)
+    assert models.Metric.select().count() == 44

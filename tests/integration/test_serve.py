@@ -202,3 +202,26 @@ def test_the_open_file_limit_is_fitted_to_the_connection_limit(hard_limit):
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(n) for n in expected]
     assert ("open-file limit too low" in result.stderr) == (expected[0] < 4000)
+
+
+def test_a_backlog_of_reports_is_one_queue_warning_not_one_per_report(database, backend_url,
+                                                                      tmp_path):
+    """One Waitress thread and 32 agents reporting at once: most reports find the thread
+    busy. Waitress warned "Task queue depth" for each of them (a log line per report under
+    load, issue 11); the panel lets the first through and holds the rest for a minute."""
+    import concurrent.futures
+
+    panel = start_panel(backend_url, tmp_path / "panel.log", {"MPANEL_THREADS": "1"})
+    try:
+        agents = [new_server(f"queue-{index}") for index in range(32)]
+
+        def report(agent, minute):
+            server, key = agent
+            return http_request(panel, "POST", "/api/agent/metrics", headers=bearer(key),
+                                json_body=sample(server.id, stamp(minute))).status
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            statuses = list(pool.map(report, agents * 4, [m for m in range(4) for _ in agents]))
+    finally:
+        stop_panel(panel)
+    assert statuses.count(200) == 128
+    assert panel.log_text().count("Task queue depth") <= 1
