@@ -193,7 +193,8 @@ CHECKS = (
     Check("mail_oldest", "Oldest queued mail", judge_mail_oldest, 3600, minutes=0, unit="s",
           help="age of the oldest queued message"),
     Check("cert_expiry", "TLS certificate", judge_certificates, 14, minutes=0, unit=" days",
-          below=True, help="days until a certificate expires (expired ones too)"),
+          below=True, help="days until a site's certificate expires (expired ones too; a site served two "
+               "certificates counts by the one that expires first)"),
     Check("process_down", "Watched process", judge_watched, 1, minutes=2, below=True,
           help="a watched process with fewer than this many running"),
     Check("unit_failed", "systemd unit", judge_units, 0, minutes=0,
@@ -253,6 +254,6 @@ def message(check, subject, step, threshold):
     """"PHP-FPM listen queue: pool www: 12 connections waiting in the listen queue (was 0
     connections waiting ...; threshold 0)"."""
     was = f"; was {step.was}" if step.was and step.was != step.text else ""
-    limit = "" if not check.uses_threshold else \
+    limit = "" if not check.uses_threshold or step.value is None else \
         f"; {'below' if check.below else 'above'} {threshold:g}{check.unit}"
     return f"{check.title}: {subject}: {step.text}{was}{limit}"
