@@ -85,20 +85,29 @@ def test_a_service_never_seen_raises_nothing(panel, tmp_path):
     assert checks.BY_METRIC["service_down"].judge({}, {}, 0, {}) == {}
 
 
-def test_a_service_switched_off_in_the_panel_settings_is_forgotten_not_down(panel, tmp_path):
+def redis_seen_then_stopped(panel, tmp_path, name, check_between=True):
+    """A server whose agent reported a Redis of the test's own, then reported again with that
+    Redis stopped. -> the agent's config."""
     port = free_port()
-    server, key = new_server("cache-2")
+    _, key = new_server(name)
     operations.set_rule("service_down", 0, 0)
     config = write_agent_config(tmp_path / "agent", panel.url, key,
                                 enabledCollectors=["cpu", "services"],
                                 services={"redis": {"port": port}})
     redis = start_redis(tmp_path, port)
     try:
-        report(config)
+        first = report(config)
+        assert "redis" in (first.services or {}), first.unavailable  # seen
     finally:
         stop_process(redis)
-    assert jobs.evaluate_checks(300) == (0, 0)
+    if check_between:
+        assert jobs.evaluate_checks(300) == (0, 0)
     report(config)
+    return config
+
+
+def test_a_service_switched_off_in_the_panel_settings_is_forgotten_not_down(panel, tmp_path):
+    redis_seen_then_stopped(panel, tmp_path, "cache-2")
     # The panel narrowed collection to cpu: redis gone is what the admin asked for.
     assert jobs.evaluate_checks(300, enabled_collectors=("cpu",)) == (0, 0)
     assert models.CheckState.get_or_none(metric="service_down", subject="redis") is None
@@ -107,19 +116,9 @@ def test_a_service_switched_off_in_the_panel_settings_is_forgotten_not_down(pane
 
 def test_the_servers_table_shows_each_service_and_the_one_down(panel, admin,  # noqa: F811
                                                                tmp_path):
-    port = free_port()
-    down_server, key = new_server("cache-3")
-    quiet_server, quiet_key = new_server("quiet-3")
-    operations.set_rule("service_down", 0, 0)
-    config = write_agent_config(tmp_path / "agent", panel.url, key,
-                                enabledCollectors=["cpu", "services"],
-                                services={"redis": {"port": port}})
-    redis = start_redis(tmp_path, port)
-    try:
-        report(config)
-    finally:
-        stop_process(redis)
-    report(config)
+    # No check run while it was up: the agent's own word ("gone") is enough.
+    redis_seen_then_stopped(panel, tmp_path, "cache-3", check_between=False)
+    _, quiet_key = new_server("quiet-3")
     report(write_agent_config(tmp_path / "quiet", panel.url, quiet_key,
                               enabledCollectors=["cpu"]))
     assert jobs.evaluate_checks(300)[0] >= 1
