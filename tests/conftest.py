@@ -174,6 +174,22 @@ def panel(panel_process, database):
     return panel_process
 
 
+@pytest.fixture(scope="session")
+def jobless_panel_process(backend_url, tmp_path_factory):
+    """One panel per backend that runs no background jobs: a test that runs a job in-process
+    and counts what it did must not race the panel's own run of it (every 15 s)."""
+    log_path = tmp_path_factory.mktemp("jobless") / "panel.log"
+    panel = start_panel(backend_url, log_path, {"MPANEL_AUTH_FAILURE_LIMIT": "100000",
+                                                "MPANEL_JOB_INTERVAL": "0"})
+    yield panel
+    stop_panel(panel)
+
+
+@pytest.fixture
+def jobless_panel(jobless_panel_process, database):
+    return jobless_panel_process
+
+
 # ===== HTTP =====================================================================================
 
 class Response:

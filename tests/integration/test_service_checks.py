@@ -15,6 +15,12 @@ from tests.integration.test_dashboard_pages import admin  # noqa: F401 (the fixt
 from tests.integration.test_once import once
 
 
+@pytest.fixture
+def panel(jobless_panel):
+    """The checks are run here, in-process, and counted: the panel must not run them too."""
+    return jobless_panel
+
+
 def start_redis(tmp_path, port):
     binary = shutil.which("redis-server")
     require("redis-server", binary, "apt-get install redis-server")
@@ -39,7 +45,7 @@ def test_a_service_seen_then_stopped_is_down_until_it_answers_again(panel, tmp_p
     server, key = new_server("cache-1")
     operations.set_rule("service_down", 0, 0)  # at the first sample without it
     config = write_agent_config(tmp_path / "agent", panel.url, key,
-                                enabledCollectors=["cpu", "services"],
+                                enabledCollectors=["cpu", "redis"],
                                 services={"redis": {"port": port}})
     redis = start_redis(tmp_path, port)
     try:
@@ -56,7 +62,7 @@ def test_a_service_seen_then_stopped_is_down_until_it_answers_again(panel, tmp_p
     assert sample.unavailable["redis"].startswith("gone: ")
     assert jobs.evaluate_checks(300) == (1, 0)
     assert jobs.evaluate_checks(300) == (0, 0)  # once
-    [alert] = models.Alert.select()  # the machine's other services (PostgreSQL) still answer
+    [alert] = models.Alert.select()  # one: only Redis is collected here
     assert alert.rule == "service_down" and alert.state == "firing"
     assert alert.message.startswith("Service down: redis: not answering (")
     assert alert.message.endswith("; was up")
@@ -76,7 +82,7 @@ def test_a_service_seen_then_stopped_is_down_until_it_answers_again(panel, tmp_p
 def test_a_service_never_seen_raises_nothing(panel, tmp_path):
     server, key = new_server("plain-1")
     config = write_agent_config(tmp_path / "agent", panel.url, key,
-                                enabledCollectors=["cpu", "services"],
+                                enabledCollectors=["cpu", "redis"],
                                 services={"redis": {"port": free_port()}})
     report(config)
     assert jobs.evaluate_checks(300) == (0, 0)
@@ -92,7 +98,7 @@ def redis_seen_then_stopped(panel, tmp_path, name, check_between=True):
     _, key = new_server(name)
     operations.set_rule("service_down", 0, 0)
     config = write_agent_config(tmp_path / "agent", panel.url, key,
-                                enabledCollectors=["cpu", "services"],
+                                enabledCollectors=["cpu", "redis"],
                                 services={"redis": {"port": port}})
     redis = start_redis(tmp_path, port)
     try:
@@ -141,7 +147,7 @@ def test_a_full_php_fpm_pool_fires_its_queue_and_max_children_checks_and_both_re
     operations.set_rule("fpm_queue", 0, 0)
     operations.set_rule("fpm_children", 0, 0)
     config = write_agent_config(tmp_path / "agent", panel.url, key,
-                                enabledCollectors=["cpu", "services"])
+                                enabledCollectors=["cpu", "phpfpm"])
 
     def pool(sample):
         return next(p for p in sample.services["phpfpm"]["pools"] if p["name"] == "shop")
