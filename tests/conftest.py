@@ -163,7 +163,12 @@ def panel_process(backend_url, tmp_path_factory):
     # The agent failure limiter lives in the process, which every test using this panel shares
     # (all from 127.0.0.1): one test's refused requests must not turn the next one's into 429s.
     # The limits themselves are tested on panels of their own (test_auth.py).
-    panel = start_panel(backend_url, log_path, {"MPANEL_AUTH_FAILURE_LIMIT": "100000"})
+    # It runs no background jobs: tests run a job in-process and count what it did (rules,
+    # checks, deliveries), and the panel's own run every 15 s on the same database raced them
+    # (an alert opened or a delivery claimed by the panel first). Tests of the job loop itself
+    # start panels of their own (test_alerts.py jobs_panel).
+    panel = start_panel(backend_url, log_path, {"MPANEL_AUTH_FAILURE_LIMIT": "100000",
+                                                "MPANEL_JOB_INTERVAL": "0"})
     yield panel
     stop_panel(panel)
 
@@ -172,22 +177,6 @@ def panel_process(backend_url, tmp_path_factory):
 def panel(panel_process, database):
     """A running panel on a clean database (the models are bound to it too)."""
     return panel_process
-
-
-@pytest.fixture(scope="session")
-def jobless_panel_process(backend_url, tmp_path_factory):
-    """One panel per backend that runs no background jobs: a test that runs a job in-process
-    and counts what it did must not race the panel's own run of it (every 15 s)."""
-    log_path = tmp_path_factory.mktemp("jobless") / "panel.log"
-    panel = start_panel(backend_url, log_path, {"MPANEL_AUTH_FAILURE_LIMIT": "100000",
-                                                "MPANEL_JOB_INTERVAL": "0"})
-    yield panel
-    stop_panel(panel)
-
-
-@pytest.fixture
-def jobless_panel(jobless_panel_process, database):
-    return jobless_panel_process
 
 
 # ===== HTTP =====================================================================================

@@ -39,12 +39,6 @@ from tests.integration.test_services_mail import (PostfixInstance, daemon_folder
 FIXTURES = ROOT / "tests" / "fixtures"
 
 
-@pytest.fixture
-def panel(jobless_panel):
-    """The checks are run here, in-process, and counted: the panel must not run them too."""
-    return jobless_panel
-
-
 def agent_config(tmp_path, panel, key, collector, settings):
     return write_agent_config(tmp_path / "agent", panel.url, key, enabledCollectors=[collector],
                               services={collector: settings})

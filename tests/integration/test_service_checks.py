@@ -15,12 +15,6 @@ from tests.integration.test_dashboard_pages import admin  # noqa: F401 (the fixt
 from tests.integration.test_once import once
 
 
-@pytest.fixture
-def panel(jobless_panel):
-    """The checks are run here, in-process, and counted: the panel must not run them too."""
-    return jobless_panel
-
-
 def start_redis(tmp_path, port):
     binary = shutil.which("redis-server")
     require("redis-server", binary, "apt-get install redis-server")
