@@ -49,6 +49,7 @@ import collections
 import dataclasses
 import datetime
 import email.utils
+import glob
 import gzip
 import hashlib
 import http.client
@@ -66,6 +67,7 @@ import signal
 import socket
 import sqlite3
 import ssl
+import struct
 import sys
 import tempfile
 import threading
@@ -515,6 +517,15 @@ class Rates:
         rate = self.per_second(key, value, now)
         if rate is not None:
             target[field] = rate
+
+    def increase(self, target, field, key, value, now=None):
+        """Set target[field] to how much counter `key` grew since the previous reading, when
+        there is one: a count, for events too rare for a rate (one in five minutes is 0.0 per
+        second at two decimals)."""
+        before = self.previous.get(key)
+        self.seen[key] = [value, since_boot() if now is None else now]
+        if before is not None and value >= before[0]:
+            target[field] = value - before[0]
 
     def end_cycle(self):
         """Keep this cycle's readings (only: counters that vanished are forgotten)."""
@@ -1010,6 +1021,458 @@ def collect_nginx(ctx):
     raw = parse_nginx(_http_get(settings.get("url", "http://127.0.0.1/nginx_status")))
     result = {k: raw[k] for k in ("activeConnections", "reading", "writing", "waiting")}
     ctx.rates.add(result, "requestsPerSec", "nginx:requests", raw["requests"])
+    return result
+
+
+# ----- PHP-FPM ----------------------------------------------------------------------------------
+# Pools come from the running masters (their process titles name their config file) and that
+# config's `include=` files; each pool's status page is read over FastCGI on its own socket.
+
+PHPFPM_MAX_CONFIG_FILES = 200
+_FPM_MASTER = re.compile(r"^php-fpm: master process \((.*)\)\s*$")
+_FPM_WORKER = re.compile(r"^php-fpm: pool (\S+)\s*$")
+# FastCGI (https://fastcgi-archives.github.io/FastCGI_Specification.html): record types.
+_FCGI_BEGIN_REQUEST, _FCGI_END_REQUEST, _FCGI_PARAMS, _FCGI_STDIN, _FCGI_STDOUT = 1, 3, 4, 5, 6
+_FCGI_HEADER = struct.Struct(">BBHHBx")  # version, type, request id, content and padding length
+_FCGI_MAX_REPLY = 65536
+
+
+def parse_phpfpm_titles(rows):
+    """php-fpm process titles -> ({master pid: config path}, {(master pid, pool): workers}).
+
+    rows: (pid, ppid, title), the title being what `ps -o args` shows, e.g.
+    "php-fpm: master process (/etc/php/8.2/fpm/php-fpm.conf)" and "php-fpm: pool www" (FPM
+    overwrites its argv with these).
+    """
+    masters, workers = {}, collections.Counter()
+    for pid, ppid, title in rows:
+        master = _FPM_MASTER.match(title)
+        if master:
+            masters[pid] = master.group(1)
+            continue
+        worker = _FPM_WORKER.match(title)
+        if worker:
+            workers[(ppid, worker.group(1))] += 1
+    return masters, dict(workers)
+
+
+def _ini_value(raw):
+    """A php.ini-style value: a quoted string as written, else up to a `;` comment."""
+    raw = raw.strip()
+    if raw[:1] in ('"', "'"):
+        end = raw.find(raw[0], 1)
+        return raw[1:end] if end > 0 else raw[1:]
+    return raw.split(";", 1)[0].strip()
+
+
+def parse_phpfpm_config(text):
+    """One FPM config file (php-fpm.conf or a pool.d/*.conf) -> {"includes": [globs],
+    "pools": [{"name", "listen", "status_path", "status_listen", "pm", "max_children"}]}.
+
+    FPM's format is php.ini's: `[www]` opens a pool (`[global]` is the master's), `key = value`,
+    `;` comments; `$pool` in a value stands for the pool's name. Only the keys the collector
+    needs are kept (a pool's file also holds env[] and php_admin_value[], never read further).
+    """
+    wanted = {"listen": "listen", "pm.status_path": "status_path",
+              "pm.status_listen": "status_listen", "pm": "pm",
+              "pm.max_children": "max_children"}
+    includes, pools, section = [], {}, None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in ";#":
+            continue
+        if line.startswith("[") and "]" in line:
+            section = line[1:line.index("]")].strip()
+            if section.lower() != "global":
+                pools.setdefault(section, {"name": section})
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        key, value = key.strip(), _ini_value(value)
+        if key == "include":
+            includes.append(value)
+        elif section in pools and key in wanted:
+            pools[section][wanted[key]] = value.replace("$pool", section)
+    for pool in pools.values():
+        try:
+            pool["max_children"] = int(pool["max_children"])
+        except (KeyError, ValueError):
+            pool.pop("max_children", None)
+    return {"includes": includes, "pools": list(pools.values())}
+
+
+def read_phpfpm_pools(config_path):
+    """A master's config file and the files its `include=` globs name -> its pools, in the
+    order FPM reads them. A relative include is taken from the config's folder (FPM takes it
+    from its -p prefix, which the process title does not show)."""
+    pools, seen, queue = {}, set(), [config_path]
+    while queue and len(seen) < PHPFPM_MAX_CONFIG_FILES:
+        path = queue.pop(0)
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                parsed = parse_phpfpm_config(handle.read())
+        except OSError:
+            if path == config_path:
+                raise
+            continue  # an included file removed since the glob, or not readable
+        for pool in parsed["pools"]:
+            pools.setdefault(pool["name"], {}).update(pool)
+        for pattern in parsed["includes"]:
+            pattern = os.path.join(os.path.dirname(path), pattern)
+            queue.extend(sorted(glob.glob(pattern)))
+    return list(pools.values())
+
+
+def _fcgi_record(kind, body=b""):
+    return _FCGI_HEADER.pack(1, kind, 1, len(body), 0) + body
+
+
+def _fcgi_pair(name, value):
+    """A FastCGI name-value pair: lengths under 128 in one byte, else four with the top bit."""
+    def length(data):
+        return bytes([len(data)]) if len(data) < 128 else struct.pack(">I", len(data) | 1 << 31)
+    name, value = name.encode(), value.encode()
+    return length(name) + length(value) + name + value
+
+
+def _connect(address, timeout):
+    """A connected socket to `listen`'s forms: /unix/path, host:port, [v6]:port, port."""
+    if address.startswith("/"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(address)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    host = {"": "127.0.0.1", "*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return socket.create_connection((host, int(port)), timeout)
+
+
+def fetch_fastcgi(address, script, query="", timeout=SERVICE_TIMEOUT):
+    """GET `script?query` from a FastCGI server (PHP-FPM) on its socket -> (headers, body).
+
+    One request (id 1, responder role, connection closed after): BEGIN_REQUEST, the CGI
+    parameters, an empty PARAMS and an empty STDIN record, then STDOUT records until
+    END_REQUEST. The reply is bounded (_FCGI_MAX_REPLY bytes).
+    """
+    uri = f"{script}?{query}" if query else script
+    params = b"".join(_fcgi_pair(k, v) for k, v in (
+        ("GATEWAY_INTERFACE", "CGI/1.1"), ("REQUEST_METHOD", "GET"), ("SCRIPT_NAME", script),
+        ("SCRIPT_FILENAME", script), ("REQUEST_URI", uri), ("QUERY_STRING", query),
+        ("SERVER_SOFTWARE", "mpanel-agent"), ("REMOTE_ADDR", "127.0.0.1")))
+    deadline = time.monotonic() + timeout
+    with _connect(address, timeout) as sock:
+        sock.sendall(_fcgi_record(_FCGI_BEGIN_REQUEST, struct.pack(">HB5x", 1, 0))
+                     + _fcgi_record(_FCGI_PARAMS, params) + _fcgi_record(_FCGI_PARAMS)
+                     + _fcgi_record(_FCGI_STDIN))
+        reader, stdout = sock.makefile("rb"), bytearray()
+        while True:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            header = reader.read(_FCGI_HEADER.size)
+            if len(header) < _FCGI_HEADER.size:
+                raise RuntimeError("the FastCGI server closed the connection mid-reply")
+            _, kind, _, length, padding = _FCGI_HEADER.unpack(header)
+            body = reader.read(length + padding)[:length]
+            if kind == _FCGI_STDOUT:
+                stdout += body
+                if len(stdout) > _FCGI_MAX_REPLY:
+                    raise RuntimeError("the FastCGI reply is too long")
+            elif kind == _FCGI_END_REQUEST:
+                break
+    head, _, text = bytes(stdout).partition(b"\r\n\r\n")
+    headers = {}
+    for line in head.decode("latin-1").split("\r\n"):
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return headers, text.decode("utf-8", "replace")
+
+
+def parse_phpfpm_status(text):
+    """The pool status page's `?json` form -> its figures as integers, keyed as FPM writes
+    them. A sample (PHP 8.2):
+
+    {"pool":"www","process manager":"dynamic","start time":1796173400,"start since":9,
+     "accepted conn":1,"listen queue":0,"max listen queue":0,"listen queue len":0,
+     "idle processes":0,"active processes":1,"total processes":1,"max active processes":1,
+     "max children reached":0,"slow requests":0}
+    """
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise RuntimeError("the status page is not FPM's JSON (is the path pm.status_path?)") \
+            from None
+    keys = ("accepted conn", "listen queue", "max listen queue", "listen queue len",
+            "idle processes", "active processes", "total processes", "max children reached",
+            "slow requests")
+    if not isinstance(document, dict) or not all(
+            isinstance(document.get(key), int) and document[key] >= 0 for key in keys):
+        raise RuntimeError("the status page is not FPM's JSON (is the path pm.status_path?)")
+    figures = {key: document[key] for key in keys}
+    figures["pool"] = str(document.get("pool", ""))
+    figures["process manager"] = str(document.get("process manager", ""))
+    return figures
+
+
+def parse_unix_diag(data):
+    """Replies of a NETLINK_SOCK_DIAG dump of listening unix sockets (UDIAG_SHOW_NAME |
+    UDIAG_SHOW_RQLEN) -> {socket path: (queued connections, backlog)}.
+
+    FPM's status page cannot see a unix socket's queue on Linux (it reads TCP_INFO: "listen
+    queue" stays 0 whatever waits), so the kernel is asked, as `ss -xl` does (Recv-Q, Send-Q).
+    Layout: nlmsghdr (16 bytes), unix_diag_msg (16), then rtattrs (UNIX_DIAG_NAME = 0,
+    UNIX_DIAG_RQLEN = 4: u32 rqueue, u32 wqueue), each 4-byte aligned; see sock_diag(7).
+    """
+    queues, offset = {}, 0
+    while offset + 16 <= len(data):
+        length, kind = struct.unpack_from("=IH", data, offset)
+        if length < 16 or kind in (2, 3):  # NLMSG_ERROR, NLMSG_DONE
+            break
+        end, attr, name, rqlen = offset + length, offset + 32, None, None
+        while attr + 4 <= end:
+            attr_length, attr_type = struct.unpack_from("=HH", data, attr)
+            if attr_length < 4:
+                break
+            payload = data[attr + 4:attr + attr_length]
+            if attr_type == 0 and payload[:1] not in (b"", b"\x00"):  # abstract: not a path
+                name = payload.rstrip(b"\x00").decode("utf-8", "replace")
+            elif attr_type == 4 and len(payload) >= 8:
+                rqlen = struct.unpack_from("=II", payload)
+            attr += (attr_length + 3) & ~3
+        if name and rqlen:
+            queues[name] = rqlen
+        offset += (length + 3) & ~3
+    return queues
+
+
+def fetch_unix_diag():
+    """The kernel's dump of listening unix sockets, raw (parse_unix_diag reads it)."""
+    netlink_sock_diag, sock_diag_by_family, tcp_listen = 4, 20, 10
+    request = struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 1 << tcp_listen, 0,
+                          0x1 | 0x10, 0, 0)  # UDIAG_SHOW_NAME | UDIAG_SHOW_RQLEN
+    header = struct.pack("=IHHII", 16 + len(request), sock_diag_by_family,
+                         0x1 | 0x300, 1, 0)  # NLM_F_REQUEST | NLM_F_DUMP
+    chunks = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, netlink_sock_diag) as sock:
+        sock.settimeout(SERVICE_TIMEOUT)
+        sock.sendall(header + request)
+        while True:
+            chunk = sock.recv(65536)
+            chunks.append(chunk)
+            # The dump ends with an NLMSG_DONE (or an NLMSG_ERROR) message.
+            if not chunk or _last_netlink_type(chunk) in (2, 3):
+                return b"".join(chunks)
+
+
+def _last_netlink_type(chunk):
+    offset, kind = 0, None
+    while offset + 16 <= len(chunk):
+        length, kind = struct.unpack_from("=IH", chunk, offset)
+        if length < 16:
+            break
+        offset += (length + 3) & ~3
+    return kind
+
+
+def _phpfpm_processes(pids=None):
+    """(pid, ppid, title) of the running php-fpm processes, of all (pids None) or of these.
+    Only the name is read of every process (asking process_iter for the ppid too triples the
+    scan: 12 ms for 130 processes); the parent and the title only of php-fpm's own."""
+    rows = []
+    procs = psutil.process_iter(["name"], ad_value=None) if pids is None else \
+        (psutil.Process(pid) for pid in pids)
+    for proc in procs:
+        try:
+            name = (proc.info["name"] if pids is None else proc.name()) or ""
+            if name.startswith("php-fpm"):
+                rows.append((proc.pid, proc.ppid(), " ".join(proc.cmdline())))
+        except psutil.Error:
+            continue
+    return rows
+
+
+def _started(pid):
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+PHPFPM_RESCAN = ABSENT_RECHECK
+
+
+def _phpfpm_masters(ctx):
+    """The running masters -> ({pid: config path}, worker counts or None).
+
+    Scanning every process costs as much as the processes collector (5 ms of CPU for 120
+    processes here), so the masters found are kept in ctx.held and the scan is repeated only
+    when one of them is gone (a restart gives a new pid) or every PHPFPM_RESCAN seconds (a
+    master started beside them). Worker counts come with a scan; without one, ask
+    _phpfpm_workers, which looks at the masters' children only.
+    """
+    now, found = time.monotonic(), ctx.held.get("phpfpm")
+    if found and found["until"] > now and all(
+            _started(pid) == started for pid, (started, _) in found["masters"].items()):
+        return {pid: config for pid, (_, config) in found["masters"].items()}, None
+    masters, workers = parse_phpfpm_titles(_phpfpm_processes())
+    ctx.held["phpfpm"] = {"until": now + PHPFPM_RESCAN, "masters": {
+        pid: (_started(pid), config) for pid, config in masters.items()}}
+    return masters, workers
+
+
+def _phpfpm_workers(masters):
+    """{(master pid, pool): workers} from the masters' children. Linux lists a process's
+    children in /proc (CONFIG_PROC_CHILDREN, on in Debian's kernels): 0.1 ms, where psutil's
+    children() reads every process's parent (2 ms here); psutil where the file is missing."""
+    children = []
+    for pid in masters:
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as listing:
+                children.extend(int(child) for child in listing.read().split())
+        except (OSError, ValueError):
+            try:
+                children.extend(child.pid for child in psutil.Process(pid).children())
+            except psutil.Error:
+                continue
+    return parse_phpfpm_titles(_phpfpm_processes(children))[1]
+
+
+def find_phpfpm_pools(settings, masters, workers):
+    """Every pool of every running master, from its config (or, unreadable, from its workers'
+    titles), then services.phpfpm.pools, which adds pools or sets the statusPath (and listen)
+    of a found one of that name. workers() -> {(master pid, pool): workers}, asked only when
+    a config cannot be read. -> [{"name", "master" (pid or None), "listen", ...}]"""
+    pools = []
+    for pid, config in sorted(masters.items()):
+        try:
+            found = read_phpfpm_pools(config)
+        except OSError as err:
+            log.debug("phpfpm config unreadable path=%s error=%s", config, err)
+            names = {pool for master, pool in workers() if master == pid}
+            # A pool with pm.status_listen has a hidden one, <name>_status, to serve it.
+            found = [{"name": name} for name in sorted(names)
+                     if not (name.endswith("_status") and name[:-7] in names)]
+        pools.extend(dict(pool, master=pid) for pool in found)
+    extra = settings.get("pools") or []
+    if not isinstance(extra, list) or not all(isinstance(p, dict) and p.get("name")
+                                              for p in extra):
+        raise RuntimeError("services.phpfpm.pools must be a list of {name, listen, statusPath}")
+    for wanted in extra:
+        match = next((p for p in pools if p["name"] == wanted["name"] and
+                      wanted.get("listen") in (None, p.get("listen"))), None)
+        if match is None:
+            match = {"name": str(wanted["name"]), "master": None}
+            pools.append(match)
+        for key, field in (("listen", "listen"), ("statusPath", "status_path")):
+            if wanted.get(key):
+                match[field] = str(wanted[key])
+    if not masters and not extra:
+        raise ServiceAbsent("no php-fpm master is running")
+    return pools
+
+
+def _phpfpm_status(pool):
+    """The pool's status figures over FastCGI -> (figures, None) or (None, why not)."""
+    address = pool.get("status_listen") or pool.get("listen")
+    if not address:
+        return None, "its listen address is unknown (set services.phpfpm.pools)"
+    try:
+        headers, text = fetch_fastcgi(address, pool["status_path"], "json")
+        status = headers.get("status", "200").split()[0]
+        if status != "200":
+            return None, f"{pool['status_path']} answered HTTP {status} (is it pm.status_path?)"
+        return parse_phpfpm_status(text), None
+    except socket.timeout:
+        return None, "timed out: every worker is busy (pm.status_listen serves it apart)"
+    except PermissionError:
+        return None, f"permission denied on {address} (add the agent's user to its listen.group)"
+    except (FileNotFoundError, ConnectionRefusedError):
+        return None, f"nothing listens on {address}"
+    except (OSError, RuntimeError, ValueError) as err:
+        return None, str(err) or type(err).__name__
+
+
+@collector("phpfpm", group=SERVICES)
+def collect_phpfpm(ctx):
+    """PHP-FPM pools: found from the running masters (psutil; their titles name the config
+    file, whose pools and `include=` files are read), each pool's status page read over
+    FastCGI on its socket when its config sets `pm.status_path` (`?json`), else its workers
+    counted. Settings: `pools`, a list of {name, listen, statusPath} for what the config does not
+    say (a pool of a master in a container; a status path to read). A unix socket's queue comes
+    from the kernel (sock_diag), which FPM's own page cannot see.
+
+    -> {"pools": [{"name", "listen", "source" ("status" or "processes"), "processManager",
+    "maxChildren", "total", "active", "idle" (processes; active leaves out the one serving
+    the agent's own status request), "listenQueue", "listenQueueLen" (connections waiting,
+    and the backlog), "maxListenQueue" (the most that waited since FPM started; TCP only),
+    "maxChildrenReached", "slowRequests" (times since the previous sample), "acceptedPerSec",
+    "statusError" (why the status page was not read)}], "omitted" (pools past 50)}
+    """
+    masters, counts = _phpfpm_masters(ctx)
+
+    def workers():
+        nonlocal counts
+        if counts is None:
+            counts = _phpfpm_workers(masters)
+        return counts
+
+    pools = find_phpfpm_pools(ctx.services.get("phpfpm", {}), masters, workers)
+    queues = {}
+    if LINUX and any(p.get("listen", "").startswith("/") for p in pools[:WATCHED_LIMIT]):
+        try:
+            queues = parse_unix_diag(fetch_unix_diag())
+        except OSError as err:
+            log.debug("unix socket queues unreadable error=%s", err)
+    entries, reachable = [], 0
+    for pool in pools[:WATCHED_LIMIT]:
+        listen = pool.get("listen", "")
+        entry = {"name": pool["name"][:NAME_LENGTH], "listen": listen[:NAME_LENGTH],
+                 "source": "processes"}
+        status, why = _phpfpm_status(pool) if pool.get("status_path") else (None, None)
+        if pool.get("pm") in ("static", "dynamic", "ondemand"):
+            entry["processManager"] = pool["pm"]
+        if "max_children" in pool:
+            entry["maxChildren"] = pool["max_children"]
+        if status is None:
+            entry["total"] = sum(n for (master, name), n in workers().items()
+                                 if name == pool["name"] and pool["master"] in (None, master))
+            if why:
+                entry["statusError"] = why[:NAME_LENGTH]
+                reachable += not why.startswith("nothing listens")
+        else:
+            reachable += 1
+            # Served on the pool's own socket, the status request is one of the active.
+            own = 0 if pool.get("status_listen") else min(1, status["active processes"])
+            entry.update(source="status", total=status["total processes"],
+                         active=status["active processes"] - own,
+                         idle=status["idle processes"] + own,
+                         listenQueue=status["listen queue"],
+                         listenQueueLen=status["listen queue len"])
+            if status["process manager"] in ("static", "dynamic", "ondemand"):
+                entry["processManager"] = status["process manager"]
+            if not listen.startswith("/"):
+                entry["maxListenQueue"] = status["max listen queue"]
+            key = f"phpfpm:{listen}:{pool['name']}"
+            ctx.rates.add(entry, "acceptedPerSec", key + ":accepted", status["accepted conn"])
+            ctx.rates.increase(entry, "maxChildrenReached", key + ":maxChildren",
+                               status["max children reached"])
+            ctx.rates.increase(entry, "slowRequests", key + ":slow", status["slow requests"])
+        if listen in queues:
+            entry["listenQueue"], entry["listenQueueLen"] = queues[listen]
+        entries.append(entry)
+    if not reachable and not masters:
+        raise ServiceAbsent("no php-fpm master runs and no configured pool answers")
+    result = {"pools": entries}
+    if len(pools) > WATCHED_LIMIT:
+        result["omitted"] = len(pools) - WATCHED_LIMIT
     return result
 
 
@@ -1888,6 +2351,8 @@ def collect_mailqueue(ctx):
 
 # ----- Watched processes ------------------------------------------------------------------------
 
+# A service's list (watched processes, systemd units, PHP-FPM pools): at most this many entries,
+# each name this long (panel/protocol.py's MAX_SERVICE_ENTRIES, MAX_SERVICE_NAME).
 WATCHED_LIMIT = 50
 NAME_LENGTH = 200
 

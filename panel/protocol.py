@@ -303,7 +303,7 @@ MYSQL_DATABASE = {
 SECONDS = {"type": "integer", "minimum": 0, "maximum": MAX_INT64}
 ERRNO = {"type": "integer", "minimum": 1, "maximum": 65535}
 
-# Service lists (watched processes, systemd units): at most this many entries, names this long
+# Service lists (watched processes, systemd units, PHP-FPM pools): at most this many entries, names this long
 # (agent.py's WATCHED_LIMIT, NAME_LENGTH).
 MAX_SERVICE_ENTRIES = 50
 MAX_SERVICE_NAME = 200
@@ -338,6 +338,46 @@ SYSTEMD_UNIT = {
                                                    "failed."),
         "loadState": _text(_UNIT_STATE, description="LoadState: loaded, not-found, masked, "
                                                     "error, ..."),
+    },
+}
+
+
+FPM_POOL = {
+    "type": "object",
+    "required": ["name", "source"],
+    "properties": {
+        "name": _text(MAX_SERVICE_NAME, 1, "The pool's name, its [section] in the FPM config."),
+        "listen": _text(MAX_SERVICE_NAME, description="Its listen address: a unix socket "
+                                                      "path or host:port (empty when only its "
+                                                      "workers were seen)."),
+        "source": dict(_text(9, 1, "Where the figures come from: \"status\", the pool's "
+                                   "status page (pm.status_path, read over FastCGI); "
+                                   "\"processes\", its worker processes counted (no status "
+                                   "page, or it did not answer: active, idle and the counters "
+                                   "are then unknown)."), enum=["status", "processes"]),
+        "processManager": dict(_text(8, 1, "pm, how FPM sizes the pool: static, dynamic or "
+                                           "ondemand."), enum=["static", "dynamic", "ondemand"]),
+        "maxChildren": _described(COUNT, "pm.max_children: the most workers the pool may "
+                                         "have."),
+        "total": _described(COUNT, "Worker processes."),
+        "active": _described(COUNT, "Workers serving a request (the one serving the agent's "
+                                    "own status request left out)."),
+        "idle": _described(COUNT, "Workers waiting for a request."),
+        "listenQueue": _described(COUNT, "Connections waiting for a free worker (for a unix "
+                                         "socket, from the kernel: FPM cannot see it there)."),
+        "listenQueueLen": _described(COUNT, "The listen socket's backlog: how many may wait."),
+        "maxListenQueue": _described(COUNT, "The most connections that waited at once since "
+                                            "FPM started (TCP sockets only: FPM cannot see a "
+                                            "unix socket's)."),
+        "maxChildrenReached": _described(COUNT, "Times the pool hit pm.max_children since the "
+                                                "previous sample (absent on the first)."),
+        "slowRequests": _described(COUNT, "Requests past request_slowlog_timeout since the "
+                                          "previous sample (absent on the first)."),
+        "acceptedPerSec": _described(RATE, "Connections accepted per second."),
+        "statusError": _text(MAX_SERVICE_NAME,
+                             description="Why the status page was not read (timed out with "
+                                         "every worker busy, permission denied, not the "
+                                         "status path)."),
     },
 }
 
@@ -507,6 +547,11 @@ SERVICES = {
             units={"type": "array", "maxItems": MAX_SERVICE_ENTRIES, "items": SYSTEMD_UNIT,
                    "description": "The configured units first, in config order, then the "
                                   "failed units not among them."},
+            omitted=OMITTED),
+        "phpfpm": _service(
+            "PHP-FPM, one entry per pool of every running master.",
+            pools={"type": "array", "maxItems": MAX_SERVICE_ENTRIES, "items": FPM_POOL,
+                   "description": "The pools, in their masters' config order."},
             omitted=OMITTED),
         "docker": _service(
             "Docker, from the Engine API's /info on its unix socket.",

@@ -431,3 +431,166 @@ def wait_for(condition, timeout=30, step=0.1):
             return True
         time.sleep(step)
     return False
+
+
+# ===== PHP-FPM ==================================================================================
+
+class PhpFpm:
+    """A php-fpm master of the test's own (`start_php_fpm`): its pools' sockets and a way to
+    make their queues real."""
+
+    def __init__(self, folder, process, pools):
+        self.folder = folder
+        self.process = process
+        self.pools = pools  # name -> {"listen", "status_listen", ...} as written in the config
+        self.config = folder / "php-fpm.conf"
+
+    def listen(self, pool):
+        return self.pools[pool]["listen"]
+
+    def status(self, pool):
+        """The pool's status page (`?json`) read as the agent reads it."""
+        import agent
+
+        spec = self.pools[pool]
+        _, text = agent.fetch_fastcgi(spec["status_listen"] or spec["listen"], "/fpm-status",
+                                      "json", timeout=5)
+        return agent.parse_phpfpm_status(text)
+
+    def hold(self, pool, connections):
+        """Open `connections` requests to the pool that never finish their headers (a
+        BEGIN_REQUEST record, no PARAMS): each keeps a worker busy reading them, and those past
+        pm.max_children wait in the listen queue. -> the sockets; close them to let go."""
+        import agent
+
+        held = []
+        for _ in range(connections):
+            sock = agent._connect(self.pools[pool]["listen"], 5)
+            sock.sendall(agent._fcgi_record(agent._FCGI_BEGIN_REQUEST,
+                                            b"\x00\x01" + bytes(6)))
+            held.append(sock)
+        return held
+
+    def sleep(self, pool, seconds):
+        """Run the folder's sleep.php on the pool: a request that takes `seconds` of PHP."""
+        import agent
+
+        _, text = agent.fetch_fastcgi(self.listen(pool), str(self.folder / "sleep.php"),
+                                      f"ms={int(seconds * 1000)}", timeout=seconds + 10)
+        return text
+
+    def log_text(self):
+        path = self.folder / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def php_fpm_binary():
+    import shutil
+
+    for name in ("php-fpm8.2", "php-fpm"):
+        found = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists()
+                                       else None)
+        if found:
+            return found
+    return None
+
+
+def start_php_fpm(tmp_path, pools):
+    """Debian's php-fpm in the foreground (`-F`), in its own process group, with its own
+    php-fpm.conf in tmp_path/fpm and one pool.d/<name>.conf per pool, pulled in by an
+    `include=` glob as Debian's is. Stop it with stop_php_fpm.
+
+    pools: {name: options}; options (all optional): `pm` ("dynamic"), `max_children` (1),
+    `status` (True: pm.status_path = /fpm-status), `status_listen` (False: the status page on
+    a socket of its own, readable while every worker is busy), `tcp` (False: listen on
+    127.0.0.1:<free port> instead of a unix socket), `slowlog` (None: request_slowlog_timeout
+    in seconds, so that a PhpFpm.sleep past it counts as a slow request). With the defaults one
+    held request (see PhpFpm.hold) fills the pool: more wait in the listen queue and FPM counts
+    "max children reached".
+    """
+    binary = php_fpm_binary()
+    require("php-fpm", binary, "install Debian's php8.2-fpm package (.ci/run does)")
+    folder = tmp_path / "fpm"
+    (folder / "pool.d").mkdir(parents=True, exist_ok=True)
+    root = os.geteuid() == 0
+    written = {}
+    for name, options in pools.items():
+        listen = (f"127.0.0.1:{free_port()}" if options.get("tcp")
+                  else str(folder / f"{name}.sock"))
+        status_listen = str(folder / f"{name}-status.sock") if options.get("status_listen") \
+            else None
+        children = options.get("max_children", 1)
+        lines = [f"[{name}]", f"listen = {listen}", f"pm = {options.get('pm', 'dynamic')}",
+                 f"pm.max_children = {children}", "pm.start_servers = 1",
+                 "pm.min_spare_servers = 1", "pm.max_spare_servers = 1"]
+        if root:
+            # -R lets a pool run as root; as nobody it could not read sleep.php in tmp_path.
+            lines.append("user = root")
+        if options.get("status", True):
+            lines.append("pm.status_path = /fpm-status")
+        if status_listen:
+            lines.append(f"pm.status_listen = {status_listen}")
+        if options.get("slowlog"):
+            lines += [f"request_slowlog_timeout = {options['slowlog']}s",
+                      f"slowlog = {folder}/{name}.slow.log"]
+        (folder / "pool.d" / f"{name}.conf").write_text("\n".join(lines) + "\n")
+        written[name] = dict(options, listen=listen, status_listen=status_listen)
+    (folder / "sleep.php").write_text("<?php usleep((int) $_GET['ms'] * 1000); echo 'slept';\n")
+    (folder / "php-fpm.conf").write_text(f"""[global]
+pid = {folder}/php-fpm.pid
+error_log = {folder}/error.log
+daemonize = no
+include = {folder}/pool.d/*.conf
+""")
+    command = [binary, "-y", str(folder / "php-fpm.conf"), "-F"] + (["-R"] if root else [])
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)  # its log: error.log
+    fpm = PhpFpm(folder, process, written)
+    # Ready once FPM says so and every pool has its first workers, titled. No connection is
+    # made to find out: one left in a queue until a worker takes it would show as waiting.
+    import agent
+
+    initial = {name: spec.get("max_children", 1) if spec.get("pm") == "static" else
+               0 if spec.get("pm") == "ondemand" else 1 for name, spec in written.items()}
+
+    def ready():
+        workers = agent._phpfpm_workers({process.pid: None})
+        return "ready to handle connections" in fpm.log_text() and \
+            all(workers.get((process.pid, name), 0) == n for name, n in initial.items())
+
+    if not wait_for(lambda: process.poll() is not None or ready(), timeout=15) or \
+            process.poll() is not None:
+        stop_php_fpm(fpm)
+        raise RuntimeError(f"php-fpm did not start:\n{fpm.log_text()}")
+    return fpm
+
+
+@pytest.fixture
+def php_fpm(tmp_path):
+    """start(pools, folder=None) -> a running PhpFpm (see start_php_fpm); every master started
+    is stopped, its whole process group, after the test."""
+    started = []
+
+    def start(pools, folder=None):
+        fpm = start_php_fpm(folder or tmp_path / f"fpm{len(started)}", pools)
+        started.append(fpm)
+        return fpm
+
+    yield start
+    for fpm in started:
+        stop_php_fpm(fpm)
+
+
+def stop_php_fpm(fpm):
+    """SIGTERM to the master (it stops its workers) and wait; then nothing of its process group
+    may be left (killed if it is, and the test fails)."""
+    import signal
+
+    try:
+        stop_process(fpm.process)
+    finally:
+        try:
+            os.killpg(fpm.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        pytest.fail("php-fpm's workers outlived their master", pytrace=False)

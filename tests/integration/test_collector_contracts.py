@@ -1,8 +1,8 @@
 """A contract for every registered collector, services included: what it emits on this machine
 (system collectors) or against a real server (nginx serving both status pages, Redis, PostgreSQL,
-MariaDB, the Docker Engine API stand-in on a unix socket) validates against its wire schema in
-panel/protocol.py, carries no key that schema does not know, and every key it emits is one the
-panel stores (a column or the sample's detail) or one listed in KNOWINGLY_IGNORED below.
+MariaDB, the Docker Engine API stand-in on a unix socket, php-fpm) validates against its wire
+schema in panel/protocol.py, carries no key that schema does not know, and every key it emits is
+one the panel stores (a column or the sample's detail) or one listed in KNOWINGLY_IGNORED below.
 
 "Stored" is measured, not listed: with a key taken out of the section, ingest.sample_row must
 build a different row. So the check holds whatever ingest maps a key onto.
@@ -18,7 +18,8 @@ import pytest
 import agent
 from panel import ingest, protocol
 from panel.validation import validate
-from tests.conftest import free_port, start_nginx, stop_process, wait_for_port
+from tests.conftest import (free_port, start_nginx, start_php_fpm, stop_php_fpm, stop_process,
+                            wait_for_port)
 from tests.integration.test_mysql import mysql_settings  # noqa: F401
 from tests.integration.test_certificates import tls_sites  # noqa: F401
 from tests.integration.test_services import (docker_socket, postgres_settings,  # noqa: F401
@@ -57,12 +58,24 @@ def web_status_urls(tmp_path):
 
 
 @pytest.fixture
+def php_fpm_pools(tmp_path):
+    """Real php-fpm: a pool read from its status page and one counted from its processes."""
+    fpm = start_php_fpm(tmp_path, {"www": {}, "plain": {"status": False}})
+    try:
+        yield {}  # found from the running master: nothing to configure
+    finally:
+        stop_php_fpm(fpm)
+
+
+@pytest.fixture
 def service_settings(web_status_urls, redis_port, postgres_settings,  # noqa: F811
-                     docker_socket, mysql_settings, tls_sites, postfix_deferred):  # noqa: F811
+                     docker_socket, mysql_settings, tls_sites, postfix_deferred,  # noqa: F811
+                     php_fpm_pools):
     return {**web_status_urls, "redis": {"port": redis_port},
             "postgresql": postgres_settings, "docker": {"socket": docker_socket},
             "mysql": mysql_settings, "certificates": tls_sites["settings"],
             "mailqueue": {"postfixQueue": str(postfix_deferred.queue)},
+            "phpfpm": php_fpm_pools,
             # Processes every machine here runs: the test's own interpreter, and one missing.
             "watched": {"names": [Path(sys.executable).name, "mpanel-not-running"]}}
 
@@ -167,8 +180,8 @@ def test_system_collector_keeps_its_contract(name):
     _check_contract(name, sections[name])
 
 
-SERVICE_COLLECTORS = ("nginx", "apache", "certificates", "redis", "mailqueue", "watched",
-                      "postgresql", "mysql", "docker")
+SERVICE_COLLECTORS = ("nginx", "phpfpm", "apache", "certificates", "redis", "mailqueue",
+                      "watched", "postgresql", "mysql", "docker")
 
 
 @pytest.mark.parametrize("name", SERVICE_COLLECTORS)

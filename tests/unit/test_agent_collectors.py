@@ -59,7 +59,7 @@ def test_services_stands_for_every_service_collector():
     assert agent.expand_collectors(["cpu", "services"]) == ("cpu",) + agent.service_names()
     assert set(agent.service_names()) == {"postgresql", "mysql", "nginx", "apache",
                                           "certificates", "redis", "docker", "mailqueue",
-                                          "watched", "systemd"}
+                                          "watched", "systemd", "phpfpm"}
     assert agent.expand_collectors(["redis", "nope"]) == ("redis",)
 
 

@@ -22,6 +22,8 @@ def minimal(schema):
         return {key: minimal(schema["properties"][key]) for key in schema.get("required", ())}
     if kind == "array":
         return []
+    if "enum" in schema:
+        return schema["enum"][0]
     if kind == "string":
         return "x" * schema.get("minLength", 0)
     return schema.get("minimum", 0)
@@ -49,7 +51,8 @@ def with_leaf(schema, path, value):
         for index in range(schema["maxItems"]):
             entry = with_leaf(schema["items"], rest, value)
             if isinstance(entry, dict):
-                entry = {k: f"{v}{index}" if isinstance(v, str) and v else v
+                fixed = {k for k, sub in schema["items"]["properties"].items() if "enum" in sub}
+                entry = {k: f"{v}{index}" if isinstance(v, str) and v and k not in fixed else v
                          for k, v in entry.items()}
             entries.append(entry)
         return entries
