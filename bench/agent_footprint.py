@@ -15,7 +15,9 @@ headers. For each process, and summed over the exporters, it prints:
   - steady RSS and PSS after the run (>= 2 min), from /proc/<pid>/smaps_rollup
   - RSS growth over N fast cycles (agent: collect + buffer + deliver with no pause, in a child
     process; an exporter: N back-to-back scrapes)
-  - CPU % of one core over the run (children included)
+  - CPU % of one core over the run, from each thread's time on a CPU (schedstat, in ns; the
+    clock-tick figure of /proc/<pid>/stat beside it moves in 10 ms steps, a third of what
+    node_exporter uses in a minute)
   - one collection's time, median of 20, every collector on (agent: run_collectors in-process,
     and each collector's own time as the agent logs it; an exporter: one scrape)
   - bytes on the wire per minute, HTTP headers, answers and heartbeats included
@@ -75,6 +77,27 @@ def cpu_seconds(pid, children=True):
     if children:
         ticks += int(fields[13]) + int(fields[14])
     return ticks / CLOCK
+
+
+def on_cpu(pid):
+    """({thread id: nanoseconds on a CPU}) from /proc/<pid>/task/*/schedstat: the clock-tick
+    figures of /proc/<pid>/stat move in 10 ms steps, as much as an exporter uses in a minute."""
+    found = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            found[tid] = int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def cpu_percent(pid, before, elapsed):
+    """% of one core since `before` (on_cpu's), and whether every thread counted lived through
+    the run (a thread gone takes its time with it: then the clock ticks are the figure)."""
+    after = on_cpu(pid)
+    lived = all(tid in after for tid in before)
+    used = sum(after.values()) - sum(ns for tid, ns in before.items() if tid in after)
+    return 100 * used / 1e9 / elapsed, lived
 
 
 def mib(value):
@@ -379,9 +402,11 @@ def measure(args, workdir, stack, started_here):
     others_before = cpu_by_process()
     started = time.monotonic()
     cpu_start = {"agent": cpu_seconds(agent_process.pid)}
+    ns_start = {"agent": on_cpu(agent_process.pid)}
     up_start, down_start = proxy.bytes_up, proxy.bytes_down
     for name, e in exporters.items():
         cpu_start[name] = cpu_seconds(e["process"].pid)
+        ns_start[name] = on_cpu(e["process"].pid)
         e["next"] = started
     loads, load_next = [], started
     window = args.minutes * 60
@@ -405,14 +430,21 @@ def measure(args, workdir, stack, started_here):
     agent_rss, agent_pss = rss_pss(agent_process.pid)
     rows["agent.py"] = {
         "rss": agent_rss, "pss": agent_pss,
-        "cpu": 100 * (cpu_seconds(agent_process.pid) - cpu_start["agent"]) / elapsed,
+        "ticks": 100 * (cpu_seconds(agent_process.pid) - cpu_start["agent"]) / elapsed,
         "wire": (proxy.bytes_up - up_start + proxy.bytes_down - down_start) / minutes,
     }
+    rows["agent.py"]["cpu"], lived = cpu_percent(agent_process.pid, ns_start["agent"], elapsed)
+    threads_gone = [] if lived else ["agent.py"]
     for name, e in exporters.items():
         rss, pss = rss_pss(e["process"].pid)
         rows[name] = {"rss": rss, "pss": pss,
-                      "cpu": 100 * (cpu_seconds(e["process"].pid) - cpu_start[name]) / elapsed,
+                      "ticks": 100 * (cpu_seconds(e["process"].pid) - cpu_start[name]) / elapsed,
                       "wire": e["bytes"] / minutes}
+        rows[name]["cpu"], lived = cpu_percent(e["process"].pid, ns_start[name], elapsed)
+        if not lived:
+            threads_gone.append(name)
+    for name in threads_gone:
+        rows[name]["cpu"] = max(rows[name]["cpu"], rows[name]["ticks"])
     stop_process(agent_process)
 
     # Fast cycles and collection time.
@@ -436,7 +468,8 @@ def measure(args, workdir, stack, started_here):
     peers = [rows[name] for name in exporters]
     if peers:
         rows["exporters, summed"] = {field: sum(r[field] for r in peers)
-                                     for field in ("rss", "pss", "cpu", "wire", "growth")}
+                                     for field in ("rss", "pss", "cpu", "ticks", "wire",
+                                                   "growth")}
         rows["exporters, summed"]["collect"] = max(r["collect"] for r in peers)
 
     print(f"run: {elapsed:.0f} s, agent at 60 s, exporters scraped every 60 s; "
@@ -448,12 +481,15 @@ def measure(args, workdir, stack, started_here):
           + (f"; failed: {unavailable}" if unavailable else ""))
     print(f"agent import floor (python + agent.py's imports, idle): {mib(floor)}")
     header = f"{'':20} {'RSS':>10} {'PSS':>10} {'RSS growth':>11} {'CPU %':>7} " \
-             f"{'collect ms':>10} {'wire B/min':>10}"
+             f"{'(ticks)':>7} {'collect ms':>10} {'wire B/min':>10}"
     print(header)
     for name, r in rows.items():
         print(f"{name:20} {mib(r['rss']):>10} {mib(r['pss']):>10} "
-              f"{(r['growth'] / 2**20):>8.2f} MiB {r['cpu']:>7.3f} {r['collect']:>10.2f} "
-              f"{r['wire']:>10.0f}")
+              f"{(r['growth'] / 2**20):>8.2f} MiB {r['cpu']:>7.4f} {r['ticks']:>7.3f} "
+              f"{r['collect']:>10.2f} {r['wire']:>10.0f}")
+    print("(CPU %: time on a CPU from each thread's schedstat, in ns; (ticks): /proc/<pid>/stat, "
+          "10 ms steps" + (f"; threads ended during the run, ticks used: {threads_gone}"
+                           if threads_gone else "") + ")")
     print("(exporters, summed: collect ms is the slowest scrape, as Prometheus scrapes them "
           "in parallel)")
     print(f"agent one collection: {wall:.2f} ms wall, {cpu_ms:.2f} ms CPU; by collector: "
