@@ -331,12 +331,14 @@ def wait_for_port(port, process=None, timeout=15):
 
 class CountingProxy:
     """A TCP relay in front of a real server that counts requests and bytes each way, to check
-    what crosses the wire (retries, bandwidth) without touching either end."""
+    what crosses the wire (retries, bandwidth) without touching either end. With keep_sent,
+    `sent` keeps every byte the client sent (to read its request headers)."""
 
-    def __init__(self, target_port):
+    def __init__(self, target_port, keep_sent=False):
         import threading
 
         self.target_port = target_port
+        self.sent = bytearray() if keep_sent else None
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
@@ -378,6 +380,8 @@ class CountingProxy:
                 with self.lock:
                     if upward:
                         self.bytes_up += len(data)
+                        if self.sent is not None:
+                            self.sent.extend(data)
                         self.requests += data.count(b" HTTP/1.1\r\n")
                     else:
                         self.bytes_down += len(data)
