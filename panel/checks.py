@@ -6,13 +6,15 @@ a sample carries, which come in lists whose members matter by name: "certificate
 expires in 3 days" is one alert, "www.example.com" another. CHECKS is the one table: each entry
 is a rule metric (alert_rules.metric, set by the admin like any other), its built-in threshold
 and duration, and a pure `judge` that turns a sample's services into findings per subject,
-tested alone (pure: no imports from the rest of the panel; jobs.evaluate_checks runs
-them). check_states keeps, per (server, metric, subject), since when it has been bad and
+tested alone (pure: nothing from the rest of the panel but units, which words a value;
+jobs.evaluate_checks runs them). check_states keeps, per (server, metric, subject), since when it has been bad and
 what it was when last good, so a message can say what broke, what the value is and what it was,
 and a rule can ask for a state to hold `minutes` before it fires.
 """
 import dataclasses
 import datetime
+
+from . import units
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,10 +61,12 @@ def judge_service_down(services, unavailable, threshold, seen):
         else:
             found[name] = Finding(None, False, "up")
     for name, why in unavailable.items():
-        if name in seen or name in found:
-            # The agent says "gone: <why>" of a service it answered for before.
-            text = f"not answering ({why[6:]})" if why.startswith("gone: ") else f"failing: {why}"
-            found[name] = Finding(None, True, text)
+        if why.startswith("gone: "):
+            # The agent says "gone: <why>" of a service it answered for before, whether or not
+            # the panel saw it up (a check run may fall between its samples).
+            found[name] = Finding(None, True, f"not answering ({why[6:]})")
+        elif name in seen or name in found:
+            found[name] = Finding(None, True, f"failing: {why}")
     for name in seen:
         if name not in found:
             found[name] = Finding(None, True, "no longer answering")
@@ -108,15 +112,16 @@ def judge_fpm_queue(services, unavailable, threshold, seen):
 
 
 def judge_fpm_max_children(services, unavailable, threshold, seen):
-    """Bad while the pool keeps hitting pm.max_children: its counter rose since the previous
-    sample (the agent sends the increase as maxChildrenReachedPerSec)."""
+    """Bad while a pool keeps hitting pm.max_children: the agent sends how many times it did
+    since the previous sample (maxChildrenReached; absent on the first)."""
     found = {}
     for pool in _pools(services):
-        rate = pool.get("maxChildrenReachedPerSec")
-        if rate is not None:
+        reached = pool.get("maxChildrenReached")
+        if reached is not None:
             found[f"pool {pool['name']}"] = Finding(
-                rate, _over(rate, threshold), "reached pm.max_children" if rate > threshold
-                else "below pm.max_children")
+                reached, _over(reached, threshold),
+                f"reached pm.max_children {reached} times since the previous sample"
+                if reached else "below pm.max_children")
     return found
 
 
@@ -129,19 +134,26 @@ def judge_mail_queue(services, unavailable, threshold, seen):
 
 
 def judge_mail_oldest(services, unavailable, threshold, seen):
+    """The oldest message's age; an empty queue (no oldestAge) is the good state, so the
+    message can say what it was before mail got stuck."""
     queue = services.get("mailqueue")
-    if not queue or queue.get("oldestAge") is None:
+    if not queue or queue.get("total") is None:
         return {}
-    age = queue["oldestAge"]
-    return {queue.get("mta", "mail"): Finding(age, _over(age, threshold),
-                                              f"oldest message queued {age / 60:.0f} min ago")}
+    subject, age = queue.get("mta", "mail"), queue.get("oldestAge")
+    if age is None:
+        return {subject: Finding(0, False, "no message queued")} if queue["total"] == 0 else {}
+    return {subject: Finding(age, _over(age, threshold),
+                             f"oldest message queued {units.ago(age)}")}
 
 
 def judge_certificates(services, unavailable, threshold, seen):
+    """One finding per site name, from its most urgent certificate: a name comes twice when
+    nginx's config names a renewed file while the handshake still gets the old certificate
+    (nginx not reloaded), and the old one is what visitors see."""
     found = {}
     for cert in (services.get("certificates") or {}).get("certificates") or []:
         days = cert.get("daysLeft")
-        if days is None:
+        if days is None or (cert["name"] in found and found[cert["name"]].value <= days):
             continue
         text = f"expired {-days:.0f} days ago" if days < 0 else f"expires in {days:.0f} days"
         found[cert["name"]] = Finding(days, _over(days, threshold, below=True), text)
@@ -175,13 +187,14 @@ CHECKS = (
     Check("fpm_queue", "PHP-FPM listen queue", judge_fpm_queue, 0, minutes=5,
           help="connections waiting for a free worker"),
     Check("fpm_children", "PHP-FPM max children", judge_fpm_max_children, 0, minutes=0,
-          help="times per second a pool hit pm.max_children"),
+          help="times a pool hit pm.max_children since the previous sample"),
     Check("mail_queue", "Mail queue", judge_mail_queue, 500, minutes=10,
           help="messages in the queue"),
     Check("mail_oldest", "Oldest queued mail", judge_mail_oldest, 3600, minutes=0, unit="s",
           help="age of the oldest queued message"),
     Check("cert_expiry", "TLS certificate", judge_certificates, 14, minutes=0, unit=" days",
-          below=True, help="days until a certificate expires (expired ones too)"),
+          below=True, help="days until a site's certificate expires (expired ones too; a site served two "
+               "certificates counts by the one that expires first)"),
     Check("process_down", "Watched process", judge_watched, 1, minutes=2, below=True,
           help="a watched process with fewer than this many running"),
     Check("unit_failed", "systemd unit", judge_units, 0, minutes=0,
@@ -241,6 +254,6 @@ def message(check, subject, step, threshold):
     """"PHP-FPM listen queue: pool www: 12 connections waiting in the listen queue (was 0
     connections waiting ...; threshold 0)"."""
     was = f"; was {step.was}" if step.was and step.was != step.text else ""
-    limit = "" if not check.uses_threshold else \
+    limit = "" if not check.uses_threshold or step.value is None else \
         f"; {'below' if check.below else 'above'} {threshold:g}{check.unit}"
     return f"{check.title}: {subject}: {step.text}{was}{limit}"

@@ -13,7 +13,8 @@ from pathlib import Path
 from . import figures, protocol
 
 ROOT = Path(__file__).resolve().parent.parent
-UNIT_TEXT = {"percent": "%", "bytes": "bytes", "rate": "bytes/s", "load": "", "count": ""}
+UNIT_TEXT = {"percent": "%", "bytes": "bytes", "rate": "bytes/s", "load": "", "count": "",
+             "per_second": "per second", "celsius": "°C", "seconds": "seconds", "days": "days"}
 TYPE_TEXT = {"real": "number", "bigint": "integer", "integer": "integer"}
 
 
@@ -24,7 +25,8 @@ def _code(*names):
 def _family_unit(figure_unit, family):
     if family.divisor == 100:
         return "ratio 0–1"
-    return {"bytes": "bytes", "rate": "bytes/s", "count": "count"}.get(figure_unit, "—")
+    return {"bytes": "bytes", "rate": "bytes/s", "count": "count", "per_second": "per second",
+            "celsius": "°C", "seconds": "seconds", "days": "days"}.get(figure_unit, "—")
 
 
 def _alert_text(figure):
@@ -186,13 +188,15 @@ def _figure_notes(section):
     """{field path: note} for the fields of `section` that the figure table reads."""
     stored, feeds = {}, {}
     for figure in figures.FIGURES:
-        if figure.section != section:
+        if figure.section != section and not figure.section.startswith(section + "."):
             continue
+        # A service's figure is a field of its service: "mysql.connections" in "services".
+        prefix = figure.section[len(section) + 1:] + "." if figure.section != section else ""
         if figure.entries is None:
-            stored[figure.keys[0]] = figure.column
+            stored[prefix + figure.keys[0]] = figure.column
             continue
         for key in dict.fromkeys(figure.keys + tuple(put.key for put in figure.inputs)):
-            feeds.setdefault(f"{figure.entries}[].{key}", []).append(figure.column)
+            feeds.setdefault(f"{prefix}{figure.entries}[].{key}", []).append(figure.column)
     return {**{path: f" Stored as `{column}`." for path, column in stored.items()},
             **{path: f" Feeds {_code(*columns)}." for path, columns in feeds.items()}}
 

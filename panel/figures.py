@@ -71,6 +71,9 @@ class Chart:
     no_total: str = ""
     per_mount: str = None
     note: str = ""          # what a rollup range says it draws
+    # Shown only when one of its figures has a value in the range: a service's chart on a
+    # server without that service is left out, not drawn empty.
+    optional: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +92,8 @@ class Watch:
 @dataclasses.dataclass(frozen=True)
 class Figure:
     column: str             # the figure's name: its server_metrics column
-    section: str            # the wire section (protocol.METRICS) it comes from
+    # The wire section (protocol.METRICS) it comes from; a service's is "services.<name>".
+    section: str
     keys: tuple             # the section's (or each entry's) fields it is made of
     unit: str               # units.FORMATS key, or "count"
     storage: str            # column type: STORAGE
@@ -114,6 +118,7 @@ class Figure:
 
 CHARTS = (
     Chart("cpu", "CPU", "percent"),
+    Chart("temperature", "CPU temperature", "celsius", optional=True),
     Chart("load", "Load (1 min)", "load"),
     Chart("memory", "Memory used", "bytes", total="memory_total"),
     Chart("swap", "Swap used", "bytes", total="swap_total", no_total="no swap"),
@@ -121,6 +126,11 @@ CHARTS = (
           note="per-mount detail for ranges up to 24 h"),
     Chart("disk_io", "Disk I/O", "rate"),
     Chart("network", "Network", "rate"),
+    Chart("mysql_connections", "MySQL connections", "count", total="mysql_max_connections",
+          optional=True),
+    Chart("mysql_queries", "MySQL queries", "per_second", optional=True),
+    Chart("fpm", "PHP-FPM", "count", optional=True),
+    Chart("mail", "Mail queue", "count", optional=True),
 )
 
 _RATIO = 100  # percent -> 0-1 ratio
@@ -245,6 +255,57 @@ FIGURES = (
                              kind="counter")),
     Figure("process_count", "processes", ("total",), "count", "integer", "processes",
            prometheus=Family("mpanel_processes", "Number of processes.")),
+    Figure("cpu_temperature", "sensors", ("cpuMax",), "celsius", "real",
+           "the hottest CPU temperature reading (machines with sensors; none in a VM)",
+           rollup="mean_peak", chart="temperature", label="hottest CPU reading",
+           prometheus=Family("mpanel_cpu_temperature_celsius",
+                             "The hottest CPU temperature reading, degrees Celsius.")),
+    # The hosting stack (issue 12). Per-subject alerts on them are service checks (checks.py).
+    Figure("mysql_connections", "services.mysql", ("connections",), "count", "bigint",
+           "MySQL/MariaDB client connections (Threads_connected)", rollup="mean_peak",
+           chart="mysql_connections", label="connections",
+           prometheus=Family("mpanel_mysql_connections", "MySQL/MariaDB client connections.")),
+    Figure("mysql_max_connections", "services.mysql", ("maxConnections",), "count", "bigint",
+           "MySQL/MariaDB max_connections", rollup="last",
+           prometheus=Family("mpanel_mysql_max_connections", "MySQL/MariaDB max_connections.")),
+    Figure("mysql_queries_rate", "services.mysql", ("queriesPerSec",), "per_second", "real",
+           "statements clients sent to MySQL/MariaDB per second (Questions)",
+           rollup="mean_peak", chart="mysql_queries", label="queries",
+           prometheus=Family("mpanel_mysql_queries_per_second",
+                             "Statements clients sent per second (Questions).")),
+    Figure("mysql_slow_queries_rate", "services.mysql", ("slowQueriesPerSec",), "per_second",
+           "real", "MySQL/MariaDB statements slower than long_query_time, per second",
+           rollup="mean_peak", chart="mysql_queries", label="slow",
+           prometheus=Family("mpanel_mysql_slow_queries_per_second",
+                             "Statements slower than long_query_time, per second.")),
+    Figure("fpm_active", "services.phpfpm", ("active",), "count", "bigint",
+           "PHP-FPM workers serving a request, all pools (from their status pages)",
+           entries="pools", reduce="sum", rollup="mean_peak", chart="fpm", label="active",
+           prometheus=Family("mpanel_phpfpm_active_processes",
+                             "PHP-FPM workers serving a request, all pools.")),
+    Figure("fpm_listen_queue", "services.phpfpm", ("listenQueue",), "count", "bigint",
+           "connections waiting for a free PHP-FPM worker, all pools", entries="pools",
+           reduce="sum", rollup="mean_peak", chart="fpm", label="listen queue",
+           prometheus=Family("mpanel_phpfpm_listen_queue",
+                             "Connections waiting for a free PHP-FPM worker, all pools.")),
+    Figure("mail_queue", "services.mailqueue", ("total",), "count", "bigint",
+           "messages in the mail queue (Postfix or Exim)", rollup="mean_peak", chart="mail",
+           label="queued", prometheus=Family("mpanel_mail_queue_messages",
+                                             "Messages in the mail queue.")),
+    Figure("mail_deferred", "services.mailqueue", ("deferred",), "count", "bigint",
+           "messages in Postfix's deferred queue", rollup="mean_peak", chart="mail",
+           label="deferred", prometheus=Family("mpanel_mail_deferred_messages",
+                                               "Messages in Postfix's deferred queue.")),
+    Figure("mail_oldest_age", "services.mailqueue", ("oldestAge",), "seconds", "bigint",
+           "seconds since the oldest queued message arrived",
+           prometheus=Family("mpanel_mail_oldest_message_age_seconds",
+                             "Seconds since the oldest queued message arrived.")),
+    Figure("certificate_min_days", "services.certificates", ("minDaysLeft",), "days", "real",
+           "days until the first of the hosted sites' TLS certificates expires (negative once "
+           "expired)",
+           prometheus=Family("mpanel_certificate_min_days_left",
+                             "Days until the first of the hosted sites' TLS certificates "
+                             "expires (negative once expired).")),
 )
 
 BY_COLUMN = {figure.column: figure for figure in FIGURES}
@@ -267,6 +328,15 @@ def rollup_columns(figure):
 def shown_unit(figure):
     """The unit a figure is shown and watched in: a share of another column is a percentage."""
     return "percent" if figure.share_of else figure.unit
+
+
+def section_of(metrics, section):
+    """The part of a sample's `metrics` that a figure's `section` names ("cpu",
+    "services.mysql"), or None."""
+    value = metrics
+    for part in section.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def chart_figures(chart_key):

@@ -83,6 +83,18 @@ def _known_list(entries, item_schema):
     return [_known(entry, item_schema) for entry in entries]
 
 
+def _known_deep(value, schema):
+    """`value` with only the fields its schema knows, at every depth (a service's pools,
+    certificates, units and databases are lists of objects)."""
+    if isinstance(value, dict) and "properties" in schema:
+        properties = schema["properties"]
+        return {key: _known_deep(item, properties[key]) for key, item in value.items()
+                if key in properties}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_known_deep(item, schema["items"]) for item in value]
+    return value
+
+
 def _int(value):
     return None if value is None else int(value)
 
@@ -93,7 +105,10 @@ def _sum(entries, keys, bound):
     """Sum for a column; None (unknown) when it passes what the column holds. Each entry's own
     figure is within bounds and kept in the detail; only a sum over hundreds of entries near
     2^63 can pass them, and refusing the sample for it would refuse data the schema allows."""
-    total = sum(int(entry[keys[0]]) for entry in entries if entry.get(keys[0]) is not None)
+    known = [int(entry[keys[0]]) for entry in entries if entry.get(keys[0]) is not None]
+    if not known:
+        return None  # no entry says (a PHP-FPM pool without its status page): unknown, not 0
+    total = sum(known)
     return total if total <= bound else None
 
 
@@ -160,6 +175,10 @@ DETAIL_LISTS = (("disk", "mounts", protocol.MOUNT, "disks"),
                 ("disk", "io", protocol.DISK_IO, "disk_io"),
                 ("network", "interfaces", protocol.INTERFACE, "interfaces"))
 _SERVICE_SCHEMAS = protocol.METRICS["properties"]["services"]["properties"]
+# The other lists figures are made from (a service's pools): read where they are sent, kept in
+# the detail with their service.
+_OTHER_LISTS = tuple((key, plan) for key, plan in _LISTS.items()
+                     if key not in {(section, name) for section, name, _, _ in DETAIL_LISTS})
 
 
 # A section no schema describes (a collector newer than this panel, or an agent's own plugin) is
@@ -206,7 +225,7 @@ def sample_row(metrics, unavailable=None):
     the figure table's plan, then the detail."""
     row = dict(_EMPTY_ROW)
     for section, plan in _VALUES.items():
-        values = metrics.get(section)
+        values = figures.section_of(metrics, section)
         if values:
             for column, key, convert in plan:
                 row[column] = convert(values.get(key))
@@ -221,6 +240,13 @@ def sample_row(metrics, unavailable=None):
                 row[column] = convert(value) if convert is not None else value
             detail[detail_key] = entries
 
+    for (section, name), plan in _OTHER_LISTS:
+        values = figures.section_of(metrics, section)
+        if values and isinstance(values.get(name), list):
+            for column, reduce, keys, bound, convert in plan:
+                value = reduce(values[name], keys, bound)
+                row[column] = convert(value) if convert is not None else value
+
     processes = metrics.get("processes")
     if processes is not None:
         processes = _known(processes, protocol.PROCESSES)
@@ -229,13 +255,14 @@ def sample_row(metrics, unavailable=None):
                 processes[key] = _known_list(processes[key], protocol.PROCESS)
         detail["processes"] = processes
 
+    sensors = metrics.get("sensors")
+    if sensors:
+        detail["sensors"] = _known_deep(sensors, protocol.SENSORS)
+
     services = metrics.get("services")
     if services:
-        kept = {name: _known(value, _SERVICE_SCHEMAS[name])
+        kept = {name: _known_deep(value, _SERVICE_SCHEMAS[name])
                 for name, value in services.items() if name in _SERVICE_SCHEMAS}
-        if "postgresql" in kept and "databases" in kept["postgresql"]:
-            kept["postgresql"]["databases"] = [
-                {"name": d["name"], "size": d["size"]} for d in kept["postgresql"]["databases"]]
         if kept:
             detail["services"] = kept
 

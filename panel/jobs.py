@@ -151,7 +151,9 @@ def evaluate_checks(offline_after, now=None, enabled_collectors=()):
             # A subject left out of `seen` and not in the sample is resolved and forgotten.
             seen = {subject: state.was for subject, state in mine.items() if state.was and
                     (check.metric != "service_down" or collected(subject))}
-            findings = check.judge(services, unavailable, rule.threshold, seen)
+            told = unavailable if check.metric != "service_down" else \
+                {name: why for name, why in unavailable.items() if collected(name)}
+            findings = check.judge(services, told, rule.threshold, seen)
             changes = checks.steps(check, rule.threshold, rule.minutes, findings, mine, taken_at)
             with database_proxy.atomic():
                 models.store_check_states(agent.id, check.metric, changes, now)

@@ -161,7 +161,7 @@ class Metric(BaseModel):
     timestamp = peewee.DateTimeField(index=True)
     # ... and a typed column per figure of figures.FIGURES (added below the class).
     # disks (per mount), interfaces, disk_io (per device), processes (top 5 by CPU and by
-    # memory), services, extra (sections no schema describes), unavailable (collectors that
+    # memory), services, sensors, extra (sections no schema describes), unavailable (collectors that
     # failed): see the properties below.
     detail = DetailField(null=True)
     # Arrived well after it was taken: replayed from the agent's buffer after an outage.
@@ -181,6 +181,7 @@ class Metric(BaseModel):
     disk_io = _part("disk_io")
     processes = _part("processes")
     services = _part("services")
+    sensors = _part("sensors")  # temperature readings
     extra = _part("extra")  # sections of collectors the panel has no schema for (ingest.py)
     unavailable = _part("unavailable")
     del _part
@@ -1211,6 +1212,22 @@ def latest_services(seen_since):
                               (Metric.timestamp == LatestSample.timestamp)))
             .where(Agent.last_seen >= seen_since).objects())
     return [(agent, agent.timestamp, agent.detail or {}) for agent in rows]
+
+
+def service_summary():
+    """{agent_id: (services seen [(name, down)], problems [(metric, subject, text)])} from the
+    check states of every agent: the servers table's Services column, in one query."""
+    summary = {}
+    rows = (CheckState.select(CheckState.agent, CheckState.metric, CheckState.subject,
+                              CheckState.bad_since, CheckState.text)
+            .order_by(CheckState.agent, CheckState.metric, CheckState.subject).tuples())
+    for agent_id, metric, subject, bad_since, text in rows:
+        services, problems = summary.setdefault(agent_id, ([], []))
+        if metric == "service_down":
+            services.append((subject, bad_since is not None))
+        if bad_since is not None:
+            problems.append((metric, subject, text))
+    return summary
 
 
 def check_states(agent_ids):

@@ -343,6 +343,9 @@ SYSTEMD_UNIT = {
 }
 
 
+# A pool's workers and queue: far below what a BIGINT holds, so the figures summed over 50 pools
+# (figures.py: fpm_active, fpm_listen_queue) always fit their column.
+FPM_COUNT = {"type": "integer", "minimum": 0, "maximum": 10_000_000}
 FPM_POOL = {
     "type": "object",
     "required": ["name", "source"],
@@ -358,16 +361,16 @@ FPM_POOL = {
                                    "are then unknown)."), enum=["status", "processes"]),
         "processManager": dict(_text(8, 1, "pm, how FPM sizes the pool: static, dynamic or "
                                            "ondemand."), enum=["static", "dynamic", "ondemand"]),
-        "maxChildren": _described(COUNT, "pm.max_children: the most workers the pool may "
+        "maxChildren": _described(FPM_COUNT, "pm.max_children: the most workers the pool may "
                                          "have."),
-        "total": _described(COUNT, "Worker processes."),
-        "active": _described(COUNT, "Workers serving a request (the one serving the agent's "
+        "total": _described(FPM_COUNT, "Worker processes."),
+        "active": _described(FPM_COUNT, "Workers serving a request (the one serving the agent's "
                                     "own status request left out)."),
-        "idle": _described(COUNT, "Workers waiting for a request."),
-        "listenQueue": _described(COUNT, "Connections waiting for a free worker (for a unix "
+        "idle": _described(FPM_COUNT, "Workers waiting for a request."),
+        "listenQueue": _described(FPM_COUNT, "Connections waiting for a free worker (for a unix "
                                          "socket, from the kernel: FPM cannot see it there)."),
-        "listenQueueLen": _described(COUNT, "The listen socket's backlog: how many may wait."),
-        "maxListenQueue": _described(COUNT, "The most connections that waited at once since "
+        "listenQueueLen": _described(FPM_COUNT, "The listen socket's backlog: how many may wait."),
+        "maxListenQueue": _described(FPM_COUNT, "The most connections that waited at once since "
                                             "FPM started (TCP sockets only: FPM cannot see a "
                                             "unix socket's)."),
         "maxChildrenReached": _described(COUNT, "Times the pool hit pm.max_children since the "

@@ -88,9 +88,11 @@ def build_charts(agent_id, chart_range, now=None, latest=None):
                 known = [row[index] for row in rows if row[index]]
                 total = known[-1] if known else total
             y_max = total or None
-            note = f"of {units.size(total)}" if total else spec.no_total
+            note = f"of {units.FORMATS[spec.unit](total)}" if total else spec.no_total
         lines = [charts.Line(figure.label, points[figure.column])
                  for figure in figures.chart_figures(spec.key)]
+        if spec.optional and not any(line.points for line in lines):
+            continue  # a service this server does not run in this range
         title = spec.title
         if spec.per_mount and tier == "raw":
             # The chart's other figures first, as a chart draws only its first lines.
@@ -149,8 +151,10 @@ def processes_view(agent_id, moment=None):
     processes = sample.processes or {}
     services = []
     # Services, then the sections of collectors the panel has no schema for: shown the same way.
-    for name, reported in sorted((sample.services or {}).items()) + \
-            sorted((sample.extra or {}).items()):
+    reported_sections = sorted((sample.services or {}).items())
+    if sample.sensors:
+        reported_sections.append(("temperatures", sample.sensors))
+    for name, reported in reported_sections + sorted((sample.extra or {}).items()):
         if isinstance(reported, dict):
             services.append(_service_view(name, reported))
     unavailable = sorted((sample.unavailable or {}).items())
@@ -212,7 +216,7 @@ def _service_value(key, value):
     if "memory" in lowered or "size" in lowered or lowered.endswith("bytes") or lowered == "rss":
         return units.size(value)
     if lowered in ("uptime", "oldestage", "replicalag"):
-        return units.ago(value).removesuffix(" ago")
+        return units.duration(value)
     if lowered == "notafter":
         return (charts.EPOCH + datetime.timedelta(seconds=value)).strftime("%Y-%m-%d")
     return f"{value:,}" if isinstance(value, int) else f"{value:,.2f}"

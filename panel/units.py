@@ -69,4 +69,27 @@ def share(part, whole):
     return round(100.0 * part / whole, 1)
 
 
-FORMATS = {"percent": percent, "bytes": size, "rate": rate, "load": load}
+def count(value):
+    return "" if value is None else f"{value:,.0f}"
+
+
+def per_second(value):
+    """Events a second: '1,234/s', '12.5/s', '0.02/s'."""
+    if value is None:
+        return ""
+    return f"{value:,.0f}/s" if value >= 100 else f"{value:.1f}/s" if value >= 1 \
+        else f"{value:.2f}/s"
+
+
+def celsius(value):
+    return "" if value is None else f"{value:.1f} °C"
+
+
+def days(value):
+    return "" if value is None else f"{value:.1f} d"
+
+
+# A figure's unit (figures.Figure.unit, figures.Chart.unit) -> how a value of it is written.
+FORMATS = {"percent": percent, "bytes": size, "rate": rate, "load": load, "count": count,
+           "per_second": per_second, "celsius": celsius, "seconds": lambda v: "" if v is None
+           else duration(v), "days": days}

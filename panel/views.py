@@ -44,6 +44,8 @@ SORT_KEYS = {
     "status": lambda r: (STATUSES.index(r["status"]), r["name"].lower()),
     "seen": lambda r: -(r["last_seen_epoch"] or -1e12),
     **{key: (lambda r, key=key: _number(r[key])) for key, _, _ in TABLE_FIGURES},
+    # Most problems first when descending; then the servers that run the most services.
+    "services": lambda r: (len(r["problems"]), len(r["services"])),
     "version": lambda r: r["version"],
 }
 # For the templates: (sort key, header, column class, format of the value).
@@ -94,9 +96,11 @@ def server_rows(offline_after, now=None):
     now = now or utcnow()
     rows = []
     identity = len(models.FLEET_COLUMNS) - len(models.FLEET_FIGURES)
+    checked = models.service_summary()
     for row in models.fleet():
-        (server_id, name, critical, _agent_id, hostname, agent_status, version, last_seen,
+        (server_id, name, critical, agent_id, hostname, agent_status, version, last_seen,
          clock_offset) = row[:identity]
+        services, problems = checked.get(agent_id, ([], []))
         values = dict(zip(models.FLEET_FIGURES, row[identity:]))
         state = models.connection_state(last_seen, now, offline_after)
         rows.append({
@@ -111,6 +115,7 @@ def server_rows(offline_after, now=None):
             "last_seen_iso": last_seen.isoformat() + "Z" if last_seen else "",
             "last_seen_epoch": charts.epoch(last_seen) if last_seen else None,
             **{key: _shown(figure, values) for key, _, figure in TABLE_FIGURES},
+            "services": services, "problems": problems,
             "version": version or "",
         })
     return rows

@@ -102,6 +102,17 @@ CREATE TABLE IF NOT EXISTS server_metrics (
   network_rx_rate REAL,
   network_tx_rate REAL,
   process_count INTEGER,
+  cpu_temperature REAL,
+  mysql_connections BIGINT,
+  mysql_max_connections BIGINT,
+  mysql_queries_rate REAL,
+  mysql_slow_queries_rate REAL,
+  fpm_active BIGINT,
+  fpm_listen_queue BIGINT,
+  mail_queue BIGINT,
+  mail_deferred BIGINT,
+  mail_oldest_age BIGINT,
+  certificate_min_days REAL,
   late BOOLEAN NOT NULL DEFAULT FALSE,
   detail BYTEA,
   CONSTRAINT idx_server_metrics_agent_timestamp PRIMARY KEY (agent_id, timestamp)
@@ -135,6 +146,15 @@ CREATE TABLE IF NOT EXISTS metrics_5m (
   disk_write_rate_avg REAL, disk_write_rate_max REAL,
   network_rx_rate_avg REAL, network_rx_rate_max REAL,
   network_tx_rate_avg REAL, network_tx_rate_max REAL,
+  cpu_temperature_avg REAL, cpu_temperature_max REAL,
+  mysql_connections_avg REAL, mysql_connections_max REAL,
+  mysql_max_connections BIGINT,
+  mysql_queries_rate_avg REAL, mysql_queries_rate_max REAL,
+  mysql_slow_queries_rate_avg REAL, mysql_slow_queries_rate_max REAL,
+  fpm_active_avg REAL, fpm_active_max REAL,
+  fpm_listen_queue_avg REAL, fpm_listen_queue_max REAL,
+  mail_queue_avg REAL, mail_queue_max REAL,
+  mail_deferred_avg REAL, mail_deferred_max REAL,
   PRIMARY KEY (agent_id, bucket)
 );
 
@@ -154,6 +174,15 @@ CREATE TABLE IF NOT EXISTS metrics_1h (
   disk_write_rate_avg REAL, disk_write_rate_max REAL,
   network_rx_rate_avg REAL, network_rx_rate_max REAL,
   network_tx_rate_avg REAL, network_tx_rate_max REAL,
+  cpu_temperature_avg REAL, cpu_temperature_max REAL,
+  mysql_connections_avg REAL, mysql_connections_max REAL,
+  mysql_max_connections BIGINT,
+  mysql_queries_rate_avg REAL, mysql_queries_rate_max REAL,
+  mysql_slow_queries_rate_avg REAL, mysql_slow_queries_rate_max REAL,
+  fpm_active_avg REAL, fpm_active_max REAL,
+  fpm_listen_queue_avg REAL, fpm_listen_queue_max REAL,
+  mail_queue_avg REAL, mail_queue_max REAL,
+  mail_deferred_avg REAL, mail_deferred_max REAL,
   PRIMARY KEY (agent_id, bucket)
 );
 

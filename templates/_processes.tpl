@@ -30,7 +30,7 @@
     </table>
     % end
     % for key, columns, rows in service['lists']:
-    <table class="mini">
+    <div class="scroll"><table class="mini">
       <caption>{{service['name']}} · {{key}}</caption>
       <thead><tr>
       % for column in columns:
@@ -46,7 +46,7 @@
         </tr>
       % end
       </tbody>
-    </table>
+    </table></div>
     % end
     % end
     % if view['unavailable']:

@@ -12,11 +12,20 @@
     % for key, _label, _css, shown in table_cells:
     <td class="num">{{shown(s[key])}}</td>
     % end
+    <td class="svc">
+    % for service, down in s['services']:
+      <span class="tag{{' bad' if down else ''}}" title="{{'down' if down else 'up'}}">{{service}}</span>
+    % end
+    % other = [p for p in s['problems'] if p[0] != 'service_down']
+    % if other:
+      <span class="tag bad" title="{{'; '.join('%s: %s' % (subject, text) for _metric, subject, text in other)}}">{{len(other)}} problem{{'s' if len(other) > 1 else ''}}</span>
+    % end
+    </td>
     <td class="ver">{{s['version']}}</td>
   </tr>
 % end
 % if total and not servers:
-  <tr class="none"><td colspan="{{5 + len(table_cells)}}">No server matches this filter.</td></tr>
+  <tr class="none"><td colspan="{{6 + len(table_cells)}}">No server matches this filter.</td></tr>
 % end
 </tbody>
 % if get('oob', True):

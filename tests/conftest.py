@@ -163,7 +163,12 @@ def panel_process(backend_url, tmp_path_factory):
     # The agent failure limiter lives in the process, which every test using this panel shares
     # (all from 127.0.0.1): one test's refused requests must not turn the next one's into 429s.
     # The limits themselves are tested on panels of their own (test_auth.py).
-    panel = start_panel(backend_url, log_path, {"MPANEL_AUTH_FAILURE_LIMIT": "100000"})
+    # It runs no background jobs: tests run a job in-process and count what it did (rules,
+    # checks, deliveries), and the panel's own run every 15 s on the same database raced them
+    # (an alert opened or a delivery claimed by the panel first). Tests of the job loop itself
+    # start panels of their own (test_alerts.py jobs_panel).
+    panel = start_panel(backend_url, log_path, {"MPANEL_AUTH_FAILURE_LIMIT": "100000",
+                                                "MPANEL_JOB_INTERVAL": "0"})
     yield panel
     stop_panel(panel)
 
@@ -326,12 +331,14 @@ def wait_for_port(port, process=None, timeout=15):
 
 class CountingProxy:
     """A TCP relay in front of a real server that counts requests and bytes each way, to check
-    what crosses the wire (retries, bandwidth) without touching either end."""
+    what crosses the wire (retries, bandwidth) without touching either end. With keep_sent,
+    `sent` keeps every byte the client sent (to read its request headers)."""
 
-    def __init__(self, target_port):
+    def __init__(self, target_port, keep_sent=False):
         import threading
 
         self.target_port = target_port
+        self.sent = bytearray() if keep_sent else None
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
@@ -373,6 +380,8 @@ class CountingProxy:
                 with self.lock:
                     if upward:
                         self.bytes_up += len(data)
+                        if self.sent is not None:
+                            self.sent.extend(data)
                         self.requests += data.count(b" HTTP/1.1\r\n")
                     else:
                         self.bytes_down += len(data)

@@ -18,6 +18,10 @@
     if (unit === "percent") return value.toFixed(1) + " %";
     if (unit === "bytes") return size(value);
     if (unit === "rate") return size(value) + "/s";
+    if (unit === "count") return Math.round(value).toLocaleString("en-US");
+    if (unit === "per_second") return (value >= 100 ? Math.round(value).toLocaleString("en-US")
+      : value.toFixed(value >= 1 ? 1 : 2)) + "/s";
+    if (unit === "celsius") return value.toFixed(1) + " °C";
     return value.toFixed(2);
   }
   function pad(n) { return (n < 10 ? "0" : "") + n; }

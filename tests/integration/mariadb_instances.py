@@ -15,8 +15,9 @@ FAST = ("--innodb-log-file-size=4M", "--innodb-buffer-pool-size=8M",
 
 
 class OwnMariadb:
-    def __init__(self, folder, server_id):
+    def __init__(self, folder, server_id, options=()):
         self.folder = Path(folder)
+        self.options = tuple(options)  # more mariadbd options, e.g. --max-connections=10
         self.datadir = self.folder / "data"
         self.socket = str(self.folder / "mysqld.sock")
         self.port = free_port()
@@ -41,7 +42,7 @@ class OwnMariadb:
              f"--pid-file={self.folder / 'mysqld.pid'}", "--user=root",
              f"--server-id={self.server_id}", f"--log-bin={self.folder / 'binlog'}",
              f"--relay-log={self.folder / 'relay'}", f"--log-error={self.folder / 'error.log'}",
-             *FAST], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             *FAST, *self.options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -149,6 +149,41 @@ def full_page_screenshot(browser, path, width=1280):
     assert path.stat().st_size > 10_000
 
 
+def hosting_services(minute):
+    """What db-1's agent says of its hosting stack at `minute`: MariaDB busy in the evening, a
+    mail queue that backs up for an hour, a certificate close to expiry, a watched daemon."""
+    import math
+
+    wave = (1 + math.sin(minute / 40)) / 2
+    backed_up = 120 <= minute < 180
+    return {
+        "mysql": {"up": True, "version": "10.11.19-MariaDB-0+deb12u1", "uptime": 86400 * 12,
+                  "connections": 20 + round(40 * wave), "maxConnections": 151,
+                  "connectionsPercent": round(100 * (20 + round(40 * wave)) / 151, 1),
+                  "threadsRunning": 2 + round(6 * wave), "queriesPerSec": 180 + 420 * wave,
+                  "slowQueriesPerSec": 0.2 * wave, "bufferPoolUsedPercent": 71.5,
+                  "bufferPoolHitPercent": 99.2,
+                  "databases": [{"name": "shop", "size": 3_400_000_000},
+                                {"name": "wordpress", "size": 820_000_000}]},
+        "mailqueue": {"mta": "postfix", "total": 40 + minute - 120 if backed_up else 3,
+                      "active": 2, "deferred": 38 + minute - 120 if backed_up else 1, "hold": 0,
+                      "incoming": 0, "maildrop": 0,
+                      "oldestAge": 60 * (minute - 118) if backed_up else 240},
+        "certificates": {"total": 2, "expired": 0, "mismatched": 0, "unreadable": 0,
+                         "minDaysLeft": 6.5, "certificates": [
+                             {"name": "shop.example.com", "source": "nginx",
+                              "issuer": "R11", "daysLeft": 6.5, "matches": True},
+                             {"name": "www.example.com", "source": "nginx", "issuer": "R11",
+                              "daysLeft": 71.2, "matches": True}]},
+        "phpfpm": {"pools": [
+            {"name": "www", "source": "status", "processManager": "dynamic", "maxChildren": 20,
+             "total": 12, "active": 3 + round(9 * wave), "idle": 9 - round(9 * wave),
+             "listenQueue": 4 if backed_up else 0, "acceptedPerSec": 40 + 60 * wave}]},
+        "watched": {"processes": [{"name": "named", "count": 1, "rss": 48 << 20},
+                                  {"name": "pure-ftpd", "count": 2, "rss": 3 << 20}]},
+    }
+
+
 def neighbours(panel):
     """A few other servers so the table looks like a real fleet: one with a day of history
     (sent as an agent replaying its buffer would), one silent for hours, one never seen."""
@@ -160,6 +195,8 @@ def neighbours(panel):
     busy, busy_key = new_server("db-1", critical=True)
     now = datetime.datetime.utcnow()
     history = synthetic.history(now, 6 * 60, seed=7, skip=range(200, 230))
+    for minute, document in enumerate(history):
+        document["metrics"]["services"] = hosting_services(minute)
     for start in range(0, len(history), 100):
         assert http_request(panel, "POST", "/api/agent/metrics", headers=bearer(busy_key),
                             json_body={"serverId": busy.id,
@@ -237,7 +274,7 @@ def test_admin_adds_a_server_watches_it_report_and_rotates_its_key(browser, live
         browser.find_element(By.LINK_TEXT, "web-7").click()
         wait_until(lambda: "web-7" in browser.title)
         charts = browser.find_elements(By.CSS_SELECTOR, "figure.chart")
-        assert len(charts) == 7
+        assert len(charts) >= 7  # the system's seven, and this machine's services' (MariaDB)
         points = int(charts[0].get_attribute("data-points"))
         assert points >= 1
         assert browser.find_elements(By.CSS_SELECTOR, "figure.chart svg.plot path.line")
@@ -278,9 +315,17 @@ def test_admin_adds_a_server_watches_it_report_and_rotates_its_key(browser, live
     finally:
         stop_process(agent)
 
-    # A detail page with history, for the README.
+    # A detail page with history, for the README: the system's charts, then its hosting
+    # stack's (MySQL, the mail queue), and the services section with their lists.
     browser.get(f"{panel.url}/servers/{busy.id}?range=6h")
-    assert len(browser.find_elements(By.CSS_SELECTOR, "figure.chart")) == 7
+    titles = [figure.find_element(By.CSS_SELECTOR, "span.title").text
+              for figure in browser.find_elements(By.CSS_SELECTOR, "figure.chart")]
+    assert titles[:1] == ["CPU"] and {"MySQL connections", "MySQL queries", "PHP-FPM",
+                                      "Mail queue"} <= set(titles), titles
+    captions = {caption.text for caption in browser.find_elements(By.CSS_SELECTOR,
+                                                                   "#processes caption")}
+    assert {"mysql", "mysql · databases", "certificates · certificates",
+            "watched · processes"} <= captions, captions
     full_page_screenshot(browser, ARTIFACTS / "server-detail.png")
 
     # At a phone's width nothing runs off the page sideways (the servers table scrolls in its

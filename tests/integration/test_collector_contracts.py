@@ -144,10 +144,6 @@ def _stored(metrics, section_path, path):
     return changed != ingest.sample_row(metrics)
 
 
-# Until the panel side of issue 12 lands (a figure-table row for sensors.cpuMax; the readings
-# kept in the detail), the sensors section is checked against its schema but not kept.
-KNOWINGLY_IGNORED.update({f"sensors.{path}": "issue 12: the panel keeps no temperature yet"
-                          for path in _schema_paths(protocol.SENSORS)})
 # System collectors of hardware a machine may lack (no virtual machine has temperature
 # sensors): where one is absent, its contract is checked on its parser's reading of captured
 # output instead (tests/fixtures/README.md).

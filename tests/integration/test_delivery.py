@@ -169,3 +169,24 @@ def test_retry_after_is_honoured(tmp_path):
     assert len(_Unavailable.times) >= 2
     gap = _Unavailable.times[1] - _Unavailable.times[0]
     assert gap >= 2.9, f"retried after {gap:.2f} s despite Retry-After: 3"
+
+
+def test_the_agent_sends_no_header_the_panel_does_not_read(panel, tmp_path):
+    """The 2 KB a minute budget (docs/benchmarks.md, issue 12): no `Accept-Encoding: identity`
+    from http.client, while the body is still gzipped and stored."""
+    _, key = new_server()
+    proxy = CountingProxy(panel.port, keep_sent=True)
+    try:
+        config = write_agent_config(tmp_path, proxy.url, key)
+        done = subprocess.run([sys.executable, str(ROOT / "agent.py"), "--config", str(config),
+                               "--once"], env=agent_env(), capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert wait_for(lambda: b"/api/agent/metrics" in proxy.sent)
+        heads = [part.split(b"\r\n\r\n")[0] for part in bytes(proxy.sent).split(b"POST ")[1:]]
+        metrics = next(head for head in heads if head.startswith(b"/api/agent/metrics"))
+        assert b"Content-Encoding: gzip" in metrics
+        assert b"accept-encoding" not in metrics.lower()
+        assert models.Metric.select().count() == 1
+    finally:
+        proxy.close()

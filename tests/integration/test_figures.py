@@ -146,3 +146,62 @@ def test_the_cli_sets_a_rule_on_any_alert_metric_of_the_figure_table(database, b
     assert (rule.threshold, rule.minutes, rule.server_id) == (85.0, 10, None)
     refused = cli(backend_url, "set-rule", "temperature", "85")
     assert refused.returncode == 2 and "invalid choice" in refused.stderr
+
+
+def test_hosting_stack_figures_are_stored_rolled_up_charted_only_where_present_and_exported(
+        panel, admin, scraper):  # noqa: F811
+    """MySQL, the mail queue, the first certificate to expire and the CPU temperature: rows of
+    the figure table (issue 12). A server without them draws none of their charts."""
+    server, key = new_server("mail-1")
+    plain, plain_key = new_server("plain-1")
+    start = rollups.floor_time(utcnow() - datetime.timedelta(hours=3), 300)
+    services = [{"mysql": {"up": True, "connections": connections, "maxConnections": 151,
+                           "connectionsPercent": 100 * connections / 151, "queriesPerSec": qps},
+                 "mailqueue": {"mta": "postfix", "total": queued, "deferred": queued - 1,
+                               "oldestAge": 7200},
+                 "certificates": {"total": 2, "expired": 0, "minDaysLeft": 3.5},
+                 "phpfpm": {"pools": [
+                     {"name": "www", "source": "status", "total": 5, "active": queued - 4,
+                      "idle": 9 - queued, "listenQueue": queued - 5},
+                     {"name": "shop", "source": "processes", "total": 2}]}}
+                for connections, qps, queued in ((10, 100.0, 5), (30, 300.0, 9), (20, 200.0, 7))]
+    report(panel, server.id, key, [
+        (start + datetime.timedelta(minutes=minute),
+         {"services": services[minute],
+          "sensors": {"cpuMax": 40.0 + minute, "readings": [
+              {"name": "coretemp", "label": "Package id 0", "current": 40.0 + minute}]}})
+        for minute in range(3)])
+    report(panel, plain.id, plain_key, [(start, {})])
+    jobs.JobRunner(settings.from_env({})).run_once()
+
+    agent = models.Agent.get(models.Agent.server == server.id)
+    newest = models.Metric.select().where(models.Metric.agent == agent.id) \
+        .order_by(models.Metric.timestamp.desc()).get()
+    assert (newest.mysql_connections, newest.mysql_max_connections, newest.mail_queue,
+            newest.mail_deferred, newest.mail_oldest_age, newest.certificate_min_days,
+            newest.cpu_temperature) == (20, 151, 7, 6, 7200, 3.5, 42.0)
+    bucket = models.Rollup5m.get((models.Rollup5m.agent == agent.id) &
+                                 (models.Rollup5m.bucket == start))
+    assert (bucket.mysql_connections_avg, bucket.mysql_connections_max) == (20.0, 30.0)
+    assert (bucket.mysql_queries_rate_avg, bucket.mail_queue_max) == (200.0, 9.0)
+    assert bucket.mysql_max_connections == 151
+
+    drawn = chart_series(admin.request("GET", f"/servers/{server.id}/charts?range=7d").text)
+    assert drawn["MySQL connections"]["connections"] == [(20.0, 30.0)]
+    assert drawn["MySQL queries"]["queries"] == [(200.0, 300.0)]
+    assert drawn["Mail queue"]["queued"] == [(7.0, 9.0)]
+    # Summed over the pools that say (the one without a status page has no active count).
+    assert drawn["PHP-FPM"]["active"] == [(3.0, 5.0)]
+    assert drawn["PHP-FPM"]["listen queue"] == [(2.0, 4.0)]
+    assert drawn["CPU temperature"]["hottest CPU reading"] == [(41.0, 42.0)]
+    bare = chart_series(admin.request("GET", f"/servers/{plain.id}/charts?range=7d").text)
+    assert not {"MySQL connections", "MySQL queries", "Mail queue", "CPU temperature",
+                "PHP-FPM"} & set(bare)
+    assert "CPU" in bare  # the system charts stay, empty or not
+
+    scraped = parse(scraper())
+    assert value(scraped, "mpanel_mysql_connections", server="mail-1") == 20
+    assert value(scraped, "mpanel_mail_queue_messages", server="mail-1") == 7
+    assert value(scraped, "mpanel_certificate_min_days_left", server="mail-1") == 3.5
+    assert value(scraped, "mpanel_cpu_temperature_celsius", server="mail-1") == 42.0
+    assert value(scraped, "mpanel_phpfpm_listen_queue", server="mail-1") == 2

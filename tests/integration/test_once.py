@@ -62,10 +62,15 @@ def burn_one_core(seconds):
                              "while time.monotonic() < end: pass"])
 
 
-def once(config):
+def once(config, path_first=None, wrapper=()):
+    """agent.py --once as cron runs it; `path_first`: a folder put first on its PATH (a stand-in
+    program), `wrapper`: a command it runs under (e.g. unshare)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MPANEL_")}
-    return subprocess.run([sys.executable, str(ROOT / "agent.py"), "--config", str(config),
-                           "--once"], env=env, capture_output=True, text=True, timeout=60)
+    if path_first:
+        env["PATH"] = f"{path_first}{os.pathsep}{env.get('PATH', os.defpath)}"
+    return subprocess.run([*wrapper, sys.executable, str(ROOT / "agent.py"), "--config",
+                           str(config), "--once"], env=env, capture_output=True, text=True,
+                          timeout=60)
 
 
 @pytest.mark.timeout(120)

@@ -11,6 +11,7 @@ import pytest
 from panel import checks, jobs, models, operations
 from tests.conftest import (ROOT, free_port, new_server, require, stop_process, wait_for_port,
                             write_agent_config)
+from tests.integration.test_dashboard_pages import admin  # noqa: F401 (the fixture)
 from tests.integration.test_once import once
 
 
@@ -25,8 +26,9 @@ def start_redis(tmp_path, port):
     return process
 
 
-def report(config):
-    result = once(config)
+def report(config, **how):
+    """One `agent.py --once` (`how`: once's options) -> the newest stored sample."""
+    result = once(config, **how)
     assert result.returncode == 0, result.stderr
     return models.Metric.select().order_by(models.Metric.timestamp.desc()).first()
 
@@ -37,7 +39,7 @@ def test_a_service_seen_then_stopped_is_down_until_it_answers_again(panel, tmp_p
     server, key = new_server("cache-1")
     operations.set_rule("service_down", 0, 0)  # at the first sample without it
     config = write_agent_config(tmp_path / "agent", panel.url, key,
-                                enabledCollectors=["cpu", "services"],
+                                enabledCollectors=["cpu", "redis"],
                                 services={"redis": {"port": port}})
     redis = start_redis(tmp_path, port)
     try:
@@ -54,7 +56,7 @@ def test_a_service_seen_then_stopped_is_down_until_it_answers_again(panel, tmp_p
     assert sample.unavailable["redis"].startswith("gone: ")
     assert jobs.evaluate_checks(300) == (1, 0)
     assert jobs.evaluate_checks(300) == (0, 0)  # once
-    [alert] = models.Alert.select()  # the machine's other services (PostgreSQL) still answer
+    [alert] = models.Alert.select()  # one: only Redis is collected here
     assert alert.rule == "service_down" and alert.state == "firing"
     assert alert.message.startswith("Service down: redis: not answering (")
     assert alert.message.endswith("; was up")
@@ -74,7 +76,7 @@ def test_a_service_seen_then_stopped_is_down_until_it_answers_again(panel, tmp_p
 def test_a_service_never_seen_raises_nothing(panel, tmp_path):
     server, key = new_server("plain-1")
     config = write_agent_config(tmp_path / "agent", panel.url, key,
-                                enabledCollectors=["cpu", "services"],
+                                enabledCollectors=["cpu", "redis"],
                                 services={"redis": {"port": free_port()}})
     report(config)
     assert jobs.evaluate_checks(300) == (0, 0)
@@ -83,21 +85,87 @@ def test_a_service_never_seen_raises_nothing(panel, tmp_path):
     assert checks.BY_METRIC["service_down"].judge({}, {}, 0, {}) == {}
 
 
-def test_a_service_switched_off_in_the_panel_settings_is_forgotten_not_down(panel, tmp_path):
+def redis_seen_then_stopped(panel, tmp_path, name, check_between=True):
+    """A server whose agent reported a Redis of the test's own, then reported again with that
+    Redis stopped. -> the agent's config."""
     port = free_port()
-    server, key = new_server("cache-2")
+    _, key = new_server(name)
     operations.set_rule("service_down", 0, 0)
     config = write_agent_config(tmp_path / "agent", panel.url, key,
-                                enabledCollectors=["cpu", "services"],
+                                enabledCollectors=["cpu", "redis"],
                                 services={"redis": {"port": port}})
     redis = start_redis(tmp_path, port)
     try:
-        report(config)
+        first = report(config)
+        assert "redis" in (first.services or {}), first.unavailable  # seen
     finally:
         stop_process(redis)
-    assert jobs.evaluate_checks(300) == (0, 0)
+    if check_between:
+        assert jobs.evaluate_checks(300) == (0, 0)
     report(config)
+    return config
+
+
+def test_a_service_switched_off_in_the_panel_settings_is_forgotten_not_down(panel, tmp_path):
+    redis_seen_then_stopped(panel, tmp_path, "cache-2")
     # The panel narrowed collection to cpu: redis gone is what the admin asked for.
     assert jobs.evaluate_checks(300, enabled_collectors=("cpu",)) == (0, 0)
     assert models.CheckState.get_or_none(metric="service_down", subject="redis") is None
     assert models.Alert.select().count() == 0
+
+
+def test_the_servers_table_shows_each_service_and_the_one_down(panel, admin,  # noqa: F811
+                                                               tmp_path):
+    # No check run while it was up: the agent's own word ("gone") is enough.
+    redis_seen_then_stopped(panel, tmp_path, "cache-3", check_between=False)
+    _, quiet_key = new_server("quiet-3")
+    report(write_agent_config(tmp_path / "quiet", panel.url, quiet_key,
+                              enabledCollectors=["cpu"]))
+    assert jobs.evaluate_checks(300)[0] >= 1
+    page = admin.request("GET", "/servers?sort=services&dir=desc").text
+    assert '<span class="tag bad" title="down">redis</span>' in page
+    assert page.index("cache-3") < page.index("quiet-3")  # most problems first
+
+
+@pytest.mark.timeout(120)
+def test_a_full_php_fpm_pool_fires_its_queue_and_max_children_checks_and_both_resolve(
+        panel, tmp_path, php_fpm):
+    """A real php-fpm master of the test's own (pm.max_children = 1) found by the real agent
+    among the running processes; three requests held open keep its one worker busy and two
+    waiting: the listen queue and "max children reached" checks fire, once each, naming the
+    pool, and resolve when the requests are let go."""
+    from tests.conftest import wait_for
+
+    fpm = php_fpm({"shop": {"status_listen": True}})
+    server, key = new_server("php-1")
+    operations.set_rule("fpm_queue", 0, 0)
+    operations.set_rule("fpm_children", 0, 0)
+    config = write_agent_config(tmp_path / "agent", panel.url, key,
+                                enabledCollectors=["cpu", "phpfpm"])
+
+    def pool(sample):
+        return next(p for p in sample.services["phpfpm"]["pools"] if p["name"] == "shop")
+
+    assert pool(report(config))["listenQueue"] == 0  # the first sample: no counts since yet
+    assert jobs.evaluate_checks(300) == (0, 0)
+    held = fpm.hold("shop", 3)
+    try:
+        assert wait_for(lambda: fpm.status("shop")["max children reached"] >= 1, timeout=15)
+        busy = pool(report(config))
+        assert busy["listenQueue"] == 2 and busy["maxChildrenReached"] >= 1, busy
+        assert jobs.evaluate_checks(300) == (2, 0)
+        assert jobs.evaluate_checks(300) == (0, 0)
+    finally:
+        for sock in held:
+            sock.close()
+    messages = sorted(alert.message for alert in models.Alert.select())
+    assert messages[0].startswith("PHP-FPM listen queue: pool shop: 2 connections waiting in "
+                                  "the listen queue; was 0 connections waiting")
+    assert messages[1].startswith("PHP-FPM max children: pool shop: reached pm.max_children")
+
+    assert wait_for(lambda: fpm.status("shop")["active processes"] <= 1 and
+                    fpm.status("shop")["listen queue"] == 0, timeout=15)
+    calm = pool(report(config))
+    assert calm["listenQueue"] == 0 and calm["maxChildrenReached"] == 0, calm
+    assert jobs.evaluate_checks(300) == (0, 2)
+    assert {alert.state for alert in models.Alert.select()} == {"resolved"}

@@ -9,6 +9,7 @@ import pytest
 import agent
 from panel import protocol
 from panel.validation import validate
+from tests.conftest import stop_process
 
 SECTIONS = protocol.METRICS["properties"]
 # System collectors of hardware this machine may lack: absent here, not failing. (Their parsers
@@ -314,3 +315,59 @@ def test_counters_that_vanish_are_forgotten():
     rates.end_cycle()
     rates.end_cycle()
     assert rates.previous == {}
+
+
+def test_processes_and_watched_share_one_walk_per_collection(monkeypatch):
+    """Both need every process (issue 12's footprint): one walk of /proc serves the two within
+    a collection, and the next collection walks afresh. The walk is the real one, counted."""
+    walks = []
+    walk = "_proc_stat_table" if agent.LINUX else "_psutil_table"
+    real = getattr(agent, walk)
+
+    def counted():
+        walks.append(1)
+        return real()
+
+    monkeypatch.setattr(agent, walk, counted)
+    me = psutil.Process().name()
+    ctx = agent.CollectorContext(services={"watched": {"names": [me, "mpanel-not-running"]}})
+    metrics, unavailable = agent.run_collectors(("processes", "watched"), ctx)
+    assert not unavailable and len(walks) == 1
+    watched = {p["name"]: p for p in metrics["services"]["watched"]["processes"]}
+    assert watched[me]["count"] >= 1 and watched[me]["rss"] > 0
+    assert watched["mpanel-not-running"]["count"] == 0
+    assert metrics["processes"]["total"] >= watched[me]["count"]
+    agent.run_collectors(("processes", "watched"), ctx)
+    assert len(walks) == 2
+    assert ctx.cycle is None  # nothing of a collection is held between them
+
+
+def test_the_process_table_reads_what_psutil_reads(tmp_path):
+    """One read of /proc/<pid>/stat per process gives psutil's figures (issue 12's footprint):
+    the same pids, names (a name the kernel cut at 15 characters completed from the command
+    line, as psutil does), start times, resident memory and CPU seconds. A sleeper under a long
+    name is among them; figures that move are compared for processes that are not running."""
+    import shutil
+    import subprocess
+
+    long_name = tmp_path / "mpanel-a-long-sleeper-name"
+    shutil.copy(shutil.which("sleep"), long_name)
+    sleeper = subprocess.Popen([str(long_name), "300"])
+    try:
+        table = {row["pid"]: row for row in agent.process_table(agent.CollectorContext())}
+        assert table[sleeper.pid]["name"] == "mpanel-a-long-sleeper-name"
+        assert table[os.getpid()]["running"] is True
+        compared = 0
+        for proc in psutil.process_iter(["name", "status", "create_time", "memory_info",
+                                         "cpu_times"]):
+            row = table.get(proc.pid)
+            if row is None or proc.info["status"] != psutil.STATUS_SLEEPING:
+                continue  # started after the table, or moving
+            assert row["name"] == proc.info["name"]
+            assert row["started"] == proc.info["create_time"]
+            assert abs(row["rss"] - proc.info["memory_info"].rss) <= 1 << 20
+            assert 0 <= sum(proc.info["cpu_times"][:2]) - row["cpu"] < 1
+            compared += 1
+        assert compared >= 1 and sleeper.pid in table
+    finally:
+        stop_process(sleeper)

@@ -23,6 +23,8 @@ def test_a_service_never_seen_is_not_down_and_one_seen_then_gone_is():
     assert failing.bad and "access denied" in failing.text
     # A collector failing on a server where its service was never seen: not "down".
     assert judge({}, {"redis": "refused"}, 0, {}) == {}
+    # ... unless the agent says it saw it: "gone" is its word for a service it answered for.
+    assert judge({}, {"redis": "gone: redis is not listening"}, 0, {})["redis"].bad
 
 
 def test_certificates_are_judged_each_by_its_own_days_left():
@@ -98,3 +100,25 @@ def test_units_and_watched_processes_are_judged_by_name():
     watched = checks.BY_METRIC["process_down"].judge(services, {}, 1, {})
     assert watched["named"].bad and watched["named"].text == "0 running"
     assert not watched["crond"].bad
+
+
+def test_a_site_name_is_judged_by_its_most_urgent_certificate_whatever_the_order():
+    """Renewed on disk, nginx not reloaded: the file nginx's config names expires in 90 days,
+    the handshake still gets the old certificate (3 days left), and that is what visitors see."""
+    judge = checks.BY_METRIC["cert_expiry"].judge
+    served = {"name": "shop.example.com", "source": "endpoint", "daysLeft": 3.0}
+    on_disk = {"name": "shop.example.com", "source": "nginx", "daysLeft": 90.0}
+    for entries in ([served, on_disk], [on_disk, served]):
+        found = judge({"certificates": {"certificates": entries}}, {}, 14, {})
+        assert found == {"shop.example.com": checks.Finding(3.0, True, "expires in 3 days")}
+
+
+def test_the_oldest_mail_is_worded_in_its_unit_and_an_empty_queue_is_the_good_state():
+    judge = checks.BY_METRIC["mail_oldest"].judge
+    assert judge({}, {}, 3600, {}) == {}
+    empty = judge({"mailqueue": {"mta": "postfix", "total": 0}}, {}, 1, {})
+    assert empty == {"postfix": checks.Finding(0, False, "no message queued")}
+    young = judge({"mailqueue": {"mta": "postfix", "total": 3, "oldestAge": 5}}, {}, 1, {})
+    assert young["postfix"].bad and young["postfix"].text == "oldest message queued 5 s ago"
+    old = judge({"mailqueue": {"mta": "exim", "total": 1, "oldestAge": 7300}}, {}, 3600, {})
+    assert old["exim"].bad and old["exim"].text == "oldest message queued 2 h ago"

@@ -57,7 +57,9 @@ def test_every_figure_reads_fields_the_wire_schema_knows():
     from panel import protocol
     sections = protocol.METRICS["properties"]
     for figure in figures.FIGURES:
-        schema = sections[figure.section]
+        schema = {"properties": sections}
+        for part in figure.section.split("."):
+            schema = schema["properties"][part]
         if figure.entries:
             schema = schema["properties"][figure.entries]["items"]
         missing = set(figure.keys) - set(schema["properties"])
