@@ -10,6 +10,7 @@ bin is read, never the whole range. Rollups keep only the fullest mount, which i
 ranges draw.
 """
 import datetime
+import re
 
 from . import charts, figures, models, rollups, units
 from .db import utcnow
@@ -184,7 +185,8 @@ SERVICE_ROWS = 50  # entries of a service's list shown (the agent sends at most 
 
 
 def _service_view(name, reported):
-    """{"name", "figures": [(key, text)], "lists": [(key, columns, rows)]} of one service:
+    """{"name", "figures": [(key, label, text)], "lists": [(label, [(key, label)], rows)]} of
+    one service (the label for people, the wire key docs/protocol.md names in its title):
     its plain figures, then each list (pools, certificates, units, databases) as a table whose
     columns are the entries' plain fields. Agent-supplied text: the template escapes it."""
     figures_, lists = [], []
@@ -197,10 +199,22 @@ def _service_view(name, reported):
             rows = [[_service_value(column, entry[column]) if column in entry else ""
                      for column in columns] for entry in entries]
             if rows:
-                lists.append((key, columns, rows))
+                lists.append((field_label(key), [(c, field_label(c)) for c in columns], rows))
         elif not isinstance(value, dict):
-            figures_.append((key, _service_value(key, value)))
+            figures_.append((key, field_label(key), _service_value(key, value)))
     return {"name": name, "figures": figures_, "lists": lists}
+
+
+def field_label(key):
+    """A wire key as the page names it: "queriesPerSec" -> "queries/s", "connectionsPercent"
+    -> "connections %", "bufferPoolHitPercent" -> "buffer pool hit %", "daysLeft" -> "days
+    left". Agent-sent keys of unknown sections come through the same way (escaped later)."""
+    suffix = ""
+    for ending, shown in (("PerSec", "/s"), ("Percent", " %")):
+        if key.endswith(ending) and len(key) > len(ending):
+            key, suffix = key[:-len(ending)], shown
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", key).lower()
+    return words + suffix
 
 
 def _service_value(key, value):

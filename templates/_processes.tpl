@@ -23,8 +23,8 @@
     <table class="mini">
       <caption>{{service['name']}}</caption>
       <tbody>
-      % for key, value in service['figures']:
-        <tr><th>{{key}}</th><td class="num">{{value}}</td></tr>
+      % for key, label, value in service['figures']:
+        <tr><th title="{{key}}">{{label}}</th><td class="num">{{value}}</td></tr>
       % end
       </tbody>
     </table>
@@ -33,8 +33,8 @@
     <div class="scroll"><table class="mini">
       <caption>{{service['name']}} · {{key}}</caption>
       <thead><tr>
-      % for column in columns:
-        <th>{{column}}</th>
+      % for column, label in columns:
+        <th title="{{column}}">{{label}}</th>
       % end
       </tr></thead>
       <tbody>
