@@ -13,8 +13,13 @@
     <td class="num">{{shown(s[key])}}</td>
     % end
     <td class="svc">
-    % for service, down in s['services']:
-      <span class="tag{{' bad' if down else ''}}" title="{{'down' if down else 'up'}}">{{service}}</span>
+    % down = [service for service, is_down in s['services'] if is_down]
+    % for service in down:
+      <span class="tag bad" title="down">{{service}}</span>
+    % end
+    % up = [service for service, is_down in s['services'] if not is_down]
+    % if up:
+      <span class="tag" title="up: {{', '.join(up)}}">{{len(up)}} up</span>
     % end
     % other = [p for p in s['problems'] if p[0] != 'service_down']
     % if other:
