@@ -18,6 +18,7 @@ delivery per channel.
 import dataclasses
 import datetime
 import email.message
+import hashlib
 import json
 import logging
 import smtplib
@@ -25,8 +26,6 @@ import ssl
 import urllib.request
 
 import peewee
-
-import hashlib
 
 from . import checks, figures, models
 from .db import database_proxy, utcnow

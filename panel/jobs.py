@@ -111,9 +111,8 @@ def evaluate_rules(interval, now=None):
             if decision == "fire":
                 value = points[-1][1] if points else None
                 unit = alerts.UNITS[rule.metric]
-                side = "below" if below else "above"
-                message = (f"{rule.metric} {side} {rule.threshold:g}{unit} for {rule.minutes} "
-                           f"min (now {value:.1f}{unit})")
+                message = (f"{rule.metric} {alerts.SIDES[rule.metric]} {rule.threshold:g}{unit} "
+                           f"for {rule.minutes} min (now {value:.1f}{unit})")
                 if alerts.open_alert(server, rule.metric, message, now, value, rule.threshold):
                     opened += 1
             elif decision == "resolve":
@@ -141,6 +140,8 @@ def evaluate_checks(offline_after, now=None, enabled_collectors=()):
     opened = resolved = 0
     latest = models.latest_services(since)
     states = models.check_states([agent.id for agent, _, _ in latest])
+    # A subject still bad stays "fire" at every run: one already open is not inserted again.
+    already_open = models.open_alert_keys()
     for agent, taken_at, detail in latest:
         server = agent.server
         services = detail.get("services") or {}
@@ -159,7 +160,7 @@ def evaluate_checks(offline_after, now=None, enabled_collectors=()):
                 models.store_check_states(agent.id, check.metric, changes, now)
             for step in changes:
                 key = alerts.subject_key(check.metric, step.subject)
-                if step.fire:
+                if step.fire and (server.id, key) not in already_open:
                     text = checks.message(check, step.subject, step, rule.threshold)
                     if alerts.open_alert(server, check.metric, text, now, step.value,
                                          rule.threshold, key=key):
