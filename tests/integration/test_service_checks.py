@@ -33,14 +33,21 @@ def report(config, **how):
     return models.Metric.select().order_by(models.Metric.timestamp.desc()).first()
 
 
-@pytest.mark.timeout(120)
-def test_a_service_seen_then_stopped_is_down_until_it_answers_again(panel, tmp_path):
+def redis_agent(panel, tmp_path, name):
+    """A new server whose agent collects only a Redis on a port of the test's own, with
+    "service down" firing at the first sample without it. -> (agent config, port)."""
     port = free_port()
-    server, key = new_server("cache-1")
-    operations.set_rule("service_down", 0, 0)  # at the first sample without it
+    _, key = new_server(name)
+    operations.set_rule("service_down", 0, 0)
     config = write_agent_config(tmp_path / "agent", panel.url, key,
                                 enabledCollectors=["cpu", "redis"],
                                 services={"redis": {"port": port}})
+    return config, port
+
+
+@pytest.mark.timeout(120)
+def test_a_service_seen_then_stopped_is_down_until_it_answers_again(panel, tmp_path):
+    config, port = redis_agent(panel, tmp_path, "cache-1")
     redis = start_redis(tmp_path, port)
     try:
         sample = report(config)
@@ -88,12 +95,7 @@ def test_a_service_never_seen_raises_nothing(panel, tmp_path):
 def redis_seen_then_stopped(panel, tmp_path, name, check_between=True):
     """A server whose agent reported a Redis of the test's own, then reported again with that
     Redis stopped. -> the agent's config."""
-    port = free_port()
-    _, key = new_server(name)
-    operations.set_rule("service_down", 0, 0)
-    config = write_agent_config(tmp_path / "agent", panel.url, key,
-                                enabledCollectors=["cpu", "redis"],
-                                services={"redis": {"port": port}})
+    config, port = redis_agent(panel, tmp_path, name)
     redis = start_redis(tmp_path, port)
     try:
         first = report(config)
