@@ -2147,20 +2147,31 @@ def collect_certificates(ctx):
                               wall_time())
 
 
-def fetch_redis(settings):
-    """INFO over a plain socket (RESP), AUTH first when a password is set."""
+def _service_socket(name, path=None, host="127.0.0.1", port=None):
+    """A connected socket to a local service: its unix socket `path`, else (host, port); with
+    SERVICE_TIMEOUT. ServiceAbsent when nothing listens there (Redis, PostgreSQL, MySQL)."""
     try:
-        if settings.get("socket"):
+        if path:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(SERVICE_TIMEOUT)
-            sock.connect(settings["socket"])
+            try:
+                sock.connect(path)
+            except OSError:
+                sock.close()
+                raise
         else:
-            sock = socket.create_connection((settings.get("host", "127.0.0.1"),
-                                             int(settings.get("port", 6379))), SERVICE_TIMEOUT)
+            sock = socket.create_connection((host, int(port)), SERVICE_TIMEOUT)
     except (ConnectionRefusedError, FileNotFoundError) as err:
-        raise ServiceAbsent("redis is not listening") from err
+        raise ServiceAbsent(f"{name} is not listening") from err
+    sock.settimeout(SERVICE_TIMEOUT)
+    return sock
+
+
+def fetch_redis(settings):
+    """INFO over a plain socket (RESP), AUTH first when a password is set."""
+    sock = _service_socket("redis", settings.get("socket"), settings.get("host", "127.0.0.1"),
+                           settings.get("port", 6379))
     with sock:
-        sock.settimeout(SERVICE_TIMEOUT)
         reader = sock.makefile("rb")
         if settings.get("password"):
             sock.sendall(_resp_command("AUTH", settings["password"]))
@@ -2686,17 +2697,11 @@ class _PgConnection:
         self.user = str(settings.get("user", "postgres"))
         self.password = str(settings.get("password") or "")
         port = int(settings.get("port", 5432))
-        try:
-            if settings.get("socket"):  # a folder such as /var/run/postgresql, as libpq takes
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.settimeout(SERVICE_TIMEOUT)
-                self.sock.connect(os.path.join(settings["socket"], f".s.PGSQL.{port}"))
-            else:
-                self.sock = socket.create_connection((settings.get("host", "127.0.0.1"), port),
-                                                     SERVICE_TIMEOUT)
-        except (ConnectionRefusedError, FileNotFoundError) as err:
-            raise ServiceAbsent("postgresql is not listening") from err
-        self.sock.settimeout(SERVICE_TIMEOUT)
+        # A socket folder such as /var/run/postgresql, as libpq takes it.
+        folder = settings.get("socket")
+        self.sock = _service_socket(
+            "postgresql", os.path.join(folder, f".s.PGSQL.{port}") if folder else None,
+            settings.get("host", "127.0.0.1"), port)
         self.reader = self.sock.makefile("rb")
         self._login(str(settings.get("database", "postgres")))
 
@@ -2985,18 +2990,8 @@ class _MysqlConnection:
         # Over the unix socket nothing leaves the machine: caching_sha2_password's full login
         # may send the password in clear there (as the mysql client does), never over TCP.
         self.private = bool(path)
-        try:
-            if path:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.settimeout(SERVICE_TIMEOUT)
-                self.sock.connect(path)
-            else:
-                self.sock = socket.create_connection(
-                    (settings.get("host", "127.0.0.1"), int(settings.get("port", 3306))),
-                    SERVICE_TIMEOUT)
-        except (ConnectionRefusedError, FileNotFoundError) as err:
-            raise ServiceAbsent("mysql is not listening") from err
-        self.sock.settimeout(SERVICE_TIMEOUT)
+        self.sock = _service_socket("mysql", path, settings.get("host", "127.0.0.1"),
+                                    settings.get("port", 3306))
         self.reader = self.sock.makefile("rb")
         try:
             self._login()
