@@ -7,9 +7,10 @@ expires in 3 days" is one alert, "www.example.com" another. CHECKS is the one ta
 is a rule metric (alert_rules.metric, set by the admin like any other), its built-in threshold
 and duration, and a pure `judge` that turns a sample's services into findings per subject,
 tested alone (pure: nothing from the rest of the panel but units, which words a value;
-jobs.evaluate_checks runs them). check_states keeps, per (server, metric, subject), since when it has been bad and
-what it was when last good, so a message can say what broke, what the value is and what it was,
-and a rule can ask for a state to hold `minutes` before it fires.
+jobs.evaluate_checks runs them). check_states keeps, per (server, metric, subject), since when
+it has been bad and what it was when last good, so a message can say what broke, what the value
+is and what it was, and a rule can ask for a state to hold `minutes` before it fires. Each check
+names the service its subjects belong to: the servers table's per-service columns.
 """
 import dataclasses
 import datetime
@@ -38,6 +39,7 @@ class Check:
     since: int = 7          # the schema version that brought the built-in rule
     help: str = ""          # what the threshold means, for the rules page
     uses_threshold: bool = True  # False: a state (down, failed); the threshold is ignored
+    service: str = ""       # the services section its subjects are in ("" : the subject is one)
 
 
 def _over(value, threshold, below=False):
@@ -181,31 +183,53 @@ CHECKS = (
     Check("service_down", "Service down", judge_service_down, 0, minutes=2,
           help="a service this server reported before stops answering", uses_threshold=False),
     Check("mysql_conns", "MySQL connections", judge_mysql_connections, 80, minutes=5,
-          unit="%", help="connections above this share of max_connections"),
+          unit="%", help="connections above this share of max_connections", service="mysql"),
     Check("mysql_replica", "MySQL replication", judge_mysql_replica, 300, minutes=2, unit="s",
-          help="replication stopped, or the replica this many seconds behind"),
+          help="replication stopped, or the replica this many seconds behind", service="mysql"),
     Check("fpm_queue", "PHP-FPM listen queue", judge_fpm_queue, 0, minutes=5,
-          help="connections waiting for a free worker"),
+          help="connections waiting for a free worker", service="phpfpm"),
     Check("fpm_children", "PHP-FPM max children", judge_fpm_max_children, 0, minutes=0,
-          help="times a pool hit pm.max_children since the previous sample"),
+          help="times a pool hit pm.max_children since the previous sample", service="phpfpm"),
     Check("mail_queue", "Mail queue", judge_mail_queue, 500, minutes=10,
-          help="messages in the queue"),
+          help="messages in the queue", service="mailqueue"),
     Check("mail_oldest", "Oldest queued mail", judge_mail_oldest, 3600, minutes=0, unit="s",
-          help="age of the oldest queued message"),
+          help="age of the oldest queued message", service="mailqueue"),
     Check("cert_expiry", "TLS certificate", judge_certificates, 14, minutes=0, unit=" days",
-          below=True, help="days until a site's certificate expires (expired ones too; a site served two "
+          below=True, service="certificates",
+          help="days until a site's certificate expires (expired ones too; a site served two "
                "certificates counts by the one that expires first)"),
     Check("process_down", "Watched process", judge_watched, 1, minutes=2, below=True,
-          help="a watched process with fewer than this many running"),
+          help="a watched process with fewer than this many running", service="watched"),
     Check("unit_failed", "systemd unit", judge_units, 0, minutes=0,
-          help="a unit in the failed state", uses_threshold=False),
+          help="a unit in the failed state", uses_threshold=False, service="systemd"),
 )
 BY_METRIC = {check.metric: check for check in CHECKS}
+
+
+# A service's state in the servers table, worst first: its cell's word and its sort rank.
+SERVICE_STATES = ("down", "problem", "up")
+
+
+def service_states(services, problems):
+    """One server's {service: (state, [what is wrong])} from its check states: `services`
+    [(name, down)] (service_down's subjects), `problems` [(metric, subject, text)] of the bad
+    ones. A service with a bad check of its own (a pool's queue, a certificate) is a
+    "problem" unless it is down."""
+    states = {name: ("down" if down else "up", []) for name, down in services}
+    for metric, subject, text in problems:
+        check = BY_METRIC.get(metric)
+        if check is None or not check.service:  # service_down: already in `services`
+            continue
+        state, wrong = states.get(check.service, ("up", []))
+        states[check.service] = ("down" if state == "down" else "problem",
+                                 wrong + [f"{subject}: {text}"])
+    return states
 
 
 def _check():
     for check in CHECKS:
         assert len(check.metric) <= 16, f"{check.metric}: alert_rules.metric holds 16"
+        assert check.service or check.metric == "service_down", f"{check.metric}: no service"
     assert len(BY_METRIC) == len(CHECKS), "a check listed twice"
 
 

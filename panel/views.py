@@ -11,7 +11,8 @@ from pathlib import Path
 
 import bottle
 
-from . import auth, charts, figures, keys, models, server_page, status_page, units
+from . import (auth, charts, checks, figures, keys, models, protocol, server_page, status_page,
+               units)
 from .db import utcnow
 from .errors import DATABASE_ERRORS, database_unavailable, refusal
 
@@ -48,6 +49,12 @@ SORT_KEYS = {
     "services": lambda r: (len(r["problems"]), len(r["services"])),
     "version": lambda r: r["version"],
 }
+# The services a server may report, each a column the table can show (?show=mysql), in the
+# wire schema's order; sorted by state, worst first when descending, then by problems.
+SERVICE_NAMES = tuple(protocol.METRICS["properties"]["services"]["properties"])
+SERVICE_SORT_PREFIX = "svc-"
+SORT_KEYS.update({SERVICE_SORT_PREFIX + name: (lambda r, name=name: _service_rank(r, name))
+                  for name in SERVICE_NAMES})
 # For the templates: (sort key, header, column class, format of the value).
 TABLE_CELLS = tuple((key, label, "c-rate" if figures.shown_unit(figure) == "rate" else "c-num",
                      units.FORMATS[figures.shown_unit(figure)])
@@ -56,6 +63,12 @@ TABLE_CELLS = tuple((key, label, "c-rate" if figures.shown_unit(figure) == "rate
 
 def _number(value):
     return float("-inf") if value is None else value
+
+
+def _service_rank(row, name):
+    state, wrong = row["service_states"].get(name, (None, []))
+    return (len(checks.SERVICE_STATES) - checks.SERVICE_STATES.index(state) if state else 0,
+            len(wrong))
 
 
 def render(page, partial, ctx):
@@ -68,7 +81,7 @@ def template(template_name, /, **ctx):
     ctx.setdefault("title", "mPanel")
     return bottle.template(template_name, template_lookup=[TEMPLATES], htmx_file=HTMX_FILE,
                            units=units, quote=urllib.parse.quote_plus, table_cells=TABLE_CELLS,
-                           **ctx)
+                           service_names=SERVICE_NAMES, service_sort=SERVICE_SORT_PREFIX, **ctx)
 
 
 def panel_url(settings):
@@ -116,6 +129,7 @@ def server_rows(offline_after, now=None):
             "last_seen_epoch": charts.epoch(last_seen) if last_seen else None,
             **{key: _shown(figure, values) for key, _, figure in TABLE_FIGURES},
             "services": services, "problems": problems,
+            "service_states": checks.service_states(services, problems),
             "version": version or "",
         })
     return rows
@@ -127,8 +141,11 @@ def table_query():
     sort = query.get("sort") if query.get("sort") in SORT_KEYS else "name"
     direction = "desc" if query.get("dir") == "desc" else "asc"
     state = query.getunicode("status") or ""
+    asked = set(query.getall("show")[:len(SERVICE_NAMES) * 2])
+    show = [name for name in SERVICE_NAMES if name in asked]
     return {"q": (query.getunicode("q") or "").strip()[:100],
-            "status": state if state in STATUSES else "", "sort": sort, "dir": direction}
+            "status": state if state in STATUSES else "", "sort": sort, "dir": direction,
+            "show": show, "show_query": "".join(f"&show={name}" for name in show)}
 
 
 def filter_and_sort(rows, q, status_filter, sort, direction):

@@ -26,11 +26,23 @@
       <span class="tag bad" title="{{'; '.join('%s: %s' % (subject, text) for _metric, subject, text in other)}}">{{len(other)}} problem{{'s' if len(other) > 1 else ''}}</span>
     % end
     </td>
+    % for service in query['show']:
+    % state, wrong = s['service_states'].get(service, (None, []))
+    <td class="svc-one">
+    % if state == 'down':
+      <span class="tag bad" title="{{service}} is down">down</span>
+    % elif state == 'problem':
+      <span class="tag bad" title="{{'; '.join(wrong)}}">{{len(wrong)}} problem{{'s' if len(wrong) > 1 else ''}}</span>
+    % elif state == 'up':
+      <span class="tag" title="{{service}} is up">up</span>
+    % end
+    </td>
+    % end
     <td class="ver">{{s['version']}}</td>
   </tr>
 % end
 % if total and not servers:
-  <tr class="none"><td colspan="{{6 + len(table_cells)}}">No server matches this filter.</td></tr>
+  <tr class="none"><td colspan="{{6 + len(table_cells) + len(query['show'])}}">No server matches this filter.</td></tr>
 % end
 </tbody>
 % if get('oob', True):

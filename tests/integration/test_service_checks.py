@@ -171,3 +171,37 @@ def test_a_full_php_fpm_pool_fires_its_queue_and_max_children_checks_and_both_re
     assert calm["listenQueue"] == 0 and calm["maxChildrenReached"] == 0, calm
     assert jobs.evaluate_checks(300) == (0, 2)
     assert {alert.state for alert in models.Alert.select()} == {"resolved"}
+
+
+@pytest.mark.timeout(120)
+def test_the_servers_table_shows_a_column_per_chosen_service_sorted_worst_first(
+        panel, admin, tmp_path):  # noqa: F811
+    redis_seen_then_stopped(panel, tmp_path / "down", "cache-4", check_between=False)
+    config, port = redis_agent(panel, tmp_path / "up", "cache-5")
+    redis = start_redis(tmp_path, port)
+    try:
+        report(config)
+    finally:
+        stop_process(redis)
+    _, quiet_key = new_server("quiet-4")
+    report(write_agent_config(tmp_path / "quiet", panel.url, quiet_key,
+                              enabledCollectors=["cpu"]))
+    jobs.evaluate_checks(300)
+
+    page = admin.request("GET", "/servers?show=redis&show=nosuch&sort=svc-redis&dir=desc").text
+    assert '<input class="column-choice" type="checkbox" name="show" value="redis" checked>' \
+        in page
+    assert page.count('<col class="c-svc1">') == 1  # the unknown name is not a column
+    assert 'aria-sort="descending"><a href="/servers?sort=svc-redis&amp;dir=asc' in page
+    assert "&amp;show=redis\">" in page  # every header link keeps the columns
+    rows = page.split('<tbody id="server-rows"', 1)[1]
+    cells = [row.split('<td class="svc-one">', 1)[1].split("</td>", 1)[0].strip()
+             for row in rows.split("<tr ")[1:]]
+    assert cells == ['<span class="tag bad" title="redis is down">down</span>',
+                     '<span class="tag" title="redis is up">up</span>', ""]
+    assert rows.index("cache-4") < rows.index("cache-5") < rows.index("quiet-4")
+
+    # The live refresh asks with the same columns (the form's inputs) and gets them.
+    partial = admin.request("GET", "/servers?show=redis", headers={"HX-Request": "true"}).text
+    assert partial.count('<td class="svc-one">') == 3
+    assert admin.request("GET", "/servers").text.count('<td class="svc-one">') == 0

@@ -122,3 +122,22 @@ def test_the_oldest_mail_is_worded_in_its_unit_and_an_empty_queue_is_the_good_st
     assert young["postfix"].bad and young["postfix"].text == "oldest message queued 5 s ago"
     old = judge({"mailqueue": {"mta": "exim", "total": 1, "oldestAge": 7300}}, {}, 3600, {})
     assert old["exim"].bad and old["exim"].text == "oldest message queued 2 h ago"
+
+
+def test_service_states_rank_down_over_a_problem_of_its_own_over_up():
+    services = [("mysql", False), ("phpfpm", False), ("redis", True)]
+    problems = [("service_down", "redis", "not answering"),
+                ("fpm_queue", "www", "3 waiting"), ("fpm_children", "www", "hit 2 times"),
+                ("cert_expiry", "shop.example.com", "expires in 3 days")]
+    assert checks.service_states(services, problems) == {
+        "mysql": ("up", []), "redis": ("down", []),
+        "phpfpm": ("problem", ["www: 3 waiting", "www: hit 2 times"]),
+        # A certificate's check names its service, seen or not by service_down.
+        "certificates": ("problem", ["shop.example.com: expires in 3 days"])}
+
+
+def test_every_check_but_service_down_names_a_service_the_wire_has():
+    from panel import protocol
+
+    wire = set(protocol.METRICS["properties"]["services"]["properties"])
+    assert {check.service for check in checks.CHECKS if check.service} <= wire
