@@ -182,7 +182,9 @@ def adjustments(settings, sock):
         # Waitress's own cap is a backstop well above ours, so normal oversize requests get our
         # JSON 413 rather than Waitress's plain-text one.
         max_request_body_size=settings.max_body_bytes * 4,
-        ident="mPanel",
+        # No Server header: it tells a scanner what answers, and it was 16 of the 2,048 bytes
+        # a minute an agent may use on the wire.
+        ident="",
         # X-Forwarded-* headers are passed through untouched: auth.client_address() and
         # require_https() trust them only from MPANEL_TRUSTED_PROXIES (a list of networks,
         # where Waitress takes a single address).
