@@ -295,8 +295,7 @@ def rss():
     return int(next(l for l in open('/proc/self/smaps_rollup') if l.startswith('Rss:')).split()[1]) * 1024
 marks = {{}}
 for i in range(1, {cycles} + 1):
-    a.collect_and_buffer()
-    a.drain()
+    a.report()
     if i in (100, {cycles}):
         marks[i] = rss()
 print(marks[100], marks[{cycles}], len(a.buffer))

@@ -437,7 +437,10 @@ SERVICES = {
             connections=_described(COUNT, "Sessions in pg_stat_activity."),
             databases={"type": "array", "maxItems": 1000, "items": DATABASE,
                        "description": "One entry per database the agent's role may connect "
-                                      "to (templates left out)."}),
+                                      "to (templates left out); agent.py sends the 50 "
+                                      "largest, read every few minutes, the last known sent "
+                                      "between."},
+            omitted=_described(COUNT, "Databases left out of databases past the 50 largest.")),
         "nginx": _service(
             "nginx, from its stub_status page.",
             activeConnections=_described(COUNT, "Open client connections, idle ones included."),
@@ -516,7 +519,7 @@ SERVICES = {
                        "description": "The largest schemas the agent's user can see (system "
                                       "schemas left out), at most 50; read every few minutes, "
                                       "the last known sent between."},
-            omitted=_described(COUNT, "Schemas left out of databases past the first 50.")),
+            omitted=_described(COUNT, "Schemas left out of databases past the 50 largest.")),
         "mailqueue": _service(
             "The mail queue of Postfix or Exim, counted from its spool folders (never a "
             "sender, recipient or content).",

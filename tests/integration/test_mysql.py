@@ -220,7 +220,7 @@ def test_database_sizes_are_read_every_few_minutes_and_the_last_known_sent_betwe
         assert not {"mysql", "information_schema", "performance_schema", "sys"} & set(sizes)
         shared_sql(f"CREATE DATABASE {name}_later")
         assert agent.collect_mysql(ctx)["databases"] == first["databases"]  # the last known
-        ctx.held["mysql"]["sizesAt"] -= agent.MYSQL_SIZES_INTERVAL  # as if minutes went by
+        ctx.held["mysql"]["sizesAt"] -= agent.DATABASE_SIZES_INTERVAL  # as if minutes went by
         assert f"{name}_later" in {d["name"] for d in agent.collect_mysql(ctx)["databases"]}
     finally:
         shared_sql(f"DROP DATABASE IF EXISTS {name}; DROP DATABASE IF EXISTS {name}_later")

@@ -20,10 +20,11 @@ def start_debug_agent(config_path, log_path):
 
 
 def buffered_timestamps(log_paths):
-    """Every sample the agent committed to its buffer, from its DEBUG lines."""
+    """Every sample the agent committed to its buffer or delivered at once, from its DEBUG
+    lines (each written after the fact)."""
     stamps = []
     for path in log_paths:
-        stamps += re.findall(r"sample buffered timestamp=(\S+)", path.read_text())
+        stamps += re.findall(r"sample (?:buffered|delivered) timestamp=(\S+)", path.read_text())
     return stamps
 
 

@@ -84,6 +84,35 @@ def test_postgresql_reports_connections_and_database_sizes(postgres_settings, me
     assert all(d["size"] > 0 for d in result["databases"])
 
 
+@pytest.mark.parametrize("method", ["socket", "psql"])
+def test_postgresql_sizes_are_read_every_few_minutes_and_the_last_known_sent_between(
+        postgres_settings, method):
+    import shutil
+
+    import psycopg2
+
+    if method == "psql":
+        require("psql", shutil.which("psql"), "install postgresql-client")
+    name = f"mpt_sizes_{os.getpid()}_{method}"
+    admin = psycopg2.connect(host=postgres_settings["host"], port=postgres_settings["port"],
+                             user=postgres_settings["user"], dbname="postgres")
+    admin.autocommit = True
+    try:
+        ctx = context(postgresql=dict(postgres_settings, method=method))
+        first = agent.collect_postgresql(ctx)
+        assert name not in {d["name"] for d in first["databases"]}
+        with admin.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE {name}")
+        again = agent.collect_postgresql(ctx)
+        assert again["databases"] == first["databases"]  # the last known
+        ctx.held["postgresql"]["sizesAt"] -= agent.DATABASE_SIZES_INTERVAL  # minutes went by
+        assert name in {d["name"] for d in agent.collect_postgresql(ctx)["databases"]}
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.close()
+
+
 def test_postgresql_absent_when_nothing_listens(postgres_settings):
     with pytest.raises(agent.ServiceAbsent):
         agent.collect_postgresql(context(postgresql=dict(postgres_settings, port=free_port())))

@@ -1,4 +1,5 @@
 """The pure parsers of the service collectors, on captured output (tests/fixtures/README.md)."""
+import json
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,17 @@ def test_parse_postgresql_skips_databases_without_a_size():
     parsed = agent.parse_postgresql('{"connections": 2, "databases": '
                                     '[{"name": "secret", "size": null}, {"name": "a", "size": 1}]}')
     assert parsed["databases"] == [{"name": "a", "size": 1}]
+
+
+def test_parse_postgresql_sends_the_fifty_largest_databases_and_counts_the_rest():
+    databases = [{"name": f"d{index:02}", "size": 1000 + index} for index in range(52)]
+    parsed = agent.parse_postgresql(json.dumps({"connections": 1, "databases": databases}))
+    assert [d["name"] for d in parsed["databases"]] == [f"d{index:02}" for index in range(2, 52)]
+    assert parsed["omitted"] == 2
+
+
+def test_parse_postgresql_without_sizes_has_connections_only():
+    assert agent.parse_postgresql('{"connections": 4}') == {"connections": 4}
 
 
 def test_parse_docker_info():
