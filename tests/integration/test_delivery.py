@@ -190,3 +190,36 @@ def test_the_agent_sends_no_header_the_panel_does_not_read(panel, tmp_path):
         assert models.Metric.select().count() == 1
     finally:
         proxy.close()
+
+
+@pytest.mark.timeout(60)
+def test_the_daemon_writes_nothing_to_disk_for_a_sample_the_panel_takes(backend_url, database,
+                                                                        tmp_path):
+    """Delivered at once, a sample touches neither the buffer nor the state file (the state is
+    written at registration, every 10 minutes and at the stop)."""
+    panel = start_panel(backend_url, tmp_path / "panel.log", {"MPANEL_REPORT_INTERVAL": "1"})
+    state = tmp_path / "state"
+    agent = None
+    try:
+        _, key = new_server("quiet-disk")
+        config = write_agent_config(tmp_path, panel.url, key, interval=1,
+                                    enabledCollectors=["cpu", "memory"])
+        agent = start_agent(config, tmp_path / "agent.log")
+        assert wait_for(lambda: models.Metric.select().count() >= 2, 30)
+
+        def stamps():
+            return {path.name: (path.stat().st_mtime_ns, path.stat().st_size)
+                    for path in state.iterdir()}
+
+        before = stamps()
+        count = models.Metric.select().count()
+        assert wait_for(lambda: models.Metric.select().count() >= count + 4, 30)
+        assert stamps() == before, "a delivered sample was written to disk"
+        assert buffered(state) == 0
+        assert stop_process(agent) == 0
+        assert stamps()["state.json"] != before["state.json"], "the stop saves the state"
+        assert json.loads((state / "state.json").read_text())["collectors"]["cpu"]
+    finally:
+        if agent is not None and agent.poll() is None:
+            stop_process(agent)
+        stop_panel(panel)
