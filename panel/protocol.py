@@ -216,7 +216,8 @@ DISK = {
     "properties": {
         "mounts": {"type": "array", "maxItems": MAX_DISKS, "items": MOUNT,
                    "description": "One entry per real mounted file system (agent.py leaves "
-                                  "out tmpfs, overlay, squashfs, proc, ...)."},
+                                  "out tmpfs, overlay, squashfs, proc, ..., and a bind mount "
+                                  "of one already listed)."},
         "io": {"type": "array", "maxItems": MAX_DISKS, "items": DISK_IO,
                "description": "One entry per block device (agent.py leaves out RAM disks, "
                               "loop devices and partitions); empty on the first sample, which "
@@ -249,7 +250,8 @@ NETWORK = {
     "properties": {
         "interfaces": {"type": "array", "maxItems": MAX_INTERFACES, "items": INTERFACE,
                        "description": "One entry per network interface (agent.py leaves "
-                                      "out loopback)."},
+                                      "out loopback, and interfaces that have carried no "
+                                      "packet since boot)."},
     },
 }
 

@@ -286,6 +286,23 @@ def test_a_replica_reports_its_threads_and_lag_and_a_primary_none(own_mariadb):
     assert broken["replicaIoRunning"] is False and broken["replicaIoErrno"] > 0
 
 
+def test_a_primary_is_asked_whether_it_replicates_only_as_often_as_for_its_sizes(own_mariadb):
+    server = own_mariadb()
+
+    def asked():
+        done = server.sql("SHOW GLOBAL STATUS LIKE 'Com_show_slave_status'")
+        return int(done.stdout.split()[1])
+
+    ctx = context(server.settings)
+    before = asked()
+    for _ in range(3):
+        agent.collect_mysql(ctx)
+    assert asked() == before + 1  # at the first sample only
+    ctx.held["mysql"]["sizesAt"] -= agent.DATABASE_SIZES_INTERVAL  # as if minutes went by
+    agent.collect_mysql(ctx)
+    assert asked() == before + 2
+
+
 @pytest.mark.timeout(120)
 def test_the_agent_reports_mysql_to_a_real_panel(panel, tmp_path, mysql_settings):
     _, key = new_server("db-box")

@@ -156,6 +156,7 @@ def nginx_port(tmp_path):
   server {{
     listen 127.0.0.1:{port};
     location = /nginx_status {{ stub_status; }}
+    location = /boom {{ return 500; }}
     location / {{ return 200 "hello"; }}
   }}""")
     try:
@@ -185,6 +186,51 @@ def test_apache_status_url_served_by_nginx_is_absent_not_an_error(nginx_port):
     """A web server that is not Apache answers the mod_status URL: no Apache, no error."""
     with pytest.raises(agent.ServiceAbsent):
         agent.collect_apache(context(apache={"url": f"http://127.0.0.1:{nginx_port}/"}))
+
+
+def test_a_status_page_that_errs_or_is_not_http_fails_with_the_reason(nginx_port,
+                                                                      tls_nginx_port):
+    """The status pages' own HTTP client: a 5xx, an answer that is not HTTP, an https page whose
+    certificate the system does not trust, and nothing listening."""
+    def collect(url):
+        _, unavailable = agent.run_collectors(("nginx",), context(nginx={"url": url}))
+        return unavailable.get("nginx", "")
+
+    garbage = socketserver.TCPServer(("127.0.0.1", 0), _Garbage)
+    threading.Thread(target=garbage.serve_forever, daemon=True).start()
+    try:
+        assert "answered HTTP 500" in collect(f"http://127.0.0.1:{nginx_port}/boom")
+        assert "did not answer HTTP" in collect(f"http://127.0.0.1:{garbage.server_address[1]}/")
+        assert "CERTIFICATE_VERIFY_FAILED" in collect(f"https://127.0.0.1:{tls_nginx_port}/")
+    finally:
+        garbage.shutdown()
+        garbage.server_close()
+    with pytest.raises(agent.ServiceAbsent):
+        agent.collect_nginx(context(nginx={"url": f"http://127.0.0.1:{free_port()}/"}))
+
+
+class _Garbage(socketserver.BaseRequestHandler):
+    def handle(self):
+        self.request.recv(1024)
+        self.request.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+
+
+@pytest.fixture
+def tls_nginx_port(tmp_path):
+    """An nginx of the test's own serving https with a self-signed certificate."""
+    from tests.conftest import self_signed_certificate
+
+    port = free_port()
+    cert, key = self_signed_certificate(tmp_path)
+    (tmp_path / "tls").mkdir()
+    process = start_nginx(tmp_path / "tls", f"""
+  server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};
+           location / {{ stub_status; }} }}""")
+    try:
+        wait_for_port(port, process)
+        yield port
+    finally:
+        stop_process(process)
 
 
 # ----- Docker (stand-in) ------------------------------------------------------------------------

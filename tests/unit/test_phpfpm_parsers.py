@@ -80,6 +80,25 @@ def test_read_phpfpm_pools_follows_includes_relative_to_the_config(tmp_path):
     assert pools == [{"name": "a", "listen": "/run/a.sock"}, {"name": "b", "listen": "9001"}]
 
 
+def test_read_phpfpm_pools_reads_again_only_what_changed(tmp_path, monkeypatch):
+    (tmp_path / "pool.d").mkdir()
+    config = tmp_path / "php-fpm.conf"
+    config.write_text("[global]\ninclude=pool.d/*.conf\n")
+    (tmp_path / "pool.d" / "a.conf").write_text("[a]\nlisten = 9001\n")
+    opened = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: (opened.append(path),
+                                                                real_open(path, *a, **k))[1])
+    assert [p["name"] for p in agent.read_phpfpm_pools(str(config))] == ["a"]
+    assert len(opened) == 2
+    assert [p["name"] for p in agent.read_phpfpm_pools(str(config))] == ["a"]
+    assert len(opened) == 2  # nothing changed: nothing read
+    (tmp_path / "pool.d" / "b.conf").write_text("[b]\nlisten = 9002\n")  # the folder changed
+    assert [p["name"] for p in agent.read_phpfpm_pools(str(config))] == ["a", "b"]
+    (tmp_path / "pool.d" / "a.conf").write_text("[a]\nlisten = /run/a.sock\n")  # a file did
+    assert agent.read_phpfpm_pools(str(config))[0]["listen"] == "/run/a.sock"
+
+
 def test_parse_unix_diag_reads_the_listening_sockets_queues():
     """Captured with four requests held on a pool of pm.max_children = 1: three wait."""
     queues = agent.parse_unix_diag((FIXTURES / "phpfpm_unix_diag.bin").read_bytes())
