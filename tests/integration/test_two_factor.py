@@ -185,31 +185,40 @@ def test_wrong_codes_spend_the_login_limit_and_then_even_the_right_code_waits(pa
     assert sum(row.occurrences for row in failed) == 5
 
 
-def test_concurrent_wrong_codes_get_no_more_than_the_limit_checked(panel):
-    """Twenty wrong codes at once under one challenge: exactly MPANEL_LOGIN_FAILURE_LIMIT (5)
-    are checked (401), the rest 429 — the limit is taken in the database before the check."""
+def test_concurrent_wrong_codes_get_no_more_than_the_limit_checked(panel, tmp_path):
+    """Twenty wrong codes at once under one challenge, split over two panel processes on one
+    database: exactly MPANEL_LOGIN_FAILURE_LIMIT (5) are checked (401), the rest 429 — the
+    attempt is taken in the database before the code is checked."""
     browser = logged_in_browser(panel)
-    enrol(browser)
+    secret, _, step = enrol(browser)
     log_out(browser)
     password_step(browser)
     page = browser.request("GET", "/login/code").text
     token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
     cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
-    body = urllib.parse.urlencode({"csrf_token": token, "code": "not-a-code"})
-    barrier = threading.Barrier(20)
-    statuses = []
+    body = urllib.parse.urlencode({"csrf_token": token,
+                                   "code": wrong_codes(secret, step, 1)[0]})
+    replica = start_panel(panel.database_url, tmp_path / "replica.log")
+    try:
+        barrier = threading.Barrier(20)
+        statuses = []
 
-    def attempt():
-        barrier.wait(timeout=30)
-        statuses.append(http_request(panel, "POST", "/login/code", body=body, headers={
-            "Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"}).status)
+        def attempt(target):
+            barrier.wait(timeout=30)
+            statuses.append(http_request(target, "POST", "/login/code", body=body, headers={
+                "Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"}).status)
 
-    threads = [threading.Thread(target=attempt) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+        threads = [threading.Thread(target=attempt, args=(target,))
+                   for target in [panel, replica] * 10]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        stop_panel(replica)
     assert sorted(statuses) == [401] * 5 + [429] * 15
+    failed = models.AuthEvent.select().where(models.AuthEvent.kind == "two_factor_failed")
+    assert sum(row.occurrences for row in failed) == 5
 
 
 def test_the_code_step_without_a_challenge_goes_back_to_the_password(panel):
