@@ -100,3 +100,53 @@ def test_a_recovery_code_is_read_in_any_case_with_or_without_dashes():
 @pytest.mark.parametrize("typed", ["", "123456", "abcd-efgh", "llll-llll-llll-llll", None])
 def test_text_that_cannot_be_a_recovery_code_has_no_hash(typed):
     assert totp.recovery_code_hash(typed) is None
+
+
+# ===== Stored: each recovery code and each step used once =======================================
+
+@pytest.fixture
+def stored(tmp_path):
+    """The models on an SQLite file of this test's own; the binding before is put back."""
+    from panel import db, models, operations
+
+    before = db.database_proxy.obj
+    database = db.bind(f"sqlite:///{tmp_path / 'panel.db'}")
+    db.init_schema(database)
+    operations.set_admin("admin", "a long password", 4)
+    yield models, models.admin_by_username("admin")
+    database.close()
+    db.database_proxy.initialize(before)
+
+
+def test_a_recovery_code_is_stored_hashed_and_spent_once(stored):
+    from panel.db import utcnow
+
+    models, admin = stored
+    codes = totp.new_recovery_codes()
+    models.start_two_factor_enrolment(admin.id, "sealed secret")
+    assert models.confirm_two_factor(admin.id, 7, utcnow(),
+                                     [totp.recovery_code_hash(code) for code in codes])
+    kept = {row.code_hash for row in models.RecoveryCode.select()}
+    assert kept == {totp.recovery_code_hash(code) for code in codes}
+    assert not any(code.replace("-", "") in hashed for code in codes for hashed in kept)
+    assert models.use_recovery_code(admin.id, totp.recovery_code_hash(codes[0]), utcnow())
+    assert not models.use_recovery_code(admin.id, totp.recovery_code_hash(codes[0]), utcnow())
+    assert models.recovery_codes_left(admin.id) == totp.RECOVERY_CODE_COUNT - 1
+
+
+def test_a_step_is_accepted_once_and_never_an_earlier_one(stored):
+    models, admin = stored
+    assert models.accept_totp_step(admin.id, 100)
+    assert not models.accept_totp_step(admin.id, 100)
+    assert not models.accept_totp_step(admin.id, 99)
+    assert models.accept_totp_step(admin.id, 101)
+
+
+def test_confirming_twice_keeps_the_first_set_of_codes(stored):
+    from panel.db import utcnow
+
+    models, admin = stored
+    models.start_two_factor_enrolment(admin.id, "sealed secret")
+    assert models.confirm_two_factor(admin.id, 7, utcnow(), ["a" * 64])
+    assert not models.confirm_two_factor(admin.id, 8, utcnow(), ["b" * 64])
+    assert [row.code_hash for row in models.RecoveryCode.select()] == ["a" * 64]
