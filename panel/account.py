@@ -13,7 +13,7 @@ import time
 
 import bottle
 
-from . import auth, keys, models, totp, units
+from . import auth, keys, models, totp
 from . import settings as settings_module
 from .db import utcnow
 from .errors import DATABASE_ERRORS, database_unavailable
@@ -53,13 +53,6 @@ def build_account(settings):
         if code_hash and models.use_recovery_code(admin.id, code_hash, utcnow()):
             return "recovery code", None
         return None, totp.WRONG
-
-    def throttled(wait, address, username):
-        bottle.response.status = 429
-        bottle.response.set_header("Retry-After", str(max(1, int(wait + 0.999))))
-        models.record_auth_failure("login_throttled", client_addr=address,
-                                   detail=f"user {username}")
-        return f"Too many failed logins. Try again in {units.duration(wait)}."
 
     # ----- login's second step -----------------------------------------------------------------
 
@@ -106,8 +99,7 @@ def build_account(settings):
         # guesses on any replica cannot pass a count none of them has added to.
         wait = models.take_attempts(limits, time.time())
         if wait > 0:
-            message = throttled(wait, address, admin.username)
-            return code_page(message, 429)
+            return code_page(auth.throttled_login(wait, address, admin.username), 429)
         how, failure = second_factor(admin, typed)
         if how is None:
             models.record_auth_failure("two_factor_failed", client_addr=address,
@@ -190,7 +182,8 @@ def build_account(settings):
         limits = auth.login_limits(settings, address, admin.username)
         wait = models.take_attempts(limits, time.time())
         if wait > 0:
-            return account_page(session, throttled(wait, address, admin.username), status=429)
+            return account_page(session, auth.throttled_login(wait, address, admin.username),
+                                status=429)
         if code.strip():
             how, failure = second_factor(admin, code)
         elif password and keys.check_secret(password[:72], admin.password_hash):

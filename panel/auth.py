@@ -22,7 +22,7 @@ import secrets
 
 import bottle
 
-from . import keys, models
+from . import keys, models, units
 from .db import utcnow
 from .errors import ApiError
 
@@ -249,6 +249,15 @@ def login_limits(settings, address, username):
     per_address = LOGIN_ADDRESS_FACTOR * per_user
     return [(f"login user {username}", LOGIN_WINDOW / per_user, per_user),
             (f"login address {address}", LOGIN_WINDOW / per_address, per_address)]
+
+
+def throttled_login(wait, address, username):
+    """Answer a login attempt past its limits (`wait` seconds until one may go): 429 with
+    Retry-After, recorded. -> the message for the form."""
+    bottle.response.status = 429
+    bottle.response.set_header("Retry-After", str(max(1, int(wait + 0.999))))
+    models.record_auth_failure("login_throttled", client_addr=address, detail=f"user {username}")
+    return f"Too many failed logins. Try again in {units.duration(wait)}."
 
 
 def new_login_csrf(settings):

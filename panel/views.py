@@ -197,7 +197,7 @@ def build_views(settings):
             bottle.response.status = unavailable.status_code
             bottle.response.set_header("Retry-After", unavailable.headers["Retry-After"])
             return login_page(settings, "The panel's database is not answering; please try "
-                               "again in a minute.", username)
+                              "again in a minute.", username)
 
     def attempt_login(username, password, address):
         limits = auth.login_limits(settings, address, username)
@@ -205,12 +205,7 @@ def build_views(settings):
         # concurrent attempts on any replica cannot all pass a count none of them has added to.
         wait = models.take_attempts(limits, time.time())
         if wait > 0:
-            bottle.response.status = 429
-            bottle.response.set_header("Retry-After", str(max(1, int(wait + 0.999))))
-            models.record_auth_failure("login_throttled", client_addr=address,
-                                       detail=f"user {username}")
-            return login_page(settings, "Too many failed logins. Try again in "
-                               f"{units.duration(wait)}.", username)
+            return login_page(settings, auth.throttled_login(wait, address, username), username)
         admin = models.admin_by_username(username)
         hashed = admin.password_hash if admin else unknown_user_hash
         if not keys.check_secret(password[:72], hashed) or admin is None:
