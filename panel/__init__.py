@@ -12,7 +12,7 @@ import logging
 
 import bottle
 
-from . import api, auth, db, errors, keys, manage, prometheus, views, writer
+from . import account, api, auth, db, errors, keys, manage, prometheus, views, writer
 from . import settings as settings_module
 
 log = logging.getLogger("mpanel")
@@ -43,7 +43,8 @@ def create_app(settings, database=None):
     app.committer = writer.GroupCommitter(database)
     boundary = errors.BoundaryPlugin()
     for part in (api.build_api(settings, app.committer), views.build_views(settings),
-                 manage.build_manage(settings), prometheus.build_prometheus(settings)):
+                 account.build_account(settings), manage.build_manage(settings),
+                 prometheus.build_prometheus(settings)):
         part.install(plugin)
         # Bottle applies the first installed plugin outermost: the boundary goes first, so it
         # also sees what the auth check and the API's JSON errors let through.

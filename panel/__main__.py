@@ -7,6 +7,7 @@
   backup FILE                   SQLite: an online copy of the database; PostgreSQL: how to pg_dump
   prune                         drop samples and rollups past their retention now
   create-admin USERNAME         password from MPANEL_ADMIN_PASSWORD, else prompted
+  reset-two-factor USERNAME     turn a locked-out user's two-factor off (security log)
   add-server NAME [--critical]  create a server and print its API key, once
   rotate-key NAME [--grace-hours H]  new key; the old one works H more hours (default 24)
   revoke NAME                   cut the server's key off at once
@@ -213,6 +214,21 @@ def cmd_create_admin(settings, args):
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"admin {args.username} {'created' if created else 'password updated'}")
+    return 0
+
+
+def cmd_reset_two_factor(settings, args):
+    from . import operations
+
+    _database(settings)
+    try:
+        was_on = operations.reset_two_factor(args.username)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    log.warning("two-factor reset user=%s was_on=%s", args.username, was_on)
+    print(f"two-factor of {args.username!r} is off" + ("" if was_on else " (it was not on)")
+          + "; they log in with their password and may set it up again on /account")
     return 0
 
 
@@ -435,6 +451,10 @@ def build_parser():
     admin.add_argument("username")
     admin.add_argument("--role", choices=("admin", "viewer"), default="admin")
     admin.set_defaults(func=cmd_create_admin)
+
+    reset = sub.add_parser("reset-two-factor", help="turn a locked-out user's two-factor off")
+    reset.add_argument("username")
+    reset.set_defaults(func=cmd_reset_two_factor)
 
     add = sub.add_parser("add-server", help="create a server and print its API key once")
     add.add_argument("name")

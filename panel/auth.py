@@ -5,6 +5,8 @@ A route says what it needs in one place, `@app.post("/x", auth="agent")`:
   - auth="agent"  Bearer API key; the callback gets `agent=` (an Agent joined to its Server).
                   Refused over plain HTTP unless from loopback, through a trusted proxy that
                   says X-Forwarded-Proto: https, or with MPANEL_ALLOW_HTTP.
+  - auth="account" any logged-in session, also one that must still set up two-factor
+                  (two_factor_required): the account page where it does, and logging out.
   - auth="viewer" any logged-in session (admin or read-only viewer): the pages that only show.
   - auth="admin"  a logged-in admin: everything that changes something. State-changing methods
                   also need the session's CSRF token (a form field, or htmx's X-CSRF-Token).
@@ -20,7 +22,7 @@ import secrets
 
 import bottle
 
-from . import keys, models
+from . import keys, models, units
 from .db import utcnow
 from .errors import ApiError
 
@@ -28,6 +30,13 @@ log = logging.getLogger("mpanel.auth")
 
 SESSION_COOKIE = "mpanel_session"
 LOGIN_CSRF_COOKIE = "mpanel_login_csrf"
+# A login whose password was right and whose second factor is awaited (account.py).
+CHALLENGE_COOKIE = "mpanel_login_challenge"
+CHALLENGE_MINUTES = 5
+LOGIN_WINDOW = 300  # seconds over which failed logins are counted
+# Per username, and (an office behind one NAT address shares it) this many times that per address.
+LOGIN_ADDRESS_FACTOR = 4
+STAFF_ROLES = ("admin", "viewer")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 # What an agent is told, by failure kind. "bad_key" and "unknown_key" read alike on purpose:
@@ -41,7 +50,7 @@ _REFUSALS = {
     "expired": "API key rejected (replaced by a newer key)",
 }
 # Every kind of failure auth_events records (the Security page marks them).
-FAILURE_KINDS = (*_REFUSALS, "throttled", "login_failed", "login_throttled")
+FAILURE_KINDS = (*_REFUSALS, "throttled", "login_failed", "login_throttled", "two_factor_failed")
 
 
 # ===== Agents ===================================================================================
@@ -226,6 +235,87 @@ def csrf_ok(session):
     return hmac.compare_digest(sent.encode(), session.csrf_token.encode())
 
 
+def https(settings):
+    return forwarded_scheme(settings) == "https"
+
+
+# ===== Logging in: limits, the second factor, the session =======================================
+
+def login_limits(settings, address, username):
+    """[(name, interval, burst)] for models.take_attempts: `login_failure_limit` failed
+    logins per username per LOGIN_WINDOW, LOGIN_ADDRESS_FACTOR times that per address. A wrong
+    password and a wrong second factor spend the same budget."""
+    per_user = settings.login_failure_limit
+    per_address = LOGIN_ADDRESS_FACTOR * per_user
+    return [(f"login user {username}", LOGIN_WINDOW / per_user, per_user),
+            (f"login address {address}", LOGIN_WINDOW / per_address, per_address)]
+
+
+def throttled_login(wait, address, username):
+    """Answer a login attempt past its limits (`wait` seconds until one may go): 429 with
+    Retry-After, recorded. -> the message for the form."""
+    bottle.response.status = 429
+    bottle.response.set_header("Retry-After", str(max(1, int(wait + 0.999))))
+    models.record_auth_failure("login_throttled", client_addr=address, detail=f"user {username}")
+    return f"Too many failed logins. Try again in {units.duration(wait)}."
+
+
+def new_login_csrf(settings):
+    """The login forms' CSRF token (no session yet): a cookie and the same value in the form."""
+    token = secrets.token_urlsafe(24)
+    bottle.response.set_cookie(LOGIN_CSRF_COOKIE, token, path="/login", httponly=True,
+                               samesite="strict", secure=https(settings))
+    return token
+
+
+def login_csrf_ok():
+    sent = bottle.request.forms.get("csrf_token") or ""
+    cookie = bottle.request.get_cookie(LOGIN_CSRF_COOKIE) or ""
+    return bool(cookie) and secrets.compare_digest(sent.encode(), cookie.encode())
+
+
+def two_factor_on(admin):
+    return admin.totp_enabled_at is not None
+
+
+def two_factor_required(admin, settings):
+    """Whether `admin` must have two-factor before reaching any page but its account page: the
+    one place that decides (MPANEL_REQUIRE_STAFF_TWO_FACTOR for staff; a per-customer
+    requirement belongs here too)."""
+    return settings.require_staff_two_factor and admin.role in STAFF_ROLES
+
+
+def start_challenge(admin, settings):
+    """The password was right and `admin` has two-factor on: a single-use challenge for this
+    browser (its cookie's token; the database keeps a SHA-256), good for CHALLENGE_MINUTES."""
+    token = secrets.token_urlsafe(32)
+    models.create_login_challenge(admin.id, token_hash(token),
+                                  utcnow() + datetime.timedelta(minutes=CHALLENGE_MINUTES))
+    bottle.response.set_cookie(CHALLENGE_COOKIE, token, path="/login", httponly=True,
+                               samesite="strict", secure=https(settings),
+                               max_age=CHALLENGE_MINUTES * 60)
+
+
+def current_challenge():
+    """The live LoginChallenge (its admin joined) of this browser, or None."""
+    token = bottle.request.get_cookie(CHALLENGE_COOKIE)
+    if not token:
+        return None
+    challenge = models.login_challenge_by_token_hash(token_hash(token))
+    if challenge is None or challenge.expires_at < utcnow():
+        return None
+    return challenge
+
+
+def open_session(admin, settings):
+    """Logged in: the session cookie; the login's own cookies are spent."""
+    token = start_session(admin, settings.session_hours)
+    bottle.response.set_cookie(SESSION_COOKIE, token, path="/", httponly=True, samesite="lax",
+                               secure=https(settings), max_age=settings.session_hours * 3600)
+    bottle.response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    bottle.response.delete_cookie(CHALLENGE_COOKIE, path="/login")
+
+
 # ===== The plugin ================================================================================
 
 class AuthPlugin:
@@ -237,6 +327,7 @@ class AuthPlugin:
     def __init__(self, authenticator, secret):
         self.authenticate = authenticator
         self.secret = secret
+        self.settings = authenticator.settings
 
     def apply(self, callback, route):
         need = route.config.get("auth")
@@ -252,15 +343,17 @@ class AuthPlugin:
                         answer["newApiKey"] = new_key
                 return answer
             return agent_guard
-        if need in ("admin", "viewer"):
+        if need in ("admin", "viewer", "account"):
             def admin_guard(*args, **kwargs):
                 session = current_session()
                 if session is None:
-                    if bottle.request.get_header("HX-Request"):
-                        # htmx follows HX-Redirect with a full page load.
-                        bottle.response.set_header("HX-Redirect", "/login")
-                        return ""
-                    return bottle.redirect("/login")
+                    return _send_to("/login")
+                if (need != "account" and not two_factor_on(session.admin)
+                        and two_factor_required(session.admin, self.settings)):
+                    if bottle.request.method not in SAFE_METHODS:
+                        bottle.abort(403, "this account must set up two-factor first: "
+                                          "see /account")
+                    return _send_to("/account")
                 if need == "admin" and session.admin.role != "admin":
                     bottle.abort(403, "this account is read-only: changing things needs an "
                                       "admin account")
@@ -270,3 +363,11 @@ class AuthPlugin:
                 return callback(*args, **kwargs)
             return admin_guard
         return callback
+
+
+def _send_to(path):
+    if bottle.request.get_header("HX-Request"):
+        # htmx follows HX-Redirect with a full page load.
+        bottle.response.set_header("HX-Redirect", path)
+        return ""
+    return bottle.redirect(path)

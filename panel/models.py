@@ -417,10 +417,18 @@ class MaintenanceWindow(BaseModel):
 
 
 class Admin(BaseModel):
+    """A login. Two-factor (panel/totp.py): `totp_secret_box` is the TOTP secret sealed with the
+    panel's secret (keys.seal), set when enrolment starts; `totp_enabled_at` when a code
+    confirmed it (NULL: two-factor is off, or enrolment is pending); `totp_last_step` the last
+    accepted time step, so no code is accepted twice."""
+
     username = peewee.CharField(max_length=64, unique=True)
     password_hash = peewee.TextField()
     role = peewee.CharField(max_length=16, default="admin")
     created_at = peewee.DateTimeField(default=utcnow)
+    totp_secret_box = peewee.TextField(null=True)
+    totp_enabled_at = peewee.DateTimeField(null=True)
+    totp_last_step = peewee.BigIntegerField(null=True)
 
     class Meta:
         table_name = "admins"
@@ -440,9 +448,35 @@ class AdminSession(BaseModel):
         table_name = "admin_sessions"
 
 
+class RecoveryCode(BaseModel):
+    """A two-factor recovery code: its SHA-256 only (totp.recovery_code_hash), usable once."""
+
+    admin = peewee.ForeignKeyField(Admin, column_name="admin_id", on_delete="CASCADE")
+    code_hash = peewee.CharField(max_length=64)
+    created_at = peewee.DateTimeField(default=utcnow)
+    used_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "recovery_codes"
+        indexes = ((("admin", "code_hash"), True),)
+
+
+class LoginChallenge(BaseModel):
+    """A login between its password and its second factor: bound to the user and to the browser
+    that holds the cookie's token, of which only a SHA-256 is stored; single-use, short-lived."""
+
+    token_hash = peewee.CharField(max_length=64, unique=True)
+    admin = peewee.ForeignKeyField(Admin, column_name="admin_id", on_delete="CASCADE")
+    created_at = peewee.DateTimeField(default=utcnow)
+    expires_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "login_challenges"
+
+
 ALL_MODELS = [SchemaVersion, Server, Agent, Metric, LatestSample, Rollup5m, Rollup1h, DirtyBucket,
               CheckState, AuthEvent, AuthLimit, ServerEvent, AlertRule, Alert, Channel, ServerChannel, Delivery,
-              MaintenanceWindow, Admin, AdminSession]
+              MaintenanceWindow, Admin, AdminSession, RecoveryCode, LoginChallenge]
 
 
 # ===== Named queries ==========================================================================
@@ -990,6 +1024,78 @@ def end_session_by_token_hash(token_hash):
     AdminSession.delete().where(AdminSession.token_hash == token_hash).execute()
 
 
+# ===== Two-factor ===============================================================================
+
+def admin_by_id(admin_id):
+    return Admin.get_or_none(Admin.id == admin_id)
+
+
+def start_two_factor_enrolment(admin_id, secret_box):
+    """A new pending secret (two-factor stays off until confirm_two_factor)."""
+    Admin.update(totp_secret_box=secret_box, totp_enabled_at=None, totp_last_step=None) \
+        .where(Admin.id == admin_id).execute()
+
+
+def confirm_two_factor(admin_id, step, now, recovery_hashes):
+    """Turn two-factor on with the step that confirmed it and a new set of recovery codes
+    (the old set, if any, goes). -> False when enrolment was not pending any more (confirmed or
+    cancelled by another request meanwhile)."""
+    with database_proxy.atomic():
+        turned_on = (Admin.update(totp_enabled_at=now, totp_last_step=step)
+                     .where((Admin.id == admin_id) & Admin.totp_secret_box.is_null(False) &
+                            Admin.totp_enabled_at.is_null()).execute())
+        if not turned_on:
+            return False
+        RecoveryCode.delete().where(RecoveryCode.admin == admin_id).execute()
+        RecoveryCode.insert_many([{"admin": admin_id, "code_hash": code_hash, "created_at": now}
+                                  for code_hash in recovery_hashes]).execute()
+    return True
+
+
+def end_two_factor(admin_id):
+    """Two-factor off: the secret, its recovery codes and any login waiting for a code go."""
+    with database_proxy.atomic():
+        Admin.update(totp_secret_box=None, totp_enabled_at=None, totp_last_step=None) \
+            .where(Admin.id == admin_id).execute()
+        RecoveryCode.delete().where(RecoveryCode.admin == admin_id).execute()
+        LoginChallenge.delete().where(LoginChallenge.admin == admin_id).execute()
+
+
+def accept_totp_step(admin_id, step):
+    """Record `step` as the user's last used one if it is later than the stored one: one
+    statement, so of concurrent requests with the same code only one is accepted."""
+    return bool(Admin.update(totp_last_step=step)
+                .where((Admin.id == admin_id) & (Admin.totp_last_step.is_null() |
+                                                 (Admin.totp_last_step < step))).execute())
+
+
+def use_recovery_code(admin_id, code_hash, now):
+    """Spend an unused recovery code of the user. -> True when it was one."""
+    return bool(RecoveryCode.update(used_at=now)
+                .where((RecoveryCode.admin == admin_id) & (RecoveryCode.code_hash == code_hash) &
+                       RecoveryCode.used_at.is_null()).execute())
+
+
+def recovery_codes_left(admin_id):
+    return (RecoveryCode.select().where((RecoveryCode.admin == admin_id) &
+                                        RecoveryCode.used_at.is_null()).count())
+
+
+def create_login_challenge(admin_id, token_hash, expires_at):
+    LoginChallenge.create(token_hash=token_hash, admin=admin_id, expires_at=expires_at)
+
+
+def login_challenge_by_token_hash(token_hash):
+    """The challenge (its admin joined) whose token hashes to this, expired or not; or None."""
+    return (LoginChallenge.select(LoginChallenge, Admin).join(Admin)
+            .where(LoginChallenge.token_hash == token_hash).first())
+
+
+def end_login_challenge(token_hash):
+    """Spend a challenge. -> True for the one request that did (single use under concurrency)."""
+    return bool(LoginChallenge.delete().where(LoginChallenge.token_hash == token_hash).execute())
+
+
 # ===== Agents and their keys ====================================================================
 
 def update_agent(agent_id, **fields):
@@ -1122,6 +1228,10 @@ def prune_deliveries(before):
 
 def prune_sessions(now):
     return AdminSession.delete().where(AdminSession.expires_at < now).execute()
+
+
+def prune_login_challenges(now):
+    return LoginChallenge.delete().where(LoginChallenge.expires_at < now).execute()
 
 
 def create_day_partition(day):

@@ -63,6 +63,21 @@ def set_admin(username, password, rounds, role="admin"):
         return False
 
 
+def reset_two_factor(username):
+    """Turn a locked-out user's two-factor off (its secret and recovery codes go), recorded in
+    the security log; they log in with their password and may set it up again. -> whether it
+    was on."""
+    admin = models.admin_by_username(username)
+    if admin is None:
+        raise ValueError(f"no user named {username!r}")
+    was_on = admin.totp_enabled_at is not None
+    with database_proxy.atomic():
+        models.end_two_factor(admin.id)
+        models.record_auth_event("two_factor_reset",
+                                 detail=f"user {username}, from the command line")
+    return was_on
+
+
 # ===== Alerting set-up ==========================================================================
 
 def server_named(name):

@@ -265,4 +265,5 @@ def prune(settings, now=None):
     removed["auth_limits"] = models.prune_auth_limits(now)
     removed["deliveries"] = models.prune_deliveries(now - datetime.timedelta(days=90))
     removed["sessions"] = models.prune_sessions(now)
+    removed["login_challenges"] = models.prune_login_challenges(now)
     return removed

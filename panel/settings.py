@@ -56,6 +56,9 @@ class Settings:
     retention_1h_days: int = 730
     public_url: str = ""
     login_failure_limit: int = 5
+    # Staff (admin, viewer) without two-factor are sent to enrol before any other page
+    # (auth.two_factor_required).
+    require_staff_two_factor: bool = False
     metrics_token: str = dataclasses.field(default="", repr=False)
     smtp: dict = dataclasses.field(default_factory=dict, repr=False)  # holds a password
 
@@ -113,6 +116,10 @@ def _int(env, name, default):
         return int(raw)
     except ValueError:
         raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _flag(env, name):
+    return (env.get(name) or "").lower() in ("1", "true", "yes")
 
 
 def read_env_file(path):
@@ -176,13 +183,14 @@ def from_env(env=None, config_file=None, **overrides):
         secret_key=env.get("MPANEL_SECRET_KEY", ""),
         auth_failure_limit=_int(env, "MPANEL_AUTH_FAILURE_LIMIT", 10),
         trusted_proxies=tuple((env.get("MPANEL_TRUSTED_PROXIES") or "").split(",")),
-        allow_http=(env.get("MPANEL_ALLOW_HTTP") or "").lower() in ("1", "true", "yes"),
+        allow_http=_flag(env, "MPANEL_ALLOW_HTTP"),
         job_interval=float(env.get("MPANEL_JOB_INTERVAL") or 15),
         retention_raw_days=_int(env, "MPANEL_RETENTION_RAW_DAYS", 7),
         retention_5m_days=_int(env, "MPANEL_RETENTION_5M_DAYS", 90),
         retention_1h_days=_int(env, "MPANEL_RETENTION_1H_DAYS", 730),
         public_url=(env.get("MPANEL_PUBLIC_URL") or "").rstrip("/"),
         login_failure_limit=_int(env, "MPANEL_LOGIN_FAILURE_LIMIT", 5),
+        require_staff_two_factor=_flag(env, "MPANEL_REQUIRE_STAFF_TWO_FACTOR"),
         metrics_token=env.get("MPANEL_METRICS_TOKEN", ""),
         smtp={
             "host": env.get("MPANEL_SMTP_HOST", ""),

@@ -32,9 +32,6 @@ DOWNLOADS = {
 }
 
 STATUSES = ("online", "offline", "never seen")
-LOGIN_WINDOW = 300  # seconds over which failed logins are counted
-# Per username, and (an office behind one NAT address shares it) this many times that per address.
-LOGIN_ADDRESS_FACTOR = 4
 # The servers table's figure columns, from the figure table: (sort key, header, figure), left
 # to right; each row carries the shown value under the sort key.
 TABLE_FIGURES = tuple((figure.table.key, figure.table.label, figure)
@@ -175,30 +172,20 @@ def build_views(settings):
     # username is unknown, so a failed login takes as long whether or not the user exists.
     unknown_user_hash = keys.hash_secret(secrets.token_urlsafe(16), settings.bcrypt_rounds)
 
-    def login_limits(address, username):
-        """[(name, interval, burst)] for models.take_attempts: `login_failure_limit` failed
-        logins per username per LOGIN_WINDOW, LOGIN_ADDRESS_FACTOR times that per address."""
-        per_user = settings.login_failure_limit
-        per_address = LOGIN_ADDRESS_FACTOR * per_user
-        return [(f"login user {username}", LOGIN_WINDOW / per_user, per_user),
-                (f"login address {address}", LOGIN_WINDOW / per_address, per_address)]
-
     @app.get("/")
     def home():
         return bottle.redirect("/servers")
 
     @app.get("/login")
     def login_form():
-        return _login_page(settings)
+        return login_page(settings)
 
     @app.post("/login")
     def login():
         form = bottle.request.forms
-        sent = form.get("csrf_token") or ""
-        cookie = bottle.request.get_cookie(auth.LOGIN_CSRF_COOKIE) or ""
-        if not cookie or not secrets.compare_digest(sent.encode(), cookie.encode()):
+        if not auth.login_csrf_ok():
             bottle.response.status = 403
-            return _login_page(settings, "Your login form expired; please try again.")
+            return login_page(settings, "Your login form expired; please try again.")
         username = (form.getunicode("username") or "")[:64]
         password = form.getunicode("password") or ""
         try:
@@ -209,21 +196,16 @@ def build_views(settings):
             unavailable = database_unavailable(err)
             bottle.response.status = unavailable.status_code
             bottle.response.set_header("Retry-After", unavailable.headers["Retry-After"])
-            return _login_page(settings, "The panel's database is not answering; please try "
-                               "again in a minute.", username)
+            return login_page(settings, "The panel's database is not answering; please try "
+                              "again in a minute.", username)
 
     def attempt_login(username, password, address):
-        limits = login_limits(address, username)
+        limits = auth.login_limits(settings, address, username)
         # Taken before the password is checked, in one statement per limit, in the database:
         # concurrent attempts on any replica cannot all pass a count none of them has added to.
         wait = models.take_attempts(limits, time.time())
         if wait > 0:
-            bottle.response.status = 429
-            bottle.response.set_header("Retry-After", str(max(1, int(wait + 0.999))))
-            models.record_auth_failure("login_throttled", client_addr=address,
-                                       detail=f"user {username}")
-            return _login_page(settings, "Too many failed logins. Try again in "
-                               f"{units.duration(wait)}.", username)
+            return login_page(settings, auth.throttled_login(wait, address, username), username)
         admin = models.admin_by_username(username)
         hashed = admin.password_hash if admin else unknown_user_hash
         if not keys.check_secret(password[:72], hashed) or admin is None:
@@ -231,17 +213,16 @@ def build_views(settings):
                                        detail=f"user {username}")
             bottle.response.status = 401
             bottle.response.set_header("WWW-Authenticate", auth.LOGIN_CHALLENGE)
-            return _login_page(settings, "Wrong username or password.", username)
+            return login_page(settings, "Wrong username or password.", username)
         models.give_back_attempts(limits)  # only failures count
+        if auth.two_factor_on(admin):
+            auth.start_challenge(admin, settings)  # account.py asks for the code
+            return bottle.redirect("/login/code")
         models.record_auth_event("login_ok", client_addr=address, detail=f"user {username}")
-        token = auth.start_session(admin, settings.session_hours)
-        bottle.response.set_cookie(auth.SESSION_COOKIE, token, path="/", httponly=True,
-                                   samesite="lax", secure=_https(settings),
-                                   max_age=settings.session_hours * 3600)
-        bottle.response.delete_cookie(auth.LOGIN_CSRF_COOKIE, path="/login")
+        auth.open_session(admin, settings)
         return bottle.redirect("/servers")
 
-    @app.post("/logout", auth="viewer")
+    @app.post("/logout", auth="account")
     def logout(session):
         auth.end_session()
         bottle.response.delete_cookie(auth.SESSION_COOKIE, path="/")
@@ -379,14 +360,7 @@ def _uptime_since_boot(agent):
     return units.duration((utcnow() - agent.boot_time).total_seconds())
 
 
-def _https(settings):
-    return auth.forwarded_scheme(settings) == "https"
-
-
-def _login_page(settings, message="", username=""):
-    token = secrets.token_urlsafe(24)
-    bottle.response.set_cookie(auth.LOGIN_CSRF_COOKIE, token, path="/login", httponly=True,
-                               samesite="strict", secure=_https(settings))
+def login_page(settings, message="", username=""):
     return template("login.tpl", title="Log in · mPanel", message=message, username=username,
-                    csrf_token=token)
+                    csrf_token=auth.new_login_csrf(settings))
 

@@ -312,7 +312,12 @@ CREATE TABLE IF NOT EXISTS admins (
   username VARCHAR(64) NOT NULL UNIQUE,
   password_hash TEXT NOT NULL,
   role VARCHAR(16) NOT NULL DEFAULT 'admin',
-  created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC')
+  created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),
+  -- Two-factor (panel/totp.py): the TOTP secret sealed with the panel's secret (keys.seal),
+  -- when a code confirmed it (NULL: off or pending), the last time step accepted.
+  totp_secret_box TEXT,
+  totp_enabled_at TIMESTAMP,
+  totp_last_step BIGINT
 );
 
 CREATE TABLE IF NOT EXISTS admin_sessions (
@@ -325,3 +330,24 @@ CREATE TABLE IF NOT EXISTS admin_sessions (
 );
 
 CREATE INDEX IF NOT EXISTS idx_admin_sessions_admin ON admin_sessions (admin_id);
+
+-- Two-factor recovery codes: SHA-256 only, each usable once.
+CREATE TABLE IF NOT EXISTS recovery_codes (
+  id SERIAL PRIMARY KEY,
+  admin_id INTEGER NOT NULL REFERENCES admins(id) ON DELETE CASCADE,
+  code_hash VARCHAR(64) NOT NULL,
+  created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),
+  used_at TIMESTAMP,
+  UNIQUE (admin_id, code_hash)
+);
+
+-- A login between its password and its second factor (cookie token's SHA-256; single use).
+CREATE TABLE IF NOT EXISTS login_challenges (
+  id SERIAL PRIMARY KEY,
+  token_hash VARCHAR(64) NOT NULL UNIQUE,
+  admin_id INTEGER NOT NULL REFERENCES admins(id) ON DELETE CASCADE,
+  created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),
+  expires_at TIMESTAMP NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS idx_login_challenges_admin ON login_challenges (admin_id);

@@ -27,7 +27,7 @@
     % end
   </nav>
   <div class="who">
-    <span title="{{session.admin.role}}">{{session.admin.username}}{{' (read-only)' if session.admin.role != 'admin' else ''}}</span>
+    <a href="/account" title="{{session.admin.role}}: your account and two-factor login">{{session.admin.username}}{{' (read-only)' if session.admin.role != 'admin' else ''}}</a>
     <form method="post" action="/logout" class="inline">
       <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
       <button type="submit" class="link">Log out</button>

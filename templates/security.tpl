@@ -1,7 +1,7 @@
 % rebase('base.tpl', title=title, session=session)
 <section class="card">
   <h1>Security log</h1>
-  <p class="muted">Failed agent authentications, admin logins and key changes, latest first (kept 30 days). Only a key's public id is ever recorded, never the key. Repeated identical failures (same kind, address, key id and request) are one row per {{summary_minutes}} minutes: the count, and when the first and the latest happened.</p>
+  <p class="muted">Failed agent authentications, logins (and their two-factor codes), two-factor set-ups and removals, and key changes, latest first (kept 30 days). Only a key's public id is ever recorded, never the key, nor any two-factor secret or code. Repeated identical failures (same kind, address, key id and request) are one row per {{summary_minutes}} minutes: the count, and when the first and the latest happened.</p>
   <table class="list">
     <thead><tr><th>First (UTC)</th><th>Latest (UTC)</th><th>Count</th><th>Event</th><th>From</th><th>Server</th><th>Key id</th><th>Detail</th></tr></thead>
     <tbody>

@@ -361,3 +361,45 @@ def test_admin_adds_a_server_watches_it_report_and_rotates_its_key(browser, live
     wait_until(lambda: "/login" in browser.current_url)
     browser.get(f"{panel.url}/servers/{server.id}")
     assert "/login" in browser.current_url
+
+
+# ===== Two-factor login ==========================================================================
+
+@pytest.mark.timeout(90)
+def test_a_user_sets_up_two_factor_and_logs_in_with_a_code_from_the_secret_shown(browser, panel):
+    """The account page shows the secret; the test is the phone: it computes each code from
+    that secret (RFC 6238) and types it, once to turn two-factor on and once to log in."""
+    from selenium.webdriver.common.by import By
+
+    from panel import totp
+
+    log_in(browser, panel)
+    browser.find_element(By.CSS_SELECTOR, "a[href='/account']").click()
+    assert wait_until(lambda: "/account" in browser.current_url, timeout=10)
+    browser.find_element(By.XPATH, "//button[text()='Set up two-factor']").click()
+    secret = wait_until(lambda: browser.find_elements(By.ID, "totp-secret"), timeout=10)[0].text
+    link = browser.find_element(By.ID, "totp-link").get_attribute("href")
+    assert link.startswith("otpauth://totp/mPanel:admin?secret=")
+    key = totp.secret_key(secret)
+    step = totp.step_at(time.time())
+    browser.find_element(By.CSS_SELECTOR, "form[action='/account/two-factor/confirm'] "
+                                          "input[name=code]").send_keys(totp.hotp(key, step))
+    browser.find_element(By.XPATH, "//button[text()='Turn two-factor on']").click()
+    codes = wait_until(lambda: browser.find_elements(By.ID, "recovery-codes"), timeout=10)[0]
+    assert len(codes.text.split()) == totp.RECOVERY_CODE_COUNT
+    full_page_screenshot(browser, ARTIFACTS / "account-two-factor.png")
+
+    browser.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()
+    assert wait_until(lambda: "/login" in browser.current_url, timeout=10)
+    browser.find_element(By.NAME, "username").send_keys("admin")
+    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    assert wait_until(lambda: "/login/code" in browser.current_url, timeout=10)
+    # The confirming code's step is spent: the phone's next code logs in.
+    browser.find_element(By.NAME, "code").send_keys(totp.hotp(key, step + 1))
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    assert wait_until(lambda: browser.current_url.endswith("/servers"), timeout=10)
+    assert browser.title == "Servers · mPanel"
+    logs = [entry for entry in browser.get_log("browser")
+            if entry["level"] == "SEVERE" and "favicon" not in entry["message"]]
+    assert logs == [], logs  # no CSP violation, no script error
