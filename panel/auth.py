@@ -5,10 +5,14 @@ A route says what it needs in one place, `@app.post("/x", auth="agent")`:
   - auth="agent"  Bearer API key; the callback gets `agent=` (an Agent joined to its Server).
                   Refused over plain HTTP unless from loopback, through a trusted proxy that
                   says X-Forwarded-Proto: https, or with MPANEL_ALLOW_HTTP.
-  - auth="viewer" any logged-in session (admin or read-only viewer): the pages that only show.
-  - auth="admin"  a logged-in admin: everything that changes something. State-changing methods
-                  also need the session's CSRF token (a form field, or htmx's X-CSRF-Token).
+  - auth="viewer" any logged-in user: the pages that only show, scoped to what the user sees.
+  - auth="admin"  a user who may change things (admin; customer-admin, within their customer).
+  - auth="staff"  staff only (admin or viewer): pages about the whole panel.
+  - auth="staff-admin"  a staff admin: customers, users, global rules and channels, security.
   - auth=None     public.
+A session route's callback gets `session=` and `access=` (access.Access: what the user may see
+and change; every query that returns servers is scoped by it). State-changing methods also need
+the session's CSRF token (a form field, or htmx's X-CSRF-Token).
 """
 import datetime
 import functools
@@ -20,6 +24,7 @@ import secrets
 
 import bottle
 
+from . import access as access_module
 from . import keys, models
 from .db import utcnow
 from .errors import ApiError
@@ -252,7 +257,9 @@ class AuthPlugin:
                         answer["newApiKey"] = new_key
                 return answer
             return agent_guard
-        if need in ("admin", "viewer"):
+        if need in access_module.NEEDS:
+            allowed, refusal = access_module.NEEDS[need]
+
             def admin_guard(*args, **kwargs):
                 session = current_session()
                 if session is None:
@@ -261,12 +268,16 @@ class AuthPlugin:
                         bottle.response.set_header("HX-Redirect", "/login")
                         return ""
                     return bottle.redirect("/login")
-                if need == "admin" and session.admin.role != "admin":
-                    bottle.abort(403, "this account is read-only: changing things needs an "
-                                      "admin account")
+                access = access_module.Access.of(session.admin)
+                if not allowed(access):
+                    bottle.abort(403, refusal)
                 if bottle.request.method not in SAFE_METHODS and not csrf_ok(session):
                     bottle.abort(403, "CSRF token missing or wrong")
                 kwargs["session"] = session
+                kwargs["access"] = access
                 return callback(*args, **kwargs)
             return admin_guard
+        if need is not None:  # a typo must not make a page public
+            raise ValueError(f"route {route.rule}: unknown auth={need!r}; one of 'agent', "
+                             f"{', '.join(map(repr, access_module.NEEDS))} or None")
         return callback
