@@ -245,7 +245,7 @@ def cmd_customers(settings, args):
         print(f"customer {customer.slug} renamed to {shown(args.name)!r}")
         return 0
     servers = len(models.customer_servers(customer.id))
-    operations.delete_customer(customer.id, customer.name)
+    operations.delete_customer(customer.id, customer.slug)
     print(f"customer {shown(customer.name)!r} deleted with its users; its {servers} server(s) "
           "are the staff's only now, their data kept")
     return 0

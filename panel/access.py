@@ -63,13 +63,28 @@ class Access:
 EVERYTHING = Access(customer_id=None, may_change=True)
 NOBODY = Access(customer_id=0, may_change=False)
 
-# What a route's `auth=` asks for, and the refusal when the user lacks it (403: the page exists,
-# and naming that it is for staff gives nothing away; a server of another customer is a 404).
+# The refusals (403: the page exists, and saying that it is for staff or for admins gives
+# nothing away; a server of another customer is a 404, see models.server_or_none).
+READ_ONLY = "this account is read-only: changing things needs an admin account"
+STAFF_ONLY = "this page is for the panel's staff"
+
+
+def _may_change(access):
+    return None if access.may_change else READ_ONLY
+
+
+def _staff(access):
+    return None if access.staff else STAFF_ONLY
+
+
+def _staff_admin(access):
+    return _staff(access) or _may_change(access)
+
+
+# What a route's `auth=` asks for: a function of the Access -> None when allowed, else why not.
 NEEDS = {
-    "viewer": (lambda access: True, ""),
-    "admin": (lambda access: access.may_change,
-              "this account is read-only: changing things needs an admin account"),
-    "staff": (lambda access: access.staff, "this page is for the panel's staff"),
-    "staff-admin": (lambda access: access.staff and access.may_change,
-                    "this page is for the panel's staff admins"),
+    "viewer": lambda access: None,
+    "admin": _may_change,
+    "staff": _staff,
+    "staff-admin": _staff_admin,
 }

@@ -258,7 +258,7 @@ class AuthPlugin:
                 return answer
             return agent_guard
         if need in access_module.NEEDS:
-            allowed, refusal = access_module.NEEDS[need]
+            refused = access_module.NEEDS[need]
 
             def admin_guard(*args, **kwargs):
                 session = current_session()
@@ -269,7 +269,8 @@ class AuthPlugin:
                         return ""
                     return bottle.redirect("/login")
                 access = access_module.Access.of(session.admin)
-                if not allowed(access):
+                refusal = refused(access)
+                if refusal:
                     bottle.abort(403, refusal)
                 if bottle.request.method not in SAFE_METHODS and not csrf_ok(session):
                     bottle.abort(403, "CSRF token missing or wrong")

@@ -382,7 +382,7 @@ def build_manage(settings):
     def delete_customer(customer_id, session, access):
         customer = customer_or_404(customer_id)
         try:
-            operations.delete_customer(customer.id, form_text("confirm_name", 101))
+            operations.delete_customer(customer.id, form_text("confirm_slug", 41))
         except ValueError as err:
             return customer_page(session, customer, str(err))
         return bottle.redirect("/customers")

@@ -142,12 +142,13 @@ def rename_customer(customer_id, name):
     return name
 
 
-def delete_customer(customer_id, confirm_name):
+def delete_customer(customer_id, confirm_slug):
     """Delete the customer and its users (their sessions end); its servers go back to the
-    staff only, every sample kept. `confirm_name` must be its name."""
+    staff only, every sample kept. `confirm_slug` must be its slug: unlike the name, no rename
+    changes it, so a confirmation typed from the page holds."""
     customer = customer_by_id(customer_id)
-    if (confirm_name or "").strip() != customer.name:
-        raise ValueError("type the customer's name exactly to confirm the deletion")
+    if (confirm_slug or "").strip() != customer.slug:
+        raise ValueError("type the customer's slug exactly to confirm the deletion")
     with database_proxy.atomic():
         models.delete_customer(customer.id)
     return customer.name

@@ -56,8 +56,8 @@
     </form>
     <form method="post" action="/customers/{{customer.id}}/delete" class="stack">
       <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
-      <label>Delete the customer: its {{len(servers)}} server(s) go back to the staff only, every sample kept; its {{len(users)}} user(s) are deleted and logged out. Type <code>{{customer.name}}</code>
-        <input name="confirm_name" autocomplete="off" required></label>
+      <label>Delete the customer: its {{len(servers)}} server(s) go back to the staff only, every sample kept; its {{len(users)}} user(s) are deleted and logged out. Type its slug <code>{{customer.slug}}</code>
+        <input name="confirm_slug" autocomplete="off" required></label>
       <button type="submit" class="small danger">Delete customer</button>
     </form>
   </div>

@@ -156,6 +156,10 @@ def site(panel):
     channel = operations.add_channel("ops", "webhook", "http://127.0.0.1:9/hook")
     operations.route("web-1", "ops")
     operations.set_rule("cpu", 90, 5, "web-1")
+    customer = operations.add_customer("Acme")
+    operations.move_server(other.id, customer.id)
+    operations.set_admin("acme-ops", "correct horse battery", 4, role="customer-admin",
+                         customer_id=customer.id)
     browser = Browser(panel)
     assert browser.login(password="correct horse battery").status == 303
     return browser, server, other, channel
@@ -163,7 +167,8 @@ def site(panel):
 
 def test_hostile_input_to_every_page_is_a_4xx_never_a_500(site, panel):
     admin, server, other, _ = site
-    pages = crawl(admin, ["/servers", "/alerts", "/security", "/servers/new", "/status"])
+    pages = crawl(admin, ["/servers", "/alerts", "/security", "/servers/new", "/status",
+                          "/customers"])
     # The key page is the answer to a form, not a link: add a server to see its forms too.
     token = re.search(r'name="csrf_token" value="([^"]+)"',
                       admin.request("GET", "/servers").text).group(1)
