@@ -303,8 +303,8 @@ def build_manage(settings):
             threshold = float(forms.get("threshold") or "x")
             minutes = int(forms.get("minutes") or "x")
         except ValueError:
-            return alerts_page(session, access, error="threshold must be a number and minutes a whole "
-                                              "number", status=400)
+            return alerts_page(session, access, error="threshold must be a number and minutes "
+                                                      "a whole number", status=400)
         server_name = None
         if forms.get("server_id"):
             try:
@@ -324,8 +324,8 @@ def build_manage(settings):
         if rule is None:
             bottle.abort(404, f"no rule with id {rule_id}")
         if rule.server_id is None:
-            return alerts_page(session, access, error="global rules can be disabled but not deleted",
-                               status=400)
+            return alerts_page(session, access,
+                               error="global rules can be disabled but not deleted", status=400)
         rule.delete_instance()
         return bottle.redirect("/alerts")
 

@@ -433,9 +433,13 @@ class MaintenanceWindow(BaseModel):
 
 # Staff roles have no customer, customer roles exactly one (access.ROLES): kept by the database
 # too, so no write path can make a customer user staff by leaving the customer out.
+def _sql_list(names):
+    return ", ".join(f"'{name}'" for name in names)
+
+
 ADMIN_ROLE_CHECK = (
-    f"CHECK ((customer_id IS NULL AND role IN ({', '.join(repr(r) for r in access_module.STAFF_ROLES)})) "
-    f"OR (customer_id IS NOT NULL AND role IN ({', '.join(repr(r) for r in access_module.CUSTOMER_ROLES)})))")
+    f"CHECK ((customer_id IS NULL AND role IN ({_sql_list(access_module.STAFF_ROLES)})) "
+    f"OR (customer_id IS NOT NULL AND role IN ({_sql_list(access_module.CUSTOMER_ROLES)})))")
 
 
 class Admin(BaseModel):
