@@ -384,7 +384,7 @@ def build_manage(settings):
         try:
             operations.delete_customer(customer.id, form_text("confirm_slug", 41))
         except ValueError as err:
-            return customer_page(session, customer, str(err))
+            return customer_page(session, customer, str(err), 400)
         return bottle.redirect("/customers")
 
     @app.post("/customers/<customer_id:int>/users", auth="staff-admin")
