@@ -709,6 +709,10 @@ def customer_by_slug(slug):
     return Customer.get_or_none(Customer.slug == slug)
 
 
+def customer_by_name(name):
+    return Customer.get_or_none(Customer.name == name)
+
+
 def customer_servers(customer_id):
     """The customer's servers, by name."""
     return list(Server.select().where(Server.customer == customer_id).order_by(Server.name))

@@ -107,8 +107,7 @@ def customer_by_id(customer_id):
 
 def customer_named(name_or_slug):
     """The customer with this slug, or this name; ValueError when none has."""
-    customer = models.customer_by_slug(name_or_slug) or \
-        next((c for c in models.customers() if c.name == name_or_slug), None)
+    customer = models.customer_by_slug(name_or_slug) or models.customer_by_name(name_or_slug)
     if customer is None:
         raise ValueError(f"no customer named {name_or_slug!r}")
     return customer
