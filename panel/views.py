@@ -152,7 +152,8 @@ def customer_filter(access):
 
 
 def table_query(customer=None):
-    """The table's filter and sort, from the query string, cleaned."""
+    """The table's filter and sort, from the query string, cleaned. `kept_query`: what the
+    sort links carry besides q and status (the service columns, the customer filter)."""
     query = bottle.request.query
     sort = query.get("sort") if query.get("sort") in SORT_KEYS else "name"
     direction = "desc" if query.get("dir") == "desc" else "asc"
@@ -161,7 +162,7 @@ def table_query(customer=None):
     show = [name for name in SERVICE_NAMES if name in asked]
     return {"q": (query.getunicode("q") or "").strip()[:100],
             "status": state if state in STATUSES else "", "sort": sort, "dir": direction,
-            "show": show, "show_query": "".join(f"&show={name}" for name in show)
+            "show": show, "kept_query": "".join(f"&show={name}" for name in show)
             + (f"&customer={customer}" if customer else ""), "customer": customer}
 
 

@@ -36,7 +36,7 @@
     % for key, label, numeric in (('name', 'Name', False), ('hostname', 'Hostname', False), ('status', 'Status', False), ('seen', 'Last seen', False), *((key, label, True) for key, label, _css, _shown in table_cells), ('services', 'Services', False), *((service_sort + service, service, False) for service in query['show']), ('version', 'Agent', False)):
       % active = query['sort'] == key
       % next_dir = 'asc' if active and query['dir'] == 'desc' else ('desc' if active or numeric or key == 'seen' else 'asc')
-      <th class="{{'num' if numeric else ''}}" aria-sort="{{('ascending' if query['dir'] == 'asc' else 'descending') if active else 'none'}}"><a href="/servers?sort={{key}}&amp;dir={{next_dir}}&amp;q={{quote(query['q'])}}&amp;status={{quote(query['status'])}}{{query['show_query']}}">{{label}}{{(' ▲' if query['dir'] == 'asc' else ' ▼') if active else ''}}</a></th>
+      <th class="{{'num' if numeric else ''}}" aria-sort="{{('ascending' if query['dir'] == 'asc' else 'descending') if active else 'none'}}"><a href="/servers?sort={{key}}&amp;dir={{next_dir}}&amp;q={{quote(query['q'])}}&amp;status={{quote(query['status'])}}{{query['kept_query']}}">{{label}}{{(' ▲' if query['dir'] == 'asc' else ' ▼') if active else ''}}</a></th>
     % end
     </tr>
   </thead>
