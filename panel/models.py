@@ -792,7 +792,7 @@ SUMMARY_COLUMNS = (Metric.agent, Metric.timestamp, Metric.cpu_usage, Metric.cpu_
 FLEET_FIGURES = tuple(dict.fromkeys(column for figure in figures.TABLE_COLUMNS
                                     for column in (figure.column, figure.share_of) if column))
 FLEET_COLUMNS = ("server_id", "name", "critical", "agent_id", "hostname", "agent_status",
-                 "agent_version", "last_seen", "clock_offset", "customer_id", *FLEET_FIGURES)
+                 "agent_version", "last_seen", "clock_offset", *FLEET_FIGURES)
 
 
 def fleet_rows(columns, access):
@@ -831,7 +831,7 @@ def fleet(access):
     query."""
     return fleet_rows(lambda latest: (
         Server.id, Server.name, Server.critical, Agent.id, Agent.hostname, Agent.status,
-        Agent.agent_version, Agent.last_seen, Agent.clock_offset, Server.customer,
+        Agent.agent_version, Agent.last_seen, Agent.clock_offset,
         *(getattr(latest, column) for column in FLEET_FIGURES)), access)
 
 

@@ -116,14 +116,13 @@ def server_rows(offline_after, access, now=None):
     checked = models.service_summary(access)
     for row in models.fleet(access):
         (server_id, name, critical, agent_id, hostname, agent_status, version, last_seen,
-         clock_offset, customer_id) = row[:identity]
+         clock_offset) = row[:identity]
         services, problems = checked.get(agent_id, ([], []))
         values = dict(zip(models.FLEET_FIGURES, row[identity:]))
         state = models.connection_state(last_seen, now, offline_after)
         rows.append({
             "id": server_id,
             "name": name,
-            "customer_id": customer_id,
             "critical": bool(critical),
             "hostname": hostname or "",
             "status": state,
