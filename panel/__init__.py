@@ -29,6 +29,14 @@ SECURITY_HEADERS = {
 }
 
 
+def page_parts(settings):
+    """The apps of the pages and the Prometheus bridge (every route a session or the metrics
+    token opens), as create_app merges them beside the agent API: the authorization and
+    hostile-input sweeps walk the same list, so a new part is swept without editing them."""
+    return (views.build_views(settings), account.build_account(settings),
+            manage.build_manage(settings), prometheus.build_prometheus(settings))
+
+
 def create_app(settings, database=None):
     """The panel as a WSGI app. Binds the models to `settings.database_url` unless a database
     is given."""
@@ -42,9 +50,7 @@ def create_app(settings, database=None):
                              settings_module.secret_bytes(settings))
     app.committer = writer.GroupCommitter(database)
     boundary = errors.BoundaryPlugin()
-    for part in (api.build_api(settings, app.committer), views.build_views(settings),
-                 account.build_account(settings), manage.build_manage(settings),
-                 prometheus.build_prometheus(settings)):
+    for part in (api.build_api(settings, app.committer), *page_parts(settings)):
         part.install(plugin)
         # Bottle applies the first installed plugin outermost: the boundary goes first, so it
         # also sees what the auth check and the API's JSON errors let through.

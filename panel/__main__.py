@@ -6,12 +6,17 @@
   migrate [--check]             apply pending schema migrations (--check: only say if any)
   backup FILE                   SQLite: an online copy of the database; PostgreSQL: how to pg_dump
   prune                         drop samples and rollups past their retention now
-  create-admin USERNAME         password from MPANEL_ADMIN_PASSWORD, else prompted
+  create-admin USERNAME [--role R] [--customer SLUG]   a user (staff, or a customer's
+                                with --role customer-admin|customer-viewer); password from
+                                MPANEL_ADMIN_PASSWORD, else prompted
   reset-two-factor USERNAME     turn a locked-out user's two-factor off (security log)
+  customers add NAME [--slug S] | rename SLUG NAME | delete SLUG | list
+  move-server SERVER (--customer SLUG | --staff)   whose server it is
+
   add-server NAME [--critical]  create a server and print its API key, once
   rotate-key NAME [--grace-hours H]  new key; the old one works H more hours (default 24)
   revoke NAME                   cut the server's key off at once
-  list-servers                  servers, their agents and when they were last seen
+  list-servers [--customer SLUG]   servers, their agents and when they were last seen
   add-channel NAME --webhook URL | --email ADDR   where alerts go
   route SERVER CHANNEL          a server's alerts go to its own channels
   set-critical SERVER [--off]   alert when it goes offline and when it is back
@@ -208,12 +213,55 @@ def cmd_create_admin(settings, args):
             print("error: passwords differ", file=sys.stderr)
             return 2
     try:
+        customer = operations.customer_named(args.customer) if args.customer else None
         created = operations.set_admin(args.username, password, settings.bcrypt_rounds,
-                                     role=args.role)
+                                       role=args.role, customer_id=customer and customer.id)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"admin {args.username} {'created' if created else 'password updated'}")
+    what = f"user of {shown(customer.name)}" if customer else "admin"
+    print(f"{what} {args.username} ({args.role}) {'created' if created else 'password updated'}")
+    return 0
+
+
+def cmd_customers(settings, args):
+    from . import models, operations
+
+    _database(settings)
+    if args.action == "list":
+        listed = models.customers()
+        if not listed:
+            print("no customers; add one with: python -m panel customers add NAME")
+        for customer in listed:
+            print(f"{shown(customer.slug):<20} {shown(customer.name):<30} "
+                  f"servers {len(models.customer_servers(customer.id))}  "
+                  f"users {len(models.customer_users(customer.id))}")
+        return 0
+    if args.action == "add":
+        customer = operations.add_customer(args.name, args.slug)
+        print(f"customer {shown(customer.name)!r} added (slug {customer.slug})")
+        return 0
+    customer = operations.customer_named(args.customer)
+    if args.action == "rename":
+        operations.rename_customer(customer.id, args.name)
+        print(f"customer {customer.slug} renamed to {shown(args.name)!r}")
+        return 0
+    servers = len(models.customer_servers(customer.id))
+    operations.delete_customer(customer.id, customer.slug)
+    print(f"customer {shown(customer.name)!r} deleted with its users; its {servers} server(s) "
+          "are the staff's only now, their data kept")
+    return 0
+
+
+def cmd_move_server(settings, args):
+    from . import operations
+
+    _database(settings)
+    server = operations.server_named(args.server)
+    customer = operations.customer_named(args.customer) if args.customer else None
+    operations.move_server(server.id, customer.id if customer else None)
+    print(f"{shown(server.name)!r} is now " +
+          (f"{shown(customer.name)}'s" if customer else "the staff's only"))
     return 0
 
 
@@ -375,10 +423,13 @@ def cmd_list_alerts(settings, args):
 
 
 def cmd_list_servers(settings, args):
-    from . import views
+    from . import access, operations, views
 
     _database(settings)
-    rows = views.server_rows(settings.offline_after)
+    scope = access.EVERYTHING
+    if args.customer:
+        scope = scope.narrowed(operations.customer_named(args.customer).id)
+    rows = views.server_rows(settings.offline_after, scope)
     if not rows:
         print("no servers; add one with: python -m panel add-server NAME")
         return 0
@@ -429,7 +480,7 @@ def _redacted(url):
 
 
 def build_parser():
-    from . import alerts  # its channel kinds are add-channel's flags
+    from . import access, alerts  # roles; its channel kinds are add-channel's flags
 
     parser = argparse.ArgumentParser(prog="python -m panel", description=__doc__.split("\n")[0])
     parser.add_argument("--log-level", help="debug, info, warning (default: MPANEL_LOG_LEVEL or "
@@ -449,12 +500,33 @@ def build_parser():
 
     admin = sub.add_parser("create-admin", help="create an admin or reset its password")
     admin.add_argument("username")
-    admin.add_argument("--role", choices=("admin", "viewer"), default="admin")
+    admin.add_argument("--role", choices=tuple(access.ROLES), default="admin")
+    admin.add_argument("--customer", help="the customer (slug or name) of a customer role")
     admin.set_defaults(func=cmd_create_admin)
 
     reset = sub.add_parser("reset-two-factor", help="turn a locked-out user's two-factor off")
     reset.add_argument("username")
     reset.set_defaults(func=cmd_reset_two_factor)
+    customers = sub.add_parser("customers", help="customers: add, rename, delete, list")
+    actions = customers.add_subparsers(dest="action", required=True)
+    added = actions.add_parser("add", help="a new customer")
+    added.add_argument("name")
+    added.add_argument("--slug", help="[a-z0-9-]{1,40} (default: from the name)")
+    renamed = actions.add_parser("rename", help="a customer's new name")
+    renamed.add_argument("customer", help="slug or name")
+    renamed.add_argument("name")
+    deleted = actions.add_parser("delete", help="delete a customer and its users; its servers "
+                                                "go back to the staff, data kept")
+    deleted.add_argument("customer", help="slug or name")
+    actions.add_parser("list", help="customers, their servers and users")
+    customers.set_defaults(func=cmd_customers)
+
+    move = sub.add_parser("move-server", help="give a server to a customer, or to the staff")
+    move.add_argument("server")
+    owner = move.add_mutually_exclusive_group(required=True)
+    owner.add_argument("--customer", help="slug or name")
+    owner.add_argument("--staff", action="store_true", help="staff-only: no customer")
+    move.set_defaults(func=cmd_move_server)
 
     add = sub.add_parser("add-server", help="create a server and print its API key once")
     add.add_argument("name")
@@ -474,7 +546,9 @@ def build_parser():
     revoke.add_argument("name")
     revoke.set_defaults(func=cmd_revoke)
 
-    sub.add_parser("list-servers", help="list servers").set_defaults(func=cmd_list_servers)
+    servers = sub.add_parser("list-servers", help="list servers")
+    servers.add_argument("--customer", help="only this customer's (slug or name)")
+    servers.set_defaults(func=cmd_list_servers)
 
     kinds = alerts.CHANNEL_KINDS.values()
     channel = sub.add_parser("add-channel", help="where alerts go: "

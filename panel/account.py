@@ -140,11 +140,11 @@ def build_account(settings):
                         step_seconds=totp.STEP_SECONDS)
 
     @app.get("/account", auth="account")
-    def account(session):
+    def account(session, access):
         return account_page(session)
 
     @app.post("/account/two-factor/setup", auth="account")
-    def start_setup(session):
+    def start_setup(session, access):
         if auth.two_factor_on(session.admin):
             return account_page(session, "Two-factor is already on: turn it off first to set "
                                          "it up with a new secret.", status=400)
@@ -152,7 +152,7 @@ def build_account(settings):
         return bottle.redirect("/account")
 
     @app.post("/account/two-factor/confirm", auth="account")
-    def confirm_setup(session):
+    def confirm_setup(session, access):
         admin = session.admin
         if auth.two_factor_on(admin) or not admin.totp_secret_box:
             return account_page(session, "No two-factor set-up is waiting: start one with "
@@ -173,7 +173,7 @@ def build_account(settings):
         return account_page(session, notice="Two-factor is on.", recovery_codes=codes)
 
     @app.post("/account/two-factor/disable", auth="account")
-    def disable(session):
+    def disable(session, access):
         admin, address = session.admin, auth.client_address(settings)
         if not auth.two_factor_on(admin):
             return account_page(session, "Two-factor is not on.", status=400)

@@ -7,10 +7,14 @@ A route says what it needs in one place, `@app.post("/x", auth="agent")`:
                   says X-Forwarded-Proto: https, or with MPANEL_ALLOW_HTTP.
   - auth="account" any logged-in session, also one that must still set up two-factor
                   (two_factor_required): the account page where it does, and logging out.
-  - auth="viewer" any logged-in session (admin or read-only viewer): the pages that only show.
-  - auth="admin"  a logged-in admin: everything that changes something. State-changing methods
-                  also need the session's CSRF token (a form field, or htmx's X-CSRF-Token).
+  - auth="viewer" any logged-in user: the pages that only show, scoped to what the user sees.
+  - auth="admin"  a user who may change things (admin; customer-admin, within their customer).
+  - auth="staff"  staff only (admin or viewer): pages about the whole panel.
+  - auth="staff-admin"  a staff admin: customers, users, global rules and channels, security.
   - auth=None     public.
+A session route's callback gets `session=` and `access=` (access.Access: what the user may see
+and change; every query that returns servers is scoped by it). State-changing methods also need
+the session's CSRF token (a form field, or htmx's X-CSRF-Token).
 """
 import datetime
 import functools
@@ -22,6 +26,7 @@ import secrets
 
 import bottle
 
+from . import access as access_module
 from . import keys, models, units
 from .db import utcnow
 from .errors import ApiError
@@ -36,7 +41,6 @@ CHALLENGE_MINUTES = 5
 LOGIN_WINDOW = 300  # seconds over which failed logins are counted
 # Per username, and (an office behind one NAT address shares it) this many times that per address.
 LOGIN_ADDRESS_FACTOR = 4
-STAFF_ROLES = ("admin", "viewer")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 # What an agent is told, by failure kind. "bad_key" and "unknown_key" read alike on purpose:
@@ -282,7 +286,7 @@ def two_factor_required(admin, settings):
     """Whether `admin` must have two-factor before reaching any page but its account page: the
     one place that decides (MPANEL_REQUIRE_STAFF_TWO_FACTOR for staff; a per-customer
     requirement belongs here too)."""
-    return settings.require_staff_two_factor and admin.role in STAFF_ROLES
+    return settings.require_staff_two_factor and admin.role in access_module.STAFF_ROLES
 
 
 def start_challenge(admin, settings):
@@ -343,7 +347,9 @@ class AuthPlugin:
                         answer["newApiKey"] = new_key
                 return answer
             return agent_guard
-        if need in ("admin", "viewer", "account"):
+        if need in access_module.NEEDS:
+            refused = access_module.NEEDS[need]
+
             def admin_guard(*args, **kwargs):
                 session = current_session()
                 if session is None:
@@ -354,14 +360,19 @@ class AuthPlugin:
                         bottle.abort(403, "this account must set up two-factor first: "
                                           "see /account")
                     return _send_to("/account")
-                if need == "admin" and session.admin.role != "admin":
-                    bottle.abort(403, "this account is read-only: changing things needs an "
-                                      "admin account")
+                access = access_module.Access.of(session.admin)
+                refusal = refused(access)
+                if refusal:
+                    bottle.abort(403, refusal)
                 if bottle.request.method not in SAFE_METHODS and not csrf_ok(session):
                     bottle.abort(403, "CSRF token missing or wrong")
                 kwargs["session"] = session
+                kwargs["access"] = access
                 return callback(*args, **kwargs)
             return admin_guard
+        if need is not None:  # a typo must not make a page public
+            raise ValueError(f"route {route.rule}: unknown auth={need!r}; one of 'agent', "
+                             f"{', '.join(map(repr, access_module.NEEDS))} or None")
         return callback
 
 

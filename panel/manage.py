@@ -1,6 +1,8 @@
-"""Browser pages that change things, for admins only (auth="admin": role admin plus the CSRF
-token): adding a server and showing its key once, the agent bundle, rotating and revoking keys,
-renaming, flags, deleting; alert channels and rules; and the security log.
+"""Browser pages that change things (auth="admin": a user who may change things, plus the CSRF
+token; a customer-admin only their customer's servers): adding a server and showing its key
+once, the agent bundle, rotating and revoking keys, renaming, flags, maintenance; and, for staff
+admins only (auth="staff-admin"), deleting and moving servers, customers and their users, alert
+channels, routes and rules, and the security log.
 
 Every form answers bad input with the same page, a 4xx status and a message naming the problem;
 nothing is half-written (each change is one transaction in operations.py).
@@ -14,10 +16,11 @@ import time
 
 import bottle
 
+from . import access as access_module
 from . import alerts, auth, keys, models, operations
 from . import settings as settings_module
 from .db import utcnow
-from .views import ROOT, agent_or_404, panel_url, server_context, template
+from .views import ROOT, agent_or_404, customer_filter, panel_url, server_context, template
 
 BUNDLE_FILES = (("agent.py", ROOT / "agent.py", 0o644),
                 ("install.sh", ROOT / "install" / "install.sh", 0o755),
@@ -73,6 +76,15 @@ def build_manage(settings):
     def form_text(name, limit=200):
         return (bottle.request.forms.getunicode(name) or "").strip()[:limit]
 
+    def optional_id(name):
+        """A form's id field: None when empty, else a whole number or ValueError naming it."""
+        text = form_text(name, 20)
+        if not text:
+            return None
+        if not text.isdigit() or not models.valid_id(int(text)):
+            raise ValueError(f"{name} must be an id (a whole number)")
+        return int(text)
+
     def key_page(session, server, key, heading):
         # The key is in this answer and nowhere else: no cache may keep it.
         bottle.response.set_header("Cache-Control", "no-store")
@@ -88,33 +100,41 @@ def build_manage(settings):
             return ""
         return bottle.redirect(target + (f"?notice={notice}" if notice else ""))
 
-    def error_on_detail(server_id, session, message, status=400):
+    def error_on_detail(server_id, session, access, message, status=400):
         bottle.response.status = status
-        context = server_context(server_id, session, settings, full=True, error=message)
+        context = server_context(server_id, session, access, settings, full=True, error=message)
         return template("server.tpl", **context)
 
     # ----- servers ------------------------------------------------------------------------------
 
-    @app.get("/servers/new", auth="admin")
-    def new_server_form(session):
+    def new_server_page(session, access, error="", name="", critical=False, customer_id=None):
         return template("server_new.tpl", title="Add server · mPanel", session=session,
-                        error="", name="", critical=False)
+                        error=error, name=name, critical=critical, customer_id=customer_id,
+                        customers=models.customers() if access.staff else [])
+
+    @app.get("/servers/new", auth="admin")
+    def new_server_form(session, access):
+        return new_server_page(session, access)
 
     @app.post("/servers", auth="admin")
-    def create_server(session):
+    def create_server(session, access):
         name = form_text("name", 101)
         critical = bool(bottle.request.forms.get("critical"))
+        # A customer-admin's server is their customer's, whatever the form says; staff choose.
+        customer_id = access.customer_id
         try:
-            server, key = operations.add_server(name, settings.bcrypt_rounds, critical=critical)
+            if access.staff:
+                customer_id = optional_id("customer_id")
+            server, key = operations.add_server(name, settings.bcrypt_rounds, critical=critical,
+                                                customer_id=customer_id)
         except ValueError as err:
             bottle.response.status = 409 if "already exists" in str(err) else 400
-            return template("server_new.tpl", title="Add server · mPanel", session=session,
-                            error=str(err), name=name, critical=critical)
+            return new_server_page(session, access, str(err), name, critical, customer_id)
         return key_page(session, server, key, f"{server.name} added")
 
     @app.post("/servers/<server_id:int>/bundle", auth="admin")
-    def download_bundle(server_id, session):
-        agent = agent_or_404(server_id)
+    def download_bundle(server_id, session, access):
+        agent = agent_or_404(server_id, access)
         key = form_text("api_key", 100)
         # The key is not stored, only its hash: the page that showed it sends it back, and
         # it must be this server's current key.
@@ -129,33 +149,37 @@ def build_manage(settings):
         return data
 
     @app.post("/servers/<server_id:int>/rotate", auth="admin")
-    def rotate(server_id, session):
-        agent = agent_or_404(server_id)
+    def rotate(server_id, session, access):
+        agent = agent_or_404(server_id, access)
         grace = datetime.timedelta(hours=settings.key_grace_hours)
         key = keys.rotate(agent, settings.bcrypt_rounds, grace, secret)
         return key_page(session, agent.server, key, f"New key for {agent.server.name}")
 
     @app.post("/servers/<server_id:int>/revoke", auth="admin")
-    def revoke(server_id, session):
-        keys.revoke(agent_or_404(server_id))
+    def revoke(server_id, session, access):
+        keys.revoke(agent_or_404(server_id, access))
         return back_to(server_id, "revoked")
 
     @app.post("/servers/<server_id:int>/flags", auth="admin")
-    def flags(server_id, session):
+    def flags(server_id, session, access):
+        agent_or_404(server_id, access)
         try:
             for flag in ("critical", "public_status"):
                 value = bottle.request.forms.get(flag)
+                if value is not None and flag == "public_status" and not access.staff:
+                    bottle.abort(403, "the public status page is the staff's: public_status "
+                                      "is theirs to set")
                 if value is not None:
                     if value not in ("0", "1"):
                         raise ValueError(f"{flag} must be 0 or 1")
                     operations.set_flag(server_id, flag, value == "1")
         except ValueError as err:
-            return error_on_detail(server_id, session, str(err))
+            return error_on_detail(server_id, session, access, str(err))
         return back_to(server_id)
 
     @app.post("/servers/<server_id:int>/maintenance", auth="admin")
-    def maintenance(server_id, session):
-        agent_or_404(server_id)
+    def maintenance(server_id, session, access):
+        agent_or_404(server_id, access)
         try:
             if bottle.request.forms.get("end"):
                 operations.end_maintenance(server_id)
@@ -166,25 +190,26 @@ def build_manage(settings):
         except ValueError as err:
             message = str(err) if "maintenance" in str(err) else \
                 "minutes must be a whole number of minutes"
-            return error_on_detail(server_id, session, message)
+            return error_on_detail(server_id, session, access, message)
         return back_to(server_id)
 
     @app.post("/servers/<server_id:int>/rename", auth="admin")
-    def rename(server_id, session):
+    def rename(server_id, session, access):
+        agent_or_404(server_id, access)
         try:
             operations.rename_server(server_id, form_text("name", 101))
         except ValueError as err:
             status = 409 if "already exists" in str(err) else 400
-            return error_on_detail(server_id, session, str(err), status)
+            return error_on_detail(server_id, session, access, str(err), status)
         return back_to(server_id)
 
-    @app.post("/servers/<server_id:int>/delete", auth="admin")
-    def delete(server_id, session):
-        agent_or_404(server_id)
+    @app.post("/servers/<server_id:int>/delete", auth="staff-admin")
+    def delete(server_id, session, access):
+        agent_or_404(server_id, access)
         try:
             operations.delete_server(server_id, form_text("confirm_name", 101))
         except ValueError as err:
-            return error_on_detail(server_id, session, str(err))
+            return error_on_detail(server_id, session, access, str(err))
         if bottle.request.get_header("HX-Request"):
             bottle.response.set_header("HX-Redirect", "/servers")
             return ""
@@ -192,15 +217,22 @@ def build_manage(settings):
 
     # ----- alerts -------------------------------------------------------------------------------
 
-    def alerts_page(session, error="", notice="", status=200):
+    def alerts_page(session, access, error="", notice="", status=200):
         bottle.response.status = status
         smtp = settings.smtp
-        return template("alerts.tpl", title="Alerts · mPanel", session=session,
-                        firing=models.firing_alerts(), history=models.alert_history(100),
-                        channels=models.all_channels(),
-                        last_delivery=models.last_delivery_per_channel(500),
-                        rules=models.alert_rules_with_servers(), servers=models.server_names(),
-                        routes=models.routes(), metrics=alerts.METRICS,
+        customer, shown = customer_filter(access)
+        # Channels, routes and rules are the staff's (per-customer ones come with issue 13's
+        # next part): a customer user sees their alerts only.
+        staff = access.staff
+        return template("alerts.tpl", title="Alerts · mPanel", session=session, access=access,
+                        firing=models.firing_alerts(shown),
+                        history=models.alert_history(shown, 100),
+                        customers=models.customers() if staff else [], customer=customer,
+                        channels=models.all_channels() if staff else [],
+                        last_delivery=models.last_delivery_per_channel(500) if staff else {},
+                        rules=models.alert_rules_with_servers() if staff else [],
+                        servers=models.server_names(access) if staff else [],
+                        routes=models.routes() if staff else [], metrics=alerts.METRICS,
                         channel_kinds=tuple(alerts.CHANNEL_KINDS.values()),
                         units_of=alerts.UNITS, sides=alerts.SIDES, rule_help=alerts.HELP,
                         states=alerts.STATES, error=error, notice=notice,
@@ -209,29 +241,29 @@ def build_manage(settings):
                               "login": bool(smtp.get("user"))})
 
     @app.get("/alerts", auth="viewer")
-    def alerts_view(session):
-        return alerts_page(session)
+    def alerts_view(session, access):
+        return alerts_page(session, access)
 
-    @app.post("/alerts/channels", auth="admin")
-    def add_channel(session):
+    @app.post("/alerts/channels", auth="staff-admin")
+    def add_channel(session, access):
         try:
             operations.add_channel(form_text("name", 65), form_text("kind", 16),
                                  form_text("target", 2001),
                                  is_default=bool(bottle.request.forms.get("is_default")))
         except ValueError as err:
-            return alerts_page(session, error=str(err),
+            return alerts_page(session, access, error=str(err),
                                status=409 if "already exists" in str(err) else 400)
         return bottle.redirect("/alerts")
 
-    @app.post("/alerts/channels/<channel_id:int>/delete", auth="admin")
-    def delete_channel(channel_id, session):
+    @app.post("/alerts/channels/<channel_id:int>/delete", auth="staff-admin")
+    def delete_channel(channel_id, session, access):
         if not models.valid_id(channel_id):
             bottle.abort(404, f"no channel with id {channel_id}")
         models.delete_channel(channel_id)
         return bottle.redirect("/alerts")
 
-    @app.post("/alerts/channels/<channel_id:int>/test", auth="admin")
-    def test_channel(channel_id, session):
+    @app.post("/alerts/channels/<channel_id:int>/test", auth="staff-admin")
+    def test_channel(channel_id, session, access):
         channel = models.by_id(models.Channel, channel_id)
         if channel is None:
             bottle.abort(404, f"no channel with id {channel_id}")
@@ -239,13 +271,13 @@ def build_manage(settings):
         alerts.deliver_due(settings.smtp)
         delivery = models.Delivery.get_by_id(delivery.id)
         if delivery.status == "sent":
-            return alerts_page(session, notice=f"Test alert sent to {channel.name}.")
-        return alerts_page(session, error=f"Test alert to {channel.name} failed: "
+            return alerts_page(session, access, notice=f"Test alert sent to {channel.name}.")
+        return alerts_page(session, access, error=f"Test alert to {channel.name} failed: "
                                           f"{delivery.last_error or delivery.status}; "
                                           "it will be retried with backoff.", status=502)
 
-    @app.post("/alerts/routes", auth="admin")
-    def add_route(session):
+    @app.post("/alerts/routes", auth="staff-admin")
+    def add_route(session, access):
         try:
             server = operations.server_by_id(int(bottle.request.forms.get("server_id") or "0"))
             channel_id = int(bottle.request.forms.get("channel_id") or "0")
@@ -255,56 +287,153 @@ def build_manage(settings):
             operations.route(server.name, channel.name)
         except ValueError as err:
             message = str(err) if str(err).startswith("no ") else "choose a server and a channel"
-            return alerts_page(session, error=message, status=400)
+            return alerts_page(session, access, error=message, status=400)
         return bottle.redirect("/alerts")
 
-    @app.post("/alerts/routes/<server_id:int>/<channel_id:int>/delete", auth="admin")
-    def delete_route(server_id, channel_id, session):
+    @app.post("/alerts/routes/<server_id:int>/<channel_id:int>/delete", auth="staff-admin")
+    def delete_route(server_id, channel_id, session, access):
         if models.valid_id(server_id) and models.valid_id(channel_id):
             operations.unroute(server_id, channel_id)
         return bottle.redirect("/alerts")
 
-    @app.post("/alerts/rules", auth="admin")
-    def set_rule(session):
+    @app.post("/alerts/rules", auth="staff-admin")
+    def set_rule(session, access):
         forms = bottle.request.forms
         try:
             threshold = float(forms.get("threshold") or "x")
             minutes = int(forms.get("minutes") or "x")
         except ValueError:
-            return alerts_page(session, error="threshold must be a number and minutes a whole "
-                                              "number", status=400)
+            return alerts_page(session, access, error="threshold must be a number and minutes "
+                                                      "a whole number", status=400)
         server_name = None
         if forms.get("server_id"):
             try:
                 server_name = operations.server_by_id(int(forms.get("server_id"))).name
             except ValueError as err:
-                return alerts_page(session, error=str(err), status=400)
+                return alerts_page(session, access, error=str(err), status=400)
         try:
             operations.set_rule(form_text("metric", 16), threshold, minutes, server_name,
                               enabled=forms.get("enabled", "1") == "1")
         except ValueError as err:
-            return alerts_page(session, error=str(err), status=400)
+            return alerts_page(session, access, error=str(err), status=400)
         return bottle.redirect("/alerts")
 
-    @app.post("/alerts/rules/<rule_id:int>/delete", auth="admin")
-    def delete_rule(rule_id, session):
+    @app.post("/alerts/rules/<rule_id:int>/delete", auth="staff-admin")
+    def delete_rule(rule_id, session, access):
         rule = models.by_id(models.AlertRule, rule_id)
         if rule is None:
             bottle.abort(404, f"no rule with id {rule_id}")
         if rule.server_id is None:
-            return alerts_page(session, error="global rules can be disabled but not deleted",
-                               status=400)
+            return alerts_page(session, access,
+                               error="global rules can be disabled but not deleted", status=400)
         rule.delete_instance()
         return bottle.redirect("/alerts")
 
+    # ----- customers and their users ------------------------------------------------------------
+
+    def customer_or_404(customer_id):
+        customer = models.by_id(models.Customer, customer_id)
+        if customer is None:
+            bottle.abort(404, f"no customer with id {customer_id}")
+        return customer
+
+    def customers_page(session, error="", status=200, name=""):
+        bottle.response.status = status
+        return template("customers.tpl", title="Customers · mPanel", session=session,
+                        customers=models.customers(), error=error, name=name)
+
+    def customer_page(session, customer, error="", status=200, username=""):
+        bottle.response.status = status
+        return template("customer.tpl", title=f"{customer.name} · Customers · mPanel",
+                        session=session, customer=customer, error=error, username=username,
+                        servers=models.customer_servers(customer.id),
+                        users=models.customer_users(customer.id),
+                        roles=[access_module.ROLES[name] for name in access_module.CUSTOMER_ROLES])
+
+    @app.get("/customers", auth="staff")
+    def customers_view(session, access):
+        return customers_page(session)
+
+    @app.post("/customers", auth="staff-admin")
+    def create_customer(session, access):
+        name = form_text("name", 101)
+        try:
+            customer = operations.add_customer(name, form_text("slug", 41) or None)
+        except ValueError as err:
+            return customers_page(session, str(err),
+                                  409 if "already exists" in str(err) else 400, name)
+        return bottle.redirect(f"/customers/{customer.id}")
+
+    @app.get("/customers/<customer_id:int>", auth="staff")
+    def customer_view(customer_id, session, access):
+        return customer_page(session, customer_or_404(customer_id))
+
+    @app.post("/customers/<customer_id:int>/rename", auth="staff-admin")
+    def rename_customer(customer_id, session, access):
+        customer = customer_or_404(customer_id)
+        try:
+            operations.rename_customer(customer.id, form_text("name", 101))
+        except ValueError as err:
+            return customer_page(session, customer, str(err),
+                                 409 if "already exists" in str(err) else 400)
+        return bottle.redirect(f"/customers/{customer.id}")
+
+    @app.post("/customers/<customer_id:int>/delete", auth="staff-admin")
+    def delete_customer(customer_id, session, access):
+        customer = customer_or_404(customer_id)
+        try:
+            operations.delete_customer(customer.id, form_text("confirm_slug", 41))
+        except ValueError as err:
+            return customer_page(session, customer, str(err), 400)
+        return bottle.redirect("/customers")
+
+    @app.post("/customers/<customer_id:int>/users", auth="staff-admin")
+    def add_customer_user(customer_id, session, access):
+        customer = customer_or_404(customer_id)
+        username = form_text("username", 65)
+        role = form_text("role", 20)
+        try:
+            if role not in access_module.CUSTOMER_ROLES:
+                raise ValueError(f"role must be one of {', '.join(access_module.CUSTOMER_ROLES)}")
+            if models.admin_by_username(username) is not None:
+                # Setting a password here must never take over a staff account (or another
+                # customer's user) of the same name.
+                raise ValueError(f"a user named {username!r} already exists")
+            operations.set_admin(username, bottle.request.forms.getunicode("password") or "",
+                                 settings.bcrypt_rounds, role=role, customer_id=customer.id)
+        except ValueError as err:
+            return customer_page(session, customer, str(err),
+                                 409 if "already exists" in str(err) else 400, username)
+        return bottle.redirect(f"/customers/{customer.id}")
+
+    @app.post("/customers/<customer_id:int>/users/<user_id:int>/delete", auth="staff-admin")
+    def delete_customer_user(customer_id, user_id, session, access):
+        customer = customer_or_404(customer_id)
+        user = models.by_id(models.Admin, user_id)
+        if user is None or user.customer_id != customer.id:
+            bottle.abort(404, f"no user with id {user_id} at this customer")
+        operations.delete_user(user.id)
+        return bottle.redirect(f"/customers/{customer.id}")
+
+    @app.post("/servers/<server_id:int>/customer", auth="staff-admin")
+    def move_server(server_id, session, access):
+        agent_or_404(server_id, access)
+        try:
+            operations.move_server(server_id, optional_id("customer_id"))
+        except ValueError as err:
+            return error_on_detail(server_id, session, access, str(err))
+        return back_to(server_id)
+
     # ----- security -----------------------------------------------------------------------------
 
-    @app.get("/security", auth="admin")
-    def security(session):
-        events = models.recent_auth_events(200)
-        names = {s.id: s.name for s in models.server_names()}
+    @app.get("/security", auth="staff-admin")
+    def security(session, access):
+        customer, shown = customer_filter(access)
+        events = models.recent_auth_events(shown, 200)
+        names = {s.id: s.name for s in models.server_names(access)}
         return template("security.tpl", title="Security · mPanel", session=session,
                         events=events, names=names, failure_kinds=auth.FAILURE_KINDS,
+                        customers=models.customers(), customer=customer,
                         summary_minutes=models.AUTH_SUMMARY_WINDOW // 60)
 
     return app

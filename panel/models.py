@@ -11,6 +11,7 @@ import zlib
 
 import peewee
 
+from . import access as access_module
 from . import figures, units
 from .db import database_proxy, is_postgres, utcnow
 
@@ -91,10 +92,24 @@ class SchemaVersion(BaseModel):
         table_name = "schema_version"
 
 
+class Customer(BaseModel):
+    """A hosting customer: a group of servers, and the users who see only those (access.py)."""
+
+    name = peewee.CharField(max_length=100, unique=True)
+    slug = peewee.CharField(max_length=40, unique=True)  # [a-z0-9-]: a later /status/<slug>
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "customers"
+
+
 class Server(BaseModel):
     """A server the admin created; its agent reports for it."""
 
     name = peewee.CharField(max_length=100, unique=True)
+    # NULL: staff-only. Deleting the customer gives its servers back to the staff, data kept.
+    customer = peewee.ForeignKeyField(Customer, column_name="customer_id", null=True,
+                                      on_delete="SET NULL", backref="servers")
     critical = peewee.BooleanField(default=False)
     # Shown on the public /status page (up/down and uptime only, never metrics).
     public_status = peewee.BooleanField(default=False)
@@ -416,11 +431,23 @@ class MaintenanceWindow(BaseModel):
         table_name = "maintenance_windows"
 
 
+# Staff roles have no customer, customer roles exactly one (access.ROLES): kept by the database
+# too, so no write path can make a customer user staff by leaving the customer out.
+def _sql_list(names):
+    return ", ".join(f"'{name}'" for name in names)
+
+
+ADMIN_ROLE_CHECK = (
+    f"CHECK ((customer_id IS NULL AND role IN ({_sql_list(access_module.STAFF_ROLES)})) "
+    f"OR (customer_id IS NOT NULL AND role IN ({_sql_list(access_module.CUSTOMER_ROLES)})))")
+
+
 class Admin(BaseModel):
-    """A login. Two-factor (panel/totp.py): `totp_secret_box` is the TOTP secret sealed with the
-    panel's secret (keys.seal), set when enrolment starts; `totp_enabled_at` when a code
-    confirmed it (NULL: two-factor is off, or enrolment is pending); `totp_last_step` the last
-    accepted time step, so no code is accepted twice."""
+    """A user of the pages: staff, or (customer set) a customer's user; see access.py.
+    Two-factor (panel/totp.py): `totp_secret_box` is the TOTP secret sealed with the panel's
+    secret (keys.seal), set when enrolment starts; `totp_enabled_at` when a code confirmed it
+    (NULL: two-factor is off, or enrolment is pending); `totp_last_step` the last accepted time
+    step, so no code is accepted twice."""
 
     username = peewee.CharField(max_length=64, unique=True)
     password_hash = peewee.TextField()
@@ -429,9 +456,12 @@ class Admin(BaseModel):
     totp_secret_box = peewee.TextField(null=True)
     totp_enabled_at = peewee.DateTimeField(null=True)
     totp_last_step = peewee.BigIntegerField(null=True)
+    customer = peewee.ForeignKeyField(Customer, column_name="customer_id", null=True,
+                                      on_delete="CASCADE", backref="users")
 
     class Meta:
         table_name = "admins"
+        constraints = [peewee.SQL(ADMIN_ROLE_CHECK)]
 
 
 class AdminSession(BaseModel):
@@ -474,9 +504,10 @@ class LoginChallenge(BaseModel):
         table_name = "login_challenges"
 
 
-ALL_MODELS = [SchemaVersion, Server, Agent, Metric, LatestSample, Rollup5m, Rollup1h, DirtyBucket,
-              CheckState, AuthEvent, AuthLimit, ServerEvent, AlertRule, Alert, Channel, ServerChannel, Delivery,
-              MaintenanceWindow, Admin, AdminSession, RecoveryCode, LoginChallenge]
+ALL_MODELS = [SchemaVersion, Customer, Server, Agent, Metric, LatestSample, Rollup5m, Rollup1h,
+              DirtyBucket, CheckState, AuthEvent, AuthLimit, ServerEvent, AlertRule, Alert,
+              Channel, ServerChannel, Delivery, MaintenanceWindow, Admin, AdminSession,
+              RecoveryCode, LoginChallenge]
 
 
 # ===== Named queries ==========================================================================
@@ -568,11 +599,15 @@ def record_auth_failure(kind, client_addr=None, key_id=None, server_id=None, det
     return query.tuples().execute()[0][0]
 
 
-def recent_auth_events(limit=200):
+def recent_auth_events(access, limit=200):
     """The Security page's rows: the latest activity first (a summary row by its last
-    occurrence)."""
-    return list(AuthEvent.select().order_by(AuthEvent.last_seen_at.desc(nulls="LAST"),
-                                            AuthEvent.created_at.desc()).limit(limit))
+    occurrence). Narrowed to a customer: the events of that customer's servers."""
+    query = AuthEvent.select()
+    if access.customer_id is not None:
+        query = query.where(AuthEvent.server_id.in_(
+            visible(Server.select(Server.id), access)))
+    return list(query.order_by(AuthEvent.last_seen_at.desc(nulls="LAST"),
+                               AuthEvent.created_at.desc()).limit(limit))
 
 
 # Generic cell rate algorithm: a limit of `burst` attempts per `burst * interval` seconds kept
@@ -697,6 +732,84 @@ def server_by_name(name):
     return Server.get_or_none(Server.name == name)
 
 
+# ===== Customers and their users ================================================================
+
+def customers():
+    """Every customer, by name."""
+    return list(Customer.select().order_by(Customer.name))
+
+
+def customer_by_slug(slug):
+    return Customer.get_or_none(Customer.slug == slug)
+
+
+def customer_by_name(name):
+    return Customer.get_or_none(Customer.name == name)
+
+
+def customer_servers(customer_id):
+    """The customer's servers, by name."""
+    return list(Server.select().where(Server.customer == customer_id).order_by(Server.name))
+
+
+def customer_users(customer_id):
+    """The customer's users, by name."""
+    return list(Admin.select().where(Admin.customer == customer_id).order_by(Admin.username))
+
+
+def staff_users():
+    """The staff's users (no customer), by name."""
+    return list(Admin.select().where(Admin.customer.is_null()).order_by(Admin.username))
+
+
+def update_customer(customer_id, **fields):
+    Customer.update(**fields).where(Customer.id == customer_id).execute()
+
+
+def move_server(server_id, customer_id):
+    """Give the server to this customer (None: to the staff only)."""
+    update_server(server_id, customer=customer_id)
+
+
+def delete_customer(customer_id):
+    """The customer, its users and their sessions; its servers go back to the staff with all
+    their data (inside a transaction). Spelled out rather than left to ON DELETE: a SQLite
+    database without foreign keys enforced must come out the same."""
+    Server.update(customer=None, updated_at=utcnow()).where(
+        Server.customer == customer_id).execute()
+    users = Admin.select(Admin.id).where(Admin.customer == customer_id)
+    AdminSession.delete().where(AdminSession.admin.in_(users)).execute()
+    Admin.delete().where(Admin.customer == customer_id).execute()
+    return Customer.delete().where(Customer.id == customer_id).execute()
+
+
+def delete_user(user_id):
+    """The user and every session of theirs."""
+    AdminSession.delete().where(AdminSession.admin == user_id).execute()
+    return Admin.delete().where(Admin.id == user_id).execute()
+
+
+# ===== Scope: what one user sees (access.py) ====================================================
+
+def visible(query, access):
+    """`query` (with Server in it) narrowed to the servers `access` may see: every server for
+    staff, the customer's for a customer user. Every query below that returns servers, agents,
+    samples, alerts or events takes an Access and passes through here."""
+    if access.customer_id is None:
+        return query
+    return query.where(Server.customer == access.customer_id)
+
+
+def server_or_none(server_id, access):
+    """The agent (its server joined) of this server if `access` may see it, else None — the
+    same None for a server that does not exist and for another customer's, so a page never
+    tells them apart. Per-agent queries (charts, processes) take the agent this returns."""
+    if not valid_id(server_id):
+        return None
+    return visible(Agent.select(Agent, Server).join(Server).where(Server.id == server_id),
+                   access).first()
+
+
 def servers_with_agents():
     """[(server, agent)] for every server, ordered by name. Every server is created with its
     agent row (operations.add_server), so an inner join loses none."""
@@ -716,7 +829,7 @@ FLEET_COLUMNS = ("server_id", "name", "critical", "agent_id", "hostname", "agent
                  "agent_version", "last_seen", "clock_offset", *FLEET_FIGURES)
 
 
-def fleet_rows(columns):
+def fleet_rows(columns, access):
     """Driver tuples, one per server by name, of `columns(latest)`: columns of Server, Agent,
     LatestSample and `latest`, an alias of Metric joined on each agent's newest sample (NULLs
     for an agent that never reported). Timestamps come back as datetimes on both databases.
@@ -733,7 +846,7 @@ def fleet_rows(columns):
                  (latest.agent == LatestSample.agent) &
                  (latest.timestamp == LatestSample.timestamp)))
              .order_by(Server.name, Server.id))
-    sql, params = query.sql()
+    sql, params = visible(query, access).sql()
     rows = database_proxy.execute_sql(sql, params).fetchall()
     if not is_postgres():  # SQLite keeps timestamps as text
         times = [index for index, column in enumerate(selected)
@@ -747,12 +860,13 @@ def fleet_rows(columns):
     return rows
 
 
-def fleet():
-    """One tuple per server (FLEET_COLUMNS), by name: the servers table in one query."""
+def fleet(access):
+    """One tuple per server `access` sees (FLEET_COLUMNS), by name: the servers table in one
+    query."""
     return fleet_rows(lambda latest: (
         Server.id, Server.name, Server.critical, Agent.id, Agent.hostname, Agent.status,
         Agent.agent_version, Agent.last_seen, Agent.clock_offset,
-        *(getattr(latest, column) for column in FLEET_FIGURES)))
+        *(getattr(latest, column) for column in FLEET_FIGURES)), access)
 
 
 def latest_sample_per_agent(agent_ids, columns=SUMMARY_COLUMNS):
@@ -805,8 +919,8 @@ def server_events_since(server_ids, since):
     return events
 
 
-def firing_alert_count():
-    return Alert.select().where(Alert.state == "firing").count()
+def firing_alert_count(access):
+    return visible(Alert.select().join(Server).where(Alert.state == "firing"), access).count()
 
 
 # ===== Alerts, channels and deliveries ==========================================================
@@ -867,17 +981,19 @@ def close_alert(alert_id, rule, now):
         (Alert.id == alert_id) & (Alert.open_key == rule)).execute()
 
 
-def firing_alerts(server_id=None):
-    """Firing alerts, oldest first, with their servers (or only those of one server)."""
+def firing_alerts(access, server_id=None):
+    """Firing alerts `access` sees, oldest first, with their servers (or only those of one
+    server)."""
     query = Alert.select(Alert, Server).join(Server).where(Alert.state == "firing")
     if server_id is not None:
         query = query.where(Alert.server == server_id)
-    return list(query.order_by(Alert.started_at))
+    return list(visible(query, access).order_by(Alert.started_at))
 
 
-def alert_history(limit=100):
-    """Alerts no longer firing, latest first, with their servers."""
-    return list(Alert.select(Alert, Server).join(Server).where(Alert.state != "firing")
+def alert_history(access, limit=100):
+    """Alerts no longer firing that `access` sees, latest first, with their servers."""
+    return list(visible(Alert.select(Alert, Server).join(Server)
+                        .where(Alert.state != "firing"), access)
                 .order_by(Alert.started_at.desc()).limit(limit))
 
 
@@ -934,15 +1050,16 @@ def alert_rules_with_servers():
                 .order_by(AlertRule.server.is_null(False), AlertRule.metric))
 
 
-def server_names():
-    """Every server's id and name (only), by name."""
-    return list(Server.select(Server.id, Server.name).order_by(Server.name))
+def server_names(access):
+    """The id and name (only) of every server `access` sees, by name."""
+    return list(visible(Server.select(Server.id, Server.name), access).order_by(Server.name))
 
 
 # ===== Servers, admins and sessions =============================================================
 
 def agent_of_server(server_id):
-    """The agent of the server with this id, its server joined; None when there is none."""
+    """The agent of the server with this id, its server joined; None when there is none. For
+    the CLI and operations; pages use server_or_none (scoped)."""
     return Agent.select(Agent, Server).join(Server).where(Server.id == server_id).first()
 
 
@@ -1007,10 +1124,11 @@ def admin_by_username(username):
     return Admin.get_or_none(Admin.username == username)
 
 
-def set_admin_password(admin_id, password_hash, role):
-    """New password and role; every session of that account ends (a suspected leak, a
-    departure)."""
-    Admin.update(password_hash=password_hash, role=role).where(Admin.id == admin_id).execute()
+def set_admin_password(admin_id, password_hash, role, customer_id=None):
+    """New password, role and customer; every session of that account ends (a suspected leak,
+    a departure)."""
+    Admin.update(password_hash=password_hash, role=role, customer=customer_id).where(
+        Admin.id == admin_id).execute()
     AdminSession.delete().where(AdminSession.admin == admin_id).execute()
 
 
@@ -1324,13 +1442,16 @@ def latest_services(seen_since):
     return [(agent, agent.timestamp, agent.detail or {}) for agent in rows]
 
 
-def service_summary():
+def service_summary(access):
     """{agent_id: (services seen [(name, down)], problems [(metric, subject, text)])} from the
-    check states of every agent: the servers table's Services column, in one query."""
+    check states of every agent `access` sees: the servers table's Services column, in one
+    query."""
     summary = {}
-    rows = (CheckState.select(CheckState.agent, CheckState.metric, CheckState.subject,
+    query = CheckState.select(CheckState.agent, CheckState.metric, CheckState.subject,
                               CheckState.bad_since, CheckState.text)
-            .order_by(CheckState.agent, CheckState.metric, CheckState.subject).tuples())
+    if access.customer_id is not None:
+        query = visible(query.join(Agent).join(Server), access)
+    rows = query.order_by(CheckState.agent, CheckState.metric, CheckState.subject).tuples()
     for agent_id, metric, subject, bad_since, text in rows:
         services, problems = summary.setdefault(agent_id, ([], []))
         if metric == "service_down":

@@ -1,9 +1,11 @@
 """Operations shared by the CLI, `make run` and (later) the admin pages: creating servers and
 their keys, and admin accounts. Each validates its input and raises ValueError with a message
 fit for a person."""
+import re
+
 import peewee
 
-from . import auth, keys, models
+from . import access, auth, keys, models
 from .db import database_proxy, utcnow
 from .errors import unshowable
 
@@ -17,13 +19,16 @@ def _check_name(name, what, max_length):
         raise ValueError(f"{what} must not contain control or format characters")
 
 
-def add_server(name, rounds, critical=False):
-    """Create a server with a pending agent; return (server, key). The key is not stored."""
+def add_server(name, rounds, critical=False, customer_id=None):
+    """Create a server with a pending agent (the customer's, or the staff's only); return
+    (server, key). The key is not stored."""
     _check_name(name, "server name", 100)
+    if customer_id is not None:
+        customer_id = customer_by_id(customer_id).id
     key, key_id = keys.new_api_key()
     try:
         with database_proxy.atomic():
-            server = models.Server.create(name=name, critical=critical)
+            server = models.Server.create(name=name, critical=critical, customer=customer_id)
             models.Agent.create(server=server, **keys.key_columns(key, key_id, rounds))
     except peewee.IntegrityError:
         raise ValueError(f"a server named {name!r} already exists") from None
@@ -47,19 +52,29 @@ def revoke_key(server_name):
     keys.revoke(agent_of(server_name))
 
 
-def set_admin(username, password, rounds, role="admin"):
-    """Create the admin, or set its password and role (logging it out everywhere); return True
-    when created."""
+def set_admin(username, password, rounds, role="admin", customer_id=None):
+    """Create the user, or set its password, role and customer (logging it out everywhere);
+    return True when created. Staff roles have no customer, customer roles exactly one
+    (access.ROLES; the database's CHECK says the same)."""
     _check_name(username, "username", 64)
+    if role not in access.ROLES:
+        raise ValueError(f"role must be one of {', '.join(access.ROLES)}")
+    if access.ROLES[role].staff and customer_id is not None:
+        raise ValueError(f"a {role} is staff and belongs to no customer")
+    if not access.ROLES[role].staff:
+        if customer_id is None:
+            raise ValueError(f"a {role} belongs to a customer: name one")
+        customer_id = customer_by_id(customer_id).id
     if len(password) < 8:
         raise ValueError("password must be at least 8 characters")
     hashed = auth.hash_password(password, rounds)
     with database_proxy.atomic():
         admin = models.admin_by_username(username)
         if admin is None:
-            models.Admin.create(username=username, password_hash=hashed, role=role)
+            models.Admin.create(username=username, password_hash=hashed, role=role,
+                                customer=customer_id)
             return True
-        models.set_admin_password(admin.id, hashed, role)
+        models.set_admin_password(admin.id, hashed, role, customer_id)
         return False
 
 
@@ -76,6 +91,89 @@ def reset_two_factor(username):
         models.record_auth_event("two_factor_reset",
                                  detail=f"user {username}, from the command line")
     return was_on
+
+
+def delete_user(user_id):
+    """Delete a user; their sessions end with them."""
+    user = models.by_id(models.Admin, user_id)
+    if user is None:
+        raise ValueError(f"no user with id {user_id}")
+    with database_proxy.atomic():
+        models.delete_user(user.id)
+    return user.username
+
+
+# ===== Customers ================================================================================
+
+SLUG = re.compile(r"[a-z0-9-]{1,40}")
+
+
+def slug_of(name):
+    """A slug from a name: 'Acme Hosting GmbH' -> 'acme-hosting-gmbh'."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40].strip("-")
+
+
+def customer_by_id(customer_id):
+    customer = models.by_id(models.Customer, customer_id)
+    if customer is None:
+        raise ValueError(f"no customer with id {customer_id}")
+    return customer
+
+
+def customer_named(name_or_slug):
+    """The customer with this slug, or this name; ValueError when none has."""
+    customer = models.customer_by_slug(name_or_slug) or models.customer_by_name(name_or_slug)
+    if customer is None:
+        raise ValueError(f"no customer named {name_or_slug!r}")
+    return customer
+
+
+def add_customer(name, slug=None):
+    """Create a customer; the slug (for a later /status/<slug>) is made from the name unless
+    given. -> the customer."""
+    _check_name(name, "customer name", 100)
+    name = name.strip()
+    slug = slug_of(name) if not slug else slug
+    if not SLUG.fullmatch(slug):
+        raise ValueError("slug must be 1 to 40 of a-z, 0-9 and '-'")
+    try:
+        with database_proxy.atomic():
+            return models.Customer.create(name=name, slug=slug)
+    except peewee.IntegrityError:
+        raise ValueError(f"a customer named {name!r} or with slug {slug!r} already exists") \
+            from None
+
+
+def rename_customer(customer_id, name):
+    _check_name(name, "customer name", 100)
+    name = name.strip()
+    customer = customer_by_id(customer_id)
+    try:
+        with database_proxy.atomic():
+            models.update_customer(customer.id, name=name)
+    except peewee.IntegrityError:
+        raise ValueError(f"a customer named {name!r} already exists") from None
+    return name
+
+
+def delete_customer(customer_id, confirm_slug):
+    """Delete the customer and its users (their sessions end); its servers go back to the
+    staff only, every sample kept. `confirm_slug` must be its slug: unlike the name, no rename
+    changes it, so a confirmation typed from the page holds."""
+    customer = customer_by_id(customer_id)
+    if (confirm_slug or "").strip() != customer.slug:
+        raise ValueError("type the customer's slug exactly to confirm the deletion")
+    with database_proxy.atomic():
+        models.delete_customer(customer.id)
+    return customer.name
+
+
+def move_server(server_id, customer_id):
+    """Give the server to a customer (None: the staff's only). -> the customer or None."""
+    server = server_by_id(server_id)
+    customer = customer_by_id(customer_id) if customer_id is not None else None
+    models.move_server(server.id, customer.id if customer else None)
+    return customer
 
 
 # ===== Alerting set-up ==========================================================================

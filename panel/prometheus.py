@@ -37,7 +37,7 @@ import math
 
 import bottle
 
-from . import auth, figures, models
+from . import access, auth, figures, models
 from .db import utcnow
 from .errors import ApiError, JsonErrorPlugin
 
@@ -274,7 +274,8 @@ def scrape_rows(now, offline_after):
     for name, server_id, *middle, blob in models.fleet_rows(lambda latest: (
             models.Server.name, models.Server.id, models.Agent.hostname, models.Agent.status,
             models.Agent.agent_version, models.Agent.last_seen, models.LatestSample.timestamp,
-            *(getattr(latest, family[3]) for family in SAMPLE_FAMILIES), latest.detail)):
+            *(getattr(latest, family[3]) for family in SAMPLE_FAMILIES), latest.detail),
+            access.EVERYTHING):  # the scrape token is the staff's: every server
         hostname, status, version, last_seen, sample_time, *figures = middle
         disks = None
         if blob is not None and is_up(last_seen, now, offline_after):

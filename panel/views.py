@@ -11,8 +11,8 @@ from pathlib import Path
 
 import bottle
 
-from . import (auth, charts, checks, figures, keys, models, protocol, server_page, status_page,
-               units)
+from . import (access as access_module, auth, charts, checks, figures, keys, models, protocol,
+               server_page, status_page, units)
 from .db import utcnow
 from .errors import DATABASE_ERRORS, database_unavailable, refusal
 
@@ -75,6 +75,9 @@ def render(page, partial, ctx):
 
 def template(template_name, /, **ctx):
     ctx.setdefault("session", None)
+    session = ctx["session"]
+    # What the page may offer (links, forms): the same Access the route was given.
+    ctx.setdefault("access", access_module.Access.of(session.admin) if session else None)
     ctx.setdefault("title", "mPanel")
     return bottle.template(template_name, template_lookup=[TEMPLATES], htmx_file=HTMX_FILE,
                            units=units, quote=urllib.parse.quote_plus, table_cells=TABLE_CELLS,
@@ -101,13 +104,14 @@ def _shown(figure, values):
     return value
 
 
-def server_rows(offline_after, now=None):
-    """One dict per server for the servers table (models.fleet: one query, plain tuples)."""
+def server_rows(offline_after, access, now=None):
+    """One dict per server `access` sees, for the servers table (models.fleet: one query,
+    plain tuples)."""
     now = now or utcnow()
     rows = []
     identity = len(models.FLEET_COLUMNS) - len(models.FLEET_FIGURES)
-    checked = models.service_summary()
-    for row in models.fleet():
+    checked = models.service_summary(access)
+    for row in models.fleet(access):
         (server_id, name, critical, agent_id, hostname, agent_status, version, last_seen,
          clock_offset) = row[:identity]
         services, problems = checked.get(agent_id, ([], []))
@@ -132,8 +136,20 @@ def server_rows(offline_after, now=None):
     return rows
 
 
-def table_query():
-    """The table's filter and sort, from the query string, cleaned."""
+def customer_filter(access):
+    """`?customer=<id>` (staff only: a customer user's scope is theirs whatever the address
+    says): -> (the id or None, the Access narrowed to it)."""
+    text = (bottle.request.query.getunicode("customer") or "").strip()
+    if not text or not access.staff:
+        return None, access
+    if not text.isdigit() or not models.valid_id(int(text)):
+        raise refusal(400, "customer must be a customer's id (a whole number)", "customer")
+    return int(text), access.narrowed(int(text))
+
+
+def table_query(customer=None):
+    """The table's filter and sort, from the query string, cleaned. `kept_query`: what the
+    sort links carry besides q and status (the service columns, the customer filter)."""
     query = bottle.request.query
     sort = query.get("sort") if query.get("sort") in SORT_KEYS else "name"
     direction = "desc" if query.get("dir") == "desc" else "asc"
@@ -142,7 +158,8 @@ def table_query():
     show = [name for name in SERVICE_NAMES if name in asked]
     return {"q": (query.getunicode("q") or "").strip()[:100],
             "status": state if state in STATUSES else "", "sort": sort, "dir": direction,
-            "show": show, "show_query": "".join(f"&show={name}" for name in show)}
+            "show": show, "kept_query": "".join(f"&show={name}" for name in show)
+            + (f"&customer={customer}" if customer else ""), "customer": customer}
 
 
 def filter_and_sort(rows, q, status_filter, sort, direction):
@@ -223,32 +240,34 @@ def build_views(settings):
         return bottle.redirect("/servers")
 
     @app.post("/logout", auth="account")
-    def logout(session):
+    def logout(session, access):
         auth.end_session()
         bottle.response.delete_cookie(auth.SESSION_COOKIE, path="/")
         return bottle.redirect("/login")
 
     @app.get("/servers", auth="viewer")
-    def servers(session):
-        query = table_query()
-        rows = server_rows(settings.offline_after)
+    def servers(session, access):
+        customer, shown_access = customer_filter(access)
+        query = table_query(customer)
+        rows = server_rows(settings.offline_after, shown_access)
         counts = {s: sum(1 for r in rows if r["status"] == s) for s in STATUSES}
-        firing = models.firing_alert_count()
+        firing = models.firing_alert_count(shown_access)
         shown = filter_and_sort(rows, query["q"], query["status"], query["sort"], query["dir"])
         bottle.response.set_header("Cache-Control", "no-store")
         return render("servers.tpl", "_server_rows.tpl", {
             "title": page_title(counts, firing), "servers": shown, "total": len(rows),
             "counts": counts, "firing": firing, "query": query, "session": session,
+            "access": access, "customers": models.customers() if access.staff else [],
         })
 
     @app.get("/servers/<server_id:int>", auth="viewer")
-    def show_server(server_id, session):
+    def show_server(server_id, session, access):
         return render("server.tpl", "_server_head.tpl",
-                      server_context(server_id, session, settings))
+                      server_context(server_id, session, access, settings))
 
     @app.get("/servers/<server_id:int>/charts", auth="viewer")
-    def server_charts(server_id, session):
-        agent = agent_or_404(server_id)
+    def server_charts(server_id, session, access):
+        agent = agent_or_404(server_id, access)
         chart_range = server_page.parse_range(bottle.request.query.get("range"))
         latest = models.latest_sample_per_agent(
             [agent.id], columns=(models.Metric.agent, models.Metric.memory_total,
@@ -261,8 +280,8 @@ def build_views(settings):
                         ranges=charts.RANGES, charts=[charts.render(c) for c in built])
 
     @app.get("/servers/<server_id:int>/processes", auth="viewer")
-    def server_processes(server_id, session):
-        agent = agent_or_404(server_id)
+    def server_processes(server_id, session, access):
+        agent = agent_or_404(server_id, access)
         try:
             moment = server_page.parse_moment(bottle.request.query.getunicode("at"))
         except ValueError as err:
@@ -305,19 +324,20 @@ def build_views(settings):
     return app
 
 
-def agent_or_404(server_id):
-    agent = None
-    if models.valid_id(server_id):
-        agent = models.agent_of_server(server_id)
+def agent_or_404(server_id, access):
+    """The agent (its server joined) of a server `access` may see, or a 404 that reads the
+    same whether the server does not exist or is another customer's: every server route
+    starts here."""
+    agent = models.server_or_none(server_id, access)
     if agent is None:
         bottle.abort(404, f"no server with id {server_id}")
     return agent
 
 
-def server_context(server_id, session, settings, full=None, **extra):
+def server_context(server_id, session, access, settings, full=None, **extra):
     """Everything the detail page's header, manage box and (`full`: by default unless htmx
     asks for the header alone) first render of charts and processes need."""
-    agent = agent_or_404(server_id)
+    agent = agent_or_404(server_id, access)
     server = agent.server
     now = utcnow()
     latest = models.latest_sample_per_agent(
@@ -329,16 +349,18 @@ def server_context(server_id, session, settings, full=None, **extra):
                              models.Metric.process_count)).get(agent.id)
     state = models.connection_state(agent.last_seen, now, settings.offline_after)
     chart_range = server_page.parse_range(bottle.request.query.get("range"))
-    firing = models.firing_alerts(server.id)
+    firing = models.firing_alerts(access, server.id)
     maintenance = models.current_maintenance(server.id, now)
     context = {
         "title": f"{server.name} ({state}) · mPanel" if state == "offline"
         else f"{server.name} · mPanel",
         "server": server, "agent": agent, "latest": latest, "state": state, "now": now,
-        "session": session, "chart_range": chart_range, "ranges": charts.RANGES,
+        "session": session, "access": access, "chart_range": chart_range, "ranges": charts.RANGES,
         "charts": None, "firing": firing, "panel_url": panel_url(settings),
         "uptime": _uptime_since_boot(agent), "maintenance": maintenance,
         "clock": models.clock_skew(agent.clock_offset),
+        # Staff see whose server it is and may move it (manage.py, /servers/<id>/customer).
+        "customers": models.customers() if access.staff else [],
     }
     if full is None:
         full = not bottle.request.get_header("HX-Request")

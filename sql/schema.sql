@@ -31,9 +31,19 @@ CREATE TABLE IF NOT EXISTS schema_version (
   applied_at TIMESTAMP NOT NULL
 );
 
+-- A hosting customer (issue 13): its users see its servers only (panel/access.py).
+CREATE TABLE IF NOT EXISTS customers (
+  id SERIAL PRIMARY KEY,
+  name VARCHAR(100) NOT NULL UNIQUE,
+  slug VARCHAR(40) NOT NULL UNIQUE,
+  created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC')
+);
+
 CREATE TABLE IF NOT EXISTS servers (
   id SERIAL PRIMARY KEY,
   name VARCHAR(100) NOT NULL UNIQUE,
+  -- NULL: staff-only; a deleted customer's servers go back to the staff with their data.
+  customer_id INTEGER REFERENCES customers(id) ON DELETE SET NULL,
   critical BOOLEAN NOT NULL DEFAULT FALSE,
   public_status BOOLEAN NOT NULL DEFAULT FALSE,
   state VARCHAR(16) NOT NULL DEFAULT 'unknown',
@@ -317,8 +327,14 @@ CREATE TABLE IF NOT EXISTS admins (
   -- when a code confirmed it (NULL: off or pending), the last time step accepted.
   totp_secret_box TEXT,
   totp_enabled_at TIMESTAMP,
-  totp_last_step BIGINT
+  totp_last_step BIGINT,
+  -- Staff roles have none, customer roles exactly one (models.ADMIN_ROLE_CHECK).
+  customer_id INTEGER REFERENCES customers(id) ON DELETE CASCADE,
+  CHECK ((customer_id IS NULL AND role IN ('admin', 'viewer')) OR (customer_id IS NOT NULL AND role IN ('customer-admin', 'customer-viewer')))
 );
+
+CREATE INDEX IF NOT EXISTS idx_servers_customer ON servers (customer_id);
+CREATE INDEX IF NOT EXISTS idx_admins_customer ON admins (customer_id);
 
 CREATE TABLE IF NOT EXISTS admin_sessions (
   id SERIAL PRIMARY KEY,

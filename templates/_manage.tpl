@@ -12,12 +12,25 @@
       <p class="muted">{{'Critical: an alert fires when it goes offline.' if server.critical else 'Not critical: going offline is shown, not alerted.'}}</p>
       <button type="submit" class="small secondary">{{'Unmark critical' if server.critical else 'Mark critical'}}</button>
     </form>
+    % if access.staff:
+    <form method="post" action="/servers/{{server.id}}/customer" class="stack">
+      <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
+      <label>Customer <select name="customer_id">
+        <option value="">none: staff only</option>
+        % for c in customers:
+        <option value="{{c.id}}" {{'selected' if c.id == server.customer_id else ''}}>{{c.name}}</option>
+        % end
+      </select></label>
+      <p class="muted">The customer's users see this server, its data and its alerts.</p>
+      <button type="submit" class="small secondary">Move</button>
+    </form>
     <form method="post" action="/servers/{{server.id}}/flags" class="stack">
       <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
       <input type="hidden" name="public_status" value="{{'0' if server.public_status else '1'}}">
       <p class="muted">{{'Shown on the public status page (up/down and uptime only).' if server.public_status else 'Not on the public status page.'}}</p>
       <button type="submit" class="small secondary">{{'Remove from /status' if server.public_status else 'Show on /status'}}</button>
     </form>
+    % end
     <form method="post" action="/servers/{{server.id}}/maintenance" class="stack">
       <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
       % if maintenance:
@@ -41,11 +54,13 @@
       <p class="muted">Cut the agent off now. Its data stays; rotate to give it a new key.</p>
       <button type="submit" class="small danger" {{'disabled' if agent.status == 'revoked' else ''}}>Revoke key</button>
     </form>
+    % if access.staff:
     <form method="post" action="/servers/{{server.id}}/delete" class="stack">
       <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
       <label>Delete the server and all its data: type <code>{{server.name}}</code>
         <input name="confirm_name" autocomplete="off" required></label>
       <button type="submit" class="small danger">Delete server</button>
     </form>
+    % end
   </div>
 </section>

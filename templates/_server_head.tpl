@@ -14,6 +14,10 @@
     % if server.public_status:
     <span class="tag">on status page</span>
     % end
+    % owner = next((c for c in customers if c.id == server.customer_id), None)
+    % if access.staff:
+    <span class="tag" title="Whose server it is: that customer's users see it">{{owner.name if owner else 'staff only'}}</span>
+    % end
     % if maintenance:
     <span class="tag maint" title="{{maintenance.reason or ''}}">maintenance until {{maintenance.ends_at.strftime('%H:%M UTC')}}</span>
     % end

@@ -1,10 +1,21 @@
 % rebase('base.tpl', title=title, session=session)
-% admin = session.admin.role == 'admin'
+% admin = access.staff and access.may_change
 % if error:
 <p class="error card" role="alert">{{error}}</p>
 % end
 % if notice:
 <p class="notice card" role="status">{{notice}}</p>
+% end
+% if customers:
+<form class="filters" action="/alerts" method="get">
+  <select name="customer" aria-label="Customer">
+    <option value="">All customers</option>
+    % for c in customers:
+    <option value="{{c.id}}" {{'selected' if customer == c.id else ''}}>{{c.name}}</option>
+    % end
+  </select>
+  <button type="submit" class="small secondary">Filter</button>
+</form>
 % end
 <section class="card">
   <h1>Firing <span class="count">{{len(firing)}}</span></h1>
@@ -22,6 +33,7 @@
   % end
 </section>
 
+% if access.staff:
 <section class="card">
   <h2>Threshold rules</h2>
   <p class="muted">A figure's rule fires when every sample of the last N minutes is past its threshold, and resolves when every sample is 5 % back from it. A service check (service down, MySQL, PHP-FPM, mail queue, certificates, watched processes, systemd units) fires for each pool, certificate or unit once it has been past its threshold for N minutes, and resolves when it is back. A server's own rule replaces the global one for that metric.</p>
@@ -137,6 +149,7 @@
   % end
 </section>
 
+% end
 <section class="card">
   <h2>History</h2>
   <table class="list">

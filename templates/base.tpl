@@ -21,13 +21,18 @@
   <nav class="main-nav">
     <a href="/servers">Servers</a>
     <a href="/alerts">Alerts</a>
-    % if session.admin.role == 'admin':
+    % if access.staff:
+    <a href="/customers">Customers</a>
+    % end
+    % if access.staff and access.may_change:
     <a href="/security">Security</a>
+    % end
+    % if access.may_change:
     <a href="/servers/new" class="button small">Add server</a>
     % end
   </nav>
   <div class="who">
-    <a href="/account" title="{{session.admin.role}}: your account and two-factor login">{{session.admin.username}}{{' (read-only)' if session.admin.role != 'admin' else ''}}</a>
+    <a href="/account" title="{{session.admin.role}}: your account and two-factor login">{{session.admin.username}}{{'' if access.staff else ' · ' + session.admin.customer.name}}{{'' if access.may_change else ' (read-only)'}}</a>
     <form method="post" action="/logout" class="inline">
       <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
       <button type="submit" class="link">Log out</button>

@@ -2,6 +2,17 @@
 <section class="card">
   <h1>Security log</h1>
   <p class="muted">Failed agent authentications, logins (and their two-factor codes), two-factor set-ups and removals, and key changes, latest first (kept 30 days). Only a key's public id is ever recorded, never the key, nor any two-factor secret or code. Repeated identical failures (same kind, address, key id and request) are one row per {{summary_minutes}} minutes: the count, and when the first and the latest happened.</p>
+  % if customers:
+  <form class="filters" action="/security" method="get">
+    <select name="customer" aria-label="Customer">
+      <option value="">All customers</option>
+      % for c in customers:
+      <option value="{{c.id}}" {{'selected' if customer == c.id else ''}}>{{c.name}}</option>
+      % end
+    </select>
+    <button type="submit" class="small secondary">Filter</button>
+  </form>
+  % end
   <table class="list">
     <thead><tr><th>First (UTC)</th><th>Latest (UTC)</th><th>Count</th><th>Event</th><th>From</th><th>Server</th><th>Key id</th><th>Detail</th></tr></thead>
     <tbody>

@@ -19,6 +19,6 @@
   <p class="hint">Click a point on any chart to see what was running at that minute.</p>
   % include('_processes.tpl', view=processes)
 </section>
-% if session.admin.role == 'admin':
+% if access.may_change:
 % include('_manage.tpl')
 % end

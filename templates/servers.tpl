@@ -2,7 +2,7 @@
 % include('_summary.tpl')
 <form id="filters" class="filters" action="/servers" method="get"
       hx-get="/servers" hx-target="#server-rows" hx-swap="outerHTML" hx-push-url="true"
-      hx-trigger="input changed delay:250ms from:#filter-q, change from:#filter-status, change from:.column-choice, submit">
+      hx-trigger="input changed delay:250ms from:#filter-q, change from:#filter-status, change from:#filter-customer, change from:.column-choice, submit">
   <input id="filter-q" type="search" name="q" value="{{query['q']}}" placeholder="Filter by name or hostname" aria-label="Filter by name or hostname" maxlength="100">
   <select id="filter-status" name="status" aria-label="Status">
     <option value="">All statuses</option>
@@ -10,6 +10,14 @@
     <option value="{{s}}" {{'selected' if query['status'] == s else ''}}>{{s.capitalize()}}</option>
     % end
   </select>
+  % if access.staff and customers:
+  <select id="filter-customer" name="customer" aria-label="Customer">
+    <option value="">All customers</option>
+    % for c in customers:
+    <option value="{{c.id}}" {{'selected' if query['customer'] == c.id else ''}}>{{c.name}}</option>
+    % end
+  </select>
+  % end
   <details class="columns"{{' open' if query['show'] else ''}}>
     <summary>Service columns</summary>
     % for service in service_names:
@@ -28,7 +36,7 @@
     % for key, label, numeric in (('name', 'Name', False), ('hostname', 'Hostname', False), ('status', 'Status', False), ('seen', 'Last seen', False), *((key, label, True) for key, label, _css, _shown in table_cells), ('services', 'Services', False), *((service_sort + service, service, False) for service in query['show']), ('version', 'Agent', False)):
       % active = query['sort'] == key
       % next_dir = 'asc' if active and query['dir'] == 'desc' else ('desc' if active or numeric or key == 'seen' else 'asc')
-      <th class="{{'num' if numeric else ''}}" aria-sort="{{('ascending' if query['dir'] == 'asc' else 'descending') if active else 'none'}}"><a href="/servers?sort={{key}}&amp;dir={{next_dir}}&amp;q={{quote(query['q'])}}&amp;status={{quote(query['status'])}}{{query['show_query']}}">{{label}}{{(' ▲' if query['dir'] == 'asc' else ' ▼') if active else ''}}</a></th>
+      <th class="{{'num' if numeric else ''}}" aria-sort="{{('ascending' if query['dir'] == 'asc' else 'descending') if active else 'none'}}"><a href="/servers?sort={{key}}&amp;dir={{next_dir}}&amp;q={{quote(query['q'])}}&amp;status={{quote(query['status'])}}{{query['kept_query']}}">{{label}}{{(' ▲' if query['dir'] == 'asc' else ' ▼') if active else ''}}</a></th>
     % end
     </tr>
   </thead>
@@ -38,7 +46,7 @@
 % if not total:
 <div class="empty card">
   <p><strong>No servers yet.</strong></p>
-  % if session.admin.role == 'admin':
+  % if access.may_change:
   <p><a class="button" href="/servers/new">Add your first server</a> and paste one line on it.</p>
   % else:
   <p>An admin adds servers; they will show up here.</p>

@@ -14,7 +14,8 @@ import urllib.parse
 
 import pytest
 
-from panel import SECURITY_HEADERS, errors, manage, models, operations, prometheus, views
+import panel
+from panel import SECURITY_HEADERS, errors, models, operations
 from panel import settings as settings_module
 from tests.conftest import bearer, http_request, new_server
 from tests.integration.test_api import sample
@@ -90,8 +91,7 @@ def page_routes():
     # A secret of its own, so building the route table writes no secret.key anywhere.
     settings = settings_module.from_env({"MPANEL_SECRET_KEY": "only-for-the-route-table"})
     routes = []
-    for part in (views.build_views(settings), manage.build_manage(settings),
-                 prometheus.build_prometheus(settings)):
+    for part in panel.page_parts(settings):
         routes += [(route.method, route.rule) for route in part.routes]
     return routes
 
@@ -156,6 +156,10 @@ def site(panel):
     channel = operations.add_channel("ops", "webhook", "http://127.0.0.1:9/hook")
     operations.route("web-1", "ops")
     operations.set_rule("cpu", 90, 5, "web-1")
+    customer = operations.add_customer("Acme")
+    operations.move_server(other.id, customer.id)
+    operations.set_admin("acme-ops", "correct horse battery", 4, role="customer-admin",
+                         customer_id=customer.id)
     browser = Browser(panel)
     assert browser.login(password="correct horse battery").status == 303
     return browser, server, other, channel
@@ -163,7 +167,8 @@ def site(panel):
 
 def test_hostile_input_to_every_page_is_a_4xx_never_a_500(site, panel):
     admin, server, other, _ = site
-    pages = crawl(admin, ["/servers", "/alerts", "/security", "/servers/new", "/status"])
+    pages = crawl(admin, ["/servers", "/alerts", "/security", "/servers/new", "/status",
+                          "/customers"])
     # The key page is the answer to a form, not a link: add a server to see its forms too.
     token = re.search(r'name="csrf_token" value="([^"]+)"',
                       admin.request("GET", "/servers").text).group(1)
@@ -172,6 +177,27 @@ def test_hostile_input_to_every_page_is_a_4xx_never_a_500(site, panel):
     pages["(key page)"] = Forms(added.text)
     visitor = Browser(panel)
     pages.update(crawl(visitor, ["/login"], limit=1))
+    # The second login step is the answer to a password too: a user with two-factor on logs in
+    # to see its form.
+    from tests.integration.test_two_factor import enrol
+
+    operations.set_admin("two-step", "correct horse battery", 4)
+    enrolled = Browser(panel)
+    enrolled.username = "two-step"
+    assert enrolled.login("two-step", "correct horse battery").status == 303
+    enrol(enrolled)
+    stepping = Browser(panel)
+    assert stepping.login("two-step", "correct horse battery").headers["location"].endswith(
+        "/login/code")
+    pages.update(crawl(stepping, ["/login/code"], limit=1))
+    pages["(account, two-factor on)"] = Forms(enrolled.request("GET", "/account").text)
+    from tests.integration.test_two_factor import post
+
+    operations.set_admin("half-way", "correct horse battery", 4)
+    pending = Browser(panel)
+    assert pending.login("half-way", "correct horse battery").status == 303
+    assert post(pending, "/account/two-factor/setup", {}).status == 303
+    pages["(account, set-up waiting)"] = Forms(pending.request("GET", "/account").text)
 
     routes = page_routes()
 

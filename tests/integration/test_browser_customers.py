@@ -1,0 +1,86 @@
+"""A customer's user in a real browser (headless Chromium, as test_browser.py): logs in through
+the form and sees their customer's servers and nothing else — in the table, its live refresh,
+the summary strip and the title — and another customer's server is a 404. Screenshot:
+tests/artifacts/customer-servers.png (docs/screenshots/ keeps a copy)."""
+import pytest
+
+from panel import models, operations
+from tests.conftest import TEST_BCRYPT_ROUNDS, bearer, http_request, stamp
+from tests.integration.test_api import sample
+from tests.integration.test_browser import (ARTIFACTS, PASSWORD, browser,  # noqa: F401 (fixture)
+                                            cell, full_page_screenshot, wait_until)
+from tests.integration.test_dashboard_pages import register
+
+
+def reporting_server(panel, name, customer, hostname, cpu):
+    server, key = operations.add_server(name, TEST_BCRYPT_ROUNDS,
+                                        customer_id=customer.id if customer else None)
+    register(panel, key, hostname=hostname)
+    document = sample(server.id, stamp(0))
+    document["metrics"]["cpu"]["usage"] = cpu
+    assert http_request(panel, "POST", "/api/agent/metrics", headers=bearer(key),
+                        json_body=document).status == 200
+    return server, key
+
+
+@pytest.mark.timeout(120)
+def test_a_customer_user_logs_in_and_sees_only_their_servers(browser, panel):  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    acme = operations.add_customer("Acme Hosting")
+    globex = operations.add_customer("Globex")
+    web, web_key = reporting_server(panel, "acme-web", acme, "web.acme.example", 21.0)
+    reporting_server(panel, "acme-db", acme, "db.acme.example", 35.0)
+    other, _ = reporting_server(panel, "globex-web", globex, "web.globex.example", 50.0)
+    reporting_server(panel, "staff-monitor", None, "monitor.staff.example", 5.0)
+    models.Alert.create(server=other.id, rule="cpu", open_key="cpu", started_at=stamp(0),
+                        message="globex-web CPU above 90 %")
+    operations.set_admin("acme-ops", PASSWORD, TEST_BCRYPT_ROUNDS, role="customer-viewer",
+                         customer_id=acme.id)
+
+    browser.get(f"{panel.url}/servers")
+    assert "/login" in browser.current_url
+    browser.find_element(By.NAME, "username").send_keys("acme-ops")
+    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    assert wait_until(lambda: browser.current_url.endswith("/servers"), timeout=10)
+
+    def names():
+        return browser.execute_script(
+            "return [...document.querySelectorAll('#server-rows td.name a')]"
+            ".map(a => a.textContent.trim())")
+
+    assert names() == ["acme-db", "acme-web"]
+    assert browser.title == "Servers · mPanel"  # Globex's firing alert is not counted
+    summary = browser.find_element(By.ID, "summary").text
+    assert "2 servers" in summary.replace("\n", " ") and "0 alerts firing" in \
+        summary.replace("\n", " ")
+    nav = browser.find_element(By.CSS_SELECTOR, "header.topbar").text
+    assert "acme-ops · Acme Hosting (read-only)" in nav
+    assert "Customers" not in nav and "Security" not in nav and "Add server" not in nav
+    page = browser.page_source.lower()
+    assert "globex" not in page and "staff-monitor" not in page
+
+    # The live refresh brings this customer's new numbers, and still only theirs.
+    browser.execute_script("window.__notReloaded = true")
+    later = sample(web.id, stamp(1))
+    later["metrics"]["cpu"]["usage"] = 64.0
+    assert http_request(panel, "POST", "/api/agent/metrics", headers=bearer(web_key),
+                        json_body=later).status == 200
+    assert wait_until(lambda: cell(browser, web.id, 4) == "64.0 %", timeout=25)
+    assert browser.execute_script("return window.__notReloaded") is True
+    assert names() == ["acme-db", "acme-web"]
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    full_page_screenshot(browser, ARTIFACTS / "customer-servers.png")
+    assert (ARTIFACTS / "customer-servers.png").stat().st_size > 5000
+
+    # Another customer's server, by its address: the same 404 as a server that does not exist.
+    browser.get(f"{panel.url}/servers/{other.id}")
+    assert browser.title == "Not Found · mPanel" and "globex" not in browser.page_source.lower()
+    browser.get(f"{panel.url}/alerts")
+    assert "globex" not in browser.page_source.lower()
+    logs = [entry for entry in browser.get_log("browser")
+            if entry["level"] == "SEVERE" and "favicon" not in entry["message"]
+            and "404" not in entry["message"]]
+    assert logs == [], logs
