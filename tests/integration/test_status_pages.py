@@ -219,3 +219,22 @@ def test_the_title_rule_is_the_names_rule(database):
     assert status_of(customer) == (True, "Acme")
     with pytest.raises(ValueError, match="no customer"):
         operations.set_status_page(models.MAX_ID, True, "")
+
+
+def test_the_cli_turns_a_status_page_on_and_off(database, backend_url):
+    from tests.integration.test_cli import cli
+
+    customer = operations.add_customer("Acme Hosting", "acme")
+    on = cli(backend_url, "status-page", "acme", "--on", "--title", "Acme uptime")
+    assert on.returncode == 0, on.stderr
+    assert on.stdout.strip() == "/status/acme is on, titled 'Acme uptime'"
+    assert status_of(customer) == (True, "Acme uptime")
+    off = cli(backend_url, "status-page", "Acme Hosting", "--off")  # the title is kept
+    assert off.returncode == 0 and "/status/acme is off (a 404)" in off.stdout
+    assert status_of(customer) == (False, "Acme uptime")
+    bad = cli(backend_url, "status-page", "acme", "--on", "--title", "x" * 101)
+    assert bad.returncode == 2 and "status page title must be at most 100" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    unknown = cli(backend_url, "status-page", "nobody", "--on")
+    assert unknown.returncode == 2 and "no customer named 'nobody'" in unknown.stderr
+    assert status_of(customer) == (False, "Acme uptime")
