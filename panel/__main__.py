@@ -12,6 +12,7 @@
   reset-two-factor USERNAME     turn a locked-out user's two-factor off (security log)
   customers add NAME [--slug S] | rename SLUG NAME | delete SLUG | list
   move-server SERVER (--customer SLUG | --staff)   whose server it is
+  status-page CUSTOMER (--on | --off) [--title T]   the customer's public /status/<slug>
 
   add-server NAME [--critical]  create a server and print its API key, once
   rotate-key NAME [--grace-hours H]  new key; the old one works H more hours (default 24)
@@ -262,6 +263,18 @@ def cmd_move_server(settings, args):
     operations.move_server(server.id, customer.id if customer else None)
     print(f"{shown(server.name)!r} is now " +
           (f"{shown(customer.name)}'s" if customer else "the staff's only"))
+    return 0
+
+
+def cmd_status_page(settings, args):
+    from . import operations
+
+    _database(settings)
+    customer = operations.customer_named(args.customer)
+    title = customer.status_title if args.title is None else args.title
+    operations.set_status_page(customer.id, args.on, title)
+    print(f"/status/{customer.slug} is " + ("on" if args.on else "off (a 404)") +
+          (f", titled {shown(title.strip())!r}" if title.strip() else ""))
     return 0
 
 
@@ -527,6 +540,15 @@ def build_parser():
     owner.add_argument("--customer", help="slug or name")
     owner.add_argument("--staff", action="store_true", help="staff-only: no customer")
     move.set_defaults(func=cmd_move_server)
+
+    status = sub.add_parser("status-page", help="turn a customer's public status page on or off")
+    status.add_argument("customer", help="slug or name")
+    switch = status.add_mutually_exclusive_group(required=True)
+    switch.add_argument("--on", action="store_true", help="/status/<slug> shows its published "
+                                                          "servers")
+    switch.add_argument("--off", dest="on", action="store_false", help="a 404 again")
+    status.add_argument("--title", help="its title (at most 100 characters; default: kept)")
+    status.set_defaults(func=cmd_status_page)
 
     add = sub.add_parser("add-server", help="create a server and print its API key once")
     add.add_argument("name")

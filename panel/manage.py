@@ -1,6 +1,7 @@
 """Browser pages that change things (auth="admin": a user who may change things, plus the CSRF
-token; a customer-admin only their customer's servers): adding a server and showing its key
-once, the agent bundle, rotating and revoking keys, renaming, flags, maintenance; and, for staff
+token; a customer-admin only their customer's servers and status page): adding a server and
+showing its key once, the agent bundle, rotating and revoking keys, renaming, flags,
+maintenance, a customer's status page; and, for staff
 admins only (auth="staff-admin"), deleting and moving servers, customers and their users, alert
 channels, routes and rules, and the security log.
 
@@ -20,6 +21,7 @@ from . import access as access_module
 from . import alerts, auth, keys, models, operations
 from . import settings as settings_module
 from .db import utcnow
+from .errors import refusal
 from .views import ROOT, agent_or_404, customer_filter, panel_url, server_context, template
 
 BUNDLE_FILES = (("agent.py", ROOT / "agent.py", 0o644),
@@ -164,11 +166,11 @@ def build_manage(settings):
     def flags(server_id, session, access):
         agent_or_404(server_id, access)
         try:
+            # public_status: a staff-only server is published on /status, a customer's on
+            # that customer's /status/<slug> (models.public_status_servers), so a
+            # customer-admin publishes their own servers on their own page only.
             for flag in ("critical", "public_status"):
                 value = bottle.request.forms.get(flag)
-                if value is not None and flag == "public_status" and not access.staff:
-                    bottle.abort(403, "the public status page is the staff's: public_status "
-                                      "is theirs to set")
                 if value is not None:
                     if value not in ("0", "1"):
                         raise ValueError(f"{flag} must be 0 or 1")
@@ -346,6 +348,7 @@ def build_manage(settings):
         bottle.response.status = status
         return template("customer.tpl", title=f"{customer.name} · Customers · mPanel",
                         session=session, customer=customer, error=error, username=username,
+                        published=models.public_status_servers(customer.id),
                         servers=models.customer_servers(customer.id),
                         users=models.customer_users(customer.id),
                         roles=[access_module.ROLES[name] for name in access_module.CUSTOMER_ROLES])
@@ -423,6 +426,30 @@ def build_manage(settings):
         except ValueError as err:
             return error_on_detail(server_id, session, access, str(err))
         return back_to(server_id)
+
+    # ----- customers' status pages --------------------------------------------------------------
+
+    @app.post("/customers/<customer_id:int>/status-page", auth="admin")
+    def set_status_page(customer_id, session, access):
+        # Staff set any customer's page; a customer-admin their own only (another customer's
+        # reads as one that does not exist).
+        if not access.staff and access.customer_id != customer_id:
+            bottle.abort(404, f"no customer with id {customer_id}")
+        customer = customer_or_404(customer_id)
+        on = bottle.request.forms.get("status_page") or "0"
+        try:
+            if on not in ("0", "1"):
+                raise ValueError("status_page must be 1 (on) or 0 (off)")
+            operations.set_status_page(customer.id, on == "1",
+                                       form_text("status_title",
+                                                 operations.STATUS_TITLE_MAX + 1))
+        except ValueError as err:
+            field = "status_page" if "status_page" in str(err) else "status_title"
+            if access.staff:
+                return customer_page(session, customer, str(err), 400)
+            raise refusal(400, str(err), field) from None
+        return bottle.redirect(f"/customers/{customer.id}#status-page" if access.staff
+                               else "/servers#status-page")
 
     # ----- security -----------------------------------------------------------------------------
 

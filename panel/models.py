@@ -96,8 +96,12 @@ class Customer(BaseModel):
     """A hosting customer: a group of servers, and the users who see only those (access.py)."""
 
     name = peewee.CharField(max_length=100, unique=True)
-    slug = peewee.CharField(max_length=40, unique=True)  # [a-z0-9-]: a later /status/<slug>
+    slug = peewee.CharField(max_length=40, unique=True)  # [a-z0-9-]: its /status/<slug>
     created_at = peewee.DateTimeField(default=utcnow)
+    # The customer's public status page (/status/<slug>): off until they or the staff turn it
+    # on; its title is theirs to choose (empty: "Status").
+    status_page = peewee.BooleanField(default=False)
+    status_title = peewee.CharField(max_length=100, default="")
 
     class Meta:
         table_name = "customers"
@@ -1067,10 +1071,20 @@ def agent_of_server_named(name):
     return Agent.select(Agent, Server).join(Server).where(Server.name == name).first()
 
 
-def public_status_servers():
-    """The servers shown on the public /status page, by name."""
-    return list(Server.select().where(Server.public_status == True)  # noqa: E712
+def public_status_servers(customer_id=None):
+    """The published servers of one customer (its /status/<slug>) or, with None, of the staff
+    only (/status: a customer's published server is on its own page, never on the staff's),
+    by name."""
+    owner = Server.customer.is_null() if customer_id is None else Server.customer == customer_id
+    return list(Server.select().where((Server.public_status == True) & owner)  # noqa: E712
                 .order_by(Server.name))
+
+
+def customer_status_page(slug):
+    """The customer whose status page is at /status/<slug> and on, else None: the same None
+    for an unknown slug and for a page turned off."""
+    return Customer.get_or_none((Customer.slug == slug)
+                                & (Customer.status_page == True))  # noqa: E712
 
 
 def update_server(server_id, **fields):

@@ -176,6 +176,20 @@ def move_server(server_id, customer_id):
     return customer
 
 
+STATUS_TITLE_MAX = 100
+
+
+def set_status_page(customer_id, on, title):
+    """Turn the customer's public status page (/status/<slug>) on or off and set its title
+    (empty: "Status"). -> the customer as it was before."""
+    title = (title or "").strip()
+    if title:
+        _check_name(title, "status page title", STATUS_TITLE_MAX)
+    customer = customer_by_id(customer_id)
+    models.update_customer(customer.id, status_page=bool(on), status_title=title)
+    return customer
+
+
 # ===== Alerting set-up ==========================================================================
 
 def server_named(name):

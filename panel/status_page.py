@@ -1,4 +1,5 @@
-"""The public status page's figures: up or down now, and uptime over 24 h, 7 d and 30 d.
+"""The public status pages' figures (the staff's /status and each customer's /status/<slug>):
+up or down now, and uptime over 24 h, 7 d and 30 d.
 
 Uptime comes from the server's recorded transitions (server_events, written once each by
 jobs.detect_offline and jobs.note_alive), not from counting samples: a sample gap of a few
@@ -42,10 +43,11 @@ def uptime_percent(events, state, window_start, now, monitored_since):
     return max(0.0, min(100.0, 100.0 * (1 - down_seconds / total)))
 
 
-def public_servers(now=None):
-    """Rows for /status: name, up/down, uptime per window. No metric, no hostname, no address."""
+def public_servers(now=None, customer_id=None):
+    """Rows for /status (the staff's published servers) or, given a customer, for its
+    /status/<slug>: name, up/down, uptime per window. No metric, no hostname, no address."""
     now = now or utcnow()
-    servers = models.public_status_servers()
+    servers = models.public_status_servers(customer_id)
     events = models.server_events_since([s.id for s in servers], now - WINDOWS[-1][1])
     rows = []
     for server in servers:

@@ -1,5 +1,5 @@
 """Browser pages that show things: login, the servers table, a server's detail, the public
-status page, static files and the public downloads. (Pages that change things: manage.py.)
+status pages (the staff's and each customer's), static files and the public downloads. (Pages that change things: manage.py.)
 
 Each view builds a context dict and calls `render(page, partial, ctx)`: a plain request gets the
 full page, an htmx request (`HX-Request` header) just the partial it asked for.
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import bottle
 
-from . import (access as access_module, auth, charts, checks, figures, keys, models, protocol,
-               server_page, status_page, units)
+from . import (access as access_module, auth, charts, checks, figures, keys, models, operations,
+               protocol, server_page, status_page, units)
 from .db import utcnow
 from .errors import DATABASE_ERRORS, database_unavailable, refusal
 
@@ -258,6 +258,9 @@ def build_views(settings):
             "title": page_title(counts, firing), "servers": shown, "total": len(rows),
             "counts": counts, "firing": firing, "query": query, "session": session,
             "access": access, "customers": models.customers() if access.staff else [],
+            # A customer user's own status page (its box below the table); staff set theirs
+            # on each customer's page.
+            **({} if access.staff else status_page_box(access.customer_id)),
         })
 
     @app.get("/servers/<server_id:int>", auth="viewer")
@@ -291,15 +294,32 @@ def build_views(settings):
                         view=server_page.processes_view(agent.id, moment),
                         kept_days=settings.retention_raw_days)
 
-    @app.get("/status")
-    def public_status():
-        rows = status_page.public_servers()
+    def status_answer(customer=None):
+        """The staff's /status or, given a customer, its /status/<slug>: the same page, partial
+        and headers, with that customer's published servers under its title."""
+        rows = status_page.public_servers(customer_id=customer.id if customer else None)
         down = sum(1 for r in rows if r["state"] == "down")
+        name = (customer.status_title or "Status") if customer else "Status"
         bottle.response.set_header("Cache-Control", "no-store")
         return render("status.tpl", "_status_rows.tpl", {
-            "title": f"{down} down · Status" if down else "All systems up · Status",
+            "title": f"{down} down · {name}" if down else f"All systems up · {name}",
+            "heading": customer.status_title if customer else "",
+            "refresh": f"/status/{customer.slug}" if customer else "/status",
             "rows": rows, "down": down, "now": utcnow(),
         })
+
+    @app.get("/status")
+    def public_status():
+        return status_answer()
+
+    @app.get("/status/<slug>")
+    def customer_status(slug):
+        # One answer for a slug no customer has and for a page that is off: a visitor cannot
+        # tell whether the customer exists. A slug that cannot be one is not looked up.
+        customer = models.customer_status_page(slug) if operations.SLUG.fullmatch(slug) else None
+        if customer is None:
+            bottle.abort(404, "no status page here")
+        return status_answer(customer)
 
     @app.get("/static/<path:path>")
     def static(path):
@@ -322,6 +342,13 @@ def build_views(settings):
         return response
 
     return app
+
+
+def status_page_box(customer_id):
+    """What the "Status page" box (_status_page_box.tpl) shows of a customer: its page, on or
+    off, and the servers published on it."""
+    return {"status_customer": models.by_id(models.Customer, customer_id),
+            "published": models.public_status_servers(customer_id)}
 
 
 def agent_or_404(server_id, access):

@@ -36,7 +36,10 @@ CREATE TABLE IF NOT EXISTS customers (
   id SERIAL PRIMARY KEY,
   name VARCHAR(100) NOT NULL UNIQUE,
   slug VARCHAR(40) NOT NULL UNIQUE,
-  created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC')
+  created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),
+  -- Its public page /status/<slug> (migration 012): off by default, under its own title.
+  status_page BOOLEAN NOT NULL DEFAULT FALSE,
+  status_title VARCHAR(100) NOT NULL DEFAULT ''
 );
 
 CREATE TABLE IF NOT EXISTS servers (

@@ -24,13 +24,15 @@
       <p class="muted">The customer's users see this server, its data and its alerts.</p>
       <button type="submit" class="small secondary">Move</button>
     </form>
+    % end
     <form method="post" action="/servers/{{server.id}}/flags" class="stack">
       <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
       <input type="hidden" name="public_status" value="{{'0' if server.public_status else '1'}}">
-      <p class="muted">{{'Shown on the public status page (up/down and uptime only).' if server.public_status else 'Not on the public status page.'}}</p>
-      <button type="submit" class="small secondary">{{'Remove from /status' if server.public_status else 'Show on /status'}}</button>
+      % # A customer's server is published on that customer's page, a staff-only one on /status.
+      % page = "its customer's status page" if server.customer_id else 'the public status page'
+      <p class="muted">{{('Shown on %s (up/down and uptime only).' if server.public_status else 'Not on %s.') % page}}</p>
+      <button type="submit" class="small secondary">{{('Remove from %s' if server.public_status else 'Show on %s') % ('the status page' if server.customer_id else '/status')}}</button>
     </form>
-    % end
     <form method="post" action="/servers/{{server.id}}/maintenance" class="stack">
       <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
       % if maintenance:

@@ -1,4 +1,4 @@
-<div id="status-board" hx-get="/status" hx-trigger="every 30s" hx-target="this" hx-swap="outerHTML">
+<div id="status-board" hx-get="{{refresh}}" hx-trigger="every 30s" hx-target="this" hx-swap="outerHTML">
   <h1 class="{{'down' if down else 'up'}}">{{'%d of %d down' % (down, len(rows)) if down else ('All systems up' if rows else 'Status')}}</h1>
   % if rows:
   <table class="list status-table">

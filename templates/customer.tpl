@@ -34,6 +34,7 @@
     </tbody>
   </table>
 </section>
+% include('_status_page_box.tpl', status_customer=customer)
 % if access.may_change:
 <section class="card manage">
   <h2>Manage</h2>

@@ -43,6 +43,9 @@
   % include('_server_rows.tpl', oob=False)
 </table>
 </div>
+% if get('status_customer'):
+% include('_status_page_box.tpl')
+% end
 % if not total:
 <div class="empty card">
   <p><strong>No servers yet.</strong></p>

@@ -136,6 +136,8 @@ def foreign_state(alpha):
         "agents": sorted((a.server_id, a.api_key_id, a.status) for a in models.Agent.select()
                          if a.server_id in theirs),
         "customers": sorted((c.id, c.name, c.slug) for c in models.Customer.select()),
+        "status pages": sorted((c.id, c.status_page, c.status_title)
+                               for c in models.Customer.select() if c.id != alpha.id),
         "users": sorted((u.id, u.username, u.role, u.customer_id, u.password_hash)
                         for u in models.Admin.select()),
         "rules": sorted((r.id, r.server_id, r.metric, r.threshold, r.minutes, r.enabled)
@@ -251,10 +253,14 @@ def test_customer_users_see_their_own_servers_and_only_those(panel, world):
     assert admin.request("POST", f"/servers/{own.id}/flags",
                          form={"critical": "1"}).status == 303
     assert models.Server.get_by_id(own.id).critical
-    # The public status page is the staff's to fill.
+    # Published on A's own status page (never on the staff's /status); A turns it on.
     assert admin.request("POST", f"/servers/{own.id}/flags",
-                         form={"public_status": "1"}).status == 403
-    assert not models.Server.get_by_id(own.id).public_status
+                         form={"public_status": "1"}).status == 303
+    assert models.Server.get_by_id(own.id).public_status
+    assert admin.request("POST", f"/customers/{world['alpha'].id}/status-page",
+                         form={"status_page": "1", "status_title": "Alpha"}).status == 303
+    assert "alpha-www" in admin.request("GET", "/status/alpha").text
+    assert "alpha-www" not in admin.request("GET", "/status").text
     key_page = admin.request("POST", f"/servers/{own.id}/rotate", form={})
     assert key_page.status == 200 and "New key for alpha-www" in key_page.text
     assert_no_foreign_data(key_page, "key page")

@@ -1,7 +1,8 @@
 """A customer's user in a real browser (headless Chromium, as test_browser.py): logs in through
 the form and sees their customer's servers and nothing else — in the table, its live refresh,
-the summary strip and the title — and another customer's server is a 404. Screenshot:
-tests/artifacts/customer-servers.png (docs/screenshots/ keeps a copy)."""
+the summary strip and the title — and another customer's server is a 404; a customer's admin
+turns on their status page and it renders. Screenshots: tests/artifacts/customer-servers.png
+and customer-status.png (docs/screenshots/ keeps copies)."""
 import pytest
 
 from panel import models, operations
@@ -84,3 +85,89 @@ def test_a_customer_user_logs_in_and_sees_only_their_servers(browser, panel):  #
             if entry["level"] == "SEVERE" and "favicon" not in entry["message"]
             and "404" not in entry["message"]]
     assert logs == [], logs
+
+
+@pytest.mark.timeout(150)
+def test_a_customer_admin_turns_on_their_status_page_and_it_renders(browser, panel):  # noqa: F811
+    """Issue 13's done-when: their status page renders. The customer's admin publishes a server,
+    turns the page on with a title from the box below their table, and the public page (no
+    session) shows their published servers only, with its live refresh. Screenshot:
+    tests/artifacts/customer-status.png (docs/screenshots/ keeps a copy)."""
+    import datetime
+
+    from selenium.webdriver.common.by import By
+
+    acme = operations.add_customer("Acme Hosting")
+    globex = operations.add_customer("Globex")
+    shop, _ = reporting_server(panel, "shop.acme.example", acme, "web.acme.example", 21.0)
+    mail, _ = reporting_server(panel, "mail.acme.example", acme, "mx.acme.example", 8.0)
+    api, _ = reporting_server(panel, "api.acme.example", acme, "api.acme.example", 35.0)
+    reporting_server(panel, "backup.acme.example", acme, "backup.acme.example", 3.0)
+    other, _ = reporting_server(panel, "globex-web", globex, "web.globex.example", 50.0)
+    staff, _ = reporting_server(panel, "staff-monitor", None, "monitor.staff.example", 5.0)
+    # Monitored for 40 days; the mail server was down for 20 minutes three hours ago.
+    now = models.utcnow()
+    models.Server.update(created_at=now - datetime.timedelta(days=40)).execute()
+    models.record_server_event(mail.id, "offline", now - datetime.timedelta(hours=3))
+    models.record_server_event(mail.id, "online", now - datetime.timedelta(hours=2, minutes=40))
+    for published in (shop, api, other, staff):
+        operations.set_flag(published.id, "public_status", True)
+    operations.set_status_page(globex.id, True, "Globex")
+    operations.set_admin("acme-ops", PASSWORD, TEST_BCRYPT_ROUNDS, role="customer-admin",
+                         customer_id=acme.id)
+
+    browser.get(f"{panel.url}/login")
+    browser.find_element(By.NAME, "username").send_keys("acme-ops")
+    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    assert wait_until(lambda: browser.current_url.endswith("/servers"), timeout=10)
+    # The mail server is published from its own page's Manage box.
+    browser.get(f"{panel.url}/servers/{mail.id}")
+    browser.find_element(By.XPATH, "//button[normalize-space()='Show on the status page']").click()
+    assert wait_until(lambda: models.Server.get_by_id(mail.id).public_status, timeout=10)
+    browser.get(f"{panel.url}/servers")
+    box = browser.find_element(By.ID, "status-page")
+    assert "Off" in box.text
+    box.find_element(By.NAME, "status_page").click()
+    title = box.find_element(By.NAME, "status_title")
+    title.clear()
+    title.send_keys("Acme Hosting — service status")
+    box.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    assert wait_until(lambda: models.Customer.get_by_id(acme.id).status_page, timeout=10)
+    box = browser.find_element(By.ID, "status-page")
+    assert "/status/acme-hosting" in box.text and "On, public" in box.text
+
+    # The public page, without a session.
+    browser.delete_all_cookies()
+    browser.get(f"{panel.url}/status/acme-hosting")
+    assert browser.title == "All systems up · Acme Hosting — service status"
+    assert browser.find_element(By.CSS_SELECTOR, ".status-heading").text == \
+        "Acme Hosting — service status"
+
+    def names():
+        return browser.execute_script(
+            "return [...document.querySelectorAll('#status-board tbody tr td:first-child')]"
+            ".map(td => td.textContent.trim())")
+
+    assert names() == ["api.acme.example", "mail.acme.example", "shop.acme.example"]
+    mail_row = browser.find_element(By.XPATH, "//tr[td[normalize-space()='mail.acme.example']]")
+    assert "98.61 %" in mail_row.text
+    page = browser.page_source.lower()
+    for absent in ("globex", "staff-monitor", "backup.acme", "web.acme.example", "21.0"):
+        assert absent not in page, absent
+    ARTIFACTS.mkdir(exist_ok=True)
+    full_page_screenshot(browser, ARTIFACTS / "customer-status.png")
+
+    # Its live refresh asks /status/acme-hosting: a server going down shows without a reload.
+    browser.execute_script("window.__notReloaded = true")
+    models.Server.update(state="offline", state_since=models.utcnow()).where(
+        models.Server.id == api.id).execute()
+    assert wait_until(lambda: "1 of 3 down" in browser.find_element(By.ID, "status-board").text,
+                      timeout=45)
+    assert browser.execute_script("return window.__notReloaded") is True
+    assert wait_until(lambda: browser.title == "1 down · Acme Hosting — service status",
+                      timeout=5)
+    assert names() == ["api.acme.example", "mail.acme.example", "shop.acme.example"]
+    logs = [entry for entry in browser.get_log("browser")
+            if entry["level"] == "SEVERE" and "favicon" not in entry["message"]]
+    assert logs == [], logs  # no CSP violation, no failed request

@@ -178,6 +178,7 @@ def test_a_customer_admin_adds_a_server_to_its_customer_and_manages_it(panel):
     page = user.request("GET", f"/servers/{server.id}", headers=HTML).text
     assert "Rotate key" in page and "Mark critical" in page and "Start maintenance" in page
     assert "Delete server" not in page and "Show on /status" not in page
+    assert "Show on the status page" in page  # their own page (test_status_pages.py)
     assert "/customer" not in re.sub(r"/customers", "", page.split('id="manage"')[1])
     assert post(user, f"/servers/{server.id}/maintenance", {"minutes": "60"}).status == 303
     assert models.under_maintenance(server.id, models.utcnow())

@@ -71,7 +71,7 @@ BREAKAGES = {
                   "WHERE datname = {database_name}"],
         repairing=["ALTER DATABASE {database} ALLOW_CONNECTIONS true"],
         healthz="PostgreSQL OperationalError",
-        must_fail=AGENT_LOOKUP + SESSION + ("status",),
+        must_fail=AGENT_LOOKUP + SESSION + ("status", "customer status"),
         check=(2, "PostgreSQL OperationalError")),
 }
 CASES = [(name, backend) for name, case in BREAKAGES.items() for backend in case["backends"]]
@@ -177,6 +177,7 @@ def every_endpoint(panel, browser, server, key):
         ("detail", browser.request("GET", f"/servers/{server.id}")),
         ("alerts", browser.request("GET", "/alerts")),
         ("status", http_request(panel, "GET", "/status")),
+        ("customer status", http_request(panel, "GET", "/status/acme")),
         ("prometheus", http_request(panel, "GET", "/metrics")),
         ("healthz", http_request(panel, "GET", "/healthz")),
     ]

@@ -158,6 +158,7 @@ def site(panel):
     operations.set_rule("cpu", 90, 5, "web-1")
     customer = operations.add_customer("Acme")
     operations.move_server(other.id, customer.id)
+    operations.set_status_page(customer.id, True, "Acme status")  # its page, linked and crawled
     operations.set_admin("acme-ops", "correct horse battery", 4, role="customer-admin",
                          customer_id=customer.id)
     browser = Browser(panel)

@@ -212,6 +212,9 @@ def test_version_1_database_is_upgraded_and_keeps_every_row(backend, tmp_path,
         param = "?" if backend == "sqlite" else "%s"
         cursor.execute("INSERT INTO customers (name, slug, created_at) VALUES ('Acme', 'acme', "
                        f"{param})", (T,))
+        # A customer written as before migration 012 has its status page off, untitled.
+        cursor.execute("SELECT status_page, status_title FROM customers")
+        assert cursor.fetchall() in ([(False, "")], [(0, "")])
         for role, customer in (("customer-admin", None), ("admin", 1), ("boss", None)):
             with pytest.raises(Exception, match="(?i)check"):
                 cursor.execute("INSERT INTO admins (username, password_hash, role, created_at, "
