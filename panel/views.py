@@ -1,5 +1,6 @@
 """Browser pages that show things: login, the servers table, a server's detail, the public
-status pages (the staff's and each customer's), static files and the public downloads. (Pages that change things: manage.py.)
+status pages (the staff's and each customer's), static files and the public downloads. (Pages
+that change things: manage.py.)
 
 Each view builds a context dict and calls `render(page, partial, ctx)`: a plain request gets the
 full page, an htmx request (`HX-Request` header) just the partial it asked for.
