@@ -631,6 +631,21 @@ ERROR = {
     },
 }
 
+# ===== The token API, /api/v1 (api_v1.py) ======================================================
+
+API_V1_NEW_SERVER = {
+    "type": "object",
+    "required": ["name"],
+    "additionalProperties": False,
+    "properties": {
+        "name": _text(100, 1, "The server's name, unique in the panel."),
+        "critical": {"type": "boolean", "description": "Alerts of a critical server say so."},
+        "customerId": {"type": ["integer", "null"], "minimum": 1, "maximum": models.MAX_ID,
+                       "description": "The customer the server is for (staff-wide tokens "
+                                      "only; a customer's token adds to its own customer)."},
+    },
+}
+
 REQUEST_SCHEMAS = {
     "RegisterRequest": REGISTER,
     "MetricsRequest": METRICS_BODY,
