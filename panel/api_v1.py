@@ -127,7 +127,8 @@ def build_api_v1(settings):
 
     @app.get(f"{PREFIX}/servers/<server_id:int>/series", auth="token-read")
     def series(server_id, token, access):
-        name = bottle.request.query.getunicode("range") or charts.DEFAULT_RANGE
+        name = bottle.request.query.getunicode("range")
+        name = charts.DEFAULT_RANGE if name is None else name  # absent, not empty
         if name not in charts.RANGES:
             raise ApiError(400, f"range must be one of {', '.join(charts.RANGES)}", "range")
         agent = views.agent_or_404(server_id, access)
