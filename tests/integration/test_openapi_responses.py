@@ -190,3 +190,25 @@ def test_every_refusal_the_token_api_answers_is_in_its_document(own_panel):
     for method, path in operations_of:
         check(method, path, 429, wrong)
     assert seen == {200, 201, 400, 401, 403, 404, 409, 413, 415, 422, 429}
+
+
+def test_a_token_api_503_comes_as_the_document_says(own_panel):
+    """The token's table is gone (a failed restore, a revoked grant): 503 with Retry-After,
+    as the document says, never a 500 nor a 401 that would tell the script its token is bad."""
+    from panel import models, operations, tokens
+    from tests.conftest import TEST_BCRYPT_ROUNDS
+
+    document = _document(own_panel)
+    bound = db.bind(own_panel.database_url)
+    try:
+        operations.set_admin("staff", "staff password 1", TEST_BCRYPT_ROUNDS)
+        token = tokens.create(models.admin_by_username("staff"), "gone", "read")[1]
+        assert http_request(own_panel, "GET", "/api/v1/servers",
+                            headers=bearer(token)).status == 200
+        bound.execute_sql("DROP TABLE api_tokens")
+    finally:
+        bound.close()
+    response = http_request(own_panel, "GET", "/api/v1/servers", headers=bearer(token))
+    assert response.status == 503, response.text
+    assert int(response.headers["retry-after"]) >= 1
+    assert_documented(document, "GET", "/api/v1/servers", response)
