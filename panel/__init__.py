@@ -12,7 +12,8 @@ import logging
 
 import bottle
 
-from . import account, api, auth, db, errors, keys, manage, prometheus, views, writer
+from . import (account, api, api_v1, auth, db, errors, keys, manage, prometheus, tokens, views,
+               writer)
 from . import settings as settings_module
 
 log = logging.getLogger("mpanel")
@@ -46,11 +47,16 @@ def create_app(settings, database=None):
     app = bottle.Bottle()
     app.key_verifier = verifier  # tests and benchmarks count bcrypt checks through it
     app.settings = settings
+    # API tokens' failures are limited as agent keys' are (tokens.py).
+    app.token_verifier = tokens.TokenVerifier(
+        keys.FailureLimiter(limit=settings.auth_failure_limit))
     plugin = auth.AuthPlugin(auth.AgentAuthenticator(settings, verifier),
-                             settings_module.secret_bytes(settings))
+                             settings_module.secret_bytes(settings),
+                             auth.TokenAuthenticator(settings, app.token_verifier))
     app.committer = writer.GroupCommitter(database)
     boundary = errors.BoundaryPlugin()
-    for part in (api.build_api(settings, app.committer), *page_parts(settings)):
+    for part in (api.build_api(settings, app.committer), api_v1.build_api_v1(settings),
+                 *page_parts(settings)):
         part.install(plugin)
         # Bottle applies the first installed plugin outermost: the boundary goes first, so it
         # also sees what the auth check and the API's JSON errors let through.

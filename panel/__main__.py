@@ -10,6 +10,9 @@
                                 with --role customer-admin|customer-viewer); password from
                                 MPANEL_ADMIN_PASSWORD, else prompted
   reset-two-factor USERNAME     turn a locked-out user's two-factor off (security log)
+  create-token USERNAME NAME [--scope read|write] [--customer SLUG] [--expires-days N]
+                                an API token of that user's for /api/v1, printed once
+  tokens USERNAME / revoke-token TOKEN_ID   a user's tokens; revoke one at once
   customers add NAME [--slug S] | rename SLUG NAME | delete SLUG | list
   move-server SERVER (--customer SLUG | --staff)   whose server it is
   status-page CUSTOMER (--on | --off) [--title T]   the customer's public /status/<slug>
@@ -293,6 +296,60 @@ def cmd_reset_two_factor(settings, args):
     return 0
 
 
+def cmd_create_token(settings, args):
+    from . import models, tokens
+
+    _database(settings)
+    admin = models.admin_by_username(args.username)
+    customer = models.customer_by_slug(args.customer) if args.customer else None
+    try:
+        if admin is None:
+            raise ValueError(f"no user named {args.username!r}")
+        if args.customer and customer is None:
+            raise ValueError(f"no customer with slug {args.customer!r}")
+        row, token = tokens.create(admin, args.name, args.scope,
+                                   customer.id if customer else None, args.expires_days)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"token {row.name!r} of {admin.username!r} ({tokens.scope_label(row)}), id "
+          f"{row.token_id}")
+    print(f"API token (shown once, store it now): {token}")
+    return 0
+
+
+def cmd_tokens(settings, args):
+    from . import models, tokens
+
+    _database(settings)
+    admin = models.admin_by_username(args.username)
+    if admin is None:
+        print(f"error: no user named {args.username!r}", file=sys.stderr)
+        return 2
+    for row in models.tokens_of(admin.id):
+        state = ("revoked" if row.revoked_at else
+                 f"expires {row.expires_at:%Y-%m-%d %H:%M}" if row.expires_at else "no expiry")
+        used = f"{row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never"
+        print(f"{row.token_id}  {shown(row.name)}  {tokens.scope_label(row)}  created "
+              f"{row.created_at:%Y-%m-%d %H:%M}  last used {used}  {state}")
+    return 0
+
+
+def cmd_revoke_token(settings, args):
+    from . import models, tokens
+
+    _database(settings)
+    row = models.token_by_token_id(args.token_id)
+    if row is None:
+        print(f"error: no token with id {args.token_id!r}", file=sys.stderr)
+        return 2
+    if not tokens.revoke(row.admin, row, via="the command line"):
+        print(f"token {args.token_id} was already revoked")
+        return 0
+    print(f"token {args.token_id} ({shown(row.name)} of {row.admin.username!r}) revoked")
+    return 0
+
+
 def cmd_add_server(settings, args):
     from . import operations
 
@@ -520,6 +577,19 @@ def build_parser():
     reset = sub.add_parser("reset-two-factor", help="turn a locked-out user's two-factor off")
     reset.add_argument("username")
     reset.set_defaults(func=cmd_reset_two_factor)
+    token = sub.add_parser("create-token", help="an API token of a user's, printed once")
+    token.add_argument("username")
+    token.add_argument("name")
+    token.add_argument("--scope", choices=("read", "write"), default="read")
+    token.add_argument("--customer", metavar="SLUG", help="bind it to this customer")
+    token.add_argument("--expires-days", type=int, metavar="N")
+    token.set_defaults(func=cmd_create_token)
+    listed_tokens = sub.add_parser("tokens", help="a user's API tokens (never the tokens)")
+    listed_tokens.add_argument("username")
+    listed_tokens.set_defaults(func=cmd_tokens)
+    revoke_token = sub.add_parser("revoke-token", help="revoke an API token at once")
+    revoke_token.add_argument("token_id", help="its public id: mpt_<id>_...")
+    revoke_token.set_defaults(func=cmd_revoke_token)
     customers = sub.add_parser("customers", help="customers: add, rename, delete, list")
     actions = customers.add_subparsers(dest="action", required=True)
     added = actions.add_parser("add", help="a new customer")

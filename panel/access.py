@@ -91,3 +91,13 @@ NEEDS = {
     "staff": _staff,
     "staff-admin": _staff_admin,
 }
+
+
+# What an API token's route (api_v1.py, `auth="token-read"` ...) asks for, by the same rules:
+# a token's Access is its scope within its owner's (tokens.access_of).
+TOKEN_NEEDS = {
+    "token-read": NEEDS["viewer"],
+    "token-write": NEEDS["admin"],
+    "token-staff": NEEDS["staff"],
+    "token-staff-write": NEEDS["staff-admin"],
+}

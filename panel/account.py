@@ -13,7 +13,8 @@ import time
 
 import bottle
 
-from . import auth, keys, models, totp
+from . import access as access_module
+from . import auth, keys, models, tokens, totp
 from . import settings as settings_module
 from .db import utcnow
 from .errors import DATABASE_ERRORS, database_unavailable
@@ -53,6 +54,12 @@ def build_account(settings):
         if code_hash and models.use_recovery_code(admin.id, code_hash, utcnow()):
             return "recovery code", None
         return None, totp.WRONG
+
+    def token_scopes(admin):
+        """The scopes this user may give a token: never wider than their own role."""
+        writes = access_module.Access.of(admin).may_change
+        return [(name, label) for name, (may_write, label) in tokens.SCOPES.items()
+                if writes or not may_write]
 
     # ----- login's second step -----------------------------------------------------------------
 
@@ -121,7 +128,8 @@ def build_account(settings):
 
     # ----- the account page --------------------------------------------------------------------
 
-    def account_page(session, error="", notice="", status=200, recovery_codes=None):
+    def account_page(session, error="", notice="", status=200, recovery_codes=None,
+                     new_token=None):
         admin = models.admin_by_id(session.admin_id)  # as this request left it
         setup = None
         if admin.totp_secret_box and not auth.two_factor_on(admin):
@@ -137,11 +145,46 @@ def build_account(settings):
                         codes_left=models.recovery_codes_left(admin.id),
                         required=auth.two_factor_required(admin, settings),
                         recovery_codes=recovery_codes, error=error, notice=notice,
-                        step_seconds=totp.STEP_SECONDS)
+                        step_seconds=totp.STEP_SECONDS, tokens=models.tokens_of(admin.id),
+                        new_token=new_token, now=utcnow(), scope_label=tokens.scope_label,
+                        token_scopes=token_scopes(admin),
+                        customers=models.customers() if admin.customer_id is None else [])
 
     @app.get("/account", auth="account")
     def account(session, access):
         return account_page(session)
+
+    # ----- API tokens (tokens.py): created, listed and revoked by their owner ------------------
+    # auth="viewer", not "account": a user who must still set up two-factor gets no token
+    # (a token would be a way around the second factor).
+
+    def form_text(name, limit):
+        return (bottle.request.forms.getunicode(name) or "").strip()[:limit]
+
+    @app.post("/account/tokens", auth="viewer")
+    def create_token(session, access):
+        try:
+            customer = form_text("customer_id", 20) if access.staff else ""
+            days = form_text("expires_days", 20)
+            for field, text in (("customer_id", customer), ("expires_days", days)):
+                if text and not text.isdigit():
+                    raise ValueError(f"{field} must be a whole number, or empty")
+            _row, token = tokens.create(
+                session.admin, form_text("name", tokens.NAME_MAX + 1),
+                form_text("scope", 10) or "read", int(customer) if customer else None,
+                int(days) if days else None, auth.client_address(settings))
+        except ValueError as err:
+            return account_page(session, str(err), status=400)
+        return account_page(session, notice="Token created.", new_token=token)
+
+    @app.post("/account/tokens/<token_id:int>/revoke", auth="viewer")
+    def revoke_token(token_id, session, access):
+        token = models.token_of(session.admin_id, token_id)
+        if token is None:
+            bottle.abort(404, f"you have no token with id {token_id}")
+        if not tokens.revoke(session.admin, token, auth.client_address(settings)):
+            return account_page(session, "That token was already revoked.", status=400)
+        return account_page(session, notice=f"Token “{token.name}” revoked.")
 
     @app.post("/account/two-factor/setup", auth="account")
     def start_setup(session, access):

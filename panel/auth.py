@@ -11,6 +11,10 @@ A route says what it needs in one place, `@app.post("/x", auth="agent")`:
   - auth="admin"  a user who may change things (admin; customer-admin, within their customer).
   - auth="staff"  staff only (admin or viewer): pages about the whole panel.
   - auth="staff-admin"  a staff admin: customers, users, global rules and channels, security.
+  - auth="token-read", "token-write", "token-staff", "token-staff-write"  an API token
+                  (`Authorization: Bearer mpt_...`, tokens.py) for /api/v1 (api_v1.py): the
+                  callback gets `token=` and `access=`, the token's scope as an Access, checked
+                  as the session needs of the same name are (access.TOKEN_NEEDS).
   - auth=None     public.
 A session route's callback gets `session=` and `access=` (access.Access: what the user may see
 and change; every query that returns servers is scoped by it). State-changing methods also need
@@ -27,7 +31,7 @@ import secrets
 import bottle
 
 from . import access as access_module
-from . import keys, models, units
+from . import keys, models, tokens, units
 from .db import utcnow
 from .errors import ApiError
 
@@ -53,8 +57,28 @@ _REFUSALS = {
     "revoked": "API key rejected (revoked)",
     "expired": "API key rejected (replaced by a newer key)",
 }
+# What a script presenting an API token is told, by failure kind (tokens.py): alike but for
+# revoked and expired, which only the token's holder can present.
+_TOKEN_REFUSALS = {
+    "missing": "missing API token: send 'Authorization: Bearer mpt_...'",
+    "malformed": "API token rejected",
+    "unknown_token": "API token rejected",
+    "bad_token": "API token rejected",
+    "revoked": "API token rejected (revoked)",
+    "expired": "API token rejected (expired)",
+}
+# A token's 403s, worded for a script rather than for a person at a page.
+_TOKEN_REFUSED = {
+    access_module.READ_ONLY: "this token is read-only: writes need a read-write token of a "
+                             "user who may change things",
+    access_module.STAFF_ONLY: "this endpoint is for staff-wide tokens",
+}
+# How each is recorded in auth_events (`kind` is at most 32 characters).
+TOKEN_FAILURE_KINDS = {failure: f"token_{failure.removesuffix('_token')}"
+                       for failure in (*_TOKEN_REFUSALS, "throttled")}
 # Every kind of failure auth_events records (the Security page marks them).
-FAILURE_KINDS = (*_REFUSALS, "throttled", "login_failed", "login_throttled", "two_factor_failed")
+FAILURE_KINDS = (*_REFUSALS, "throttled", "login_failed", "login_throttled", "two_factor_failed",
+                 *TOKEN_FAILURE_KINDS.values())
 
 
 # ===== Agents ===================================================================================
@@ -196,6 +220,48 @@ class AgentAuthenticator:
                        headers={"WWW-Authenticate": bearer_challenge(check.failure != "missing")})
 
 
+# ===== API tokens ===============================================================================
+
+class TokenAuthenticator:
+    """Checks `Authorization: Bearer mpt_...` (tokens.TokenVerifier) and answers refusals as
+    the agent API does: 401 with WWW-Authenticate or, past a failure limit, 429; each counted
+    into its auth_events summary row. Tokens are credentials: HTTPS as for agent keys."""
+
+    def __init__(self, settings, verifier):
+        self.settings = settings
+        self.verifier = verifier
+
+    def __call__(self):
+        require_https(self.settings)
+        scheme, _, presented = bottle.request.get_header("Authorization", "").partition(" ")
+        presented = presented.strip()
+        address = client_address(self.settings)
+        if scheme.lower() != "bearer" or not presented:
+            check = self.verifier.refuse("missing", address)
+        else:
+            check = self.verifier.check(presented, address)
+        if check.failure:
+            self._refuse(check, address)
+        return check.token
+
+    def _refuse(self, check, address):
+        throttled = check.retry_after > 0
+        kind = TOKEN_FAILURE_KINDS["throttled" if throttled else check.failure]
+        request = f"{bottle.request.method} {bottle.request.path}"
+        occurrences = models.record_auth_failure(
+            kind, client_addr=address, key_id=check.token_id,
+            detail=f"{check.failure}: {request}" if throttled else request)
+        log.log(logging.WARNING if occurrences == 1 else logging.DEBUG,
+                "API token refused reason=%s client=%s token_id=%s status=%s in_window=%s",
+                check.failure, address, check.token_id or "-", 429 if throttled else 401,
+                occurrences)
+        if throttled:
+            raise ApiError(429, "too many failed attempts; retry later", "Authorization",
+                           headers={"Retry-After": str(max(1, int(check.retry_after + 0.999)))})
+        raise ApiError(401, _TOKEN_REFUSALS[check.failure], "Authorization",
+                       headers={"WWW-Authenticate": bearer_challenge(check.failure != "missing")})
+
+
 # ===== Admin passwords and sessions =============================================================
 
 def hash_password(password, rounds):
@@ -328,10 +394,11 @@ class AuthPlugin:
     name = "auth"
     api = 2
 
-    def __init__(self, authenticator, secret):
+    def __init__(self, authenticator, secret, token_authenticator=None):
         self.authenticate = authenticator
         self.secret = secret
         self.settings = authenticator.settings
+        self.authenticate_token = token_authenticator
 
     def apply(self, callback, route):
         need = route.config.get("auth")
@@ -370,10 +437,28 @@ class AuthPlugin:
                 kwargs["access"] = access
                 return callback(*args, **kwargs)
             return admin_guard
+        if need in access_module.TOKEN_NEEDS:
+            token_refused = access_module.TOKEN_NEEDS[need]
+
+            def token_guard(*args, **kwargs):
+                if self.authenticate_token is None:
+                    raise ApiError(404, "this panel serves no token API")
+                token = self.authenticate_token()
+                token_access = tokens.access_of(token)
+                refusal = token_refused(token_access)
+                if refusal:
+                    raise ApiError(403, _TOKEN_REFUSED.get(refusal, refusal), "Authorization")
+                kwargs["token"] = token
+                kwargs["access"] = token_access
+                return callback(*args, **kwargs)
+            return token_guard
         if need is not None:  # a typo must not make a page public
             raise ValueError(f"route {route.rule}: unknown auth={need!r}; one of 'agent', "
-                             f"{', '.join(map(repr, access_module.NEEDS))} or None")
+                             f"{', '.join(map(repr, ALL_NEEDS))} or None")
         return callback
+
+
+ALL_NEEDS = (*access_module.NEEDS, *access_module.TOKEN_NEEDS)
 
 
 def _send_to(path):

@@ -22,7 +22,8 @@ from . import alerts, auth, keys, models, operations
 from . import settings as settings_module
 from .db import utcnow
 from .errors import refusal
-from .views import ROOT, agent_or_404, customer_filter, panel_url, server_context, template
+from .views import (ROOT, agent_or_404, alert_lists, customer_filter, panel_url, server_context,
+                    template)
 
 BUNDLE_FILES = (("agent.py", ROOT / "agent.py", 0o644),
                 ("install.sh", ROOT / "install" / "install.sh", 0o755),
@@ -227,8 +228,7 @@ def build_manage(settings):
         # next part): a customer user sees their alerts only.
         staff = access.staff
         return template("alerts.tpl", title="Alerts · mPanel", session=session, access=access,
-                        firing=models.firing_alerts(shown),
-                        history=models.alert_history(shown, 100),
+                        **alert_lists(shown),
                         customers=models.customers() if staff else [], customer=customer,
                         channels=models.all_channels() if staff else [],
                         last_delivery=models.last_delivery_per_channel(500) if staff else {},

@@ -508,10 +508,34 @@ class LoginChallenge(BaseModel):
         table_name = "login_challenges"
 
 
+class ApiToken(BaseModel):
+    """A user's API token for /api/v1 (panel/tokens.py): `mpt_<token_id>_<secret>`. The public
+    `token_id` is indexed for one-probe lookup; only the SHA-256 of the whole token is kept
+    (`secret_hash`: 256 random bits need no bcrypt). `customer` NULL: staff-wide (its owner must
+    be staff); `may_write` False: read-only. Revoked and expired tokens stay listed until
+    deleted with their owner."""
+
+    token_id = peewee.CharField(max_length=16, unique=True)
+    secret_hash = peewee.CharField(max_length=64)
+    name = peewee.CharField(max_length=64)
+    admin = peewee.ForeignKeyField(Admin, column_name="admin_id", on_delete="CASCADE",
+                                   backref="tokens")
+    customer = peewee.ForeignKeyField(Customer, column_name="customer_id", null=True,
+                                      on_delete="CASCADE")
+    may_write = peewee.BooleanField(default=False)
+    created_at = peewee.DateTimeField(default=utcnow)
+    last_used_at = peewee.DateTimeField(null=True)
+    expires_at = peewee.DateTimeField(null=True)
+    revoked_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "api_tokens"
+
+
 ALL_MODELS = [SchemaVersion, Customer, Server, Agent, Metric, LatestSample, Rollup5m, Rollup1h,
               DirtyBucket, CheckState, AuthEvent, AuthLimit, ServerEvent, AlertRule, Alert,
               Channel, ServerChannel, Delivery, MaintenanceWindow, Admin, AdminSession,
-              RecoveryCode, LoginChallenge]
+              RecoveryCode, LoginChallenge, ApiToken]
 
 
 # ===== Named queries ==========================================================================
@@ -783,13 +807,16 @@ def delete_customer(customer_id):
         Server.customer == customer_id).execute()
     users = Admin.select(Admin.id).where(Admin.customer == customer_id)
     AdminSession.delete().where(AdminSession.admin.in_(users)).execute()
+    ApiToken.delete().where(ApiToken.admin.in_(users) | (ApiToken.customer == customer_id)
+                            ).execute()
     Admin.delete().where(Admin.customer == customer_id).execute()
     return Customer.delete().where(Customer.id == customer_id).execute()
 
 
 def delete_user(user_id):
-    """The user and every session of theirs."""
+    """The user and every session and token of theirs."""
     AdminSession.delete().where(AdminSession.admin == user_id).execute()
+    ApiToken.delete().where(ApiToken.admin == user_id).execute()
     return Admin.delete().where(Admin.id == user_id).execute()
 
 
@@ -1501,3 +1528,42 @@ def store_check_states(agent_id, metric, steps, now):
             conflict_target=[CheckState.agent, CheckState.metric, CheckState.subject],
             preserve=[CheckState.bad_since, CheckState.text, CheckState.was, CheckState.value,
                       CheckState.updated_at]).execute()
+
+
+# ===== API tokens (panel/tokens.py) =============================================================
+
+def token_by_token_id(token_id):
+    """The token with this public id, its owner joined, or None (revoked and expired ones too:
+    tokens.py tells them apart)."""
+    return (ApiToken.select(ApiToken, Admin).join(Admin)
+            .where(ApiToken.token_id == token_id).first())
+
+
+def tokens_of(admin_id):
+    """A user's tokens, newest first, with their customers' names (LEFT OUTER: staff-wide)."""
+    return list(ApiToken.select(ApiToken, Customer)
+                .join(Customer, peewee.JOIN.LEFT_OUTER, on=ApiToken.customer == Customer.id)
+                .where(ApiToken.admin == admin_id)
+                .order_by(ApiToken.created_at.desc(), ApiToken.id.desc()))
+
+
+def token_of(admin_id, token_row_id):
+    """One of a user's own tokens by its row id, or None (another user's reads the same)."""
+    if not valid_id(token_row_id):
+        return None
+    return ApiToken.get_or_none((ApiToken.id == token_row_id) & (ApiToken.admin == admin_id))
+
+
+def revoke_token(token_row_id, now):
+    """Revoke a token unless it already is. -> whether this call revoked it."""
+    return ApiToken.update(revoked_at=now).where(
+        (ApiToken.id == token_row_id) & ApiToken.revoked_at.is_null()).execute() == 1
+
+
+def note_token_used(token_row_id, now, every=60):
+    """Record a use: one write a minute at most per token, so a busy script does not write on
+    each request (the last-used time the account page shows is that precise)."""
+    cutoff = now - datetime.timedelta(seconds=every)
+    ApiToken.update(last_used_at=now).where(
+        (ApiToken.id == token_row_id)
+        & (ApiToken.last_used_at.is_null() | (ApiToken.last_used_at < cutoff))).execute()

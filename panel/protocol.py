@@ -14,7 +14,7 @@ agent's buffer behind it for good; that is the last line of defence, not the rul
 """
 import datetime
 
-from . import __version__, figures, models
+from . import __version__, charts, figures, models
 from .errors import NO_NUL_PATTERN
 
 # Byte counts and counters are kept in BIGINT columns (or the JSON detail, which holds as much).
@@ -631,11 +631,27 @@ ERROR = {
     },
 }
 
+# ===== The token API, /api/v1 (api_v1.py) ======================================================
+
+API_V1_NEW_SERVER = {
+    "type": "object",
+    "required": ["name"],
+    "additionalProperties": False,
+    "properties": {
+        "name": _text(100, 1, "The server's name, unique in the panel."),
+        "critical": {"type": "boolean", "description": "Alerts of a critical server say so."},
+        "customerId": {"type": ["integer", "null"], "minimum": 1, "maximum": models.MAX_ID,
+                       "description": "The customer the server is for (staff-wide tokens "
+                                      "only; a customer's token adds to its own customer)."},
+    },
+}
+
 REQUEST_SCHEMAS = {
     "RegisterRequest": REGISTER,
     "MetricsRequest": METRICS_BODY,
     "MetricsBatchRequest": BATCH_BODY,
     "HeartbeatRequest": HEARTBEAT,
+    "ApiV1NewServer": API_V1_NEW_SERVER,
 }
 
 
@@ -704,12 +720,161 @@ def _post(summary, schema_names, ok):
     }}
 
 
+# ===== The token API in the document (api_v1.py) ================================================
+
+# Refusals of /api/v1, worded for a token's holder; headers as the agent API's.
+V1_ERROR_RESPONSES = {
+    "400": {"description": "A query parameter out of its choices (`field` names it), or a "
+                           "body that is not JSON."},
+    "401": dict(ERROR_RESPONSES["401"], description="Missing, unknown, wrong, expired or "
+                                                    "revoked API token."),
+    "403": {"description": "A read-only token's write, a customer's token on a staff "
+                           "endpoint; or plain HTTP from the network (field: scheme)."},
+    "404": {"description": "No such server, or one this token does not see (another "
+                           "customer's reads the same)."},
+    "409": {"description": "A server of that name exists already."},
+    "413": {"description": "Body larger than the endpoint accepts."},
+    "415": {"description": "Content-Type is not application/json."},
+    "422": {"description": "Body does not match the schema, or breaks a rule it cannot say "
+                           "(a name with control characters, a customer that does not "
+                           "exist); `field` names it."},
+    "429": dict(ERROR_RESPONSES["429"], description="Too many failed token uses from this "
+                                                    "address or for this token id."),
+    "503": dict(ERROR_RESPONSES["503"], description="The database is unavailable; retry."),
+}
+_V1_AUTH_ERRORS = ("401", "403", "429", "503")
+_V1_BODY_ERRORS = ("400", "409", "413", "415", "422")
+
+_NULLABLE_TIME = {"type": ["string", "null"], "description": "UTC, ISO 8601, or null."}
+_FIGURE = {"type": ["number", "null"]}
+V1_SERVER_ROW = {"type": "object", "required": ["id", "name", "status"], "properties": {
+    "id": SERVER_ID, "name": {"type": "string"}, "hostname": {"type": "string"},
+    "status": {"type": "string", "enum": ["online", "offline", "never seen"]},
+    "lastSeen": _NULLABLE_TIME, "critical": {"type": "boolean"}}}
+V1_ALERT = {"type": "object", "required": ["id", "serverId", "rule", "state", "startedAt"],
+            "properties": {"id": {"type": "integer"}, "serverId": SERVER_ID,
+                           "serverName": {"type": "string"}, "rule": {"type": "string"},
+                           "state": {"type": "string"}, "message": {"type": "string"},
+                           "value": _FIGURE, "threshold": _FIGURE,
+                           "silenced": {"type": "boolean"}, "startedAt": {"type": "string"},
+                           "resolvedAt": _NULLABLE_TIME}}
+V1_LATEST = {"type": ["object", "null"], "description": "The latest sample's figures (raw "
+                                                        "units), or null before the first."}
+V1_SERVER = {"type": "object",
+             "required": ["id", "name", "customerId", "status", "firing", "latest"],
+             "properties": {
+                 "id": SERVER_ID, "name": {"type": "string"},
+                 "customerId": {"type": ["integer", "null"],
+                                "description": "Null: a staff-only server."},
+                 "critical": {"type": "boolean"}, "publicStatus": {"type": "boolean"},
+                 "status": V1_SERVER_ROW["properties"]["status"],
+                 "hostname": {"type": "string"}, "version": {"type": "string"},
+                 "lastSeen": _NULLABLE_TIME, "maintenanceUntil": _NULLABLE_TIME,
+                 "firing": {"type": "array", "items": V1_ALERT}, "latest": V1_LATEST}}
+V1_CHART = {"type": "object", "required": ["title", "unit", "start", "step", "lines"],
+            "properties": {
+                "title": {"type": "string"}, "unit": {"type": "string"},
+                "start": {"type": "string"}, "step": {"type": "integer"},
+                "bins": {"type": "integer"}, "yMax": _FIGURE,
+                "lines": {"type": "array", "items": {
+                    "type": "object", "required": ["label", "points"], "properties": {
+                        "label": {"type": "string"},
+                        "points": {"type": "array", "description": "[epoch seconds, mean, "
+                                                                   "peak or null]",
+                                   "items": {"type": "array", "minItems": 3,
+                                             "maxItems": 3}}}}}}}
+V1_RANGE_NAMES = tuple(charts.RANGES)
+
+
+def _v1_ok(description, properties, status="200"):
+    return {status: {"description": description, "content": {"application/json": {"schema": {
+        "type": "object", "required": list(properties), "properties": properties}}}}}
+
+
+def _v1(summary, ok, *errors, need="token-read", parameters=(), body=None):
+    refs = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    operation = {
+        "summary": summary, "security": [{"apiToken": []}],
+        "description": {"token-read": "Any token.", "token-write": "A read-write token.",
+                        "token-staff": "A staff-wide token.",
+                        "token-staff-write": "A staff-wide read-write token."}[need],
+        "responses": {**ok, **{status: dict(V1_ERROR_RESPONSES[status], content=refs)
+                               for status in sorted({*_V1_AUTH_ERRORS, *errors})}},
+    }
+    if parameters:
+        operation["parameters"] = list(parameters)
+    if body:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {
+            "schema": {"$ref": f"#/components/schemas/{body}"}}}}
+    return operation
+
+
+_SERVER_PARAMETER = {"name": "serverId", "in": "path", "required": True, "schema": SERVER_ID}
+
+
+def v1_paths():
+    """The /api/v1 operations (api_v1.py), as the OpenAPI document lists them."""
+    one = (_SERVER_PARAMETER,)
+    return {
+        "/api/v1/servers": {
+            "get": _v1("The servers this token sees, as the servers table shows them",
+                       _v1_ok("Servers, by name", {
+                           "servers": {"type": "array", "items": V1_SERVER_ROW},
+                           "counts": {"type": "object"}, "firing": {"type": "integer"}})),
+            "post": _v1("Add a server; its agent key is in the answer, once",
+                        _v1_ok("Added", {"server": V1_SERVER, "apiKey": {"type": "string"},
+                                         "install": {"type": "string"}}, "201"),
+                        *_V1_BODY_ERRORS, need="token-write", body="ApiV1NewServer"),
+        },
+        "/api/v1/servers/{serverId}": {
+            "get": _v1("One server, as its page shows it", _v1_ok("The server", {
+                **{name: V1_SERVER["properties"][name] for name in V1_SERVER["required"]}}),
+                "404", parameters=one),
+            "delete": _v1("Delete a server, its agent, key and data", _v1_ok("Deleted", {
+                "deleted": {"type": "boolean"}, "id": SERVER_ID, "name": {"type": "string"}}),
+                "404", need="token-staff-write", parameters=one),
+        },
+        "/api/v1/servers/{serverId}/latest": {
+            "get": _v1("A server's latest sample", _v1_ok("The latest sample", {
+                "serverId": SERVER_ID, "status": V1_SERVER_ROW["properties"]["status"],
+                "latest": V1_LATEST}), "404", parameters=one),
+        },
+        "/api/v1/servers/{serverId}/series": {
+            "get": _v1("A server's charts for a range: the figures its page draws",
+                       _v1_ok("Charts, in page order", {
+                           "serverId": SERVER_ID, "range": {"type": "string"},
+                           "charts": {"type": "array", "items": V1_CHART}}),
+                       "400", "404", parameters=(one[0], {
+                           "name": "range", "in": "query", "required": False,
+                           "schema": {"type": "string", "enum": list(V1_RANGE_NAMES),
+                                      "default": "1h"}})),
+        },
+        "/api/v1/alerts": {
+            "get": _v1("Firing alerts and the latest 100 others", _v1_ok("Alerts", {
+                "firing": {"type": "array", "items": V1_ALERT},
+                "history": {"type": "array", "items": V1_ALERT}})),
+        },
+        "/api/v1/customers": {
+            "get": _v1("Every customer", _v1_ok("Customers, by name", {
+                "customers": {"type": "array", "items": {
+                    "type": "object", "required": ["id", "name", "slug"],
+                    "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
+                                   "slug": {"type": "string"},
+                                   "createdAt": {"type": "string"}}}}}),
+                need="token-staff"),
+        },
+    }
+
+
 def openapi_document():
     """OpenAPI 3.1 description of the agent API, from the schemas the code validates with."""
     return {
         "openapi": "3.1.0",
-        "info": {"title": "mPanel agent API", "version": __version__,
-                 "description": "Agents push; the panel never connects to them. "
+        "info": {"title": "mPanel agent API and token API", "version": __version__,
+                 "description": "Agents push to /api/agent; the panel never connects to "
+                                "them. Scripts read and change what a user's API token "
+                                "opens under /api/v1 (every answer scoped as the user's "
+                                "pages are). "
                                 "Request bodies may be gzip-compressed (Content-Encoding: gzip). "
                                 "Bodies are I-JSON (RFC 7493): a string carrying a lone "
                                 "surrogate escape (\\ud800) is refused with 422, as is a NUL "
@@ -746,10 +911,14 @@ def openapi_document():
                     optional=("metricsEnabled",)),
                     **_errors(*_AUTH_ERRORS)},
             }},
+            **v1_paths(),
         },
         "components": {
             "securitySchemes": {"agentKey": {"type": "http", "scheme": "bearer",
-                                             "description": "agent_<key id>_<secret>"}},
+                                             "description": "agent_<key id>_<secret>"},
+                                "apiToken": {"type": "http", "scheme": "bearer",
+                                             "description": "mpt_<token id>_<secret>: a "
+                                                            "user's API token (/account)"}},
             "schemas": {**REQUEST_SCHEMAS, "Error": ERROR},
         },
     }

@@ -23,6 +23,11 @@ _TOTAL_INDEX = {chart.total: rollups.RAW_CHART_COLUMNS.index(chart.total)
                 for chart in figures.CHARTS if chart.total}
 
 
+# The latest sample's columns the charts read their totals from (each chart's y-axis top).
+TOTAL_COLUMNS = (models.Metric.agent, *dict.fromkeys(
+    getattr(models.Metric, chart.total) for chart in figures.CHARTS if chart.total))
+
+
 def parse_range(name):
     return charts.RANGES.get(name or "", charts.RANGES[charts.DEFAULT_RANGE])
 

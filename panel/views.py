@@ -137,6 +137,15 @@ def server_rows(offline_after, access, now=None):
     return rows
 
 
+def fleet_context(offline_after, access):
+    """The servers table's data, shared with its JSON twin (api_v1.py): every row `access`
+    sees (server_rows), how many are in each state, how many alerts fire."""
+    rows = server_rows(offline_after, access)
+    return {"rows": rows, "counts": {s: sum(1 for r in rows if r["status"] == s)
+                                     for s in STATUSES},
+            "firing": models.firing_alert_count(access)}
+
+
 def customer_filter(access):
     """`?customer=<id>` (staff only: a customer user's scope is theirs whatever the address
     says): -> (the id or None, the Access narrowed to it)."""
@@ -250,9 +259,8 @@ def build_views(settings):
     def servers(session, access):
         customer, shown_access = customer_filter(access)
         query = table_query(customer)
-        rows = server_rows(settings.offline_after, shown_access)
-        counts = {s: sum(1 for r in rows if r["status"] == s) for s in STATUSES}
-        firing = models.firing_alert_count(shown_access)
+        fleet = fleet_context(settings.offline_after, shown_access)
+        rows, counts, firing = fleet["rows"], fleet["counts"], fleet["firing"]
         shown = filter_and_sort(rows, query["q"], query["status"], query["sort"], query["dir"])
         bottle.response.set_header("Cache-Control", "no-store")
         return render("servers.tpl", "_server_rows.tpl", {
@@ -274,8 +282,7 @@ def build_views(settings):
         agent = agent_or_404(server_id, access)
         chart_range = server_page.parse_range(bottle.request.query.get("range"))
         latest = models.latest_sample_per_agent(
-            [agent.id], columns=(models.Metric.agent, models.Metric.memory_total,
-                                 models.Metric.swap_total)).get(agent.id)
+            [agent.id], columns=server_page.TOTAL_COLUMNS).get(agent.id)
         bottle.response.set_header("Cache-Control", "no-store")
         built = server_page.build_charts(
             agent.id, chart_range, models.agent_clock(agent.clock_offset, utcnow()),
@@ -362,34 +369,57 @@ def agent_or_404(server_id, access):
     return agent
 
 
-def server_context(server_id, session, access, settings, full=None, **extra):
-    """Everything the detail page's header, manage box and (`full`: by default unless htmx
-    asks for the header alone) first render of charts and processes need."""
+# The latest figures the detail page's header shows (and /api/v1/servers/<id>/latest gives).
+LATEST_COLUMNS = (models.Metric.agent, models.Metric.timestamp, models.Metric.cpu_usage,
+                  models.Metric.memory_used, models.Metric.memory_total,
+                  models.Metric.swap_total, models.Metric.disk_max_percent,
+                  models.Metric.cpu_load_1min, models.Metric.network_rx_rate,
+                  models.Metric.network_tx_rate, models.Metric.process_count)
+
+
+def server_summary(server_id, access, offline_after):
+    """A server's own data, shared by the detail page (server_context) and its JSON twin
+    (api_v1.py): the server and agent (404 unless `access` sees it), its latest sample, its
+    state, firing alerts, maintenance and clock."""
     agent = agent_or_404(server_id, access)
     server = agent.server
     now = utcnow()
-    latest = models.latest_sample_per_agent(
-        [agent.id], columns=(models.Metric.agent, models.Metric.timestamp, models.Metric.cpu_usage,
-                             models.Metric.memory_used, models.Metric.memory_total,
-                             models.Metric.swap_total, models.Metric.disk_max_percent,
-                             models.Metric.cpu_load_1min, models.Metric.network_rx_rate,
-                             models.Metric.network_tx_rate,
-                             models.Metric.process_count)).get(agent.id)
-    state = models.connection_state(agent.last_seen, now, settings.offline_after)
+    return {
+        "server": server, "agent": agent, "now": now,
+        "latest": models.latest_sample_per_agent([agent.id],
+                                                 columns=LATEST_COLUMNS).get(agent.id),
+        "state": models.connection_state(agent.last_seen, now, offline_after),
+        "firing": models.firing_alerts(access, server.id),
+        "maintenance": models.current_maintenance(server.id, now),
+        "clock": models.clock_skew(agent.clock_offset),
+    }
+
+
+def alert_lists(access, history=100):
+    """The alerts page's two lists, shared with its JSON twin (api_v1.py): firing alerts and
+    the latest `history` others `access` sees."""
+    return {"firing": models.firing_alerts(access),
+            "history": models.alert_history(access, history)}
+
+
+def server_context(server_id, session, access, settings, full=None, **extra):
+    """Everything the detail page's header, manage box and (`full`: by default unless htmx
+    asks for the header alone) first render of charts and processes need."""
+    summary = server_summary(server_id, access, settings.offline_after)
+    server, agent, state, now = (summary["server"], summary["agent"], summary["state"],
+                                 summary["now"])
     chart_range = server_page.parse_range(bottle.request.query.get("range"))
-    firing = models.firing_alerts(access, server.id)
-    maintenance = models.current_maintenance(server.id, now)
     context = {
+        **summary,
         "title": f"{server.name} ({state}) · mPanel" if state == "offline"
         else f"{server.name} · mPanel",
-        "server": server, "agent": agent, "latest": latest, "state": state, "now": now,
         "session": session, "access": access, "chart_range": chart_range, "ranges": charts.RANGES,
-        "charts": None, "firing": firing, "panel_url": panel_url(settings),
-        "uptime": _uptime_since_boot(agent), "maintenance": maintenance,
-        "clock": models.clock_skew(agent.clock_offset),
+        "charts": None, "panel_url": panel_url(settings),
+        "uptime": _uptime_since_boot(agent),
         # Staff see whose server it is and may move it (manage.py, /servers/<id>/customer).
         "customers": models.customers() if access.staff else [],
     }
+    latest = summary["latest"]
     if full is None:
         full = not bottle.request.get_header("HX-Request")
     if full:

@@ -52,3 +52,66 @@
   </form>
   % end
 </section>
+
+<section class="card account" id="tokens">
+  <h2>API tokens</h2>
+  <p>A token lets a script use the panel's JSON API (<code>/api/v1</code>, see <a href="/api/openapi.json">the OpenAPI document</a>) as you, with no more than you may see and do: <code>Authorization: Bearer mpt_…</code>.</p>
+  % if new_token:
+  <p class="warn"><strong>Copy this token now: it is shown only this once.</strong> The panel keeps only its hash.</p>
+  <div class="copy-row">
+    <pre id="new-token" class="secret">{{new_token}}</pre>
+    <button type="button" class="small" data-copy="new-token">Copy</button>
+  </div>
+  % end
+  % if tokens:
+  <table class="tokens">
+    <thead><tr><th>Name</th><th>Scope</th><th>Created</th><th>Last used</th><th>Expires</th><th></th></tr></thead>
+    <tbody>
+    % for token in tokens:
+      % gone = token.revoked_at or (token.expires_at and token.expires_at <= now)
+      <tr class="{{'muted' if gone else ''}}">
+        <td>{{token.name}} <code class="muted">mpt_{{token.token_id}}_…</code></td>
+        <td>{{scope_label(token)}}</td>
+        <td>{{token.created_at.strftime('%Y-%m-%d %H:%M')}}</td>
+        <td>{{token.last_used_at.strftime('%Y-%m-%d %H:%M') if token.last_used_at else 'never'}}</td>
+        <td>{{token.expires_at.strftime('%Y-%m-%d %H:%M') if token.expires_at else 'never'}}</td>
+        <td>
+        % if token.revoked_at:
+          revoked {{token.revoked_at.strftime('%Y-%m-%d %H:%M')}}
+        % else:
+          <form method="post" action="/account/tokens/{{token.id}}/revoke" class="inline">
+            <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
+            <button type="submit" class="secondary small">Revoke</button>
+          </form>
+        % end
+        </td>
+      </tr>
+    % end
+    </tbody>
+  </table>
+  <p class="muted">Times are UTC; the last use is recorded to the minute.</p>
+  % else:
+  <p class="muted">You have no tokens.</p>
+  % end
+  % if not required or on:
+  <form method="post" action="/account/tokens" class="stacked">
+    <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
+    <label>Name <input name="name" required maxlength="64" placeholder="backup script"></label>
+    <label>Scope <select name="scope">
+    % for name, label in token_scopes:
+      <option value="{{name}}">{{label}}</option>
+    % end
+    </select></label>
+    % if customers:
+    <label>For <select name="customer_id">
+      <option value="">every server (staff-wide)</option>
+      % for customer in customers:
+      <option value="{{customer.id}}">{{customer.name}} only</option>
+      % end
+    </select></label>
+    % end
+    <label>Expires after (days, empty: never) <input name="expires_days" inputmode="numeric" maxlength="4"></label>
+    <button type="submit">Create token</button>
+  </form>
+  % end
+</section>

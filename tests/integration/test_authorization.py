@@ -14,7 +14,7 @@ import re
 import pytest
 
 import panel
-from panel import access, models, operations
+from panel import access, api_v1, models, operations, tokens
 from panel import settings as settings_module
 from tests.conftest import TEST_BCRYPT_ROUNDS, bearer, http_request, new_server, stamp
 from tests.integration.test_api import sample
@@ -26,7 +26,8 @@ PASSWORD = "sweep password 1"
 FOREIGN = ("bravo", "staffonly")
 CSRF_REFUSAL = "CSRF token missing or wrong"  # a refusal that would prove nothing here
 # The ids a route may take, by the name of its path parameter: what the sweep fills in.
-PATH_IDS = ("server_id", "channel_id", "rule_id", "customer_id", "user_id", "alert_id")
+PATH_IDS = ("server_id", "channel_id", "rule_id", "customer_id", "user_id", "alert_id",
+            "token_id")
 # Form and query fields a page may read besides ids: plausible values, so that a refusal is
 # the route's decision and not a complaint about the input.
 FIELDS = {"name": "sweep-renamed", "critical": "1", "public_status": "1", "minutes": "60",
@@ -113,15 +114,24 @@ def world(panel):
                                      ("staffonly-admin", "admin", None)):
         operations.set_admin(username, PASSWORD, TEST_BCRYPT_ROUNDS, role=role,
                              customer_id=customer and customer.id)
+    # Each user's API token, and for customer A's users one of each scope they may have.
+    api_tokens = {}
+    for username, scopes in (("alpha-admin", ("read", "write")), ("alpha-viewer", ("read",)),
+                             ("bravo-admin", ("write",)), ("staffonly-admin", ("write",))):
+        for scope in scopes:
+            api_tokens[username, scope] = tokens.create(
+                models.admin_by_username(username), f"{username} {scope}", scope)
 
     def ids(server_name, customer, username):
         server, alert = servers[server_name]
         return {"server_id": server.id, "alert_id": alert.id, "channel_id": channel.id,
                 "rule_id": models.rule_of("memory", server.id).id,
                 "customer_id": customer.id if customer else models.MAX_ID,
-                "user_id": models.admin_by_username(username).id}
+                "user_id": models.admin_by_username(username).id,
+                "token_id": (api_tokens.get((username, "write"))
+                             or api_tokens[username, "read"])[0].id}
 
-    return {"alpha": alpha, "bravo": bravo, "servers": servers,
+    return {"alpha": alpha, "bravo": bravo, "servers": servers, "tokens": api_tokens,
             "own": ids("alpha-web", alpha, "alpha-viewer"),
             "targets": [ids("bravo-web", bravo, "bravo-admin"),
                         ids("staffonly-db", None, "staffonly-admin")]}
@@ -149,6 +159,8 @@ def foreign_state(alpha):
                               if w.server_id in theirs),
         "alerts": sorted((a.id, a.server_id, a.state, a.silenced) for a in models.Alert.select()
                          if a.server_id in theirs),
+        "tokens": sorted((t.id, t.admin_id, t.customer_id, t.may_write, t.revoked_at)
+                         for t in models.ApiToken.select() if t.customer_id != alpha.id),
     }
 
 
@@ -273,3 +285,71 @@ def test_a_customer_users_session_cookie_opens_no_agent_api(panel, world):
         response = user.request("GET", path)
         assert response.status in (401, 404), (path, response.status)
         assert_no_foreign_data(response, path)
+
+
+# ===== API tokens: every /api/v1 route ==========================================================
+
+def api_routes():
+    """(method, rule, auth) of every /api/v1 route, from its own route table."""
+    settings = settings_module.from_env({"MPANEL_SECRET_KEY": "only-for-the-route-table"})
+    return [(route.method, route.rule, route.config.get("auth"))
+            for route in api_v1.build_api_v1(settings).routes]
+
+
+def test_every_api_route_refuses_customer_a_tokens_the_servers_and_data_of_others(panel, world):
+    """Customer A's tokens of each scope (the admin's read and write, the viewer's read) against
+    every /api/v1 route with B's and the staff's ids in path, query and body: 403 or 404 where
+    the path takes an id, 403 on staff routes, no B or staff data in any answer, nothing of
+    theirs changed; a server A's write token adds is A's."""
+    routes = api_routes()
+    assert routes and {need for _, _, need in routes} <= set(access.TOKEN_NEEDS), routes
+    before = foreign_state(world["alpha"])
+    servers_before = {s.id for s in models.Server.select()}
+    held = [world["tokens"][key][1] for key in (("alpha-admin", "read"), ("alpha-admin", "write"),
+                                                 ("alpha-viewer", "read"))]
+    swept = 0
+    for method, rule, need in routes:
+        for name in path_parameters(rule):
+            if name not in PATH_IDS:
+                pytest.fail(f"{method} {rule}: the sweep does not know how to fill <{name}>")
+        for token in held:
+            for ids in world["targets"]:
+                path = fill(rule, need, ids)
+                query = "&".join(f"{name}={value}" for name, value in ids.items())
+                # What the write routes' schemas allow, naming B as the customer.
+                body = {"name": f"sweep-{swept}", "critical": True,
+                        "customerId": ids["customer_id"]}
+                response = http_request(panel, method, f"{path}?{query}&range=1h",
+                                        headers=bearer(token),
+                                        json_body=body if method != "GET" else None)
+                what = f"{method} {path} {token[:16]}"
+                assert response.status < 500, (what, response.text[:300])
+                assert response.headers["content-type"].startswith("application/json"), what
+                if path_parameters(rule):
+                    assert response.status in (403, 404), (what, response.status, response.text)
+                if need in ("token-staff", "token-staff-write"):
+                    assert response.status == 403, (what, response.status)
+                if method != "GET" and token != world["tokens"]["alpha-admin", "write"][1]:
+                    assert response.status == 403, (what, response.status)
+                assert_no_foreign_data(response, what)
+                swept += 1
+    assert swept >= 3 * 2 * len(routes)
+    assert foreign_state(world["alpha"]) == before
+    added = [s for s in models.Server.select() if s.id not in servers_before]
+    assert added and {s.customer_id for s in added} == {world["alpha"].id}
+
+
+def test_a_customer_read_token_may_change_nothing_on_its_own_servers(panel, world):
+    token = world["tokens"]["alpha-viewer", "read"][1]
+    before = {s.id: (s.name, s.customer_id) for s in models.Server.select()}
+    writes = 0
+    for method, rule, need in api_routes():
+        if method == "GET":
+            continue
+        path = fill(rule, need, world["own"])
+        response = http_request(panel, method, path, headers=bearer(token),
+                                json_body={"name": "viewer-made"})
+        assert response.status == 403, (method, path, response.status, response.text)
+        writes += 1
+    assert writes >= 2
+    assert {s.id: (s.name, s.customer_id) for s in models.Server.select()} == before

@@ -15,7 +15,7 @@ import urllib.parse
 import pytest
 
 import panel
-from panel import SECURITY_HEADERS, errors, models, operations
+from panel import SECURITY_HEADERS, errors, models, operations, tokens
 from panel import settings as settings_module
 from tests.conftest import bearer, http_request, new_server
 from tests.integration.test_api import sample
@@ -161,6 +161,8 @@ def site(panel):
     operations.set_status_page(customer.id, True, "Acme status")  # its page, linked and crawled
     operations.set_admin("acme-ops", "correct horse battery", 4, role="customer-admin",
                          customer_id=customer.id)
+    # A token of the admin's: /account then lists it with its revoke form.
+    tokens.create(models.admin_by_username("admin"), "hostile", "write")
     browser = Browser(panel)
     assert browser.login(password="correct horse battery").status == 303
     return browser, server, other, channel
@@ -169,7 +171,7 @@ def site(panel):
 def test_hostile_input_to_every_page_is_a_4xx_never_a_500(site, panel):
     admin, server, other, _ = site
     pages = crawl(admin, ["/servers", "/alerts", "/security", "/servers/new", "/status",
-                          "/customers"])
+                          "/customers", "/account"])
     # The key page is the answer to a form, not a link: add a server to see its forms too.
     token = re.search(r'name="csrf_token" value="([^"]+)"',
                       admin.request("GET", "/servers").text).group(1)

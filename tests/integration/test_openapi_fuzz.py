@@ -84,6 +84,35 @@ def api_schema(panel_process):
 
 OPERATIONS = [("POST", "/api/agent/register"), ("POST", "/api/agent/metrics"),
               ("POST", "/api/agent/heartbeat"), ("GET", "/api/agent/config")]
+# The token API's operations, from the document itself (a new one is fuzzed without an edit
+# here), called with a staff-wide read-write token.
+V1_OPERATIONS = [(method.upper(), path) for path, operations in
+                 protocol.openapi_document()["paths"].items() if path.startswith("/api/v1/")
+                 for method in operations]
+
+
+def _v1_within_the_rules(case, counter):
+    """What the schema cannot say of /api/v1: a server id names a server that exists (a fresh
+    one for DELETE), a customer id a customer, and a new server's name is one no server has and
+    holds no character the names' rule refuses (operations.py). Only values the schema allows
+    are moved, so a negative case keeps its mutation."""
+    from panel import models, operations
+    from panel.errors import unshowable
+
+    parameters = case.path_parameters or {}
+    if "serverId" in parameters and _allowed(protocol.SERVER_ID, parameters["serverId"]):
+        server, _ = new_server(f"fuzz-target-{next(counter)}")
+        parameters["serverId"] = server.id
+    if isinstance(case.body, dict):
+        name = case.body.get("name")
+        if _allowed(protocol.API_V1_NEW_SERVER["properties"]["name"], name):
+            kept = "".join(ch for ch in name if not unshowable(ch)).strip()[:80]
+            case.body["name"] = f"fuzz-{next(counter)}-{kept}".strip()
+        if "customerId" in case.body and case.body["customerId"] is not None and _allowed(
+                protocol.API_V1_NEW_SERVER["properties"]["customerId"],
+                case.body["customerId"]):
+            case.body["customerId"] = (models.customers() or [
+                operations.add_customer("Fuzzed", "fuzzed")])[0].id
 
 
 # PostgreSQL only: the backend whose columns refuse what SQLite would take (the document is
@@ -114,6 +143,47 @@ def test_generated_requests_get_documented_answers(panel, api_schema, method, pa
             assert 200 <= response.status_code < 300, (
                 f"schema-valid request refused: {response.status_code} {response.text[:300]}\n"
                 f"{case.as_curl_command(headers=bearer(key))}")
+
+    check()
+    assert sum(answered.values()) >= CASES_PER_OPERATION // 2, answered
+
+
+@pytest.mark.parametrize("backend_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize("method,path", V1_OPERATIONS,
+                         ids=[f"{method}-{path[len('/api/v1/'):]}" for method, path in
+                              V1_OPERATIONS])
+def test_generated_token_api_requests_get_documented_answers(panel, api_schema, method, path,
+                                                             mode):
+    import itertools
+
+    from panel import operations, tokens
+    from tests.conftest import TEST_BCRYPT_ROUNDS
+    from panel import models
+
+    operations.set_admin("fuzzer", "fuzz password 1", TEST_BCRYPT_ROUNDS)
+    _row, token = tokens.create(models.admin_by_username("fuzzer"), "fuzz", "write")
+    new_server("fuzzed")
+    counter = itertools.count()
+    generation_mode, extra_checks = MODES[mode]
+    operation = api_schema[path][method]
+    answered = {}
+
+    @hypothesis.seed(SEED)
+    @hypothesis.settings(max_examples=CASES_PER_OPERATION, deadline=None, database=None,
+                         derandomize=False, phases=[hypothesis.Phase.generate],
+                         suppress_health_check=list(HealthCheck), print_blob=True)
+    @hypothesis.given(case=operation.as_strategy(generation_mode=generation_mode))
+    def check(case):
+        _v1_within_the_rules(case, counter)
+        response = case.call(base_url=panel.url, headers=bearer(token), timeout=30)
+        answered[response.status_code] = answered.get(response.status_code, 0) + 1
+        case.validate_response(response, checks=RESPONSE_CHECKS + extra_checks,
+                               headers=bearer(token))
+        if mode == "positive":
+            assert 200 <= response.status_code < 300, (
+                f"schema-valid request refused: {response.status_code} {response.text[:300]}\n"
+                f"{case.as_curl_command(headers=bearer(token))}")
 
     check()
     assert sum(answered.values()) >= CASES_PER_OPERATION // 2, answered

@@ -125,3 +125,90 @@ def test_a_503_comes_as_the_document_says(own_panel):
         bound.close()
     assert response.status == 503, response.text
     assert_documented(document, "POST", "/api/agent/metrics", response)
+
+
+def test_every_refusal_the_token_api_answers_is_in_its_document(own_panel):
+    """/api/v1 (api_v1.py): each answer and refusal of each operation, provoked for real, is
+    in the document with its headers and a body its schema describes."""
+    from panel import models, operations, tokens
+    from tests.conftest import TEST_BCRYPT_ROUNDS
+
+    bound = db.bind(own_panel.database_url)
+    try:
+        acme = operations.add_customer("Acme", "acme")
+        operations.set_admin("staff", "staff password 1", TEST_BCRYPT_ROUNDS)
+        operations.set_admin("acme", "acme password 1", TEST_BCRYPT_ROUNDS,
+                             role="customer-admin", customer_id=acme.id)
+        staff = models.admin_by_username("staff")
+        write = tokens.create(staff, "write", "write")[1]
+        read = tokens.create(staff, "read", "read")[1]
+        customer = tokens.create(models.admin_by_username("acme"), "acme", "write")[1]
+        server, _key = new_server("documented")
+        doomed, _key = new_server("doomed")
+    finally:
+        bound.close()
+    document = _document(own_panel)
+    operations_of = [(method.upper(), path) for path, ops in document["paths"].items()
+                     if path.startswith("/api/v1/") for method in ops]
+    seen = set()
+
+    def check(method, template, expected, token=None, body=None, content_type=None,
+              query="", server_id=server.id):
+        path = template.replace("{serverId}", str(server_id))
+        headers = dict(bearer(token) if token else {})
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        response = http_request(own_panel, method, path + query, body=body, headers=headers)
+        assert response.status == expected, (method, path, response.status, response.text)
+        assert_documented(document, method, template, response)
+        seen.add(expected)
+
+    new = "/api/v1/servers"
+    for method, path in operations_of:
+        if method == "GET":
+            check(method, path, 200, write)
+            if "{serverId}" in path:
+                check(method, path, 404, write, server_id=999999)
+    check("DELETE", "/api/v1/servers/{serverId}", 200, write, server_id=doomed.id)
+    check("DELETE", "/api/v1/servers/{serverId}", 404, write, server_id=doomed.id)
+    check("DELETE", "/api/v1/servers/{serverId}", 403, read)
+    check("GET", "/api/v1/customers", 403, customer)
+    check("GET", "/api/v1/servers/{serverId}/series", 400, read, query="?range=2h")
+    check("POST", new, 201, write, json.dumps({"name": "made"}).encode())
+    check("POST", new, 409, write, json.dumps({"name": "made"}).encode())
+    check("POST", new, 422, write, json.dumps({"name": ""}).encode())
+    check("POST", new, 400, write, b"{not json")
+    check("POST", new, 413, write, b" " * (BODY_LIMIT + 1))
+    check("POST", new, 415, write, b"{}", "text/plain")
+    check("POST", new, 403, read, json.dumps({"name": "read-only"}).encode())
+    # Keyless requests count against loopback's budget: as many as it holds.
+    for method, path in operations_of[:FAILURE_LIMIT - 1]:
+        check(method, path, 401)
+    wrong = read[:-4] + ("aaaa" if not read.endswith("aaaa") else "bbbb")
+    for _ in range(FAILURE_LIMIT):
+        http_request(own_panel, "GET", "/api/v1/servers", headers=bearer(wrong))
+    for method, path in operations_of:
+        check(method, path, 429, wrong)
+    assert seen == {200, 201, 400, 401, 403, 404, 409, 413, 415, 422, 429}
+
+
+def test_a_token_api_503_comes_as_the_document_says(own_panel):
+    """The token's table is gone (a failed restore, a revoked grant): 503 with Retry-After,
+    as the document says, never a 500 nor a 401 that would tell the script its token is bad."""
+    from panel import models, operations, tokens
+    from tests.conftest import TEST_BCRYPT_ROUNDS
+
+    document = _document(own_panel)
+    bound = db.bind(own_panel.database_url)
+    try:
+        operations.set_admin("staff", "staff password 1", TEST_BCRYPT_ROUNDS)
+        token = tokens.create(models.admin_by_username("staff"), "gone", "read")[1]
+        assert http_request(own_panel, "GET", "/api/v1/servers",
+                            headers=bearer(token)).status == 200
+        bound.execute_sql("DROP TABLE api_tokens")
+    finally:
+        bound.close()
+    response = http_request(own_panel, "GET", "/api/v1/servers", headers=bearer(token))
+    assert response.status == 503, response.text
+    assert int(response.headers["retry-after"]) >= 1
+    assert_documented(document, "GET", "/api/v1/servers", response)
