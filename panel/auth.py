@@ -284,9 +284,13 @@ def two_factor_on(admin):
 
 def two_factor_required(admin, settings):
     """Whether `admin` must have two-factor before reaching any page but its account page: the
-    one place that decides (MPANEL_REQUIRE_STAFF_TWO_FACTOR for staff; a per-customer
-    requirement belongs here too)."""
-    return settings.require_staff_two_factor and admin.role in access_module.STAFF_ROLES
+    one place that decides (MPANEL_REQUIRE_STAFF_TWO_FACTOR for staff; a customer's own flag,
+    set by an admin, for that customer's users)."""
+    if admin.role in access_module.STAFF_ROLES:
+        return settings.require_staff_two_factor
+    customer = models.by_id(models.Customer, admin.customer_id) \
+        if admin.customer_id is not None else None
+    return bool(customer and customer.require_two_factor)
 
 
 def start_challenge(admin, settings):
