@@ -10,7 +10,8 @@ A route says what it needs in one place, `@app.post("/x", auth="agent")`:
   - auth="viewer" any logged-in user: the pages that only show, scoped to what the user sees.
   - auth="admin"  a user who may change things (admin; customer-admin, within their customer).
   - auth="staff"  staff only (admin or viewer): pages about the whole panel.
-  - auth="staff-admin"  a staff admin: customers, users, global rules and channels, security.
+  - auth="staff-admin"  a staff admin: customers, users, global rules, the staff channels a
+                  customer's alerts also go to, security.
   - auth=None     public.
 A session route's callback gets `session=` and `access=` (access.Access: what the user may see
 and change; every query that returns servers is scoped by it). State-changing methods also need
