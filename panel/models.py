@@ -964,27 +964,8 @@ def routed_channels(server_id):
     return list(Channel.select().join(ServerChannel).where(ServerChannel.server == server_id))
 
 
-def default_channels():
-    return list(Channel.select().where(Channel.is_default == True))  # noqa: E712
-
-
-def all_channels():
-    return list(Channel.select().order_by(Channel.name))
-
-
-def channel_by_name(name):
-    return Channel.get_or_none(Channel.name == name)
-
-
 def delete_channel(channel_id):
     return Channel.delete().where(Channel.id == channel_id).execute()
-
-
-def routes():
-    """Every (server, channel) route, servers and channels joined, by their names."""
-    return list(ServerChannel.select(ServerChannel, Server, Channel)
-                .join(Server).switch(ServerChannel).join(Channel)
-                .order_by(Server.name, Channel.name))
 
 
 def add_route(server_id, channel_id):
