@@ -1,8 +1,9 @@
 """The authorization sweep (issue 13), on SQLite and PostgreSQL: every route of the panel,
 discovered from its route table, requested by customer A's users with the ids of customer B's
 server, channel, rule, alert, user and customer (and of a staff-only server and channel) in the
-path, the query and the form. A route that takes such an id in its path answers 403 or 404; no answer names any of
-B's or the staff's servers, hostnames, processes, users or alerts; nothing of theirs changes.
+path, the query and the form. A route that takes such an id in its path answers 403 or 404; no
+answer names any of B's or the staff's servers, hostnames, processes, users, channels or alerts;
+nothing of theirs changes.
 A customer-viewer's writes are refused (403) even on A's own servers, and staff pages are
 refused to customer users.
 
