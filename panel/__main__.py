@@ -21,12 +21,16 @@
   rotate-key NAME [--grace-hours H]  new key; the old one works H more hours (default 24)
   revoke NAME                   cut the server's key off at once
   list-servers [--customer SLUG]   servers, their agents and when they were last seen
-  add-channel NAME --webhook URL | --email ADDR   where alerts go
-  route SERVER CHANNEL          a server's alerts go to its own channels
+  add-channel NAME --webhook URL | --email ADDR [--customer SLUG]   where alerts go (the
+                                staff's, or one customer's)
+  route SERVER CHANNEL [--customer SLUG]   a server's alerts go to its own channels
+  customers two-factor SLUG on|off   require two-factor of a customer's users
+  customers staff-channel SLUG CHANNEL [--remove]   also send a customer's alerts to a staff
+                                channel
   set-critical SERVER [--off]   alert when it goes offline and when it is back
   maintenance SERVER --minutes N   silence its alerts for a while
   set-rule METRIC THRESHOLD [--minutes N] [--server S]   threshold alerts
-  send-test-alert [--channel C] / list-alerts
+  send-test-alert [--channel C] [--customer SLUG] / list-alerts
   run-local                     `make run`: all of the above for this machine, plus its agent
 
 Every command reads MPANEL_DATABASE_URL and the other MPANEL_* settings (settings.py), from the
@@ -246,6 +250,17 @@ def cmd_customers(settings, args):
         print(f"customer {shown(customer.name)!r} added (slug {customer.slug})")
         return 0
     customer = operations.customer_named(args.customer)
+    if args.action == "two-factor":
+        operations.require_two_factor(customer.id, args.state == "on")
+        print(f"two-factor is {'required of' if args.state == 'on' else 'up to'} "
+              f"{shown(customer.name)}'s users")
+        return 0
+    if args.action == "staff-channel":
+        channel = operations.channel_named(args.channel)
+        operations.choose_staff_channel(customer.id, channel.id, chosen=not args.remove)
+        print(f"{shown(customer.name)}'s alerts {'no longer go' if args.remove else 'also go'} "
+              f"to the staff channel {shown(channel.name)!r}")
+        return 0
     if args.action == "rename":
         operations.rename_customer(customer.id, args.name)
         print(f"customer {customer.slug} renamed to {shown(args.name)!r}")
@@ -406,9 +421,12 @@ def cmd_add_channel(settings, args):
     # argparse's exclusive group leaves exactly one --<kind> set.
     kind, target = next((name, getattr(args, name)) for name in alerts.CHANNEL_KINDS
                         if getattr(args, name) is not None)
-    operations.add_channel(args.name, kind, target, is_default=not args.not_default)
-    print(f"channel {args.name!r} ({kind}) added"
-          + ("" if args.not_default else "; servers without routes of their own use it"))
+    customer = operations.customer_named(args.customer) if args.customer else None
+    operations.add_channel(args.name, kind, target, is_default=not args.not_default,
+                           customer_id=customer and customer.id)
+    owner = f"{shown(customer.name)}'s" if customer else "the staff's"
+    print(f"channel {args.name!r} ({kind}) added, {owner}"
+          + ("" if args.not_default else "; its servers without routes of their own use it"))
     return 0
 
 
@@ -416,7 +434,8 @@ def cmd_route(settings, args):
     from . import operations
 
     _database(settings)
-    operations.route(args.server, args.channel)
+    customer = operations.customer_named(args.customer) if args.customer else None
+    operations.route(args.server, args.channel, customer and customer.id)
     print(f"alerts of {args.server!r} now go to {args.channel!r} (and its other routes only)")
     return 0
 
@@ -453,12 +472,15 @@ def cmd_set_rule(settings, args):
 
 
 def cmd_send_test_alert(settings, args):
-    from . import alerts, models, operations
+    from . import access, alerts, models, operations
     from .db import utcnow
 
     _database(settings)
-    channels = [operations.channel_named(args.channel)] if args.channel else \
-        models.all_channels()
+    scope = access.EVERYTHING
+    if args.customer:
+        scope = scope.narrowed(operations.customer_named(args.customer).id)
+    channels = [operations.channel_named(args.channel, scope.customer_id)] if args.channel \
+        else models.visible_channels(scope)
     if not channels:
         print("error: no channels; add one with add-channel", file=sys.stderr)
         return 2
@@ -602,6 +624,15 @@ def build_parser():
                                                 "go back to the staff, data kept")
     deleted.add_argument("customer", help="slug or name")
     actions.add_parser("list", help="customers, their servers and users")
+    two_factor = actions.add_parser("two-factor", help="require two-factor of a customer's "
+                                                       "users (on), or leave it to each (off)")
+    two_factor.add_argument("customer", help="slug or name")
+    two_factor.add_argument("state", choices=("on", "off"))
+    copy = actions.add_parser("staff-channel", help="also send a customer's alerts to a staff "
+                                                    "channel")
+    copy.add_argument("customer", help="slug or name")
+    copy.add_argument("channel", help="the staff channel's name")
+    copy.add_argument("--remove", action="store_true", help="stop sending them there")
     customers.set_defaults(func=cmd_customers)
 
     move = sub.add_parser("move-server", help="give a server to a customer, or to the staff")
@@ -651,11 +682,15 @@ def build_parser():
         target.add_argument(f"--{kind.name}", help=kind.target_help)
     channel.add_argument("--not-default", action="store_true",
                          help="only for servers routed to it")
+    channel.add_argument("--customer", help="the customer (slug or name) whose channel it is "
+                                            "(default: the staff's)")
     channel.set_defaults(func=cmd_add_channel)
 
     route = sub.add_parser("route", help="send a server's alerts to a channel")
     route.add_argument("server")
     route.add_argument("channel")
+    route.add_argument("--customer", help="the channel is this customer's (slug or name; "
+                                          "default: the staff's)")
     route.set_defaults(func=cmd_route)
 
     critical = sub.add_parser("set-critical", help="alert when the server goes offline")
@@ -681,6 +716,7 @@ def build_parser():
 
     test = sub.add_parser("send-test-alert", help="send a test alert to every channel")
     test.add_argument("--channel")
+    test.add_argument("--customer", help="this customer's channels (slug or name)")
     test.set_defaults(func=cmd_send_test_alert)
 
     migrate = sub.add_parser("migrate", help="apply pending schema migrations")

@@ -117,8 +117,23 @@ def effective_rules(rules, server_id):
 # ===== Opening and resolving ====================================================================
 
 def channels_for(server_id):
-    """The server's own channels if it has routes, else the default channels."""
-    return models.routed_channels(server_id) or models.default_channels()
+    """Where the alerts of one server go: the one place that decides it.
+
+    Its owner's channels (the staff's for a staff-only server, else its customer's): those
+    routed to the server if any, else the owner's default channels. A customer's server's
+    alerts also go to the staff channels an admin chose for that customer and to staff
+    channels routed to the server itself. Never to another customer's channel, whatever a
+    route says (a server moved since it was made)."""
+    server = models.by_id(models.Server, server_id)
+    if server is None:
+        return []
+    owner = server.customer_id
+    routed = models.routed_channels(server_id)
+    chosen = [c for c in routed if c.customer_id == owner] or models.default_channels_of(owner)
+    if owner is not None:
+        chosen += [c for c in routed if c.customer_id is None]
+        chosen += models.staff_channels_for_customer(owner)
+    return list({c.id: c for c in chosen if c.customer_id in (None, owner)}.values())
 
 
 def subject_key(rule, subject):

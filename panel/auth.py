@@ -10,7 +10,8 @@ A route says what it needs in one place, `@app.post("/x", auth="agent")`:
   - auth="viewer" any logged-in user: the pages that only show, scoped to what the user sees.
   - auth="admin"  a user who may change things (admin; customer-admin, within their customer).
   - auth="staff"  staff only (admin or viewer): pages about the whole panel.
-  - auth="staff-admin"  a staff admin: customers, users, global rules and channels, security.
+  - auth="staff-admin"  a staff admin: customers, users, global rules, the staff channels a
+                  customer's alerts also go to, security.
   - auth="token-read", "token-write", "token-staff", "token-staff-write"  an API token
                   (`Authorization: Bearer mpt_...`, tokens.py) for /api/v1 (api_v1.py): the
                   callback gets `token=` and `access=`, the token's scope as an Access, checked
@@ -350,9 +351,13 @@ def two_factor_on(admin):
 
 def two_factor_required(admin, settings):
     """Whether `admin` must have two-factor before reaching any page but its account page: the
-    one place that decides (MPANEL_REQUIRE_STAFF_TWO_FACTOR for staff; a per-customer
-    requirement belongs here too)."""
-    return settings.require_staff_two_factor and admin.role in access_module.STAFF_ROLES
+    one place that decides (MPANEL_REQUIRE_STAFF_TWO_FACTOR for staff; a customer's own flag,
+    set by an admin, for that customer's users)."""
+    if admin.role in access_module.STAFF_ROLES:
+        return settings.require_staff_two_factor
+    customer = models.by_id(models.Customer, admin.customer_id) \
+        if admin.customer_id is not None else None
+    return bool(customer and customer.require_two_factor)
 
 
 def start_challenge(admin, settings):

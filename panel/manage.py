@@ -1,9 +1,10 @@
 """Browser pages that change things (auth="admin": a user who may change things, plus the CSRF
-token; a customer-admin only their customer's servers and status page): adding a server and
-showing its key once, the agent bundle, rotating and revoking keys, renaming, flags,
-maintenance, a customer's status page; and, for staff
-admins only (auth="staff-admin"), deleting and moving servers, customers and their users, alert
-channels, routes and rules, and the security log.
+token; a customer-admin only their customer's servers, status page and channels): adding a
+server and showing its key once, the agent bundle, rotating and revoking keys, renaming, flags,
+maintenance, a customer's status page, alert channels and routes (a customer-admin: their
+customer's own); and, for staff admins only (auth="staff-admin"), deleting and moving servers,
+customers and their users, the staff channels a customer's alerts also go to, rules, and the
+security log.
 
 Every form answers bad input with the same page, a 4xx status and a message naming the problem;
 nothing is half-written (each change is one transaction in operations.py).
@@ -224,17 +225,22 @@ def build_manage(settings):
         bottle.response.status = status
         smtp = settings.smtp
         customer, shown = customer_filter(access)
-        # Channels, routes and rules are the staff's (per-customer ones come with issue 13's
-        # next part): a customer user sees their alerts only.
+        # Rules are the staff's; channels and routes each user sees as models scopes them (a
+        # customer's users: their customer's own, nothing of the staff's or another's).
         staff = access.staff
+        channels = models.visible_channels(shown)
         return template("alerts.tpl", title="Alerts · mPanel", session=session, access=access,
                         **alert_lists(shown),
                         customers=models.customers() if staff else [], customer=customer,
-                        channels=models.all_channels() if staff else [],
-                        last_delivery=models.last_delivery_per_channel(500) if staff else {},
+                        channels=channels,
+                        last_delivery=models.last_delivery_per_channel(500),
                         rules=models.alert_rules_with_servers() if staff else [],
-                        servers=models.server_names(access) if staff else [],
-                        routes=models.routes() if staff else [], metrics=alerts.METRICS,
+                        servers=models.server_names(shown),
+                        routes=models.visible_routes(shown),
+                        staff_choices=models.staff_channel_choices(shown) if staff else [],
+                        staff_channels=[c for c in models.visible_channels(access)
+                                        if c.customer_id is None] if staff else [],
+                        metrics=alerts.METRICS,
                         channel_kinds=tuple(alerts.CHANNEL_KINDS.values()),
                         units_of=alerts.UNITS, sides=alerts.SIDES, rule_help=alerts.HELP,
                         states=alerts.STATES, error=error, notice=notice,
@@ -242,33 +248,54 @@ def build_manage(settings):
                               "sender": smtp.get("sender"), "tls": smtp.get("tls"),
                               "login": bool(smtp.get("user"))})
 
+    def channel_or_404(channel_id, access):
+        """A channel `access` may see: another customer's or (for a customer's user) the
+        staff's is a 404 that reads the same as one that does not exist."""
+        channel = models.channel_or_none(channel_id, access)
+        if channel is None:
+            bottle.abort(404, f"no channel with id {channel_id}")
+        return channel
+
+    def owner_of_new(access):
+        """Whose a new channel or route is: a customer-admin's customer's, whatever the form
+        says; staff choose (none: the staff's)."""
+        return optional_id("customer_id") if access.staff else access.customer_id
+
     @app.get("/alerts", auth="viewer")
     def alerts_view(session, access):
         return alerts_page(session, access)
 
-    @app.post("/alerts/channels", auth="staff-admin")
+    @app.post("/alerts/channels", auth="admin")
     def add_channel(session, access):
         try:
             operations.add_channel(form_text("name", 65), form_text("kind", 16),
-                                 form_text("target", 2001),
-                                 is_default=bool(bottle.request.forms.get("is_default")))
+                                   form_text("target", 2001),
+                                   is_default=bool(bottle.request.forms.get("is_default")),
+                                   customer_id=owner_of_new(access))
         except ValueError as err:
             return alerts_page(session, access, error=str(err),
                                status=409 if "already exists" in str(err) else 400)
         return bottle.redirect("/alerts")
 
-    @app.post("/alerts/channels/<channel_id:int>/delete", auth="staff-admin")
-    def delete_channel(channel_id, session, access):
-        if not models.valid_id(channel_id):
-            bottle.abort(404, f"no channel with id {channel_id}")
-        models.delete_channel(channel_id)
+    @app.post("/alerts/channels/<channel_id:int>/edit", auth="admin")
+    def edit_channel(channel_id, session, access):
+        channel = channel_or_404(channel_id, access)
+        try:
+            operations.edit_channel(channel, form_text("name", 65), form_text("target", 2001),
+                                    is_default=bool(bottle.request.forms.get("is_default")))
+        except ValueError as err:
+            return alerts_page(session, access, error=str(err),
+                               status=409 if "already exists" in str(err) else 400)
         return bottle.redirect("/alerts")
 
-    @app.post("/alerts/channels/<channel_id:int>/test", auth="staff-admin")
+    @app.post("/alerts/channels/<channel_id:int>/delete", auth="admin")
+    def delete_channel(channel_id, session, access):
+        models.delete_channel(channel_or_404(channel_id, access).id)
+        return bottle.redirect("/alerts")
+
+    @app.post("/alerts/channels/<channel_id:int>/test", auth="admin")
     def test_channel(channel_id, session, access):
-        channel = models.by_id(models.Channel, channel_id)
-        if channel is None:
-            bottle.abort(404, f"no channel with id {channel_id}")
+        channel = channel_or_404(channel_id, access)
         delivery = alerts.queue_test(channel, utcnow())
         alerts.deliver_due(settings.smtp)
         delivery = models.Delivery.get_by_id(delivery.id)
@@ -278,24 +305,49 @@ def build_manage(settings):
                                           f"{delivery.last_error or delivery.status}; "
                                           "it will be retried with backoff.", status=502)
 
-    @app.post("/alerts/routes", auth="staff-admin")
+    @app.post("/alerts/routes", auth="admin")
     def add_route(session, access):
         try:
-            server = operations.server_by_id(int(bottle.request.forms.get("server_id") or "0"))
-            channel_id = int(bottle.request.forms.get("channel_id") or "0")
-            channel = models.by_id(models.Channel, channel_id)
+            server_id = optional_id("server_id")
+            channel_id = optional_id("channel_id")
+            if server_id is None or channel_id is None:
+                raise ValueError("choose a server and a channel")
+            agent = models.server_or_none(server_id, access)
+            if agent is None:
+                raise ValueError(f"no server with id {server_id}")
+            channel = models.channel_or_none(channel_id, access)
             if channel is None:
                 raise ValueError(f"no channel with id {channel_id}")
-            operations.route(server.name, channel.name)
+            operations.route_to(agent.server, channel)
         except ValueError as err:
-            message = str(err) if str(err).startswith("no ") else "choose a server and a channel"
-            return alerts_page(session, access, error=message, status=400)
+            return alerts_page(session, access, error=str(err), status=400)
         return bottle.redirect("/alerts")
 
-    @app.post("/alerts/routes/<server_id:int>/<channel_id:int>/delete", auth="staff-admin")
+    @app.post("/alerts/routes/<server_id:int>/<channel_id:int>/delete", auth="admin")
     def delete_route(server_id, channel_id, session, access):
-        if models.valid_id(server_id) and models.valid_id(channel_id):
-            operations.unroute(server_id, channel_id)
+        agent_or_404(server_id, access)
+        channel_or_404(channel_id, access)
+        operations.unroute(server_id, channel_id)
+        return bottle.redirect("/alerts")
+
+    @app.post("/alerts/staff-channels", auth="staff-admin")
+    def choose_staff_channel(session, access):
+        try:
+            customer_id, channel_id = optional_id("customer_id"), optional_id("channel_id")
+            if customer_id is None or channel_id is None:
+                raise ValueError("choose a customer and a staff channel")
+            operations.choose_staff_channel(customer_id, channel_id)
+        except ValueError as err:
+            return alerts_page(session, access, error=str(err), status=400)
+        return bottle.redirect("/alerts")
+
+    @app.post("/alerts/staff-channels/<customer_id:int>/<channel_id:int>/delete",
+              auth="staff-admin")
+    def unchoose_staff_channel(customer_id, channel_id, session, access):
+        try:
+            operations.choose_staff_channel(customer_id, channel_id, chosen=False)
+        except ValueError as err:
+            bottle.abort(404, str(err))
         return bottle.redirect("/alerts")
 
     @app.post("/alerts/rules", auth="staff-admin")
@@ -416,6 +468,15 @@ def build_manage(settings):
         if user is None or user.customer_id != customer.id:
             bottle.abort(404, f"no user with id {user_id} at this customer")
         operations.delete_user(user.id)
+        return bottle.redirect(f"/customers/{customer.id}")
+
+    @app.post("/customers/<customer_id:int>/two-factor", auth="staff-admin")
+    def customer_two_factor(customer_id, session, access):
+        customer = customer_or_404(customer_id)
+        required = form_text("required", 2)
+        if required not in ("0", "1"):
+            return customer_page(session, customer, "required must be 0 or 1", 400)
+        operations.require_two_factor(customer.id, required == "1")
         return bottle.redirect(f"/customers/{customer.id}")
 
     @app.post("/servers/<server_id:int>/customer", auth="staff-admin")

@@ -102,6 +102,8 @@ class Customer(BaseModel):
     # on; its title is theirs to choose (empty: "Status").
     status_page = peewee.BooleanField(default=False)
     status_title = peewee.CharField(max_length=100, default="")
+    # Its users must set up two-factor before any other page (auth.two_factor_required).
+    require_two_factor = peewee.BooleanField(default=False)
 
     class Meta:
         table_name = "customers"
@@ -386,14 +388,37 @@ class Channel(BaseModel):
     """Where alerts go: a webhook URL or e-mail addresses. Default channels get the alerts of
     servers that have no routes of their own."""
 
-    name = peewee.CharField(max_length=64, unique=True)
+    name = peewee.CharField(max_length=64)  # unique per owner: the indexes below the class
     kind = peewee.CharField(max_length=16)
     target = peewee.CharField(max_length=2000)
     is_default = peewee.BooleanField(default=True)
     created_at = peewee.DateTimeField(default=utcnow)
+    # NULL: the staff's; else one customer's, seen and used by that customer only (alerts.py,
+    # channels_for, says where each server's alerts go).
+    customer = peewee.ForeignKeyField(Customer, column_name="customer_id", null=True,
+                                      on_delete="CASCADE", backref="channels")
 
     class Meta:
         table_name = "channels"
+
+
+# A name is unique among the staff's channels and among each customer's: a customer choosing
+# "ops" learns nothing of a staff or other customer's "ops".
+Channel.add_index(Channel.index(Channel.name, unique=True, where=Channel.customer.is_null(),
+                                name="channel_staff_name"))
+Channel.add_index(Channel.index(Channel.customer, Channel.name, unique=True,
+                                name="channel_customer_id_name"))
+
+
+class CustomerStaffChannel(BaseModel):
+    """A staff channel an admin chose to also get one customer's alerts ("Acme's to ops")."""
+
+    customer = peewee.ForeignKeyField(Customer, column_name="customer_id", on_delete="CASCADE")
+    channel = peewee.ForeignKeyField(Channel, column_name="channel_id", on_delete="CASCADE")
+
+    class Meta:
+        table_name = "customer_staff_channels"
+        primary_key = peewee.CompositeKey("customer", "channel")
 
 
 class ServerChannel(BaseModel):
@@ -535,7 +560,7 @@ class ApiToken(BaseModel):
 ALL_MODELS = [SchemaVersion, Customer, Server, Agent, Metric, LatestSample, Rollup5m, Rollup1h,
               DirtyBucket, CheckState, AuthEvent, AuthLimit, ServerEvent, AlertRule, Alert,
               Channel, ServerChannel, Delivery, MaintenanceWindow, Admin, AdminSession,
-              RecoveryCode, LoginChallenge, ApiToken]
+              RecoveryCode, LoginChallenge, ApiToken, CustomerStaffChannel]
 
 
 # ===== Named queries ==========================================================================
@@ -970,27 +995,8 @@ def routed_channels(server_id):
     return list(Channel.select().join(ServerChannel).where(ServerChannel.server == server_id))
 
 
-def default_channels():
-    return list(Channel.select().where(Channel.is_default == True))  # noqa: E712
-
-
-def all_channels():
-    return list(Channel.select().order_by(Channel.name))
-
-
-def channel_by_name(name):
-    return Channel.get_or_none(Channel.name == name)
-
-
 def delete_channel(channel_id):
     return Channel.delete().where(Channel.id == channel_id).execute()
-
-
-def routes():
-    """Every (server, channel) route, servers and channels joined, by their names."""
-    return list(ServerChannel.select(ServerChannel, Server, Channel)
-                .join(Server).switch(ServerChannel).join(Channel)
-                .order_by(Server.name, Channel.name))
 
 
 def add_route(server_id, channel_id):
@@ -1000,6 +1006,116 @@ def add_route(server_id, channel_id):
 def remove_route(server_id, channel_id):
     ServerChannel.delete().where((ServerChannel.server == server_id) &
                                  (ServerChannel.channel == channel_id)).execute()
+
+
+# ===== Channels by owner (issue 13): the staff's, or one customer's ============================
+
+def owned_by(customer_id):
+    """Condition: the channels of this customer (None: the staff's)."""
+    return Channel.customer.is_null() if customer_id is None else Channel.customer == customer_id
+
+
+def visible_channels(access):
+    """The channels `access` sees, with their customers: every one for staff (the staff's
+    first), a customer's own for its users and for staff narrowed to it (?customer=)."""
+    query = Channel.select(Channel, Customer).join(Customer, peewee.JOIN.LEFT_OUTER)
+    if access.customer_id is not None:
+        query = query.where(Channel.customer == access.customer_id)
+    return list(query.order_by(Channel.customer.is_null(False), Customer.name, Channel.name))
+
+
+def channel_or_none(channel_id, access):
+    """The channel if `access` may see it, else None — the same None for one that does not
+    exist and for another customer's or the staff's, so a customer never tells them apart."""
+    if not valid_id(channel_id):
+        return None
+    query = Channel.select().where(Channel.id == channel_id)
+    if access.customer_id is not None:
+        query = query.where(Channel.customer == access.customer_id)
+    return query.first()
+
+
+def channel_of(customer_id, name):
+    """The channel of this owner (None: the staff) with this name, or None."""
+    return Channel.get_or_none(owned_by(customer_id) & (Channel.name == name))
+
+
+def default_channels_of(customer_id):
+    """The default channels of this owner (None: the staff)."""
+    return list(Channel.select().where(owned_by(customer_id) &
+                                       (Channel.is_default == True)))  # noqa: E712
+
+
+def update_channel(channel_id, **fields):
+    Channel.update(**fields).where(Channel.id == channel_id).execute()
+
+
+def staff_channels_for_customer(customer_id):
+    """The staff channels an admin chose to also get this customer's alerts."""
+    return list(Channel.select().join(CustomerStaffChannel, on=(
+        CustomerStaffChannel.channel == Channel.id))
+        .where((CustomerStaffChannel.customer == customer_id) & Channel.customer.is_null())
+        .order_by(Channel.name))
+
+
+def staff_channel_choices(access):
+    """Every (customer, staff channel) choice staff `access` sees (one customer's when
+    narrowed), both joined, by customer and channel name."""
+    query = (CustomerStaffChannel.select(CustomerStaffChannel, Customer, Channel)
+             .join(Customer).switch(CustomerStaffChannel).join(Channel))
+    if access.customer_id is not None:
+        query = query.where(CustomerStaffChannel.customer == access.customer_id)
+    return list(query.order_by(Customer.name, Channel.name))
+
+
+def choose_staff_channel(customer_id, channel_id):
+    CustomerStaffChannel.insert(customer=customer_id, channel=channel_id) \
+        .on_conflict_ignore().execute()
+
+
+def unchoose_staff_channel(customer_id, channel_id):
+    return CustomerStaffChannel.delete().where(
+        (CustomerStaffChannel.customer == customer_id) &
+        (CustomerStaffChannel.channel == channel_id)).execute()
+
+
+def visible_routes(access):
+    """The (server, channel) routes `access` sees, servers and channels joined, by their
+    names: every one for staff; for a customer's users (and staff narrowed to a customer)
+    those of the customer's servers to the customer's own channels — a staff channel routed
+    to their server stays the staff's to know."""
+    query = (ServerChannel.select(ServerChannel, Server, Channel)
+             .join(Server).switch(ServerChannel).join(Channel))
+    if access.customer_id is not None:
+        query = query.where((Server.customer == access.customer_id) &
+                            (Channel.customer == access.customer_id))
+    return list(query.order_by(Server.name, Channel.name))
+
+
+def drop_foreign_routes(server_id, customer_id):
+    """Remove the server's routes to channels that are neither the staff's nor this customer's
+    (after the server moved): another customer's channel never gets its alerts."""
+    foreign = Channel.customer.is_null(False)
+    if customer_id is not None:
+        foreign &= Channel.customer != customer_id
+    foreign = Channel.select(Channel.id).where(foreign)
+    return ServerChannel.delete().where((ServerChannel.server == server_id) &
+                                        ServerChannel.channel.in_(foreign)).execute()
+
+
+def delete_customer_channels(customer_id):
+    """The customer's channels with their routes, deliveries and choices (inside a
+    transaction; spelled out for an SQLite database without foreign keys enforced)."""
+    theirs = Channel.select(Channel.id).where(Channel.customer == customer_id)
+    Delivery.delete().where(Delivery.channel.in_(theirs)).execute()
+    ServerChannel.delete().where(ServerChannel.channel.in_(theirs)).execute()
+    CustomerStaffChannel.delete().where(CustomerStaffChannel.customer == customer_id).execute()
+    return Channel.delete().where(Channel.customer == customer_id).execute()
+
+
+def set_customer_two_factor(customer_id, required):
+    Customer.update(require_two_factor=bool(required)).where(
+        Customer.id == customer_id).execute()
 
 
 def open_alert_of(server_id, rule):

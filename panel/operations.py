@@ -164,6 +164,7 @@ def delete_customer(customer_id, confirm_slug):
     if (confirm_slug or "").strip() != customer.slug:
         raise ValueError("type the customer's slug exactly to confirm the deletion")
     with database_proxy.atomic():
+        models.delete_customer_channels(customer.id)
         models.delete_customer(customer.id)
     return customer.name
 
@@ -172,7 +173,16 @@ def move_server(server_id, customer_id):
     """Give the server to a customer (None: the staff's only). -> the customer or None."""
     server = server_by_id(server_id)
     customer = customer_by_id(customer_id) if customer_id is not None else None
-    models.move_server(server.id, customer.id if customer else None)
+    with database_proxy.atomic():
+        models.move_server(server.id, customer.id if customer else None)
+        models.drop_foreign_routes(server.id, customer.id if customer else None)
+    return customer
+
+
+def require_two_factor(customer_id, required=True):
+    """Make this customer's users set up two-factor before any other page (or stop)."""
+    customer = customer_by_id(customer_id)
+    models.set_customer_two_factor(customer.id, required)
     return customer
 
 
@@ -199,29 +209,77 @@ def server_named(name):
     return server
 
 
-def add_channel(name, kind, target, is_default=True):
+def add_channel(name, kind, target, is_default=True, customer_id=None):
+    """A channel of the staff's (`customer_id` None) or of one customer's."""
     from . import alerts
 
     _check_name(name, "channel name", 64)
     alerts.check_channel(kind, target)
+    if customer_id is not None:
+        customer_id = customer_by_id(customer_id).id
     try:
-        return models.Channel.create(name=name, kind=kind, target=target[:2000],
-                                     is_default=is_default)
+        with database_proxy.atomic():
+            return models.Channel.create(name=name, kind=kind, target=target[:2000],
+                                         is_default=is_default, customer=customer_id)
+    except peewee.IntegrityError:
+        # Names are unique per owner only, so this names nothing of anyone else's.
+        raise ValueError(f"a channel named {name!r} already exists") from None
+
+
+def edit_channel(channel, name, target, is_default):
+    """New name, target and default flag for a channel the caller may change (its kind
+    stays: a target is checked against it)."""
+    from . import alerts
+
+    _check_name(name, "channel name", 64)
+    alerts.check_channel(channel.kind, target)
+    try:
+        with database_proxy.atomic():
+            models.update_channel(channel.id, name=name, target=target[:2000],
+                                  is_default=bool(is_default))
     except peewee.IntegrityError:
         raise ValueError(f"a channel named {name!r} already exists") from None
 
 
-def channel_named(name):
-    channel = models.channel_by_name(name)
+def channel_named(name, customer_id=None):
+    """The staff's channel of this name, or (`customer_id`) that customer's."""
+    channel = models.channel_of(customer_id, name)
     if channel is None:
         raise ValueError(f"no channel named {name!r}")
     return channel
 
 
-def route(server_name, channel_name):
-    """Send this server's alerts to this channel (and, from now on, not to the defaults)."""
-    server, channel = server_named(server_name), channel_named(channel_name)
+def check_route(server, channel):
+    """A server's alerts may go to the staff's channels or its own customer's, never to
+    another customer's."""
+    if channel.customer_id is not None and channel.customer_id != server.customer_id:
+        raise ValueError(f"channel {channel.name!r} is another customer's: a server's alerts "
+                         "go to its own customer's channels or the staff's")
+
+
+def route(server_name, channel_name, customer_id=None):
+    """Send this server's alerts to this channel (the staff's, or `customer_id`'s) and, from
+    now on, not to its owner's defaults."""
+    server, channel = server_named(server_name), channel_named(channel_name, customer_id)
+    route_to(server, channel)
+
+
+def route_to(server, channel):
+    check_route(server, channel)
     models.add_route(server.id, channel.id)
+
+
+def choose_staff_channel(customer_id, channel_id, chosen=True):
+    """Also send (or stop sending) this customer's alerts to a staff channel."""
+    customer = customer_by_id(customer_id)
+    channel = models.by_id(models.Channel, channel_id)
+    if channel is None or channel.customer_id is not None:
+        raise ValueError(f"no staff channel with id {channel_id}")
+    if chosen:
+        models.choose_staff_channel(customer.id, channel.id)
+    else:
+        models.unchoose_staff_channel(customer.id, channel.id)
+    return customer, channel
 
 
 def set_critical(server_name, critical=True):

@@ -389,3 +389,20 @@ CREATE TABLE IF NOT EXISTS api_tokens (
 
 CREATE INDEX IF NOT EXISTS idx_api_tokens_admin ON api_tokens (admin_id);
 CREATE INDEX IF NOT EXISTS idx_api_tokens_customer ON api_tokens (customer_id);
+-- Per-customer alert channels (issue 13, migration 011): a channel is the staff's (customer_id
+-- NULL) or one customer's; staff channels an admin chose also get that customer's alerts
+-- (panel/alerts.py channels_for); a customer may require two-factor of its users.
+-- A name is unique among the staff's channels and among each customer's (not across them: a
+-- customer choosing "ops" must learn nothing of another's).
+ALTER TABLE channels ADD COLUMN IF NOT EXISTS customer_id INTEGER REFERENCES customers(id) ON DELETE CASCADE;
+ALTER TABLE channels DROP CONSTRAINT IF EXISTS channels_name_key;
+CREATE INDEX IF NOT EXISTS idx_channels_customer ON channels (customer_id);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_channels_staff_name ON channels (name) WHERE customer_id IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS idx_channels_customer_name ON channels (customer_id, name);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS require_two_factor BOOLEAN NOT NULL DEFAULT FALSE;
+
+CREATE TABLE IF NOT EXISTS customer_staff_channels (
+  customer_id INTEGER NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+  channel_id INTEGER NOT NULL REFERENCES channels(id) ON DELETE CASCADE,
+  PRIMARY KEY (customer_id, channel_id)
+);

@@ -74,40 +74,66 @@
   % end
 </section>
 
+% end
+% changes = access.may_change
 <section class="card">
   <h2>Channels</h2>
-  <p class="muted">E-mail goes through {{'%s:%s (%s%s) from %s' % (smtp['host'], smtp['port'], smtp['tls'], ', with login' if smtp['login'] else '', smtp['sender']) if smtp['host'] else 'no mail server: set MPANEL_SMTP_HOST to send e-mail alerts'}}.</p>
+  % if access.staff:
+  <p class="muted">E-mail goes through {{'%s:%s (%s%s) from %s' % (smtp['host'], smtp['port'], smtp['tls'], ', with login' if smtp['login'] else '', smtp['sender']) if smtp['host'] else 'no mail server: set MPANEL_SMTP_HOST to send e-mail alerts'}}. A staff channel gets the staff-only servers' alerts; a customer's channel that customer's servers' alerts only.</p>
+  % else:
+  <p class="muted">Where your servers' alerts go. Your channels are yours alone: no other customer sees or uses them.</p>
+  % end
   <table class="list">
-    <thead><tr><th>Name</th><th>Kind</th><th>Target</th><th>Default</th><th>Last delivery</th>{{!'<th></th>' if admin else ''}}</tr></thead>
+    <thead><tr><th>Name</th>{{!'<th>Owner</th>' if access.staff else ''}}<th>Kind</th><th>Target</th><th>Default</th><th>Last delivery</th>{{!'<th></th>' if changes else ''}}</tr></thead>
     <tbody>
     % for c in channels:
       % d = last_delivery.get(c.id)
-      <tr><td>{{c.name}}</td><td>{{c.kind}}</td><td class="target">{{c.target if admin else c.kind + ' (shown to admins)'}}</td><td>{{'yes' if c.is_default else 'routed only'}}</td>
+      <tr><td>{{c.name}}</td>
+      % if access.staff:
+      <td>{{c.customer.name if c.customer_id else 'staff'}}</td>
+      % end
+      <td>{{c.kind}}</td><td class="target">{{c.target if changes else c.kind + ' (shown to admins)'}}</td><td>{{'yes' if c.is_default else 'routed only'}}</td>
       <td>{{('%s %s, %s' % (d.event, d.status, d.created_at.strftime('%Y-%m-%d %H:%M UTC'))) if d else '—'}}{{(': ' + d.last_error) if d and d.last_error else ''}}</td>
-      % if admin:
+      % if changes:
       <td class="actions">
         <form method="post" action="/alerts/channels/{{c.id}}/test" class="inline"><input type="hidden" name="csrf_token" value="{{session.csrf_token}}"><button class="small secondary" type="submit">Send test alert</button></form>
         <form method="post" action="/alerts/channels/{{c.id}}/delete" class="inline"><input type="hidden" name="csrf_token" value="{{session.csrf_token}}"><button class="link" type="submit">remove</button></form>
+        <details><summary>edit</summary>
+          <form method="post" action="/alerts/channels/{{c.id}}/edit" class="row-form">
+            <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
+            <label>Name <input name="name" required maxlength="64" size="12" value="{{c.name}}"></label>
+            <label class="grow">Target <input name="target" required maxlength="2000" value="{{c.target}}"></label>
+            <label class="check"><input type="checkbox" name="is_default" value="1" {{'checked' if c.is_default else ''}}> default</label>
+            <button type="submit" class="small">Save channel</button>
+          </form>
+        </details>
       </td>
       % end
       </tr>
     % end
     % if not channels:
-      <tr><td colspan="6" class="muted">No channels: alerts are recorded here but sent nowhere.</td></tr>
+      <tr><td colspan="7" class="muted">No channels: alerts are recorded here but sent nowhere.</td></tr>
     % end
     </tbody>
   </table>
-  % if admin:
+  % if changes:
   <form method="post" action="/alerts/channels" class="row-form">
     <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
     <label>Name <input name="name" required maxlength="64" size="12"></label>
+    % if access.staff and customers:
+    <label>Owner <select name="customer_id"><option value="">staff</option>
+      % for cu in customers:
+      <option value="{{cu.id}}" {{'selected' if customer == cu.id else ''}}>{{cu.name}}</option>
+      % end
+    </select></label>
+    % end
     <label>Kind <select name="kind">
     % for kind in channel_kinds:
       <option value="{{kind.name}}">{{kind.label}}</option>
     % end
     </select></label>
     <label class="grow">Target <input name="target" required maxlength="2000" placeholder="{{' or '.join(kind.example for kind in channel_kinds)}}"></label>
-    <label class="check"><input type="checkbox" name="is_default" value="1" checked> default for all servers</label>
+    <label class="check"><input type="checkbox" name="is_default" value="1" checked> default for {{'its owner\'s servers' if access.staff else 'all your servers'}}</label>
     <button type="submit" class="small">Add channel</button>
   </form>
   % end
@@ -115,23 +141,23 @@
 
 <section class="card">
   <h2>Routes</h2>
-  <p class="muted">A server with routes sends its alerts to those channels only; every other server uses the default channels.</p>
+  <p class="muted">A server with routes sends its alerts to those channels only; every other server uses its owner's default channels.</p>
   <table class="list">
-    <thead><tr><th>Server</th><th>Channel</th>{{!'<th></th>' if admin else ''}}</tr></thead>
+    <thead><tr><th>Server</th><th>Channel</th>{{!'<th></th>' if changes else ''}}</tr></thead>
     <tbody>
     % for r in routes:
       <tr><td><a href="/servers/{{r.server.id}}">{{r.server.name}}</a></td><td>{{r.channel.name}}</td>
-      % if admin:
+      % if changes:
       <td><form method="post" action="/alerts/routes/{{r.server.id}}/{{r.channel.id}}/delete" class="inline"><input type="hidden" name="csrf_token" value="{{session.csrf_token}}"><button class="link" type="submit">remove</button></form></td>
       % end
       </tr>
     % end
     % if not routes:
-      <tr><td colspan="3" class="muted">No routes: every server's alerts go to the default channels.</td></tr>
+      <tr><td colspan="3" class="muted">No routes: every server's alerts go to its owner's default channels.</td></tr>
     % end
     </tbody>
   </table>
-  % if admin and servers and channels:
+  % if changes and servers and channels:
   <form method="post" action="/alerts/routes" class="row-form">
     <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
     <label>Send <select name="server_id">
@@ -141,7 +167,7 @@
     </select></label>
     <label>’s alerts to <select name="channel_id">
       % for c in channels:
-      <option value="{{c.id}}">{{c.name}}</option>
+      <option value="{{c.id}}">{{c.name}}{{(' (' + (c.customer.name if c.customer_id else 'staff') + ')') if access.staff else ''}}</option>
       % end
     </select></label>
     <button type="submit" class="small">Add route</button>
@@ -149,7 +175,44 @@
   % end
 </section>
 
+% if access.staff and customers:
+<section class="card">
+  <h2>Customers' alerts to staff channels</h2>
+  <p class="muted">A customer's servers' alerts go to that customer's channels, and also to the staff channels chosen here (the customer does not see these).</p>
+  <table class="list">
+    <thead><tr><th>Customer</th><th>Staff channel</th>{{!'<th></th>' if admin else ''}}</tr></thead>
+    <tbody>
+    % for choice in staff_choices:
+      <tr><td>{{choice.customer.name}}</td><td>{{choice.channel.name}}</td>
+      % if admin:
+      <td><form method="post" action="/alerts/staff-channels/{{choice.customer.id}}/{{choice.channel.id}}/delete" class="inline"><input type="hidden" name="csrf_token" value="{{session.csrf_token}}"><button class="link" type="submit">remove</button></form></td>
+      % end
+      </tr>
+    % end
+    % if not staff_choices:
+      <tr><td colspan="3" class="muted">None: customers' alerts go to their own channels only.</td></tr>
+    % end
+    </tbody>
+  </table>
+  % if admin and staff_channels:
+  <form method="post" action="/alerts/staff-channels" class="row-form">
+    <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
+    <label>Also send <select name="customer_id">
+      % for cu in customers:
+      <option value="{{cu.id}}" {{'selected' if customer == cu.id else ''}}>{{cu.name}}</option>
+      % end
+    </select></label>
+    <label>’s alerts to <select name="channel_id">
+      % for c in staff_channels:
+      <option value="{{c.id}}">{{c.name}}</option>
+      % end
+    </select></label>
+    <button type="submit" class="small">Add</button>
+  </form>
+  % end
+</section>
 % end
+
 <section class="card">
   <h2>History</h2>
   <table class="list">

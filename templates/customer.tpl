@@ -64,3 +64,15 @@
   </div>
 </section>
 % end
+
+<section class="card">
+  <h2>Two-factor</h2>
+  <p>{{'Required: this customer’s users set up two-factor on their account page before they see anything else.' if customer.require_two_factor else 'Not required: each of this customer’s users may set it up on their account page.'}}</p>
+  % if access.may_change:
+  <form method="post" action="/customers/{{customer.id}}/two-factor" class="inline">
+    <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
+    <input type="hidden" name="required" value="{{'0' if customer.require_two_factor else '1'}}">
+    <button type="submit" class="small {{'secondary' if customer.require_two_factor else ''}}">{{'Stop requiring two-factor' if customer.require_two_factor else 'Require two-factor for its users'}}</button>
+  </form>
+  % end
+</section>

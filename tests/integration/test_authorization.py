@@ -1,8 +1,9 @@
 """The authorization sweep (issue 13), on SQLite and PostgreSQL: every route of the panel,
 discovered from its route table, requested by customer A's users with the ids of customer B's
-server, rule, alert, user and customer (and of a staff-only server) in the path, the query and
-the form. A route that takes such an id in its path answers 403 or 404; no answer names any of
-B's or the staff's servers, hostnames, processes, users or alerts; nothing of theirs changes.
+server, channel, rule, alert, user and customer (and of a staff-only server and channel) in the
+path, the query and the form. A route that takes such an id in its path answers 403 or 404; no
+answer names any of B's or the staff's servers, hostnames, processes, users, channels or alerts;
+nothing of theirs changes.
 A customer-viewer's writes are refused (403) even on A's own servers, and staff pages are
 refused to customer users.
 
@@ -107,7 +108,19 @@ def world(panel):
         alert = models.Alert.create(server=server.id, rule="memory", open_key="memory",
                                     started_at=stamp(0), message=f"{name} memory high")
         servers[name] = (server, alert)
-    channel = operations.add_channel("staffonly-pager", "webhook", "http://127.0.0.1:9/staff")
+    # A channel of each owner, each routed to its owner's server; the staff's also gets B's
+    # alerts (a staff choice B's users must not learn of either).
+    channels = {"alpha-web": operations.add_channel("alpha-pager", "webhook",
+                                                    "http://127.0.0.1:9/alpha",
+                                                    customer_id=alpha.id),
+                "bravo-web": operations.add_channel("bravo-pager", "webhook",
+                                                    "http://127.0.0.1:9/bravo",
+                                                    customer_id=bravo.id),
+                "staffonly-db": operations.add_channel("staffonly-pager", "webhook",
+                                                       "http://127.0.0.1:9/staff")}
+    for name, channel in channels.items():
+        operations.route_to(servers[name][0], channel)
+    operations.choose_staff_channel(bravo.id, channels["staffonly-db"].id)
     for username, role, customer in (("alpha-admin", "customer-admin", alpha),
                                      ("alpha-viewer", "customer-viewer", alpha),
                                      ("bravo-admin", "customer-admin", bravo),
@@ -124,7 +137,8 @@ def world(panel):
 
     def ids(server_name, customer, username):
         server, alert = servers[server_name]
-        return {"server_id": server.id, "alert_id": alert.id, "channel_id": channel.id,
+        return {"server_id": server.id, "alert_id": alert.id,
+                "channel_id": channels[server_name].id,
                 "rule_id": models.rule_of("memory", server.id).id,
                 "customer_id": customer.id if customer else models.MAX_ID,
                 "user_id": models.admin_by_username(username).id,
@@ -145,7 +159,8 @@ def foreign_state(alpha):
                           for s in models.Server.select() if s.id in theirs),
         "agents": sorted((a.server_id, a.api_key_id, a.status) for a in models.Agent.select()
                          if a.server_id in theirs),
-        "customers": sorted((c.id, c.name, c.slug) for c in models.Customer.select()),
+        "customers": sorted((c.id, c.name, c.slug, c.require_two_factor)
+                            for c in models.Customer.select()),
         "status pages": sorted((c.id, c.status_page, c.status_title)
                                for c in models.Customer.select() if c.id != alpha.id),
         "users": sorted((u.id, u.username, u.role, u.customer_id, u.password_hash)
@@ -153,8 +168,12 @@ def foreign_state(alpha):
         "rules": sorted((r.id, r.server_id, r.metric, r.threshold, r.minutes, r.enabled)
                         for r in models.AlertRule.select() if r.server_id not in
                         {s.id for s in models.Server.select() if s.customer_id == alpha.id}),
-        "channels": sorted((c.id, c.name, c.target) for c in models.Channel.select()),
-        "routes": sorted((r.server_id, r.channel_id) for r in models.ServerChannel.select()),
+        "channels": sorted((c.id, c.name, c.target, c.is_default, c.customer_id)
+                           for c in models.Channel.select() if c.customer_id != alpha.id),
+        "routes": sorted((r.server_id, r.channel_id) for r in models.ServerChannel.select()
+                         if r.server_id in theirs),
+        "staff channels": sorted((c.customer_id, c.channel_id)
+                                 for c in models.CustomerStaffChannel.select()),
         "maintenance": sorted((w.server_id, w.ends_at) for w in models.MaintenanceWindow.select()
                               if w.server_id in theirs),
         "alerts": sorted((a.id, a.server_id, a.state, a.silenced) for a in models.Alert.select()
@@ -191,6 +210,7 @@ def test_every_route_refuses_customer_a_the_servers_and_data_of_others(panel, wo
     assert {need for _, _, need in routes} - {None} <= set(access.NEEDS), routes
     before = foreign_state(world["alpha"])
     servers_before = {s.id for s in models.Server.select()}
+    channels_before = {c.id for c in models.Channel.select()}
     users = [User(panel, "alpha-admin"), User(panel, "alpha-viewer")]
     swept = 0
     for method, rule, need in routes:
@@ -220,6 +240,9 @@ def test_every_route_refuses_customer_a_the_servers_and_data_of_others(panel, wo
     # What customer A's admin added (POST /servers, naming B as the customer) is A's.
     added = [s for s in models.Server.select() if s.id not in servers_before]
     assert added and {s.customer_id for s in added} == {world["alpha"].id}
+    # ... and so is the channel it added (POST /alerts/channels, naming B as the customer).
+    added = [c for c in models.Channel.select() if c.id not in channels_before]
+    assert added and {c.customer_id for c in added} == {world["alpha"].id}
 
 
 def test_a_customer_viewer_may_change_nothing_not_even_its_own_servers(panel, world):

@@ -171,3 +171,77 @@ def test_a_customer_admin_turns_on_their_status_page_and_it_renders(browser, pan
     logs = [entry for entry in browser.get_log("browser")
             if entry["level"] == "SEVERE" and "favicon" not in entry["message"]]
     assert logs == [], logs  # no CSP violation, no failed request
+@pytest.mark.timeout(120)
+def test_a_customer_admin_logs_in_with_a_code_adds_a_webhook_and_their_alert_reaches_it(
+        browser, panel):  # noqa: F811
+    """Two-factor required of the customer's users; the admin enrolled (its secret is the test's
+    phone), logs in with password and code, adds a webhook channel on the alerts page, and an
+    alert of their server reaches a real receiver — another customer's alert does not."""
+    import time
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from panel import alerts, jobs, totp
+    from panel.db import utcnow
+    from tests.integration.test_alerts import WebhookReceiver, add_samples
+    from tests.integration.test_dashboard import Browser
+    from tests.integration.test_two_factor import enrol
+
+    acme = operations.add_customer("Acme Hosting")
+    globex = operations.add_customer("Globex")
+    operations.require_two_factor(acme.id)
+    web, _ = reporting_server(panel, "acme-web", acme, "web.acme.example", 21.0)
+    other, _ = reporting_server(panel, "globex-web", globex, "web.globex.example", 50.0)
+    operations.set_admin("acme-boss", PASSWORD, TEST_BCRYPT_ROUNDS, role="customer-admin",
+                         customer_id=acme.id)
+    phone = Browser(panel)
+    phone.username = "acme-boss"
+    assert phone.login("acme-boss", PASSWORD).status == 303
+    secret, _, step = enrol(phone)
+    receiver, stranger = WebhookReceiver(), WebhookReceiver()
+    try:
+        operations.add_channel("globex-hook", "webhook", stranger.url, customer_id=globex.id)
+
+        browser.get(f"{panel.url}/servers")
+        browser.find_element(By.NAME, "username").send_keys("acme-boss")
+        browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+        browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        assert wait_until(lambda: "/login/code" in browser.current_url, timeout=10)
+        # The enrolling code's step is spent: the phone's next code logs in.
+        browser.find_element(By.NAME, "code").send_keys(
+            totp.hotp(totp.secret_key(secret), max(step + 1, totp.step_at(time.time()))))
+        browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        assert wait_until(lambda: browser.current_url.endswith("/servers"), timeout=10)
+
+        browser.get(f"{panel.url}/alerts")
+        form = browser.find_element(By.CSS_SELECTOR, "form[action='/alerts/channels']")
+        form.find_element(By.NAME, "name").send_keys("acme-oncall")
+        Select(form.find_element(By.NAME, "kind")).select_by_value("webhook")
+        form.find_element(By.NAME, "target").send_keys(receiver.url)
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        assert wait_until(lambda: "acme-oncall" in browser.page_source, timeout=10)
+        assert "globex" not in browser.page_source.lower()
+        channel = models.channel_of(acme.id, "acme-oncall")
+        assert channel is not None and channel.is_default
+
+        # The alert job, in this process as the other alert tests run it.
+        operations.set_rule("cpu", 90, 5)
+        now = utcnow()
+        for server in (web, other):
+            add_samples(models.agent_of_server(server.id).id, [95] * 6, end=now)
+        assert jobs.evaluate_rules(60, now) == (2, 0)
+        alerts.deliver_due({})
+        assert receiver.events() == [("firing", "acme-web", "cpu")]
+        assert stranger.events() == [("firing", "globex-web", "cpu")]
+
+        browser.get(f"{panel.url}/alerts")
+        assert wait_until(lambda: "firing sent" in browser.page_source, timeout=10)
+        ARTIFACTS.mkdir(exist_ok=True)
+        full_page_screenshot(browser, ARTIFACTS / "customer-channels.png")
+        logs = [entry for entry in browser.get_log("browser")
+                if entry["level"] == "SEVERE" and "favicon" not in entry["message"]]
+        assert logs == [], logs  # no CSP violation, no script error
+    finally:
+        receiver.close()
+        stranger.close()

@@ -159,6 +159,11 @@ def site(panel):
     customer = operations.add_customer("Acme")
     operations.move_server(other.id, customer.id)
     operations.set_status_page(customer.id, True, "Acme status")  # its page, linked and crawled
+    # A customer's own channel, routed, and a staff channel chosen for the customer.
+    operations.add_channel("acme-hook", "webhook", "http://127.0.0.1:9/acme",
+                           customer_id=customer.id)
+    operations.route("web-2", "acme-hook", customer_id=customer.id)
+    operations.choose_staff_channel(customer.id, channel.id)
     operations.set_admin("acme-ops", "correct horse battery", 4, role="customer-admin",
                          customer_id=customer.id)
     # A token of the admin's: /account then lists it with its revoke form.
@@ -287,7 +292,7 @@ def test_hostile_input_to_every_page_is_a_4xx_never_a_500(site, panel):
     for window in models.MaintenanceWindow.select():
         assert errors.text_problem(window.reason or "") is None
     assert models.AlertRule.select().where(models.AlertRule.minutes > 1440).count() == 0
-    assert [c.name for c in models.Channel.select()] == ["ops"]
+    assert sorted(c.name for c in models.Channel.select()) == ["acme-hook", "ops"]
 
 
 def test_a_minute_out_of_range_is_a_named_400(site):
@@ -314,7 +319,7 @@ def test_nul_in_login_maintenance_and_channel_is_refused_naming_the_field(site, 
                                               "target": "https://h.example.com/\x00"})
     assert_refused(target, "target", "NUL")
     assert not models.MaintenanceWindow.select().exists()
-    assert models.Channel.select().count() == 1
+    assert models.Channel.select().count() == 2  # the site's own two
 
 
 def test_nul_or_half_a_surrogate_in_agent_json_is_a_422_naming_the_field(panel):

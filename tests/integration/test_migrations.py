@@ -220,6 +220,19 @@ def test_version_1_database_is_upgraded_and_keeps_every_row(backend, tmp_path,
                 cursor.execute("INSERT INTO admins (username, password_hash, role, created_at, "
                                f"customer_id) VALUES ('x', 'h', {param}, {param}, {param})",
                                (role, T, customer))
+        # Every existing channel stays the staff's, no customer requires two-factor, and a
+        # channel's name is unique per owner only (migration 011).
+        cursor.execute("SELECT name, customer_id FROM channels")
+        assert cursor.fetchall() == [("ops", None)]
+        cursor.execute("SELECT require_two_factor FROM customers")
+        assert cursor.fetchone()[0] in (False, 0)
+        cursor.execute("INSERT INTO channels (name, kind, target, is_default, created_at, "
+                       f"customer_id) VALUES ('ops', 'webhook', 'https://a.example', {param}, "
+                       f"{param}, 1)", (True, T))
+        with pytest.raises(Exception, match="(?i)unique|duplicate"):
+            cursor.execute("INSERT INTO channels (name, kind, target, is_default, created_at) "
+                           f"VALUES ('ops', 'webhook', 'https://b.example', {param}, {param})",
+                           (True, T))
         if backend == "sqlite":
             connection.rollback()  # its write lock would keep the panel below from starting
         connection.close()
