@@ -174,6 +174,18 @@ def bearer_challenge(token_presented):
 LOGIN_CHALLENGE = f'Cookie realm="{REALM}", form-action="/login"'
 
 
+def checked_bearer(settings, verifier):
+    """The request's `Authorization: Bearer` credential (HTTPS required as require_https says),
+    checked by `verifier` (agent keys, API tokens) -> (its check, the client's address)."""
+    require_https(settings)
+    scheme, _, presented = bottle.request.get_header("Authorization", "").partition(" ")
+    presented = presented.strip()
+    address = client_address(settings)
+    if scheme.lower() != "bearer" or not presented:
+        return verifier.refuse("missing", address), address
+    return verifier.check(presented, address), address
+
+
 class AgentAuthenticator:
     """Checks Bearer keys (keys.KeyVerifier) and answers refusals: 401 or, past a failure
     limit, 429; each counted into its auth_events summary row."""
@@ -183,17 +195,9 @@ class AgentAuthenticator:
         self.verifier = verifier
 
     def __call__(self):
-        require_https(self.settings)
-        header = bottle.request.get_header("Authorization", "")
-        scheme, _, presented = header.partition(" ")
-        presented = presented.strip()
-        address = client_address(self.settings)
         # Database trouble here (the key's row, the refusal's summary) is the boundary's
         # 503 (errors.BoundaryPlugin), as everywhere else.
-        if scheme.lower() != "bearer" or not presented:
-            check = self.verifier.refuse("missing", address)
-        else:
-            check = self.verifier.check(presented, address)
+        check, address = checked_bearer(self.settings, self.verifier)
         if check.failure:
             self._refuse(check, address)
         if not check.used_previous:
@@ -233,14 +237,7 @@ class TokenAuthenticator:
         self.verifier = verifier
 
     def __call__(self):
-        require_https(self.settings)
-        scheme, _, presented = bottle.request.get_header("Authorization", "").partition(" ")
-        presented = presented.strip()
-        address = client_address(self.settings)
-        if scheme.lower() != "bearer" or not presented:
-            check = self.verifier.refuse("missing", address)
-        else:
-            check = self.verifier.check(presented, address)
+        check, address = checked_bearer(self.settings, self.verifier)
         if check.failure:
             self._refuse(check, address)
         return check.token
