@@ -1317,13 +1317,17 @@ def read_phpfpm_pools(config_path):
 _PHPFPM_CONFIGS = {}  # config path -> ([(path, stamp)] of what was read, pools)
 
 
+def _stamp_of(stat):
+    """What tells a file or folder changed: (mtime_ns, size, inode) of its os.stat."""
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+
 def _stamp(path):
-    """What tells a file or folder changed: (mtime_ns, size, inode), None when it is gone."""
+    """_stamp_of the file at `path`, None when it is gone (or cannot be looked at)."""
     try:
-        stat = os.stat(path)
+        return _stamp_of(os.stat(path))
     except OSError:
         return None
-    return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
 
 def _fcgi_record(kind, body=b""):
@@ -2111,8 +2115,7 @@ def _certificate_file(path, cache):
     """DER of the certificate at `path` -> (der, None) or (None, why not); read again only when
     its mtime or size changed."""
     try:
-        stat = os.stat(path)
-        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        stamp = _stamp_of(os.stat(path))  # os.stat's own error says why it is unreadable
         kept = cache.get(path)
         if kept is None or kept[0] != stamp:
             with open(path, encoding="ascii", errors="replace") as handle:
@@ -2782,6 +2785,16 @@ def sizes_due(held, now):
     return held.get("sizesAt") is None or now - held["sizesAt"] >= DATABASE_SIZES_INTERVAL
 
 
+def keep_sizes(held, figures, due, now, read=True):
+    """The other half of sizes_due: a sample that was due (and `read` its sizes) keeps them as
+    the last known; every sample then sends the last known."""
+    if due:
+        held["sizesAt"] = now  # a timeout while summing is not retried before the next due
+        if read:
+            held["databases"] = {k: figures[k] for k in ("databases", "omitted") if k in figures}
+    figures.update(held.get("databases", {}))
+
+
 def fetch_postgresql(settings, sizes=True):
     """Run POSTGRES_QUERY (POSTGRES_COUNT_QUERY without `sizes`) and return its one JSON value
     as text.
@@ -2992,10 +3005,7 @@ def collect_postgresql(ctx):
     now = time.monotonic()
     due = sizes_due(held, now)
     figures = parse_postgresql(fetch_postgresql(ctx.services.get("postgresql", {}), sizes=due))
-    if due:
-        held["sizesAt"] = now
-        held["databases"] = {k: figures[k] for k in ("databases", "omitted") if k in figures}
-    figures.update(held["databases"])
+    keep_sizes(held, figures, due, now)
     return figures
 
 
@@ -3389,11 +3399,7 @@ def collect_mysql(ctx):
     held["seen"] = True
     if ask_replica:
         held["replica"] = raw["replica"] is not None
-    if due:
-        held["sizesAt"] = now  # a timeout while summing is not retried before the next due
-        if raw["sizes"] is not None:
-            held["databases"] = {k: figures[k] for k in ("databases", "omitted") if k in figures}
-    figures.update(held.get("databases", {}))
+    keep_sizes(held, figures, due, now, read=raw["sizes"] is not None)
     for name, field in MYSQL_RATES:
         if name in counters:
             ctx.rates.add(figures, field, f"mysql:{name}", counters[name])

@@ -102,7 +102,7 @@ def build_api_v1(settings):
                                                 critical=document.get("critical", False),
                                                 customer_id=customer_id)
         except ValueError as err:
-            status = 409 if "already exists" in str(err) else 422
+            status = 409 if isinstance(err, operations.NameTaken) else 422
             raise ApiError(status, str(err),
                            "customerId" if "customer" in str(err) else "name") from None
         return json_response(201, {"server": server_detail(server.id, access), "apiKey": key,

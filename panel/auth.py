@@ -281,15 +281,20 @@ def start_session(admin, hours):
     return token
 
 
-def current_session():
-    """The live AdminSession of this request, or None."""
-    token = bottle.request.get_cookie(SESSION_COOKIE)
+def _live_row(cookie, by_token_hash):
+    """The unexpired row that this request's `cookie` names (looked up by its hash), or None."""
+    token = bottle.request.get_cookie(cookie)
     if not token:
         return None
-    session = models.session_by_token_hash(token_hash(token))
-    if session is None or session.expires_at < utcnow():
+    row = by_token_hash(token_hash(token))
+    if row is None or row.expires_at < utcnow():
         return None
-    return session
+    return row
+
+
+def current_session():
+    """The live AdminSession of this request, or None."""
+    return _live_row(SESSION_COOKIE, models.session_by_token_hash)
 
 
 def end_session():
@@ -370,13 +375,7 @@ def start_challenge(admin, settings):
 
 def current_challenge():
     """The live LoginChallenge (its admin joined) of this browser, or None."""
-    token = bottle.request.get_cookie(CHALLENGE_COOKIE)
-    if not token:
-        return None
-    challenge = models.login_challenge_by_token_hash(token_hash(token))
-    if challenge is None or challenge.expires_at < utcnow():
-        return None
-    return challenge
+    return _live_row(CHALLENGE_COOKIE, models.login_challenge_by_token_hash)
 
 
 def open_session(admin, settings):

@@ -31,6 +31,11 @@ BUNDLE_FILES = (("agent.py", ROOT / "agent.py", 0o644),
                 ("mpanel-agent.service", ROOT / "install" / "mpanel-agent.service", 0o644))
 
 
+def refused_status(err):
+    """A page's status for an operation's ValueError: 409 for a name already taken."""
+    return 409 if isinstance(err, operations.NameTaken) else 400
+
+
 def install_commands(url, key):
     """The lines an admin pastes on the new server: Linux, Windows, and cron without root."""
     quoted_url, quoted_key = shlex.quote(url), shlex.quote(key)
@@ -132,7 +137,7 @@ def build_manage(settings):
             server, key = operations.add_server(name, settings.bcrypt_rounds, critical=critical,
                                                 customer_id=customer_id)
         except ValueError as err:
-            bottle.response.status = 409 if "already exists" in str(err) else 400
+            bottle.response.status = refused_status(err)
             return new_server_page(session, access, str(err), name, critical, customer_id)
         return key_page(session, server, key, f"{server.name} added")
 
@@ -203,7 +208,7 @@ def build_manage(settings):
         try:
             operations.rename_server(server_id, form_text("name", 101))
         except ValueError as err:
-            status = 409 if "already exists" in str(err) else 400
+            status = refused_status(err)
             return error_on_detail(server_id, session, access, str(err), status)
         return back_to(server_id)
 
@@ -274,7 +279,7 @@ def build_manage(settings):
                                    customer_id=owner_of_new(access))
         except ValueError as err:
             return alerts_page(session, access, error=str(err),
-                               status=409 if "already exists" in str(err) else 400)
+                               status=refused_status(err))
         return bottle.redirect("/alerts")
 
     @app.post("/alerts/channels/<channel_id:int>/edit", auth="admin")
@@ -285,7 +290,7 @@ def build_manage(settings):
                                     is_default=bool(bottle.request.forms.get("is_default")))
         except ValueError as err:
             return alerts_page(session, access, error=str(err),
-                               status=409 if "already exists" in str(err) else 400)
+                               status=refused_status(err))
         return bottle.redirect("/alerts")
 
     @app.post("/alerts/channels/<channel_id:int>/delete", auth="admin")
@@ -416,7 +421,7 @@ def build_manage(settings):
             customer = operations.add_customer(name, form_text("slug", 41) or None)
         except ValueError as err:
             return customers_page(session, str(err),
-                                  409 if "already exists" in str(err) else 400, name)
+                                  refused_status(err), name)
         return bottle.redirect(f"/customers/{customer.id}")
 
     @app.get("/customers/<customer_id:int>", auth="staff")
@@ -430,7 +435,7 @@ def build_manage(settings):
             operations.rename_customer(customer.id, form_text("name", 101))
         except ValueError as err:
             return customer_page(session, customer, str(err),
-                                 409 if "already exists" in str(err) else 400)
+                                 refused_status(err))
         return bottle.redirect(f"/customers/{customer.id}")
 
     @app.post("/customers/<customer_id:int>/delete", auth="staff-admin")
@@ -453,12 +458,12 @@ def build_manage(settings):
             if models.admin_by_username(username) is not None:
                 # Setting a password here must never take over a staff account (or another
                 # customer's user) of the same name.
-                raise ValueError(f"a user named {username!r} already exists")
+                raise operations.NameTaken(f"a user named {username!r} already exists")
             operations.set_admin(username, bottle.request.forms.getunicode("password") or "",
                                  settings.bcrypt_rounds, role=role, customer_id=customer.id)
         except ValueError as err:
             return customer_page(session, customer, str(err),
-                                 409 if "already exists" in str(err) else 400, username)
+                                 refused_status(err), username)
         return bottle.redirect(f"/customers/{customer.id}")
 
     @app.post("/customers/<customer_id:int>/users/<user_id:int>/delete", auth="staff-admin")

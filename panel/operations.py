@@ -1,6 +1,7 @@
 """Operations shared by the CLI, `make run` and (later) the admin pages: creating servers and
 their keys, and admin accounts. Each validates its input and raises ValueError with a message
 fit for a person."""
+import contextlib
 import re
 
 import peewee
@@ -8,6 +9,21 @@ import peewee
 from . import access, auth, keys, models
 from .db import database_proxy, utcnow
 from .errors import unshowable
+
+
+class NameTaken(ValueError):
+    """A name another row of its kind already has: the pages and the API answer 409."""
+
+
+@contextlib.contextmanager
+def unique(what):
+    """Write in one transaction; a unique index's refusal is NameTaken("<what> already
+    exists"). Names are unique per owner, so the message names nothing of anyone else's."""
+    try:
+        with database_proxy.atomic():
+            yield
+    except peewee.IntegrityError:
+        raise NameTaken(f"{what} already exists") from None
 
 
 def _check_name(name, what, max_length):
@@ -26,12 +42,9 @@ def add_server(name, rounds, critical=False, customer_id=None):
     if customer_id is not None:
         customer_id = customer_by_id(customer_id).id
     key, key_id = keys.new_api_key()
-    try:
-        with database_proxy.atomic():
-            server = models.Server.create(name=name, critical=critical, customer=customer_id)
-            models.Agent.create(server=server, **keys.key_columns(key, key_id, rounds))
-    except peewee.IntegrityError:
-        raise ValueError(f"a server named {name!r} already exists") from None
+    with unique(f"a server named {name!r}"):
+        server = models.Server.create(name=name, critical=critical, customer=customer_id)
+        models.Agent.create(server=server, **keys.key_columns(key, key_id, rounds))
     return server, key
 
 
@@ -136,23 +149,16 @@ def add_customer(name, slug=None):
     slug = slug_of(name) if not slug else slug
     if not SLUG.fullmatch(slug):
         raise ValueError("slug must be 1 to 40 of a-z, 0-9 and '-'")
-    try:
-        with database_proxy.atomic():
-            return models.Customer.create(name=name, slug=slug)
-    except peewee.IntegrityError:
-        raise ValueError(f"a customer named {name!r} or with slug {slug!r} already exists") \
-            from None
+    with unique(f"a customer named {name!r} or with slug {slug!r}"):
+        return models.Customer.create(name=name, slug=slug)
 
 
 def rename_customer(customer_id, name):
     _check_name(name, "customer name", 100)
     name = name.strip()
     customer = customer_by_id(customer_id)
-    try:
-        with database_proxy.atomic():
-            models.update_customer(customer.id, name=name)
-    except peewee.IntegrityError:
-        raise ValueError(f"a customer named {name!r} already exists") from None
+    with unique(f"a customer named {name!r}"):
+        models.update_customer(customer.id, name=name)
     return name
 
 
@@ -217,13 +223,9 @@ def add_channel(name, kind, target, is_default=True, customer_id=None):
     alerts.check_channel(kind, target)
     if customer_id is not None:
         customer_id = customer_by_id(customer_id).id
-    try:
-        with database_proxy.atomic():
-            return models.Channel.create(name=name, kind=kind, target=target[:2000],
-                                         is_default=is_default, customer=customer_id)
-    except peewee.IntegrityError:
-        # Names are unique per owner only, so this names nothing of anyone else's.
-        raise ValueError(f"a channel named {name!r} already exists") from None
+    with unique(f"a channel named {name!r}"):
+        return models.Channel.create(name=name, kind=kind, target=target[:2000],
+                                     is_default=is_default, customer=customer_id)
 
 
 def edit_channel(channel, name, target, is_default):
@@ -233,12 +235,9 @@ def edit_channel(channel, name, target, is_default):
 
     _check_name(name, "channel name", 64)
     alerts.check_channel(channel.kind, target)
-    try:
-        with database_proxy.atomic():
-            models.update_channel(channel.id, name=name, target=target[:2000],
-                                  is_default=bool(is_default))
-    except peewee.IntegrityError:
-        raise ValueError(f"a channel named {name!r} already exists") from None
+    with unique(f"a channel named {name!r}"):
+        models.update_channel(channel.id, name=name, target=target[:2000],
+                              is_default=bool(is_default))
 
 
 def channel_named(name, customer_id=None):
@@ -343,11 +342,8 @@ def rename_server(server_id, name):
     _check_name(name, "server name", 100)
     name = name.strip()
     server = server_by_id(server_id)
-    try:
-        with database_proxy.atomic():
-            models.update_server(server.id, name=name)
-    except peewee.IntegrityError:
-        raise ValueError(f"a server named {name!r} already exists") from None
+    with unique(f"a server named {name!r}"):
+        models.update_server(server.id, name=name)
     return name
 
 

@@ -31,6 +31,10 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # product's default is 12.
 TEST_BCRYPT_ROUNDS = 4
 BACKENDS = ("sqlite", "postgresql")
+# For a test that proves what a page, the agent or a browser does, not how rows are stored: it
+# runs on the embedded default only (the storage under it is tested on both backends elsewhere),
+# which keeps CI within its time. `pytestmark = ONE_BACKEND` marks a whole module.
+ONE_BACKEND = pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
 
 
 def free_port():

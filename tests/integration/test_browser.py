@@ -7,9 +7,12 @@ import time
 import pytest
 
 from panel import operations
-from tests.conftest import (ROOT, TEST_BCRYPT_ROUNDS, bearer, http_request, new_server, require,
-                            stamp, stop_process)
+from tests.conftest import (ONE_BACKEND, ROOT, TEST_BCRYPT_ROUNDS, bearer, http_request,
+                            new_server, require, stamp, stop_process)
 from tests.integration.test_api import sample
+
+# What a browser sees does not depend on the database under the page.
+pytestmark = ONE_BACKEND
 
 PASSWORD = "browser test password"
 ARTIFACTS = ROOT / "tests" / "artifacts"

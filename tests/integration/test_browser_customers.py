@@ -6,11 +6,13 @@ and customer-status.png (docs/screenshots/ keeps copies)."""
 import pytest
 
 from panel import models, operations
-from tests.conftest import TEST_BCRYPT_ROUNDS, bearer, http_request, stamp
+from tests.conftest import ONE_BACKEND, TEST_BCRYPT_ROUNDS, bearer, http_request, stamp
 from tests.integration.test_api import sample
 from tests.integration.test_browser import (ARTIFACTS, PASSWORD, browser,  # noqa: F401 (fixture)
                                             cell, full_page_screenshot, wait_until)
 from tests.integration.test_dashboard_pages import register
+
+pytestmark = ONE_BACKEND
 
 
 def reporting_server(panel, name, customer, hostname, cpu):
