@@ -183,7 +183,7 @@ _POWERS = "kmgtp"
 def parse_allowance(text):
     """'500 GB', '1.5T', '2 TiB', '1000000' -> bytes; '' -> None (no allowance). Decimal units
     as hosts bill (1 TB = 10^12 bytes); KiB, GiB ... binary. ValueError with a reason."""
-    text = (text or "").strip()
+    text = "" if text is None else str(text).strip()
     if not text:
         return None
     match = _AMOUNT.match(text)
