@@ -1780,12 +1780,14 @@ def traffic_between(spans):
 QUOTA_COLUMNS = ("billing_day", "traffic_allowance", "traffic_basis")
 
 
-def quota_holders(access=None):
+def quota_holders(access=None, server_id=None):
     """[(server_id, server name, agent_id, customer_id, billing day, allowance, basis)] of
-    every server `access` sees (all: the job), by name."""
+    every server `access` sees (all: the job), or of the one `server_id`, by name."""
     query = (Server.select(Server.id, Server.name, Agent.id, Server.customer,
                            *(getattr(Server, name) for name in QUOTA_COLUMNS))
              .join(Agent, on=(Agent.server == Server.id)).order_by(Server.name))
+    if server_id is not None:
+        query = query.where(Server.id == server_id)
     if access is not None:
         query = visible(query, access)
     return list(query.tuples())

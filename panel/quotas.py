@@ -70,11 +70,11 @@ def _usage(quota, totals, now):
                          allowance, basis if basis in traffic.BASES else "sum")
 
 
-def server_usages(access=None, now=None):
-    """{server_id: traffic.Usage} of every server `access` sees (all: None), each on its own
-    billing day."""
+def server_usages(access=None, now=None, server_id=None):
+    """{server_id: traffic.Usage} of every server `access` sees (all: None), or of the one
+    `server_id`, each on its own billing day."""
     now = now or utcnow()
-    holders = models.quota_holders(access)
+    holders = models.quota_holders(access, server_id)
     spans = {agent_id: traffic.cycle(now, day) for _, _, agent_id, _, day, _, _ in holders}
     totals = models.traffic_between(spans)
     return {server_id: _usage((day, allowance, basis), [totals.get(agent_id, (0, 0))], now)
@@ -102,18 +102,19 @@ def customer_usages(customer_ids=None, now=None):
 
 
 def shown(usage):
-    """What the pages say of a Usage: {"used", "allowance", "percent", "projected", "text",
-    "cycle"}: "1.20 TiB of 2.00 TiB (60.0 %), 2.40 TiB projected"."""
+    """What the pages and /api/v1 say of a Usage (one-word keys, JSON as they are): bytes
+    "used" (by its basis), "received", "sent", "allowance" (None: none), "percent",
+    "projected" (None early in the cycle), the "level" reached, the cycle's "start" and "end"
+    (ISO dates) and the "text": "1.20 TiB of 2.00 TiB (60.0 %), 2.40 TiB projected"."""
     text = units.size(usage.used)
     if usage.allowance:
         text += f" of {units.size(usage.allowance)} ({usage.percent:.1f} %)"
     if usage.projected is not None:
         text += f", {units.size(usage.projected)} projected"
-    return {"used": usage.used, "allowance": usage.allowance, "percent": usage.percent,
+    return {"used": usage.used, "received": usage.received, "sent": usage.sent,
+            "basis": usage.basis, "allowance": usage.allowance, "percent": usage.percent,
             "projected": usage.projected, "level": usage.level, "text": text,
-            "received": usage.received, "sent": usage.sent, "basis": usage.basis,
-            "cycle": f"{usage.start:%Y-%m-%d} to {usage.end:%Y-%m-%d}",
-            "cycle_start": usage.start, "cycle_end": usage.end}
+            "start": f"{usage.start:%Y-%m-%d}", "end": f"{usage.end:%Y-%m-%d}"}
 
 
 # ===== Alerts ===================================================================================

@@ -198,6 +198,18 @@ def parse_allowance(text):
     return value
 
 
+def allowance_text(value):
+    """Bytes -> how parse_allowance reads them back exactly: '2 TB', '500 GB', '2 TiB',
+    '1234567'; '' for None."""
+    if not value:
+        return ""
+    for base, suffix in ((1000, "B"), (1024, "iB")):
+        for power in range(len(_POWERS), 0, -1):
+            if value % base ** power == 0:
+                return f"{value // base ** power} {_POWERS[power - 1].upper()}{suffix}"
+    return str(value)
+
+
 def parse_billing_day(text):
     """'1'..'31' -> int, ValueError otherwise."""
     text = str(text if text is not None else "").strip()

@@ -148,3 +148,8 @@ def test_allowances_that_are_not_amounts_are_refused(text):
 def test_billing_days_outside_a_month_are_refused(text):
     with pytest.raises(ValueError):
         traffic.parse_billing_day(text)
+
+
+@pytest.mark.parametrize("value", [2 * 10 ** 12, 500 * GB, 2 * 1024 ** 4, 1234567, 1000, 1024])
+def test_an_allowance_shown_in_a_form_reads_back_as_the_same_bytes(value):
+    assert traffic.parse_allowance(traffic.allowance_text(value)) == value
