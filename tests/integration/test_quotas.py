@@ -3,12 +3,16 @@ with a counter reset and a gap give exact totals, recomputing adds nothing, and 
 at 80 % and 100 % fire and resolve (a raised allowance, a new cycle), per server and per
 customer (panel/quotas.py)."""
 import datetime
+import html
 
 import peewee
+import pytest
 
 from panel import jobs, models, operations, quotas, rollups, settings, traffic
 from panel.db import utcnow
-from tests.conftest import bearer, http_request, new_server
+from tests.conftest import TEST_BCRYPT_ROUNDS, bearer, http_request, new_server
+from tests.integration.test_dashboard import PASSWORD, Browser
+from tests.integration.test_dashboard_pages import csrf
 
 
 def send(panel, server_id, key, moment, counters):
@@ -135,3 +139,51 @@ def test_a_customers_allowance_covers_its_servers_together_and_alerts_its_channe
     operations.set_customer_quota(customer.id, day, "2 kB")  # raised
     assert quotas.evaluate(now) == (0, 1)
     assert firing("customer_quota") == []
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+def test_the_pages_show_traffic_and_staff_admins_set_quotas_through_their_forms(panel):
+    operations.set_admin("admin", PASSWORD, TEST_BCRYPT_ROUNDS)
+    customer = operations.add_customer("Acme")
+    server, _ = operations.add_server("acme-web", TEST_BCRYPT_ROUNDS, customer_id=customer.id)
+    operations.set_admin("acme-ops", PASSWORD, TEST_BCRYPT_ROUNDS, role="customer-admin",
+                         customer_id=customer.id)
+    agent = models.Agent.get(models.Agent.server == server.id)
+    now = utcnow()
+    day = billing_day_a_day_ago(now)
+    hours_of(agent.id, 600, 250, now - datetime.timedelta(hours=1))
+    browser = Browser(panel)
+    assert browser.login().status == 303
+
+    changed = post(browser, f"/servers/{server.id}/quota",
+                   {"billing_day": str(day), "allowance": "1 kB", "basis": "sum"},
+                   csrf_path=f"/servers/{server.id}")
+    assert changed.status == 303
+    table = browser.request("GET", "/servers").text
+    assert "Traffic this cycle" in table and "850 B / 1000 B (85 %)" in table
+    page = html.unescape(browser.request("GET", f"/servers/{server.id}").text)
+    assert "850 B of 1000 B (85.0 %)" in page and 'value="1 KB"' in page
+    refused = post(browser, f"/servers/{server.id}/quota",
+                   {"billing_day": "32", "allowance": "1 kB", "basis": "sum"},
+                   csrf_path=f"/servers/{server.id}")
+    assert refused.status == 400 and "billing day must be" in html.unescape(refused.text)
+
+    assert post(browser, f"/customers/{customer.id}/quota",
+                {"billing_day": str(day), "allowance": "2 TB", "basis": "max"},
+                csrf_path=f"/customers/{customer.id}").status == 303
+    listed = html.unescape(browser.request("GET", "/customers").text)
+    assert "600 B of 1.82 TiB (0.0 %)" in listed  # the larger of in and out
+    assert models.Customer.get_by_id(customer.id).traffic_allowance == 2 * 10 ** 12
+
+    # A customer's admin sees the figure, and may not set the quota its host bills by.
+    theirs = Browser(panel)
+    assert theirs.login("acme-ops").status == 303
+    assert "850 B / 1000 B" in theirs.request("GET", "/servers").text
+    assert post(theirs, f"/servers/{server.id}/quota", {"billing_day": "1", "allowance": ""},
+                csrf_path="/servers").status == 403
+    assert models.Server.get_by_id(server.id).traffic_allowance == 1000
+
+
+def post(browser, path, form, csrf_path):
+    return browser.request("POST", path, form={**form, "csrf_token": csrf(browser, csrf_path)},
+                           headers={"Accept": "text/html"})
