@@ -280,7 +280,7 @@ class Rollup1h(RollupBase):
 class TrafficHour(BaseModel):
     """Bytes an agent's interfaces received and sent in one hour (traffic.hourly, from the
     samples' counters): written over by the rollup job each time it recomputes the hour, so a
-    re-run or a second replica never adds twice. A cycle's traffic is the sum of its hours."""
+    re-run or a second replica never adds twice. Each day (TrafficDay) is the sum of its hours."""
 
     agent = peewee.ForeignKeyField(Agent, column_name="agent_id", on_delete="CASCADE",
                                    index=False)
@@ -291,6 +291,22 @@ class TrafficHour(BaseModel):
     class Meta:
         table_name = "traffic_hours"
         primary_key = peewee.CompositeKey("agent", "hour")
+
+
+class TrafficDay(BaseModel):
+    """The sum of an agent's traffic hours of one UTC day, rewritten with them: a cycle (from a
+    midnight) sums at most 31 of these instead of 744 hours, which the servers table would
+    pay for on every refresh."""
+
+    agent = peewee.ForeignKeyField(Agent, column_name="agent_id", on_delete="CASCADE",
+                                   index=False)
+    day = peewee.DateTimeField()  # its midnight
+    received = peewee.BigIntegerField()
+    sent = peewee.BigIntegerField()
+
+    class Meta:
+        table_name = "traffic_days"
+        primary_key = peewee.CompositeKey("agent", "day")
 
 
 class DirtyBucket(BaseModel):
@@ -587,7 +603,7 @@ class ApiToken(BaseModel):
 
 
 ALL_MODELS = [SchemaVersion, Customer, Server, Agent, Metric, LatestSample, Rollup5m, Rollup1h,
-              TrafficHour, DirtyBucket, CheckState, AuthEvent, AuthLimit, ServerEvent,
+              TrafficHour, TrafficDay, DirtyBucket, CheckState, AuthEvent, AuthLimit, ServerEvent,
               AlertRule, Alert,
               Channel, ServerChannel, Delivery, MaintenanceWindow, Admin, AdminSession,
               RecoveryCode, LoginChallenge, ApiToken, CustomerStaffChannel]
@@ -1271,7 +1287,8 @@ def delete_server_and_data(server_id, agent_id=None):
     # Samples and rollups hang off the agent; the cascade would take them too, but on a big
     # table explicit deletes keep each statement's plan simple and visible.
     if agent_id is not None:
-        for model in (LatestSample, Metric, Rollup5m, Rollup1h, TrafficHour, CheckState):
+        for model in (LatestSample, Metric, Rollup5m, Rollup1h, TrafficHour, TrafficDay,
+                      CheckState):
             model.delete().where(model.agent == agent_id).execute()
     Server.delete().where(Server.id == server_id).execute()
 
@@ -1747,31 +1764,44 @@ def agents_sampled_since(since):
 
 
 def upsert_traffic_hours(rows):
-    """Write (agent_id, hour, received, sent) rows over any of the same (agent, hour). -> count."""
+    """Write (agent_id, hour, received, sent) rows over any of the same (agent, hour), then
+    the days holding them, each the sum of its hours. -> hours written."""
     for chunk in peewee.chunked(rows, 500):
         with database_proxy.atomic():
             TrafficHour.insert_many(chunk, fields=[
                 TrafficHour.agent, TrafficHour.hour, TrafficHour.received, TrafficHour.sent,
             ]).on_conflict(conflict_target=[TrafficHour.agent, TrafficHour.hour],
                            preserve=[TrafficHour.received, TrafficHour.sent]).execute()
+    days = sorted({(agent_id, hour.replace(hour=0)) for agent_id, hour, _, _ in rows})
+    for agent_id, day in days:
+        with database_proxy.atomic():
+            received, sent = (TrafficHour.select(peewee.fn.SUM(TrafficHour.received),
+                                                 peewee.fn.SUM(TrafficHour.sent))
+                              .where((TrafficHour.agent == agent_id) & (TrafficHour.hour >= day) &
+                                     (TrafficHour.hour < day + datetime.timedelta(days=1)))
+                              .tuples().first())
+            TrafficDay.insert(agent=agent_id, day=day, received=int(received or 0),
+                              sent=int(sent or 0)).on_conflict(
+                conflict_target=[TrafficDay.agent, TrafficDay.day],
+                preserve=[TrafficDay.received, TrafficDay.sent]).execute()
     return len(rows)
 
 
 def traffic_between(spans):
-    """{agent_id: (received, sent)} summed over each agent's hours in its [start, end), from
-    `spans` {agent_id: (start, end)}: one query per distinct span (servers share billing
-    days), agents without traffic left out."""
+    """{agent_id: (received, sent)} summed over each agent's days in its [start, end) (both
+    midnights), from `spans` {agent_id: (start, end)}: one query per distinct span (servers
+    share billing days), agents without traffic left out."""
     by_span = {}
     for agent_id, span in spans.items():
         by_span.setdefault(span, []).append(agent_id)
     totals = {}
     for (start, end), agent_ids in by_span.items():
         for chunk in peewee.chunked(agent_ids, 500):
-            query = (TrafficHour.select(TrafficHour.agent, peewee.fn.SUM(TrafficHour.received),
-                                        peewee.fn.SUM(TrafficHour.sent))
-                     .where(TrafficHour.agent.in_(chunk) & (TrafficHour.hour >= start) &
-                            (TrafficHour.hour < end))
-                     .group_by(TrafficHour.agent))
+            query = (TrafficDay.select(TrafficDay.agent, peewee.fn.SUM(TrafficDay.received),
+                                       peewee.fn.SUM(TrafficDay.sent))
+                     .where(TrafficDay.agent.in_(chunk) & (TrafficDay.day >= start) &
+                            (TrafficDay.day < end))
+                     .group_by(TrafficDay.agent))
             for agent_id, received, sent in query.tuples():
                 totals[agent_id] = (int(received or 0), int(sent or 0))
     return totals
@@ -1818,6 +1848,8 @@ def open_alerts_of_rule(rule):
                 .where((Alert.rule == rule) & Alert.open_key.is_null(False)).tuples())
 
 
-def prune_traffic(before):
-    return _delete_in_batches(TrafficHour, [TrafficHour.agent, TrafficHour.hour],
-                              TrafficHour.hour < before)
+def prune_traffic(hours_before, days_before):
+    return (_delete_in_batches(TrafficHour, [TrafficHour.agent, TrafficHour.hour],
+                               TrafficHour.hour < hours_before),
+            _delete_in_batches(TrafficDay, [TrafficDay.agent, TrafficDay.day],
+                               TrafficDay.day < days_before))

@@ -1,11 +1,13 @@
-"""Traffic quotas (issue 14): each agent's traffic per hour kept in traffic_hours, each server's
+"""Traffic quotas (issue 14): each agent's traffic per hour and per day (traffic_hours,
+traffic_days: a cycle sums at most 31 days), each server's
 and customer's usage this billing cycle, and the alerts at traffic.LEVELS of an allowance.
 (The arithmetic is traffic.py's, pure and tested alone; this module reads and writes.)
 
 Hours are recomputed by the rollup job (rollups.run_rollups): those of its recent window every
 run, and those of the 5-minute buckets a late sample made dirty, with the hour of the sample
 after them (whose bytes the late one shares). Each hour is computed from the stored samples and
-written over its row, so a re-run, or two replicas at once, write the same figure, never add.
+written over its row, and its day summed again from its hours, so a re-run, or two replicas at
+once, write the same figures, never add.
 
 Alerts follow usage, not projection: a server over 80 % of its allowance opens one alert
 (`quota`, key quota:80), over 100 % a second (quota:100); each resolves when usage falls under
@@ -24,8 +26,11 @@ from .db import utcnow
 log = logging.getLogger("mpanel.quotas")
 
 SERVER_RULE, CUSTOMER_RULE = "quota", "customer_quota"
-# Traffic hours are kept this long: a year of cycles and a month to compare with.
+# Traffic days are kept this long: a year of cycles and a month to compare with. Hours only as
+# long as a late sample can still land in one (the raw retention, and a day) and its day be
+# summed again, and at least HOURS_RETENTION.
 RETENTION = datetime.timedelta(days=400)
+HOURS_RETENTION = datetime.timedelta(days=40)
 
 
 # ===== Hours from samples =======================================================================
@@ -190,6 +195,8 @@ def evaluate(now=None):
     return opened, resolved
 
 
-def prune(now=None):
-    return models.prune_traffic((now or utcnow()) - RETENTION)
+def prune(now, raw_days):
+    """Traffic past its retention (`raw_days`: the samples'). -> (hours, days) removed."""
+    hours_kept = max(HOURS_RETENTION, datetime.timedelta(days=raw_days + 1))
+    return models.prune_traffic(now - hours_kept, now - RETENTION)
 

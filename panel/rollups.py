@@ -264,7 +264,8 @@ def prune(settings, now=None):
     for tier in TIERS:
         cutoff = now - datetime.timedelta(days=getattr(settings, tier.retention_setting))
         removed[tier.name] = models.prune_rollups(tier.model, cutoff)
-    removed["traffic_hours"] = quotas.prune(now)
+    removed["traffic_hours"], removed["traffic_days"] = quotas.prune(
+        now, settings.retention_raw_days)
     removed["auth_events"] = models.prune_auth_events(now - datetime.timedelta(days=30))
     removed["auth_limits"] = models.prune_auth_limits(now)
     removed["deliveries"] = models.prune_deliveries(now - datetime.timedelta(days=90))

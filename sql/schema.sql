@@ -211,13 +211,22 @@ CREATE TABLE IF NOT EXISTS metrics_1h (
 
 -- Each agent's traffic per hour (migration 016): bytes received and sent, from the samples'
 -- interface counters (panel/traffic.py); the rollup job writes each hour over when it
--- recomputes it, so a re-run never adds twice. A billing cycle's traffic is the sum of its hours.
+-- recomputes it, so a re-run never adds twice; each day (from its midnight) is the sum of its
+-- hours, rewritten with them. A billing cycle's traffic is the sum of its days.
 CREATE TABLE IF NOT EXISTS traffic_hours (
   agent_id INTEGER NOT NULL REFERENCES servers_agents(id) ON DELETE CASCADE,
   hour TIMESTAMP NOT NULL,
   received BIGINT NOT NULL,
   sent BIGINT NOT NULL,
   PRIMARY KEY (agent_id, hour)
+);
+
+CREATE TABLE IF NOT EXISTS traffic_days (
+  agent_id INTEGER NOT NULL REFERENCES servers_agents(id) ON DELETE CASCADE,
+  day TIMESTAMP NOT NULL,
+  received BIGINT NOT NULL,
+  sent BIGINT NOT NULL,
+  PRIMARY KEY (agent_id, day)
 );
 
 -- 5-minute buckets that received samples too late for the rollup job's recent window: the job
