@@ -45,6 +45,7 @@ import sys
 import peewee
 
 from . import settings as settings_module
+from . import traffic
 
 log = logging.getLogger("mpanel")
 
@@ -293,6 +294,29 @@ def cmd_status_page(settings, args):
     operations.set_status_page(customer.id, args.on, title)
     print(f"/status/{customer.slug} is " + ("on" if args.on else "off (a 404)") +
           (f", titled {shown(title.strip())!r}" if title.strip() else ""))
+    return 0
+
+
+def cmd_set_quota(settings, args):
+    """A server's or a customer's traffic quota; what is not given is kept."""
+    from . import operations, quotas
+
+    _database(settings)
+    if args.server:
+        holder = operations.server_named(args.server)
+        change, usage_of = operations.set_server_quota, \
+            lambda row_id: quotas.server_usages(server_id=row_id)[row_id]
+    else:
+        holder = operations.customer_named(args.customer)
+        change, usage_of = operations.set_customer_quota, \
+            lambda row_id: quotas.customer_usages([row_id])[row_id][0]
+    allowance = traffic.allowance_text(holder.traffic_allowance) if args.allowance is None \
+        else args.allowance
+    change(holder.id, holder.billing_day if args.billing_day is None else args.billing_day,
+           allowance, args.basis or holder.traffic_basis)
+    told = quotas.shown(usage_of(holder.id))
+    print(f"{shown(args.server or args.customer)}: cycle {told['start']} to {told['end']}, "
+          f"{told['text']}" + ("" if told["allowance"] else " (no allowance)"))
     return 0
 
 
@@ -650,6 +674,18 @@ def build_parser():
     switch.add_argument("--off", dest="on", action="store_false", help="a 404 again")
     status.add_argument("--title", help="its title (at most 100 characters; default: kept)")
     status.set_defaults(func=cmd_status_page)
+
+    quota = sub.add_parser("set-quota", help="a server's or customer's traffic quota: billing "
+                                             "day, allowance a cycle, in + out or the larger")
+    holder = quota.add_mutually_exclusive_group(required=True)
+    holder.add_argument("--server", help="the server's name")
+    holder.add_argument("--customer", help="slug or name: the allowance covers its servers")
+    quota.add_argument("--billing-day", help="1-31: the cycle starts at its midnight (UTC)")
+    quota.add_argument("--allowance", help='bytes a cycle: "500 GB", "2 TB", "2 TiB"; "" none')
+    quota.add_argument("--basis", choices=tuple(traffic.BASES),
+                       help="what the allowance counts: " + "; ".join(
+                           f"{basis}: {label}" for basis, (label, _) in traffic.BASES.items()))
+    quota.set_defaults(func=cmd_set_quota)
 
     add = sub.add_parser("add-server", help="create a server and print its API key once")
     add.add_argument("name")

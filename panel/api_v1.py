@@ -80,7 +80,7 @@ def build_api_v1(settings):
                 "maintenanceUntil": iso(summary["maintenance"].ends_at)
                 if summary["maintenance"] else None,
                 "firing": [alert_json(alert) for alert in summary["firing"]],
-                "latest": latest_json(summary["latest"])}
+                "latest": latest_json(summary["latest"]), "traffic": summary["traffic"]}
 
     @app.get(f"{PREFIX}/servers", auth="token-read")
     def servers(token, access):

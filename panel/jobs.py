@@ -9,14 +9,15 @@ import logging
 import threading
 import time
 
-from . import alerts, checks, models, rollups
+from . import alerts, checks, models, quotas, rollups
 from .db import database_proxy, is_postgres, utcnow
 
 log = logging.getLogger("mpanel.jobs")
 
 # Advisory lock keys: one per job, in a range of our own.
 LOCK_KEYS = {"offline": 7_341_001, "rules": 7_341_002, "deliver": 7_341_003,
-             "rollups": 7_341_004, "retention": 7_341_005, "checks": 7_341_006}
+             "rollups": 7_341_004, "retention": 7_341_005, "checks": 7_341_006,
+             "quotas": 7_341_016}
 
 
 def run_locked(name, job, *args):
@@ -202,6 +203,8 @@ class JobRunner(threading.Thread):
              settings, 0),
             ("deliver", alerts.deliver_due, settings.smtp, 0),
             ("rollups", lambda _: rollups.run_rollups(), None, 60),
+            # After the rollups: the traffic hours it recomputes are what the quotas read.
+            ("quotas", lambda _: quotas.evaluate(), None, 60),
             ("retention", housekeeping, settings, 600),
         )
 

@@ -19,7 +19,7 @@ import time
 import bottle
 
 from . import access as access_module
-from . import alerts, auth, keys, models, operations
+from . import alerts, auth, keys, models, operations, quotas
 from . import settings as settings_module
 from .db import utcnow
 from .errors import refusal
@@ -93,6 +93,10 @@ def build_manage(settings):
         if not text.isdigit() or not models.valid_id(int(text)):
             raise ValueError(f"{name} must be an id (a whole number)")
         return int(text)
+
+    def quota_fields():
+        """A quota form's (billing day, allowance, basis), as typed: operations checks them."""
+        return form_text("billing_day", 3), form_text("allowance", 40), form_text("basis", 4)
 
     def key_page(session, server, key, heading):
         # The key is in this answer and nowhere else: no cache may keep it.
@@ -399,12 +403,16 @@ def build_manage(settings):
     def customers_page(session, error="", status=200, name=""):
         bottle.response.status = status
         return template("customers.tpl", title="Customers · mPanel", session=session,
-                        customers=models.customers(), error=error, name=name)
+                        customers=models.customers(), error=error, name=name,
+                        traffic_of={customer_id: quotas.shown(usage) for customer_id, (usage, _)
+                                    in quotas.customer_usages().items()})
 
     def customer_page(session, customer, error="", status=200, username=""):
         bottle.response.status = status
+        usage, _ = quotas.customer_usages([customer.id])[customer.id]
         return template("customer.tpl", title=f"{customer.name} · Customers · mPanel",
                         session=session, customer=customer, error=error, username=username,
+                        traffic=quotas.shown(usage),
                         published=models.public_status_servers(customer.id),
                         servers=models.customer_servers(customer.id),
                         users=models.customer_users(customer.id),
@@ -483,6 +491,24 @@ def build_manage(settings):
             return customer_page(session, customer, "required must be 0 or 1", 400)
         operations.require_two_factor(customer.id, required == "1")
         return bottle.redirect(f"/customers/{customer.id}")
+
+    @app.post("/customers/<customer_id:int>/quota", auth="staff-admin")
+    def customer_quota(customer_id, session, access):
+        customer = customer_or_404(customer_id)
+        try:
+            operations.set_customer_quota(customer.id, *quota_fields())
+        except ValueError as err:
+            return customer_page(session, customer, str(err), 400)
+        return bottle.redirect(f"/customers/{customer.id}")
+
+    @app.post("/servers/<server_id:int>/quota", auth="staff-admin")
+    def server_quota(server_id, session, access):
+        agent_or_404(server_id, access)
+        try:
+            operations.set_server_quota(server_id, *quota_fields())
+        except ValueError as err:
+            return error_on_detail(server_id, session, access, str(err))
+        return back_to(server_id)
 
     @app.post("/servers/<server_id:int>/customer", auth="staff-admin")
     def move_server(server_id, session, access):

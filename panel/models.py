@@ -104,6 +104,13 @@ class Customer(BaseModel):
     status_title = peewee.CharField(max_length=100, default="")
     # Its users must set up two-factor before any other page (auth.two_factor_required).
     require_two_factor = peewee.BooleanField(default=False)
+    # The allowance of all its servers together, on the customer's own cycle.
+    # Traffic quota (issue 14, quotas.py): the cycle starts on this day of the month (past a
+    # month's end, its last day); the allowance is bytes a cycle (NULL: traffic only counted),
+    # counted as traffic.BASES[traffic_basis].
+    billing_day = peewee.SmallIntegerField(default=1)
+    traffic_allowance = peewee.BigIntegerField(null=True)
+    traffic_basis = peewee.CharField(max_length=3, default="sum")
 
     class Meta:
         table_name = "customers"
@@ -125,6 +132,12 @@ class Server(BaseModel):
     state_since = peewee.DateTimeField(null=True)
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
+    # Traffic quota (issue 14, quotas.py): the cycle starts on this day of the month (past a
+    # month's end, its last day); the allowance is bytes a cycle (NULL: traffic only counted),
+    # counted as traffic.BASES[traffic_basis].
+    billing_day = peewee.SmallIntegerField(default=1)
+    traffic_allowance = peewee.BigIntegerField(null=True)
+    traffic_basis = peewee.CharField(max_length=3, default="sum")
 
     class Meta:
         table_name = "servers"
@@ -262,6 +275,38 @@ class Rollup5m(RollupBase):
 class Rollup1h(RollupBase):
     class Meta:
         table_name = "metrics_1h"
+
+
+class TrafficHour(BaseModel):
+    """Bytes an agent's interfaces received and sent in one hour (traffic.hourly, from the
+    samples' counters): written over by the rollup job each time it recomputes the hour, so a
+    re-run or a second replica never adds twice. Each day (TrafficDay) is the sum of its hours."""
+
+    agent = peewee.ForeignKeyField(Agent, column_name="agent_id", on_delete="CASCADE",
+                                   index=False)
+    hour = peewee.DateTimeField()
+    received = peewee.BigIntegerField()
+    sent = peewee.BigIntegerField()
+
+    class Meta:
+        table_name = "traffic_hours"
+        primary_key = peewee.CompositeKey("agent", "hour")
+
+
+class TrafficDay(BaseModel):
+    """The sum of an agent's traffic hours of one UTC day, rewritten with them: a cycle (from a
+    midnight) sums at most 31 of these instead of 744 hours, which the servers table would
+    pay for on every refresh."""
+
+    agent = peewee.ForeignKeyField(Agent, column_name="agent_id", on_delete="CASCADE",
+                                   index=False)
+    day = peewee.DateTimeField()  # its midnight
+    received = peewee.BigIntegerField()
+    sent = peewee.BigIntegerField()
+
+    class Meta:
+        table_name = "traffic_days"
+        primary_key = peewee.CompositeKey("agent", "day")
 
 
 class DirtyBucket(BaseModel):
@@ -558,7 +603,8 @@ class ApiToken(BaseModel):
 
 
 ALL_MODELS = [SchemaVersion, Customer, Server, Agent, Metric, LatestSample, Rollup5m, Rollup1h,
-              DirtyBucket, CheckState, AuthEvent, AuthLimit, ServerEvent, AlertRule, Alert,
+              TrafficHour, TrafficDay, DirtyBucket, CheckState, AuthEvent, AuthLimit, ServerEvent,
+              AlertRule, Alert,
               Channel, ServerChannel, Delivery, MaintenanceWindow, Admin, AdminSession,
               RecoveryCode, LoginChallenge, ApiToken, CustomerStaffChannel]
 
@@ -1241,7 +1287,8 @@ def delete_server_and_data(server_id, agent_id=None):
     # Samples and rollups hang off the agent; the cascade would take them too, but on a big
     # table explicit deletes keep each statement's plan simple and visible.
     if agent_id is not None:
-        for model in (LatestSample, Metric, Rollup5m, Rollup1h, CheckState):
+        for model in (LatestSample, Metric, Rollup5m, Rollup1h, TrafficHour, TrafficDay,
+                      CheckState):
             model.delete().where(model.agent == agent_id).execute()
     Server.delete().where(Server.id == server_id).execute()
 
@@ -1683,3 +1730,126 @@ def note_token_used(token_row_id, now, every=60):
     ApiToken.update(last_used_at=now).where(
         (ApiToken.id == token_row_id)
         & (ApiToken.last_used_at.is_null() | (ApiToken.last_used_at < cutoff))).execute()
+
+
+# ===== Traffic (quotas.py) ======================================================================
+
+def traffic_series(agent_id, start, end, base_lookback=10):
+    """[(timestamp, interfaces or None)] of the agent's samples in [start, end), oldest first,
+    after the newest sample before `start` that carried interfaces (the first one's base; of
+    the last `base_lookback` before it). `interfaces`: the detail's list, None when absent."""
+    def rows(condition, order, limit=None):
+        query = (Metric.select(Metric.timestamp, Metric.detail)
+                 .where((Metric.agent == agent_id) & condition).order_by(order))
+        return [(row.timestamp, (row.detail or {}).get("interfaces"))
+                for row in (query.limit(limit) if limit else query)]
+
+    base = next(([row] for row in rows(Metric.timestamp < start, Metric.timestamp.desc(),
+                                       base_lookback) if row[1] is not None), [])
+    return base + rows((Metric.timestamp >= start) & (Metric.timestamp < end), Metric.timestamp)
+
+
+def next_sample_time(agent_id, moment):
+    """When the agent's first sample at or after `moment` was taken, or None."""
+    row = (Metric.select(Metric.timestamp).where((Metric.agent == agent_id) &
+                                                 (Metric.timestamp >= moment))
+           .order_by(Metric.timestamp).first())
+    return row.timestamp if row else None
+
+
+def agents_sampled_since(since):
+    """Ids of the agents whose newest sample is at or after `since`."""
+    return [agent_id for (agent_id,) in LatestSample.select(LatestSample.agent)
+            .where(LatestSample.timestamp >= since).tuples()]
+
+
+def upsert_traffic_hours(rows):
+    """Write (agent_id, hour, received, sent) rows over any of the same (agent, hour), then
+    the days holding them, each the sum of its hours. -> hours written."""
+    for chunk in peewee.chunked(rows, 500):
+        with database_proxy.atomic():
+            TrafficHour.insert_many(chunk, fields=[
+                TrafficHour.agent, TrafficHour.hour, TrafficHour.received, TrafficHour.sent,
+            ]).on_conflict(conflict_target=[TrafficHour.agent, TrafficHour.hour],
+                           preserve=[TrafficHour.received, TrafficHour.sent]).execute()
+    days = sorted({(agent_id, hour.replace(hour=0)) for agent_id, hour, _, _ in rows})
+    for agent_id, day in days:
+        with database_proxy.atomic():
+            received, sent = (TrafficHour.select(peewee.fn.SUM(TrafficHour.received),
+                                                 peewee.fn.SUM(TrafficHour.sent))
+                              .where((TrafficHour.agent == agent_id) & (TrafficHour.hour >= day) &
+                                     (TrafficHour.hour < day + datetime.timedelta(days=1)))
+                              .tuples().first())
+            TrafficDay.insert(agent=agent_id, day=day, received=int(received or 0),
+                              sent=int(sent or 0)).on_conflict(
+                conflict_target=[TrafficDay.agent, TrafficDay.day],
+                preserve=[TrafficDay.received, TrafficDay.sent]).execute()
+    return len(rows)
+
+
+def traffic_between(spans):
+    """{agent_id: (received, sent)} summed over each agent's days in its [start, end) (both
+    midnights), from `spans` {agent_id: (start, end)}: one query per distinct span (servers
+    share billing days), agents without traffic left out."""
+    by_span = {}
+    for agent_id, span in spans.items():
+        by_span.setdefault(span, []).append(agent_id)
+    totals = {}
+    for (start, end), agent_ids in by_span.items():
+        for chunk in peewee.chunked(agent_ids, 500):
+            query = (TrafficDay.select(TrafficDay.agent, peewee.fn.SUM(TrafficDay.received),
+                                       peewee.fn.SUM(TrafficDay.sent))
+                     .where(TrafficDay.agent.in_(chunk) & (TrafficDay.day >= start) &
+                            (TrafficDay.day < end))
+                     .group_by(TrafficDay.agent))
+            for agent_id, received, sent in query.tuples():
+                totals[agent_id] = (int(received or 0), int(sent or 0))
+    return totals
+
+
+QUOTA_COLUMNS = ("billing_day", "traffic_allowance", "traffic_basis")
+
+
+def quota_holders(access=None, server_id=None):
+    """[(server_id, server name, agent_id, customer_id, billing day, allowance, basis)] of
+    every server `access` sees (all: the job), or of the one `server_id`, by name."""
+    query = (Server.select(Server.id, Server.name, Agent.id, Server.customer,
+                           *(getattr(Server, name) for name in QUOTA_COLUMNS))
+             .join(Agent, on=(Agent.server == Server.id)).order_by(Server.name))
+    if server_id is not None:
+        query = query.where(Server.id == server_id)
+    if access is not None:
+        query = visible(query, access)
+    return list(query.tuples())
+
+
+def customer_quotas(customer_ids=None):
+    """[(customer id, name, billing day, allowance, basis)], by name; of `customer_ids` only
+    when given."""
+    query = Customer.select(Customer.id, Customer.name,
+                            *(getattr(Customer, name) for name in QUOTA_COLUMNS))
+    if customer_ids is not None:
+        query = query.where(Customer.id.in_(list(customer_ids)))
+    return list(query.order_by(Customer.name).tuples())
+
+
+def set_quota(model, row_id, billing_day, allowance, basis):
+    """Set a server's or a customer's billing day, allowance and basis."""
+    fields = {model.billing_day: billing_day, model.traffic_allowance: allowance,
+              model.traffic_basis: basis}
+    if model is Server:
+        fields[Server.updated_at] = utcnow()
+    return model.update(fields).where(model.id == row_id).execute()
+
+
+def open_alerts_of_rule(rule):
+    """[(server_id, open_key)] of the open alerts of `rule`."""
+    return list(Alert.select(Alert.server, Alert.open_key)
+                .where((Alert.rule == rule) & Alert.open_key.is_null(False)).tuples())
+
+
+def prune_traffic(hours_before, days_before):
+    return (_delete_in_batches(TrafficHour, [TrafficHour.agent, TrafficHour.hour],
+                               TrafficHour.hour < hours_before),
+            _delete_in_batches(TrafficDay, [TrafficDay.agent, TrafficDay.day],
+                               TrafficDay.day < days_before))

@@ -6,7 +6,7 @@ import re
 
 import peewee
 
-from . import access, auth, keys, models
+from . import access, auth, keys, models, traffic
 from .db import database_proxy, utcnow
 from .errors import unshowable
 
@@ -368,3 +368,27 @@ def delete_server(server_id, confirm_name):
     if agent is not None:
         keys.AGENT_ROWS.forget(agent)
     return server.name
+
+
+# ===== Traffic quotas ===========================================================================
+
+def _quota(billing_day, allowance, basis):
+    """Typed text (a form's, the CLI's) -> (billing day, allowance bytes or None, basis), or
+    ValueError naming the field's problem."""
+    return (traffic.parse_billing_day(billing_day), traffic.parse_allowance(allowance),
+            traffic.parse_basis(basis))
+
+
+def set_server_quota(server_id, billing_day, allowance, basis="sum"):
+    """A server's billing day (1-31), allowance a cycle ("500 GB", "" for none) and what it
+    counts (traffic.BASES). -> the server."""
+    server = server_by_id(server_id)
+    models.set_quota(models.Server, server.id, *_quota(billing_day, allowance, basis))
+    return server
+
+
+def set_customer_quota(customer_id, billing_day, allowance, basis="sum"):
+    """The same for a customer: its allowance covers all its servers, on its billing day."""
+    customer = customer_by_id(customer_id)
+    models.set_quota(models.Customer, customer.id, *_quota(billing_day, allowance, basis))
+    return customer

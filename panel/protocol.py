@@ -747,10 +747,22 @@ _V1_BODY_ERRORS = ("400", "409", "413", "415", "422")
 
 _NULLABLE_TIME = {"type": ["string", "null"], "description": "UTC, ISO 8601, or null."}
 _FIGURE = {"type": ["number", "null"]}
+_BYTES = {"type": "integer", "minimum": 0}
+V1_TRAFFIC = {"type": ["object", "null"], "description": "Traffic this billing cycle "
+              "(quotas.shown): bytes `received`, `sent` and `used` (as `basis` counts them), "
+              "the cycle's `start` and `end` (dates, UTC), the `allowance` (null: none), the "
+              "`percent` of it used, the `projected` bytes by the end (null early in a cycle), "
+              "the alert `level` reached (80, 100 or null), and the `text` the pages show.",
+              "properties": {
+                  "used": _BYTES, "received": _BYTES, "sent": _BYTES,
+                  "basis": {"type": "string"}, "allowance": {"type": ["integer", "null"]},
+                  "percent": _FIGURE, "projected": {"type": ["integer", "null"]},
+                  "level": {"type": ["integer", "null"]}, "text": {"type": "string"},
+                  "start": {"type": "string"}, "end": {"type": "string"}}}
 V1_SERVER_ROW = {"type": "object", "required": ["id", "name", "status"], "properties": {
     "id": SERVER_ID, "name": {"type": "string"}, "hostname": {"type": "string"},
     "status": {"type": "string", "enum": ["online", "offline", "never seen"]},
-    "lastSeen": _NULLABLE_TIME, "critical": {"type": "boolean"}}}
+    "lastSeen": _NULLABLE_TIME, "critical": {"type": "boolean"}, "traffic": V1_TRAFFIC}}
 V1_ALERT = {"type": "object", "required": ["id", "serverId", "rule", "state", "startedAt"],
             "properties": {"id": {"type": "integer"}, "serverId": SERVER_ID,
                            "serverName": {"type": "string"}, "rule": {"type": "string"},
@@ -770,7 +782,8 @@ V1_SERVER = {"type": "object",
                  "status": V1_SERVER_ROW["properties"]["status"],
                  "hostname": {"type": "string"}, "version": {"type": "string"},
                  "lastSeen": _NULLABLE_TIME, "maintenanceUntil": _NULLABLE_TIME,
-                 "firing": {"type": "array", "items": V1_ALERT}, "latest": V1_LATEST}}
+                 "firing": {"type": "array", "items": V1_ALERT}, "latest": V1_LATEST,
+                 "traffic": V1_TRAFFIC}}
 V1_CHART = {"type": "object", "required": ["title", "unit", "start", "step", "lines"],
             "properties": {
                 "title": {"type": "string"}, "unit": {"type": "string"},

@@ -15,7 +15,7 @@ import re
 
 import peewee
 
-from . import figures, models
+from . import figures, models, quotas
 from .db import database_proxy, is_postgres, utcnow
 
 log = logging.getLogger("mpanel.rollups")
@@ -118,13 +118,14 @@ def _recompute(tier, since=None, spans=()):
 
 
 def run_rollups(now=None, late_window=LATE_WINDOW):
-    """Recompute the buckets of the last `late_window` in every tier, then the dirty ones.
-    -> rows written per tier."""
+    """Recompute the buckets of the last `late_window` in every tier and the traffic hours
+    (quotas.py), then the dirty ones. -> rows written per tier (and "traffic")."""
     now = now or utcnow()
     written = {}
     for tier in TIERS:
         start = floor_time(now - late_window, tier.seconds)
         written[tier.name] = models.upsert_rollups(tier.model, _recompute(tier, since=start))
+    written["traffic"] = quotas.recompute_recent(now - late_window, now)
     for name, count in roll_up_dirty().items():
         written[name] += count
     return written
@@ -154,8 +155,9 @@ def roll_up_dirty(batch=200, max_batches=1000):
     batch in one transaction that also deletes its dirty rows: a batch that fails leaves them
     for the next run, and a sample stored meanwhile marks its bucket again (on PostgreSQL the
     writer's mark waits for this transaction's delete; on SQLite the write lock orders them).
-    -> rows written per tier."""
+    The batch's traffic hours too (quotas.recompute_spans). -> rows written per tier."""
     written = {tier.name: 0 for tier in TIERS}
+    written["traffic"] = 0
     for _ in range(max_batches):
         with _write_transaction():
             pairs = models.claim_dirty_buckets(batch)
@@ -166,6 +168,7 @@ def roll_up_dirty(batch=200, max_batches=1000):
                                 for agent, bucket in pairs})
                 written[tier.name] += models.upsert_rollups(tier.model,
                                                             _recompute(tier, spans=spans))
+            written["traffic"] += quotas.recompute_spans(pairs)
         log.debug("dirty buckets rolled up count=%s", len(pairs))
     return written
 
@@ -261,6 +264,8 @@ def prune(settings, now=None):
     for tier in TIERS:
         cutoff = now - datetime.timedelta(days=getattr(settings, tier.retention_setting))
         removed[tier.name] = models.prune_rollups(tier.model, cutoff)
+    removed["traffic_hours"], removed["traffic_days"] = quotas.prune(
+        now, settings.retention_raw_days)
     removed["auth_events"] = models.prune_auth_events(now - datetime.timedelta(days=30))
     removed["auth_limits"] = models.prune_auth_limits(now)
     removed["deliveries"] = models.prune_deliveries(now - datetime.timedelta(days=90))

@@ -13,7 +13,7 @@ from pathlib import Path
 import bottle
 
 from . import (access as access_module, auth, charts, checks, figures, keys, models, operations,
-               protocol, server_page, status_page, units)
+               protocol, quotas, server_page, status_page, traffic, units)
 from .db import utcnow
 from .errors import DATABASE_ERRORS, database_unavailable, refusal
 
@@ -45,6 +45,9 @@ SORT_KEYS = {
     **{key: (lambda r, key=key: _number(r[key])) for key, _, _ in TABLE_FIGURES},
     # Most problems first when descending; then the servers that run the most services.
     "services": lambda r: (len(r["problems"]), len(r["services"])),
+    # Traffic this cycle: the share of the allowance first, then the bytes.
+    "traffic": lambda r: (_number((r["traffic"] or {}).get("percent")),
+                          (r["traffic"] or {}).get("used", 0)),
     "version": lambda r: r["version"],
 }
 # The services a server may report, each a column the table can show (?show=mysql), in the
@@ -82,6 +85,7 @@ def template(template_name, /, **ctx):
     ctx.setdefault("title", "mPanel")
     return bottle.template(template_name, template_lookup=[TEMPLATES], htmx_file=HTMX_FILE,
                            units=units, quote=urllib.parse.quote_plus, table_cells=TABLE_CELLS,
+                           allowance_text=traffic.allowance_text, traffic_bases=traffic.BASES,
                            service_names=SERVICE_NAMES, service_sort=SERVICE_SORT_PREFIX, **ctx)
 
 
@@ -112,6 +116,7 @@ def server_rows(offline_after, access, now=None):
     rows = []
     identity = len(models.FLEET_COLUMNS) - len(models.FLEET_FIGURES)
     checked = models.service_summary(access)
+    usages = quotas.server_usages(access, now)
     for row in models.fleet(access):
         (server_id, name, critical, agent_id, hostname, agent_status, version, last_seen,
          clock_offset) = row[:identity]
@@ -132,6 +137,7 @@ def server_rows(offline_after, access, now=None):
             **{key: _shown(figure, values) for key, _, figure in TABLE_FIGURES},
             "services": services, "problems": problems,
             "service_states": checks.service_states(services, problems),
+            "traffic": quotas.shown(usages[server_id]) if server_id in usages else None,
             "version": version or "",
         })
     return rows
@@ -392,6 +398,7 @@ def server_summary(server_id, access, offline_after):
         "firing": models.firing_alerts(access, server.id),
         "maintenance": models.current_maintenance(server.id, now),
         "clock": models.clock_skew(agent.clock_offset),
+        "traffic": quotas.shown(quotas.server_usages(access, now, server.id)[server.id]),
     }
 
 

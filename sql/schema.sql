@@ -39,7 +39,12 @@ CREATE TABLE IF NOT EXISTS customers (
   created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),
   -- Its public page /status/<slug> (migration 012): off by default, under its own title.
   status_page BOOLEAN NOT NULL DEFAULT FALSE,
-  status_title VARCHAR(100) NOT NULL DEFAULT ''
+  status_title VARCHAR(100) NOT NULL DEFAULT '',
+  -- Traffic quota (migration 016, panel/quotas.py): the cycle's first day of the month (past
+  -- a month's end, its last day), the allowance in bytes a cycle (NULL: none), what it counts.
+  billing_day SMALLINT NOT NULL DEFAULT 1,
+  traffic_allowance BIGINT,
+  traffic_basis VARCHAR(3) NOT NULL DEFAULT 'sum'
 );
 
 CREATE TABLE IF NOT EXISTS servers (
@@ -52,7 +57,12 @@ CREATE TABLE IF NOT EXISTS servers (
   state VARCHAR(16) NOT NULL DEFAULT 'unknown',
   state_since TIMESTAMP,
   created_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),
-  updated_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC')
+  updated_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),
+  -- Traffic quota (migration 016, panel/quotas.py): the cycle's first day of the month (past
+  -- a month's end, its last day), the allowance in bytes a cycle (NULL: none), what it counts.
+  billing_day SMALLINT NOT NULL DEFAULT 1,
+  traffic_allowance BIGINT,
+  traffic_basis VARCHAR(3) NOT NULL DEFAULT 'sum'
 );
 
 CREATE TABLE IF NOT EXISTS servers_agents (
@@ -197,6 +207,26 @@ CREATE TABLE IF NOT EXISTS metrics_1h (
   mail_queue_avg REAL, mail_queue_max REAL,
   mail_deferred_avg REAL, mail_deferred_max REAL,
   PRIMARY KEY (agent_id, bucket)
+);
+
+-- Each agent's traffic per hour (migration 016): bytes received and sent, from the samples'
+-- interface counters (panel/traffic.py); the rollup job writes each hour over when it
+-- recomputes it, so a re-run never adds twice; each day (from its midnight) is the sum of its
+-- hours, rewritten with them. A billing cycle's traffic is the sum of its days.
+CREATE TABLE IF NOT EXISTS traffic_hours (
+  agent_id INTEGER NOT NULL REFERENCES servers_agents(id) ON DELETE CASCADE,
+  hour TIMESTAMP NOT NULL,
+  received BIGINT NOT NULL,
+  sent BIGINT NOT NULL,
+  PRIMARY KEY (agent_id, hour)
+);
+
+CREATE TABLE IF NOT EXISTS traffic_days (
+  agent_id INTEGER NOT NULL REFERENCES servers_agents(id) ON DELETE CASCADE,
+  day TIMESTAMP NOT NULL,
+  received BIGINT NOT NULL,
+  sent BIGINT NOT NULL,
+  PRIMARY KEY (agent_id, day)
 );
 
 -- 5-minute buckets that received samples too late for the rollup job's recent window: the job

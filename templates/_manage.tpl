@@ -57,6 +57,11 @@
       <button type="submit" class="small danger" {{'disabled' if agent.status == 'revoked' else ''}}>Revoke key</button>
     </form>
     % if access.staff:
+    <form method="post" action="/servers/{{server.id}}/quota" class="stack" id="quota">
+      <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
+      % include('_quota_fields.tpl', holder=server, what='this server')
+      <button type="submit" class="small secondary">Set traffic quota</button>
+    </form>
     <form method="post" action="/servers/{{server.id}}/delete" class="stack">
       <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
       <label>Delete the server and all its data: type <code>{{server.name}}</code>

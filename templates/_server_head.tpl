@@ -30,6 +30,7 @@
     <div><dt>Uptime</dt><dd>{{uptime or '—'}}</dd></div>
     <div><dt>Last seen</dt><dd>{{units.ago((now - agent.last_seen).total_seconds()) if agent.last_seen else 'never'}}</dd></div>
     <div><dt>Address</dt><dd>{{agent.ip_address or '—'}}</dd></div>
+    <div class="traffic"><dt>Traffic this cycle</dt><dd title="{{traffic['start']}} to {{traffic['end']}} (UTC); in {{units.size(traffic['received'])}}, out {{units.size(traffic['sent'])}}">{{traffic['text']}}</dd></div>
   </dl>
   % if latest is not None:
   <dl class="gauges">

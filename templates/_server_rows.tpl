@@ -12,6 +12,8 @@
     % for key, _label, _css, shown in table_cells:
     <td class="num">{{shown(s[key])}}</td>
     % end
+    % t = s['traffic']
+    <td class="num traffic{{' bad' if t and t['level'] else ''}}" title="{{('cycle %s to %s; projected %s' % (t['start'], t['end'], units.size(t['projected']) if t['projected'] is not None else 'later in the cycle')) if t else ''}}">{{units.size(t['used']) if t else ''}}{{(' / %s (%.0f %%)' % (units.size(t['allowance']), t['percent'])) if t and t['allowance'] else ''}}</td>
     <td class="svc">
     % down = [service for service, is_down in s['services'] if is_down]
     % for service in down:
@@ -42,7 +44,7 @@
   </tr>
 % end
 % if total and not servers:
-  <tr class="none"><td colspan="{{6 + len(table_cells) + len(query['show'])}}">No server matches this filter.</td></tr>
+  <tr class="none"><td colspan="{{7 + len(table_cells) + len(query['show'])}}">No server matches this filter.</td></tr>
 % end
 </tbody>
 % if get('oob', True):

@@ -6,6 +6,7 @@
 <section class="card">
   <h1>{{customer.name}}</h1>
   <p class="muted">Slug <code>{{customer.slug}}</code> · since {{customer.created_at.strftime('%Y-%m-%d')}} · <a href="/servers?customer={{customer.id}}">its servers in the table</a> · <a href="/alerts?customer={{customer.id}}">its alerts</a></p>
+  <p class="traffic{{' bad' if traffic['level'] else ''}}" id="customer-traffic">Traffic this cycle ({{traffic['start']}} to {{traffic['end']}}, all its servers): {{traffic['text']}}</p>
   <h2>Servers <span class="count">{{len(servers)}}</span></h2>
   <table class="list">
     <tbody>
@@ -49,6 +50,11 @@
         % end
       </select></label>
       <button type="submit" class="small">Add user</button>
+    </form>
+    <form method="post" action="/customers/{{customer.id}}/quota" class="stack" id="quota">
+      <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
+      % include('_quota_fields.tpl', holder=customer, what="all this customer's servers together")
+      <button type="submit" class="small secondary">Set traffic quota</button>
     </form>
     <form method="post" action="/customers/{{customer.id}}/rename" class="stack">
       <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">

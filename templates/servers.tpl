@@ -30,10 +30,10 @@
 </form>
 <div class="table-wrap">
 <table class="servers">
-  <colgroup><col class="c-name"><col class="c-host"><col class="c-status"><col class="c-seen">{{!''.join('<col class="%s">' % css for _key, _label, css, _shown in table_cells)}}<col class="c-svc">{{!'<col class="c-svc1">' * len(query['show'])}}<col class="c-ver"></colgroup>
+  <colgroup><col class="c-name"><col class="c-host"><col class="c-status"><col class="c-seen">{{!''.join('<col class="%s">' % css for _key, _label, css, _shown in table_cells)}}<col class="c-traffic"><col class="c-svc">{{!'<col class="c-svc1">' * len(query['show'])}}<col class="c-ver"></colgroup>
   <thead>
     <tr>
-    % for key, label, numeric in (('name', 'Name', False), ('hostname', 'Hostname', False), ('status', 'Status', False), ('seen', 'Last seen', False), *((key, label, True) for key, label, _css, _shown in table_cells), ('services', 'Services', False), *((service_sort + service, service, False) for service in query['show']), ('version', 'Agent', False)):
+    % for key, label, numeric in (('name', 'Name', False), ('hostname', 'Hostname', False), ('status', 'Status', False), ('seen', 'Last seen', False), *((key, label, True) for key, label, _css, _shown in table_cells), ('traffic', 'Traffic this cycle', True), ('services', 'Services', False), *((service_sort + service, service, False) for service in query['show']), ('version', 'Agent', False)):
       % active = query['sort'] == key
       % next_dir = 'asc' if active and query['dir'] == 'desc' else ('desc' if active or numeric or key == 'seen' else 'asc')
       <th class="{{'num' if numeric else ''}}" aria-sort="{{('ascending' if query['dir'] == 'asc' else 'descending') if active else 'none'}}"><a href="/servers?sort={{key}}&amp;dir={{next_dir}}&amp;q={{quote(query['q'])}}&amp;status={{quote(query['status'])}}{{query['kept_query']}}">{{label}}{{(' ▲' if query['dir'] == 'asc' else ' ▼') if active else ''}}</a></th>

@@ -25,7 +25,7 @@ def test_rollups_fill_both_tiers_incrementally(database):
     for minute in range(60):
         add(agent.id, hour + datetime.timedelta(minutes=minute), cpu=float(minute))
     written = rollups.run_rollups(now=hour + datetime.timedelta(minutes=60))
-    assert written == {"5m": 12, "1h": 1}
+    assert written == {"5m": 12, "1h": 1, "traffic": 0}  # no network section: no traffic
     first = models.Rollup5m.get(models.Rollup5m.bucket == hour)
     assert first.samples == 5 and first.cpu_usage_avg == 2.0 and first.cpu_usage_max == 4.0
     hourly = models.Rollup1h.get()
@@ -51,7 +51,7 @@ def test_runs_only_touch_the_recent_window(database):
     agent = models.Agent.get()
     old = now_floor() - datetime.timedelta(days=2)
     add(agent.id, old, cpu=50.0)
-    assert rollups.run_rollups(now=utcnow()) == {"5m": 0, "1h": 0}
+    assert rollups.run_rollups(now=utcnow()) == {"5m": 0, "1h": 0, "traffic": 0}
 
 
 def replay(panel, server_id, key, moment, cpu):
