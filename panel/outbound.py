@@ -81,10 +81,17 @@ class Reach:
         label = classify(address)
         if label is None:
             return None
-        shown = f"{name} ({address})" if name and name != str(address) else str(address)
+        shown = f"{name} ({address})" if name and not _same(name, address) else name or address
         article = "an" if label[0] in "aeiou" else "a"
         return (f"{self.what} {shown} is {article} {label} address; customer channels may "
                 f"reach only public addresses ({SETTING})")
+
+
+def _same(name, address):
+    try:
+        return ipaddress.ip_address(name) == address
+    except ValueError:
+        return False
 
 
 def resolve(host):
