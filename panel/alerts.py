@@ -345,10 +345,12 @@ def _check_apprise(target):
 
 
 def _apprise_host(target):
-    """The host an Apprise URL names, when it names one (json://host/…; a Telegram URL's
-    "host" is its bot token, which resolves to nothing and so passes to the connect check)."""
+    """The host an Apprise URL names, for the check at save (json://host/…). Not an all-digit
+    one: a Telegram URL's "host" is its bot id, which getaddrinfo would read as a decimal IPv4
+    address; those are left to the check at connect time, which sees the real address."""
     plugin = apprise.Apprise.instantiate(target) if apprise else None
-    return getattr(plugin, "host", None) or None
+    host = str(getattr(plugin, "host", None) or "")
+    return None if host.isdigit() else host or None
 
 
 def _to_webhook(target, subject, text, structured, smtp):
