@@ -6,18 +6,17 @@ without the package — a real interpreter in which `import apprise` fails, as o
 that never installed it — refuses the kind and fails a stored channel, naming the package.
 One backend: this is delivery, not storage."""
 import html
-import http.server
 import os
 import re
 import subprocess
 import sys
-import threading
 import urllib.parse
 
 import pytest
 
 from panel import alerts, models, operations
 from tests.conftest import ROOT
+from tests.integration.test_alerts import WebhookReceiver
 from tests.integration.test_customers import logged_in
 from tests.integration.test_dashboard_pages import post
 
@@ -25,40 +24,9 @@ pytestmark = pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
 SECRET = "s3cret-pass-word"
 
 
-class Receiver:
-    """A real HTTP server recording what is POSTed to it: (path, content type, body)."""
-
-    def __init__(self):
-        self.received, self.fail_next = [], 0
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if receiver.fail_next:
-                    receiver.fail_next -= 1
-                    self.send_response(500)
-                else:
-                    receiver.received.append((self.path, self.headers["Content-Type"],
-                                              body.decode()))
-                    self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_port
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver():
-    one = Receiver()
+    one = WebhookReceiver()
     yield one
     one.close()
 
@@ -70,7 +38,7 @@ def page_text(response):
 def test_apprise_json_and_form_channels_deliver_the_pages_test_alert_and_retry_after_a_failure(
         panel, receiver):
     admin = logged_in(panel, "admin")
-    url = f"json://mpanel:{SECRET}@127.0.0.1:{receiver.port}/json-hook"
+    url = f"json://mpanel:{SECRET}@127.0.0.1:{receiver.server.server_port}/json-hook"
     assert post(admin, "/alerts/channels", {"name": "pager", "kind": "apprise",
                                             "target": url, "is_default": "1"}).status == 303
     channel = models.channel_of(None, "pager")
@@ -79,7 +47,7 @@ def test_apprise_json_and_form_channels_deliver_the_pages_test_alert_and_retry_a
 
     sent = post(admin, f"/alerts/channels/{channel.id}/test", {})
     assert sent.status == 200 and "Test alert sent to pager." in page_text(sent)
-    path, content_type, body = receiver.received.pop()
+    path, content_type, body = receiver.raw.pop()
     assert (path, content_type) == ("/json-hook", "application/json")
     assert '"title": "mPanel test alert"' in body and '"type": "info"' in body
 
@@ -88,10 +56,10 @@ def test_apprise_json_and_form_channels_deliver_the_pages_test_alert_and_retry_a
     customer_admin = logged_in(panel, "acme-admin", "customer-admin", acme)
     assert post(customer_admin, "/alerts/channels", {
         "name": "acme-form", "kind": "apprise", "is_default": "1",
-        "target": f"form://127.0.0.1:{receiver.port}/form-hook"}).status == 303
+        "target": f"form://127.0.0.1:{receiver.server.server_port}/form-hook"}).status == 303
     form_channel = models.channel_of(acme.id, "acme-form")
     assert post(customer_admin, f"/alerts/channels/{form_channel.id}/test", {}).status == 200
-    path, content_type, body = receiver.received.pop()
+    path, content_type, body = receiver.raw.pop()
     assert (path, content_type) == ("/form-hook", "application/x-www-form-urlencoded")
     assert urllib.parse.parse_qs(body)["title"] == ["mPanel test alert"]
 
@@ -101,12 +69,12 @@ def test_apprise_json_and_form_channels_deliver_the_pages_test_alert_and_retry_a
     assert failed.status == 502
     assert "Apprise: Failed to send JSON POST notification: Internal server error., " \
            "error=500.; it will be retried with backoff." in page_text(failed)
-    assert SECRET not in failed.text and not receiver.received
+    assert SECRET not in failed.text and not receiver.raw
     delivery = models.latest_test_delivery(channel.id)
     assert (delivery.status, delivery.attempts) == ("pending", 1)
     assert (delivery.next_attempt_at - delivery.created_at).total_seconds() >= 29
     assert alerts.deliver_due({}, delivery.next_attempt_at) == (1, 0)
-    assert len(receiver.received) == 1
+    assert len(receiver.raw) == 1
     assert models.Delivery.get_by_id(delivery.id).status == "sent"
 
     # Editing with the target left empty keeps the secret URL the page never showed.
@@ -135,7 +103,7 @@ def without_apprise(database_url, *args):
 
 def test_a_panel_without_apprise_refuses_the_kind_and_fails_stored_channels_naming_it(
         database, backend_url, receiver):
-    url = f"json://127.0.0.1:{receiver.port}/hook"
+    url = f"json://127.0.0.1:{receiver.server.server_port}/hook"
     added = without_apprise(backend_url, "add-channel", "pager", "--apprise", url)
     assert added.returncode == 2 and "need the Apprise package" in added.stderr
     assert "pip install -r requirements-optional.txt" in added.stderr
@@ -148,4 +116,4 @@ def test_a_panel_without_apprise_refuses_the_kind_and_fails_stored_channels_nami
                                     "Apprise package")
     delivery = models.latest_test_delivery(channel.id)
     assert (delivery.status, delivery.attempts) == ("failed", 1)  # no retry can mend it
-    assert not receiver.received
+    assert not receiver.raw

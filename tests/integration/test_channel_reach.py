@@ -87,7 +87,7 @@ def test_a_target_internal_at_send_fails_at_connect_time_and_the_test_sends_only
                          rf"{re.escape(RULE)}", text), text
         delivery = models.latest_test_delivery(channel.id)
         assert (delivery.status, delivery.attempts) == ("failed", 1)  # never retried
-    assert receiver.received == []  # nothing reached the receiver, nor the staff's hook
+    assert receiver.raw == []  # nothing reached the receiver, nor the staff's hook
     assert models.Delivery.get_by_id(waiting.id).status == "pending"
     log = strict_panel.log_text()
     assert "alert delivery failed channel=acme-pager" in log
