@@ -30,7 +30,7 @@ screenshots: $(STAMP)
 venv: $(STAMP)
 
 # Reinstall whenever a requirements file or this recipe changes.
-$(STAMP): requirements.txt requirements-agent.txt requirements-dev.txt Makefile
+$(STAMP): requirements.txt requirements-agent.txt requirements-optional.txt requirements-dev.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	# The agent is also tested with urllib3 1.26, which Debian 12, Ubuntu 22.04 and RHEL 9 ship.

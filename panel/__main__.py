@@ -447,7 +447,8 @@ def cmd_add_channel(settings, args):
                         if getattr(args, name) is not None)
     customer = operations.customer_named(args.customer) if args.customer else None
     operations.add_channel(args.name, kind, target, is_default=not args.not_default,
-                           customer_id=customer and customer.id)
+                           customer_id=customer and customer.id,
+                           allowed=settings.allow_channel_networks)
     owner = f"{shown(customer.name)}'s" if customer else "the staff's"
     print(f"channel {args.name!r} ({kind}) added, {owner}"
           + ("" if args.not_default else "; its servers without routes of their own use it"))
@@ -508,9 +509,8 @@ def cmd_send_test_alert(settings, args):
     if not channels:
         print("error: no channels; add one with add-channel", file=sys.stderr)
         return 2
-    for channel in channels:
-        alerts.queue_test(channel, utcnow())
-    alerts.deliver_due(settings.smtp)
+    queued = [alerts.queue_test(channel, utcnow()).id for channel in channels]
+    alerts.deliver_due(settings.smtp, allowed=settings.allow_channel_networks, only=queued)
     failed = 0
     for channel in channels:
         delivery = models.latest_test_delivery(channel.id)

@@ -1,10 +1,12 @@
 """Alerts: pure rule evaluation, opening and resolving alerts once, and delivering them to
-webhooks and e-mail with retries.
+webhooks, e-mail and (with the optional Apprise package) about 150 other services, with retries.
 
-Channel kinds are one table, CHANNEL_KINDS: each entry checks a target, delivers to it, and
+Channel kinds are one table, CHANNEL_KINDS: each entry checks a target, delivers to it, says
+how the page shows it and which host of it a customer's channel may reach (outbound.py), and
 gives the alerts page its choice and the CLI its `add-channel --<kind>` flag. A kind not in the
 table is refused when a channel is added and at delivery (a row written by hand or by a newer
-release is never sent as e-mail).
+release is never sent as e-mail). The `apprise` kind is always in the table: on a panel without
+the package it is refused when added and fails its deliveries, naming the package.
 
 Evaluation is a pure function of the recent samples (tested alone): a rule fires when every
 sample of the last `minutes` is above its threshold, and resolves when every sample of the last
@@ -23,15 +25,27 @@ import json
 import logging
 import smtplib
 import ssl
+import urllib.parse
 import urllib.request
 
 import peewee
 
-from . import checks, figures, models
+from . import checks, figures, models, outbound
 from .db import database_proxy, utcnow
 from .settings import SMTP_TLS_MODES
 
 log = logging.getLogger("mpanel.alerts")
+
+try:  # the optional extra (requirements-optional.txt)
+    import apprise
+except ImportError:
+    apprise = None
+else:
+    # Apprise logs the URLs it loads and fails on, secrets included: never into the panel's
+    # log. A delivery's reason comes from its own result instead (send_apprise).
+    logging.getLogger("apprise").propagate = False
+APPRISE_MISSING = ("apprise channels need the Apprise package, which this panel does not "
+                   "have: pip install -r requirements-optional.txt (or pip install apprise)")
 
 # The rule metrics, from the figure table (figures.Figure.alert): the name stored in
 # alert_rules.metric -> the figure it watches.
@@ -238,6 +252,39 @@ def send_webhook(url, subject, text, structured, timeout=10):
         raise DeliveryError(f"webhook unreachable: {getattr(err, 'reason', err)}") from None
 
 
+def redacted(text, target):
+    """`text` without the parts of `target` that may be secret (user, password, host, path
+    segments, query values: Apprise puts tokens in any of them)."""
+    parts = urllib.parse.urlsplit(target)
+    secrets = [target, parts.netloc, parts.username, parts.password, parts.hostname,
+               *parts.path.split("/"), *(v for _, v in urllib.parse.parse_qsl(parts.query)),
+               parts.fragment]
+    for secret in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
+        text = text.replace(secret, "…")
+    return text
+
+
+def send_apprise(url, subject, text, event, timeout=10):
+    """One notification through Apprise; its False is a DeliveryError (retried with backoff)
+    naming the reason Apprise logged for it, without the URL's secrets. `timeout` bounds the
+    whole call (Apprise stops waiting; its worker may finish in the background)."""
+    if apprise is None:
+        raise UndeliverableError(APPRISE_MISSING)
+    sender = apprise.Apprise()
+    if not sender.add(url):
+        raise UndeliverableError("Apprise does not understand this channel's URL")
+    kind = {"firing": apprise.NotifyType.FAILURE, "resolved": apprise.NotifyType.SUCCESS}
+    result = sender.notify(body=text, title=subject, timeout=timeout,
+                           notify_type=kind.get(event, apprise.NotifyType.INFO))
+    if result:
+        return
+    reasons = [entry.message for entry in result.logs()
+               if entry.level in ("WARNING", "ERROR", "CRITICAL")]
+    status = getattr(result.status, "name", "failure").lower()
+    reason = reasons[-1] if reasons else f"no notification sent ({status})"
+    raise DeliveryError(f"Apprise: {redacted(reason, url)}"[:300])
+
+
 def send_email(smtp, recipients, subject, text, timeout=10):
     """SMTP with STARTTLS (or implicit TLS), from the standard library."""
     if not smtp.get("host"):
@@ -287,12 +334,41 @@ def _check_email(target):
     return None
 
 
+def _check_apprise(target):
+    if apprise is None:
+        return APPRISE_MISSING
+    sender = apprise.Apprise()
+    if not sender.add(target) or len(sender) != 1:
+        return (f"Apprise does not understand this URL ({shown_secret(target)}): one URL of a "
+                "service Apprise supports, such as ntfy://ntfy.sh/topic")
+    return None
+
+
+def _apprise_host(target):
+    """The host an Apprise URL names, for the check at save (json://host/…). Not an all-digit
+    one: a Telegram URL's "host" is its bot id, which getaddrinfo would read as a decimal IPv4
+    address; those are left to the check at connect time, which sees the real address."""
+    plugin = apprise.Apprise.instantiate(target) if apprise else None
+    host = str(getattr(plugin, "host", None) or "")
+    return None if host.isdigit() else host or None
+
+
 def _to_webhook(target, subject, text, structured, smtp):
     send_webhook(target, subject, text, structured)
 
 
 def _to_email(target, subject, text, structured, smtp):
     send_email(smtp, email_addresses(target), subject, text)
+
+
+def _to_apprise(target, subject, text, structured, smtp):
+    send_apprise(target, subject, text, structured["event"])
+
+
+def shown_secret(target):
+    """A target whose every part may be a secret, as pages show it: its scheme only."""
+    scheme, sep, _ = target.partition("://")
+    return f"{scheme}://…" if sep else "…"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,34 +379,73 @@ class ChannelKind:
     example: str  # in the page's placeholder for the target
     check: object  # target -> None, or why it is refused (a message fit for a person)
     send: object  # (target, subject, text, structured, smtp) -> None; raises DeliveryError
+    # target -> the host a delivery connects to (checked for customers' channels at save, and
+    # every connection at send: outbound.py); None: the kind reaches no host of its target
+    # (e-mail goes through the operator's SMTP server).
+    host: object = None
+    # target -> what pages show of it once saved; None: all of it (to admins). A secret
+    # target is never sent back: its edit form keeps it when left empty.
+    shown: object = None
+
+
+def _url_host(target):
+    return urllib.parse.urlsplit(target).hostname
 
 
 CHANNEL_KINDS = {kind.name: kind for kind in (
     ChannelKind(name="webhook", label="webhook",
                 target_help="URL to POST JSON to (Slack/Discord compatible)",
-                example="https://hooks.example.com/…", check=_check_webhook, send=_to_webhook),
+                example="https://hooks.example.com/…", check=_check_webhook, send=_to_webhook,
+                host=_url_host),
     ChannelKind(name="email", label="e-mail", target_help="address(es), comma-separated",
                 example="ops@example.com", check=_check_email, send=_to_email),
+    ChannelKind(name="apprise", label="Apprise (ntfy, Telegram, Teams, …)",
+                target_help="an Apprise URL (needs the optional apprise package)",
+                example="ntfy://ntfy.sh/topic", check=_check_apprise, send=_to_apprise,
+                host=_apprise_host, shown=shown_secret),
 )}
 
 
-def check_channel(kind, target):
-    """Refuse a kind not in CHANNEL_KINDS, or a target its kind does not accept (ValueError)."""
+def shown_target(kind, target):
+    """What a page shows of a saved channel's target (an unknown kind's: nothing of it)."""
+    entry = CHANNEL_KINDS.get(kind)
+    if entry is None:
+        return shown_secret(target)
+    return entry.shown(target) if entry.shown else target
+
+
+def reach_of(customer_id, kind, allowed):
+    """What a delivery to a channel may connect to: None (anything) for the staff's, or for a
+    kind that reaches no host of its target; else public addresses and `allowed`."""
+    entry = CHANNEL_KINDS.get(kind)
+    if customer_id is None or entry is None or entry.host is None:
+        return None
+    return outbound.Reach(allowed=tuple(allowed), what=f"{entry.name} target")
+
+
+def check_channel(kind, target, customer_id=None, allowed=()):
+    """Refuse a kind not in CHANNEL_KINDS, a target its kind does not accept, or a customer's
+    target on a non-public address outside `allowed` (ValueError naming the problem)."""
     if kind not in CHANNEL_KINDS:
         raise ValueError(f"channel kind must be {' or '.join(CHANNEL_KINDS)}")
-    problem = CHANNEL_KINDS[kind].check(target)
+    entry = CHANNEL_KINDS[kind]
+    problem = entry.check(target)
+    reach = reach_of(customer_id, kind, allowed)
+    if not problem and reach is not None:
+        problem = outbound.problem_of_host(entry.host(target), reach)
     if problem:
         raise ValueError(problem)
 
 
-def deliver_due(smtp, now=None, limit=50):
-    """Send what is due; back off exponentially on failure, give up after MAX_ATTEMPTS.
-    -> (sent, failed) counts."""
+def deliver_due(smtp, now=None, limit=50, allowed=(), only=None):
+    """Send what is due (`only`: of these delivery ids); back off exponentially on failure,
+    give up after MAX_ATTEMPTS. `allowed`: the networks customers' channels may reach besides
+    public addresses (settings.allow_channel_networks). -> (sent, failed) counts."""
     now = now or utcnow()
     # A replica that died while sending left its claim behind: give it back after 5 minutes.
     models.release_stale_deliveries(now - datetime.timedelta(minutes=5))
     sent = failed = 0
-    for delivery in models.due_deliveries(now, limit):
+    for delivery in models.due_deliveries(now, limit, only):
         if not models.claim_delivery(delivery.id):
             continue
         subject, text, structured = describe(delivery)
@@ -340,7 +455,7 @@ def deliver_due(smtp, now=None, limit=50):
             if kind is None:
                 raise UndeliverableError(f"unknown channel kind {channel.kind!r}; this panel "
                                          f"sends to {' or '.join(CHANNEL_KINDS)}")
-            kind.send(channel.target, subject, text, structured, smtp)
+            _send(kind, channel, subject, text, structured, smtp, allowed)
         except DeliveryError as err:
             attempts = delivery.attempts + 1
             delay = min(3600, 30 * 2 ** (attempts - 1))
@@ -357,6 +472,19 @@ def deliver_due(smtp, now=None, limit=50):
                                sent_at=utcnow(), last_error=None)
         sent += 1
     return sent, failed
+
+
+def _send(kind, channel, subject, text, structured, smtp, allowed):
+    """One delivery, every connection of a customer's checked (outbound.guarded): a refused
+    one fails it at once, however the library in between reported the refusal."""
+    with outbound.guarded(reach_of(channel.customer_id, channel.kind, allowed)) as guard:
+        try:
+            kind.send(channel.target, subject, text, structured, smtp)
+        except (DeliveryError, outbound.Refused):
+            if guard is None or guard.refused is None:
+                raise
+        if guard is not None and guard.refused:
+            raise UndeliverableError(guard.refused)
 
 
 def built_in_rules():

@@ -201,7 +201,8 @@ class JobRunner(threading.Thread):
             ("checks", lambda s: evaluate_checks(s.offline_after,
                                                  enabled_collectors=s.enabled_collectors),
              settings, 0),
-            ("deliver", alerts.deliver_due, settings.smtp, 0),
+            ("deliver", lambda s: alerts.deliver_due(s.smtp, allowed=s.allow_channel_networks),
+             settings, 0),
             ("rollups", lambda _: rollups.run_rollups(), None, 60),
             # After the rollups: the traffic hours it recomputes are what the quotas read.
             ("quotas", lambda _: quotas.evaluate(), None, 60),

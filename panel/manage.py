@@ -251,6 +251,7 @@ def build_manage(settings):
                                         if c.customer_id is None] if staff else [],
                         metrics=alerts.METRICS,
                         channel_kinds=tuple(alerts.CHANNEL_KINDS.values()),
+                        shown_target=alerts.shown_target,
                         units_of=alerts.UNITS, sides=alerts.SIDES, rule_help=alerts.HELP,
                         states=alerts.STATES, error=error, notice=notice,
                         smtp={"host": smtp.get("host"), "port": smtp.get("port"),
@@ -280,7 +281,8 @@ def build_manage(settings):
             operations.add_channel(form_text("name", 65), form_text("kind", 16),
                                    form_text("target", 2001),
                                    is_default=bool(bottle.request.forms.get("is_default")),
-                                   customer_id=owner_of_new(access))
+                                   customer_id=owner_of_new(access),
+                                   allowed=settings.allow_channel_networks)
         except ValueError as err:
             return alerts_page(session, access, error=str(err),
                                status=refused_status(err))
@@ -291,7 +293,8 @@ def build_manage(settings):
         channel = channel_or_404(channel_id, access)
         try:
             operations.edit_channel(channel, form_text("name", 65), form_text("target", 2001),
-                                    is_default=bool(bottle.request.forms.get("is_default")))
+                                    is_default=bool(bottle.request.forms.get("is_default")),
+                                    allowed=settings.allow_channel_networks)
         except ValueError as err:
             return alerts_page(session, access, error=str(err),
                                status=refused_status(err))
@@ -306,7 +309,10 @@ def build_manage(settings):
     def test_channel(channel_id, session, access):
         channel = channel_or_404(channel_id, access)
         delivery = alerts.queue_test(channel, utcnow())
-        alerts.deliver_due(settings.smtp)
+        # This one delivery only: the background job sends the rest (a customer-admin's click
+        # must not send everyone's due alerts).
+        alerts.deliver_due(settings.smtp, allowed=settings.allow_channel_networks,
+                           only=[delivery.id])
         delivery = models.Delivery.get_by_id(delivery.id)
         if delivery.status == "sent":
             return alerts_page(session, access, notice=f"Test alert sent to {channel.name}.")

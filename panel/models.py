@@ -1219,10 +1219,13 @@ def release_stale_deliveries(claimed_before):
                                             (Delivery.next_attempt_at < claimed_before)).execute()
 
 
-def due_deliveries(now, limit):
-    """Pending deliveries due by `now`, oldest first, with their channels."""
-    return list(Delivery.select(Delivery, Channel).join(Channel)
-                .where((Delivery.status == "pending") & (Delivery.next_attempt_at <= now))
+def due_deliveries(now, limit, only=None):
+    """Pending deliveries due by `now` (`only`: among these ids), oldest first, with their
+    channels."""
+    due = (Delivery.status == "pending") & (Delivery.next_attempt_at <= now)
+    if only is not None:
+        due &= Delivery.id.in_(list(only))
+    return list(Delivery.select(Delivery, Channel).join(Channel).where(due)
                 .order_by(Delivery.id).limit(limit))
 
 

@@ -215,12 +215,13 @@ def server_named(name):
     return server
 
 
-def add_channel(name, kind, target, is_default=True, customer_id=None):
-    """A channel of the staff's (`customer_id` None) or of one customer's."""
+def add_channel(name, kind, target, is_default=True, customer_id=None, allowed=()):
+    """A channel of the staff's (`customer_id` None) or of one customer's, whose target may
+    reach public addresses and the `allowed` networks only (alerts.check_channel)."""
     from . import alerts
 
     _check_name(name, "channel name", 64)
-    alerts.check_channel(kind, target)
+    alerts.check_channel(kind, target, customer_id, allowed)
     if customer_id is not None:
         customer_id = customer_by_id(customer_id).id
     with unique(f"a channel named {name!r}"):
@@ -228,13 +229,17 @@ def add_channel(name, kind, target, is_default=True, customer_id=None):
                                      is_default=is_default, customer=customer_id)
 
 
-def edit_channel(channel, name, target, is_default):
+def edit_channel(channel, name, target, is_default, allowed=()):
     """New name, target and default flag for a channel the caller may change (its kind
-    stays: a target is checked against it)."""
+    stays: a target is checked against it, and against `allowed` for a customer's). An
+    empty target keeps a secret one, which the page never shows (alerts.shown_target)."""
     from . import alerts
 
     _check_name(name, "channel name", 64)
-    alerts.check_channel(channel.kind, target)
+    kind = alerts.CHANNEL_KINDS.get(channel.kind)
+    if not target and kind is not None and kind.shown:
+        target = channel.target
+    alerts.check_channel(channel.kind, target, channel.customer_id, allowed)
     with unique(f"a channel named {name!r}"):
         models.update_channel(channel.id, name=name, target=target[:2000],
                               is_default=bool(is_default))

@@ -49,6 +49,9 @@ class Settings:
     secret_key: str = dataclasses.field(default="", repr=False)
     auth_failure_limit: int = 10
     trusted_proxies: tuple = ()
+    # The networks customers' webhook and Apprise channels may reach besides public addresses
+    # (outbound.py); staff channels reach anything.
+    allow_channel_networks: tuple = ()
     allow_http: bool = False
     job_interval: float = 15.0
     retention_raw_days: int = 7
@@ -71,6 +74,8 @@ class Settings:
         proxies = tuple(ipaddress.ip_network(p.strip(), strict=False)
                         for p in self.trusted_proxies if str(p).strip())
         object.__setattr__(self, "trusted_proxies", proxies)
+        object.__setattr__(self, "allow_channel_networks",
+                           networks(self.allow_channel_networks, "MPANEL_ALLOW_CHANNEL_NETWORKS"))
         if min(self.retention_raw_days, self.retention_5m_days, self.retention_1h_days) < 1:
             raise ValueError("retention periods are at least 1 day")
         if self.workers < 1:
@@ -88,6 +93,15 @@ class Settings:
         if not 1 <= self.report_interval <= 3600:
             # Below 10 s is for tests and demos; 60 s is the production default.
             raise ValueError("MPANEL_REPORT_INTERVAL must be between 1 and 3600 seconds")
+
+
+def networks(values, name):
+    """CIDR networks (or single addresses) -> a tuple of ip_network; a bad one names `name`."""
+    try:
+        return tuple(ipaddress.ip_network(str(value).strip(), strict=False)
+                     for value in values if str(value).strip())
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
 
 
 def secret_bytes(settings):
@@ -183,6 +197,7 @@ def from_env(env=None, config_file=None, **overrides):
         secret_key=env.get("MPANEL_SECRET_KEY", ""),
         auth_failure_limit=_int(env, "MPANEL_AUTH_FAILURE_LIMIT", 10),
         trusted_proxies=tuple((env.get("MPANEL_TRUSTED_PROXIES") or "").split(",")),
+        allow_channel_networks=tuple((env.get("MPANEL_ALLOW_CHANNEL_NETWORKS") or "").split(",")),
         allow_http=_flag(env, "MPANEL_ALLOW_HTTP"),
         job_interval=float(env.get("MPANEL_JOB_INTERVAL") or 15),
         retention_raw_days=_int(env, "MPANEL_RETENTION_RAW_DAYS", 7),

@@ -92,7 +92,7 @@
       % if access.staff:
       <td>{{c.customer.name if c.customer_id else 'staff'}}</td>
       % end
-      <td>{{c.kind}}</td><td class="target">{{c.target if changes else c.kind + ' (shown to admins)'}}</td><td>{{'yes' if c.is_default else 'routed only'}}</td>
+      <td>{{c.kind}}</td><td class="target">{{shown_target(c.kind, c.target) if changes else c.kind + ' (shown to admins)'}}</td><td>{{'yes' if c.is_default else 'routed only'}}</td>
       <td>{{('%s %s, %s' % (d.event, d.status, d.created_at.strftime('%Y-%m-%d %H:%M UTC'))) if d else '—'}}{{(': ' + d.last_error) if d and d.last_error else ''}}</td>
       % if changes:
       <td class="actions">
@@ -102,7 +102,11 @@
           <form method="post" action="/alerts/channels/{{c.id}}/edit" class="row-form">
             <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
             <label>Name <input name="name" required maxlength="64" size="12" value="{{c.name}}"></label>
+            % if shown_target(c.kind, c.target) == c.target:
             <label class="grow">Target <input name="target" required maxlength="2000" value="{{c.target}}"></label>
+            % else:
+            <label class="grow">Target <input name="target" maxlength="2000" placeholder="unchanged ({{shown_target(c.kind, c.target)}}): type a new URL to replace it"></label>
+            % end
             <label class="check"><input type="checkbox" name="is_default" value="1" {{'checked' if c.is_default else ''}}> default</label>
             <button type="submit" class="small">Save channel</button>
           </form>

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from panel import db, models, operations  # noqa: E402
+from panel import settings as settings_module  # noqa: E402
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -35,6 +36,11 @@ BACKENDS = ("sqlite", "postgresql")
 # runs on the embedded default only (the storage under it is tested on both backends elsewhere),
 # which keeps CI within its time. `pytestmark = ONE_BACKEND` marks a whole module.
 ONE_BACKEND = pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+# The tests' webhook receivers listen on loopback, which customers' channels may reach only
+# where the operator allows it (panel/outbound.py): the shared panel allows it, as an operator
+# with a local receiver would; in-process calls pass LOOPBACK as their `allowed`.
+ALLOW_LOOPBACK = "127.0.0.0/8"
+LOOPBACK = settings_module.networks([ALLOW_LOOPBACK], "MPANEL_ALLOW_CHANNEL_NETWORKS")
 
 
 def free_port():
@@ -172,7 +178,8 @@ def panel_process(backend_url, tmp_path_factory):
     # (an alert opened or a delivery claimed by the panel first). Tests of the job loop itself
     # start panels of their own (test_alerts.py jobs_panel).
     panel = start_panel(backend_url, log_path, {"MPANEL_AUTH_FAILURE_LIMIT": "100000",
-                                                "MPANEL_JOB_INTERVAL": "0"})
+                                                "MPANEL_JOB_INTERVAL": "0",
+                                                "MPANEL_ALLOW_CHANNEL_NETWORKS": ALLOW_LOOPBACK})
     yield panel
     stop_panel(panel)
 

@@ -21,10 +21,12 @@ from tests.integration.test_api import sample
 
 
 class WebhookReceiver:
-    """A real HTTP server that records the JSON bodies POSTed to it."""
+    """A real HTTP server that records the JSON bodies POSTed to it (`received`), and every
+    body as (path, content type, text) in `raw` (Apprise's form:// is not JSON)."""
 
     def __init__(self):
         received = self.received = []
+        raw = self.raw = []
         self.fail_next = 0
         receiver = self
 
@@ -36,7 +38,9 @@ class WebhookReceiver:
                     self.send_response(500)
                     self.end_headers()
                     return
-                received.append(json.loads(body))
+                raw.append((self.path, self.headers["Content-Type"], body.decode()))
+                if self.headers["Content-Type"] == "application/json":
+                    received.append(json.loads(body))
                 self.send_response(204)
                 self.end_headers()
 

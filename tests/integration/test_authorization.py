@@ -17,7 +17,7 @@ import pytest
 import panel
 from panel import access, api_v1, models, operations, tokens
 from panel import settings as settings_module
-from tests.conftest import TEST_BCRYPT_ROUNDS, bearer, http_request, new_server, stamp
+from tests.conftest import LOOPBACK, TEST_BCRYPT_ROUNDS, bearer, http_request, new_server, stamp
 from tests.integration.test_api import sample
 from tests.integration.test_dashboard import Browser
 from tests.integration.test_dashboard_pages import register
@@ -112,10 +112,10 @@ def world(panel):
     # alerts (a staff choice B's users must not learn of either).
     channels = {"alpha-web": operations.add_channel("alpha-pager", "webhook",
                                                     "http://127.0.0.1:9/alpha",
-                                                    customer_id=alpha.id),
+                                                    customer_id=alpha.id, allowed=LOOPBACK),
                 "bravo-web": operations.add_channel("bravo-pager", "webhook",
                                                     "http://127.0.0.1:9/bravo",
-                                                    customer_id=bravo.id),
+                                                    customer_id=bravo.id, allowed=LOOPBACK),
                 "staffonly-db": operations.add_channel("staffonly-pager", "webhook",
                                                        "http://127.0.0.1:9/staff")}
     for name, channel in channels.items():

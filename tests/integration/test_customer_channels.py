@@ -10,7 +10,7 @@ import pytest
 
 from panel import alerts, jobs, models, operations
 from panel.db import utcnow
-from tests.conftest import new_server
+from tests.conftest import ALLOW_LOOPBACK, LOOPBACK, new_server
 from tests.integration.test_alerts import WebhookReceiver, add_samples
 from tests.integration.test_cli import cli
 from tests.integration.test_customers import logged_in
@@ -42,9 +42,10 @@ def world(panel):
     operations.move_server(servers["acme"].id, acme.id)
     operations.move_server(servers["bravo"].id, bravo.id)
     channels = {"acme": operations.add_channel("acme-hook", "webhook", "http://127.0.0.1:9/a",
-                                               customer_id=acme.id),
+                                               customer_id=acme.id, allowed=LOOPBACK),
                 "bravo": operations.add_channel("bravo-hook", "webhook",
-                                                "http://127.0.0.1:9/b", customer_id=bravo.id),
+                                                "http://127.0.0.1:9/b",
+                                                customer_id=bravo.id, allowed=LOOPBACK),
                 "staff": operations.add_channel("staff-pager", "webhook",
                                                 "http://127.0.0.1:9/s")}
     return {"acme": acme, "bravo": bravo, "servers": servers, "channels": channels}
@@ -229,7 +230,7 @@ def fire_cpu_alerts():
     for agent in models.Agent.select():
         add_samples(agent.id, [95] * 6, end=now)
     opened, _ = jobs.evaluate_rules(60, now)
-    alerts.deliver_due({})
+    alerts.deliver_due({}, allowed=LOOPBACK)
     return opened
 
 
@@ -239,10 +240,12 @@ def test_an_alert_of_a_customers_server_reaches_its_channels_and_the_chosen_staf
     bravo = operations.add_customer("Bravo Hosting", "bravo")
     hooks = {name: receivers(name) for name in
              ("acme", "acme-db", "bravo", "staff-default", "staff-chosen")}
-    operations.add_channel("acme", "webhook", hooks["acme"].url, customer_id=acme.id)
+    operations.add_channel("acme", "webhook", hooks["acme"].url,
+                           customer_id=acme.id, allowed=LOOPBACK)
     operations.add_channel("acme-db", "webhook", hooks["acme-db"].url, is_default=False,
-                           customer_id=acme.id)
-    operations.add_channel("bravo", "webhook", hooks["bravo"].url, customer_id=bravo.id)
+                           customer_id=acme.id, allowed=LOOPBACK)
+    operations.add_channel("bravo", "webhook", hooks["bravo"].url,
+                           customer_id=bravo.id, allowed=LOOPBACK)
     operations.add_channel("staff-default", "webhook", hooks["staff-default"].url)
     chosen = operations.add_channel("staff-chosen", "webhook", hooks["staff-chosen"].url,
                                     is_default=False)
@@ -269,8 +272,9 @@ def test_a_route_never_sends_a_server_that_moved_to_its_old_customers_channel(da
     acme = operations.add_customer("Acme Hosting", "acme")
     bravo = operations.add_customer("Bravo Hosting", "bravo")
     acme_hook, bravo_hook = receivers("acme"), receivers("bravo")
-    operations.add_channel("acme", "webhook", acme_hook.url, customer_id=acme.id)
-    operations.add_channel("bravo", "webhook", bravo_hook.url, customer_id=bravo.id)
+    operations.add_channel("acme", "webhook", acme_hook.url, customer_id=acme.id, allowed=LOOPBACK)
+    operations.add_channel("bravo", "webhook", bravo_hook.url,
+                           customer_id=bravo.id, allowed=LOOPBACK)
     server, _ = new_server("web")
     operations.move_server(server.id, acme.id)
     operations.route("web", "acme", customer_id=acme.id)
@@ -343,8 +347,9 @@ def test_the_cli_gives_channels_and_routes_a_customer(database, backend_url, rec
     acme = operations.add_customer("Acme Hosting", "acme")
     server, _ = new_server("acme-web")
     operations.move_server(server.id, acme.id)
+    allow = {"MPANEL_ALLOW_CHANNEL_NETWORKS": ALLOW_LOOPBACK}
     added = cli(backend_url, "add-channel", "ops", "--webhook", hook.url, "--customer", "acme",
-                "--not-default")
+                "--not-default", env=allow)
     assert added.returncode == 0 and "Acme Hosting's" in added.stdout, added.stderr
     assert cli(backend_url, "add-channel", "ops", "--email", "ops@example.com").returncode == 0
     assert channel_names(acme.id) == ["ops"] and channel_names(None) == ["ops"]
@@ -358,7 +363,7 @@ def test_the_cli_gives_channels_and_routes_a_customer(database, backend_url, rec
         [("ops", 0), ("ops", acme.id)]
     assert cli(backend_url, "customers", "staff-channel", "acme", "ops",
                "--remove").returncode == 0
-    tested = cli(backend_url, "send-test-alert", "--customer", "acme")
+    tested = cli(backend_url, "send-test-alert", "--customer", "acme", env=allow)
     assert tested.returncode == 0 and tested.stdout.strip() == "ok: ops (webhook)"
     assert hook.events() == [("test", None, None)]
     required = cli(backend_url, "customers", "two-factor", "acme", "on")
@@ -367,7 +372,8 @@ def test_the_cli_gives_channels_and_routes_a_customer(database, backend_url, rec
     missing = cli(backend_url, "route", "acme-web", "nope", "--customer", "acme")
     assert missing.returncode != 0 and "no channel named 'nope'" in missing.stderr
     bravo = operations.add_customer("Bravo Hosting", "bravo")
-    operations.add_channel("bravo", "webhook", "http://127.0.0.1:9/b", customer_id=bravo.id)
+    operations.add_channel("bravo", "webhook", "http://127.0.0.1:9/b",
+                           customer_id=bravo.id, allowed=LOOPBACK)
     crossed = cli(backend_url, "route", "acme-web", "bravo", "--customer", "bravo")
     assert crossed.returncode != 0 and "another customer's" in crossed.stderr
 

@@ -17,7 +17,7 @@ import pytest
 import panel
 from panel import SECURITY_HEADERS, errors, models, operations, tokens
 from panel import settings as settings_module
-from tests.conftest import bearer, http_request, new_server
+from tests.conftest import LOOPBACK, bearer, http_request, new_server
 from tests.integration.test_api import sample
 from tests.integration.test_dashboard import Browser
 from tests.integration.test_dashboard_pages import post
@@ -161,7 +161,7 @@ def site(panel):
     operations.set_status_page(customer.id, True, "Acme status")  # its page, linked and crawled
     # A customer's own channel, routed, and a staff channel chosen for the customer.
     operations.add_channel("acme-hook", "webhook", "http://127.0.0.1:9/acme",
-                           customer_id=customer.id)
+                           customer_id=customer.id, allowed=LOOPBACK)
     operations.route("web-2", "acme-hook", customer_id=customer.id)
     operations.choose_staff_channel(customer.id, channel.id)
     operations.set_admin("acme-ops", "correct horse battery", 4, role="customer-admin",
