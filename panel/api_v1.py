@@ -38,6 +38,9 @@ def server_json(row):
     shown = {camel(key): value for key, value in row.items() if key not in skipped}
     shown["lastSeen"] = row["last_seen_iso"] or None
     shown["clock"] = row["clock"] or None
+    soonest = row[views.DISK_FULL]
+    shown[camel(views.DISK_FULL)] = {"mount": soonest[0], "secondsLeft": soonest[1]} \
+        if soonest else None
     return shown
 
 

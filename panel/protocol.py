@@ -750,7 +750,12 @@ _FIGURE = {"type": ["number", "null"]}
 V1_SERVER_ROW = {"type": "object", "required": ["id", "name", "status"], "properties": {
     "id": SERVER_ID, "name": {"type": "string"}, "hostname": {"type": "string"},
     "status": {"type": "string", "enum": ["online", "offline", "never seen"]},
-    "lastSeen": _NULLABLE_TIME, "critical": {"type": "boolean"}}}
+    "lastSeen": _NULLABLE_TIME, "critical": {"type": "boolean"},
+    "diskFull": {"type": ["object", "null"], "required": ["mount", "secondsLeft"],
+                 "description": "The mount full soonest at its trend (panel/forecasts.py), or "
+                                "null while none is filling.",
+                 "properties": {"mount": {"type": "string"},
+                                "secondsLeft": {"type": "number"}}}}}
 V1_ALERT = {"type": "object", "required": ["id", "serverId", "rule", "state", "startedAt"],
             "properties": {"id": {"type": "integer"}, "serverId": SERVER_ID,
                            "serverName": {"type": "string"}, "rule": {"type": "string"},

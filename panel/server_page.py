@@ -12,7 +12,7 @@ ranges draw.
 import datetime
 import re
 
-from . import charts, figures, models, rollups, units
+from . import charts, figures, forecasts, models, rollups, units
 from .db import utcnow
 
 # Raw chart rows carry the charted figures right after the time, rollup rows a mean and a peak
@@ -109,10 +109,33 @@ def build_charts(agent_id, chart_range, now=None, latest=None):
                                  most=MOUNT_LINES - len(lines))
         elif spec.per_mount:
             note = spec.note
+        projection, ahead = None, 0
+        if spec.per_mount:
+            projection = disk_projection(agent_id, now, end, chart_range)
+            ahead = projection_bins(chart_range) if projection else 0
         built.append(charts.Chart(title=title, unit=spec.unit, lines=lines, start=start,
                                   step=chart_range.step, bins=chart_range.bins,
-                                  gap_seconds=chart_range.gap_seconds, y_max=y_max, note=note))
+                                  gap_seconds=chart_range.gap_seconds, y_max=y_max, note=note,
+                                  projection=projection, ahead=ahead))
     return built
+
+
+def projection_bins(chart_range):
+    """Bins the disk chart draws after its range when a mount is filling: a third more."""
+    return chart_range.bins // 3
+
+
+def disk_projection(agent_id, now, end, chart_range):
+    """The dashed Line of the mount full soonest (its stored forecast, forecasts.py) from now
+    to its full point or the projection's edge, or None while no mount is filling."""
+    soonest = next(iter(models.forecasts_of([agent_id]).get(agent_id, [])), None)
+    if soonest is None or soonest.full_at is None:
+        return None
+    edge = end + datetime.timedelta(seconds=chart_range.step * projection_bins(chart_range))
+    points = forecasts.percent_line(soonest, now, edge)
+    return charts.Line(f"{soonest.mount} full in {units.duration(soonest.seconds_left(now))} "
+                       f"(dashed)", [(charts.epoch(moment), value, None)
+                                     for moment, value in points])
 
 
 # ===== Processes and services at a minute =======================================================

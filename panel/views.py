@@ -53,10 +53,21 @@ SERVICE_NAMES = tuple(protocol.METRICS["properties"]["services"]["properties"])
 SERVICE_SORT_PREFIX = "svc-"
 SORT_KEYS.update({SERVICE_SORT_PREFIX + name: (lambda r, name=name: _service_rank(r, name))
                   for name in SERVICE_NAMES})
+# The soonest disk-full forecast of a server's mounts (forecasts.py): (mount, seconds left) or
+# None; sorted soonest first, the servers with none last.
+DISK_FULL = "disk_full"
+SORT_KEYS[DISK_FULL] = lambda r: r[DISK_FULL][1] if r[DISK_FULL] else float("inf")
+
+
+def _disk_full_text(value):
+    return f"{value[0]} in {units.duration(value[1])}" if value else ""
+
+
 # For the templates: (sort key, header, column class, format of the value).
 TABLE_CELLS = tuple((key, label, "c-rate" if figures.shown_unit(figure) == "rate" else "c-num",
                      units.FORMATS[figures.shown_unit(figure)])
-                    for key, label, figure in TABLE_FIGURES)
+                    for key, label, figure in TABLE_FIGURES) + \
+    ((DISK_FULL, "Disk full in", "c-full", _disk_full_text),)
 
 
 def _number(value):
@@ -112,6 +123,8 @@ def server_rows(offline_after, access, now=None):
     rows = []
     identity = len(models.FLEET_COLUMNS) - len(models.FLEET_FIGURES)
     checked = models.service_summary(access)
+    soonest = {agent_id: items[0] for agent_id, items in models.forecasts_of(access=access).items()
+               if items[0].full_at is not None}
     for row in models.fleet(access):
         (server_id, name, critical, agent_id, hostname, agent_status, version, last_seen,
          clock_offset) = row[:identity]
@@ -133,6 +146,8 @@ def server_rows(offline_after, access, now=None):
             "services": services, "problems": problems,
             "service_states": checks.service_states(services, problems),
             "version": version or "",
+            DISK_FULL: (soonest[agent_id].mount, soonest[agent_id].seconds_left(now))
+            if agent_id in soonest else None,
         })
     return rows
 
