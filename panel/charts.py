@@ -98,6 +98,7 @@ class Chart:
     # range, which the x axis then also covers; its label says what it foresees.
     projection: Line = None
     ahead: int = 0
+    key: str = ""          # its figures.CHARTS key
 
 
 def epoch(moment):

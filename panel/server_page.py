@@ -77,8 +77,19 @@ def mount_lines(agent_id, raw_rows, start, seconds, most=MOUNT_LINES, samples=12
     return [charts.Line(mount, points) for mount, points in ordered]
 
 
-def build_charts(agent_id, chart_range, now=None, latest=None):
-    """The detail page's charts, in page order (figures.CHARTS)."""
+def parse_chart(name):
+    """?chart= of a download: None (every chart) or one of figures.CHART_KEYS; ValueError
+    otherwise."""
+    if name is None:
+        return None
+    if name not in figures.CHART_KEYS:
+        raise ValueError(f"chart must be one of {', '.join(figures.CHART_KEYS)}")
+    return name
+
+
+def build_charts(agent_id, chart_range, now=None, latest=None, only=None):
+    """The detail page's charts, in page order (figures.CHARTS); `only`: just the chart of
+    that key, drawn even when it is an optional one without data (a download asked for it)."""
     now = now or utcnow()
     start, end = chart_window(chart_range, now)
     tier, rows = rollups.series(agent_id, start, end, tier_name=chart_range.tier)
@@ -86,6 +97,8 @@ def build_charts(agent_id, chart_range, now=None, latest=None):
     banded = "" if tier == "raw" and chart_range.step == 60 else "line: mean · band: peak"
     built = []
     for spec in figures.CHARTS:
+        if only is not None and spec.key != only:
+            continue
         y_max, note = None, banded
         if spec.total:
             total = getattr(latest, spec.total) if latest is not None else None
@@ -97,7 +110,7 @@ def build_charts(agent_id, chart_range, now=None, latest=None):
             note = f"of {units.FORMATS[spec.unit](total)}" if total else spec.no_total
         lines = [charts.Line(figure.label, points[figure.column])
                  for figure in figures.chart_figures(spec.key)]
-        if spec.optional and not any(line.points for line in lines):
+        if spec.optional and only is None and not any(line.points for line in lines):
             continue  # a service this server does not run in this range
         title = spec.title
         if spec.per_mount and tier == "raw":
@@ -116,7 +129,7 @@ def build_charts(agent_id, chart_range, now=None, latest=None):
         built.append(charts.Chart(title=title, unit=spec.unit, lines=lines, start=start,
                                   step=chart_range.step, bins=chart_range.bins,
                                   gap_seconds=chart_range.gap_seconds, y_max=y_max, note=note,
-                                  projection=projection, ahead=ahead))
+                                  projection=projection, ahead=ahead, key=spec.key))
     return built
 
 

@@ -5,6 +5,7 @@ that change things: manage.py.)
 Each view builds a context dict and calls `render(page, partial, ctx)`: a plain request gets the
 full page, an htmx request (`HX-Request` header) just the partial it asked for.
 """
+import json
 import secrets
 import time
 import urllib.parse
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import bottle
 
-from . import (access as access_module, auth, charts, checks, figures, keys, models, operations,
-               protocol, server_page, status_page, units)
+from . import (access as access_module, auth, charts, checks, exports, figures, keys, models,
+               operations, protocol, server_page, status_page, units)
 from .db import utcnow
 from .errors import DATABASE_ERRORS, database_unavailable, refusal
 
@@ -296,14 +297,38 @@ def build_views(settings):
     def server_charts(server_id, session, access):
         agent = agent_or_404(server_id, access)
         chart_range = server_page.parse_range(bottle.request.query.get("range"))
-        latest = models.latest_sample_per_agent(
-            [agent.id], columns=server_page.TOTAL_COLUMNS).get(agent.id)
         bottle.response.set_header("Cache-Control", "no-store")
-        built = server_page.build_charts(
-            agent.id, chart_range, models.agent_clock(agent.clock_offset, utcnow()),
-            latest=latest)
+        built = built_charts(agent, chart_range)
         return template("_charts.tpl", server=agent.server, chart_range=chart_range,
-                        ranges=charts.RANGES, charts=[charts.render(c) for c in built])
+                        ranges=charts.RANGES, charts=[(c.key, charts.render(c)) for c in built])
+
+    def chart_download(server_id, access, shape):
+        """/servers/<id>/charts.csv and .json: the charts of ?range= (the page's, 1h by
+        default), or ?chart= alone, as a file."""
+        try:
+            only = server_page.parse_chart(bottle.request.query.getunicode("chart"))
+        except ValueError as err:
+            raise refusal(400, str(err), "chart") from None
+        agent = agent_or_404(server_id, access)
+        chart_range = server_page.parse_range(bottle.request.query.get("range"))
+        built = built_charts(agent, chart_range, only)
+        bottle.response.content_type = exports.FORMATS[shape]
+        bottle.response.set_header("Cache-Control", "no-store")
+        bottle.response.set_header(
+            "Content-Disposition", f'attachment; filename="server-{server_id}-'
+                                   f'{only or "charts"}-{chart_range.name}.{shape}"')
+        if shape == "csv":
+            return exports.chart_csv(built)
+        return json.dumps({"serverId": server_id, "range": chart_range.name,
+                           "charts": [exports.chart_json(chart) for chart in built]})
+
+    @app.get("/servers/<server_id:int>/charts.csv", auth="viewer")
+    def chart_csv(server_id, session, access):
+        return chart_download(server_id, access, "csv")
+
+    @app.get("/servers/<server_id:int>/charts.json", auth="viewer")
+    def chart_json(server_id, session, access):
+        return chart_download(server_id, access, "json")
 
     @app.get("/servers/<server_id:int>/processes", auth="viewer")
     def server_processes(server_id, session, access):
@@ -374,6 +399,16 @@ def status_page_box(customer_id):
             "published": models.public_status_servers(customer_id)}
 
 
+def built_charts(agent, chart_range, only=None):
+    """The server's charts for a range (server_page.build_charts) at the agent's clock: the
+    page, its downloads and /api/v1's series build them here."""
+    latest = models.latest_sample_per_agent(
+        [agent.id], columns=server_page.TOTAL_COLUMNS).get(agent.id)
+    return server_page.build_charts(agent.id, chart_range,
+                                    models.agent_clock(agent.clock_offset, utcnow()),
+                                    latest=latest, only=only)
+
+
 def agent_or_404(server_id, access):
     """The agent (its server joined) of a server `access` may see, or a 404 that reads the
     same whether the server does not exist or is another customer's: every server route
@@ -438,7 +473,7 @@ def server_context(server_id, session, access, settings, full=None, **extra):
     if full is None:
         full = not bottle.request.get_header("HX-Request")
     if full:
-        context["charts"] = [charts.render(c) for c in
+        context["charts"] = [(c.key, charts.render(c)) for c in
                              server_page.build_charts(agent.id, chart_range,
                                                  models.agent_clock(agent.clock_offset, now),
                                                  latest)]
