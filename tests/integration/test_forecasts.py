@@ -2,13 +2,16 @@
 earlier hours written as the forecasts job writes them (models.record_mount_hours: days of
 history cannot be waited for), then the jobs run in-process on the same database
 (jobs.refresh_forecasts, jobs.evaluate_checks). The alert fires for the filling mount and
-resolves once a deleted file frees space; the servers table and the disk chart show it."""
+resolves once a deleted file frees space; the servers table and the disk chart show it. And the
+downloads: each chart's series as CSV and JSON (page and /api/v1), the alert history as CSV."""
+import csv
 import datetime
+import io
 import re
 
 import pytest
 
-from panel import alerts, jobs, models, operations, rollups
+from panel import alerts, jobs, models, operations, rollups, tokens
 from panel.db import utcnow
 from tests.conftest import bearer, http_request, new_server
 from tests.integration.test_api import sample
@@ -104,3 +107,77 @@ def test_the_servers_table_and_the_disk_chart_show_the_forecast(panel, admin):  
                                headers={"HX-Request": "true"}).text
     assert "projection" not in flat_chart
 
+
+
+# ===== Exports ==================================================================================
+
+FORMULA_MOUNT = '=HYPERLINK("http://evil.example")'
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+def test_each_chart_downloads_as_csv_and_json_with_what_it_draws(panel, admin):  # noqa: F811
+    server, key = new_server("web-1")
+    register(panel, key)
+    now = utcnow()
+    for minutes in range(5, 0, -1):
+        report(panel, server, key, 40 * GIB, now - datetime.timedelta(minutes=minutes),
+               FORMULA_MOUNT)
+    page = admin.request("GET", f"/servers/{server.id}").text
+    for chart in ("cpu", "disk"):
+        assert f'href="/servers/{server.id}/charts.csv?range=1h&amp;chart={chart}"' in page
+
+    got = admin.request("GET", f"/servers/{server.id}/charts.csv?range=1h&chart=disk")
+    assert got.status == 200 and got.headers["content-type"].startswith("text/csv")
+    assert got.headers["content-disposition"] == \
+        f'attachment; filename="server-{server.id}-disk-1h.csv"'
+    rows = list(csv.DictReader(io.StringIO(got.text)))
+    assert {row["chart"] for row in rows} == {"disk"}
+    mount = [row for row in rows if row["series"] == "'" + FORMULA_MOUNT]
+    assert len(mount) == 5 and {row["mean"] for row in mount} == {"40.0"}
+
+    # The JSON download, the API's series and its CSV are the one builder's.
+    document = admin.request("GET", f"/servers/{server.id}/charts.json?chart=cpu").json()
+    [cpu] = document["charts"]
+    assert cpu["key"] == "cpu" and len(cpu["lines"][0]["points"]) == 5
+    token = tokens.create(models.admin_by_username("admin"), "export", "read")[1]
+    api = http_request(panel, "GET", f"/api/v1/servers/{server.id}/series?chart=cpu",
+                       headers=bearer(token)).json()
+    assert api["charts"] == document["charts"]
+    api_csv = http_request(panel, "GET", f"/api/v1/servers/{server.id}/series?range=1h&"
+                                         f"chart=disk&format=csv", headers=bearer(token))
+    assert api_csv.headers["content-type"].startswith("text/csv") and api_csv.text == got.text
+    every = admin.request("GET", f"/servers/{server.id}/charts.csv").text
+    assert {"cpu", "disk", "network"} <= {row["chart"] for row in
+                                          csv.DictReader(io.StringIO(every))}
+
+    for path, field in ((f"/servers/{server.id}/charts.csv?chart=nope", "chart"),
+                        (f"/api/v1/servers/{server.id}/series?chart=nope", "chart"),
+                        (f"/api/v1/servers/{server.id}/series?format=xls", "format")):
+        refused = http_request(panel, "GET", path, headers={
+            **bearer(token), **admin_cookie(admin), "Accept": "text/html"})
+        assert refused.status == 400 and field in refused.text, (path, refused.text)
+
+
+def admin_cookie(browser):
+    return {"Cookie": "; ".join(f"{k}={v}" for k, v in browser.cookies.items())}
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+def test_the_alert_history_downloads_as_csv_with_the_pages_filter(panel, admin):  # noqa: F811
+    acme = operations.add_customer("Acme")
+    ours, _ = new_server("ours-1")
+    theirs, _ = operations.add_server("acme-1", 4, customer_id=acme.id)
+    started = utcnow() - datetime.timedelta(hours=2)
+    models.Alert.create(server=ours.id, rule="cpu", open_key="cpu", started_at=started,
+                        message="=cmd|' /C calc'!A0", state="resolved", resolved_at=started)
+    models.Alert.create(server=theirs.id, rule="disk_full", open_key="disk_full", value=3.5,
+                        threshold=7, started_at=started, message="Disk full forecast: /var")
+    got = admin.request("GET", "/alerts.csv")
+    assert got.status == 200 and got.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(got.text)))
+    assert [(row["server"], row["state"]) for row in rows] == [("acme-1", "firing"),
+                                                               ("ours-1", "resolved")]
+    assert rows[1]["message"] == "'=cmd|' /C calc'!A0"
+    assert 'href="/alerts.csv"' in admin.request("GET", "/alerts").text
+    narrowed = admin.request("GET", f"/alerts.csv?customer={acme.id}").text
+    assert [row["server"] for row in csv.DictReader(io.StringIO(narrowed))] == ["acme-1"]
