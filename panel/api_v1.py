@@ -126,7 +126,8 @@ def build_api_v1(settings):
             only = server_page.parse_chart(query.getunicode("chart"))
         except ValueError as err:
             raise ApiError(400, str(err), "chart") from None
-        shape = query.getunicode("format") or "json"
+        shape = query.getunicode("format")
+        shape = "json" if shape is None else shape  # absent, not empty
         if shape not in exports.FORMATS:
             raise ApiError(400, f"format must be one of {', '.join(exports.FORMATS)}",
                            "format")
