@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from panel import alerts, jobs, models, operations, rollups, tokens
+from panel import alerts, jobs, models, operations, rollups, settings, tokens
 from panel.db import utcnow
 from tests.conftest import bearer, http_request, new_server
 from tests.integration.test_api import sample
@@ -75,6 +75,13 @@ def test_a_filling_mount_fires_and_resolves_once_a_deleted_file_frees_space(pane
         ["too little history"]
     assert jobs.evaluate_checks(300) == (0, 1)
     assert models.Alert.get_by_id(alert.id).state == "resolved"
+
+    # The history lives as long as the hourly rollups.
+    config = settings.from_env({})
+    models.record_mount_hours([{"agent": item_agent(server), "mount": "/var", "used": 1,
+                                "capacity": 2, "bucket": now - datetime.timedelta(
+                                    days=config.retention_1h_days + 1)}])
+    assert rollups.prune(config)["mount_hours"] == 1
 
 
 def item_agent(server):
