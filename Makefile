@@ -21,11 +21,12 @@ test-integration: $(STAMP)
 # Refresh the README's pictures from the browser test's full-page screenshots.
 screenshots: $(STAMP)
 	$(PY) -m pytest tests/integration/test_browser.py tests/integration/test_browser_customers.py \
-	  -k "(admin_adds or customer_user or customer_admin_turns or customer_admin_logs_in) and sqlite" $(PYTEST_ARGS)
+	  tests/integration/test_browser_forecasts.py \
+	  -k "(admin_adds or customer_user or customer_admin_turns or customer_admin_logs_in or mount_fills) and sqlite" $(PYTEST_ARGS)
 	mkdir -p docs/screenshots
 	cp tests/artifacts/servers-page.png tests/artifacts/server-detail.png \
 	  tests/artifacts/customer-servers.png tests/artifacts/customer-status.png \
-	  tests/artifacts/customer-channels.png docs/screenshots/
+	  tests/artifacts/customer-channels.png tests/artifacts/forecast.png docs/screenshots/
 
 venv: $(STAMP)
 

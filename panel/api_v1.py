@@ -13,10 +13,10 @@ customer's), 404 for what the token does not see, 503 + Retry-After for database
 """
 import bottle
 
-from . import charts, models, operations, protocol, server_page, views
+from . import charts, exports, models, operations, protocol, server_page, views
 from .api import read_json
-from .db import utcnow
 from .errors import ApiError, JsonErrorPlugin, json_response
+from .exports import iso
 
 PREFIX = "/api/v1"
 MAX_BODY = 4096  # a server's name and two flags
@@ -28,16 +28,15 @@ def camel(name):
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
-def iso(moment):
-    return moment.isoformat() + "Z" if moment else None
-
-
 def server_json(row):
     """A servers-table row (views.server_rows) as JSON: the same figures, camelCase keys."""
     skipped = {"service_states", "last_seen", "last_seen_epoch", "last_seen_iso"}
     shown = {camel(key): value for key, value in row.items() if key not in skipped}
     shown["lastSeen"] = row["last_seen_iso"] or None
     shown["clock"] = row["clock"] or None
+    soonest = row[views.DISK_FULL]
+    shown[camel(views.DISK_FULL)] = {"mount": soonest[0], "secondsLeft": soonest[1]} \
+        if soonest else None
     return shown
 
 
@@ -54,15 +53,6 @@ def alert_json(alert):
             "rule": alert.rule, "state": alert.state, "message": alert.message,
             "value": alert.value, "threshold": alert.threshold, "silenced": alert.silenced,
             "startedAt": iso(alert.started_at), "resolvedAt": iso(alert.resolved_at)}
-
-
-def chart_json(chart):
-    return {"title": chart.title, "unit": chart.unit, "start": iso(chart.start),
-            "step": chart.step, "bins": chart.bins, "yMax": chart.y_max,
-            "note": chart.note or None,
-            "lines": [{"label": line.label,
-                       "points": [[moment, mean, peak] for moment, mean, peak in line.points]}
-                      for line in chart.lines]}
 
 
 def build_api_v1(settings):
@@ -131,15 +121,23 @@ def build_api_v1(settings):
         name = charts.DEFAULT_RANGE if name is None else name  # absent, not empty
         if name not in charts.RANGES:
             raise ApiError(400, f"range must be one of {', '.join(charts.RANGES)}", "range")
+        query = bottle.request.query
+        try:
+            only = server_page.parse_chart(query.getunicode("chart"))
+        except ValueError as err:
+            raise ApiError(400, str(err), "chart") from None
+        shape = query.getunicode("format")
+        shape = "json" if shape is None else shape  # absent, not empty
+        if shape not in exports.FORMATS:
+            raise ApiError(400, f"format must be one of {', '.join(exports.FORMATS)}",
+                           "format")
         agent = views.agent_or_404(server_id, access)
-        chart_range = charts.RANGES[name]
-        latest = models.latest_sample_per_agent(
-            [agent.id], columns=server_page.TOTAL_COLUMNS).get(agent.id)
-        built = server_page.build_charts(agent.id, chart_range,
-                                         models.agent_clock(agent.clock_offset, utcnow()),
-                                         latest=latest)
+        built = views.built_charts(agent, charts.RANGES[name], only)
+        if shape == "csv":
+            bottle.response.content_type = exports.FORMATS["csv"]
+            return exports.chart_csv(built)
         return {"serverId": agent.server_id, "range": name,
-                "charts": [chart_json(chart) for chart in built]}
+                "charts": [exports.chart_json(chart) for chart in built]}
 
     @app.get(f"{PREFIX}/alerts", auth="token-read")
     def alerts(token, access):

@@ -94,6 +94,11 @@ class Chart:
     gap_seconds: int
     y_max: float = None    # fixed top (100 % for percentages, total memory); else from the data
     note: str = ""
+    # A forecast (forecasts.percent_line): a dashed Line into `ahead` more bins after the
+    # range, which the x axis then also covers; its label says what it foresees.
+    projection: Line = None
+    ahead: int = 0
+    key: str = ""          # its figures.CHARTS key
 
 
 def epoch(moment):
@@ -214,7 +219,8 @@ def render(chart):
                   default=0.0)
     top = axis_top(chart.unit, highest, chart.y_max)
     fmt = units.FORMATS[chart.unit]
-    seconds = chart.step * chart.bins
+    shown_bins = chart.bins + chart.ahead
+    seconds = chart.step * shown_bins
     filled = sum(1 for column in binned for value in column if value is not None)
 
     parts = []
@@ -234,7 +240,7 @@ def render(chart):
                      f'text-anchor="{anchor}">{label}</text>')
 
     plot = []
-    xs = [f"{(i + 0.5) * PLOT_WIDTH / chart.bins:.1f}" for i in range(chart.bins)]
+    xs = [f"{(i + 0.5) * PLOT_WIDTH / shown_bins:.1f}" for i in range(chart.bins)]
     scale = PLOT_HEIGHT / top
     for css, column in zip(SERIES_CLASSES, binned):
         # Each bin's "x,y" of its mean once, as text: the line and the band's lower edge both
@@ -257,6 +263,17 @@ def render(chart):
                 plot.append(f'<path class="line {css}" d="M{points}" '
                             f'vector-effect="non-scaling-stroke"/>')
 
+    if chart.projection:
+        origin = epoch(chart.start)
+        path = " L".join(f"{(moment - origin) / seconds * PLOT_WIDTH:.1f},"
+                         f"{PLOT_HEIGHT - min(max(value, 0.0), top) * scale:.1f}"
+                         for moment, value, _ in chart.projection.points)
+        now_x = chart.bins * PLOT_WIDTH / shown_bins
+        plot.append(f'<line class="now" x1="{now_x:.1f}" x2="{now_x:.1f}" y1="0" '
+                    f'y2="{PLOT_HEIGHT}" vector-effect="non-scaling-stroke"/>')
+        plot.append(f'<path class="line projection" d="M{path}" '
+                    f'vector-effect="non-scaling-stroke"/>')
+
     # data-values, as JSON: per bin, each line's mean and peak (null where it has none), or null
     # where no line has a value. Written as text, not json.dumps: see _number.
     unit = chart.unit
@@ -264,12 +281,15 @@ def render(chart):
               for v in column] for column in binned]
     rows = [f"[{','.join([cell or 'null,null' for cell in row])}]" if any(row) else "null"
             for row in zip(*cells)] if cells else ["null"] * chart.bins
+    rows += ["null"] * chart.ahead  # the future: nothing to show on hover
     data = html.escape(f"[{','.join(rows)}]", quote=True)
     labels = [line.label for line in chart.lines]
     legend = "".join(f'<span class="key {css}">{html.escape(label)}</span>'
                      for css, label in zip(SERIES_CLASSES, labels))
     empty = "" if filled else '<p class="nodata">No data in this range</p>'
     note = f'<span class="note">{html.escape(chart.note)}</span>' if chart.note else ""
+    if chart.projection:
+        note += f'<span class="forecast">{html.escape(chart.projection.label)}</span>'
     return (
         f'<figure class="chart" data-unit="{chart.unit}" data-start="{epoch(chart.start):.0f}" '
         f'data-step="{chart.step}" data-labels="{html.escape(json.dumps(labels), quote=True)}" '

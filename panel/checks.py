@@ -40,6 +40,9 @@ class Check:
     help: str = ""          # what the threshold means, for the rules page
     uses_threshold: bool = True  # False: a state (down, failed); the threshold is ignored
     service: str = ""       # the services section its subjects are in ("" : the subject is one)
+    # What its judge is given as `services`: the newest sample's services, or "forecasts":
+    # {mount: (forecasts.Forecast, seconds left)} of the server's mounts (the forecasts job's).
+    reads: str = "services"
 
 
 def _over(value, threshold, below=False):
@@ -179,6 +182,20 @@ def judge_units(services, unavailable, threshold, seen):
     return found
 
 
+def judge_disk_full(mounts, unavailable, threshold, seen):
+    """A mount whose forecast (forecasts.py) says full within `threshold` days. One without a
+    forecast (flat, shrinking, too little history) is good: its alert resolves."""
+    found = {}
+    for mount, (item, left) in mounts.items():
+        days = None if left is None else left / 86400
+        text = f"full in {units.duration(left)}" if left else \
+            "full" if left == 0 else f"not filling ({item.reason})"
+        if days is not None and item.bytes_per_day:
+            text += f" at {units.size(item.bytes_per_day)} a day"
+        found[mount] = Finding(days, _over(days, threshold, below=True), text)
+    return found
+
+
 CHECKS = (
     Check("service_down", "Service down", judge_service_down, 0, minutes=2,
           help="a service this server reported before stops answering", uses_threshold=False),
@@ -202,6 +219,10 @@ CHECKS = (
           help="a watched process with fewer than this many running", service="watched"),
     Check("unit_failed", "systemd unit", judge_units, 0, minutes=0,
           help="a unit in the failed state", uses_threshold=False, service="systemd"),
+    Check("disk_full", "Disk full forecast", judge_disk_full, 7, minutes=0, unit=" days",
+          below=True, since=15, reads="forecasts",
+          help="days until a mount is full at the trend of its last 7 days (least squares on "
+               "its hourly history; none while flat, shrinking or with under 6 hours of it)"),
 )
 BY_METRIC = {check.metric: check for check in CHECKS}
 
@@ -229,7 +250,9 @@ def service_states(services, problems):
 def _check():
     for check in CHECKS:
         assert len(check.metric) <= 16, f"{check.metric}: alert_rules.metric holds 16"
-        assert check.service or check.metric == "service_down", f"{check.metric}: no service"
+        assert check.service or check.metric == "service_down" or check.reads != "services", \
+            f"{check.metric}: no service"
+        assert check.reads in ("services", "forecasts"), check.metric
     assert len(BY_METRIC) == len(CHECKS), "a check listed twice"
 
 

@@ -313,6 +313,7 @@ ROLLED_UP = tuple(f for f in FIGURES if f.rollup == "mean_peak")
 # The figures the server page draws, in table order: raw chart rows and rollup rows carry
 # them in this one order, so no second list has to agree with it.
 CHARTED = tuple(f for f in FIGURES if f.chart)
+CHART_KEYS = tuple(chart.key for chart in CHARTS)
 TABLE_COLUMNS = tuple(sorted((f for f in FIGURES if f.table), key=lambda f: f.table.position))
 EXPORTED = tuple(f for f in FIGURES if f.prometheus)
 ALERTED = {f.alert.metric: f for f in FIGURES if f.alert}

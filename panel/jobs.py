@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 
-from . import alerts, checks, models, quotas, rollups
+from . import alerts, checks, forecasts, models, quotas, rollups
 from .db import database_proxy, is_postgres, utcnow
 
 log = logging.getLogger("mpanel.jobs")
@@ -17,7 +17,7 @@ log = logging.getLogger("mpanel.jobs")
 # Advisory lock keys: one per job, in a range of our own.
 LOCK_KEYS = {"offline": 7_341_001, "rules": 7_341_002, "deliver": 7_341_003,
              "rollups": 7_341_004, "retention": 7_341_005, "checks": 7_341_006,
-             "quotas": 7_341_016}
+             "forecasts": 7_341_007, "quotas": 7_341_016}
 
 
 def run_locked(name, job, *args):
@@ -141,6 +141,8 @@ def evaluate_checks(offline_after, now=None, enabled_collectors=()):
     opened = resolved = 0
     latest = models.latest_services(since)
     states = models.check_states([agent.id for agent, _, _ in latest])
+    mounts = forecast_view(models.forecasts_of([agent.id for agent, _, _ in latest]), now) \
+        if any(checks.BY_METRIC[rule.metric].reads == "forecasts" for rule in rules) else {}
     # A subject still bad stays "fire" at every run: one already open is not inserted again.
     already_open = models.open_alert_keys()
     for agent, taken_at, detail in latest:
@@ -155,7 +157,8 @@ def evaluate_checks(offline_after, now=None, enabled_collectors=()):
                     (check.metric != "service_down" or collected(subject))}
             told = unavailable if check.metric != "service_down" else \
                 {name: why for name, why in unavailable.items() if collected(name)}
-            findings = check.judge(services, told, rule.threshold, seen)
+            given = services if check.reads == "services" else mounts.get(agent.id, {})
+            findings = check.judge(given, told, rule.threshold, seen)
             changes = checks.steps(check, rule.threshold, rule.minutes, findings, mine, taken_at)
             with database_proxy.atomic():
                 models.store_check_states(agent.id, check.metric, changes, now)
@@ -170,6 +173,41 @@ def evaluate_checks(offline_after, now=None, enabled_collectors=()):
                     if alerts.resolve_alert(server, check.metric, now, key=key):
                         resolved += 1
     return opened, resolved
+
+
+# ===== Disk-full forecasts ======================================================================
+
+FORECAST_EVERY = 600  # seconds: the history is hourly, so a forecast moves little in between
+
+
+def forecast_view(stored, now):
+    """{agent_id: {mount: (forecasts.Forecast, seconds left)}}: what the disk_full check
+    judges, from models.forecasts_of."""
+    return {agent_id: {item.mount: (item, item.seconds_left(now)) for item in items}
+            for agent_id, items in stored.items()}
+
+
+def refresh_forecasts(now=None):
+    """Record each server's newest sample's mounts into their hour (models.MountHour), then
+    fit every mount's forecast from its last forecasts.WINDOW. -> mounts forecast."""
+    now = now or utcnow()
+    hour = datetime.timedelta(hours=1)
+    rows = [{"agent": agent.id, "mount": mount, "bucket": rollups.floor_time(taken_at, 3600),
+             "used": used, "capacity": capacity}
+            for agent, taken_at, detail in models.latest_services(now - hour)
+            if taken_at > now - hour
+            for mount, used, capacity in forecasts.hour_rows(detail.get("disks"))]
+    with database_proxy.atomic():
+        models.record_mount_hours(rows)
+    made = 0
+    for agent_id, mounts in models.mount_history(now - forecasts.WINDOW).items():
+        items = [forecasts.forecast(mount, points) for mount, points in mounts.items()]
+        with database_proxy.atomic():
+            models.store_forecasts(agent_id, items, now)
+        made += len(items)
+    with database_proxy.atomic():
+        models.forget_forecasts_before(now)  # of servers with no history left
+    return made
 
 
 def housekeeping(settings):
@@ -206,6 +244,7 @@ class JobRunner(threading.Thread):
             ("rollups", lambda _: rollups.run_rollups(), None, 60),
             # After the rollups: the traffic hours it recomputes are what the quotas read.
             ("quotas", lambda _: quotas.evaluate(), None, 60),
+            ("forecasts", lambda _: refresh_forecasts(), None, FORECAST_EVERY),
             ("retention", housekeeping, settings, 600),
         )
 

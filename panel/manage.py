@@ -19,12 +19,14 @@ import time
 import bottle
 
 from . import access as access_module
-from . import alerts, auth, keys, models, operations, quotas
+from . import alerts, auth, exports, keys, models, operations, quotas
 from . import settings as settings_module
 from .db import utcnow
 from .errors import refusal
 from .views import (ROOT, agent_or_404, alert_lists, customer_filter, panel_url, server_context,
                     template)
+
+ALERTS_CSV_ROWS = 10_000  # of the history in /alerts.csv, latest first
 
 BUNDLE_FILES = (("agent.py", ROOT / "agent.py", 0o644),
                 ("install.sh", ROOT / "install" / "install.sh", 0o755),
@@ -274,6 +276,17 @@ def build_manage(settings):
     @app.get("/alerts", auth="viewer")
     def alerts_view(session, access):
         return alerts_page(session, access)
+
+    @app.get("/alerts.csv", auth="viewer")
+    def alerts_download(session, access):
+        """The alerts the page lists (the same ?customer= filter), firing first, then up to
+        ALERTS_CSV_ROWS of the history, as a file."""
+        _, shown = customer_filter(access)
+        lists = alert_lists(shown, history=ALERTS_CSV_ROWS)
+        bottle.response.content_type = exports.FORMATS["csv"]
+        bottle.response.set_header("Cache-Control", "no-store")
+        bottle.response.set_header("Content-Disposition", 'attachment; filename="alerts.csv"')
+        return exports.alerts_csv(lists["firing"] + lists["history"])
 
     @app.post("/alerts/channels", auth="admin")
     def add_channel(session, access):

@@ -12,7 +12,7 @@ import zlib
 import peewee
 
 from . import access as access_module
-from . import figures, units
+from . import figures, forecasts, units
 from .db import database_proxy, is_postgres, utcnow
 
 
@@ -343,6 +343,45 @@ class CheckState(BaseModel):
         primary_key = peewee.CompositeKey("agent", "metric", "subject")
 
 
+class MountHour(BaseModel):
+    """Per server and mount, the used bytes and capacity (used + free) the hour's newest sample
+    reported: the history disk-full forecasts read (forecasts.py). The per-mount detail of the
+    raw samples ages out with them; this keeps one row per mount and hour, for as long as the
+    hourly rollups. Mounts are the agent's (protocol.MAX_DISKS at most); a mount point longer
+    than 255 characters is kept by its first 255."""
+
+    agent = peewee.ForeignKeyField(Agent, column_name="agent_id", on_delete="CASCADE",
+                                   index=False)
+    mount = peewee.CharField(max_length=255)
+    bucket = peewee.DateTimeField(index=True)  # retention deletes by it
+    used = peewee.BigIntegerField()
+    capacity = peewee.BigIntegerField()
+
+    class Meta:
+        table_name = "mount_hours"
+        primary_key = peewee.CompositeKey("agent", "mount", "bucket")
+
+
+class MountForecast(BaseModel):
+    """Per server and mount, its newest forecast (forecasts.Forecast), written by the
+    forecasts job: the servers table, the disk chart and the disk_full check read it here,
+    never fit a line per page view."""
+
+    agent = peewee.ForeignKeyField(Agent, column_name="agent_id", on_delete="CASCADE",
+                                   index=False)
+    mount = peewee.CharField(max_length=255)
+    used = peewee.BigIntegerField()
+    capacity = peewee.BigIntegerField()
+    bytes_per_day = peewee.DoubleField(null=True)
+    full_at = peewee.DateTimeField(null=True)
+    reason = peewee.CharField(max_length=32, null=True)
+    computed_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "mount_forecasts"
+        primary_key = peewee.CompositeKey("agent", "mount")
+
+
 class AuthEvent(BaseModel):
     """Failed agent authentications and logins, and key life-cycle events. Never the secret: at
     most the key's public id.
@@ -606,7 +645,8 @@ ALL_MODELS = [SchemaVersion, Customer, Server, Agent, Metric, LatestSample, Roll
               TrafficHour, TrafficDay, DirtyBucket, CheckState, AuthEvent, AuthLimit, ServerEvent,
               AlertRule, Alert,
               Channel, ServerChannel, Delivery, MaintenanceWindow, Admin, AdminSession,
-              RecoveryCode, LoginChallenge, ApiToken, CustomerStaffChannel]
+              RecoveryCode, LoginChallenge, ApiToken, CustomerStaffChannel, MountHour,
+              MountForecast]
 
 
 # ===== Named queries ==========================================================================
@@ -1666,6 +1706,73 @@ def service_summary(access):
         if bad_since is not None:
             problems.append((metric, subject, text))
     return summary
+
+
+# ===== Mount history and disk-full forecasts (forecasts.py) =====================================
+
+MOUNT_NAME = MountHour.mount.max_length
+
+
+def record_mount_hours(rows):
+    """Upsert {"agent", "mount", "bucket", "used", "capacity"} rows: the hour's newest sample
+    wins."""
+    rows = [{**row, "mount": row["mount"][:MOUNT_NAME]} for row in rows]
+    for chunk in peewee.chunked(rows, 200):
+        MountHour.insert_many(chunk).on_conflict(
+            conflict_target=[MountHour.agent, MountHour.mount, MountHour.bucket],
+            preserve=[MountHour.used, MountHour.capacity]).execute()
+    return len(rows)
+
+
+def mount_history(since):
+    """{agent_id: {mount: [(bucket, used, capacity)], oldest first}} from `since`."""
+    history = {}
+    rows = (MountHour.select(MountHour.agent, MountHour.mount, MountHour.bucket, MountHour.used,
+                             MountHour.capacity).where(MountHour.bucket >= since)
+            .order_by(MountHour.agent, MountHour.mount, MountHour.bucket).tuples())
+    for agent_id, mount, bucket, used, capacity in rows:
+        history.setdefault(agent_id, {}).setdefault(mount, []).append((bucket, used, capacity))
+    return history
+
+
+def store_forecasts(agent_id, items, now):
+    """Replace one agent's forecasts with `items` [forecasts.Forecast] (inside a transaction):
+    a mount no longer in its history is forgotten."""
+    MountForecast.delete().where(MountForecast.agent == agent_id).execute()
+    rows = [{"agent": agent_id, "mount": item.mount[:MOUNT_NAME], "used": item.used,
+             "capacity": item.capacity, "bytes_per_day": item.bytes_per_day,
+             "full_at": item.full_at, "reason": item.reason, "computed_at": now}
+            for item in items]
+    for chunk in peewee.chunked(rows, 200):
+        MountForecast.insert_many(chunk).execute()
+
+
+def forecasts_of(agent_ids=None, access=None):
+    """{agent_id: [forecasts.Forecast], soonest full first} of these agents (None: of every
+    agent `access` sees, or every agent)."""
+    query = MountForecast.select(MountForecast)
+    if agent_ids is not None:
+        agent_ids = list(agent_ids)
+        if not agent_ids:
+            return {}
+        query = query.where(MountForecast.agent.in_(agent_ids))
+    if access is not None and access.customer_id is not None:
+        query = visible(query.join(Agent).join(Server), access)
+    found = {}
+    for row in query.order_by(MountForecast.agent, MountForecast.mount):
+        found.setdefault(row.agent_id, []).append(forecasts.Forecast(
+            row.mount, row.used, row.capacity, row.bytes_per_day, row.full_at, row.reason))
+    far = datetime.datetime.max
+    return {agent_id: sorted(items, key=lambda f: f.full_at or far)
+            for agent_id, items in found.items()}
+
+
+def forget_forecasts_before(moment):
+    return MountForecast.delete().where(MountForecast.computed_at < moment).execute()
+
+
+def prune_mount_hours(cutoff):
+    return MountHour.delete().where(MountHour.bucket < cutoff).execute()
 
 
 def check_states(agent_ids):

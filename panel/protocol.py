@@ -14,7 +14,7 @@ agent's buffer behind it for good; that is the last line of defence, not the rul
 """
 import datetime
 
-from . import __version__, charts, figures, models
+from . import __version__, charts, exports, figures, models
 from .errors import NO_NUL_PATTERN
 
 # Byte counts and counters are kept in BIGINT columns (or the JSON detail, which holds as much).
@@ -762,7 +762,12 @@ V1_TRAFFIC = {"type": ["object", "null"], "description": "Traffic this billing c
 V1_SERVER_ROW = {"type": "object", "required": ["id", "name", "status"], "properties": {
     "id": SERVER_ID, "name": {"type": "string"}, "hostname": {"type": "string"},
     "status": {"type": "string", "enum": ["online", "offline", "never seen"]},
-    "lastSeen": _NULLABLE_TIME, "critical": {"type": "boolean"}, "traffic": V1_TRAFFIC}}
+    "lastSeen": _NULLABLE_TIME, "critical": {"type": "boolean"}, "traffic": V1_TRAFFIC,
+    "diskFull": {"type": ["object", "null"], "required": ["mount", "secondsLeft"],
+                 "description": "The mount full soonest at its trend (panel/forecasts.py), or "
+                                "null while none is filling.",
+                 "properties": {"mount": {"type": "string"},
+                                "secondsLeft": {"type": "number"}}}}}
 V1_ALERT = {"type": "object", "required": ["id", "serverId", "rule", "state", "startedAt"],
             "properties": {"id": {"type": "integer"}, "serverId": SERVER_ID,
                            "serverName": {"type": "string"}, "rule": {"type": "string"},
@@ -786,6 +791,8 @@ V1_SERVER = {"type": "object",
                  "traffic": V1_TRAFFIC}}
 V1_CHART = {"type": "object", "required": ["title", "unit", "start", "step", "lines"],
             "properties": {
+                "key": {"type": "string", "description": "The chart's name, as ?chart= "
+                                                         "takes it."},
                 "title": {"type": "string"}, "unit": {"type": "string"},
                 "start": {"type": "string"}, "step": {"type": "integer"},
                 "bins": {"type": "integer"}, "yMax": _FIGURE,
@@ -802,6 +809,12 @@ V1_RANGE_NAMES = tuple(charts.RANGES)
 def _v1_ok(description, properties, status="200"):
     return {status: {"description": description, "content": {"application/json": {"schema": {
         "type": "object", "required": list(properties), "properties": properties}}}}}
+
+
+def _v1_csv(ok):
+    """A 200 that may also come as CSV (?format=csv)."""
+    ok["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
+    return ok
 
 
 def _v1(summary, ok, *errors, need="token-read", parameters=(), body=None):
@@ -854,13 +867,22 @@ def v1_paths():
         },
         "/api/v1/servers/{serverId}/series": {
             "get": _v1("A server's charts for a range: the figures its page draws",
-                       _v1_ok("Charts, in page order", {
+                       _v1_csv(_v1_ok("Charts, in page order", {
                            "serverId": SERVER_ID, "range": {"type": "string"},
-                           "charts": {"type": "array", "items": V1_CHART}}),
+                           "charts": {"type": "array", "items": V1_CHART}})),
                        "400", "404", parameters=(one[0], {
                            "name": "range", "in": "query", "required": False,
                            "schema": {"type": "string", "enum": list(V1_RANGE_NAMES),
-                                      "default": "1h"}})),
+                                      "default": "1h"}}, {
+                           "name": "chart", "in": "query", "required": False,
+                           "description": "Only this chart (absent: every chart).",
+                           "schema": {"type": "string", "enum": list(figures.CHART_KEYS)}}, {
+                           "name": "format", "in": "query", "required": False,
+                           "description": "csv: one row per point (chart, series, time, "
+                                          "mean, peak, unit); text cells that a spreadsheet "
+                                          "would run as a formula start with an apostrophe.",
+                           "schema": {"type": "string", "enum": list(exports.FORMATS),
+                                      "default": "json"}})),
         },
         "/api/v1/alerts": {
             "get": _v1("Firing alerts and the latest 100 others", _v1_ok("Alerts", {

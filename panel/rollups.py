@@ -266,6 +266,9 @@ def prune(settings, now=None):
         removed[tier.name] = models.prune_rollups(tier.model, cutoff)
     removed["traffic_hours"], removed["traffic_days"] = quotas.prune(
         now, settings.retention_raw_days)
+    # The mounts' hourly history (forecasts.py) lives as long as the hourly rollups.
+    removed["mount_hours"] = models.prune_mount_hours(
+        now - datetime.timedelta(days=settings.retention_1h_days))
     removed["auth_events"] = models.prune_auth_events(now - datetime.timedelta(days=30))
     removed["auth_limits"] = models.prune_auth_limits(now)
     removed["deliveries"] = models.prune_deliveries(now - datetime.timedelta(days=90))

@@ -12,7 +12,7 @@ ranges draw.
 import datetime
 import re
 
-from . import charts, figures, models, rollups, units
+from . import charts, figures, forecasts, models, rollups, units
 from .db import utcnow
 
 # Raw chart rows carry the charted figures right after the time, rollup rows a mean and a peak
@@ -77,8 +77,19 @@ def mount_lines(agent_id, raw_rows, start, seconds, most=MOUNT_LINES, samples=12
     return [charts.Line(mount, points) for mount, points in ordered]
 
 
-def build_charts(agent_id, chart_range, now=None, latest=None):
-    """The detail page's charts, in page order (figures.CHARTS)."""
+def parse_chart(name):
+    """?chart= of a download: None (every chart) or one of figures.CHART_KEYS; ValueError
+    otherwise."""
+    if name is None:
+        return None
+    if name not in figures.CHART_KEYS:
+        raise ValueError(f"chart must be one of {', '.join(figures.CHART_KEYS)}")
+    return name
+
+
+def build_charts(agent_id, chart_range, now=None, latest=None, only=None):
+    """The detail page's charts, in page order (figures.CHARTS); `only`: just the chart of
+    that key, drawn even when it is an optional one without data (a download asked for it)."""
     now = now or utcnow()
     start, end = chart_window(chart_range, now)
     tier, rows = rollups.series(agent_id, start, end, tier_name=chart_range.tier)
@@ -86,6 +97,8 @@ def build_charts(agent_id, chart_range, now=None, latest=None):
     banded = "" if tier == "raw" and chart_range.step == 60 else "line: mean · band: peak"
     built = []
     for spec in figures.CHARTS:
+        if only is not None and spec.key != only:
+            continue
         y_max, note = None, banded
         if spec.total:
             total = getattr(latest, spec.total) if latest is not None else None
@@ -97,7 +110,7 @@ def build_charts(agent_id, chart_range, now=None, latest=None):
             note = f"of {units.FORMATS[spec.unit](total)}" if total else spec.no_total
         lines = [charts.Line(figure.label, points[figure.column])
                  for figure in figures.chart_figures(spec.key)]
-        if spec.optional and not any(line.points for line in lines):
+        if spec.optional and only is None and not any(line.points for line in lines):
             continue  # a service this server does not run in this range
         title = spec.title
         if spec.per_mount and tier == "raw":
@@ -109,10 +122,33 @@ def build_charts(agent_id, chart_range, now=None, latest=None):
                                  most=MOUNT_LINES - len(lines))
         elif spec.per_mount:
             note = spec.note
+        projection, ahead = None, 0
+        if spec.per_mount:
+            projection = disk_projection(agent_id, now, end, chart_range)
+            ahead = projection_bins(chart_range) if projection else 0
         built.append(charts.Chart(title=title, unit=spec.unit, lines=lines, start=start,
                                   step=chart_range.step, bins=chart_range.bins,
-                                  gap_seconds=chart_range.gap_seconds, y_max=y_max, note=note))
+                                  gap_seconds=chart_range.gap_seconds, y_max=y_max, note=note,
+                                  projection=projection, ahead=ahead, key=spec.key))
     return built
+
+
+def projection_bins(chart_range):
+    """Bins the disk chart draws after its range when a mount is filling: a third more."""
+    return chart_range.bins // 3
+
+
+def disk_projection(agent_id, now, end, chart_range):
+    """The dashed Line of the mount full soonest (its stored forecast, forecasts.py) from now
+    to its full point or the projection's edge, or None while no mount is filling."""
+    soonest = next(iter(models.forecasts_of([agent_id]).get(agent_id, [])), None)
+    if soonest is None or soonest.full_at is None:
+        return None
+    edge = end + datetime.timedelta(seconds=chart_range.step * projection_bins(chart_range))
+    points = forecasts.percent_line(soonest, now, edge)
+    return charts.Line(f"{soonest.mount} full in {units.duration(soonest.seconds_left(now))} "
+                       f"(dashed)", [(charts.epoch(moment), value, None)
+                                     for moment, value in points])
 
 
 # ===== Processes and services at a minute =======================================================

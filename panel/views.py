@@ -5,6 +5,7 @@ that change things: manage.py.)
 Each view builds a context dict and calls `render(page, partial, ctx)`: a plain request gets the
 full page, an htmx request (`HX-Request` header) just the partial it asked for.
 """
+import json
 import secrets
 import time
 import urllib.parse
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import bottle
 
-from . import (access as access_module, auth, charts, checks, figures, keys, models, operations,
-               protocol, quotas, server_page, status_page, traffic, units)
+from . import (access as access_module, auth, charts, checks, exports, figures, keys, models,
+               operations, protocol, quotas, server_page, status_page, traffic, units)
 from .db import utcnow
 from .errors import DATABASE_ERRORS, database_unavailable, refusal
 
@@ -56,10 +57,21 @@ SERVICE_NAMES = tuple(protocol.METRICS["properties"]["services"]["properties"])
 SERVICE_SORT_PREFIX = "svc-"
 SORT_KEYS.update({SERVICE_SORT_PREFIX + name: (lambda r, name=name: _service_rank(r, name))
                   for name in SERVICE_NAMES})
+# The soonest disk-full forecast of a server's mounts (forecasts.py): (mount, seconds left) or
+# None; sorted soonest first, the servers with none last.
+DISK_FULL = "disk_full"
+SORT_KEYS[DISK_FULL] = lambda r: r[DISK_FULL][1] if r[DISK_FULL] else float("inf")
+
+
+def _disk_full_text(value):
+    return f"{value[0]} in {units.duration(value[1])}" if value else ""
+
+
 # For the templates: (sort key, header, column class, format of the value).
 TABLE_CELLS = tuple((key, label, "c-rate" if figures.shown_unit(figure) == "rate" else "c-num",
                      units.FORMATS[figures.shown_unit(figure)])
-                    for key, label, figure in TABLE_FIGURES)
+                    for key, label, figure in TABLE_FIGURES) + \
+    ((DISK_FULL, "Disk full in", "c-full", _disk_full_text),)
 
 
 def _number(value):
@@ -117,6 +129,8 @@ def server_rows(offline_after, access, now=None):
     identity = len(models.FLEET_COLUMNS) - len(models.FLEET_FIGURES)
     checked = models.service_summary(access)
     usages = quotas.server_usages(access, now)
+    soonest = {agent_id: items[0] for agent_id, items in models.forecasts_of(access=access).items()
+               if items[0].full_at is not None}
     for row in models.fleet(access):
         (server_id, name, critical, agent_id, hostname, agent_status, version, last_seen,
          clock_offset) = row[:identity]
@@ -139,6 +153,8 @@ def server_rows(offline_after, access, now=None):
             "service_states": checks.service_states(services, problems),
             "traffic": quotas.shown(usages[server_id]) if server_id in usages else None,
             "version": version or "",
+            DISK_FULL: (soonest[agent_id].mount, soonest[agent_id].seconds_left(now))
+            if agent_id in soonest else None,
         })
     return rows
 
@@ -287,14 +303,38 @@ def build_views(settings):
     def server_charts(server_id, session, access):
         agent = agent_or_404(server_id, access)
         chart_range = server_page.parse_range(bottle.request.query.get("range"))
-        latest = models.latest_sample_per_agent(
-            [agent.id], columns=server_page.TOTAL_COLUMNS).get(agent.id)
         bottle.response.set_header("Cache-Control", "no-store")
-        built = server_page.build_charts(
-            agent.id, chart_range, models.agent_clock(agent.clock_offset, utcnow()),
-            latest=latest)
+        built = built_charts(agent, chart_range)
         return template("_charts.tpl", server=agent.server, chart_range=chart_range,
-                        ranges=charts.RANGES, charts=[charts.render(c) for c in built])
+                        ranges=charts.RANGES, charts=[(c.key, charts.render(c)) for c in built])
+
+    def chart_download(server_id, access, shape):
+        """/servers/<id>/charts.csv and .json: the charts of ?range= (the page's, 1h by
+        default), or ?chart= alone, as a file."""
+        try:
+            only = server_page.parse_chart(bottle.request.query.getunicode("chart"))
+        except ValueError as err:
+            raise refusal(400, str(err), "chart") from None
+        agent = agent_or_404(server_id, access)
+        chart_range = server_page.parse_range(bottle.request.query.get("range"))
+        built = built_charts(agent, chart_range, only)
+        bottle.response.content_type = exports.FORMATS[shape]
+        bottle.response.set_header("Cache-Control", "no-store")
+        bottle.response.set_header(
+            "Content-Disposition", f'attachment; filename="server-{server_id}-'
+                                   f'{only or "charts"}-{chart_range.name}.{shape}"')
+        if shape == "csv":
+            return exports.chart_csv(built)
+        return json.dumps({"serverId": server_id, "range": chart_range.name,
+                           "charts": [exports.chart_json(chart) for chart in built]})
+
+    @app.get("/servers/<server_id:int>/charts.csv", auth="viewer")
+    def chart_csv(server_id, session, access):
+        return chart_download(server_id, access, "csv")
+
+    @app.get("/servers/<server_id:int>/charts.json", auth="viewer")
+    def chart_json(server_id, session, access):
+        return chart_download(server_id, access, "json")
 
     @app.get("/servers/<server_id:int>/processes", auth="viewer")
     def server_processes(server_id, session, access):
@@ -365,6 +405,16 @@ def status_page_box(customer_id):
             "published": models.public_status_servers(customer_id)}
 
 
+def built_charts(agent, chart_range, only=None):
+    """The server's charts for a range (server_page.build_charts) at the agent's clock: the
+    page, its downloads and /api/v1's series build them here."""
+    latest = models.latest_sample_per_agent(
+        [agent.id], columns=server_page.TOTAL_COLUMNS).get(agent.id)
+    return server_page.build_charts(agent.id, chart_range,
+                                    models.agent_clock(agent.clock_offset, utcnow()),
+                                    latest=latest, only=only)
+
+
 def agent_or_404(server_id, access):
     """The agent (its server joined) of a server `access` may see, or a 404 that reads the
     same whether the server does not exist or is another customer's: every server route
@@ -430,7 +480,7 @@ def server_context(server_id, session, access, settings, full=None, **extra):
     if full is None:
         full = not bottle.request.get_header("HX-Request")
     if full:
-        context["charts"] = [charts.render(c) for c in
+        context["charts"] = [(c.key, charts.render(c)) for c in
                              server_page.build_charts(agent.id, chart_range,
                                                  models.agent_clock(agent.clock_offset, now),
                                                  latest)]

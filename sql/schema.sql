@@ -436,3 +436,27 @@ CREATE TABLE IF NOT EXISTS customer_staff_channels (
   channel_id INTEGER NOT NULL REFERENCES channels(id) ON DELETE CASCADE,
   PRIMARY KEY (customer_id, channel_id)
 );
+
+-- Disk-full forecasts (issue 14, migration 015): per-mount hourly history and each mount's
+-- newest forecast (panel/forecasts.py).
+CREATE TABLE IF NOT EXISTS mount_hours (
+  agent_id INTEGER NOT NULL REFERENCES servers_agents(id) ON DELETE CASCADE,
+  mount VARCHAR(255) NOT NULL,
+  bucket TIMESTAMP NOT NULL,
+  used BIGINT NOT NULL,
+  capacity BIGINT NOT NULL,
+  PRIMARY KEY (agent_id, mount, bucket)
+);
+CREATE INDEX IF NOT EXISTS idx_mount_hours_bucket ON mount_hours (bucket);
+
+CREATE TABLE IF NOT EXISTS mount_forecasts (
+  agent_id INTEGER NOT NULL REFERENCES servers_agents(id) ON DELETE CASCADE,
+  mount VARCHAR(255) NOT NULL,
+  used BIGINT NOT NULL,
+  capacity BIGINT NOT NULL,
+  bytes_per_day DOUBLE PRECISION,
+  full_at TIMESTAMP,
+  reason VARCHAR(32),
+  computed_at TIMESTAMP NOT NULL,
+  PRIMARY KEY (agent_id, mount)
+);

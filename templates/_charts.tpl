@@ -8,8 +8,11 @@
     </nav>
   </div>
   <div class="charts" data-processes-url="/servers/{{server.id}}/processes">
-    % for chart in charts:
+    % for key, chart in charts:
+    <div class="chart-cell">
     {{!chart}}
+    <p class="downloads">Download <a href="/servers/{{server.id}}/charts.csv?range={{chart_range.name}}&amp;chart={{key}}" download>CSV</a> · <a href="/servers/{{server.id}}/charts.json?range={{chart_range.name}}&amp;chart={{key}}" download>JSON</a></p>
+    </div>
     % end
   </div>
   <p class="hint">Times in UTC. Gaps are times the server did not report.</p>

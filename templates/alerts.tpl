@@ -218,7 +218,7 @@
 % end
 
 <section class="card">
-  <h2>History</h2>
+  <div class="card-head"><h2>History</h2><a class="small" href="/alerts.csv{{'?customer=%d' % customer if customer else ''}}" download>Download CSV</a></div>
   <table class="list">
     <thead><tr><th>Server</th><th>Rule</th><th>What</th><th>Started</th><th>Resolved</th></tr></thead>
     <tbody>

@@ -1,0 +1,26 @@
+-- 015 (issue 14): disk-full forecasts (panel/forecasts.py). mount_hours: per server, mount and
+-- hour, the used bytes and capacity (used + free) of the hour's newest sample, the history that
+-- outlives the raw samples' per-mount detail; mount_forecasts: each mount's newest forecast,
+-- written by the forecasts job. Both start empty: forecasts appear once a mount has 6 hours of
+-- history. The built-in disk_full rule is seeded by the upgrade (alerts.ensure_default_rules).
+CREATE TABLE IF NOT EXISTS mount_hours (
+  agent_id INTEGER NOT NULL REFERENCES servers_agents(id) ON DELETE CASCADE,
+  mount VARCHAR(255) NOT NULL,
+  bucket TIMESTAMP NOT NULL,
+  used BIGINT NOT NULL,
+  capacity BIGINT NOT NULL,
+  PRIMARY KEY (agent_id, mount, bucket)
+);
+CREATE INDEX IF NOT EXISTS idx_mount_hours_bucket ON mount_hours (bucket);
+
+CREATE TABLE IF NOT EXISTS mount_forecasts (
+  agent_id INTEGER NOT NULL REFERENCES servers_agents(id) ON DELETE CASCADE,
+  mount VARCHAR(255) NOT NULL,
+  used BIGINT NOT NULL,
+  capacity BIGINT NOT NULL,
+  bytes_per_day DOUBLE PRECISION,
+  full_at TIMESTAMP,
+  reason VARCHAR(32),
+  computed_at TIMESTAMP NOT NULL,
+  PRIMARY KEY (agent_id, mount)
+);
