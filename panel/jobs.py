@@ -1,22 +1,24 @@
-"""Background jobs: offline detection, threshold rules, alert delivery (and, as they come,
-rollups and retention). Every panel replica runs the loop; each job runs in one replica at a
-time — on PostgreSQL under a transaction-scoped advisory lock, on SQLite under the database's
-own write lock. Either way the writes are conditional (state changes, unique open alerts,
-claimed deliveries), so even two runs at once record each transition once.
+"""Background jobs: offline detection, threshold rules, alert delivery, agent upgrade rollouts
+(upgrades.advance), rollups and retention. Every panel replica runs the loop; each job runs in
+one replica at a time — on PostgreSQL under a transaction-scoped advisory lock, on SQLite under
+the database's own write lock. Either way the writes are conditional (state changes, unique open
+alerts, claimed deliveries, rollout results), so even two runs at once record each transition
+once.
 """
 import datetime
 import logging
 import threading
 import time
 
-from . import alerts, checks, models, rollups
+from . import alerts, checks, models, rollups, upgrades
 from .db import database_proxy, is_postgres, utcnow
 
 log = logging.getLogger("mpanel.jobs")
 
 # Advisory lock keys: one per job, in a range of our own.
 LOCK_KEYS = {"offline": 7_341_001, "rules": 7_341_002, "deliver": 7_341_003,
-             "rollups": 7_341_004, "retention": 7_341_005, "checks": 7_341_006}
+             "rollups": 7_341_004, "retention": 7_341_005, "checks": 7_341_006,
+             "upgrades": 7_341_007}
 
 
 def run_locked(name, job, *args):
@@ -201,6 +203,7 @@ class JobRunner(threading.Thread):
                                                  enabled_collectors=s.enabled_collectors),
              settings, 0),
             ("deliver", alerts.deliver_due, settings.smtp, 0),
+            ("upgrades", upgrades.advance, settings, 0),
             ("rollups", lambda _: rollups.run_rollups(), None, 60),
             ("retention", housekeeping, settings, 600),
         )

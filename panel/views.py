@@ -23,7 +23,7 @@ STATIC = str(Path(__file__).resolve().parent / "static")
 HTMX_FILE = "htmx-2.0.8.min.js"
 
 # Public, secret-free files an admin's servers fetch while installing (`curl … | sudo bash`).
-DOWNLOADS = {
+DOWNLOADS = {  # agent.py: the panel's settings.agent_file (MPANEL_AGENT_FILE), see downloads()
     "agent.py": (ROOT / "agent.py", "text/x-python; charset=utf-8"),
     "install.sh": (ROOT / "install" / "install.sh", "text/x-shellscript; charset=utf-8"),
     "install.ps1": (ROOT / "install" / "install.ps1", "text/plain; charset=utf-8"),
@@ -338,10 +338,11 @@ def build_views(settings):
 
     @app.get("/downloads/<name>")
     def download(name):
-        if name not in DOWNLOADS:
+        files = downloads(settings)
+        if name not in files:
             bottle.abort(404, f"no download named {name!r}; there are "
-                              f"{', '.join(sorted(DOWNLOADS))}")
-        path, mimetype = DOWNLOADS[name]
+                              f"{', '.join(sorted(files))}")
+        path, mimetype = files[name]
         if not path.is_file():
             bottle.abort(404, f"{name} is not part of this panel's installation")
         response = bottle.static_file(path.name, root=str(path.parent), mimetype=mimetype,
@@ -350,6 +351,12 @@ def build_views(settings):
         return response
 
     return app
+
+
+def downloads(settings):
+    """{name: (path, type)} the panel serves: agent.py is the one it ships (and rolls out)."""
+    return dict(DOWNLOADS, **{"agent.py": (Path(settings.agent_file),
+                                           DOWNLOADS["agent.py"][1])})
 
 
 def status_page_box(customer_id):
