@@ -5081,7 +5081,7 @@ def main(argv=None):
         return 2
     setup_logging(config)
     argv = list(sys.argv[1:] if argv is None else argv)
-    if config.auto_update or os.path.isdir(UpgradePaths(config.state_dir).folder):
+    if config.auto_update:  # off: the installed file runs, whatever the state folder holds
         code = launch_upgraded(config, argv, once=args.once)  # returns: run as the base
         if code is not None:
             return code
