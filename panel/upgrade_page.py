@@ -49,7 +49,7 @@ def build_upgrade_page(settings):
                 chosen["percent"] = whole_number("the percentage", (
                     forms.getunicode("percent") or "").strip())
             else:
-                raise ValueError("choose servers, a customer or a percentage")
+                raise ValueError("choice must be servers, customer or percent")
             upgrades.start_rollout(settings, session.admin.username, wave_size=wave_size,
                                    **chosen)
         except ValueError as err:
