@@ -134,6 +134,10 @@ def server_rows(offline_after, access, now=None):
             "service_states": checks.service_states(services, problems),
             "version": version or "",
         })
+    # "upgrade failed" beside the version: the server's latest rollout result (upgrades.py).
+    failed = models.last_upgrade_failures(row["id"] for row in rows)
+    for row in rows:
+        row["upgrade_failed"] = failed.get(row["id"])
     return rows
 
 
@@ -425,6 +429,7 @@ def server_context(server_id, session, access, settings, full=None, **extra):
         "uptime": _uptime_since_boot(agent),
         # Staff see whose server it is and may move it (manage.py, /servers/<id>/customer).
         "customers": models.customers() if access.staff else [],
+        "upgrade_failed": models.last_upgrade_failures([server.id]).get(server.id),
     }
     latest = summary["latest"]
     if full is None:
