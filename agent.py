@@ -23,7 +23,7 @@ command-line flags. config.json has the seed design's shape, plus optional keys:
                "enabledCollectors": ["cpu", "memory", "disk", "services"],
                "stateDir": "/var/lib/mpanel-agent", "bufferMaxAge": 3600,
                "bufferMaxBytes": 20000000, "retryMaxDelay": 300, "heartbeatInterval": 60,
-               "allowInsecureHttp": false,
+               "allowInsecureHttp": false, "autoUpdate": false,
                "services": {"nginx": {"url": "http://127.0.0.1/nginx_status"}, ...}},
      "logging": {"level": "info", "file": "/var/log/mpanel-agent.log"}}
 
@@ -44,6 +44,14 @@ The panel may change the report interval and narrow the enabled collectors (GET
 /api/agent/config and each answer's `nextReportIn`); that takes effect without a restart. A
 collector switched off in config.json stays off whatever the panel says. The API key is never
 logged or printed.
+
+Self-upgrade (agent.autoUpdate, off unless install.sh --auto-update or a person sets it): the
+panel may offer a new agent.py in its answers ({version, sha256, path}); the agent fetches it from
+the panel it reports to, checks size and SHA-256, runs it with --version and --check, keeps it in
+<stateDir>/upgrade/ beside the previous one and restarts into it. The installed agent.py stays as
+it was and starts every run: it runs the upgraded copy, and while that has not reported once it
+watches it and puts the previous file back when it exits or stays silent (see "Self-upgrade").
+Nothing else the panel sends is ever run.
 """
 import argparse
 import collections
@@ -62,6 +70,7 @@ import logging.handlers
 import os
 import pathlib
 import platform
+import py_compile
 import random
 import re
 import shutil
@@ -70,6 +79,7 @@ import socket
 import sqlite3
 import ssl
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -125,6 +135,7 @@ class Config:
     buffer_max_bytes: int = 20_000_000
     retry_max_delay: int = 300
     allow_insecure_http: bool = False
+    auto_update: bool = False  # run the agent.py a panel's rollout offers (Self-upgrade)
     services: dict = dataclasses.field(default_factory=dict, repr=False)  # may hold passwords
     log_level: str = "info"
     log_file: str = ""
@@ -189,6 +200,7 @@ _FILE_KEYS = {  # Config field: (section, key) in config.json
     "retry_max_delay": ("agent", "retryMaxDelay"),
     "timeout": ("agent", "requestTimeout"),
     "allow_insecure_http": ("agent", "allowInsecureHttp"),
+    "auto_update": ("agent", "autoUpdate"),
     "services": ("agent", "services"),
     "log_level": ("logging", "level"),
     "log_file": ("logging", "file"),
@@ -390,6 +402,7 @@ NUMBER = (int, float)
 # dropped (and the file kept aside): a collector or the registration then starts afresh.
 STATE_SHAPE = {
     "serverId": int, "registeredAs": dict, "apiKey": str, "replacesKey": str,
+    "upgrade": dict, "failedUpgrades": list,
     "clock": {"bootId": str, "offset": NUMBER},
     "collectors": {
         "cpu": (dict, type(None)),
@@ -4087,6 +4100,26 @@ class Reporter:
         return Outcome(response.status, data, error,
                        parse_retry_after(response.headers.get("Retry-After")))
 
+    def download(self, path, limit):
+        """GET `path` of the panel (never another origin: only the path is the panel's to
+        name) over this pool, as bytes. -> (bytes, "") or (None, why); at most `limit` bytes
+        are read, so a hostile answer cannot fill memory."""
+        headers = dict(self.headers, Date=email.utils.formatdate(wall_time(), usegmt=True))
+        try:
+            response = self.pool.request("GET", self.base + path, headers=headers,
+                                         preload_content=False)
+            try:
+                if response.status != 200:
+                    return None, f"HTTP {response.status}"
+                data = response.read(limit + 1)
+            finally:
+                response.release_conn()
+        except urllib3.exceptions.HTTPError as err:
+            return None, f"{type(err).__name__}: {_reason(err)}"
+        if len(data) > limit:
+            return None, f"larger than {limit} bytes"
+        return data, ""
+
     # -- backoff --
 
     def may_send(self):
@@ -4187,6 +4220,9 @@ class Agent:
         self.reregistered = False  # after a 403 on metrics, until a batch is stored
         self.clock_offset = None  # wall clock minus boot clock at the previous sample
         self.state_saved_at = None  # monotonic time of the last state write
+        self.offer = None  # the newest upgrade the panel offered (Self-upgrade), while unheeded
+        self.argv = ()  # the command line's arguments, for the upgraded file (main sets them)
+        self.restart_into_upgrade = False  # set when a new agent.py is in place: main re-execs
 
     @property
     def key_rejected(self):
@@ -4219,6 +4255,11 @@ class Agent:
         refusal backs off, so none can make the agent spin."""
         if outcome.ok and isinstance(outcome.data.get("newApiKey"), str):
             self.adopt_key(outcome.data["newApiKey"])
+        if outcome.ok and self.config.auto_update and \
+                isinstance(outcome.data.get("upgrade"), dict):
+            self.offer = outcome.data["upgrade"]  # heeded after this cycle (try_upgrade)
+        if outcome.ok and what == "metrics":
+            confirm_upgrade(self.state)
         if outcome.ok:
             if self.trouble:
                 log.warning("panel accepts requests again request=%s was=%r", what, self.trouble)
@@ -4273,6 +4314,8 @@ class Agent:
             # Whole seconds: psutil's value wobbles by a fraction between calls, and a change
             # here means a new registration (after a reboot: the panel shows uptime from it).
             "bootTime": int(psutil.boot_time()),
+            "autoUpdate": self.config.auto_update,
+            **upgrade_report(self.state.data),
         }
 
     @property
@@ -4320,6 +4363,17 @@ class Agent:
         if chosen != self.collectors:
             log.info("collectors changed to=%s", ",".join(chosen))
             self.collectors = chosen
+
+    def try_upgrade(self):
+        """Heed the panel's latest upgrade offer, if autoUpdate allows it (Self-upgrade).
+        -> True when the new agent.py is in place and this process should start it."""
+        offer, self.offer = self.offer, None
+        if offer is None or not self.config.auto_update:
+            return False
+        switched = install_upgrade(self, offer)
+        if switched:
+            self.restart_into_upgrade = True
+        return switched
 
     # -- one cycle --
 
@@ -4483,6 +4537,8 @@ class Agent:
             self.save_state()
             try:
                 delivered = self.ensure_registered().ok and self.drain()
+                if delivered:
+                    self.try_upgrade()  # the next run starts the new file
             except Stopping:
                 delivered = False
             if delivered or sample_id not in self.buffer:
@@ -4521,6 +4577,8 @@ class Agent:
                 now = time.monotonic()
                 if now >= next_sample:
                     self.report()
+                    if self.try_upgrade():
+                        break  # main() starts the new file in this process
                     # After delivering: the answer's nextReportIn may have changed the interval.
                     next_sample = now + self.interval
                     next_heartbeat = time.monotonic() + self.config.heartbeat_interval
@@ -4553,6 +4611,331 @@ STATE_SAVE_EVERY = 600  # seconds between the daemon's writes of its counters (s
 # drain()'s row id for the sample in hand: the buffer's own are above 0 (file) or below (memory).
 IN_HAND = 0
 
+
+# ===== Self-upgrade =============================================================================
+# Only with agent.autoUpdate true (install.sh --auto-update). The panel's answers may carry
+# {"upgrade": {"version", "sha256", "path"}}: the agent takes from it a version, a digest and a
+# path on the panel it already reports to, never a URL nor a command. It downloads the file over
+# its own authenticated connection (the same TLS checks, CA bundle or pin), refuses it when it
+# is larger than UPGRADE_MAX_BYTES or its SHA-256 differs, and runs it with --version (it must
+# say the offered version) and --check (it must start, read the config and be accepted by the
+# panel) before anything is switched.
+#
+# Files: the installed agent.py (/opt/mpanel-agent, root's, never written by the agent) is the
+# base; upgrades live in <stateDir>/upgrade/ (the agent's own 0700 folder): agent.py (the
+# upgraded copy), agent.py.previous (the copy before it, if there was one) and agent.py.new
+# (while checking). The base starts every run and hands over to the copy (launch_upgraded).
+#
+# Falling back: the state's "upgrade" record says "trying" from the switch until the new file
+# has had a sample stored by the panel. While it says so, the base does not exec the copy but
+# runs it as a child and watches: a child that exits first (a daemon; a cron run:
+# UPGRADE_FAILED_RUNS runs), or has not reported within the confirmation window, is stopped,
+# the previous file is put back and the failure recorded (and told the panel at the next
+# registration: upgradeFailed). The watcher is the base's code, which the upgrade never
+# changed, so a new file that cannot even start cannot take its own fallback with it. A
+# re-install of the base (install.sh) makes the copies stale: they are set aside.
+
+UPGRADE_DIR = "upgrade"
+UPGRADE_MAX_BYTES = 4 * 1024 * 1024  # agent.py is ~200 KB
+UPGRADE_CHECK_TIMEOUT = 120  # seconds for each of --version and --check
+UPGRADE_FAILED_RUNS = 3  # cron runs of a new file without a stored sample before falling back
+UPGRADE_WINDOW_INTERVALS = 3  # a daemon's new file must report within this many intervals...
+UPGRADE_WINDOW_SLACK = 60  # ...plus this many seconds (registering, a slow start)
+LAUNCHED_ENV = "MPANEL_AGENT_BASE"  # set for the copy: the base's path (it runs no launcher)
+_UPGRADE_PATH = re.compile(r"^/api/agent/[A-Za-z0-9_-]+(?:/[A-Za-z0-9_.-]+)*$")
+_VERSION_TEXT = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+-]{0,19}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_MODE_FLAGS = ("--once", "--print", "--check", "--version")
+
+
+class UpgradePaths:
+    def __init__(self, state_dir):
+        self.folder = os.path.join(state_dir, UPGRADE_DIR)
+        self.current = os.path.join(self.folder, "agent.py")
+        self.previous = self.current + ".previous"
+        self.new = self.current + ".new"
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(65536), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def base_path():
+    """The installed agent.py: this file, or the one that launched this copy."""
+    return os.environ.get(LAUNCHED_ENV) or os.path.abspath(__file__)
+
+
+def valid_offer(offer, running_version, failed):
+    """(version, sha256, path) of an offer worth taking, or None with why not. Pure."""
+    version, sha256, path = (offer.get(key) for key in ("version", "sha256", "path"))
+    if not (isinstance(version, str) and _VERSION_TEXT.match(version)):
+        return None, "no valid version"
+    if not (isinstance(sha256, str) and _SHA256.match(sha256)):
+        return None, "no valid sha256"
+    # Only a path of the panel's agent API: the origin is always the configured panel's.
+    if not (isinstance(path, str) and _UPGRADE_PATH.match(path) and ".." not in path):
+        return None, "the path is not one of the panel's agent API"
+    if version == running_version:
+        return None, "already running it"
+    if sha256 in failed:
+        return None, "this file failed here before"
+    return (version, sha256, path), ""
+
+
+def upgrade_report(state_data):
+    """What the registration says of the last upgrade: its failure, while it is the last."""
+    record = state_data.get("upgrade") or {}
+    if record.get("state") == "failed":
+        return {"upgradeFailed": {"version": str(record.get("to", ""))[:20],
+                                  "reason": str(record.get("reason", ""))[:200]}}
+    return {}
+
+
+def confirm_upgrade(state):
+    """The panel stored a sample of ours: a "trying" upgrade to this version has worked."""
+    record = state.data.get("upgrade")
+    if record and record.get("state") == "trying" and record.get("to") == __version__:
+        record.update(state="confirmed", confirmedAt=utc_now_iso())
+        state.save()
+        log.warning("upgrade confirmed from=%s to=%s", record.get("from"), __version__)
+
+
+def _fail_upgrade(state, version, sha256, reason):
+    reason = " ".join(reason.split())  # one line of plain text: it goes to the panel
+    state.data["upgrade"] = {"state": "failed", "from": __version__, "to": version,
+                             "sha256": sha256, "reason": reason[:200], "at": utc_now_iso()}
+    failed = [d for d in state.data.get("failedUpgrades") or [] if isinstance(d, str)]
+    state.data["failedUpgrades"] = (failed + [sha256])[-10:]
+    state.save()
+    state.data.pop("registeredAs", None)  # registers again: the panel hears of it
+    log.warning("upgrade refused version=%s reason=%s", version, reason)
+
+
+def _checked_args(argv, mode):
+    """The command line for the new file: the same options, `mode` as the mode, and
+    --config made absolute (the copy runs from its own folder)."""
+    args, rest = [], list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if arg in _MODE_FLAGS:
+            continue
+        if arg == "--config" and rest:
+            args += [arg, os.path.abspath(rest.pop(0))]
+        elif arg.startswith("--config="):
+            args.append("--config=" + os.path.abspath(arg.split("=", 1)[1]))
+        else:
+            args.append(arg)
+    return args + ([mode] if mode else [])
+
+
+def _run_new(path, args):
+    """Run the new file as ourselves (the agent's user: nothing more privileged) -> (code,
+    output)."""
+    env = dict(os.environ, **{LAUNCHED_ENV: base_path()})
+    try:
+        done = subprocess.run([sys.executable, path, *args], env=env, capture_output=True,
+                              text=True, timeout=UPGRADE_CHECK_TIMEOUT, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None, f"did not finish within {UPGRADE_CHECK_TIMEOUT} s"
+    except OSError as err:
+        return None, str(err)
+    return done.returncode, (done.stdout + done.stderr).strip()[-200:]
+
+
+def install_upgrade(agent, offer):
+    """Fetch, check and switch to the offered agent.py. -> True when it is in place (the
+    caller then starts it); every refusal is recorded and told the panel."""
+    state = agent.state
+    failed = state.data.get("failedUpgrades") or []
+    taken, why = valid_offer(offer, __version__, failed)
+    if taken is None:
+        log.debug("upgrade offer ignored reason=%s", why)
+        return False
+    if WINDOWS:
+        # The service host (pythonservice.exe) imports the base itself: no launcher runs there
+        # yet, so there would be no fallback (docs/install.md).
+        log.info("upgrade offer ignored: self-upgrade is not supported on Windows yet")
+        return False
+    version, sha256, path = taken
+    log.warning("upgrade offered from=%s to=%s sha256=%s", __version__, version, sha256)
+    data, why = agent.reporter.download(path, UPGRADE_MAX_BYTES)
+    if data is None:
+        log.warning("upgrade download failed version=%s reason=%s; trying again when offered",
+                    version, why)
+        return False  # the link, not the file: the next offer tries again
+    if hashlib.sha256(data).hexdigest() != sha256:
+        _fail_upgrade(state, version, sha256, "the downloaded file's SHA-256 differs from the "
+                                              "announced one")
+        return False
+    paths = UpgradePaths(agent.config.state_dir)
+    try:
+        os.makedirs(paths.folder, mode=0o700, exist_ok=True)
+        with open(paths.new, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as err:
+        _fail_upgrade(state, version, sha256, f"cannot write {paths.new}: {err}")
+        return False
+    code, output = _run_new(paths.new, _checked_args(agent.argv, "--version"))
+    if code != 0 or output.split()[-1:] != [version]:
+        reason = f"--version said {output!r}, not {version}" if code == 0 else \
+            f"--version failed ({code}): {output}"
+        _fail_upgrade(state, version, sha256, reason)
+        return False
+    code, output = _run_new(paths.new, _checked_args(agent.argv, "--check"))
+    if code != 0:
+        _fail_upgrade(state, version, sha256, f"--check failed ({code}): {output}")
+        return False
+    try:
+        if os.path.exists(paths.current):
+            shutil.copy2(paths.current, paths.previous + ".tmp")
+            os.replace(paths.previous + ".tmp", paths.previous)
+            had_previous = True
+        else:
+            had_previous = False
+            if os.path.exists(paths.previous):
+                os.unlink(paths.previous)
+        # Recorded before the switch: a crash between the two leaves a "trying" record over the
+        # old file, which the watcher then finds silent and puts back (no harm done).
+        state.data["upgrade"] = {"state": "trying", "from": __version__, "to": version,
+                                 "sha256": sha256, "at": utc_now_iso(), "previous": had_previous, "base": file_sha256(base_path()),
+                                 "runs": 0}
+        if not state.save():
+            raise OSError("the state file cannot be written")
+        os.replace(paths.new, paths.current)
+        py_compile.compile(paths.current, doraise=True)
+    except (OSError, py_compile.PyCompileError) as err:
+        _restore(state, paths, f"switching failed: {err}")
+        return False
+    log.warning("upgrade in place from=%s to=%s: restarting into it", __version__, version)
+    return True
+
+
+def _restore(state, paths, reason):
+    """Put the previous file back (or none: the base) and record the failure."""
+    record = state.data.get("upgrade") or {}
+    try:
+        if record.get("previous") and os.path.exists(paths.previous):
+            os.replace(paths.previous, paths.current)
+        elif os.path.exists(paths.current):
+            os.unlink(paths.current)
+    except OSError as err:
+        log.error("could not put the previous agent back path=%s error=%s", paths.current, err)
+    version = str(record.get("to", ""))
+    log.warning("upgrade failed, previous agent restored version=%s reason=%s", version, reason)
+    _fail_upgrade(state, version, str(record.get("sha256", "")), reason)
+
+
+def upgrade_window(config):
+    return UPGRADE_WINDOW_INTERVALS * config.report_interval + UPGRADE_WINDOW_SLACK
+
+
+def launch_upgraded(config, argv, once):
+    """The base's first step: run the upgraded copy if there is one. Returns only when this
+    process should go on as the base itself (no copy, or it was just rolled back), with the
+    exit code of a supervised cron run when that run is over (else None)."""
+    if os.environ.get(LAUNCHED_ENV) or WINDOWS:
+        return None
+    paths = UpgradePaths(config.state_dir)
+    if not os.path.isfile(paths.current):
+        return None
+    state = StateFile(config.state_dir)
+    record = state.data.get("upgrade") or {}
+    if record.get("base") and record.get("base") != file_sha256(base_path()):
+        # install.sh put another agent.py in place since: it wins over older upgrades.
+        for stale in (paths.current, paths.previous):
+            if os.path.exists(stale):
+                os.replace(stale, stale + ".stale")
+        log.warning("installed agent.py changed since the last upgrade: running it")
+        return None
+    # Bounded: a watched copy may itself have switched to a newer one meanwhile.
+    for _ in range(3):
+        if (state.data.get("upgrade") or {}).get("state") != "trying":
+            break
+        code = _supervise(config, state, paths, argv, once)
+        if code is not None or not os.path.isfile(paths.current):
+            return code
+        state = StateFile(config.state_dir)
+    _exec_copy(paths, argv)
+
+
+def _copy_command(argv):
+    # `-m agent` from its folder, as the unit runs the base: the bytecode compiled at the
+    # switch is used, not a fresh compile.
+    return [sys.executable, "-m", "agent", *_checked_args(argv, None),
+            *[arg for arg in argv if arg in _MODE_FLAGS]]
+
+
+def _exec_copy(paths, argv):
+    os.environ[LAUNCHED_ENV] = base_path()
+    os.chdir(paths.folder)
+    os.execv(sys.executable, _copy_command(argv))
+
+
+def restart_as_base(argv):
+    """After a switch: start the base in this process (same pid, so systemd, the Windows
+    service's host or a test's handle keep it), which hands over to the new copy."""
+    base = base_path()
+    os.environ.pop(LAUNCHED_ENV, None)
+    os.execv(sys.executable, [sys.executable, base, *argv])
+
+
+def _supervise(config, state, paths, argv, once):
+    """Run the new copy as a child until it has reported once. -> its exit code when a cron
+    run is over; None when the caller should exec the copy (confirmed) or run as the base
+    (rolled back)."""
+    record = state.data["upgrade"]
+    env = dict(os.environ, **{LAUNCHED_ENV: base_path()})
+    child = subprocess.Popen(_copy_command(argv), cwd=paths.folder, env=env,
+                             stdin=subprocess.DEVNULL)
+    stopping = []
+
+    def forward(signum, frame):
+        stopping.append(signum)
+        child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, forward)
+    # From now, not from the switch: an agent stopped for a night gets its full window.
+    deadline = time.monotonic() + upgrade_window(config)
+    log.warning("watching the new agent until it reports version=%s pid=%s", record.get("to"),
+                child.pid)
+    while True:
+        try:
+            code = child.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            code = None
+        now = StateFile(config.state_dir)
+        confirmed = (now.data.get("upgrade") or {}).get("state") == "confirmed"
+        if stopping and code is not None:
+            return code
+        if confirmed and (code is not None or once):
+            return child.wait()
+        if confirmed:
+            child.terminate()  # its own start again, unwatched: exec'd in this process
+            child.wait()
+            return None
+        if code is not None:
+            if once:
+                record["runs"] = int(record.get("runs") or 0) + 1
+                if record["runs"] < UPGRADE_FAILED_RUNS:
+                    now.data["upgrade"] = record
+                    now.save()
+                    return code
+            _restore(now, paths, f"the new agent exited with {code} before the panel stored "
+                                 f"a sample of it")
+            return None if not once else code
+        if time.monotonic() > deadline:
+            child.kill()
+            child.wait()
+            _restore(now, paths, f"the new agent did not report within "
+                                 f"{upgrade_window(config)} s")
+            return None
 
 # ===== Windows service ==========================================================================
 # With pywin32 installed, `agent.py --install-service` registers the agent as the Windows service
@@ -4703,6 +5086,11 @@ def main(argv=None):
         print(f"error: cannot read the configuration: {err}", file=sys.stderr)
         return 2
     setup_logging(config)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if config.auto_update:  # off: the installed file runs, whatever the state folder holds
+        code = launch_upgraded(config, argv, once=args.once)  # returns: run as the base
+        if code is not None:
+            return code
 
     if args.print:
         context = CollectorContext(StateFile(config.state_dir).data.get("collectors"),
@@ -4741,7 +5129,11 @@ def main(argv=None):
         print(f"error: cannot open the buffer in {config.state_dir}: {err}", file=sys.stderr)
         return 2
     stop_on_signals(agent.stop)
+    agent.argv = argv
     code = agent.once() if args.once else agent.run_forever()
+    if agent.restart_into_upgrade and not args.once:
+        logging.shutdown()
+        restart_as_base(argv)
     if agent.stop_event.is_set():
         # Stopped: the state is saved and the buffer closed, so nothing is left to lose. The
         # interpreter's teardown would still run library finalizers (urllib3 2 closes its

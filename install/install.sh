@@ -87,11 +87,11 @@ UNIT
 # Builds config.json from the existing one (upgrade), a config.json shipped beside this script
 # (tarball), or defaults; then applies --url/--api-key/--interval. The key arrives on stdin so it
 # is never on a command line (visible in ps) and never printed.
-# argv: existing template output url interval key_given
+# argv: existing template output url interval key_given auto_update (1, 0 or empty: unchanged)
 IFS= read -r -d '' RENDER_CONFIG_PY <<'PY' || true
 import json, re, sys
 
-existing, template, output, url, interval, key_given = sys.argv[1:7]
+existing, template, output, url, interval, key_given, auto_update = sys.argv[1:8]
 URL_RE = re.compile(r"https?://[\]\[A-Za-z0-9._~:/?#@!$&()*+,;=%-]+")
 KEY_RE = re.compile(r"agent_[A-Za-z0-9_-]+")
 
@@ -126,6 +126,8 @@ if key_given == "1":
     panel["apiKey"] = sys.stdin.read()
 if interval:
     agent["reportInterval"] = int(interval)
+if auto_update:
+    agent["autoUpdate"] = auto_update == "1"
 
 where = f" in {source}" if source else ""
 if not panel.get("url"):
@@ -171,6 +173,9 @@ Options (--opt=value and --opt value both work):
   --url URL          the panel's address (https://; http:// only to a loopback panel)
   --api-key KEY      the server's key from the panel (agent_...)
   --interval N       seconds between reports (default 60)
+  --auto-update      take the agent upgrades the panel rolls out (off unless given: the panel
+                     can then run code of its choosing as the agent's user; docs/security.md)
+  --no-auto-update   turn that off again (on an upgrade)
   --user NAME        system user the agent runs as (default mpanel-agent)
   --init KIND        systemd, cron or auto (default: systemd when it is running, else cron)
   --python PATH      Python 3 to run the agent with (or to build its venv from)
@@ -181,9 +186,10 @@ Options (--opt=value and --opt value both work):
   --purge            with --uninstall: also remove /var/lib/mpanel-agent and the logs
   --help             this text
 
-On an upgrade the existing /etc/mpanel-agent/config.json is kept; only --url, --api-key and
---interval given on the command line change it. Without --url/--api-key they are read from a
-config.json beside this script (tarball install) or from the existing config.
+On an upgrade the existing /etc/mpanel-agent/config.json is kept; only --url, --api-key,
+--interval and --auto-update/--no-auto-update given on the command line change it. Without
+--url/--api-key they are read from a config.json beside this script (tarball install) or from
+the existing config.
 Exit codes: 0 done, 1 install failed (nothing left half-installed), 2 bad usage or not root.
 EOF
 }
@@ -207,7 +213,7 @@ run() {
 # ===== Arguments ==============================================================================
 
 API_KEY="" API_KEY_GIVEN=0 URL="" INTERVAL="" USER_NAME="" INIT=auto ROOT="" PYTHON=""
-DRY_RUN=0 UNINSTALL=0 PURGE=0 SKIP_CHECK=0
+DRY_RUN=0 UNINSTALL=0 PURGE=0 SKIP_CHECK=0 AUTO_UPDATE=""
 
 parse_args() {
   local option value has_value position=0
@@ -224,7 +230,8 @@ parse_args() {
           shift
         fi
         ;;
-      --dry-run | --uninstall | --purge | --skip-check | --help | -h)
+      --dry-run | --uninstall | --purge | --skip-check | --auto-update | --no-auto-update | \
+        --help | -h)
         [ "$has_value" -eq 0 ] || usage_error "$option takes no value"
         ;;
       --*) usage_error "unknown option $option" ;;
@@ -243,6 +250,8 @@ parse_args() {
       --uninstall) UNINSTALL=1 ;;
       --purge) PURGE=1 ;;
       --skip-check) SKIP_CHECK=1 ;;
+      --auto-update) AUTO_UPDATE=1 ;;
+      --no-auto-update) AUTO_UPDATE=0 ;;
       --help | -h) usage; exit 0 ;;
     esac
     shift
@@ -660,7 +669,7 @@ render_config() {
     umask 077
     printf '%s' "$API_KEY" |
       "$BASE_PYTHON" -c "$RENDER_CONFIG_PY" "$existing" "$template" "$WORK/config.json" \
-        "$URL" "$INTERVAL" "$API_KEY_GIVEN"
+        "$URL" "$INTERVAL" "$API_KEY_GIVEN" "$AUTO_UPDATE"
   ) || exit 2
   PANEL_URL=$(sed -n 's/^url=//p' <<<"$output")
   CONFIG_CHANGED=$(sed -n 's/^changed=//p' <<<"$output")

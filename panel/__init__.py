@@ -12,8 +12,8 @@ import logging
 
 import bottle
 
-from . import (account, api, api_v1, auth, db, errors, keys, manage, prometheus, tokens, views,
-               writer)
+from . import (account, api, api_v1, auth, db, errors, keys, manage, prometheus, tokens,
+               upgrade_page, views, writer)
 from . import settings as settings_module
 
 log = logging.getLogger("mpanel")
@@ -35,7 +35,8 @@ def page_parts(settings):
     token opens), as create_app merges them beside the agent API: the authorization and
     hostile-input sweeps walk the same list, so a new part is swept without editing them."""
     return (views.build_views(settings), account.build_account(settings),
-            manage.build_manage(settings), prometheus.build_prometheus(settings))
+            manage.build_manage(settings), upgrade_page.build_upgrade_page(settings),
+            prometheus.build_prometheus(settings))
 
 
 def create_app(settings, database=None):

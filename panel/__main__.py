@@ -31,6 +31,9 @@
   maintenance SERVER --minutes N   silence its alerts for a while
   set-rule METRIC THRESHOLD [--minutes N] [--server S]   threshold alerts
   send-test-alert [--channel C] [--customer SLUG] / list-alerts
+  rollout start (--servers A,B | --customer SLUG | --percent N) [--wave-size N]
+                                offer the panel's agent.py (MPANEL_AGENT_FILE) to opted-in
+                                agents, a wave at a time | list | halt ID
   run-local                     `make run`: all of the above for this machine, plus its agent
 
 Every command reads MPANEL_DATABASE_URL and the other MPANEL_* settings (settings.py), from the
@@ -317,6 +320,39 @@ def cmd_set_quota(settings, args):
     told = quotas.shown(usage_of(holder.id))
     print(f"{shown(args.server or args.customer)}: cycle {told['start']} to {told['end']}, "
           f"{told['text']}" + ("" if told["allowance"] else " (no allowance)"))
+    return 0
+
+
+def cmd_rollout(settings, args):
+    from . import operations, upgrades
+
+    _database(settings)
+    if args.action == "start":
+        servers = [operations.server_named(name.strip()).id
+                   for name in (args.servers or "").split(",") if name.strip()]
+        customer = operations.customer_named(args.customer) if args.customer else None
+        rollout = upgrades.start_rollout(settings, "the command line", server_ids=servers,
+                                         customer_id=customer.id if customer else None,
+                                         percent=args.percent, wave_size=args.wave_size)
+        print(f"rollout {rollout.id} started: agent {rollout.version} (sha256 "
+              f"{rollout.sha256}) to {shown(rollout.target)}, waves of {rollout.wave_size}")
+        return 0
+    if args.action == "halt":
+        upgrades.halt_rollout(args.id, "the command line")
+        print(f"rollout {args.id} halted")
+        return 0
+    shipped = upgrades.shipped_agent(settings.agent_file)
+    print(f"shipped agent: {shipped.version} sha256 {shipped.sha256} ({settings.agent_file})"
+          if shipped else f"shipped agent: none ({settings.agent_file} is missing or has no "
+                          "__version__ line)")
+    for rollout, rows in upgrades.rollout_list():
+        print(f"rollout {rollout.id} {rollout.state:<7} agent {rollout.version} to "
+              f"{shown(rollout.target)}, waves of {rollout.wave_size}, started "
+              f"{rollout.created_at:%Y-%m-%d %H:%M:%S} UTC by {shown(rollout.started_by)}"
+              + (f": {shown(rollout.detail)}" if rollout.detail else ""))
+        for row in rows:
+            print(f"  wave {row.wave:<3} {shown(row.name):<30} {row.state:<9} "
+                  f"runs {shown(row.agent_version or '?'):<10} {shown(row.detail or '')}")
     return 0
 
 
@@ -658,6 +694,20 @@ def build_parser():
     copy.add_argument("channel", help="the staff channel's name")
     copy.add_argument("--remove", action="store_true", help="stop sending them there")
     customers.set_defaults(func=cmd_customers)
+
+    rollout = sub.add_parser("rollout", help="agent upgrades: start, list, halt a rollout")
+    steps = rollout.add_subparsers(dest="action", required=True)
+    started = steps.add_parser("start", help="offer the panel's agent.py to opted-in agents")
+    chosen = started.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--servers", help="server names, comma-separated")
+    chosen.add_argument("--customer", help="a customer's servers (slug or name)")
+    chosen.add_argument("--percent", type=int, help="this share of the fleet (1-100)")
+    started.add_argument("--wave-size", type=int, default=1,
+                         help="servers per wave (default 1); a wave waits for the one before")
+    steps.add_parser("list", help="the shipped agent and the latest rollouts with results")
+    halted = steps.add_parser("halt", help="stop a running rollout before its next offers")
+    halted.add_argument("id", type=int)
+    rollout.set_defaults(func=cmd_rollout)
 
     move = sub.add_parser("move-server", help="give a server to a customer, or to the staff")
     move.add_argument("server")

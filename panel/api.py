@@ -12,7 +12,7 @@ import zlib
 
 import bottle
 
-from . import auth, ingest, jobs, migrations, models, protocol, writer
+from . import auth, ingest, jobs, migrations, models, protocol, upgrades, writer
 from .db import database_proxy, product_name, utcnow
 from .errors import DATABASE_RETRY_AFTER, ApiError, JsonErrorPlugin, json_response
 from .errors import trouble as database_trouble
@@ -184,9 +184,11 @@ def build_api(settings, committer):
                 arch=document["arch"], agent_version=document["version"],
                 boot_time=_boot_time(document.get("bootTime")),
                 ip_address=auth.client_address(settings) or None,
+                auto_update=document.get("autoUpdate") is True,
                 status="active", last_seen=now, updated_at=now)
         _note_clock(agent, _measured_offset(now))
         jobs.note_alive(agent, now)
+        upgrades.note_registration(agent, document, now)
         return {"serverId": agent.server_id, "registered": True}
 
     @api.post("/api/agent/metrics", auth="agent")
@@ -217,8 +219,9 @@ def build_api(settings, committer):
                            headers={"Retry-After": str(DATABASE_RETRY_AFTER)}) from None
         _note_clock(agent, measured)
         jobs.note_alive(agent, now)
-        return {"received": True, "stored": stored, "duplicates": len(rows) - stored,
-                "nextReportIn": settings.report_interval}
+        return with_offer(agent, {"received": True, "stored": stored,
+                                  "duplicates": len(rows) - stored,
+                                  "nextReportIn": settings.report_interval})
 
     @api.post("/api/agent/heartbeat", auth="agent")
     def heartbeat(agent):
@@ -240,7 +243,26 @@ def build_api(settings, committer):
         answer = {"reportInterval": settings.report_interval}
         if settings.enabled_collectors:  # else not narrowed: whatever collectors the agent has
             answer["metricsEnabled"] = list(settings.enabled_collectors)
+        return with_offer(agent, answer)
+
+    def with_offer(agent, answer):
+        """The answer, with the `upgrade` a running rollout offers this agent (upgrades.py)."""
+        offer = upgrades.offer_for(agent, settings)
+        if offer is not None:
+            answer["upgrade"] = offer
         return answer
+
+    @api.get(upgrades.DOWNLOAD_PATH, auth="agent")
+    def upgrade_file(agent):
+        """The shipped agent.py, to an agent over its own authenticated connection; the same
+        bytes whose SHA-256 an offer announces."""
+        shipped = upgrades.shipped_agent(settings.agent_file)
+        if shipped is None:
+            raise ApiError(404, "this panel ships no agent.py")
+        bottle.response.content_type = "text/x-python; charset=utf-8"
+        bottle.response.set_header("Cache-Control", "no-store")
+        bottle.response.set_header("X-Agent-Version", shipped.version)
+        return shipped.data
 
     @api.get("/healthz")
     def healthz():

@@ -1,15 +1,16 @@
-"""Background jobs: offline detection, threshold rules, alert delivery (and, as they come,
-rollups and retention). Every panel replica runs the loop; each job runs in one replica at a
-time — on PostgreSQL under a transaction-scoped advisory lock, on SQLite under the database's
-own write lock. Either way the writes are conditional (state changes, unique open alerts,
-claimed deliveries), so even two runs at once record each transition once.
+"""Background jobs: offline detection, threshold rules, alert delivery, agent upgrade rollouts
+(upgrades.advance), rollups and retention. Every panel replica runs the loop; each job runs in
+one replica at a time — on PostgreSQL under a transaction-scoped advisory lock, on SQLite under
+the database's own write lock. Either way the writes are conditional (state changes, unique open
+alerts, claimed deliveries, rollout results), so even two runs at once record each transition
+once.
 """
 import datetime
 import logging
 import threading
 import time
 
-from . import alerts, checks, forecasts, models, quotas, rollups
+from . import alerts, checks, forecasts, models, quotas, rollups, upgrades
 from .db import database_proxy, is_postgres, utcnow
 
 log = logging.getLogger("mpanel.jobs")
@@ -17,7 +18,7 @@ log = logging.getLogger("mpanel.jobs")
 # Advisory lock keys: one per job, in a range of our own.
 LOCK_KEYS = {"offline": 7_341_001, "rules": 7_341_002, "deliver": 7_341_003,
              "rollups": 7_341_004, "retention": 7_341_005, "checks": 7_341_006,
-             "forecasts": 7_341_007, "quotas": 7_341_016}
+             "forecasts": 7_341_007, "upgrades": 7_341_014, "quotas": 7_341_016}
 
 
 def run_locked(name, job, *args):
@@ -241,6 +242,7 @@ class JobRunner(threading.Thread):
              settings, 0),
             ("deliver", lambda s: alerts.deliver_due(s.smtp, allowed=s.allow_channel_networks),
              settings, 0),
+            ("upgrades", upgrades.advance, settings, 0),
             ("rollups", lambda _: rollups.run_rollups(), None, 60),
             # After the rollups: the traffic hours it recomputes are what the quotas read.
             ("quotas", lambda _: quotas.evaluate(), None, 60),

@@ -15,6 +15,7 @@ import json
 import shlex
 import tarfile
 import time
+from pathlib import Path
 
 import bottle
 
@@ -28,8 +29,7 @@ from .views import (ROOT, agent_or_404, alert_lists, customer_filter, panel_url,
 
 ALERTS_CSV_ROWS = 10_000  # of the history in /alerts.csv, latest first
 
-BUNDLE_FILES = (("agent.py", ROOT / "agent.py", 0o644),
-                ("install.sh", ROOT / "install" / "install.sh", 0o755),
+BUNDLE_FILES = (("install.sh", ROOT / "install" / "install.sh", 0o755),
                 ("mpanel-agent.service", ROOT / "install" / "mpanel-agent.service", 0o644))
 
 
@@ -63,8 +63,9 @@ def agent_config(url, key, interval):
     return json.dumps(config, indent=2) + "\n"
 
 
-def bundle(url, key, interval):
-    """mpanel-agent.tar.gz: agent.py, install.sh, the unit, and config.json with the key."""
+def bundle(url, key, interval, agent_file=ROOT / "agent.py"):
+    """mpanel-agent.tar.gz: agent.py (the panel's settings.agent_file), install.sh, the unit,
+    and config.json with the key."""
     buffer = io.BytesIO()
     now = time.time()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
@@ -73,7 +74,7 @@ def bundle(url, key, interval):
             info.size, info.mode, info.mtime = len(data), mode, now
             archive.addfile(info, io.BytesIO(data))
 
-        for name, path, mode in BUNDLE_FILES:
+        for name, path, mode in (("agent.py", Path(agent_file), 0o644), *BUNDLE_FILES):
             if path.is_file():
                 add(name, path.read_bytes(), mode)
         add("config.json", agent_config(url, key, interval).encode(), 0o600)
@@ -156,7 +157,7 @@ def build_manage(settings):
         if keys.key_id_of(key) != agent.api_key_id or \
                 not keys.check_secret(key, agent.api_key_hash):
             bottle.abort(400, "that is not this server's current API key")
-        data = bundle(panel_url(settings), key, settings.report_interval)
+        data = bundle(panel_url(settings), key, settings.report_interval, settings.agent_file)
         bottle.response.content_type = "application/gzip"
         bottle.response.set_header("Content-Disposition",
                                    'attachment; filename="mpanel-agent.tar.gz"')

@@ -177,6 +177,9 @@ class Agent(BaseModel):
     clock_offset = peewee.IntegerField(null=True)
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
+    # The agent's agent.autoUpdate as it last registered (panel/upgrades.py): only such agents
+    # are offered upgrades.
+    auto_update = peewee.BooleanField(default=False)
 
     class Meta:
         table_name = "servers_agents"
@@ -641,12 +644,53 @@ class ApiToken(BaseModel):
         table_name = "api_tokens"
 
 
+class Rollout(BaseModel):
+    """An agent upgrade rollout (panel/upgrades.py): the agent.py of `version` and `sha256`
+    offered to its servers (RolloutServer) a wave at a time. `state`: running, halted, done."""
+
+    version = peewee.CharField(max_length=20)
+    sha256 = peewee.CharField(max_length=64)
+    target = peewee.CharField(max_length=200)  # what was chosen, as a person reads it
+    wave_size = peewee.IntegerField()
+    state = peewee.CharField(max_length=16, default="running")
+    started_by = peewee.CharField(max_length=64)
+    created_at = peewee.DateTimeField(default=utcnow)
+    finished_at = peewee.DateTimeField(null=True)
+    detail = peewee.CharField(max_length=200, null=True)  # why it halted
+
+    class Meta:
+        table_name = "rollouts"
+
+
+# At most one rollout runs at a time: its offers are the only ones agents see.
+Rollout.add_index(Rollout.index(Rollout.state, unique=True, where=Rollout.state == "running",
+                                name="rollout_one_running"))
+
+
+class RolloutServer(BaseModel):
+    """One server of a rollout: its wave and result (pending, offered, upgraded, failed,
+    skipped) with its times."""
+
+    rollout = peewee.ForeignKeyField(Rollout, column_name="rollout_id", on_delete="CASCADE",
+                                     backref="servers")
+    server = peewee.ForeignKeyField(Server, column_name="server_id", on_delete="CASCADE")
+    wave = peewee.IntegerField()
+    state = peewee.CharField(max_length=16, default="pending")
+    offered_at = peewee.DateTimeField(null=True)
+    finished_at = peewee.DateTimeField(null=True)
+    detail = peewee.CharField(max_length=200, null=True)
+
+    class Meta:
+        table_name = "rollout_servers"
+        primary_key = peewee.CompositeKey("rollout", "server")
+
+
 ALL_MODELS = [SchemaVersion, Customer, Server, Agent, Metric, LatestSample, Rollup5m, Rollup1h,
               TrafficHour, TrafficDay, DirtyBucket, CheckState, AuthEvent, AuthLimit, ServerEvent,
               AlertRule, Alert,
               Channel, ServerChannel, Delivery, MaintenanceWindow, Admin, AdminSession,
               RecoveryCode, LoginChallenge, ApiToken, CustomerStaffChannel, MountHour,
-              MountForecast]
+              MountForecast, Rollout, RolloutServer]
 
 
 # ===== Named queries ==========================================================================
@@ -1963,3 +2007,77 @@ def prune_traffic(hours_before, days_before):
                                TrafficHour.hour < hours_before),
             _delete_in_batches(TrafficDay, [TrafficDay.agent, TrafficDay.day],
                                TrafficDay.day < days_before))
+
+
+# ===== Agent upgrades (panel/upgrades.py) =======================================================
+
+def fleet_for_rollout(access, customer_id=None):
+    """(server id, name) of every server with an agent, by id: a rollout's candidates."""
+    query = visible(Server.select(Server.id, Server.name).join(Agent), access)
+    if customer_id is not None:
+        query = query.where(Server.customer == customer_id)
+    return [(row.id, row.name) for row in query.order_by(Server.id)]
+
+
+def running_rollout():
+    return Rollout.get_or_none(Rollout.state == "running")
+
+
+def rollouts(limit=20):
+    return list(Rollout.select().order_by(Rollout.id.desc()).limit(limit))
+
+
+def rollout_results(rollout_ids):
+    """{rollout id: [(RolloutServer, server name, agent version, auto_update, last_seen)]},
+    each by wave and server id."""
+    query = (RolloutServer.select(RolloutServer, Server.name, Agent.agent_version,
+                                  Agent.auto_update, Agent.last_seen)
+             .join(Server, on=RolloutServer.server == Server.id)
+             .join(Agent, on=Agent.server == Server.id)
+             .where(RolloutServer.rollout.in_(list(rollout_ids)))
+             .order_by(RolloutServer.wave, RolloutServer.server))
+    found = {}
+    for row in query.objects():
+        found.setdefault(row.rollout_id, []).append(row)
+    return found
+
+
+def offered_to(server_id):
+    """The running rollout offering its agent.py to this server now, or None."""
+    return (Rollout.select().join(RolloutServer)
+            .where((Rollout.state == "running") & (RolloutServer.server == server_id)
+                   & (RolloutServer.state == "offered")).first())
+
+
+def settle_rollout_server(rollout_id, server_id, state, now, detail=None, was="offered"):
+    """Move one server's result on if it is still `was`. -> whether this call moved it (two
+    replicas, or a registration and the job, may try at once)."""
+    fields = {"state": state, "detail": detail[:200] if detail else None}
+    if state == "offered":
+        fields["offered_at"] = now
+    else:
+        fields["finished_at"] = now
+    return RolloutServer.update(**fields).where(
+        (RolloutServer.rollout == rollout_id) & (RolloutServer.server == server_id)
+        & (RolloutServer.state == was)).execute() == 1
+
+
+def finish_rollout(rollout_id, state, now, detail=None):
+    """Halt or finish a running rollout. -> whether this call did."""
+    return Rollout.update(state=state, finished_at=now,
+                          detail=detail[:200] if detail else None).where(
+        (Rollout.id == rollout_id) & (Rollout.state == "running")).execute() == 1
+
+
+def last_upgrade_failures(server_ids):
+    """{server id: detail} of the servers whose latest rollout result is a failure."""
+    latest = (RolloutServer.select(RolloutServer.server,
+                                   peewee.fn.MAX(RolloutServer.rollout).alias("newest"))
+              .where(RolloutServer.server.in_(list(server_ids))
+                     & (RolloutServer.state != "pending"))
+              .group_by(RolloutServer.server))
+    rows = (RolloutServer.select(RolloutServer.server, RolloutServer.detail)
+            .join(latest, on=((RolloutServer.server == latest.c.server_id)
+                              & (RolloutServer.rollout == latest.c.newest)))
+            .where(RolloutServer.state == "failed"))
+    return {row.server_id: row.detail or "" for row in rows}

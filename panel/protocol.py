@@ -102,6 +102,17 @@ REGISTER = {
         "bootTime": {"type": "number", "minimum": 0, "maximum": 1e11,
                      "description": "When the server booted, seconds since the Unix epoch "
                                     "(optional; the dashboard shows uptime from it)."},
+        "autoUpdate": {"type": "boolean",
+                       "description": "The agent's agent.autoUpdate: whether it takes the "
+                                      "upgrades a rollout offers (optional; absent: no)."},
+        "upgradeFailed": {
+            "type": "object", "required": ["version"],
+            "description": "The agent's last upgrade failed and its previous agent.py runs "
+                           "again (optional; sent while that is the latest upgrade).",
+            "properties": {
+                "version": _text(models.Rollout.version.max_length, 0,
+                                 "The version it could not run."),
+                "reason": _text(200, 0, "Why, as the agent's fallback recorded it.")}},
     },
 }
 
@@ -666,6 +677,21 @@ def _ok(description, properties, optional=()):
         "properties": {**properties, "newApiKey": NEW_API_KEY}}}}}}
 
 
+# An answer's upgrade offer (panel/upgrades.py offer_for): only while a rollout offers one.
+UPGRADE_OFFER = {
+    "type": "object", "required": ["version", "sha256", "path"],
+    "description": "A rollout offers this agent a new agent.py (absent otherwise). An agent "
+                   "with agent.autoUpdate fetches `path` from this panel, checks its SHA-256 "
+                   "and starts it; others ignore it.",
+    "properties": {
+        "version": {"type": "string", "description": "The offered agent.py's __version__."},
+        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$",
+                   "description": "The file's SHA-256, lower-case hex."},
+        "path": {"type": "string", "description": "Where on this panel to GET it (always "
+                                                  "/api/agent/upgrade/agent.py)."},
+        "size": {"type": "integer", "description": "The file's size in bytes."}}}
+
+
 def _seconds_header(description):
     return {"description": description, "required": True,
             "schema": {"type": "integer", "minimum": 1}}
@@ -691,6 +717,8 @@ ERROR_RESPONSES = {
                            "Also, without `field`, a sample the database refuses for what it "
                            "holds. The agent drops such a sample: sending it again cannot "
                            "help."},
+    "404": {"description": "This panel has no agent.py to ship (MPANEL_AGENT_FILE is missing "
+                           "or has no __version__ line)."},
     "429": {"description": "Too many failed authentications from this address or for this "
                            "key id.",
             "headers": {"Retry-After": _seconds_header("Seconds until the next attempt may "
@@ -928,7 +956,8 @@ def openapi_document():
                     "duplicates": {"type": "integer",
                                    "description": "Samples that were already stored."},
                     "nextReportIn": {"type": "integer",
-                                     "description": "Seconds until the next report."}})),
+                                     "description": "Seconds until the next report."},
+                    "upgrade": UPGRADE_OFFER}, optional=("upgrade",))),
             "/api/agent/heartbeat": _post(
                 "Say the agent is alive between reports", "HeartbeatRequest",
                 _ok("Noted", {"status": {"type": "string", "enum": ["ok"]}})),
@@ -942,9 +971,17 @@ def openapi_document():
                                        "narrowed them (MPANEL_ENABLED_COLLECTORS): the agent "
                                        "switches off every one not named ('services' names "
                                        "all service collectors). Absent: not narrowed, the "
-                                       "agent runs every collector its own config enables."}},
-                    optional=("metricsEnabled",)),
+                                       "agent runs every collector its own config enables."},
+                    "upgrade": UPGRADE_OFFER},
+                    optional=("metricsEnabled", "upgrade")),
                     **_errors(*_AUTH_ERRORS)},
+            }},
+            "/api/agent/upgrade/agent.py": {"get": {
+                "summary": "The agent.py this panel ships (what an upgrade offer announces)",
+                "responses": {"200": {"description": "The file, text/x-python",
+                                      "content": {"text/x-python": {"schema": {
+                                          "type": "string"}}}},
+                              **_errors(*_AUTH_ERRORS, "404")},
             }},
             **v1_paths(),
         },

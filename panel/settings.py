@@ -23,6 +23,7 @@ from pathlib import Path
 # wire it is GET /api/agent/config's `metricsEnabled`, as docs/protocol.md fixes it.
 ENABLED_COLLECTORS_ALIASES = ("MPANEL_METRICS_ENABLED",)  # deprecated, still read
 SMTP_TLS_MODES = ("starttls", "implicit", "none")  # MPANEL_SMTP_TLS; alerts.send_email
+AGENT_FILE = Path(__file__).resolve().parent.parent / "agent.py"  # MPANEL_AGENT_FILE's default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +64,9 @@ class Settings:
     # (auth.two_factor_required).
     require_staff_two_factor: bool = False
     metrics_token: str = dataclasses.field(default="", repr=False)
+    # The agent.py this panel ships: served at /downloads/agent.py and in bundles, and what a
+    # rollout offers (panel/upgrades.py derives its version and SHA-256 from the file).
+    agent_file: Path = AGENT_FILE
     smtp: dict = dataclasses.field(default_factory=dict, repr=False)  # holds a password
 
     def __post_init__(self):
@@ -207,6 +211,7 @@ def from_env(env=None, config_file=None, **overrides):
         login_failure_limit=_int(env, "MPANEL_LOGIN_FAILURE_LIMIT", 5),
         require_staff_two_factor=_flag(env, "MPANEL_REQUIRE_STAFF_TWO_FACTOR"),
         metrics_token=env.get("MPANEL_METRICS_TOKEN", ""),
+        agent_file=Path(env.get("MPANEL_AGENT_FILE") or AGENT_FILE),
         smtp={
             "host": env.get("MPANEL_SMTP_HOST", ""),
             "port": _int(env, "MPANEL_SMTP_PORT", 587),

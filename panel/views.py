@@ -24,7 +24,7 @@ STATIC = str(Path(__file__).resolve().parent / "static")
 HTMX_FILE = "htmx-2.0.8.min.js"
 
 # Public, secret-free files an admin's servers fetch while installing (`curl … | sudo bash`).
-DOWNLOADS = {
+DOWNLOADS = {  # agent.py: the panel's settings.agent_file (MPANEL_AGENT_FILE), see downloads()
     "agent.py": (ROOT / "agent.py", "text/x-python; charset=utf-8"),
     "install.sh": (ROOT / "install" / "install.sh", "text/x-shellscript; charset=utf-8"),
     "install.ps1": (ROOT / "install" / "install.ps1", "text/plain; charset=utf-8"),
@@ -156,6 +156,10 @@ def server_rows(offline_after, access, now=None):
             DISK_FULL: (soonest[agent_id].mount, soonest[agent_id].seconds_left(now))
             if agent_id in soonest else None,
         })
+    # "upgrade failed" beside the version: the server's latest rollout result (upgrades.py).
+    failed = models.last_upgrade_failures(row["id"] for row in rows)
+    for row in rows:
+        row["upgrade_failed"] = failed.get(row["id"])
     return rows
 
 
@@ -384,10 +388,11 @@ def build_views(settings):
 
     @app.get("/downloads/<name>")
     def download(name):
-        if name not in DOWNLOADS:
+        files = downloads(settings)
+        if name not in files:
             bottle.abort(404, f"no download named {name!r}; there are "
-                              f"{', '.join(sorted(DOWNLOADS))}")
-        path, mimetype = DOWNLOADS[name]
+                              f"{', '.join(sorted(files))}")
+        path, mimetype = files[name]
         if not path.is_file():
             bottle.abort(404, f"{name} is not part of this panel's installation")
         response = bottle.static_file(path.name, root=str(path.parent), mimetype=mimetype,
@@ -396,6 +401,12 @@ def build_views(settings):
         return response
 
     return app
+
+
+def downloads(settings):
+    """{name: (path, type)} the panel serves: agent.py is the one it ships (and rolls out)."""
+    return dict(DOWNLOADS, **{"agent.py": (Path(settings.agent_file),
+                                           DOWNLOADS["agent.py"][1])})
 
 
 def status_page_box(customer_id):
@@ -475,6 +486,7 @@ def server_context(server_id, session, access, settings, full=None, **extra):
         "uptime": _uptime_since_boot(agent),
         # Staff see whose server it is and may move it (manage.py, /servers/<id>/customer).
         "customers": models.customers() if access.staff else [],
+        "upgrade_failed": models.last_upgrade_failures([server.id]).get(server.id),
     }
     latest = summary["latest"]
     if full is None:

@@ -26,7 +26,11 @@
     <div><dt>Hostname</dt><dd>{{agent.hostname or '—'}}</dd></div>
     <div><dt>OS</dt><dd>{{agent.os or '—'}}</dd></div>
     <div><dt>Arch</dt><dd>{{agent.arch or '—'}}</dd></div>
-    <div><dt>Agent</dt><dd>{{agent.agent_version or '—'}}</dd></div>
+    <div><dt>Agent</dt><dd>{{agent.agent_version or '—'}}
+    % if get('upgrade_failed') is not None:
+      <span class="tag bad" title="{{upgrade_failed}}">upgrade failed</span>
+    % end
+    </dd></div>
     <div><dt>Uptime</dt><dd>{{uptime or '—'}}</dd></div>
     <div><dt>Last seen</dt><dd>{{units.ago((now - agent.last_seen).total_seconds()) if agent.last_seen else 'never'}}</dd></div>
     <div><dt>Address</dt><dd>{{agent.ip_address or '—'}}</dd></div>

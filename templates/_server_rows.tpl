@@ -40,7 +40,11 @@
     % end
     </td>
     % end
-    <td class="ver">{{s['version']}}</td>
+    <td class="ver">{{s['version']}}
+    % if s['upgrade_failed'] is not None:
+      <span class="tag bad" title="{{s['upgrade_failed']}}">upgrade failed</span>
+    % end
+    </td>
   </tr>
 % end
 % if total and not servers:

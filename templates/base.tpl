@@ -26,6 +26,7 @@
     % end
     % if access.staff and access.may_change:
     <a href="/security">Security</a>
+    <a href="/upgrades">Upgrades</a>
     % end
     % if access.may_change:
     <a href="/servers/new" class="button small">Add server</a>

@@ -28,7 +28,7 @@ FOREIGN = ("bravo", "staffonly")
 CSRF_REFUSAL = "CSRF token missing or wrong"  # a refusal that would prove nothing here
 # The ids a route may take, by the name of its path parameter: what the sweep fills in.
 PATH_IDS = ("server_id", "channel_id", "rule_id", "customer_id", "user_id", "alert_id",
-            "token_id")
+            "token_id", "rollout_id")
 # Form and query fields a page may read besides ids: plausible values, so that a refusal is
 # the route's decision and not a complaint about the input.
 FIELDS = {"name": "sweep-renamed", "critical": "1", "public_status": "1", "minutes": "60",
@@ -135,6 +135,12 @@ def world(panel):
             api_tokens[username, scope] = tokens.create(
                 models.admin_by_username(username), f"{username} {scope}", scope)
 
+    # A running agent upgrade rollout (staff admins only halt it) over every server.
+    rollout = models.Rollout.create(version="9.9.9", sha256="0" * 64, target="sweep",
+                                    wave_size=1, started_by="staffonly-admin")
+    for server, _ in servers.values():
+        models.RolloutServer.create(rollout=rollout, server=server, wave=1)
+
     def ids(server_name, customer, username):
         server, alert = servers[server_name]
         return {"server_id": server.id, "alert_id": alert.id,
@@ -143,7 +149,8 @@ def world(panel):
                 "customer_id": customer.id if customer else models.MAX_ID,
                 "user_id": models.admin_by_username(username).id,
                 "token_id": (api_tokens.get((username, "write"))
-                             or api_tokens[username, "read"])[0].id}
+                             or api_tokens[username, "read"])[0].id,
+                "rollout_id": rollout.id}
 
     return {"alpha": alpha, "bravo": bravo, "servers": servers, "tokens": api_tokens,
             "own": ids("alpha-web", alpha, "alpha-viewer"),
@@ -180,6 +187,9 @@ def foreign_state(alpha):
                          if a.server_id in theirs),
         "tokens": sorted((t.id, t.admin_id, t.customer_id, t.may_write, t.revoked_at)
                          for t in models.ApiToken.select() if t.customer_id != alpha.id),
+        "rollouts": sorted((r.id, r.state, r.target) for r in models.Rollout.select()),
+        "rollout servers": sorted((r.rollout_id, r.server_id, r.state)
+                                  for r in models.RolloutServer.select()),
     }
 
 

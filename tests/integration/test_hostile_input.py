@@ -168,6 +168,10 @@ def site(panel):
                          customer_id=customer.id)
     # A token of the admin's: /account then lists it with its revoke form.
     tokens.create(models.admin_by_username("admin"), "hostile", "write")
+    # A running agent upgrade rollout: /upgrades then shows its halt form.
+    rollout = models.Rollout.create(version="9.9.9", sha256="0" * 64, target="hostile",
+                                    wave_size=1, started_by="admin")
+    models.RolloutServer.create(rollout=rollout, server=server, wave=1)
     browser = Browser(panel)
     assert browser.login(password="correct horse battery").status == 303
     return browser, server, other, channel

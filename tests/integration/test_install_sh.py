@@ -390,6 +390,18 @@ def test_rerun_is_an_upgrade_that_keeps_config_state_and_buffer(target):
 
 # ===== Uninstall ================================================================================
 
+def test_auto_update_is_written_only_when_asked_and_can_be_turned_off_again(target):
+    config = target / "etc/mpanel-agent/config.json"
+    ok(install(target))
+    assert "autoUpdate" not in json.loads(config.read_text())["agent"]  # off: the default
+    ok(install(target, "--auto-update"))
+    assert json.loads(config.read_text())["agent"]["autoUpdate"] is True
+    ok(install(target, url=None, key=None))  # an upgrade without the option keeps it
+    assert json.loads(config.read_text())["agent"]["autoUpdate"] is True
+    ok(install(target, "--no-auto-update", url=None, key=None))
+    assert json.loads(config.read_text())["agent"]["autoUpdate"] is False
+
+
 def test_uninstall_removes_service_files_and_user_but_keeps_state_and_logs(target):
     ok(install(target))
     buffer = target / "var/lib/mpanel-agent/buffer.sqlite3"
