@@ -361,10 +361,15 @@ def test_the_process_table_reads_what_psutil_reads(tmp_path):
         assert table[sleeper.pid]["name"] == "mpanel-a-long-sleeper-name"
         assert table[os.getpid()]["running"] is True
         compared = 0
-        for proc in psutil.process_iter(["name", "status", "create_time", "memory_info",
-                                         "cpu_times"]):
+        processes = list(psutil.process_iter(["name", "status", "create_time", "memory_info",
+                                              "cpu_times"]))
+        # Read again after psutil: a process whose memory moved between the two agent reads
+        # (one just starting, on a busy machine) is not one the two can be compared on.
+        again = {row["pid"]: row for row in agent.process_table(agent.CollectorContext())}
+        for proc in processes:
             row = table.get(proc.pid)
-            if row is None or proc.info["status"] != psutil.STATUS_SLEEPING:
+            if row is None or proc.info["status"] != psutil.STATUS_SLEEPING or \
+                    (again.get(proc.pid) or {}).get("rss") != row["rss"]:
                 continue  # started after the table, or moving
             assert row["name"] == proc.info["name"]
             assert row["started"] == proc.info["create_time"]
