@@ -415,7 +415,8 @@ def test_a_server_id_of_another_server_is_registered_again_once(panel, tmp_path)
     other, _ = new_server("other")
     mine, key = new_server("mine")
     config = write_agent_config(tmp_path, panel.url, key)
-    identity = agent.Agent.identity(types.SimpleNamespace(config=agent.load_config(str(config))))
+    identity = agent.Agent.identity(types.SimpleNamespace(
+        config=agent.load_config(str(config)), state=types.SimpleNamespace(data={})))
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "state.json").write_text(json.dumps(
         {"serverId": other.id, "registeredAs": identity}))
