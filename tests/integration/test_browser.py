@@ -346,7 +346,12 @@ def test_admin_adds_a_server_watches_it_report_and_rotates_its_key(browser, live
         browser.get(f"{panel.url}{path}")
         overflow = browser.execute_script(
             "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
-        assert overflow <= 0, (path, overflow)
+        wide = browser.execute_script(
+            "const w = document.documentElement.clientWidth; return [...document.querySelectorAll"
+            "('body *')].filter(e => e.getBoundingClientRect().right > w + 1 && !e.closest("
+            "'.table-wrap, .scroll')).slice(0, 5).map(e => e.tagName + '.' + e.className + ' '"
+            " + Math.round(e.getBoundingClientRect().right) + ' ' + e.textContent.slice(0, 40))")
+        assert overflow <= 0, (path, overflow, wide)  # what runs off, when something does
     full_page_screenshot(browser, ARTIFACTS / "server-detail-375.png", width=375)
     browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {
         "features": [{"name": "prefers-color-scheme", "value": "dark"}]})
