@@ -179,6 +179,7 @@ def evaluate_checks(offline_after, now=None, enabled_collectors=()):
 # ===== Disk-full forecasts ======================================================================
 
 FORECAST_EVERY = 600  # seconds: the history is hourly, so a forecast moves little in between
+FORECAST_BATCH = 100  # servers fitted and stored together
 
 
 def forecast_view(stored, now):
@@ -201,11 +202,19 @@ def refresh_forecasts(now=None):
     with database_proxy.atomic():
         models.record_mount_hours(rows)
     made = 0
-    for agent_id, mounts in models.mount_history(now - forecasts.WINDOW).items():
-        items = [forecasts.forecast(mount, points) for mount, points in mounts.items()]
+    since = now - forecasts.WINDOW
+    agent_ids = models.agents_with_mount_history(since)
+    # A batch of servers at a time: a fleet's week of hours is never all in memory, and each
+    # batch's forecasts are one short transaction.
+    for start in range(0, len(agent_ids), FORECAST_BATCH):
+        history = models.mount_history(since, agent_ids[start:start + FORECAST_BATCH])
+        fitted = {agent_id: [forecasts.forecast(mount, points)
+                             for mount, points in mounts.items()]
+                  for agent_id, mounts in history.items()}
         with database_proxy.atomic():
-            models.store_forecasts(agent_id, items, now)
-        made += len(items)
+            for agent_id, items in fitted.items():
+                models.store_forecasts(agent_id, items, now)
+        made += sum(len(items) for items in fitted.values())
     with database_proxy.atomic():
         models.forget_forecasts_before(now)  # of servers with no history left
     return made

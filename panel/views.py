@@ -129,8 +129,7 @@ def server_rows(offline_after, access, now=None):
     identity = len(models.FLEET_COLUMNS) - len(models.FLEET_FIGURES)
     checked = models.service_summary(access)
     usages = quotas.server_usages(access, now)
-    soonest = {agent_id: items[0] for agent_id, items in models.forecasts_of(access=access).items()
-               if items[0].full_at is not None}
+    soonest = models.soonest_full(access)
     for row in models.fleet(access):
         (server_id, name, critical, agent_id, hostname, agent_status, version, last_seen,
          clock_offset) = row[:identity]
@@ -153,7 +152,8 @@ def server_rows(offline_after, access, now=None):
             "service_states": checks.service_states(services, problems),
             "traffic": quotas.shown(usages[server_id]) if server_id in usages else None,
             "version": version or "",
-            DISK_FULL: (soonest[agent_id].mount, soonest[agent_id].seconds_left(now))
+            DISK_FULL: (soonest[agent_id][0],
+                        max(0.0, (soonest[agent_id][1] - now).total_seconds()))
             if agent_id in soonest else None,
         })
     # "upgrade failed" beside the version: the server's latest rollout result (upgrades.py).
