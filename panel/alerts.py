@@ -20,6 +20,7 @@ delivery per channel.
 import dataclasses
 import datetime
 import email.message
+import functools
 import hashlib
 import json
 import logging
@@ -36,14 +37,6 @@ from .settings import SMTP_TLS_MODES
 
 log = logging.getLogger("mpanel.alerts")
 
-try:  # the optional extra (requirements-optional.txt)
-    import apprise
-except ImportError:
-    apprise = None
-else:
-    # Apprise logs the URLs it loads and fails on, secrets included: never into the panel's
-    # log. A delivery's reason comes from its own result instead (send_apprise).
-    logging.getLogger("apprise").propagate = False
 APPRISE_MISSING = ("apprise channels need the Apprise package, which this panel does not "
                    "have: pip install -r requirements-optional.txt (or pip install apprise)")
 
@@ -252,6 +245,20 @@ def send_webhook(url, subject, text, structured, timeout=10):
         raise DeliveryError(f"webhook unreachable: {getattr(err, 'reason', err)}") from None
 
 
+@functools.lru_cache(maxsize=None)
+def _apprise():
+    """The optional Apprise package (requirements-optional.txt), or None. Imported when an
+    apprise channel is first checked or sent: its 0.3 s would slow every panel and CLI start."""
+    # Apprise logs the URLs it loads and fails on, secrets included (from its import on):
+    # never into the panel's log. A delivery's reason comes from its own result (send_apprise).
+    logging.getLogger("apprise").propagate = False
+    try:
+        import apprise
+    except ImportError:
+        return None
+    return apprise
+
+
 def redacted(text, target):
     """`text` without the parts of `target` that may be secret (user, password, host, path
     segments, query values: Apprise puts tokens in any of them)."""
@@ -268,6 +275,7 @@ def send_apprise(url, subject, text, event, timeout=10):
     """One notification through Apprise; its False is a DeliveryError (retried with backoff)
     naming the reason Apprise logged for it, without the URL's secrets. `timeout` bounds the
     whole call (Apprise stops waiting; its worker may finish in the background)."""
+    apprise = _apprise()
     if apprise is None:
         raise UndeliverableError(APPRISE_MISSING)
     sender = apprise.Apprise()
@@ -335,6 +343,7 @@ def _check_email(target):
 
 
 def _check_apprise(target):
+    apprise = _apprise()
     if apprise is None:
         return APPRISE_MISSING
     sender = apprise.Apprise()
@@ -348,6 +357,7 @@ def _apprise_host(target):
     """The host an Apprise URL names, for the check at save (json://host/…). Not an all-digit
     one: a Telegram URL's "host" is its bot id, which getaddrinfo would read as a decimal IPv4
     address; those are left to the check at connect time, which sees the real address."""
+    apprise = _apprise()
     plugin = apprise.Apprise.instantiate(target) if apprise else None
     host = str(getattr(plugin, "host", None) or "")
     return None if host.isdigit() else host or None
