@@ -4073,10 +4073,13 @@ class Reporter:
     def halt(self):
         self.interrupter.halt()
 
-    def request(self, method, path, body=None):
+    def _dated_headers(self):
         # Our clock as we send (RFC 9110 lets a client say it): the panel warns when it is off
         # and judges our samples by it, so a clock stepped back still shows fresh figures.
-        headers = dict(self.headers, Date=email.utils.formatdate(wall_time(), usegmt=True))
+        return dict(self.headers, Date=email.utils.formatdate(wall_time(), usegmt=True))
+
+    def request(self, method, path, body=None):
+        headers = self._dated_headers()
         payload = None
         if body is not None:
             payload = json.dumps(body, separators=(",", ":")).encode()
@@ -4104,9 +4107,8 @@ class Reporter:
         """GET `path` of the panel (never another origin: only the path is the panel's to
         name) over this pool, as bytes. -> (bytes, "") or (None, why); at most `limit` bytes
         are read, so a hostile answer cannot fill memory."""
-        headers = dict(self.headers, Date=email.utils.formatdate(wall_time(), usegmt=True))
         try:
-            response = self.pool.request("GET", self.base + path, headers=headers,
+            response = self.pool.request("GET", self.base + path, headers=self._dated_headers(),
                                          preload_content=False)
             try:
                 if response.status != 200:
@@ -4803,8 +4805,8 @@ def install_upgrade(agent, offer):
         # Recorded before the switch: a crash between the two leaves a "trying" record over the
         # old file, which the watcher then finds silent and puts back (no harm done).
         state.data["upgrade"] = {"state": "trying", "from": __version__, "to": version,
-                                 "sha256": sha256, "at": utc_now_iso(), "previous": had_previous, "base": file_sha256(base_path()),
-                                 "runs": 0}
+                                 "sha256": sha256, "at": utc_now_iso(), "previous": had_previous,
+                                 "base": file_sha256(base_path()), "runs": 0}
         if not state.save():
             raise OSError("the state file cannot be written")
         os.replace(paths.new, paths.current)

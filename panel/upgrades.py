@@ -273,14 +273,19 @@ def advance(settings, now=None):
                                                "rollout started")
     deadline = offer_deadline(settings.report_interval)
     offline = datetime.timedelta(seconds=settings.offline_after)
-    for _ in range(len(models.rollout_results([rollout.id]).get(rollout.id, [])) + 2):
-        rows = models.rollout_results([rollout.id]).get(rollout.id, [])
-        for row in rows:
-            if row.state == "offered" and row.offered_at + deadline < now:
-                _settle(rollout, row.server_id, "failed", now,
-                        f"no report of version {rollout.version} within "
-                        f"{deadline.total_seconds():.0f} s of the offer")
-        rows = models.rollout_results([rollout.id]).get(rollout.id, [])
+    def results():
+        return models.rollout_results([rollout.id]).get(rollout.id, [])
+
+    rows = results()
+    # Bounded: each pass settles a whole wave (or returns), and there are at most one per row.
+    for _ in range(len(rows) + 2):
+        late = [row for row in rows if row.state == "offered" and row.offered_at + deadline < now]
+        for row in late:
+            _settle(rollout, row.server_id, "failed", now,
+                    f"no report of version {rollout.version} within "
+                    f"{deadline.total_seconds():.0f} s of the offer")
+        if late:
+            rows = results()
         step, wave = next_step([(row.wave, row.state) for row in rows])
         if step == "halt":
             failed = next(row for row in rows if row.state == "failed")
@@ -303,6 +308,7 @@ def advance(settings, now=None):
             else:
                 _settle(rollout, row.server_id, "offered", now,
                         f"offered {rollout.version} (wave {wave})", was="pending")
+        rows = results()
     return "waiting"
 
 
