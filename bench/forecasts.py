@@ -9,6 +9,9 @@ Data: `--servers` servers, each with a latest sample (tests/synthetic.py: two mo
 Measured, median of N runs:
   - jobs.refresh_forecasts()   the forecasts job: record the hour, fit every mount, store
   - views.server_rows()        the servers table's rows, which read the stored forecasts
+  - and the reads server_rows makes, each alone with its share of server_rows: the fleet's
+    figures, the service checks, this cycle's traffic (quotas), the soonest full mount
+    (forecasts) and the last upgrade failures — where the table's time goes.
 """
 import argparse
 import datetime
@@ -60,11 +63,24 @@ def seed(url, servers, days):
     return database, len(hours)
 
 
+def table_reads(server_ids):
+    """The reads views.server_rows makes, by what they are for."""
+    from panel import access, models, quotas
+
+    everything = access.EVERYTHING
+    return {"fleet": lambda: models.fleet(everything),
+            "services": lambda: models.service_summary(everything),
+            "traffic": lambda: quotas.server_usages(everything),
+            "forecasts": lambda: models.soonest_full(everything),
+            "upgrades": lambda: models.last_upgrade_failures(server_ids)}
+
+
 def measure(url, servers, days, runs):
     from panel import access, jobs, views
 
     database, rows = seed(url, servers, days)
     times = {"refresh_forecasts": [], "server_rows": []}
+    reads = None
     for _ in range(runs):
         started = time.perf_counter()
         jobs.refresh_forecasts()
@@ -72,6 +88,11 @@ def measure(url, servers, days, runs):
         started = time.perf_counter()
         table = views.server_rows(300, access.EVERYTHING)
         times["server_rows"].append(time.perf_counter() - started)
+        reads = reads or table_reads([row["id"] for row in table])
+        for name, read in reads.items():
+            started = time.perf_counter()
+            read()
+            times.setdefault(name, []).append(time.perf_counter() - started)
     assert sum(1 for row in table if row[views.DISK_FULL]) == servers
     database.close()
     return rows, {name: statistics.median(values) * 1000 for name, values in times.items()}
@@ -89,8 +110,11 @@ def main():
     with scratch_postgres("bench_forecasts") as url:
         results["postgresql"] = measure(url, args.servers, args.days, args.runs)
     for backend, (rows, times) in results.items():
-        print(f"{backend}: {args.servers} servers, {rows:,} mount-hours; " + ", ".join(
-            f"{name} {ms:.0f} ms" for name, ms in times.items()))
+        print(f"{backend}: {args.servers} servers, {rows:,} mount-hours; refresh_forecasts "
+              f"{times.pop('refresh_forecasts'):.0f} ms, server_rows "
+              f"{times['server_rows']:.0f} ms, of which: " + ", ".join(
+                  f"{name} {ms:.0f} ms ({ms / times['server_rows']:.2f})"
+                  for name, ms in times.items() if name != "server_rows"))
 
 
 if __name__ == "__main__":
