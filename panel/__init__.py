@@ -18,8 +18,10 @@ from . import settings as settings_module
 
 log = logging.getLogger("mpanel")
 
-# Pages are small; the API reads its own bodies with its own limits (api.read_body).
-bottle.BaseRequest.MEMFILE_MAX = 64 * 1024
+# Pages' forms are small but for the servers table's refresh, which carries 6 bytes per row the
+# browser shows (views.LIVE_ROWS_MAX); the API reads its own bodies with its own limits
+# (api.read_body).
+bottle.BaseRequest.MEMFILE_MAX = 256 * 1024
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; "

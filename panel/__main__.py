@@ -308,7 +308,7 @@ def cmd_set_quota(settings, args):
     if args.server:
         holder = operations.server_named(args.server)
         change, usage_of = operations.set_server_quota, \
-            lambda row_id: quotas.server_usages(server_id=row_id)[row_id]
+            lambda row_id: quotas.server_usages(server_ids=[row_id])[row_id]
     else:
         holder = operations.customer_named(args.customer)
         change, usage_of = operations.set_customer_quota, \
@@ -575,13 +575,13 @@ def cmd_list_alerts(settings, args):
 
 
 def cmd_list_servers(settings, args):
-    from . import access, operations, views
+    from . import access, fleet_table, operations
 
     _database(settings)
     scope = access.EVERYTHING
     if args.customer:
         scope = scope.narrowed(operations.customer_named(args.customer).id)
-    rows = views.server_rows(settings.offline_after, scope)
+    rows = fleet_table.server_rows(settings.offline_after, scope)
     if not rows:
         print("no servers; add one with: python -m panel add-server NAME")
         return 0

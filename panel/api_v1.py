@@ -13,7 +13,7 @@ customer's), 404 for what the token does not see, 503 + Retry-After for database
 """
 import bottle
 
-from . import charts, exports, models, operations, protocol, server_page, views
+from . import charts, exports, fleet_table, models, operations, protocol, server_page, views
 from .api import read_json
 from .errors import ApiError, JsonErrorPlugin, json_response
 from .exports import iso
@@ -29,13 +29,13 @@ def camel(name):
 
 
 def server_json(row):
-    """A servers-table row (views.server_rows) as JSON: the same figures, camelCase keys."""
+    """A servers-table row (fleet_table.build_rows) as JSON: the same figures, camelCase keys."""
     skipped = {"service_states", "last_seen", "last_seen_epoch", "last_seen_iso"}
     shown = {camel(key): value for key, value in row.items() if key not in skipped}
     shown["lastSeen"] = row["last_seen_iso"] or None
     shown["clock"] = row["clock"] or None
-    soonest = row[views.DISK_FULL]
-    shown[camel(views.DISK_FULL)] = {"mount": soonest[0], "secondsLeft": soonest[1]} \
+    soonest = row[fleet_table.DISK_FULL]
+    shown[camel(fleet_table.DISK_FULL)] = {"mount": soonest[0], "secondsLeft": soonest[1]} \
         if soonest else None
     return shown
 
@@ -75,8 +75,7 @@ def build_api_v1(settings):
     @app.get(f"{PREFIX}/servers", auth="token-read")
     def servers(token, access):
         fleet = views.fleet_context(settings.offline_after, access)
-        return {"servers": [server_json(row) for row in
-                            sorted(fleet["rows"], key=views.SORT_KEYS["name"])],
+        return {"servers": [server_json(row) for row in fleet["rows"]],
                 "counts": {camel(state.replace(" ", "_")): count
                            for state, count in fleet["counts"].items()},
                 "firing": fleet["firing"]}

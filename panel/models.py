@@ -1015,10 +1015,11 @@ FLEET_COLUMNS = ("server_id", "name", "critical", "agent_id", "hostname", "agent
                  "agent_version", "last_seen", "clock_offset", *FLEET_FIGURES)
 
 
-def fleet_rows(columns, access):
+def fleet_rows(columns, access, narrow=None):
     """Driver tuples, one per server by name, of `columns(latest)`: columns of Server, Agent,
     LatestSample and `latest`, an alias of Metric joined on each agent's newest sample (NULLs
     for an agent that never reported). Timestamps come back as datetimes on both databases.
+    `narrow(query, latest)` may filter, order and window the query (fleet_table.py).
 
     Tuples straight from the driver, not model objects: for 1,000 servers, building Server and
     Agent and Metric objects cost more than the query (a third of the servers page's time).
@@ -1032,6 +1033,8 @@ def fleet_rows(columns, access):
                  (latest.agent == LatestSample.agent) &
                  (latest.timestamp == LatestSample.timestamp)))
              .order_by(Server.name, Server.id))
+    if narrow is not None:
+        query = narrow(query, latest)
     sql, params = visible(query, access).sql()
     rows = database_proxy.execute_sql(sql, params).fetchall()
     if not is_postgres():  # SQLite keeps timestamps as text
@@ -1046,13 +1049,17 @@ def fleet_rows(columns, access):
     return rows
 
 
-def fleet(access):
-    """One tuple per server `access` sees (FLEET_COLUMNS), by name: the servers table in one
-    query."""
-    return fleet_rows(lambda latest: (
-        Server.id, Server.name, Server.critical, Agent.id, Agent.hostname, Agent.status,
-        Agent.agent_version, Agent.last_seen, Agent.clock_offset,
-        *(getattr(latest, column) for column in FLEET_FIGURES)), access)
+def fleet_columns(latest):
+    """FLEET_COLUMNS as selected from the fleet's join (fleet_rows)."""
+    return (Server.id, Server.name, Server.critical, Agent.id, Agent.hostname, Agent.status,
+            Agent.agent_version, Agent.last_seen, Agent.clock_offset,
+            *(getattr(latest, column) for column in FLEET_FIGURES))
+
+
+def fleet(access, narrow=None):
+    """One tuple per server `access` sees (FLEET_COLUMNS), by name unless `narrow` orders
+    them: the servers table in one query."""
+    return fleet_rows(fleet_columns, access, narrow)
 
 
 def latest_sample_per_agent(agent_ids, columns=SUMMARY_COLUMNS):
@@ -1733,13 +1740,29 @@ def latest_services(seen_since):
     return [(agent, agent.timestamp, agent.detail or {}) for agent in rows]
 
 
-def service_summary(access):
+# Up to this many servers or agents a read names them (IN); beyond, it reads every row in one
+# scan, which the database does faster than matching a long list (and SQLite caps a statement's
+# parameters). A caller picks its rows out of the answer.
+NAMED_IDS_MAX = 1000
+
+
+def of_ids(query, field, ids):
+    """`query` narrowed to rows whose `field` is in `ids` (None: all), when they are few
+    enough to name."""
+    if ids is None:
+        return query
+    ids = list(ids)
+    return query.where(field.in_(ids)) if len(ids) <= NAMED_IDS_MAX else query
+
+
+def service_summary(access, agent_ids=None):
     """{agent_id: (services seen [(name, down)], problems [(metric, subject, text)])} from the
-    check states of every agent `access` sees: the servers table's Services column, in one
-    query."""
+    check states of every agent `access` sees (of `agent_ids` at least, when given): the
+    servers table's Services column, in one query."""
     summary = {}
     query = CheckState.select(CheckState.agent, CheckState.metric, CheckState.subject,
                               CheckState.bad_since, CheckState.text)
+    query = of_ids(query, CheckState.agent, agent_ids)
     if access.customer_id is not None:
         query = visible(query.join(Agent).join(Server), access)
     rows = query.order_by(CheckState.agent, CheckState.metric, CheckState.subject).tuples()
@@ -1821,11 +1844,13 @@ def forecasts_of(agent_ids=None):
             for agent_id, items in found.items()}
 
 
-def soonest_full(access):
-    """{agent_id: (mount, full at)} of the mount each agent `access` sees will fill first, of
-    those filling: the servers table's "Disk full in", in one query."""
+def soonest_full(access, agent_ids=None):
+    """{agent_id: (mount, full at)} of the mount each agent `access` sees (of `agent_ids` at
+    least, when given) will fill first, of those filling: the servers table's "Disk full in",
+    in one query."""
     query = MountForecast.select(MountForecast.agent, MountForecast.mount,
                                  MountForecast.full_at).where(MountForecast.full_at.is_null(False))
+    query = of_ids(query, MountForecast.agent, agent_ids)
     if access.customer_id is not None:
         query = visible(query.join(Agent).join(Server), access)
     soonest = {}
@@ -1987,14 +2012,13 @@ def traffic_between(spans):
 QUOTA_COLUMNS = ("billing_day", "traffic_allowance", "traffic_basis")
 
 
-def quota_holders(access=None, server_id=None):
+def quota_holders(access=None, server_ids=None):
     """[(server_id, server name, agent_id, customer_id, billing day, allowance, basis)] of
-    every server `access` sees (all: the job), or of the one `server_id`, by name."""
+    every server `access` sees (all: the job), or of `server_ids` only, by name."""
     query = (Server.select(Server.id, Server.name, Agent.id, Server.customer,
                            *(getattr(Server, name) for name in QUOTA_COLUMNS))
              .join(Agent, on=(Agent.server == Server.id)).order_by(Server.name))
-    if server_id is not None:
-        query = query.where(Server.id == server_id)
+    query = of_ids(query, Server.id, server_ids)
     if access is not None:
         query = visible(query, access)
     return list(query.tuples())
@@ -2096,9 +2120,9 @@ def last_upgrade_failures(server_ids):
     """{server id: detail} of the servers whose latest rollout result is a failure."""
     latest = (RolloutServer.select(RolloutServer.server,
                                    peewee.fn.MAX(RolloutServer.rollout).alias("newest"))
-              .where(RolloutServer.server.in_(list(server_ids))
-                     & (RolloutServer.state != "pending"))
+              .where(RolloutServer.state != "pending")
               .group_by(RolloutServer.server))
+    latest = of_ids(latest, RolloutServer.server, server_ids)
     rows = (RolloutServer.select(RolloutServer.server, RolloutServer.detail)
             .join(latest, on=((RolloutServer.server == latest.c.server_id)
                               & (RolloutServer.rollout == latest.c.newest)))

@@ -75,11 +75,11 @@ def _usage(quota, totals, now):
                          allowance, basis if basis in traffic.BASES else "sum")
 
 
-def server_usages(access=None, now=None, server_id=None):
-    """{server_id: traffic.Usage} of every server `access` sees (all: None), or of the one
-    `server_id`, each on its own billing day."""
+def server_usages(access=None, now=None, server_ids=None):
+    """{server_id: traffic.Usage} of every server `access` sees (all: None), or of
+    `server_ids` only, each on its own billing day."""
     now = now or utcnow()
-    holders = models.quota_holders(access, server_id)
+    holders = models.quota_holders(access, server_ids)
     spans = {agent_id: traffic.cycle(now, day) for _, _, agent_id, _, day, _, _ in holders}
     totals = models.traffic_between(spans)
     return {server_id: _usage((day, allowance, basis), [totals.get(agent_id, (0, 0))], now)

@@ -5,7 +5,10 @@ that change things: manage.py.)
 Each view builds a context dict and calls `render(page, partial, ctx)`: a plain request gets the
 full page, an htmx request (`HX-Request` header) just the partial it asked for.
 """
+import base64
+import hashlib
 import json
+import re
 import secrets
 import time
 import urllib.parse
@@ -13,8 +16,8 @@ from pathlib import Path
 
 import bottle
 
-from . import (access as access_module, auth, charts, checks, exports, figures, keys, models,
-               operations, protocol, quotas, server_page, status_page, traffic, units)
+from . import (access as access_module, auth, charts, exports, figures, fleet_table, keys,
+               models, operations, quotas, server_page, status_page, traffic, units)
 from .db import utcnow
 from .errors import DATABASE_ERRORS, database_unavailable, refusal
 
@@ -33,55 +36,21 @@ DOWNLOADS = {  # agent.py: the panel's settings.agent_file (MPANEL_AGENT_FILE), 
     "config.example.json": (ROOT / "config.example.json", "application/json"),
 }
 
-STATUSES = ("online", "offline", "never seen")
-# The servers table's figure columns, from the figure table: (sort key, header, figure), left
-# to right; each row carries the shown value under the sort key.
-TABLE_FIGURES = tuple((figure.table.key, figure.table.label, figure)
-                      for figure in figures.TABLE_COLUMNS)
-SORT_KEYS = {
-    "name": lambda r: r["name"].lower(),
-    "hostname": lambda r: r["hostname"].lower(),
-    "status": lambda r: (STATUSES.index(r["status"]), r["name"].lower()),
-    "seen": lambda r: -(r["last_seen_epoch"] or -1e12),
-    **{key: (lambda r, key=key: _number(r[key])) for key, _, _ in TABLE_FIGURES},
-    # Most problems first when descending; then the servers that run the most services.
-    "services": lambda r: (len(r["problems"]), len(r["services"])),
-    # Traffic this cycle: the share of the allowance first, then the bytes.
-    "traffic": lambda r: (_number((r["traffic"] or {}).get("percent")),
-                          (r["traffic"] or {}).get("used", 0)),
-    "version": lambda r: r["version"],
-}
-# The services a server may report, each a column the table can show (?show=mysql), in the
-# wire schema's order; sorted by state, worst first when descending, then by problems.
-SERVICE_NAMES = tuple(protocol.METRICS["properties"]["services"]["properties"])
-SERVICE_SORT_PREFIX = "svc-"
-SORT_KEYS.update({SERVICE_SORT_PREFIX + name: (lambda r, name=name: _service_rank(r, name))
-                  for name in SERVICE_NAMES})
-# The soonest disk-full forecast of a server's mounts (forecasts.py): (mount, seconds left) or
-# None; sorted soonest first, the servers with none last.
-DISK_FULL = "disk_full"
-SORT_KEYS[DISK_FULL] = lambda r: r[DISK_FULL][1] if r[DISK_FULL] else float("inf")
-
-
-def _disk_full_text(value):
-    return f"{value[0]} in {units.duration(value[1])}" if value else ""
-
-
-# For the templates: (sort key, header, column class, format of the value).
+# The servers table (fleet_table.py reads it): its cells for the templates, (sort key,
+# header, column class, format of the value), figure columns first.
 TABLE_CELLS = tuple((key, label, "c-rate" if figures.shown_unit(figure) == "rate" else "c-num",
                      units.FORMATS[figures.shown_unit(figure)])
-                    for key, label, figure in TABLE_FIGURES) + \
-    ((DISK_FULL, "Disk full in", "c-full", _disk_full_text),)
-
-
-def _number(value):
-    return float("-inf") if value is None else value
-
-
-def _service_rank(row, name):
-    state, wrong = row["service_states"].get(name, (None, []))
-    return (len(checks.SERVICE_STATES) - checks.SERVICE_STATES.index(state) if state else 0,
-            len(wrong))
+                    for key, label, figure in fleet_table.TABLE_FIGURES) + \
+    ((fleet_table.DISK_FULL, "Disk full in", "c-full", None),)
+# Each row carries a version: a hash of its HTML but for the text of its <time> elements, which
+# mpanel.js keeps counting ("12 s ago") without the panel. The browser sends back the versions
+# it shows, and a refresh answers with the rows whose version differs.
+TIME_TEXT = re.compile(r"(<time\b[^>]*>)[^<]*(</time>)")
+VERSION_WIDTH = 6  # base64 characters of 4 bytes: one miss in 4 billion changes
+VERSION_TEXT = re.compile(r"[A-Za-z0-9_-]*")
+# The most rows a browser may have loaded and have refreshed: 6 bytes each in a refresh's body,
+# which the form size (MEMFILE_MAX) must hold.
+LIVE_ROWS_MAX = 40_000
 
 
 def render(page, partial, ctx):
@@ -98,7 +67,10 @@ def template(template_name, /, **ctx):
     return bottle.template(template_name, template_lookup=[TEMPLATES], htmx_file=HTMX_FILE,
                            units=units, quote=urllib.parse.quote_plus, table_cells=TABLE_CELLS,
                            allowance_text=traffic.allowance_text, traffic_bases=traffic.BASES,
-                           service_names=SERVICE_NAMES, service_sort=SERVICE_SORT_PREFIX, **ctx)
+                           service_names=fleet_table.SERVICE_NAMES,
+                           service_sort=fleet_table.SERVICE_SORT_PREFIX,
+                           disk_full=fleet_table.DISK_FULL, page_rows=fleet_table.PAGE_ROWS,
+                           live_rows=LIVE_ROWS_MAX, **ctx)
 
 
 def panel_url(settings):
@@ -111,64 +83,49 @@ def panel_url(settings):
 
 # ===== The servers table ========================================================================
 
-def _shown(figure, values):
-    """A figure's value as the table shows and sorts it."""
-    value = values[figure.column]
-    if figure.share_of:
-        return units.share(value, values[figure.share_of])
-    if value is not None and figures.shown_unit(figure) == "percent":
-        return round(value, 1)
-    return value
+def fleet_head(access, now, offline_after, matched):
+    """The summary strip (exact for the whole fleet), the page's title and icon, and their
+    version: what every answer about the table carries beside its rows."""
+    counts = fleet_table.summary(access, now, offline_after)
+    firing = models.firing_alert_count(access)
+    title = page_title(counts, firing)
+    alarm = bool(counts["offline"] or firing)
+    version = row_version(f"{counts}|{firing}|{matched}|{title}")
+    html = template("_summary.tpl", counts=counts, firing=firing, total=counts["total"],
+                    version=version)
+    return {"counts": counts, "firing": firing, "total": counts["total"], "title": title,
+            "favicon": "favicon-alert.svg" if alarm else "favicon.svg", "summary": html,
+            "summary_version": version}
 
 
-def server_rows(offline_after, access, now=None):
-    """One dict per server `access` sees, for the servers table (models.fleet: one query,
-    plain tuples)."""
-    now = now or utcnow()
-    rows = []
-    identity = len(models.FLEET_COLUMNS) - len(models.FLEET_FIGURES)
-    checked = models.service_summary(access)
-    usages = quotas.server_usages(access, now)
-    soonest = models.soonest_full(access)
-    for row in models.fleet(access):
-        (server_id, name, critical, agent_id, hostname, agent_status, version, last_seen,
-         clock_offset) = row[:identity]
-        services, problems = checked.get(agent_id, ([], []))
-        values = dict(zip(models.FLEET_FIGURES, row[identity:]))
-        state = models.connection_state(last_seen, now, offline_after)
-        rows.append({
-            "id": server_id,
-            "name": name,
-            "critical": bool(critical),
-            "hostname": hostname or "",
-            "status": state,
-            "revoked": agent_status == "revoked",
-            "clock": models.clock_skew(clock_offset),
-            "last_seen": units.ago((now - last_seen).total_seconds()) if last_seen else "never",
-            "last_seen_iso": last_seen.isoformat() + "Z" if last_seen else "",
-            "last_seen_epoch": charts.epoch(last_seen) if last_seen else None,
-            **{key: _shown(figure, values) for key, _, figure in TABLE_FIGURES},
-            "services": services, "problems": problems,
-            "service_states": checks.service_states(services, problems),
-            "traffic": quotas.shown(usages[server_id]) if server_id in usages else None,
-            "version": version or "",
-            DISK_FULL: (soonest[agent_id][0],
-                        max(0.0, (soonest[agent_id][1] - now).total_seconds()))
-            if agent_id in soonest else None,
-        })
-    # "upgrade failed" beside the version: the server's latest rollout result (upgrades.py).
-    failed = models.last_upgrade_failures(row["id"] for row in rows)
-    for row in rows:
-        row["upgrade_failed"] = failed.get(row["id"])
-    return rows
+def row_version(html):
+    digest = hashlib.blake2b(TIME_TEXT.sub(r"\1\2", html).encode(), digest_size=4).digest()
+    return base64.urlsafe_b64encode(digest).decode()[:VERSION_WIDTH]
+
+
+def rendered_rows(rows, offset, show):
+    """[(version, html)] of table rows from position `offset`; each <tr> carries its position
+    as its id (row-<n>), which a refresh replaces, and its version."""
+    rendered = []
+    for position, row in enumerate(rows, offset):
+        html = template("_server_row.tpl", s=row, position=position, show=show)
+        version = row_version(html)
+        rendered.append((version, html.replace("<tr ", f'<tr data-v="{version}" ', 1)))
+    return rendered
+
+
+def table_window(access, query, now, offline_after, offset, limit):
+    return fleet_table.window(access, now, offline_after, query["q"], query["status"],
+                              query["sort"], query["dir"] == "desc", offset, limit)
 
 
 def fleet_context(offline_after, access):
-    """The servers table's data, shared with its JSON twin (api_v1.py): every row `access`
-    sees (server_rows), how many are in each state, how many alerts fire."""
-    rows = server_rows(offline_after, access)
-    return {"rows": rows, "counts": {s: sum(1 for r in rows if r["status"] == s)
-                                     for s in STATUSES},
+    """The servers table's data for its JSON twin (api_v1.py): every row `access` sees, by
+    name, how many are in each state, how many alerts fire."""
+    now = utcnow()
+    counts = fleet_table.summary(access, now, offline_after)
+    return {"rows": fleet_table.server_rows(offline_after, access, now),
+            "counts": {state: counts[state] for state in fleet_table.STATUSES},
             "firing": models.firing_alert_count(access)}
 
 
@@ -184,27 +141,36 @@ def customer_filter(access):
 
 
 def table_query(customer=None):
-    """The table's filter and sort, from the query string, cleaned. `kept_query`: what the
-    sort links carry besides q and status (the service columns, the customer filter)."""
-    query = bottle.request.query
-    sort = query.get("sort") if query.get("sort") in SORT_KEYS else "name"
+    """The table's filter, sort and first screenful, from the query string (or a refresh's
+    form), cleaned. `link`: all of it as a query string, for the links and the loader."""
+    query = bottle.request.params
+    sort = query.get("sort") if query.get("sort") in fleet_table.SORTS else "name"
     direction = "desc" if query.get("dir") == "desc" else "asc"
     state = query.getunicode("status") or ""
-    asked = set(query.getall("show")[:len(SERVICE_NAMES) * 2])
-    show = [name for name in SERVICE_NAMES if name in asked]
-    return {"q": (query.getunicode("q") or "").strip()[:100],
-            "status": state if state in STATUSES else "", "sort": sort, "dir": direction,
-            "show": show, "kept_query": "".join(f"&show={name}" for name in show)
-            + (f"&customer={customer}" if customer else ""), "customer": customer}
+    asked = set(query.getall("show")[:len(fleet_table.SERVICE_NAMES) * 2])
+    show = [name for name in fleet_table.SERVICE_NAMES if name in asked]
+    rows = query.get("rows") or ""
+    rows = min(max(int(rows), fleet_table.PAGE_ROWS), LIVE_ROWS_MAX) if rows.isdigit() \
+        and len(rows) < 7 else fleet_table.PAGE_ROWS
+    cleaned = {"q": (query.getunicode("q") or "").strip()[:100],
+               "status": state if state in fleet_table.STATUSES else "", "sort": sort,
+               "dir": direction, "show": show, "customer": customer, "rows": rows,
+               "kept_query": "".join(f"&show={name}" for name in show)
+               + (f"&customer={customer}" if customer else "")}
+    cleaned["link"] = (f"q={urllib.parse.quote_plus(cleaned['q'])}&status="
+                       f"{urllib.parse.quote_plus(cleaned['status'])}&sort={sort}&dir={direction}"
+                       + cleaned["kept_query"])
+    return cleaned
 
 
-def filter_and_sort(rows, q, status_filter, sort, direction):
-    needle = q.lower()
-    chosen = [r for r in rows
-              if (not needle or needle in r["name"].lower() or needle in r["hostname"].lower())
-              and (not status_filter or r["status"] == status_filter)]
-    chosen.sort(key=SORT_KEYS[sort], reverse=direction == "desc")
-    return chosen
+def parse_versions(text):
+    """The refresh's `have`: the versions of the rows the browser shows, in order."""
+    if len(text) > VERSION_WIDTH * LIVE_ROWS_MAX:
+        raise refusal(413, f"have holds the versions of at most {LIVE_ROWS_MAX} rows", "have")
+    if len(text) % VERSION_WIDTH or not VERSION_TEXT.fullmatch(text):
+        raise refusal(400, f"have must be row versions, {VERSION_WIDTH} base64url characters "
+                           "each", "have")
+    return [text[i:i + VERSION_WIDTH] for i in range(0, len(text), VERSION_WIDTH)]
 
 
 def page_title(counts, firing, what="Servers"):
@@ -281,22 +247,84 @@ def build_views(settings):
         bottle.response.delete_cookie(auth.SESSION_COOKIE, path="/")
         return bottle.redirect("/login")
 
-    @app.get("/servers", auth="viewer")
-    def servers(session, access):
+    def table_answer(session, access, template_name):
+        """The servers page, or its table body alone (the filter form's htmx request): the
+        summary, and the first screenful of rows."""
         customer, shown_access = customer_filter(access)
         query = table_query(customer)
-        fleet = fleet_context(settings.offline_after, shown_access)
-        rows, counts, firing = fleet["rows"], fleet["counts"], fleet["firing"]
-        shown = filter_and_sort(rows, query["q"], query["status"], query["sort"], query["dir"])
+        now = utcnow()
+        rows, matched = table_window(shown_access, query, now, settings.offline_after, 0,
+                                     query["rows"])
+        head = fleet_head(shown_access, now, settings.offline_after, matched)
         bottle.response.set_header("Cache-Control", "no-store")
-        return render("servers.tpl", "_server_rows.tpl", {
-            "title": page_title(counts, firing), "servers": shown, "total": len(rows),
-            "counts": counts, "firing": firing, "query": query, "session": session,
-            "access": access, "customers": models.customers() if access.staff else [],
+        return template(template_name, **head, **{
+            "rows": [html for _, html in rendered_rows(rows, 0, query["show"])],
+            "matched": matched, "query": query, "session": session, "access": access,
+            "now": charts.epoch(now), "oob": template_name != "servers.tpl",
+            "customers": models.customers() if access.staff else [],
             # A customer user's own status page (its box below the table); staff set theirs
             # on each customer's page.
             **({} if access.staff else status_page_box(access.customer_id)),
         })
+
+    @app.get("/servers", auth="viewer")
+    def servers(session, access):
+        return table_answer(session, access, "_server_rows.tpl"
+                            if bottle.request.get_header("HX-Request") else "servers.tpl")
+
+    @app.get("/servers/rows", auth="viewer")
+    def more_servers(session, access):
+        """The next screenful, from ?offset=, as the page scrolls to its end: its rows and
+        the loader of the one after."""
+        text = bottle.request.query.get("offset") or ""
+        if not text.isdigit() or len(text) > 6 or int(text) > LIVE_ROWS_MAX:
+            raise refusal(400, f"offset must be a row number from 0 to {LIVE_ROWS_MAX}",
+                          "offset")
+        offset = int(text)
+        customer, shown_access = customer_filter(access)
+        query = table_query(customer)
+        limit = max(0, min(fleet_table.PAGE_ROWS, LIVE_ROWS_MAX - offset))
+        rows, matched = table_window(shown_access, query, utcnow(), settings.offline_after,
+                                     offset, limit)
+        bottle.response.set_header("Cache-Control", "no-store")
+        return "".join(html for _, html in rendered_rows(rows, offset, query["show"])) + \
+            template("_server_more.tpl", offset=offset + len(rows), matched=matched,
+                     query=query, oob=False)
+
+    @app.post("/servers/refresh", auth="viewer")
+    def refresh_servers(session, access):
+        """What changed in the table since the browser's copy (`have`: its rows' versions;
+        `summary`: its summary's): the rows whose version differs, swapped in by position,
+        rows past the new end removed, and the summary, title and icon if theirs changed.
+        Nothing changed: 204, no body."""
+        have = parse_versions(bottle.request.forms.get("have") or "")
+        customer, shown_access = customer_filter(access)
+        query = table_query(customer)
+        now = utcnow()
+        rows, matched = table_window(shown_access, query, now, settings.offline_after, 0,
+                                     len(have))
+        head = fleet_head(shown_access, now, settings.offline_after, matched)
+        bottle.response.set_header("Cache-Control", "no-store")
+        if bool(have) != bool(rows):  # from no rows to some, or back: the whole body again
+            first, _ = table_window(shown_access, query, now, settings.offline_after, 0,
+                                    query["rows"])
+            return template("_server_rows.tpl", **head, oob=True, body_oob=True,
+                            rows=[html for _, html in rendered_rows(first, 0, query["show"])],
+                            matched=matched, query=query, now=charts.epoch(now))
+        changed = [html.replace("<tr ", '<tr hx-swap-oob="true" ', 1)
+                   for (version, html), seen in zip(rendered_rows(rows, 0, query["show"]), have)
+                   if version != seen]
+        gone = range(len(rows), len(have))
+        fresh_head = head["summary_version"] != bottle.request.forms.get("summary")
+        if not changed and not gone and not fresh_head:
+            bottle.response.status = 204
+            return ""
+        parts = changed + [f'<tr id="row-{position}" hx-swap-oob="delete"></tr>'
+                           for position in gone]
+        if fresh_head or gone:
+            parts.append(template("_fleet_head.tpl", **head, offset=len(rows),
+                                  matched=matched, query=query))
+        return "".join(parts)
 
     @app.get("/servers/<server_id:int>", auth="viewer")
     def show_server(server_id, session, access):
@@ -459,7 +487,7 @@ def server_summary(server_id, access, offline_after):
         "firing": models.firing_alerts(access, server.id),
         "maintenance": models.current_maintenance(server.id, now),
         "clock": models.clock_skew(agent.clock_offset),
-        "traffic": quotas.shown(quotas.server_usages(access, now, server.id)[server.id]),
+        "traffic": quotas.shown(quotas.server_usages(access, now, [server.id])[server.id]),
     }
 
 

@@ -1,60 +1,10 @@
-<tbody id="server-rows" hx-get="/servers" hx-include="#filters" hx-trigger="every 10s" hx-target="this" hx-swap="outerHTML">
-% for s in servers:
-  <tr class="status-{{s['status'].replace(' ', '-')}}{{' critical' if s['critical'] else ''}}" data-server-id="{{s['id']}}">
-    <td class="name"><a href="/servers/{{s['id']}}">{{s['name']}}</a>{{!' <span class="tag crit" title="critical: alerts when offline">critical</span>' if s['critical'] else ''}}</td>
-    <td class="host">{{s['hostname']}}</td>
-    <td><span class="badge {{s['status'].replace(' ', '-')}}">{{s['status']}}</span>{{!' <span class="tag">revoked</span>' if s['revoked'] else ''}}
-    % if s['clock']:
-    <span class="tag clock" title="The agent's clock is off: its samples carry its own times">{{s['clock']}}</span>
-    % end
-    </td>
-    <td><time datetime="{{s['last_seen_iso']}}">{{s['last_seen']}}</time></td>
-    % for key, _label, _css, shown in table_cells:
-    <td class="num">{{shown(s[key])}}</td>
-    % end
-    % t = s['traffic']
-    <td class="num traffic{{' bad' if t and t['level'] else ''}}" title="{{('cycle %s to %s; projected %s' % (t['start'], t['end'], units.size(t['projected']) if t['projected'] is not None else 'later in the cycle')) if t else ''}}">{{units.size(t['used']) if t else ''}}{{(' / %s (%.0f %%)' % (units.size(t['allowance']), t['percent'])) if t and t['allowance'] else ''}}</td>
-    <td class="svc">
-    % down = [service for service, is_down in s['services'] if is_down]
-    % for service in down:
-      <span class="tag bad" title="down">{{service}}</span>
-    % end
-    % up = [service for service, is_down in s['services'] if not is_down]
-    % if up:
-      <span class="tag" title="up: {{', '.join(up)}}">{{len(up)}} up</span>
-    % end
-    % other = [p for p in s['problems'] if p[0] != 'service_down']
-    % if other:
-      <span class="tag bad" title="{{'; '.join('%s: %s' % (subject, text) for _metric, subject, text in other)}}">{{len(other)}} problem{{'s' if len(other) > 1 else ''}}</span>
-    % end
-    </td>
-    % for service in query['show']:
-    % state, wrong = s['service_states'].get(service, (None, []))
-    <td class="svc-one">
-    % if state == 'down':
-      <span class="tag bad" title="{{service}} is down">down</span>
-    % elif state == 'problem':
-      <span class="tag bad" title="{{'; '.join(wrong)}}">{{len(wrong)}} problem{{'s' if len(wrong) > 1 else ''}}</span>
-    % elif state == 'up':
-      <span class="tag" title="{{service}} is up">up</span>
-    % end
-    </td>
-    % end
-    <td class="ver">{{s['version']}}
-    % if s['upgrade_failed'] is not None:
-      <span class="tag bad" title="{{s['upgrade_failed']}}">upgrade failed</span>
-    % end
-    </td>
-  </tr>
-% end
-% if total and not servers:
+<tbody id="server-rows"{{!' hx-swap-oob="true"' if get('body_oob') else ''}} hx-post="/servers/refresh" hx-include="#filters" hx-vals='{"have": "", "summary": ""}' hx-trigger="every 10s" hx-swap="none" hx-sync="#filters:drop" data-now="{{now}}">
+{{!''.join(rows)}}
+% if total and not matched:
   <tr class="none"><td colspan="{{7 + len(table_cells) + len(query['show'])}}">No server matches this filter.</td></tr>
 % end
+% include('_server_more.tpl', offset=len(rows), oob=False)
 </tbody>
-% if get('oob', True):
-% include('_summary.tpl', oob=True)
-<link id="favicon" rel="icon" type="image/svg+xml" href="/static/{{'favicon-alert.svg' if counts['offline'] or firing else 'favicon.svg'}}" hx-swap-oob="true">
-% end
-% if get('oob', True):
-<title>{{title}}</title>
+% if oob:
+% include('_fleet_head.tpl', offset=None)
 % end

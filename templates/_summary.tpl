@@ -1,4 +1,4 @@
-<section id="summary" class="summary"{{!' hx-swap-oob="true"' if get('oob') else ''}}>
+<section id="summary" class="summary" data-v="{{version}}">
   <a href="/servers"><strong>{{total}}</strong> servers</a>
   <a class="online" href="/servers?status=online"><strong>{{counts['online']}}</strong> online</a>
   <a class="offline{{' alarm' if counts['offline'] else ''}}" href="/servers?status=offline"><strong>{{counts['offline']}}</strong> offline</a>

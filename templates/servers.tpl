@@ -1,7 +1,7 @@
-% rebase('base.tpl', title=title, session=session, favicon='favicon-alert.svg' if counts['offline'] or firing else 'favicon.svg')
-% include('_summary.tpl')
+% rebase('base.tpl', title=title, session=session, favicon=favicon)
+{{!summary}}
 <form id="filters" class="filters" action="/servers" method="get"
-      hx-get="/servers" hx-target="#server-rows" hx-swap="outerHTML" hx-push-url="true"
+      hx-get="/servers" hx-target="#server-rows" hx-swap="outerHTML" hx-push-url="true" hx-sync="this:replace"
       hx-trigger="input changed delay:250ms from:#filter-q, change from:#filter-status, change from:#filter-customer, change from:.column-choice, submit">
   <input id="filter-q" type="search" name="q" value="{{query['q']}}" placeholder="Filter by name or hostname" aria-label="Filter by name or hostname" maxlength="100">
   <select id="filter-status" name="status" aria-label="Status">

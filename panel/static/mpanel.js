@@ -1,5 +1,6 @@
-/* mPanel's only hand-written script: copy buttons, chart tooltips, and "what ran at this
-   minute" on a chart click. Progressive: every page works without it. Served from /static
+/* mPanel's only hand-written script: copy buttons, chart tooltips, "what ran at this minute"
+   on a chart click, and the servers table's live refresh (what rows it shows, and the times
+   in them counting on). Progressive: every page works without it. Served from /static
    so the Content-Security-Policy (default-src 'self') needs no inline script. */
 (function () {
   "use strict";
@@ -134,4 +135,61 @@
     var card = document.getElementById("processes-card");
     if (card) card.scrollIntoView({ behavior: "smooth", block: "start" });
   });
+  /* ----- the servers table: refresh what changed, keep its times counting ----- */
+  /* The table's refresh (views.refresh_servers) sends the versions of the rows this page
+     shows, in order, and its summary's; the panel answers with the rows that differ (or 204). */
+  document.addEventListener("htmx:configRequest", function (event) {
+    var body = event.detail.elt;
+    if (body.id !== "server-rows") return;
+    var versions = [];
+    body.querySelectorAll("tr[data-v]").forEach(function (row) {
+      versions.push(row.getAttribute("data-v"));
+    });
+    event.detail.parameters.have = versions.join("");
+    var summary = document.getElementById("summary");
+    event.detail.parameters.summary = summary ? summary.getAttribute("data-v") : "";
+  });
+
+  /* Mirrors panel/units.py's ago() and duration(). */
+  function ago(seconds) {
+    seconds = Math.max(0, Math.floor(seconds));
+    var steps = [["d", 86400], ["h", 3600], ["min", 60]];
+    for (var i = 0; i < steps.length; i++) {
+      if (seconds >= steps[i][1]) return Math.floor(seconds / steps[i][1]) + " " + steps[i][0] + " ago";
+    }
+    return seconds + " s ago";
+  }
+  function duration(seconds) {
+    seconds = Math.max(0, Math.floor(seconds));
+    var days = Math.floor(seconds / 86400), hours = Math.floor(seconds % 86400 / 3600),
+      minutes = Math.floor(seconds % 3600 / 60);
+    if (days) return hours ? days + " d " + hours + " h" : days + " d";
+    if (hours) return minutes ? hours + " h " + minutes + " min" : hours + " h";
+    if (minutes) return minutes + " min";
+    return seconds + " s";
+  }
+  /* The rows' times are the panel's; the browser's clock may be off from it, by as much as
+     the panel's "now" in the table differed from this clock when the table came. */
+  var clockOffset = 0;
+  function readClock() {
+    var body = document.getElementById("server-rows");
+    var now = body && parseFloat(body.getAttribute("data-now"));
+    if (now && body.getAttribute("data-clock-read") !== "1") {
+      clockOffset = now * 1000 - Date.now();
+      body.setAttribute("data-clock-read", "1");
+    }
+  }
+  function tick() {
+    readClock();
+    var now = Date.now() + clockOffset;
+    document.querySelectorAll("#server-rows time[datetime]").forEach(function (element) {
+      var at = Date.parse(element.getAttribute("datetime"));
+      if (isNaN(at)) return;
+      var text = element.hasAttribute("data-ago") ? ago((now - at) / 1000)
+        : element.hasAttribute("data-in") ? duration((at - now) / 1000) : null;
+      if (text !== null && element.textContent !== text) element.textContent = text;
+    });
+  }
+  setInterval(tick, 5000);
+  document.addEventListener("htmx:afterSettle", tick);
 })();

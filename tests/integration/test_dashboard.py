@@ -123,18 +123,19 @@ def test_agent_supplied_text_is_escaped(browser, panel):
     assert html.escape(XSS) in text or XSS.replace("<", "&lt;").replace(">", "&gt;") in text
 
 
-def test_htmx_refresh_gets_only_the_rows(browser):
+def test_filter_request_gets_only_the_table_body(browser):
     new_server("web-1")
     browser.login()
     partial = browser.request("GET", "/servers", headers={"HX-Request": "true"})
     text = partial.text
     assert "<html" not in text and "<table" not in text
     assert text.count('<tbody id="server-rows"') == 1 and 'hx-trigger="every 10s"' in text
+    assert 'hx-post="/servers/refresh"' in text
     # The rows first (a leading <title> would make the browser's parser drop the <tbody>),
     # then the summary strip swapped out of band, and the page title.
     assert text.lstrip().startswith('<tbody id="server-rows"')
     assert text.rstrip().endswith("<title>Servers · mPanel</title>")
-    assert '<section id="summary" class="summary" hx-swap-oob="true">' in text
+    assert '<section hx-swap-oob="true" id="summary" class="summary" data-v="' in text
 
 
 def test_offline_server_is_marked_and_counted_in_the_title(browser, database):

@@ -100,8 +100,9 @@ def test_the_servers_table_and_the_disk_chart_show_the_forecast(panel, admin):  
     page = admin.request("GET", "/servers?sort=disk_full&dir=asc").text
     names = re.findall(r'<a href="/servers/\d+">([^<]+)</a>', page)
     assert names == ["soon-1", "later-1", "flat-1"]
-    assert re.search(r"/var in (1 d 2\d h|2 d)", page)
-    assert re.search(r">/ in (19 d 2\d h|20 d)<", page)
+    # The time left counts down in the browser (mpanel.js), from the moment in the <time>.
+    assert re.search(r"/var in <time datetime=\"[^\"]+Z\" data-in>(1 d 2\d h|2 d)</time>", page)
+    assert re.search(r">/ in <time[^>]*>(19 d 2\d h|20 d)<", page)
 
     chart = admin.request("GET", f"/servers/{soon.id}/charts?range=24h",
                           headers={"HX-Request": "true"}).text

@@ -9,6 +9,7 @@ as soon as it exists.
 """
 import html
 import html.parser
+import json
 import re
 import urllib.parse
 
@@ -34,6 +35,8 @@ UNLINKED = {
     "/static/<path:path>": "files; swept below with hostile paths",
     "/downloads/<name>": "files; swept below with hostile names",
     "/metrics": "Prometheus scrape, no page links it; swept below with a NUL parameter",
+    "/servers/rows": "linked from the table's end past its first screenful only; its query is "
+                     "/servers' (swept), its offset swept in test_servers_table",
 }
 
 
@@ -53,9 +56,21 @@ class Forms(html.parser.HTMLParser):
         for name in ("href", "hx-get", "action"):
             if (attrs.get(name) or "").startswith(("/", "?")):
                 self.links.add(attrs[name])
+        if tag == "body" and attrs.get("hx-headers"):
+            self.csrf = json.loads(attrs["hx-headers"]).get("X-CSRF-Token")
+        if tag != "form" and (attrs.get("hx-post") or "").startswith("/"):
+            # An htmx POST from outside a form (the servers table's refresh): the fields of
+            # the form it includes, its hx-vals, and the token htmx sends in a header.
+            included = next((f["fields"] for f in self.forms
+                             if "#" + (f["id"] or "") == attrs.get("hx-include")), {})
+            self.forms.append({"action": attrs["hx-post"], "method": "post", "id": None,
+                               "fields": {**included, **json.loads(attrs.get("hx-vals") or "{}"),
+                                          "csrf_token": getattr(self, "csrf", "")}})
+            return
         if tag == "form":
             self.forms.append({"action": attrs.get("action") or attrs.get("hx-get"),
-                               "method": (attrs.get("method") or "get").lower(), "fields": {}})
+                               "method": (attrs.get("method") or "get").lower(),
+                               "id": attrs.get("id"), "fields": {}})
             return
         if not self.forms:
             return

@@ -6,7 +6,7 @@ import datetime
 import peewee
 import pytest
 
-from panel import models, operations, upgrades, views
+from panel import fleet_table, models, operations, upgrades
 from panel.access import EVERYTHING
 from panel.db import utcnow
 from panel.settings import Settings
@@ -60,7 +60,7 @@ def test_waves_advance_on_each_upgrade_and_a_failure_halts_before_the_next(fleet
     halted = models.Rollout.get_by_id(rollout.id)
     assert halted.state == "halted" and "b failed: upgrade failed: exited with 3" in halted.detail
     assert upgrades.advance(settings) is None  # nothing runs any more
-    rows = {row["id"]: row for row in views.server_rows(300, EVERYTHING)}
+    rows = {row["id"]: row for row in fleet_table.server_rows(300, EVERYTHING)}
     assert rows[b]["upgrade_failed"].startswith("upgrade failed: exited with 3")
     assert rows[a]["upgrade_failed"] is None and rows[c]["upgrade_failed"] is None
     kinds = [e.kind for e in models.AuthEvent.select().order_by(models.AuthEvent.id)]
