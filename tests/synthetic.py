@@ -76,3 +76,89 @@ def history(end, minutes, seed=1, skip=()):
     skipped = set(skip)
     return [sample(start + datetime.timedelta(minutes=i), rng) for i in range(minutes)
             if i not in skipped]
+
+
+# ===== A fleet in the database, for the servers table at size ====================================
+
+def fleet(count, now, seed=3, prefix="srv"):
+    """`count` servers written straight into the bound database (the API would take minutes
+    for 10,000): each with an agent whose key is never used, and, for most, a latest sample,
+    services, a disk forecast and a day of traffic, as a fleet's servers table shows them.
+    One in 50 has never reported and one in 40 is silent. -> [(server id, agent id)] by name."""
+    from panel import checks, models
+
+    rng = random.Random(seed)
+    names = [f"{prefix}-{index:05d}" for index in range(count)]
+    with models.database_proxy.atomic():
+        for chunk in _chunks(names, 500):
+            models.Server.insert_many([{"name": name, "critical": rng.random() < 0.05}
+                                       for name in chunk]).execute()
+        ids = dict(models.Server.select(models.Server.name, models.Server.id)
+                   .where(models.Server.name.startswith(prefix + "-")).tuples())
+        for chunk in _chunks(names, 500):
+            models.Agent.insert_many([{
+                "server": ids[name], "api_key_id": f"f{ids[name]:015d}"[-16:],
+                "api_key_hash": "unused", "status": "active", "agent_version": "0.2.0",
+                "hostname": f"{name}.example.net"} for name in chunk]).execute()
+        agents = dict(models.Agent.select(models.Agent.server, models.Agent.id)
+                      .where(models.Agent.server.in_(list(ids.values()))).tuples())
+        pairs = [(ids[name], agents[ids[name]]) for name in names]
+        reporting = [(index, agent) for index, (_, agent) in enumerate(pairs) if index % 50]
+        for chunk in _chunks(reporting, 500):
+            seen = {agent: now - datetime.timedelta(
+                seconds=3600 if index % 40 == 1 else rng.randint(1, 59)) for index, agent in chunk}
+            models.Metric.insert_many([fleet_sample(agent, seen[agent], rng)
+                                       for _, agent in chunk]).execute()
+            models.LatestSample.insert_many([{"agent": agent, "timestamp": seen[agent]}
+                                             for _, agent in chunk]).execute()
+            for agent, moment in seen.items():
+                models.Agent.update(last_seen=moment).where(models.Agent.id == agent).execute()
+        states, forecasts, days = [], [], []
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        for index, agent in reporting:
+            for service in rng.sample(["nginx", "mysql", "php_fpm", "redis"], rng.randint(0, 3)):
+                down = rng.random() < 0.02
+                states.append({"agent": agent, "metric": "service_down", "subject": service,
+                               "text": "down" if down else "up", "updated_at": now,
+                               "bad_since": now if down else None})
+            if rng.random() < 0.2:
+                forecasts.append({"agent": agent, "mount": "/var", "used": 40 * GIB,
+                                  "capacity": 80 * GIB, "bytes_per_day": 2.0 * GIB,
+                                  "full_at": now + datetime.timedelta(days=rng.randint(2, 200)),
+                                  "reason": "", "computed_at": now})
+            days.append({"agent": agent, "day": midnight, "received": rng.randint(1, 50) * GIB,
+                         "sent": rng.randint(1, 20) * GIB})
+        assert checks.BY_METRIC["service_down"]
+        for model, rows in ((models.CheckState, states), (models.MountForecast, forecasts),
+                            (models.TrafficDay, days)):
+            for chunk in _chunks(rows, 500):
+                model.insert_many(chunk).execute()
+    return pairs
+
+
+def fleet_sample(agent, moment, rng):
+    """A latest-sample row of the figures the servers table shows."""
+    total = 16 * GIB
+    return {"agent": agent, "timestamp": moment, "cpu_usage": round(rng.uniform(1, 95), 1),
+            "memory_used": int(total * rng.uniform(0.2, 0.9)), "memory_total": total,
+            "disk_max_percent": round(rng.uniform(10, 95), 1),
+            "network_rx_rate": rng.uniform(1e3, 5e7), "network_tx_rate": rng.uniform(1e3, 2e7),
+            "cpu_load_1min": round(rng.uniform(0, 8), 2)}
+
+
+def report_again(agents, now, seed=4):
+    """A new latest sample for each of `agents`, taken at `now`: what a minute of reports does
+    to the servers table."""
+    from panel import models
+
+    rng = random.Random(seed)
+    with models.database_proxy.atomic():
+        for chunk in _chunks(list(agents), 500):
+            models.Metric.insert_many([fleet_sample(agent, now, rng) for agent in chunk]).execute()
+            models.LatestSample.update(timestamp=now).where(
+                models.LatestSample.agent.in_(chunk)).execute()
+            models.Agent.update(last_seen=now).where(models.Agent.id.in_(chunk)).execute()
+
+
+def _chunks(items, size):
+    return [items[start:start + size] for start in range(0, len(items), size)]
