@@ -8,8 +8,7 @@ import re
 
 import pytest
 
-from panel import compression, operations, tokens, models
-from panel.__init__ import SECURITY_HEADERS
+from panel import SECURITY_HEADERS, compression, models, operations, tokens
 from tests.conftest import ROOT, TEST_BCRYPT_ROUNDS, bearer, http_request
 from tests.integration.test_customers import logged_in
 
@@ -91,7 +90,8 @@ def test_a_gzip_etag_and_a_plain_etag_each_give_304(panel):
 
 def test_a_range_request_gets_its_plain_bytes_even_when_gzip_is_accepted(panel):
     whole = (ROOT / "panel" / "static" / "style.css").read_bytes()
-    part = http_request(panel, "GET", "/static/style.css", headers={**GZIP, "Range": "bytes=100-1999"})
+    part = http_request(panel, "GET", "/static/style.css",
+                        headers={**GZIP, "Range": "bytes=100-1999"})
     assert part.status == 206 and "content-encoding" not in part.headers
     assert part.body == whole[100:2000]
     assert part.headers["content-range"] == f"bytes 100-1999/{len(whole)}"
