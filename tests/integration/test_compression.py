@@ -4,12 +4,13 @@ download, each fetched with and without `Accept-Encoding: gzip`. Compressed byte
 exactly the plain ones; small answers, HEAD, Range requests and cross-site requests with cookies
 stay plain; a gzip ETag gives 304. (/metrics: test_prometheus.py.)"""
 import gzip
+import os
 import re
 
 import pytest
 
 from panel import SECURITY_HEADERS, compression, models, operations, tokens
-from tests.conftest import ROOT, TEST_BCRYPT_ROUNDS, bearer, http_request
+from tests.conftest import ROOT, TEST_BCRYPT_ROUNDS, bearer, http_request, wait_for
 from tests.integration.test_customers import logged_in
 
 GZIP = {"Accept-Encoding": "gzip, deflate, br", "Sec-Fetch-Site": "same-origin"}
@@ -69,6 +70,27 @@ def test_static_files_and_downloads_gzip_to_the_file_and_keep_a_distinct_etag(pa
     assert zipped.headers.get("cache-control") == plain.headers.get("cache-control")
     if path.startswith("/downloads/"):
         assert plain.body == (ROOT / "agent.py").read_bytes()
+
+
+def test_every_file_the_panel_opens_for_an_answer_is_closed(panel):
+    """A cached gzip answer does not read the file Bottle opened, and a compressed one replaces
+    it: the middleware closes it either way (Linux: the process's open files in /proc)."""
+    def open_shipped_files():
+        folder = f"/proc/{panel.process.pid}/fd"
+        names = []
+        for fd in os.listdir(folder):
+            try:
+                names.append(os.readlink(f"{folder}/{fd}"))
+            except OSError:  # closed meanwhile
+                pass
+        return [name for name in names if name.startswith(str(ROOT / "panel" / "static"))
+                or name == str(ROOT / "agent.py")]
+
+    for _ in range(20):
+        for path in (htmx_path(), "/static/style.css", "/downloads/agent.py"):
+            for headers in (GZIP, PLAIN, {**GZIP, "Range": "bytes=0-99"}):
+                assert http_request(panel, "GET", path, headers=headers).status in (200, 206)
+    assert wait_for(lambda: not open_shipped_files(), timeout=10), open_shipped_files()
 
 
 def test_a_gzip_etag_and_a_plain_etag_each_give_304(panel):
