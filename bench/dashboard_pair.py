@@ -26,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.dashboard import Client  # noqa: E402
+from bench.dashboard import start_checkout_panel  # noqa: E402
 from bench.scratch import scratch_postgres  # noqa: E402
-from tests.conftest import free_port, stop_process  # noqa: E402
+from tests.conftest import stop_process  # noqa: E402
 
 PATHS = "/static/style.css,/servers/{id}/charts?range=30d,/servers/{id}?range=30d"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -48,30 +48,6 @@ def seed(checkout, url):
     return int(out.split()[-1])
 
 
-def start(checkout, url, workdir):
-    port = free_port()
-    env = dict(os.environ, MPANEL_DATABASE_URL=url, MPANEL_PORT=str(port),
-               MPANEL_HOST="127.0.0.1", MPANEL_BCRYPT_ROUNDS="4", MPANEL_THREADS="4",
-               MPANEL_JOB_INTERVAL="0", MPANEL_DATA_DIR=str(workdir))
-    log = open(workdir / "panel.log", "ab")
-    process = subprocess.Popen([str(checkout / ".venv/bin/python"), "-m", "panel", "serve"],
-                               cwd=checkout, env=env, stdout=log, stderr=subprocess.STDOUT)
-    client = Client(f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            log_text = (workdir / "panel.log").read_text()
-            raise RuntimeError(f"panel of {checkout} exited:\n{log_text}")
-        try:
-            client.login()
-            return process, client
-        except OSError:
-            client = Client(f"http://127.0.0.1:{port}")
-            time.sleep(0.1)
-    stop_process(process)
-    raise RuntimeError(f"panel of {checkout} did not answer")
-
-
 def compare(panels, paths, rounds):
     names = list(panels)
     for template in paths:
@@ -80,9 +56,9 @@ def compare(panels, paths, rounds):
         size = {}
         for name, (process, client, server_id) in panels.items():
             for _ in range(3):  # warm: caches, first template compile
-                response, body = client.get(template.format(id=server_id))
-                assert response.status == 200, (name, template, response.status)
-            size[name] = len(body)
+                answer = client.get(template.format(id=server_id))
+                assert answer.status == 200, (name, template, answer.status)
+            size[name] = len(answer.body)
         for number in range(rounds):
             for name in names[number % len(names):] + names[:number % len(names)]:
                 process, client, server_id = panels[name]
@@ -117,7 +93,7 @@ def main():
             url = (f"sqlite:///{workdir / 'bench.db'}" if args.backend == "sqlite" else
                    stack.enter_context(scratch_postgres(f"mpanel_pair{index}")))
             server_id = seed(checkout, url)
-            process, client = start(checkout, url, workdir)
+            process, client = start_checkout_panel(checkout, url, workdir)
             stack.callback(stop_process, process)
             commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout,
                                     capture_output=True, text=True).stdout.strip()
