@@ -231,6 +231,7 @@ class Browser:
     def __init__(self, page):
         self.have = []
         self.summary = ""
+        self.back = 0
         for name, attributes in tags(page):
             if name == "tr" and "data-v" in attributes:
                 self.have.append(attributes["data-v"])
@@ -244,9 +245,10 @@ class Browser:
                 "have": "".join(self.have), "summary": self.summary}
 
     def apply(self, answer):
-        """Swap a refresh's rows and summary in; -> how many rows came back."""
+        """Swap a refresh's rows and summary in; `back`: how many rows came back."""
+        self.back = 0
         if answer.status == 204:
-            return 0
+            return
         back, end = 0, len(self.have)
         for name, attributes in tags(answer.body):
             position = attributes.get("id", "")
@@ -259,7 +261,7 @@ class Browser:
             elif position == "summary":
                 self.summary = attributes["data-v"]
         del self.have[end:]
-        return back
+        self.back = back
 
 
 def next_screenful(page):
@@ -269,8 +271,14 @@ def next_screenful(page):
 
 # ===== Measuring ================================================================================
 
-# median ms; panel CPU ms per request; body bytes as sent; wire bytes; the last Answer
-Figure = collections.namedtuple("Figure", "ms cpu sent wire answer")
+# median ms; panel CPU ms per request; body bytes as sent; wire bytes (both the median run's);
+# the last Answer; what Measured.observe saw after each run
+Figure = collections.namedtuple("Figure", "ms cpu sent wire answer observed")
+# One thing to time: the panel's process, what to send, the statuses it may answer, and what
+# to note after each answer (observe()).
+Measured = collections.namedtuple("Measured", "process send expect observe",
+                                  defaults=((200,), None))
+Panel = collections.namedtuple("Panel", "process client")
 
 
 def cpu_seconds(process):
@@ -280,23 +288,72 @@ def cpu_seconds(process):
     return times.user + times.system
 
 
-def timed(process, client, runs, send, expect=(200,), before_each=None):
-    """`send()` on a warm connection, `runs` times (`before_each()` first, untimed); each
-    answer's status one of `expect`."""
-    answer = send()  # warm: caches, template compile
-    assert answer.status in expect, (answer.status, answer.body[:300])
-    samples, cpu, sizes = [], 0.0, []
-    for _ in range(runs):
+def timed(runs, *measured, before_each=None):
+    """[Figure] of each of `measured`: sent once to warm (caches, template compile, a browser's
+    copy brought up to date), then `runs` times, `before_each()` untimed before each turn. In
+    a turn each is sent once, the order rotating, so that the machine's load of the moment
+    falls on each alike."""
+    for each in measured:
+        answer = each.send()
+        assert answer.status in each.expect, (answer.status, answer.body[:300])
+    kept = [collections.defaultdict(list) for _ in measured]
+    for number in range(runs):
         if before_each:
             before_each()
-        used, started = cpu_seconds(process), time.perf_counter()
-        answer = send()
-        samples.append((time.perf_counter() - started) * 1000)
-        cpu += cpu_seconds(process) - used
-        sizes.append((answer.sent, answer.wire))
-        assert answer.status in expect, (answer.status, answer.body[:300])
-    sent, wire = sorted(sizes)[len(sizes) // 2]
-    return Figure(statistics.median(samples), cpu * 1000 / runs, sent, wire, answer)
+        turn = list(range(len(measured)))
+        for index in turn[number % len(turn):] + turn[:number % len(turn)]:
+            each, samples = measured[index], kept[index]
+            used, started = cpu_seconds(each.process), time.perf_counter()
+            answer = each.send()
+            samples["ms"].append((time.perf_counter() - started) * 1000)
+            samples["cpu"].append(cpu_seconds(each.process) - used)
+            assert answer.status in each.expect, (answer.status, answer.body[:300])
+            samples["sizes"].append((answer.sent, answer.wire))
+            samples["answer"] = answer
+            if each.observe:
+                samples["observed"].append(each.observe())
+    return [Figure(statistics.median(samples["ms"]), sum(samples["cpu"]) * 1000 / runs,
+                   *sorted(samples["sizes"])[runs // 2], samples["answer"], samples["observed"])
+            for samples in kept]
+
+
+def timed_one(runs, process, send, expect=(200,), observe=None, before_each=None):
+    return timed(runs, Measured(process, send, expect, observe), before_each=before_each)[0]
+
+
+def refresh(client, browser):
+    """What the tbody's poll sends for `browser`; its answer swapped into the browser."""
+    def send():
+        answer = client.request("POST", "/servers/refresh", browser.form(),
+                                {"X-CSRF-Token": client.csrf})
+        browser.apply(answer)
+        return answer
+    return send
+
+
+class Changes:
+    """Each call: a fresh 1 % of the reporting servers sends a new sample
+    (synthetic.report_again), as a 10-second poll's worth of a fleet's reports."""
+
+    def __init__(self, database, reporting):
+        self.database = database
+        self.reporting = reporting
+        self.count = max(1, round(len(reporting) * CHANGED_SHARE))
+        self.rng = random.Random(15)
+
+    def __call__(self):
+        from panel import db
+        from tests import synthetic
+
+        with self.database.connection_context():
+            synthetic.report_again(self.rng.sample(self.reporting, self.count), db.utcnow(),
+                                   seed=self.rng.randrange(1 << 30))
+
+
+def rows_back(figure, changed):
+    back = figure.observed
+    return (f"  rows back: median {statistics.median(back):.0f} ({min(back)}-{max(back)}) of "
+            f"{changed} changed")
 
 
 class Table:
@@ -318,94 +375,94 @@ class Table:
               f"{figure.wire:9,d} {wanted:>15} {ratios:>11} {floor}{note}", flush=True)
 
 
-def measure(process, client, args, size, history_id, reporting, database_url):
-    """Every row of the new panel; -> {name: Figure} for the comparison with the old one."""
-    from panel import db
-    from tests import synthetic
-
+def measure(panel, args, size, history_id, changes):
+    """Every row of the new panel; -> the two browsers' (what, Browser), up to date."""
+    process, client = panel
     table = Table()
-    floor = timed(process, client, args.runs, lambda: client.get("/static/style.css"))
-    table.row("static file (floor)", floor)
-    table.floor = floor
-    found = {}
-    for label, path, target in (
-            ("first paint /servers", "/servers", FIRST_PAINT),
-            ("/servers by CPU, descending", "/servers?sort=cpu&dir=desc", FIRST_PAINT),
-            ("/servers filtered by text (q=12)", "/servers?q=12", FIRST_PAINT),
-            ("/servers filtered by status (offline)", "/servers?status=offline", FIRST_PAINT)):
-        found[path] = figure = timed(process, client, args.runs, lambda: client.get(path))
-        table.row(label, figure, target)
-    page = found["/servers"].answer.body
+    table.floor = timed_one(args.runs, process, lambda: client.get("/static/style.css"))
+    table.row("static file (floor)", table.floor)
+    page = None
+    for label, path in (("first paint /servers", "/servers"),
+                        ("/servers by CPU, descending", "/servers?sort=cpu&dir=desc"),
+                        ("/servers filtered by text (q=12)", "/servers?q=12"),
+                        ("/servers filtered by status (offline)", "/servers?status=offline")):
+        figure = timed_one(args.runs, process, lambda: client.get(path))
+        page = page or figure.answer.body
+        table.row(label, figure, FIRST_PAINT)
     rest = next_screenful(page)
     table.row("next screenful " + rest.split("&")[0].replace("/servers", ""),
-              timed(process, client, args.runs, lambda: client.get(rest)))
-    everything = f"/servers?rows={size}"
-    every_row = timed(process, client, max(1, args.runs // 3), lambda: client.get(everything))
+              timed_one(args.runs, process, lambda: client.get(rest)))
+    every_row = timed_one(max(1, args.runs // 3), process,
+                          lambda: client.get(f"/servers?rows={size}"))
     table.row(f"all rows /servers?rows={size}", every_row)
-    first, full = Browser(page), Browser(every_row.answer.body)
-    assert len(full.have) == size, (len(full.have), size)
-    csrf = {"X-CSRF-Token": client.csrf}
+    browsers = (("first screenful", Browser(page)),
+                (f"all {size} rows", Browser(every_row.answer.body)))
+    assert len(browsers[1][1].have) == size, (len(browsers[1][1].have), size)
 
-    def refresh(browser):
-        return lambda: client.request("POST", "/servers/refresh", browser.form(), csrf)
-
-    for label, browser in (("unchanged refresh, first screenful", first),
-                           (f"unchanged refresh, all {size} rows", full)):
-        table.row(label, timed(process, client, args.runs, refresh(browser), expect=(204,)),
-                  UNCHANGED_REFRESH)
-
-    database = db.bind(database_url)
-    rng = random.Random(15)
-    changed = max(1, round(len(reporting) * CHANGED_SHARE))
-    for label, browser in (("1 % changed refresh, first screenful", first),
-                           (f"1 % changed refresh, all {size} rows", full)):
-        back = []
-
-        def report():
-            with database.connection_context():
-                synthetic.report_again(rng.sample(reporting, changed), db.utcnow(),
-                                       seed=rng.randrange(1 << 30))
-
-        def send(send=refresh(browser), browser=browser):
-            answer = send()
-            back.append(browser.apply(answer))
-            return answer
-
+    # What the panel sends when nothing was reported is drift: rows whose version changed
+    # with time alone.
+    for what, browser in browsers:
+        figure = timed_one(args.runs, process, refresh(client, browser), (200, 204),
+                           lambda browser=browser: browser.back)
+        table.row(f"unchanged refresh at once, {what}", figure, UNCHANGED_REFRESH,
+                  rows_back(figure, 0))
+    for what, browser in browsers:
+        send = refresh(client, browser)
+        figure = timed_one(args.idle_runs, process, send, (200, 204),
+                           lambda browser=browser: browser.back,
+                           lambda send=send: (send(), time.sleep(args.idle)))
+        table.row(f"unchanged refresh {args.idle:g} s later, {what}", figure,
+                  UNCHANGED_REFRESH, rows_back(figure, 0))
+    for what, browser in browsers:
         # A first screenful of 100 rows may hold none of the changed servers, nor the summary
-        # change: 204.
-        figure = timed(process, client, args.runs, send, expect=(200, 204), before_each=report)
-        back = back[1:]  # the warm-up: the changes made while the other browser was measured
-        table.row(label, figure, CHANGED_REFRESH,
-                  f"  rows back: median {statistics.median(back):.0f} "
-                  f"({min(back)}-{max(back)}) of {changed} changed")
-        found[label.split(",")[1].strip()] = figure
-    database.close()
+        # change: 204. The warm-up brings the browser up to date (the changes made while the
+        # other browser was measured).
+        figure = timed_one(args.runs, process, refresh(client, browser), (200, 204),
+                           lambda browser=browser: browser.back, changes)
+        table.row(f"1 % changed refresh, {what}", figure, CHANGED_REFRESH,
+                  rows_back(figure, changes.count))
 
     for label, path in (("detail, 30 d, 7 charts", f"/servers/{history_id}?range=30d"),
                         ("detail, 7 d, 7 charts", f"/servers/{history_id}?range=7d"),
                         ("detail, 24 h, 7 charts", f"/servers/{history_id}?range=24h"),
                         ("charts partial, 30 d", f"/servers/{history_id}/charts?range=30d")):
-        table.row(label, timed(process, client, args.runs, lambda: client.get(path)), DETAIL)
-    return found
+        table.row(label, timed_one(args.runs, process, lambda: client.get(path)), DETAIL)
+    return browsers
 
 
-def measure_old(process, client, args, new, size):
-    """The previous release's /servers and its refresh, against the new panel's."""
+def compare(new, old, args, size, browsers, changes):
+    """The previous release's /servers and its refresh (the whole table, every 10 s), each
+    timed in turn with the new panel's answer to the same browser, on the same data."""
     table = Table()
-    table.floor = timed(process, client, args.runs, lambda: client.get("/static/style.css"))
+    table.floor = timed_one(args.runs, old.process, lambda: old.client.get("/static/style.css"))
     table.row("old static file (floor)", table.floor)
-    runs = max(1, args.runs // 2)
-    page = timed(process, client, runs, lambda: client.get("/servers"))
-    table.row(f"old /servers ({size} rows)", page, FIRST_PAINT)
-    poll = timed(process, client, runs, lambda: client.get("/servers", {"HX-Request": "true"}))
-    table.row("old refresh (GET /servers, HX-Request)", poll, CHANGED_REFRESH)
-    ratio = "new/old: first paint {:.2f} time, {:.3f} bytes".format(
-        new["/servers"].ms / page.ms, new["/servers"].wire / page.wire)
-    for what, figure in (("first screenful", new["first screenful"]),
-                         (f"all {size} rows", new[f"all {size} rows"])):
-        ratio += (f"; 1 % refresh, {what}: {figure.ms / poll.ms:.2f} time, "
-                  f"{figure.wire / poll.wire:.3f} bytes, {figure.cpu / poll.cpu:.2f} CPU")
-    print(ratio)
+    new_page, old_page = timed(args.runs, Measured(new.process, lambda: new.client.get("/servers")),
+                               Measured(old.process, lambda: old.client.get("/servers")))
+    table.row(f"old /servers ({size} rows)", old_page, FIRST_PAINT)
+
+    def old_poll():
+        return old.client.get("/servers", {"HX-Request": "true"})
+
+    def refreshes(**options):
+        return timed(args.runs, *(Measured(new.process, refresh(new.client, browser), (200, 204))
+                                  for _, browser in browsers),
+                     Measured(old.process, old_poll), **options)
+
+    *unchanged, old_unchanged = refreshes()
+    *changed, old_changed = refreshes(before_each=changes)
+    table.row("old refresh (GET /servers, HX-Request)", old_changed, CHANGED_REFRESH)
+    print(f"{'new against ' + args.baseline + ', timed in turn':<44} {'new':>9} {'old':>9} "
+          f"{'time':>6} {'new wire':>9} {'old wire':>9} {'bytes':>7} {'CPU':>6}")
+    for label, mine, theirs in (
+            ("first paint /servers", new_page, old_page),
+            *((f"unchanged refresh at once, {what}", figure, old_unchanged)
+              for (what, _), figure in zip(browsers, unchanged)),
+            *((f"1 % changed refresh, {what}", figure, old_changed)
+              for (what, _), figure in zip(browsers, changed))):
+        cpu = f"{mine.cpu / theirs.cpu:6.2f}" if theirs.cpu else ""
+        print(f"{label:<44} {mine.ms:6.1f} ms {theirs.ms:6.1f} ms {mine.ms / theirs.ms:6.2f} "
+              f"{mine.wire:9,d} {theirs.wire:9,d} {mine.wire / theirs.wire:7.3f} {cpu}",
+              flush=True)
 
 
 @contextlib.contextmanager
@@ -425,6 +482,7 @@ def old_checkout(ref):
 
 
 def run(backend, url, size, args, baseline):
+    from panel import db
     from tests.conftest import stop_process
 
     history_id, reporting, rows, seconds = seed(url, size, args.days)
@@ -432,18 +490,18 @@ def run(backend, url, size, args, baseline):
           f"({rows:,} rows, seeded and rolled up in {seconds:.0f} s), load "
           f"{os.getloadavg()[0]:.1f}", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="mpanel-dash-"))
-    process, client = start_checkout_panel(ROOT, url, workdir, PANEL_ENV)
-    try:
-        new = measure(process, client, args, size, history_id, reporting, url)
-    finally:
-        stop_process(process)
-    if baseline is None:
-        return
-    process, client = start_checkout_panel(baseline, url, workdir, PANEL_ENV)
-    try:
-        measure_old(process, client, args, new, size)
-    finally:
-        stop_process(process)
+    with contextlib.ExitStack() as stack:
+        database = db.bind(url)
+        stack.callback(database.close)
+        changes = Changes(database, reporting)
+        new = Panel(*start_checkout_panel(ROOT, url, workdir, PANEL_ENV))
+        stack.callback(stop_process, new.process)
+        browsers = measure(new, args, size, history_id, changes)
+        if baseline is not None:
+            old = Panel(*start_checkout_panel(baseline, url, workdir, PANEL_ENV))
+            stack.callback(stop_process, old.process)
+            compare(new, old, args, size, browsers, changes)
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main():
@@ -452,6 +510,9 @@ def main():
                         help="fleet sizes, comma-separated (default 1000,10000)")
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--idle", type=float, default=10,
+                        help="seconds between an unchanged page's load and its refresh")
+    parser.add_argument("--idle-runs", type=int, default=1)
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--baseline", default=BASELINE,
                         help="git ref of the release to compare with ('' for none)")
