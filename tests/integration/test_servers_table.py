@@ -214,6 +214,14 @@ def test_a_refresh_sends_nothing_when_nothing_changed_and_only_the_changed_rows(
         models.Agent.update(last_seen=now).where(models.Agent.id == agent.id).execute()
         models.Metric.insert(agent=agent.id, timestamp=now, cpu_usage=10.0).execute()
         models.LatestSample.insert(agent=agent.id, timestamp=now).execute()
+        # Traffic this cycle, against an allowance: its projection moves with the clock.
+        yesterday = now.replace(hour=0, minute=0, second=0, microsecond=0) - \
+            datetime.timedelta(days=1)
+        models.TrafficDay.insert(agent=agent.id, day=yesterday, received=index << 30,
+                                 sent=1 << 30).execute()
+        # A cycle two days old whatever today's date: old enough to project.
+        models.Server.update(traffic_allowance=100 << 30, billing_day=(
+            now - datetime.timedelta(days=2)).day).where(models.Server.id == server.id).execute()
         servers.append((server, agent))
     browser.login()
     page = browser.request("GET", "/servers").text
@@ -221,6 +229,7 @@ def test_a_refresh_sends_nothing_when_nothing_changed_and_only_the_changed_rows(
     have = [version for version, _, _ in rows]
     assert len(have) == 30
 
+    assert "projected" in page
     unchanged = refresh(browser, token, have, summary)
     assert unchanged.status == 204 and unchanged.body == b""
 
