@@ -282,7 +282,7 @@ def build_views(settings):
         return template(template_name, **head, **{
             "rows": rendered_rows(rows, 0, query["show"]),
             "matched": matched, "query": query, "session": session, "access": access,
-            "now": charts.epoch(now), "oob": template_name != "servers.tpl",
+            "now": int(charts.epoch(now)), "oob": template_name != "servers.tpl",
             "customers": models.customers() if access.staff else [],
             # A customer user's own status page (its box below the table); staff set theirs
             # on each customer's page.
@@ -332,7 +332,7 @@ def build_views(settings):
                                     query["rows"])
             return template("_server_rows.tpl", **head, oob=True, body_oob=True,
                             rows=rendered_rows(first, 0, query["show"]),
-                            matched=matched, query=query, now=charts.epoch(now))
+                            matched=matched, query=query, now=int(charts.epoch(now)))
         changed = []
         for position, (row, seen) in enumerate(zip(rows, have)):
             version = row_version(row, position, query["show"])
