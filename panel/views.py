@@ -53,8 +53,9 @@ ROW_TEMPLATE = Path(TEMPLATES) / "_server_row.tpl"
 STEADY = {
     "last_seen": None,
     fleet_table.DISK_FULL: lambda full: full and (full[0], full[2]),  # not its seconds left
-    "traffic": lambda t: t and (t["used"], t["allowance"], t["percent"], t["level"], t["start"],
-                                t["end"], t["projected"] is not None and units.size(t["projected"])),
+    "traffic": lambda t: t and (t["used"], t["allowance"], t["percent"], t["level"],
+                                t["start"], t["end"],
+                                t["projected"] is not None and units.size(t["projected"])),
 }
 VERSION_WIDTH = 6  # base64 characters of 4 bytes: one miss in 4 billion changes
 VERSION_TEXT = re.compile(r"[A-Za-z0-9_-]*")
