@@ -215,13 +215,17 @@ def server_rows(offline_after, access, now=None):
 def build_rows(tuples, access, now, offline_after):
     """One dict per fleet tuple (models.FLEET_COLUMNS), in their order, with what the table
     shows of each server; the side reads name only these servers."""
-    identity = len(models.FLEET_COLUMNS) - len(models.FLEET_FIGURES)
+    identity = len(models.FLEET_COLUMNS) - len(models.FLEET_FIGURES) - \
+        len(models.QUOTA_COLUMNS)
+    figured = identity + len(models.QUOTA_COLUMNS)
     agent_ids = [row[3] for row in tuples]
     server_ids = [row[0] for row in tuples]
     if not tuples:
         return []
     checked = models.service_summary(access, agent_ids)
-    usages = quotas.server_usages(access, now, server_ids)
+    quota_of = {row[3]: row[identity:identity + len(models.QUOTA_COLUMNS)] for row in tuples}
+    counted = models.traffic_between({agent_id: traffic.cycle(now, quota[0])
+                                      for agent_id, quota in quota_of.items()})
     soonest = models.soonest_full(access, agent_ids)
     failed = models.last_upgrade_failures(server_ids)
     rows = []
@@ -229,7 +233,7 @@ def build_rows(tuples, access, now, offline_after):
         (server_id, name, critical, agent_id, hostname, agent_status, version, last_seen,
          clock_offset) = row[:identity]
         services, problems = checked.get(agent_id, ([], []))
-        values = dict(zip(models.FLEET_FIGURES, row[identity:]))
+        values = dict(zip(models.FLEET_FIGURES, row[figured:]))
         full = soonest.get(agent_id)
         rows.append({
             "id": server_id,
@@ -245,7 +249,8 @@ def build_rows(tuples, access, now, offline_after):
             **{key: _shown(figure, values) for key, _, figure in TABLE_FIGURES},
             "services": services, "problems": problems,
             "service_states": checks.service_states(services, problems),
-            "traffic": quotas.shown(usages[server_id]) if server_id in usages else None,
+            "traffic": quotas.shown(quotas.usage(quota_of[agent_id],
+                                                 [counted.get(agent_id, (0, 0))], now)),
             "version": version or "",
             # (mount, seconds left, when) of the disk that fills first
             DISK_FULL: (full[0], max(0.0, (full[1] - now).total_seconds()),

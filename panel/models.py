@@ -1011,8 +1011,10 @@ SUMMARY_COLUMNS = (Metric.agent, Metric.timestamp, Metric.cpu_usage, Metric.cpu_
 # The figures the servers table shows (figures.TABLE_COLUMNS) and the totals their shares are of.
 FLEET_FIGURES = tuple(dict.fromkeys(column for figure in figures.TABLE_COLUMNS
                                     for column in (figure.column, figure.share_of) if column))
+# The servers' own traffic quota (quotas.py): billing day, allowance, basis.
+QUOTA_COLUMNS = ("billing_day", "traffic_allowance", "traffic_basis")
 FLEET_COLUMNS = ("server_id", "name", "critical", "agent_id", "hostname", "agent_status",
-                 "agent_version", "last_seen", "clock_offset", *FLEET_FIGURES)
+                 "agent_version", "last_seen", "clock_offset", *QUOTA_COLUMNS, *FLEET_FIGURES)
 
 
 def fleet_rows(columns, access, narrow=None):
@@ -1053,6 +1055,7 @@ def fleet_columns(latest):
     """FLEET_COLUMNS as selected from the fleet's join (fleet_rows)."""
     return (Server.id, Server.name, Server.critical, Agent.id, Agent.hostname, Agent.status,
             Agent.agent_version, Agent.last_seen, Agent.clock_offset,
+            *(getattr(Server, column) for column in QUOTA_COLUMNS),
             *(getattr(latest, column) for column in FLEET_FIGURES))
 
 
@@ -1765,7 +1768,10 @@ def service_summary(access, agent_ids=None):
     query = of_ids(query, CheckState.agent, agent_ids)
     if access.customer_id is not None:
         query = visible(query.join(Agent).join(Server), access)
-    rows = query.order_by(CheckState.agent, CheckState.metric, CheckState.subject).tuples()
+    # Straight from the cursor: a fleet's check states are tens of thousands of rows, and only
+    # whether bad_since is set is read of the one timestamp.
+    rows = database_proxy.execute(query.order_by(CheckState.agent, CheckState.metric,
+                                                 CheckState.subject))
     for agent_id, metric, subject, bad_since, text in rows:
         services, problems = summary.setdefault(agent_id, ([], []))
         if metric == "service_down":
@@ -1998,18 +2004,17 @@ def traffic_between(spans):
         by_span.setdefault(span, []).append(agent_id)
     totals = {}
     for (start, end), agent_ids in by_span.items():
-        for chunk in peewee.chunked(agent_ids, 500):
-            query = (TrafficDay.select(TrafficDay.agent, peewee.fn.SUM(TrafficDay.received),
-                                       peewee.fn.SUM(TrafficDay.sent))
-                     .where(TrafficDay.agent.in_(chunk) & (TrafficDay.day >= start) &
-                            (TrafficDay.day < end))
-                     .group_by(TrafficDay.agent))
-            for agent_id, received, sent in query.tuples():
+        wanted = set(agent_ids)
+        query = (TrafficDay.select(TrafficDay.agent, peewee.fn.SUM(TrafficDay.received),
+                                   peewee.fn.SUM(TrafficDay.sent))
+                 .where((TrafficDay.day >= start) & (TrafficDay.day < end))
+                 .group_by(TrafficDay.agent))
+        for agent_id, received, sent in database_proxy.execute(
+                of_ids(query, TrafficDay.agent, agent_ids)):
+            if agent_id in wanted:
                 totals[agent_id] = (int(received or 0), int(sent or 0))
     return totals
 
-
-QUOTA_COLUMNS = ("billing_day", "traffic_allowance", "traffic_basis")
 
 
 def quota_holders(access=None, server_ids=None):

@@ -66,7 +66,7 @@ def recompute_spans(pairs):
 
 # ===== Usage this cycle =========================================================================
 
-def _usage(quota, totals, now):
+def usage(quota, totals, now):
     """A traffic.Usage from (billing day, allowance, basis) and {agent: (received, sent)} in
     its cycle."""
     billing_day, allowance, basis = quota
@@ -82,7 +82,7 @@ def server_usages(access=None, now=None, server_ids=None):
     holders = models.quota_holders(access, server_ids)
     spans = {agent_id: traffic.cycle(now, day) for _, _, agent_id, _, day, _, _ in holders}
     totals = models.traffic_between(spans)
-    return {server_id: _usage((day, allowance, basis), [totals.get(agent_id, (0, 0))], now)
+    return {server_id: usage((day, allowance, basis), [totals.get(agent_id, (0, 0))], now)
             for server_id, _, agent_id, _, day, allowance, basis in holders}
 
 
@@ -101,7 +101,7 @@ def customer_usages(customer_ids=None, now=None):
         mine = [(server_id, name, totals.get(agent_id, (0, 0)))
                 for server_id, name, agent_id, customer, _, _, _ in servers
                 if customer == customer_id]
-        result[customer_id] = (_usage((day, allowance, basis), [t for _, _, t in mine], now),
+        result[customer_id] = (usage((day, allowance, basis), [t for _, _, t in mine], now),
                                mine)
     return result
 

@@ -42,10 +42,21 @@ TABLE_CELLS = tuple((key, label, "c-rate" if figures.shown_unit(figure) == "rate
                      units.FORMATS[figures.shown_unit(figure)])
                     for key, label, figure in fleet_table.TABLE_FIGURES) + \
     ((fleet_table.DISK_FULL, "Disk full in", "c-full", None),)
-# Each row carries a version: a hash of its HTML but for the text of its <time> elements, which
-# mpanel.js keeps counting ("12 s ago") without the panel. The browser sends back the versions
-# it shows, and a refresh answers with the rows whose version differs.
-TIME_TEXT = re.compile(r"(<time\b[^>]*>)[^<]*(</time>)")
+# Each row carries a version: a hash of what the row shows (its data, position and columns, and
+# the row template's own text) but for the times it counts from ("12 s ago", which mpanel.js
+# keeps counting without the panel). The browser sends back the versions it shows, and a
+# refresh renders and answers only the rows whose version differs.
+ROW_TEMPLATE = Path(TEMPLATES) / "_server_row.tpl"
+# A row's values as its version counts them: those that move with the clock alone are left
+# out (the text of its <time> elements) or counted as the row shows them (a projection, to
+# three figures).
+STEADY = {
+    "last_seen": None,
+    fleet_table.DISK_FULL: lambda full: full and (full[0], full[2]),  # not its seconds left
+    "traffic": lambda t: t and (t["used"], t["allowance"], t["percent"], t["level"],
+                                t["start"], t["end"],
+                                t["projected"] is not None and units.size(t["projected"])),
+}
 VERSION_WIDTH = 6  # base64 characters of 4 bytes: one miss in 4 billion changes
 VERSION_TEXT = re.compile(r"[A-Za-z0-9_-]*")
 # The most rows a browser may have loaded and have refreshed: 6 bytes each in a refresh's body,
@@ -90,7 +101,7 @@ def fleet_head(access, now, offline_after, matched):
     firing = models.firing_alert_count(access)
     title = page_title(counts, firing)
     alarm = bool(counts["offline"] or firing)
-    version = row_version(f"{counts}|{firing}|{matched}|{title}")
+    version = version_of(f"{counts}|{firing}|{matched}|{title}")
     html = template("_summary.tpl", counts=counts, firing=firing, total=counts["total"],
                     version=version)
     return {"counts": counts, "firing": firing, "total": counts["total"], "title": title,
@@ -98,20 +109,32 @@ def fleet_head(access, now, offline_after, matched):
             "summary_version": version}
 
 
-def row_version(html):
-    digest = hashlib.blake2b(TIME_TEXT.sub(r"\1\2", html).encode(), digest_size=4).digest()
+def version_of(text):
+    digest = hashlib.blake2b(text.encode(), digest_size=4, key=_VERSION_KEY).digest()
     return base64.urlsafe_b64encode(digest).decode()[:VERSION_WIDTH]
 
 
+# A new row template (a release) changes every version, so browsers take the new rows.
+_VERSION_KEY = hashlib.blake2b(ROW_TEMPLATE.read_bytes(), digest_size=16).digest()
+
+
+def row_version(row, position, show):
+    shown = [(key, STEADY[key](value) if key in STEADY else value)
+             for key, value in row.items() if STEADY.get(key, True) is not None]
+    return version_of(repr((position, show, shown)))
+
+
+def row_html(row, position, show, version, oob=False):
+    """One table row: its position is its id (row-<n>), which a refresh swaps by."""
+    html = template("_server_row.tpl", s=row, position=position, show=show)
+    swap = 'hx-swap-oob="true" ' if oob else ""
+    return html.replace("<tr ", f'<tr {swap}data-v="{version}" ', 1)
+
+
 def rendered_rows(rows, offset, show):
-    """[(version, html)] of table rows from position `offset`; each <tr> carries its position
-    as its id (row-<n>), which a refresh replaces, and its version."""
-    rendered = []
-    for position, row in enumerate(rows, offset):
-        html = template("_server_row.tpl", s=row, position=position, show=show)
-        version = row_version(html)
-        rendered.append((version, html.replace("<tr ", f'<tr data-v="{version}" ', 1)))
-    return rendered
+    """The HTML of table rows from position `offset`."""
+    return [row_html(row, position, show, row_version(row, position, show))
+            for position, row in enumerate(rows, offset)]
 
 
 def table_window(access, query, now, offline_after, offset, limit):
@@ -258,9 +281,9 @@ def build_views(settings):
         head = fleet_head(shown_access, now, settings.offline_after, matched)
         bottle.response.set_header("Cache-Control", "no-store")
         return template(template_name, **head, **{
-            "rows": [html for _, html in rendered_rows(rows, 0, query["show"])],
+            "rows": rendered_rows(rows, 0, query["show"]),
             "matched": matched, "query": query, "session": session, "access": access,
-            "now": charts.epoch(now), "oob": template_name != "servers.tpl",
+            "now": int(charts.epoch(now)), "oob": template_name != "servers.tpl",
             "customers": models.customers() if access.staff else [],
             # A customer user's own status page (its box below the table); staff set theirs
             # on each customer's page.
@@ -287,7 +310,7 @@ def build_views(settings):
         rows, matched = table_window(shown_access, query, utcnow(), settings.offline_after,
                                      offset, limit)
         bottle.response.set_header("Cache-Control", "no-store")
-        return "".join(html for _, html in rendered_rows(rows, offset, query["show"])) + \
+        return "".join(rendered_rows(rows, offset, query["show"])) + \
             template("_server_more.tpl", offset=offset + len(rows), matched=matched,
                      query=query, oob=False)
 
@@ -309,11 +332,13 @@ def build_views(settings):
             first, _ = table_window(shown_access, query, now, settings.offline_after, 0,
                                     query["rows"])
             return template("_server_rows.tpl", **head, oob=True, body_oob=True,
-                            rows=[html for _, html in rendered_rows(first, 0, query["show"])],
-                            matched=matched, query=query, now=charts.epoch(now))
-        changed = [html.replace("<tr ", '<tr hx-swap-oob="true" ', 1)
-                   for (version, html), seen in zip(rendered_rows(rows, 0, query["show"]), have)
-                   if version != seen]
+                            rows=rendered_rows(first, 0, query["show"]),
+                            matched=matched, query=query, now=int(charts.epoch(now)))
+        changed = []
+        for position, (row, seen) in enumerate(zip(rows, have)):
+            version = row_version(row, position, query["show"])
+            if version != seen:
+                changed.append(row_html(row, position, query["show"], version, oob=True))
         gone = range(len(rows), len(have))
         fresh_head = head["summary_version"] != bottle.request.forms.get("summary")
         if not changed and not gone and not fresh_head:

@@ -155,7 +155,8 @@
     seconds = Math.max(0, Math.floor(seconds));
     var steps = [["d", 86400], ["h", 3600], ["min", 60]];
     for (var i = 0; i < steps.length; i++) {
-      if (seconds >= steps[i][1]) return Math.floor(seconds / steps[i][1]) + " " + steps[i][0] + " ago";
+      var size = steps[i][1];
+      if (seconds >= size) return Math.floor(seconds / size) + " " + steps[i][0] + " ago";
     }
     return seconds + " s ago";
   }

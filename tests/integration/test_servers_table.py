@@ -214,6 +214,14 @@ def test_a_refresh_sends_nothing_when_nothing_changed_and_only_the_changed_rows(
         models.Agent.update(last_seen=now).where(models.Agent.id == agent.id).execute()
         models.Metric.insert(agent=agent.id, timestamp=now, cpu_usage=10.0).execute()
         models.LatestSample.insert(agent=agent.id, timestamp=now).execute()
+        # Traffic this cycle, against an allowance: its projection moves with the clock.
+        yesterday = now.replace(hour=0, minute=0, second=0, microsecond=0) - \
+            datetime.timedelta(days=1)
+        models.TrafficDay.insert(agent=agent.id, day=yesterday, received=index << 30,
+                                 sent=1 << 30).execute()
+        # A cycle two days old whatever today's date: old enough to project.
+        models.Server.update(traffic_allowance=100 << 30, billing_day=(
+            now - datetime.timedelta(days=2)).day).where(models.Server.id == server.id).execute()
         servers.append((server, agent))
     browser.login()
     page = browser.request("GET", "/servers").text
@@ -221,6 +229,7 @@ def test_a_refresh_sends_nothing_when_nothing_changed_and_only_the_changed_rows(
     have = [version for version, _, _ in rows]
     assert len(have) == 30
 
+    assert "projected" in page
     unchanged = refresh(browser, token, have, summary)
     assert unchanged.status == 204 and unchanged.body == b""
 
@@ -289,3 +298,36 @@ def test_a_refresh_refuses_what_is_not_a_list_of_versions(browser, panel):
     for offset in ("-1", "x", "9" * 12):
         refused = browser.request("GET", f"/servers/rows?offset={offset}")
         assert refused.status == 400 and refused.json()["field"] == "offset"
+
+
+def test_a_rows_version_holds_while_only_the_clock_moves_and_follows_all_it_shows(database):
+    now = seed_fleet(24)
+    later = now + datetime.timedelta(seconds=40)  # still online: the same rows, older
+    first, _ = fleet_table.window(EVERYTHING, now, OFFLINE_AFTER, limit=None)
+    again, _ = fleet_table.window(EVERYTHING, later, OFFLINE_AFTER, limit=None)
+    assert [r["last_seen"] for r in first] != [r["last_seen"] for r in again]
+    for position, (row, same) in enumerate(zip(first, again)):
+        if row["status"] == same["status"]:
+            assert views.row_version(row, position, []) == views.row_version(same, position, [])
+    shown = next(r for r in first if r["traffic"]["used"] and r[fleet_table.DISK_FULL] and
+                 r["services"])
+    version = views.row_version(shown, 3, [])
+    assert views.row_version(shown, 4, []) != version  # rows are swapped by position
+    assert views.row_version(shown, 3, ["mysql"]) != version
+    full = shown[fleet_table.DISK_FULL]
+    steady = {"last_seen": [],  # counted on by the browser
+              "traffic": [dict(shown["traffic"], used=shown["traffic"]["used"] + 1)],
+              fleet_table.DISK_FULL: [(full[0] + "x", full[1], full[2]),
+                                      (full[0], full[1], "2031-01-01T00:00:00Z")]}
+    assert set(steady) == set(views.STEADY)
+    for key, value in shown.items():
+        for other in steady.get(key, [("other", value)]):
+            assert views.row_version(dict(shown, **{key: other}), 3, []) != version, key
+    # The seconds left to a full disk count down in the browser, not in the version.
+    moved = dict(shown, **{fleet_table.DISK_FULL: (full[0], full[1] - 30, full[2])})
+    assert views.row_version(moved, 3, []) == version
+    traffic = shown["traffic"]
+    nudged = dict(shown, traffic=dict(traffic, projected=(traffic["projected"] or 0) + 1,
+                                      text="moved"))
+    if traffic["projected"] is not None:  # a byte more projected shows the same
+        assert views.row_version(nudged, 3, []) == version
