@@ -430,13 +430,15 @@ def measure(panel, args, size, history_id, changes):
     return browsers
 
 
-def compare(new, old, args, size, browsers, changes):
-    """The previous release's /servers and its refresh (the whole table, every 10 s), each
-    timed in turn with the new panel's answer to the same browser, on the same data."""
+def compare(new, old, args, size, history_id, browsers, changes):
+    """The previous release's /servers, its refresh (the whole table, every 10 s) and its
+    detail pages, each timed in turn with the new panel's answer to the same browser, on the
+    same data."""
     table = Table()
     table.floor = timed_one(args.runs, old.process, lambda: old.client.get("/static/style.css"))
     table.row("old static file (floor)", table.floor)
-    new_page, old_page = timed(args.runs, Measured(new.process, lambda: new.client.get("/servers")),
+    new_page, old_page = timed(args.runs,
+                               Measured(new.process, lambda: new.client.get("/servers")),
                                Measured(old.process, lambda: old.client.get("/servers")))
     table.row(f"old /servers ({size} rows)", old_page, FIRST_PAINT)
 
@@ -451,6 +453,13 @@ def compare(new, old, args, size, browsers, changes):
     *unchanged, old_unchanged = refreshes()
     *changed, old_changed = refreshes(before_each=changes)
     table.row("old refresh (GET /servers, HX-Request)", old_changed, CHANGED_REFRESH)
+    details = []
+    for label, path in (("detail, 30 d, 7 charts", f"/servers/{history_id}?range=30d"),
+                        ("charts partial, 30 d", f"/servers/{history_id}/charts?range=30d")):
+        mine, theirs = timed(args.runs, Measured(new.process, lambda: new.client.get(path)),
+                             Measured(old.process, lambda: old.client.get(path)))
+        table.row(f"old {label}", theirs, DETAIL)
+        details.append((label, mine, theirs))
     print(f"{'new against ' + args.baseline + ', timed in turn':<44} {'new':>9} {'old':>9} "
           f"{'time':>6} {'new wire':>9} {'old wire':>9} {'bytes':>7} {'CPU':>6}")
     for label, mine, theirs in (
@@ -458,7 +467,8 @@ def compare(new, old, args, size, browsers, changes):
             *((f"unchanged refresh at once, {what}", figure, old_unchanged)
               for (what, _), figure in zip(browsers, unchanged)),
             *((f"1 % changed refresh, {what}", figure, old_changed)
-              for (what, _), figure in zip(browsers, changed))):
+              for (what, _), figure in zip(browsers, changed)),
+            *details):
         cpu = f"{mine.cpu / theirs.cpu:6.2f}" if theirs.cpu else ""
         print(f"{label:<44} {mine.ms:6.1f} ms {theirs.ms:6.1f} ms {mine.ms / theirs.ms:6.2f} "
               f"{mine.wire:9,d} {theirs.wire:9,d} {mine.wire / theirs.wire:7.3f} {cpu}",
@@ -500,7 +510,7 @@ def run(backend, url, size, args, baseline):
         if baseline is not None:
             old = Panel(*start_checkout_panel(baseline, url, workdir, PANEL_ENV))
             stack.callback(stop_process, old.process)
-            compare(new, old, args, size, browsers, changes)
+            compare(new, old, args, size, history_id, browsers, changes)
     shutil.rmtree(workdir, ignore_errors=True)
 
 
