@@ -13,26 +13,31 @@ panel's own rollup code, for the detail pages.
 
 The client is a browser's: it sends `Accept-Encoding: gzip` and `Sec-Fetch-Site: same-origin`
 (without it the panel leaves cookie-carrying answers plain, BREACH: docs/security.md), logged
-in as an admin, on one warm keep-alive connection. Bytes are counted on the socket as they
-arrive: "body" is the body as sent (compressed when it was), "wire" adds the status line and
-headers. Time is the request's wall time in the client, median of `--runs`; CPU is the panel
-process's user+system seconds over those runs (psutil), per request.
+in as an admin, on one warm keep-alive connection (reopened when an answer closes it, as
+Waitress does after every 204). Bytes are counted on the socket as they arrive: "body" is the
+body as sent (compressed when it was), "wire" adds the status line and headers; a refresh's
+note gives the request's bytes too (its `have` grows 6 bytes a row). Time is the request's
+wall time in the client, median of `--runs`; CPU is the panel process's user+system seconds
+over those runs (psutil, 10 ms ticks), per request: PostgreSQL's own CPU is not in it.
 
 Rows (each with its target and ratio, below 1.0 meets it, and × the static-file floor):
   - GET /servers, the first paint: by name, by CPU descending, filtered by text and by status
   - GET /servers/rows?offset=100, the next screenful as the page scrolls
   - GET /servers?rows=<all>, every row (how the second browser below gets all its rows)
-  - POST /servers/refresh unchanged (204), for a browser showing the first screenful and for
-    one showing every row
+  - POST /servers/refresh with nothing reported, at once and `--idle` seconds after the last
+    one (a poll's interval), for a browser showing the first screenful and for one showing
+    every row: 204, unless rows changed with time alone (drift), counted as rows back
   - POST /servers/refresh after 1 % of the reporting servers sent a new sample
     (synthetic.report_again), a fresh 1 % each run; each browser's `have` and `summary` are
     updated from the previous answer as mpanel.js and htmx would; the rows that came back
   - the detail page at 30 d, 7 d, 24 h and the 30-day charts partial
   - the static-file floor
   - the previous release (`--baseline`, before issue 15) checked out into a temporary git
-    worktree and started on the same database (issue 15 changed no schema): its /servers
-    (every row, uncompressed: it had no gzip) and its refresh (GET /servers with HX-Request,
-    the whole table every 10 s), with new/old ratios.
+    worktree and started beside the new panel on the same database (issue 15 changed no
+    schema): its /servers (every row, uncompressed: it had no gzip), its refresh (GET /servers
+    with HX-Request, the whole table every 10 s) and its detail page, each timed in turn with
+    the new panel's answer to the same browser, with new/old ratios of time, wire bytes and
+    CPU.
 
 The panels run with MPANEL_OFFLINE_AFTER=1800: at the default 300 s the seeded servers seen
 up to 59 s before the seed would turn offline during a long run, and an "unchanged" refresh
@@ -118,13 +123,18 @@ def seed(url, servers, days):
 # ===== HTTP as a browser receives it ============================================================
 
 class CountingSocket(socket.socket):
-    """A socket that counts the bytes it receives: http.client reads through it."""
+    """A socket that counts the bytes it receives and sends: http.client goes through it."""
     received = 0
+    sent = 0
 
     def recv_into(self, buffer, nbytes=0, flags=0):
         count = super().recv_into(buffer, nbytes, flags)
         self.received += count
         return count
+
+    def sendall(self, data, flags=0):
+        super().sendall(data, flags)
+        self.sent += len(data)
 
 
 class CountingConnection(http.client.HTTPConnection):
@@ -136,8 +146,9 @@ class CountingConnection(http.client.HTTPConnection):
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as browsers do
 
 
-# status; headers (http.client's message); body decoded; body bytes as sent; all bytes received
-Answer = collections.namedtuple("Answer", "status headers body sent wire")
+# status; headers (http.client's message); body decoded; body bytes as sent; all bytes received;
+# all bytes of the request
+Answer = collections.namedtuple("Answer", "status headers body sent wire up")
 
 
 class Client:
@@ -157,15 +168,17 @@ class Client:
                             **(headers or {}))
         if body is not None:
             sent_headers["Content-Type"] = "application/x-www-form-urlencoded"
-        self.connection.request(method, path, body=body, headers=sent_headers)
+        if self.connection.sock is None:  # first, or the last answer closed the connection
+            self.connection.connect()
         sock = self.connection.sock
-        before = sock.received
+        up, received = sock.sent, sock.received
+        self.connection.request(method, path, body=body, headers=sent_headers)
         response = self.connection.getresponse()
         raw = response.read()
-        wire = sock.received - before
+        wire, up = sock.received - received, sock.sent - up
         decoded = gzip.decompress(raw) if response.getheader("Content-Encoding") == "gzip" \
             else raw
-        return Answer(response.status, response.msg, decoded, len(raw), wire)
+        return Answer(response.status, response.msg, decoded, len(raw), wire, up)
 
     def get(self, path, headers=None):
         return self.request("GET", path, headers=headers)
@@ -271,9 +284,9 @@ def next_screenful(page):
 
 # ===== Measuring ================================================================================
 
-# median ms; panel CPU ms per request; body bytes as sent; wire bytes (both the median run's);
-# the last Answer; what Measured.observe saw after each run
-Figure = collections.namedtuple("Figure", "ms cpu sent wire answer observed")
+# median ms; panel CPU ms per request; body bytes as sent, wire bytes and request bytes (the
+# median run's); the last Answer; what Measured.observe saw after each run
+Figure = collections.namedtuple("Figure", "ms cpu sent wire up answer observed")
 # One thing to time: the panel's process, what to send, the statuses it may answer, and what
 # to note after each answer (observe()).
 Measured = collections.namedtuple("Measured", "process send expect observe",
@@ -308,7 +321,7 @@ def timed(runs, *measured, before_each=None):
             samples["ms"].append((time.perf_counter() - started) * 1000)
             samples["cpu"].append(cpu_seconds(each.process) - used)
             assert answer.status in each.expect, (answer.status, answer.body[:300])
-            samples["sizes"].append((answer.sent, answer.wire))
+            samples["sizes"].append((answer.sent, answer.wire, answer.up))
             samples["answer"] = answer
             if each.observe:
                 samples["observed"].append(each.observe())
@@ -353,7 +366,7 @@ class Changes:
 def rows_back(figure, changed):
     back = figure.observed
     return (f"  rows back: median {statistics.median(back):.0f} ({min(back)}-{max(back)}) of "
-            f"{changed} changed")
+            f"{changed} changed; request {figure.up:,d} B")
 
 
 class Table:
