@@ -142,16 +142,6 @@ def table_window(access, query, now, offline_after, offset, limit):
                               query["sort"], query["dir"] == "desc", offset, limit)
 
 
-def fleet_context(offline_after, access):
-    """The servers table's data for its JSON twin (api_v1.py): every row `access` sees, by
-    name, how many are in each state, how many alerts fire."""
-    now = utcnow()
-    counts = fleet_table.summary(access, now, offline_after)
-    return {"rows": fleet_table.server_rows(offline_after, access, now),
-            "counts": {state: counts[state] for state in fleet_table.STATUSES},
-            "firing": models.firing_alert_count(access)}
-
-
 def customer_filter(access):
     """`?customer=<id>` (staff only: a customer user's scope is theirs whatever the address
     says): -> (the id or None, the Access narrowed to it)."""
@@ -173,9 +163,9 @@ def table_query(customer=None):
     asked = set(query.getall("show")[:len(fleet_table.SERVICE_NAMES) * 2])
     show = [name for name in fleet_table.SERVICE_NAMES if name in asked]
     rows = query.get("rows") or ""
-    rows = min(max(int(rows), fleet_table.PAGE_ROWS), LIVE_ROWS_MAX) if rows.isdigit() \
-        and len(rows) < 7 else fleet_table.PAGE_ROWS
-    cleaned = {"q": (query.getunicode("q") or "").strip()[:100],
+    rows = min(max(int(rows), fleet_table.PAGE_ROWS), LIVE_ROWS_MAX) \
+        if fleet_table.WHOLE.fullmatch(rows) else fleet_table.PAGE_ROWS
+    cleaned = {"q": (query.getunicode("q") or "").strip()[:fleet_table.TEXT_MAX],
                "status": state if state in fleet_table.STATUSES else "", "sort": sort,
                "dir": direction, "show": show, "customer": customer, "rows": rows,
                "kept_query": "".join(f"&show={name}" for name in show)
@@ -300,7 +290,7 @@ def build_views(settings):
         """The next screenful, from ?offset=, as the page scrolls to its end: its rows and
         the loader of the one after."""
         text = bottle.request.query.get("offset") or ""
-        if not text.isdigit() or len(text) > 6 or int(text) > LIVE_ROWS_MAX:
+        if not fleet_table.WHOLE.fullmatch(text) or int(text) > LIVE_ROWS_MAX:
             raise refusal(400, f"offset must be a row number from 0 to {LIVE_ROWS_MAX}",
                           "offset")
         offset = int(text)
