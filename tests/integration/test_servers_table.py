@@ -336,3 +336,20 @@ def test_a_rows_version_holds_while_only_the_clock_moves_and_follows_all_it_show
                                       text="moved"))
     if traffic["projected"] is not None:  # a byte more projected shows the same
         assert views.row_version(nudged, 3, []) == version
+
+
+def test_a_refresh_keeps_the_pages_customer_filter(browser, panel):
+    customer = operations.add_customer("Acme")
+    for index in range(4):
+        server, _ = operations.add_server(f"c{index}", TEST_BCRYPT_ROUNDS,
+                                          customer_id=customer.id if index % 2 else None)
+    browser.login()
+    page = browser.request("GET", f"/servers?customer={customer.id}").text
+    assert len(page_rows(page)) == 2
+    refresh_path = re.search(r'<tbody id="server-rows" hx-post="([^"]+)"', page).group(1)
+    assert refresh_path == f"/servers/refresh?customer={customer.id}"
+    have = [version for version, _, _ in page_rows(page)]
+    unchanged = browser.request("POST", refresh_path, form={
+        "have": "".join(have), "summary": summary_version(page)},
+        headers={"X-CSRF-Token": csrf(page)})
+    assert unchanged.status == 204
