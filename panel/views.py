@@ -148,7 +148,8 @@ def customer_filter(access):
     text = (bottle.request.query.getunicode("customer") or "").strip()
     if not text or not access.staff:
         return None, access
-    if not text.isdigit() or not models.valid_id(int(text)):
+    # ASCII digits only: "²" is a digit to isdigit() and no number to int().
+    if not (text.isascii() and text.isdigit()) or not models.valid_id(int(text)):
         raise refusal(400, "customer must be a customer's id (a whole number)", "customer")
     return int(text), access.narrowed(int(text))
 
