@@ -47,15 +47,16 @@ TABLE_CELLS = tuple((key, label, "c-rate" if figures.shown_unit(figure) == "rate
 # keeps counting without the panel). The browser sends back the versions it shows, and a
 # refresh renders and answers only the rows whose version differs.
 ROW_TEMPLATE = Path(TEMPLATES) / "_server_row.tpl"
-# A row's values as its version counts them: those that move with the clock alone are left
-# out (the text of its <time> elements) or counted as the row shows them (a projection, to
-# three figures).
+# A row's values as its version counts them, without those that move with the clock alone:
+# the text of its <time> elements, and the traffic projection in its tooltip (used / elapsed,
+# so it creeps down between the quota job's updates of `used`; shown to three figures it
+# would send a tenth of a fleet's rows again every few refreshes early in a cycle). A row
+# sent for any other change carries the projection of that moment.
 STEADY = {
     "last_seen": None,
     fleet_table.DISK_FULL: lambda full: full and (full[0], full[2]),  # not its seconds left
     "traffic": lambda t: t and (t["used"], t["allowance"], t["percent"], t["level"],
-                                t["start"], t["end"],
-                                t["projected"] is not None and units.size(t["projected"])),
+                                t["start"], t["end"], t["projected"] is None),
 }
 VERSION_WIDTH = 6  # base64 characters of 4 bytes: one miss in 4 billion changes
 VERSION_TEXT = re.compile(r"[A-Za-z0-9_-]*")

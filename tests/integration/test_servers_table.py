@@ -308,9 +308,7 @@ def test_a_rows_version_holds_while_only_the_clock_moves_and_follows_all_it_show
     assert [r["last_seen"] for r in first] != [r["last_seen"] for r in again]
     held = 0
     for position, (row, same) in enumerate(zip(first, again)):
-        # A projection shown to three figures may tick over in 40 s: that row is sent again.
-        if row["status"] == same["status"] and \
-                views.STEADY["traffic"](row["traffic"]) == views.STEADY["traffic"](same["traffic"]):
+        if row["status"] == same["status"]:
             assert views.row_version(row, position, []) == views.row_version(same, position, [])
             held += 1
     assert held > len(first) / 2
@@ -334,8 +332,10 @@ def test_a_rows_version_holds_while_only_the_clock_moves_and_follows_all_it_show
     traffic = shown["traffic"]
     nudged = dict(shown, traffic=dict(traffic, projected=(traffic["projected"] or 0) + 1,
                                       text="moved"))
-    if traffic["projected"] is not None:  # a byte more projected shows the same
+    if traffic["projected"] is not None:  # the projection creeps with the clock
         assert views.row_version(nudged, 3, []) == version
+        far = dict(shown, traffic=dict(traffic, projected=traffic["projected"] * 2))
+        assert views.row_version(far, 3, []) == version
 
 
 def test_a_refresh_keeps_the_pages_customer_filter(browser, panel):
