@@ -3,7 +3,8 @@
 `create_app(settings)` builds the WSGI app: the agent API (`api.py`) and the browser pages
 (`views.py`) as two Bottle apps merged into one, with auth and error plugins (errors.py: bad
 text is a 400, database trouble a 503), a database connection per request, and security headers
-on every answer, error pages included.
+on every answer, error pages included. gzip is added where Waitress is handed the app
+(serving.serve, compression.py).
 """
 __version__ = "0.1.0"
 

@@ -29,7 +29,6 @@ logged. See docs/prometheus.md for the scrape config and the metric list.
     `mpanel_label_values_truncated`.
 """
 import datetime
-import gzip
 import hashlib
 import hmac
 import logging
@@ -45,8 +44,6 @@ log = logging.getLogger("mpanel.prometheus")
 
 EPOCH = datetime.datetime(1970, 1, 1)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-# Below this size gzip costs more than it saves (a few servers).
-GZIP_MIN_BYTES = 4096
 # Bounds on what one agent can add to a scrape (see the module docstring). Real mounts are a
 # handful and their paths well under 128 characters; kubelet volume paths come close.
 MOUNTS_PER_SERVER = 32
@@ -297,19 +294,6 @@ def bearer_token(header):
     return token.strip().encode("latin-1", "replace")
 
 
-def accepts_gzip(header):
-    """Whether an Accept-Encoding header allows gzip (present, and not with q=0)."""
-    for part in (header or "").lower().split(","):
-        coding, _, params = part.partition(";")
-        if coding.strip() in ("gzip", "*"):
-            quality = params.strip().removeprefix("q=").strip() if params else "1"
-            try:
-                return float(quality) > 0
-            except ValueError:
-                return False
-    return False
-
-
 def build_prometheus(settings):
     app = bottle.Bottle()
     app.install(JsonErrorPlugin())
@@ -349,12 +333,8 @@ def build_prometheus(settings):
                           settings.offline_after, models.firing_counts())
         # "replace": a hostname stored with a lone surrogate must not turn the scrape into a 500.
         body = text.encode("utf-8", "replace")
-        headers = {"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store",
-                   "Vary": "Accept-Encoding"}
-        if len(body) >= GZIP_MIN_BYTES and accepts_gzip(
-                bottle.request.get_header("Accept-Encoding")):
-            body = gzip.compress(body, compresslevel=1)
-            headers["Content-Encoding"] = "gzip"
-        return bottle.HTTPResponse(body=body, status=200, headers=headers)
+        # gzip, for Prometheus's Accept-Encoding, is the server's (compression.py).
+        return bottle.HTTPResponse(body=body, status=200, headers={
+            "Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
 
     return app

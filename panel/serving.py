@@ -33,6 +33,8 @@ from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 
+from . import compression
+
 log = logging.getLogger("mpanel.serving")
 
 # Seconds between checks of the deadlines; Waitress's default of 30 would let a silent socket
@@ -192,11 +194,12 @@ def adjustments(settings, sock):
 
 
 def serve(app, settings, reuse_port=False):
-    """Serve app until the process is stopped."""
+    """Serve app, its answers gzipped for clients that accept it (compression.py), until the
+    process is stopped."""
     sock = listen_socket(settings.host, settings.port, reuse_port)
     queue_log = logging.getLogger("waitress.queue")
     if QUEUE_WARNINGS not in queue_log.filters:
         queue_log.addFilter(QUEUE_WARNINGS)
-    server = GuardedServer(app, sock, adjustments(settings, sock), settings.header_timeout,
-                           settings.body_timeout)
+    server = GuardedServer(compression.Compressor(app), sock, adjustments(settings, sock),
+                           settings.header_timeout, settings.body_timeout)
     server.run()

@@ -17,6 +17,7 @@ here, rather than silently testing something else):
 Clients connect from 127.0.0.2 while the proxy reaches the panel from 127.0.0.1, so an address
 the panel records can only be 127.0.0.2 if it read X-Forwarded-For.
 """
+import gzip
 import http.client
 import json
 import os
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from panel import models, settings
+from panel import compression, models, settings
 from tests.conftest import (ROOT, bearer, free_port, http_request, new_server, require,
                             self_signed_certificate, start_nginx, start_panel, stop_panel,
                             stop_process, wait_for_port, write_agent_config)
@@ -118,7 +119,8 @@ class Stack:
             connection = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=30,
                                                     source_address=(CLIENT_ADDRESS, 0))
         try:
-            connection.putrequest(method, path)
+            connection.putrequest(method, path, skip_accept_encoding="accept-encoding" in
+                                  {name.lower() for name in headers})
             if body is not None:
                 headers["Content-Length"] = str(len(body))
             for name, value in headers.items():
@@ -259,6 +261,22 @@ def test_plain_http_is_redirected_and_never_proxied(stack):
     assert status in (301, 302, 307, 308)
     assert headers["location"].startswith("https://")
     assert models.Metric.select().count() == 0
+
+
+def test_the_panels_gzip_passes_through_and_cross_site_cookies_stay_plain(stack):
+    """The proxy hands on the panel's compressed answer as it is (the panel's strong ETag with
+    its gzip suffix: nginx compressing would have made it weak), and compresses no answer the
+    panel left plain for BREACH."""
+    whole = (ROOT / "panel" / "static" / "style.css").read_bytes()
+    status, headers, body = stack.request("GET", "/static/style.css",
+                                          headers={"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["content-encoding"] == "gzip"
+    assert gzip.decompress(body) == whole
+    assert headers["etag"].endswith(compression.ETAG_SUFFIX)
+    assert not headers["etag"].startswith("W/")
+    status, headers, body = stack.request("GET", "/static/style.css", headers={
+        "Accept-Encoding": "gzip", "Cookie": "mpanel_session=x", "Sec-Fetch-Site": "cross-site"})
+    assert status == 200 and "content-encoding" not in headers and body == whole
 
 
 # ===== The panel's own rule, without the example's redirect =====================================

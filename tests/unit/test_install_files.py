@@ -127,3 +127,24 @@ def test_proxy_examples_point_at_the_panel_and_let_its_largest_body_through():
     nginx_limit = int(re.search(r"client_max_body_size (\d+)m;", nginx).group(1)) * 1024 ** 2
     caddy_limit = int(re.search(r"max_size (\d+)MB\b", caddy).group(1)) * 1000 ** 2  # MB: 10^6
     assert nginx_limit >= panel_limit and caddy_limit >= panel_limit
+
+
+def test_proxy_examples_compress_as_the_panel_does():
+    """Same floor and level as compression.py, and nginx's gzip_types are the panel's
+    compressible types (Caddy's encode matches text, JSON, JavaScript, XML and SVG itself)."""
+    from panel import compression
+
+    nginx = (EXAMPLES / "nginx-mpanel.conf").read_text()
+    caddy = (EXAMPLES / "Caddyfile").read_text()
+    assert f"gzip_min_length {compression.MIN_BYTES};" in nginx
+    assert f"minimum_length {compression.MIN_BYTES}\n" in caddy
+    assert f"gzip_comp_level {compression.LEVEL};" in nginx
+    assert f"gzip {compression.LEVEL}\n" in caddy
+    types = set(re.search(r"gzip_types ([^;]+);", nginx).group(1).split()) | {"text/html"}
+    assert all(compression.compressible(kind) for kind in types)
+    assert {kind for kind in compression.COMPRESSIBLE_TYPES if not kind.endswith("/*")} <= types
+    # The panel's own text types: its downloads and static files.
+    from panel import views
+
+    shipped = {kind.partition(";")[0] for _, kind in views.DOWNLOADS.values()}
+    assert {kind for kind in shipped if compression.compressible(kind)} <= types

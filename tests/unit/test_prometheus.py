@@ -232,14 +232,6 @@ def test_bearer_token_is_read_from_the_authorization_header(header, token):
     assert prometheus.bearer_token(header) == token
 
 
-@pytest.mark.parametrize("header, gzip", [
-    ("gzip", True), ("gzip, deflate", True), ("deflate, gzip;q=0.5", True), ("*", True),
-    ("gzip;q=0", False), ("identity", False), ("", False), (None, False), ("gzip;q=x", False),
-])
-def test_gzip_is_used_only_when_accepted(header, gzip):
-    assert prometheus.accepts_gzip(header) is gzip
-
-
 # ===== Documentation ============================================================================
 
 def test_every_metric_is_documented():
