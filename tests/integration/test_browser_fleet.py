@@ -153,3 +153,88 @@ def test_a_10000_server_table_shows_100_rows_and_refreshes_only_the_rows_that_ch
     print(f"polls after the change: {refresh_entries(browser)[polls:]}")
     assert changed_polls and all(0 < entry["encoded"] for entry in changed_polls)
     assert severe_console_entries(browser) == []
+
+
+def matching_names(fragment):
+    """Names of the servers whose name or hostname holds `fragment`, from the database."""
+    return {name for (name,) in models.Server.select(models.Server.name)
+            .join(models.Agent, on=(models.Agent.server == models.Server.id))
+            .where(models.Server.name.contains(fragment) |
+                   models.Agent.hostname.contains(fragment)).tuples()}
+
+
+def busiest_server(names=None):
+    """(name, CPU as shown) of the server with the highest latest CPU, ties by name, of all
+    or of `names`."""
+    query = (models.Metric.select(models.Server.name, models.Metric.cpu_usage)
+                 .join(models.LatestSample, on=(
+                     (models.LatestSample.agent == models.Metric.agent) &
+                     (models.LatestSample.timestamp == models.Metric.timestamp)))
+                 .join(models.Agent, on=(models.Agent.id == models.Metric.agent))
+                 .join(models.Server, on=(models.Server.id == models.Agent.server))
+                 .order_by(models.Metric.cpu_usage.desc(), models.Server.name))
+    if names is not None:
+        query = query.where(models.Server.name.in_(list(names)))
+    name, cpu = query.tuples().first()
+    return name, f"{cpu:.1f} %"
+
+
+@pytest.mark.timeout(120)
+def test_a_10000_server_table_sorts_by_cpu_and_filters_by_name_and_status(
+        browser, panel):  # noqa: F811
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    seeded_fleet()
+    counts = fleet_counts()
+    log_in(browser, panel)
+
+    # The CPU header: a plain link, the page again sorted by CPU, highest first.
+    browser.find_element(By.LINK_TEXT, "CPU").click()
+    assert wait_until(lambda: "sort=cpu" in browser.current_url and browser.execute_script(
+        "return document.readyState === 'complete' && !!document.getElementById('row-0')"),
+        timeout=15), browser.current_url
+    assert "dir=desc" in browser.current_url
+    name, cpu = busiest_server()
+    assert shown_rows(browser)[0][2] == name
+    assert browser.execute_script(
+        "return document.querySelector('#row-0').children[arguments[0]].textContent.trim()",
+        CPU_COLUMN) == cpu
+    shown_cpus = [float(text.split()[0]) for text in browser.execute_script(
+        "return [...document.querySelectorAll('#server-rows tr[data-server-id]')]"
+        ".map(r => r.children[arguments[0]].textContent.trim())", CPU_COLUMN)]
+    assert shown_cpus == sorted(shown_cpus, reverse=True)
+
+    # A name fragment: only the matching rows, as many as the database has, still by CPU.
+    fragment = "77"
+    expected = matching_names(fragment)
+    assert len(expected) > 100  # more than a screenful: the loader row counts them
+    browser.find_element(By.ID, "filter-q").send_keys(fragment)
+    wanted = f"100 of {len(expected):,} shown"
+    assert wait_until(lambda: f"q={fragment}" in browser.current_url and
+                      (loader_text(browser) or "").startswith(wanted), timeout=10), \
+        (browser.current_url, loader_text(browser))
+    rows = shown_rows(browser)
+    assert len(rows) == 100 and {row[2] for row in rows} <= expected
+    assert "sort=cpu" in browser.current_url
+    assert rows[0][2] == busiest_server(expected)[0]
+
+    # Status "offline" alone: every offline server, as many as the summary says.
+    search = browser.find_element(By.ID, "filter-q")
+    search.send_keys(Keys.CONTROL, "a")
+    search.send_keys(Keys.BACKSPACE)
+    Select(browser.find_element(By.ID, "filter-status")).select_by_value("offline")
+    offline = shown_summary(browser)["offline"]
+    assert offline == counts["offline"] > 100
+    wanted = f"100 of {offline:,} shown"
+    assert wait_until(lambda: "status=offline" in browser.current_url and
+                      "q=&" in browser.current_url and
+                      (loader_text(browser) or "").startswith(wanted), timeout=10), \
+        (browser.current_url, loader_text(browser))
+    assert {row[3] for row in shown_rows(browser)} == {"status-offline"}
+    browser.execute_script("document.getElementById('more').scrollIntoView()")
+    assert wait_until(lambda: (loader_text(browser) or "").startswith(
+        f"200 of {offline:,} shown"), timeout=10), loader_text(browser)
+    assert {row[3] for row in shown_rows(browser)} == {"status-offline"}
+    assert severe_console_entries(browser) == []
