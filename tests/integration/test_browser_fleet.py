@@ -14,7 +14,7 @@ from panel.settings import Settings
 from tests import synthetic
 from tests.conftest import ONE_BACKEND
 from tests.integration.test_browser import (ARTIFACTS, browser,  # noqa: F401 (fixture)
-                                            cell, log_in, wait_until)
+                                            cell, log_in, sideways_overflow, wait_until)
 
 pytestmark = ONE_BACKEND
 
@@ -88,6 +88,9 @@ def severe_console_entries(browser):
 def test_a_10000_server_table_shows_100_rows_and_refreshes_only_the_rows_that_changed(
         browser, panel):  # noqa: F811
     pairs = seeded_fleet()
+    # Without the fleet's traffic: the Traffic cell's projection moves with the clock and
+    # re-sends rows nothing changed (test_a_row_is_resent_when_only_its_traffic_projection_moves).
+    models.TrafficDay.delete().execute()
     counts = fleet_counts()
     log_in(browser, panel)
 
@@ -107,6 +110,10 @@ def test_a_10000_server_table_shows_100_rows_and_refreshes_only_the_rows_that_ch
     assert loader_text(browser).startswith("200 of 10,000 shown")
 
     # Mark the page and every row's node: a reload loses the first, a re-render the second.
+    browser.execute_script(
+        "window.__answers = []; document.body.addEventListener('htmx:afterRequest', e => "
+        "window.__answers.push([e.detail.pathInfo.requestPath, e.detail.xhr.status,"
+        " e.detail.xhr.responseText]))")
     assert browser.execute_script(
         "window.__mark = 1; document.querySelectorAll('#server-rows tr[data-server-id]')"
         ".forEach(r => { r.__kept = true; }); return window.__mark") == 1
@@ -114,7 +121,8 @@ def test_a_10000_server_table_shows_100_rows_and_refreshes_only_the_rows_that_ch
     assert wait_until(lambda: refresh_entries(browser), timeout=12), "no poll in 12 s"
     [unchanged] = refresh_entries(browser)[:1]
     print(f"unchanged poll: {unchanged}")
-    assert unchanged["status"] == 204 and unchanged["encoded"] == 0, unchanged
+    assert unchanged["status"] == 204 and unchanged["encoded"] == 0, \
+        (unchanged, browser.execute_script("return window.__answers"))
     assert unchanged["transfer"] < 1024, unchanged
     assert browser.execute_script(
         "return [...document.querySelectorAll('#server-rows tr[data-server-id]')]"
@@ -237,4 +245,38 @@ def test_a_10000_server_table_sorts_by_cpu_and_filters_by_name_and_status(
     assert wait_until(lambda: (loader_text(browser) or "").startswith(
         f"200 of {offline:,} shown"), timeout=10), loader_text(browser)
     assert {row[3] for row in shown_rows(browser)} == {"status-offline"}
+    assert severe_console_entries(browser) == []
+
+
+@pytest.mark.timeout(120)
+def test_a_10000_server_page_comes_gzipped_and_fits_a_phone(browser, panel):  # noqa: F811
+    seeded_fleet()
+    log_in(browser, panel)
+    browser.get(f"{panel.url}/servers")  # a navigation of its own, typed (Sec-Fetch-Site none)
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "servers-10k.png"))
+    assert (ARTIFACTS / "servers-10k.png").stat().st_size > 10_000
+
+    # The page as the browser received it (compression.py), and a fetch from the page.
+    page = browser.execute_script(
+        "const e = performance.getEntriesByType('navigation')[0]; return {transfer: "
+        "e.transferSize, encoded: e.encodedBodySize, decoded: e.decodedBodySize}")
+    fetched = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch('/servers', {credentials: 'same-origin'}).then(r => r.text().then(t => done({"
+        " status: r.status, encoding: r.headers.get('content-encoding'), characters: t.length,"
+        " rows: (t.match(/<tr data-v=/g) || []).length}))).catch(e => done({error: String(e)}))")
+    print(f"servers page of {FLEET:,} servers: navigation {page}; fetch {fetched}")
+    assert fetched["status"] == 200 and fetched["rows"] == 100, fetched
+    assert fetched["encoding"] == "gzip", fetched
+    assert 0 < page["transfer"] < page["decoded"], page
+    assert page["encoded"] * 4 < page["decoded"], page  # HTML rows gzip well
+
+    # At a phone's width nothing runs off the page sideways: the table scrolls in its box.
+    browser.set_window_size(375, 800)
+    browser.get(f"{panel.url}/servers")
+    overflow, wide = sideways_overflow(browser)
+    assert overflow <= 0, (overflow, wide)
+    # Chromedriver keeps the console's warnings and errors by default: a CSP violation or an
+    # htmx error is SEVERE.
     assert severe_console_entries(browser) == []
