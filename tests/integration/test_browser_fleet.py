@@ -88,8 +88,9 @@ def severe_console_entries(browser):
 def test_a_10000_server_table_shows_100_rows_and_refreshes_only_the_rows_that_changed(
         browser, panel):  # noqa: F811
     pairs = seeded_fleet()
-    # Without the fleet's traffic: the Traffic cell's projection moves with the clock and
-    # re-sends rows nothing changed (test_a_row_is_resent_when_only_its_traffic_projection_moves).
+    # Without the fleet's traffic: the projection in a Traffic cell's title moves with the
+    # clock alone ("projected 934 GiB" -> "933 GiB"), and its row is sent again by a poll
+    # (1 to 3 of 200 rows a poll here), which the exact counts below would take for a wrong swap.
     models.TrafficDay.delete().execute()
     counts = fleet_counts()
     log_in(browser, panel)
