@@ -39,11 +39,13 @@ def fleet_counts():
 
 
 def shown_summary(browser):
-    """{"total", "online", "offline", "never seen", "alerts firing"}: the strip's numbers."""
+    """{"total", "online", "offline", "never seen", "alerts firing"}: the strip's numbers
+    ("10,000" as 10000)."""
     return browser.execute_script(
         "const out = {}; document.querySelectorAll('#summary a').forEach(a => {"
         " out[a.textContent.replace(a.querySelector('strong').textContent, '').trim()"
-        "    .replace(/^servers$/, 'total')] = Number(a.querySelector('strong').textContent); });"
+        "    .replace(/^servers$/, 'total')] = Number(a.querySelector('strong').textContent"
+        "    .replace(/,/g, '')); });"
         "return out;")
 
 
