@@ -167,7 +167,7 @@ def build_account(settings):
             customer = form_text("customer_id", 20) if access.staff else ""
             days = form_text("expires_days", 20)
             for field, text in (("customer_id", customer), ("expires_days", days)):
-                if text and not text.isdigit():
+                if text and not (text.isascii() and text.isdigit()):
                     raise ValueError(f"{field} must be a whole number, or empty")
             _row, token = tokens.create(
                 session.admin, form_text("name", tokens.NAME_MAX + 1),

@@ -4,7 +4,7 @@ A route says which token it needs (`auth="token-read"`, "token-write", "token-st
 "token-staff-write": access.TOKEN_NEEDS); the auth plugin turns the token into the same
 access.Access a page user gets, so every query is scoped exactly as the pages are — another
 customer's server is a 404 here as there. Each answer is built by the page's own context
-builder (views.fleet_context, views.server_summary, views.alert_lists, server_page.build_charts)
+builder (fleet_table.window, views.server_summary, views.alert_lists, server_page.build_charts)
 and only turned into camelCase JSON here, so a page and its JSON twin cannot drift.
 
 Errors are `{"error": "...", "field": "..."}`: 401 with WWW-Authenticate for a missing, unknown,
@@ -14,6 +14,7 @@ customer's), 404 for what the token does not see, 503 + Retry-After for database
 import bottle
 
 from . import charts, exports, fleet_table, models, operations, protocol, server_page, views
+from .db import utcnow
 from .api import read_json
 from .errors import ApiError, JsonErrorPlugin, json_response
 from .exports import iso
@@ -55,6 +56,39 @@ def alert_json(alert):
             "startedAt": iso(alert.started_at), "resolvedAt": iso(alert.resolved_at)}
 
 
+def list_query():
+    """/api/v1/servers' filter, sort and window (the servers table's), checked: a value the
+    table would quietly ignore is a 400 here, for a script to see its mistake."""
+    query = bottle.request.query
+    choices = {"status": ("", *fleet_table.STATUSES), "sort": fleet_table.SORTS,
+               "dir": ("asc", "desc")}
+    known = ("q", *choices, "offset", "limit")
+    unknown = sorted(set(query.keys()) - set(known))
+    if unknown:
+        raise ApiError(400, f"{unknown[0]!r} is not a parameter of this list; it takes "
+                            f"{', '.join(known)}", unknown[0][:40])
+    asked = {name: query.getunicode(name) or "" for name in ("q", *choices)}
+    for name, allowed in choices.items():
+        if asked[name] and asked[name] not in allowed:
+            raise ApiError(400, f"{name} must be one of {', '.join(filter(None, allowed))}",
+                           name)
+    if len(asked["q"]) > fleet_table.TEXT_MAX:
+        raise ApiError(400, f"q is longer than {fleet_table.TEXT_MAX} characters", "q")
+    window = {}
+    for name, least in (("offset", 0), ("limit", 1)):
+        text = query.get(name)
+        if text is None:
+            continue
+        if not fleet_table.WHOLE.fullmatch(text) or not least <= int(text) <= \
+                fleet_table.OFFSET_MAX:
+            raise ApiError(400, f"{name} must be a whole number from {least} to "
+                                f"{fleet_table.OFFSET_MAX}", name)
+        window[name] = int(text)
+    return {"text": asked["q"].strip(), "status": asked["status"],
+            "sort": asked["sort"] or "name", "descending": asked["dir"] == "desc",
+            "offset": window.get("offset", 0), "limit": window.get("limit")}
+
+
 def build_api_v1(settings):
     app = bottle.Bottle()
     app.install(JsonErrorPlugin())
@@ -74,11 +108,14 @@ def build_api_v1(settings):
 
     @app.get(f"{PREFIX}/servers", auth="token-read")
     def servers(token, access):
-        fleet = views.fleet_context(settings.offline_after, access)
-        return {"servers": [server_json(row) for row in fleet["rows"]],
-                "counts": {camel(state.replace(" ", "_")): count
-                           for state, count in fleet["counts"].items()},
-                "firing": fleet["firing"]}
+        listing = list_query()
+        now = utcnow()
+        rows, matched = fleet_table.window(access, now, settings.offline_after, **listing)
+        counts = fleet_table.summary(access, now, settings.offline_after)
+        return {"servers": [server_json(row) for row in rows], "matched": matched,
+                "counts": {camel(state.replace(" ", "_")): counts[state]
+                           for state in fleet_table.STATUSES},
+                "firing": models.firing_alert_count(access)}
 
     @app.post(f"{PREFIX}/servers", auth="token-write")
     def create_server(token, access):

@@ -9,6 +9,7 @@ stays exact whatever the page shows. (views.py renders the rows and answers the 
 """
 import collections
 import datetime
+import re
 
 import peewee
 from peewee import JOIN, Case, fn
@@ -29,6 +30,10 @@ SERVICE_SORT_PREFIX = "svc-"
 DISK_FULL = "disk_full"
 # Rows of the first screenful, and of each further one the page loads as it scrolls.
 PAGE_ROWS = 100
+# The longest filter text, and the furthest a window may start or reach.
+TEXT_MAX = 100
+OFFSET_MAX = 1_000_000
+WHOLE = re.compile(r"[0-9]{1,7}")  # a row count or position as the address gives it (ASCII)
 # One term of a sort: `inverted` runs against the asked direction (most recent first for
 # "ascending" last seen); NULL sorts as the smallest value (first ascending), as the table
 # always has, unless `null_largest`.

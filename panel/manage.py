@@ -93,7 +93,7 @@ def build_manage(settings):
         text = form_text(name, 20)
         if not text:
             return None
-        if not text.isdigit() or not models.valid_id(int(text)):
+        if not (text.isascii() and text.isdigit()) or not models.valid_id(int(text)):
             raise ValueError(f"{name} must be an id (a whole number)")
         return int(text)
 

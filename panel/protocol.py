@@ -868,13 +868,36 @@ _SERVER_PARAMETER = {"name": "serverId", "in": "path", "required": True, "schema
 
 def v1_paths():
     """The /api/v1 operations (api_v1.py), as the OpenAPI document lists them."""
+    from . import fleet_table  # it reads this module's schemas
+
     one = (_SERVER_PARAMETER,)
+
+    def query(name, description, schema):
+        return {"name": name, "in": "query", "required": False, "description": description,
+                "schema": schema}
+    listing = (
+        query("q", "Only servers whose name or hostname holds this text, in any case.",
+              _text(fleet_table.TEXT_MAX)),
+        query("status", "Only servers in this state.",
+              {"type": "string", "enum": list(fleet_table.STATUSES)}),
+        query("sort", "The servers table's column to sort by (ties by name).",
+              {"type": "string", "enum": list(fleet_table.SORTS), "default": "name"}),
+        query("dir", "The sort's direction.",
+              {"type": "string", "enum": ["asc", "desc"], "default": "asc"}),
+        query("offset", "Skip this many of the matching servers.",
+              {"type": "integer", "minimum": 0, "maximum": fleet_table.OFFSET_MAX,
+               "default": 0}),
+        query("limit", "At most this many servers (absent: every one that matches).",
+              {"type": "integer", "minimum": 1, "maximum": fleet_table.OFFSET_MAX}))
     return {
         "/api/v1/servers": {
             "get": _v1("The servers this token sees, as the servers table shows them",
-                       _v1_ok("Servers, by name", {
+                       _v1_ok("Servers in the order asked for; `matched`: how many match in "
+                              "all (the filter, not the window); `counts`: the whole fleet's", {
                            "servers": {"type": "array", "items": V1_SERVER_ROW},
-                           "counts": {"type": "object"}, "firing": {"type": "integer"}})),
+                           "matched": {"type": "integer"},
+                           "counts": {"type": "object"}, "firing": {"type": "integer"}}),
+                       "400", parameters=listing),
             "post": _v1("Add a server; its agent key is in the answer, once",
                         _v1_ok("Added", {"server": V1_SERVER, "apiKey": {"type": "string"},
                                          "install": {"type": "string"}}, "201"),

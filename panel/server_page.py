@@ -170,7 +170,7 @@ def parse_moment(text):
             break
         except ValueError:
             continue
-    if moment is None and text.isdigit() and len(text) <= 11:
+    if moment is None and text.isascii() and text.isdigit() and len(text) <= 11:
         moment = charts.EPOCH + datetime.timedelta(seconds=int(text))
     if moment is None:
         raise ValueError("time must look like 2026-11-30T03:12 (UTC)")

@@ -213,7 +213,7 @@ def allowance_text(value):
 def parse_billing_day(text):
     """'1'..'31' -> int, ValueError otherwise."""
     text = str(text if text is not None else "").strip()
-    if not text.isdigit() or int(text) not in BILLING_DAYS:
+    if not (text.isascii() and text.isdigit()) or int(text) not in BILLING_DAYS:
         raise ValueError("billing day must be a day of the month, 1 to 31 (past a month's end: "
                          "its last day)")
     return int(text)

@@ -21,7 +21,7 @@ def build_upgrade_page(settings):
                         customers=models.customers(), max_wave=upgrades.MAX_WAVE_SIZE)
 
     def whole_number(name, text):
-        if not text.isdigit() or len(text) > 9:
+        if not (text.isascii() and text.isdigit()) or len(text) > 9:
             raise ValueError(f"{name} must be a whole number")
         return int(text)
 

@@ -47,15 +47,16 @@ TABLE_CELLS = tuple((key, label, "c-rate" if figures.shown_unit(figure) == "rate
 # keeps counting without the panel). The browser sends back the versions it shows, and a
 # refresh renders and answers only the rows whose version differs.
 ROW_TEMPLATE = Path(TEMPLATES) / "_server_row.tpl"
-# A row's values as its version counts them: those that move with the clock alone are left
-# out (the text of its <time> elements) or counted as the row shows them (a projection, to
-# three figures).
+# A row's values as its version counts them, without those that move with the clock alone:
+# the text of its <time> elements, and the traffic projection in its tooltip (used / elapsed,
+# so it creeps down between the quota job's updates of `used`; shown to three figures it
+# would send a tenth of a fleet's rows again every few refreshes early in a cycle). A row
+# sent for any other change carries the projection of that moment.
 STEADY = {
     "last_seen": None,
     fleet_table.DISK_FULL: lambda full: full and (full[0], full[2]),  # not its seconds left
     "traffic": lambda t: t and (t["used"], t["allowance"], t["percent"], t["level"],
-                                t["start"], t["end"],
-                                t["projected"] is not None and units.size(t["projected"])),
+                                t["start"], t["end"], t["projected"] is None),
 }
 VERSION_WIDTH = 6  # base64 characters of 4 bytes: one miss in 4 billion changes
 VERSION_TEXT = re.compile(r"[A-Za-z0-9_-]*")
@@ -142,23 +143,14 @@ def table_window(access, query, now, offline_after, offset, limit):
                               query["sort"], query["dir"] == "desc", offset, limit)
 
 
-def fleet_context(offline_after, access):
-    """The servers table's data for its JSON twin (api_v1.py): every row `access` sees, by
-    name, how many are in each state, how many alerts fire."""
-    now = utcnow()
-    counts = fleet_table.summary(access, now, offline_after)
-    return {"rows": fleet_table.server_rows(offline_after, access, now),
-            "counts": {state: counts[state] for state in fleet_table.STATUSES},
-            "firing": models.firing_alert_count(access)}
-
-
 def customer_filter(access):
     """`?customer=<id>` (staff only: a customer user's scope is theirs whatever the address
     says): -> (the id or None, the Access narrowed to it)."""
     text = (bottle.request.query.getunicode("customer") or "").strip()
     if not text or not access.staff:
         return None, access
-    if not text.isdigit() or not models.valid_id(int(text)):
+    # ASCII digits only: "²" is a digit to isdigit() and no number to int().
+    if not (text.isascii() and text.isdigit()) or not models.valid_id(int(text)):
         raise refusal(400, "customer must be a customer's id (a whole number)", "customer")
     return int(text), access.narrowed(int(text))
 
@@ -173,9 +165,9 @@ def table_query(customer=None):
     asked = set(query.getall("show")[:len(fleet_table.SERVICE_NAMES) * 2])
     show = [name for name in fleet_table.SERVICE_NAMES if name in asked]
     rows = query.get("rows") or ""
-    rows = min(max(int(rows), fleet_table.PAGE_ROWS), LIVE_ROWS_MAX) if rows.isdigit() \
-        and len(rows) < 7 else fleet_table.PAGE_ROWS
-    cleaned = {"q": (query.getunicode("q") or "").strip()[:100],
+    rows = min(max(int(rows), fleet_table.PAGE_ROWS), LIVE_ROWS_MAX) \
+        if fleet_table.WHOLE.fullmatch(rows) else fleet_table.PAGE_ROWS
+    cleaned = {"q": (query.getunicode("q") or "").strip()[:fleet_table.TEXT_MAX],
                "status": state if state in fleet_table.STATUSES else "", "sort": sort,
                "dir": direction, "show": show, "customer": customer, "rows": rows,
                "kept_query": "".join(f"&show={name}" for name in show)
@@ -300,7 +292,7 @@ def build_views(settings):
         """The next screenful, from ?offset=, as the page scrolls to its end: its rows and
         the loader of the one after."""
         text = bottle.request.query.get("offset") or ""
-        if not text.isdigit() or len(text) > 6 or int(text) > LIVE_ROWS_MAX:
+        if not fleet_table.WHOLE.fullmatch(text) or int(text) > LIVE_ROWS_MAX:
             raise refusal(400, f"offset must be a row number from 0 to {LIVE_ROWS_MAX}",
                           "offset")
         offset = int(text)

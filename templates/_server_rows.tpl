@@ -1,4 +1,4 @@
-<tbody id="server-rows"{{!' hx-swap-oob="true"' if get('body_oob') else ''}} hx-post="/servers/refresh" hx-include="#filters" hx-vals='{"have": "", "summary": ""}' hx-disinherit="*" hx-trigger="every 10s" hx-swap="none" hx-sync="#filters:drop" data-now="{{now}}">
+<tbody id="server-rows"{{!' hx-swap-oob="true"' if get('body_oob') else ''}} hx-post="/servers/refresh{{'?customer=%d' % query['customer'] if query['customer'] else ''}}" hx-include="#filters" hx-vals='{"have": "", "summary": ""}' hx-disinherit="*" hx-trigger="every 10s" hx-swap="none" hx-sync="#filters:drop" data-now="{{now}}">
 {{!''.join(rows)}}
 % if total and not matched:
   <tr class="none"><td colspan="{{7 + len(table_cells) + len(query['show'])}}">No server matches this filter.</td></tr>

@@ -12,6 +12,7 @@ import threading
 import pytest
 
 from panel import charts, models, operations, server_page, tokens
+from panel.db import utcnow
 from tests.conftest import (TEST_BCRYPT_ROUNDS, bearer, http_request, new_server, stamp,
                             start_panel, stop_panel)
 from tests.integration.test_api import sample
@@ -157,7 +158,7 @@ def test_creating_and_deleting_servers(panel, world):
 
 
 def test_the_servers_page_and_its_json_twin_show_the_same_figures(panel, world):
-    """Both come from views.fleet_context: each server's name, status and CPU as the table
+    """Both come from fleet_table.window: each server's name, status and CPU as the table
     shows them (rounded as it rounds them)."""
     browser = logged_in(panel, "acme-page", "customer-viewer", world["acme_customer"])
     page = browser.request("GET", "/servers", headers=HTML).text
@@ -170,6 +171,30 @@ def test_the_servers_page_and_its_json_twin_show_the_same_figures(panel, world):
                              headers=HTML).text
     one = api(panel, "GET", f"/servers/{world['servers']['acme'].id}", world["acme_read"]).json()
     assert one["hostname"] in detail and one["firing"][0]["message"] in detail
+
+
+def test_the_json_twin_pages_filters_and_sorts_like_the_table(panel, world):
+    now = utcnow()
+    for index in range(12):
+        server, _ = new_server(f"fleet-{index:02d}")
+        agent = models.Agent.get(models.Agent.server == server.id)
+        models.Metric.insert(agent=agent.id, timestamp=now, cpu_usage=float(index)).execute()
+        models.LatestSample.insert(agent=agent.id, timestamp=now).execute()
+    everything = api(panel, "GET", "/servers", world["staff_read"]).json()
+    assert everything["matched"] == len(everything["servers"]) == sum(
+        everything["counts"].values())
+    page = api(panel, "GET", "/servers?q=FLEET&sort=cpu&dir=desc&offset=2&limit=3",
+               world["staff_read"]).json()
+    assert [row["name"] for row in page["servers"]] == ["fleet-09", "fleet-08", "fleet-07"]
+    assert page["matched"] == 12 and page["counts"] == everything["counts"]
+    # A customer's token pages through its own servers only.
+    theirs = api(panel, "GET", "/servers?q=fleet", world["acme_read"]).json()
+    assert theirs["servers"] == [] and theirs["matched"] == 0
+    for query, field in (("sort=nosuch", "sort"), ("dir=up", "dir"), ("status=gone", "status"),
+                         ("offset=-1", "offset"), ("limit=0", "limit"), ("limit=%C2%B2", "limit"),
+                         ("q=" + "x" * 101, "q"), ("nosuch=1", "nosuch")):
+        refused = api(panel, "GET", f"/servers?{query}", world["staff_read"])
+        assert refused.status == 400 and refused.json()["field"] == field, query
 
 
 # ===== Refusals =================================================================================

@@ -152,6 +152,19 @@ def full_page_screenshot(browser, path, width=1280):
     assert path.stat().st_size > 10_000
 
 
+def sideways_overflow(browser):
+    """(how many pixels the page runs off sideways, the first few elements that do, outside
+    the boxes that scroll on their own: the servers table's and .scroll)."""
+    overflow = browser.execute_script(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    wide = browser.execute_script(
+        "const w = document.documentElement.clientWidth; return [...document.querySelectorAll"
+        "('body *')].filter(e => e.getBoundingClientRect().right > w + 1 && !e.closest("
+        "'.table-wrap, .scroll')).slice(0, 5).map(e => e.tagName + '.' + e.className + ' '"
+        " + Math.round(e.getBoundingClientRect().right) + ' ' + e.textContent.slice(0, 40))")
+    return overflow, wide
+
+
 def hosting_services(minute):
     """What db-1's agent says of its hosting stack at `minute`: MariaDB busy in the evening, a
     mail queue that backs up for an hour, a certificate close to expiry, a watched daemon."""
@@ -344,14 +357,8 @@ def test_admin_adds_a_server_watches_it_report_and_rotates_its_key(browser, live
     for path in (f"/servers/{busy.id}?range=24h", "/servers", "/alerts"):
         browser.set_window_size(375, 800)
         browser.get(f"{panel.url}{path}")
-        overflow = browser.execute_script(
-            "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
-        wide = browser.execute_script(
-            "const w = document.documentElement.clientWidth; return [...document.querySelectorAll"
-            "('body *')].filter(e => e.getBoundingClientRect().right > w + 1 && !e.closest("
-            "'.table-wrap, .scroll')).slice(0, 5).map(e => e.tagName + '.' + e.className + ' '"
-            " + Math.round(e.getBoundingClientRect().right) + ' ' + e.textContent.slice(0, 40))")
-        assert overflow <= 0, (path, overflow, wide)  # what runs off, when something does
+        overflow, wide = sideways_overflow(browser)
+        assert overflow <= 0, (path, overflow, wide)
     full_page_screenshot(browser, ARTIFACTS / "server-detail-375.png", width=375)
     browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {
         "features": [{"name": "prefers-color-scheme", "value": "dark"}]})

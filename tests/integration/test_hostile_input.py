@@ -26,7 +26,9 @@ from tests.integration.test_dashboard_pages import post
 HOSTILE = ["", "0", "-1", "1.5", "1e309", "-1e309", "nan", "inf", "99999999999999999999999",
            "99999999999", "0001-01-01T00:00", "9999-12-31T23:59", "2026-13-45T99:99",
            "<script>", "'; --", "%", "..", "[]", "{}", "true", "x" * 5000,
-           "\x00", "a\x00b", "\x1b[2J", b"\xff\xfe", "x" * 100_000]
+           "\x00", "a\x00b", "\x1b[2J", b"\xff\xfe", "x" * 100_000,
+           # Digits to str.isdigit() that int() refuses (a superscript two) or reads (١ is 1).
+           "\u00b2", "\u0661"]
 # Text the one rule refuses (errors.text_problem), whatever the parameter: 400 naming it.
 REFUSED_TEXT = ["\x00", "a\x00b", b"\xff\xfe"]
 # Routes no page links to, with why.

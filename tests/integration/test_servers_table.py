@@ -3,7 +3,7 @@ the rows show; the page loads screenful by screenful; a refresh sends only what 
 import datetime
 import random
 import re
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import pytest
 
@@ -295,8 +295,8 @@ def test_a_refresh_refuses_what_is_not_a_list_of_versions(browser, panel):
         refused = browser.request("POST", "/servers/refresh", form={"have": have},
                                   headers={"X-CSRF-Token": token})
         assert refused.status == status and refused.json()["field"] == "have", have[:10]
-    for offset in ("-1", "x", "9" * 12):
-        refused = browser.request("GET", f"/servers/rows?offset={offset}")
+    for offset in ("-1", "x", "9" * 12, "\u00b2", "1e3", " 1"):
+        refused = browser.request("GET", f"/servers/rows?offset={quote(offset)}")
         assert refused.status == 400 and refused.json()["field"] == "offset"
 
 
@@ -306,9 +306,12 @@ def test_a_rows_version_holds_while_only_the_clock_moves_and_follows_all_it_show
     first, _ = fleet_table.window(EVERYTHING, now, OFFLINE_AFTER, limit=None)
     again, _ = fleet_table.window(EVERYTHING, later, OFFLINE_AFTER, limit=None)
     assert [r["last_seen"] for r in first] != [r["last_seen"] for r in again]
+    held = 0
     for position, (row, same) in enumerate(zip(first, again)):
         if row["status"] == same["status"]:
             assert views.row_version(row, position, []) == views.row_version(same, position, [])
+            held += 1
+    assert held > len(first) / 2
     shown = next(r for r in first if r["traffic"]["used"] and r[fleet_table.DISK_FULL] and
                  r["services"])
     version = views.row_version(shown, 3, [])
@@ -329,5 +332,24 @@ def test_a_rows_version_holds_while_only_the_clock_moves_and_follows_all_it_show
     traffic = shown["traffic"]
     nudged = dict(shown, traffic=dict(traffic, projected=(traffic["projected"] or 0) + 1,
                                       text="moved"))
-    if traffic["projected"] is not None:  # a byte more projected shows the same
+    if traffic["projected"] is not None:  # the projection creeps with the clock
         assert views.row_version(nudged, 3, []) == version
+        far = dict(shown, traffic=dict(traffic, projected=traffic["projected"] * 2))
+        assert views.row_version(far, 3, []) == version
+
+
+def test_a_refresh_keeps_the_pages_customer_filter(browser, panel):
+    customer = operations.add_customer("Acme")
+    for index in range(4):
+        server, _ = operations.add_server(f"c{index}", TEST_BCRYPT_ROUNDS,
+                                          customer_id=customer.id if index % 2 else None)
+    browser.login()
+    page = browser.request("GET", f"/servers?customer={customer.id}").text
+    assert len(page_rows(page)) == 2
+    refresh_path = re.search(r'<tbody id="server-rows" hx-post="([^"]+)"', page).group(1)
+    assert refresh_path == f"/servers/refresh?customer={customer.id}"
+    have = [version for version, _, _ in page_rows(page)]
+    unchanged = browser.request("POST", refresh_path, form={
+        "have": "".join(have), "summary": summary_version(page)},
+        headers={"X-CSRF-Token": csrf(page)})
+    assert unchanged.status == 204
