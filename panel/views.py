@@ -191,9 +191,9 @@ def parse_versions(text):
 def page_title(counts, firing, what="Servers"):
     problems = []
     if counts["offline"]:
-        problems.append(f"{counts['offline']} offline")
+        problems.append(f"{counts['offline']:,} offline")
     if firing:
-        problems.append(f"{firing} alert{'s' if firing != 1 else ''}")
+        problems.append(f"{firing:,} alert{'s' if firing != 1 else ''}")
     return f"{' · '.join(problems)} · mPanel" if problems else f"{what} · mPanel"
 
 
