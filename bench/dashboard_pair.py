@@ -9,10 +9,10 @@ Each checkout (this one first, then the others, each with its own .venv) seeds i
 with its own code (bench/dashboard.py's seed: 1,000 servers, one with 30 days of minute
 samples) and runs its own panel under Waitress. Then the requests go round the panels in turn,
 the order rotating each round, on keep-alive connections, logged in as an admin, with a
-browser's headers (bench/dashboard.py's Client: gzip accepted; sizes are the bodies unpacked). Printed per
-page and panel: the median and quartile time of `--rounds` requests, and the panel process's
-CPU per request (from /proc: what the machine's other load inflates least); then each panel
-against the first.
+browser's headers (bench/dashboard.py's Client: gzip accepted; sizes are the bodies unpacked).
+Printed per page and panel: the median and quartile time of `--rounds` requests, and the panel
+process's CPU per request (from /proc: what the machine's other load inflates least); then
+each panel against the first.
 """
 import argparse
 import contextlib
