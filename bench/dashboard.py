@@ -4,7 +4,7 @@
 (issue 15), beside the previous release on the same data.
 
     .venv/bin/python bench/dashboard.py [--servers 1000,10000] [--days 30] [--runs 10]
-        [--backend both] [--baseline da60951]
+        [--idle 10] [--idle-runs 1] [--backend both] [--baseline da60951]
 
 Data, per fleet size and backend, in a fresh database: `tests.synthetic.fleet` (servers with
 a latest sample, services, forecasts, traffic; one in 50 never seen, one in 40 silent) and one
@@ -86,7 +86,7 @@ DETAIL = (200, None)
 
 def seed(url, servers, days):
     """`servers` servers in all: a synthetic fleet, and one with `days` of minute history and
-    its rollups. -> (the history server's id, the fleet's reporting agent ids, rows written,
+    its rollups. -> (the history server's id, the fleet's reporting agent ids, samples written,
     seconds)."""
     from panel import db, ingest, models, operations, rollups
     from tests import synthetic
@@ -117,7 +117,7 @@ def seed(url, servers, days):
         rollups.run_rollups(now, late_window=datetime.timedelta(days=days + 1))
     # synthetic.fleet: one in 50 never reported (report_again gives no latest sample to those)
     reporting = [agent for index, (_, agent) in enumerate(pairs) if index % 50]
-    return server.id, reporting, len(rows) + servers, time.perf_counter() - started
+    return server.id, reporting, len(rows) + len(reporting), time.perf_counter() - started
 
 
 # ===== HTTP as a browser receives it ============================================================
@@ -508,9 +508,9 @@ def run(backend, url, size, args, baseline):
     from panel import db
     from tests.conftest import stop_process
 
-    history_id, reporting, rows, seconds = seed(url, size, args.days)
+    history_id, reporting, samples, seconds = seed(url, size, args.days)
     print(f"\n{backend}: {size:,} servers, {args.days} days of minute samples for one "
-          f"({rows:,} rows, seeded and rolled up in {seconds:.0f} s), load "
+          f"({samples:,} samples, seeded and rolled up in {seconds:.0f} s), load "
           f"{os.getloadavg()[0]:.1f}", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="mpanel-dash-"))
     with contextlib.ExitStack() as stack:
