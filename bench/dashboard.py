@@ -466,13 +466,16 @@ def compare(new, old, args, size, history_id, browsers, changes):
     *unchanged, old_unchanged = refreshes()
     *changed, old_changed = refreshes(before_each=changes)
     table.row("old refresh (GET /servers, HX-Request)", old_changed, CHANGED_REFRESH)
+    # The new panel's detail pages unzipped too: what gzip costs apart from the rest.
     details = []
     for label, path in (("detail, 30 d, 7 charts", f"/servers/{history_id}?range=30d"),
                         ("charts partial, 30 d", f"/servers/{history_id}/charts?range=30d")):
-        mine, theirs = timed(args.runs, Measured(new.process, lambda: new.client.get(path)),
-                             Measured(old.process, lambda: old.client.get(path)))
+        mine, plain, theirs = timed(
+            args.runs, Measured(new.process, lambda: new.client.get(path)),
+            Measured(new.process, lambda: new.client.get(path, {"Accept-Encoding": "identity"})),
+            Measured(old.process, lambda: old.client.get(path)))
         table.row(f"old {label}", theirs, DETAIL)
-        details.append((label, mine, theirs))
+        details += [(label, mine, theirs), (f"{label}, not gzipped", plain, theirs)]
     print(f"{'new against ' + args.baseline + ', timed in turn':<44} {'new':>9} {'old':>9} "
           f"{'time':>6} {'new wire':>9} {'old wire':>9} {'bytes':>7} {'CPU':>6}")
     for label, mine, theirs in (
