@@ -32,6 +32,7 @@ month's end falls on its last day (31 -> 28 February, 30 April).
 import calendar
 import dataclasses
 import datetime
+import functools
 import re
 
 HOUR = datetime.timedelta(hours=1)
@@ -118,8 +119,10 @@ def _month_after(year, month):
     return (year + 1, 1) if month == 12 else (year, month + 1)
 
 
+@functools.lru_cache(maxsize=64)
 def cycle(moment, billing_day):
-    """The billing cycle holding `moment`: (start, end), midnights UTC, start included."""
+    """The billing cycle holding `moment`: (start, end), midnights UTC, start included.
+    (Cached: a fleet's thousands of servers share a handful of billing days.)"""
     start = _billing_date(moment.year, moment.month, billing_day)
     if moment < start:
         year, month = (moment.year - 1, 12) if moment.month == 1 else \
@@ -148,15 +151,16 @@ class Usage:
     allowance: int = None   # bytes a cycle; None: no allowance, traffic only counted
     basis: str = "sum"      # BASES key
 
-    @property
+    # Worked out once each: the servers table reads them for every row it builds.
+    @functools.cached_property
     def used(self):
         return BASES[self.basis][1](self.received, self.sent)
 
-    @property
+    @functools.cached_property
     def percent(self):
         return round(100.0 * self.used / self.allowance, 1) if self.allowance else None
 
-    @property
+    @functools.cached_property
     def projected(self):
         return projection(self.used, self.start, self.end, self.now)
 
