@@ -25,6 +25,7 @@ Waitress's own "Task queue depth is N" WARNING, which it writes for every reques
 while all its threads are busy, is held to one a minute (QueueWarnings): under a steady load
 of agents waiting for their commits it was a line per report, written by the event loop.
 """
+import json
 import logging
 import socket
 import time
@@ -32,8 +33,9 @@ import time
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
+from waitress.task import ErrorTask
 
-from . import compression
+from . import SECURITY_HEADERS, compression
 
 log = logging.getLogger("mpanel.serving")
 
@@ -65,6 +67,28 @@ class GuardedChannel(HTTPChannel):
         if self.request is None:  # no partial request left over
             self.waiting_since = None
         return accepted
+
+
+class PanelErrorTask(ErrorTask):
+    """Waitress's own answers: to a request it cannot parse or will not take (a bad header, a
+    Content-Length that is no number, an unknown transfer coding), and the 500 it writes when
+    an exception escapes the app. The panel never sees these requests, so they are answered
+    here as the panel answers its own refusals (errors.py): JSON naming the problem, and the
+    pages' security headers, where Waitress writes plain text and none."""
+
+    def execute(self):
+        error = self.request.error
+        body = json.dumps({"error": f"{error.reason}: {error.body}"}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.extend([("Content-Type", "application/json"),
+                                      ("Cache-Control", "no-store"),
+                                      *SECURITY_HEADERS.items()])
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+GuardedChannel.error_task_class = PanelErrorTask
 
 
 class GuardedServer(TcpWSGIServer):

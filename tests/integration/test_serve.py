@@ -1,6 +1,7 @@
 """`python -m panel serve` as a real process: the number of processes `--workers` gives, and a
 panel on its own port that idle and slow connections cannot silence (issue 10)."""
 import http.client
+import json
 import os
 import signal
 import socket
@@ -225,3 +226,44 @@ def test_a_backlog_of_reports_is_one_queue_warning_not_one_per_report(database, 
         stop_panel(panel)
     assert statuses.count(200) == 128
     assert panel.log_text().count("Task queue depth") <= 1
+
+
+# ===== Waitress's own answers ===================================================================
+
+def raw_exchange(panel, data):
+    """Send bytes as they are, read the answer until the panel closes the connection."""
+    with socket.create_connection((panel.host, panel.port), timeout=10) as sock:
+        sock.sendall(data)
+        answer = b""
+        while len(answer) < 1 << 20:  # bounded: an error answer is a few hundred bytes
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in
+               (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize("request_bytes, status, problem", [
+    (b"GET /servers HTTP/1.1\r\nHost: x\r\nContent-Length: many\r\n\r\n", 400,
+     "Content-Length"),
+    (b"GET /servers HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", 400, "header"),
+    (b"GET /servers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501,
+     "Transfer-Encoding"),
+])
+def test_requests_waitress_refuses_itself_get_json_naming_the_problem_and_the_headers(
+        panel, request_bytes, status, problem):
+    """A request the panel never sees (Waitress cannot parse it, or it is over Waitress's own
+    limits) is answered like the panel's own refusals: JSON, and the pages' security headers."""
+    from panel import SECURITY_HEADERS
+
+    answered, headers, body = raw_exchange(panel, request_bytes)
+    assert answered == status
+    assert headers["content-type"] == "application/json"
+    assert problem in json.loads(body)["error"]
+    for name, value in SECURITY_HEADERS.items():
+        assert headers[name.lower()] == value, name
+    assert headers["connection"] == "close" and headers["cache-control"] == "no-store"
