@@ -200,6 +200,22 @@ def build_account(settings):
         if auth.two_factor_on(admin) or not admin.totp_secret_box:
             return account_page(session, "No two-factor set-up is waiting: start one with "
                                          "“Set up two-factor”.", status=400)
+        # The password again: a stolen session alone must not tie the account to another
+        # phone, which would keep its owner out. Spends the login limits as a login does.
+        address = auth.client_address(settings)
+        limits = auth.login_limits(settings, address, admin.username)
+        wait = models.take_attempts(limits, time.time())
+        if wait > 0:
+            return account_page(session, auth.throttled_login(wait, address, admin.username),
+                                status=429)
+        password = bottle.request.forms.getunicode("password") or ""
+        if not keys.check_secret(password[:72], admin.password_hash):
+            models.record_auth_failure("two_factor_failed", client_addr=address,
+                                       detail=f"user {admin.username}: wrong password to turn "
+                                              "two-factor on")
+            return account_page(session, "That password is not right: two-factor stays off "
+                                         "until you confirm with your own.", status=403)
+        models.give_back_attempts(limits)
         shared = keys.unseal(secret, admin.totp_secret_box)
         typed = (bottle.request.forms.getunicode("code") or "").strip()[:64]
         step, _ = (None, None) if shared is None else totp.check_code(shared, typed, time.time())

@@ -35,6 +35,7 @@
   <form method="post" action="/account/two-factor/confirm" class="stacked">
     <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
     <label>Code from the app <input name="code" inputmode="numeric" autocomplete="one-time-code" required maxlength="16"></label>
+    <label>Your password <input name="password" type="password" autocomplete="current-password" required></label>
     <button type="submit">Turn two-factor on</button>
   </form>
   <form method="post" action="/account/two-factor/setup" class="inline">

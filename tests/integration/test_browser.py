@@ -399,6 +399,8 @@ def test_a_user_sets_up_two_factor_and_logs_in_with_a_code_from_the_secret_shown
     step = totp.step_at(time.time())
     browser.find_element(By.CSS_SELECTOR, "form[action='/account/two-factor/confirm'] "
                                           "input[name=code]").send_keys(totp.hotp(key, step))
+    browser.find_element(By.CSS_SELECTOR, "form[action='/account/two-factor/confirm'] "
+                                          "input[name=password]").send_keys(PASSWORD)
     browser.find_element(By.XPATH, "//button[text()='Turn two-factor on']").click()
     codes = wait_until(lambda: browser.find_elements(By.ID, "recovery-codes"), timeout=10)[0]
     assert len(codes.text.split()) == totp.RECOVERY_CODE_COUNT

@@ -39,6 +39,7 @@ class Browser:
         return response
 
     def login(self, username="admin", password=PASSWORD):
+        self.password = password  # what a page that asks for it again is given
         page = self.request("GET", "/login")
         token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
         return self.request("POST", "/login", form={"csrf_token": token, "username": username,

@@ -47,7 +47,8 @@ def enrol(browser):
     assert link.replace("&amp;", "&") == \
         f"otpauth://totp/mPanel:{browser.username}?secret={secret}&issuer=mPanel"
     step = totp.step_at(time.time())
-    confirmed = post(browser, "/account/two-factor/confirm", {"code": code_for(secret, step)})
+    confirmed = post(browser, "/account/two-factor/confirm", {"code": code_for(secret, step),
+                                                              "password": browser.password})
     assert confirmed.status == 200, confirmed.text
     assert confirmed.headers["cache-control"] == "no-store"
     codes = re.search(r'id="recovery-codes"[^>]*>([^<]+)</pre>', confirmed.text).group(1)
@@ -160,7 +161,8 @@ def test_enrolment_needs_a_right_code_and_csrf(panel):
     without_token = browser.request("POST", "/account/two-factor/setup", form={}, headers=HTML)
     assert without_token.status == 403
     assert post(browser, "/account/two-factor/setup", {}).status == 303
-    wrong = post(browser, "/account/two-factor/confirm", {"code": "12345x"})
+    wrong = post(browser, "/account/two-factor/confirm", {"code": "12345x",
+                                                          "password": browser.password})
     assert wrong.status == 400 and "not right" in wrong.text
     assert models.admin_by_username("admin").totp_enabled_at is None
     # Pending is not on: the password still logs in alone.
@@ -278,3 +280,24 @@ def test_a_login_waiting_for_its_code_is_pruned_after_it_expires(panel):
     assert models.prune_login_challenges(utcnow()) == 0  # still waiting
     later = utcnow() + datetime.timedelta(minutes=auth.CHALLENGE_MINUTES + 1)
     assert models.prune_login_challenges(later) == 1
+
+
+def test_turning_two_factor_on_asks_for_the_password_again(panel):
+    """A stolen session alone cannot tie the account to the thief's phone (and so lock its
+    owner out): the right code is not enough without the account's password, and wrong
+    passwords spend the login limit as at login."""
+    browser = logged_in_browser(panel)
+    assert post(browser, "/account/two-factor/setup", {}).status == 303
+    page = browser.request("GET", "/account").text
+    assert 'name="password" type="password" autocomplete="current-password" required' in page
+    secret = re.search(r'id="totp-secret" class="secret">([A-Z2-7 ]+)</code>',
+                       page).group(1).replace(" ", "")
+    for password in ("", "not the password"):
+        refused = post(browser, "/account/two-factor/confirm", {
+            "code": code_for(secret, totp.step_at(time.time())), "password": password})
+        assert refused.status == 403 and "password is not right" in refused.text
+        assert models.admin_by_username("admin").totp_enabled_at is None
+    assert len(event_details("two_factor_failed")) >= 1
+    assert "wrong password to turn two-factor on" in event_details("two_factor_failed")[0]
+    enrol(browser)  # the password and the code: on
+    assert models.admin_by_username("admin").totp_enabled_at is not None
