@@ -42,6 +42,32 @@ TABLE_CELLS = tuple((key, label, "c-rate" if figures.shown_unit(figure) == "rate
                      units.FORMATS[figures.shown_unit(figure)])
                     for key, label, figure in fleet_table.TABLE_FIGURES) + \
     ((fleet_table.DISK_FULL, "Disk full in", "c-full", None),)
+# The servers table's columns, left to right: (key, header, column class, numeric). The key
+# is the column's sort key (fleet_table.SORTS), and ?hide=<key> leaves it out; the service
+# columns a user picks (?show=) come after Services. Name and status always show.
+TABLE_COLUMNS = (("name", "Name", "c-name", False), ("hostname", "Hostname", "c-host", False),
+                 ("status", "Status", "c-status", False), ("seen", "Last seen", "c-seen", False),
+                 *((key, label, css, True) for key, label, css, _ in TABLE_CELLS),
+                 ("traffic", "Traffic this cycle", "c-traffic", True),
+                 ("services", "Services", "c-svc", False), ("version", "Agent", "c-ver", False))
+ALWAYS_SHOWN = ("name", "status")
+HIDEABLE = tuple((key, label) for key, label, _, _ in TABLE_COLUMNS if key not in ALWAYS_SHOWN)
+CELL_FORMATS = {key: shown for key, _, _, shown in TABLE_CELLS if shown}
+
+
+def shown_columns(show, hide):
+    """The table's columns for a query: TABLE_COLUMNS without `hide`, with a column for each
+    service in `show` after Services."""
+    columns = []
+    for column in TABLE_COLUMNS:
+        if column[0] not in hide:
+            columns.append(column)
+        if column[0] == "services":
+            columns += [(fleet_table.SERVICE_SORT_PREFIX + name, name, "c-svc1", False)
+                        for name in show]
+    return tuple(columns)
+
+
 # Each row carries a version: a hash of what the row shows (its data, position and columns, and
 # the row template's own text) but for the times it counts from ("12 s ago", which mpanel.js
 # keeps counting without the panel). The browser sends back the versions it shows, and a
@@ -82,7 +108,8 @@ def template(template_name, /, **ctx):
                            service_names=fleet_table.SERVICE_NAMES,
                            service_sort=fleet_table.SERVICE_SORT_PREFIX,
                            disk_full=fleet_table.DISK_FULL, page_rows=fleet_table.PAGE_ROWS,
-                           live_rows=LIVE_ROWS_MAX, **ctx)
+                           live_rows=LIVE_ROWS_MAX, hideable=HIDEABLE, cell_formats=CELL_FORMATS,
+                           **ctx)
 
 
 def panel_url(settings):
@@ -119,22 +146,22 @@ def version_of(text):
 _VERSION_KEY = hashlib.blake2b(ROW_TEMPLATE.read_bytes(), digest_size=16).digest()
 
 
-def row_version(row, position, show):
+def row_version(row, position, columns):
     shown = [(key, STEADY[key](value) if key in STEADY else value)
              for key, value in row.items() if STEADY.get(key, True) is not None]
-    return version_of(repr((position, show, shown)))
+    return version_of(repr((position, [column[0] for column in columns], shown)))
 
 
-def row_html(row, position, show, version, oob=False):
+def row_html(row, position, columns, version, oob=False):
     """One table row: its position is its id (row-<n>), which a refresh swaps by."""
-    html = template("_server_row.tpl", s=row, position=position, show=show)
+    html = template("_server_row.tpl", s=row, position=position, columns=columns)
     swap = 'hx-swap-oob="true" ' if oob else ""
     return html.replace("<tr ", f'<tr {swap}data-v="{version}" ', 1)
 
 
-def rendered_rows(rows, offset, show):
-    """The HTML of table rows from position `offset`."""
-    return [row_html(row, position, show, row_version(row, position, show))
+def rendered_rows(rows, offset, columns):
+    """The HTML of table rows from position `offset`, with these columns (shown_columns)."""
+    return [row_html(row, position, columns, row_version(row, position, columns))
             for position, row in enumerate(rows, offset)]
 
 
@@ -164,13 +191,17 @@ def table_query(customer=None):
     state = query.getunicode("status") or ""
     asked = set(query.getall("show")[:len(fleet_table.SERVICE_NAMES) * 2])
     show = [name for name in fleet_table.SERVICE_NAMES if name in asked]
+    hidden = set(query.getall("hide")[:len(HIDEABLE) * 2])
+    hide = [key for key, _ in HIDEABLE if key in hidden]
     rows = query.get("rows") or ""
     rows = min(max(int(rows), fleet_table.PAGE_ROWS), LIVE_ROWS_MAX) \
         if fleet_table.WHOLE.fullmatch(rows) else fleet_table.PAGE_ROWS
     cleaned = {"q": (query.getunicode("q") or "").strip()[:fleet_table.TEXT_MAX],
                "status": state if state in fleet_table.STATUSES else "", "sort": sort,
-               "dir": direction, "show": show, "customer": customer, "rows": rows,
+               "dir": direction, "show": show, "hide": hide, "customer": customer,
+               "rows": rows, "columns": shown_columns(show, hide),
                "kept_query": "".join(f"&show={name}" for name in show)
+               + "".join(f"&hide={key}" for key in hide)
                + (f"&customer={customer}" if customer else "")}
     cleaned["link"] = (f"q={urllib.parse.quote_plus(cleaned['q'])}&status="
                        f"{urllib.parse.quote_plus(cleaned['status'])}&sort={sort}&dir={direction}"
@@ -263,8 +294,8 @@ def build_views(settings):
         return bottle.redirect("/login")
 
     def table_answer(session, access, template_name):
-        """The servers page, or its table body alone (the filter form's htmx request): the
-        summary, and the first screenful of rows."""
+        """The servers page, or its table alone (the filter form's htmx request: the columns
+        may have changed too) with the summary out of band: the first screenful of rows."""
         customer, shown_access = customer_filter(access)
         query = table_query(customer)
         now = utcnow()
@@ -273,7 +304,7 @@ def build_views(settings):
         head = fleet_head(shown_access, now, settings.offline_after, matched)
         bottle.response.set_header("Cache-Control", "no-store")
         return template(template_name, **head, **{
-            "rows": rendered_rows(rows, 0, query["show"]),
+            "rows": rendered_rows(rows, 0, query["columns"]),
             "matched": matched, "query": query, "session": session, "access": access,
             "now": int(charts.epoch(now)), "oob": template_name != "servers.tpl",
             "customers": models.customers() if access.staff else [],
@@ -284,7 +315,7 @@ def build_views(settings):
 
     @app.get("/servers", auth="viewer")
     def servers(session, access):
-        return table_answer(session, access, "_server_rows.tpl"
+        return table_answer(session, access, "_servers_table.tpl"
                             if bottle.request.get_header("HX-Request") else "servers.tpl")
 
     @app.get("/servers/rows", auth="viewer")
@@ -302,7 +333,7 @@ def build_views(settings):
         rows, matched = table_window(shown_access, query, utcnow(), settings.offline_after,
                                      offset, limit)
         bottle.response.set_header("Cache-Control", "no-store")
-        return "".join(rendered_rows(rows, offset, query["show"])) + \
+        return "".join(rendered_rows(rows, offset, query["columns"])) + \
             template("_server_more.tpl", offset=offset + len(rows), matched=matched,
                      query=query, oob=False)
 
@@ -323,14 +354,15 @@ def build_views(settings):
         if bool(have) != bool(rows):  # from no rows to some, or back: the whole body again
             first, _ = table_window(shown_access, query, now, settings.offline_after, 0,
                                     query["rows"])
-            return template("_server_rows.tpl", **head, oob=True, body_oob=True,
-                            rows=rendered_rows(first, 0, query["show"]),
-                            matched=matched, query=query, now=int(charts.epoch(now)))
+            return template("_server_rows.tpl", **head, body_oob=True,
+                            rows=rendered_rows(first, 0, query["columns"]),
+                            matched=matched, query=query, now=int(charts.epoch(now))) + \
+                template("_fleet_head.tpl", **head, offset=None, query=query)
         changed = []
         for position, (row, seen) in enumerate(zip(rows, have)):
-            version = row_version(row, position, query["show"])
+            version = row_version(row, position, query["columns"])
             if version != seen:
-                changed.append(row_html(row, position, query["show"], version, oob=True))
+                changed.append(row_html(row, position, query["columns"], version, oob=True))
         gone = range(len(rows), len(have))
         fresh_head = head["summary_version"] != bottle.request.forms.get("summary")
         if not changed and not gone and not fresh_head:

@@ -1,7 +1,7 @@
 % rebase('base.tpl', title=title, session=session, favicon=favicon)
 {{!summary}}
 <form id="filters" class="filters" action="/servers" method="get"
-      hx-get="/servers" hx-target="#server-rows" hx-swap="outerHTML" hx-push-url="true" hx-sync="this:replace"
+      hx-get="/servers" hx-target="#servers-table" hx-swap="outerHTML" hx-push-url="true" hx-sync="this:replace"
       hx-trigger="input changed delay:250ms from:#filter-q, change from:#filter-status, change from:#filter-customer, change from:.column-choice, submit">
   <input id="filter-q" type="search" name="q" value="{{query['q']}}" placeholder="Filter by name or hostname" aria-label="Filter by name or hostname" maxlength="100">
   <select id="filter-status" name="status" aria-label="Status">
@@ -24,24 +24,18 @@
     <label><input class="column-choice" type="checkbox" name="show" value="{{service}}" {{'checked' if service in query['show'] else ''}}> {{service}}</label>
     % end
   </details>
+  <details class="columns"{{' open' if query['hide'] else ''}}>
+    <summary>Hide columns</summary>
+    % for key, label in hideable:
+    <label><input class="column-choice" type="checkbox" name="hide" value="{{key}}" {{'checked' if key in query['hide'] else ''}}> {{label}}</label>
+    % end
+  </details>
   <input type="hidden" name="sort" value="{{query['sort']}}">
   <input type="hidden" name="dir" value="{{query['dir']}}">
   <noscript><button type="submit">Filter</button></noscript>
 </form>
 <div class="table-wrap">
-<table class="servers">
-  <colgroup><col class="c-name"><col class="c-host"><col class="c-status"><col class="c-seen">{{!''.join('<col class="%s">' % css for _key, _label, css, _shown in table_cells)}}<col class="c-traffic"><col class="c-svc">{{!'<col class="c-svc1">' * len(query['show'])}}<col class="c-ver"></colgroup>
-  <thead>
-    <tr>
-    % for key, label, numeric in (('name', 'Name', False), ('hostname', 'Hostname', False), ('status', 'Status', False), ('seen', 'Last seen', False), *((key, label, True) for key, label, _css, _shown in table_cells), ('traffic', 'Traffic this cycle', True), ('services', 'Services', False), *((service_sort + service, service, False) for service in query['show']), ('version', 'Agent', False)):
-      % active = query['sort'] == key
-      % next_dir = 'asc' if active and query['dir'] == 'desc' else ('desc' if active or numeric or key == 'seen' else 'asc')
-      <th class="{{'num' if numeric else ''}}" aria-sort="{{('ascending' if query['dir'] == 'asc' else 'descending') if active else 'none'}}"><a href="/servers?sort={{key}}&amp;dir={{next_dir}}&amp;q={{quote(query['q'])}}&amp;status={{quote(query['status'])}}{{query['kept_query']}}">{{label}}{{(' ▲' if query['dir'] == 'asc' else ' ▼') if active else ''}}</a></th>
-    % end
-    </tr>
-  </thead>
-  % include('_server_rows.tpl', oob=False)
-</table>
+% include('_servers_table.tpl', oob=False)
 </div>
 % if get('status_customer'):
 % include('_status_page_box.tpl')

@@ -13,6 +13,7 @@ from tests.conftest import TEST_BCRYPT_ROUNDS
 from tests.integration.test_dashboard import admin, browser  # noqa: F401 (fixtures)
 
 OFFLINE_AFTER = 300
+COLUMNS = views.shown_columns([], [])  # every column but the services'
 EVERYTHING = access.EVERYTHING
 ROW = re.compile(r'<tr (?:hx-swap-oob="true" )?data-v="([^"]+)" id="row-(\d+)"[^>]*'
                  r'data-server-id="(\d+)"')
@@ -309,14 +310,15 @@ def test_a_rows_version_holds_while_only_the_clock_moves_and_follows_all_it_show
     held = 0
     for position, (row, same) in enumerate(zip(first, again)):
         if row["status"] == same["status"]:
-            assert views.row_version(row, position, []) == views.row_version(same, position, [])
+            assert views.row_version(row, position, COLUMNS) == views.row_version(same, position, COLUMNS)
             held += 1
     assert held > len(first) / 2
     shown = next(r for r in first if r["traffic"]["used"] and r[fleet_table.DISK_FULL] and
                  r["services"])
-    version = views.row_version(shown, 3, [])
-    assert views.row_version(shown, 4, []) != version  # rows are swapped by position
-    assert views.row_version(shown, 3, ["mysql"]) != version
+    version = views.row_version(shown, 3, COLUMNS)
+    assert views.row_version(shown, 4, COLUMNS) != version  # rows are swapped by position
+    assert views.row_version(shown, 3, views.shown_columns(["mysql"], [])) != version
+    assert views.row_version(shown, 3, views.shown_columns([], ["cpu"])) != version
     full = shown[fleet_table.DISK_FULL]
     steady = {"last_seen": [],  # counted on by the browser
               "traffic": [dict(shown["traffic"], used=shown["traffic"]["used"] + 1)],
@@ -325,17 +327,17 @@ def test_a_rows_version_holds_while_only_the_clock_moves_and_follows_all_it_show
     assert set(steady) == set(views.STEADY)
     for key, value in shown.items():
         for other in steady.get(key, [("other", value)]):
-            assert views.row_version(dict(shown, **{key: other}), 3, []) != version, key
+            assert views.row_version(dict(shown, **{key: other}), 3, COLUMNS) != version, key
     # The seconds left to a full disk count down in the browser, not in the version.
     moved = dict(shown, **{fleet_table.DISK_FULL: (full[0], full[1] - 30, full[2])})
-    assert views.row_version(moved, 3, []) == version
+    assert views.row_version(moved, 3, COLUMNS) == version
     traffic = shown["traffic"]
     nudged = dict(shown, traffic=dict(traffic, projected=(traffic["projected"] or 0) + 1,
                                       text="moved"))
     if traffic["projected"] is not None:  # the projection creeps with the clock
-        assert views.row_version(nudged, 3, []) == version
+        assert views.row_version(nudged, 3, COLUMNS) == version
         far = dict(shown, traffic=dict(traffic, projected=traffic["projected"] * 2))
-        assert views.row_version(far, 3, []) == version
+        assert views.row_version(far, 3, COLUMNS) == version
 
 
 def test_a_refresh_keeps_the_pages_customer_filter(browser, panel):
@@ -353,3 +355,29 @@ def test_a_refresh_keeps_the_pages_customer_filter(browser, panel):
         "have": "".join(have), "summary": summary_version(page)},
         headers={"X-CSRF-Token": csrf(page)})
     assert unchanged.status == 204
+
+
+def test_columns_can_be_hidden_and_the_choice_is_kept_in_the_address(browser, panel):
+    for index in range(3):
+        operations.add_server(f"h{index}", TEST_BCRYPT_ROUNDS)
+    browser.login()
+    page = browser.request("GET", "/servers?hide=cpu&hide=traffic&hide=name&hide=nosuch").text
+    headers = re.findall(r'<th class="[^"]*" aria-sort="[^"]+"><a href="/servers\?sort=([^&]+)',
+                         page)
+    expected = [key for key, _, _, _ in views.shown_columns([], ["cpu", "traffic"])]
+    assert headers == expected and "name" in headers and "cpu" not in headers
+    assert page.count("<col ") == len(expected)
+    assert 'type="checkbox" name="hide" value="cpu" checked' in page
+    assert 'name="hide" value="name"' not in page  # name and status always show
+    body = page.split('<tbody id="server-rows"', 1)[1].split("</tbody>", 1)[0]
+    for row in body.split("<tr ")[1:]:
+        if "data-server-id" in row:
+            assert row.count("<td") == len(expected)
+    assert "&amp;hide=cpu&amp;hide=traffic" in page  # the sort links keep the choice
+    # A refresh with the same choice (the form's fields) has nothing to send.
+    have = [version for version, _, _ in page_rows(page)]
+    unchanged = refresh(browser, csrf(page), have, summary_version(page),
+                        hide=["cpu", "traffic"])
+    assert unchanged.status == 204
+    # The same rows with every column are other versions: sent again.
+    assert refresh(browser, csrf(page), have, summary_version(page)).status == 200
