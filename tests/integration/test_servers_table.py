@@ -310,7 +310,8 @@ def test_a_rows_version_holds_while_only_the_clock_moves_and_follows_all_it_show
     held = 0
     for position, (row, same) in enumerate(zip(first, again)):
         if row["status"] == same["status"]:
-            assert views.row_version(row, position, COLUMNS) == views.row_version(same, position, COLUMNS)
+            assert views.row_version(row, position, COLUMNS) == \
+                views.row_version(same, position, COLUMNS)
             held += 1
     assert held > len(first) / 2
     shown = next(r for r in first if r["traffic"]["used"] and r[fleet_table.DISK_FULL] and
