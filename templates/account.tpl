@@ -98,6 +98,7 @@
   <form method="post" action="/account/tokens" class="stacked">
     <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
     <label>Name <input name="name" required maxlength="64" placeholder="backup script"></label>
+    <label>Your password <input name="password" type="password" autocomplete="current-password" required></label>
     <label>Scope <select name="scope">
     % for name, label in token_scopes:
       <option value="{{name}}">{{label}}</option>

@@ -268,6 +268,7 @@ def test_a_token_is_created_shown_once_listed_and_revoked_on_the_account_page(pa
     browser = logged_in(panel, "acme-ops", "customer-admin", world["acme_customer"])
     created = post(browser, "/account/tokens", {"name": "backup script", "scope": "write",
                                                 "expires_days": "30",
+                                                "password": browser.password,
                                                 "customer_id": str(world["other"].id)})
     assert created.status == 200, created.text
     assert created.headers["cache-control"] == "no-store"
@@ -294,17 +295,36 @@ def test_a_viewer_gets_read_only_tokens_and_nobody_revokes_anothers(panel, world
     viewer = logged_in(panel, "acme-view", "customer-viewer", world["acme_customer"])
     form = viewer.request("GET", "/account", headers=HTML).text
     assert 'value="read"' in form and 'value="write"' not in form
-    refused = post(viewer, "/account/tokens", {"name": "w", "scope": "write"})
+    refused = post(viewer, "/account/tokens", {"name": "w", "scope": "write",
+                                                "password": viewer.password})
     assert refused.status == 400 and "read-only" in refused.text
     assert models.ApiToken.select().where(models.ApiToken.name == "w").count() == 0
-    made = post(viewer, "/account/tokens", {"name": "r", "scope": "read"})
+    made = post(viewer, "/account/tokens", {"name": "r", "scope": "read",
+                                             "password": viewer.password})
     assert made.status == 200
     staff_row = models.ApiToken.get(models.ApiToken.name == "staff-admin write")
     stolen = post(viewer, f"/account/tokens/{staff_row.id}/revoke", {})
     assert stolen.status == 404
     assert models.ApiToken.get_by_id(staff_row.id).revoked_at is None
-    bad = post(viewer, "/account/tokens", {"name": "x", "expires_days": "soon"})
+    bad = post(viewer, "/account/tokens", {"name": "x", "expires_days": "soon",
+                                            "password": viewer.password})
     assert bad.status == 400 and "expires_days" in bad.text
+
+
+def test_creating_a_token_asks_for_the_password_again(panel, world):
+    """A token outlives the session it was made in: a stolen session alone makes none."""
+    browser = logged_in(panel, "acme-thief", "customer-admin", world["acme_customer"])
+    page = browser.request("GET", "/account", headers=HTML).text
+    assert 'name="password" type="password" autocomplete="current-password" required' in page
+    for password in ("", "not it"):
+        refused = post(browser, "/account/tokens", {"name": "kept", "password": password})
+        assert refused.status == 403 and "No token was created" in refused.text
+    assert models.ApiToken.select().where(models.ApiToken.name == "kept").count() == 0
+    failures = [e.detail for e in models.AuthEvent.select().where(
+        models.AuthEvent.kind == "login_failed")]
+    assert any("wrong password to create a token" in (detail or "") for detail in failures)
+    assert post(browser, "/account/tokens", {"name": "kept",
+                                             "password": browser.password}).status == 200
 
 
 def test_the_cli_creates_lists_and_revokes_tokens(panel, world, backend_url):
