@@ -158,30 +158,13 @@ def build_account(settings):
     # auth="viewer", not "account": a user who must still set up two-factor gets no token
     # (a token would be a way around the second factor).
 
-    def password_refused(admin, kind, what):
-        """None when the form's `password` is the account's, else (status, message). Asked
-        where a stolen session alone must not reach further than itself: tying the account to
-        another phone (which keeps its owner out), or a token (which outlives the session).
-        Spends the login limits as a login does: taken before the check, given back if right."""
-        address = auth.client_address(settings)
-        limits = auth.login_limits(settings, address, admin.username)
-        wait = models.take_attempts(limits, time.time())
-        if wait > 0:
-            return 429, auth.throttled_login(wait, address, admin.username)
-        password = bottle.request.forms.getunicode("password") or ""
-        if not keys.check_secret(password[:72], admin.password_hash):
-            models.record_auth_failure(kind, client_addr=address,
-                                       detail=f"user {admin.username}: wrong password to {what}")
-            return 403, f"That password is not right: type your own to {what}."
-        models.give_back_attempts(limits)
-        return None
-
     def form_text(name, limit):
         return (bottle.request.forms.getunicode(name) or "").strip()[:limit]
 
     @app.post("/account/tokens", auth="viewer")
     def create_token(session, access):
-        refused = password_refused(session.admin, "login_failed", "create a token")
+        refused = auth.password_refused(settings, session.admin, "login_failed",
+                                        "create a token")
         if refused:
             return account_page(session, f"{refused[1]} No token was created.",
                                 status=refused[0])
@@ -222,7 +205,8 @@ def build_account(settings):
         if auth.two_factor_on(admin) or not admin.totp_secret_box:
             return account_page(session, "No two-factor set-up is waiting: start one with "
                                          "“Set up two-factor”.", status=400)
-        refused = password_refused(admin, "two_factor_failed", "turn two-factor on")
+        refused = auth.password_refused(settings, admin, "two_factor_failed",
+                                        "turn two-factor on")
         if refused:
             return account_page(session, f"{refused[1]} Two-factor stays off.",
                                 status=refused[0])

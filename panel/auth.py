@@ -28,6 +28,7 @@ import hmac
 import ipaddress
 import logging
 import secrets
+import time
 
 import bottle
 
@@ -301,6 +302,25 @@ def end_session():
     token = bottle.request.get_cookie(SESSION_COOKIE)
     if token:
         models.end_session_by_token_hash(token_hash(token))
+
+
+def password_refused(settings, admin, kind, what, field="password"):
+    """None when the form's `field` is `admin`'s password, else (status, message). Asked where
+    a stolen session alone must not reach beyond itself: tying the account to another phone
+    (which keeps its owner out), a token or a new user (which outlive the session). Spends the
+    login limits as a login does: taken before the check, given back when it is right."""
+    address = client_address(settings)
+    limits = login_limits(settings, address, admin.username)
+    wait = models.take_attempts(limits, time.time())
+    if wait > 0:
+        return 429, throttled_login(wait, address, admin.username)
+    password = bottle.request.forms.getunicode(field) or ""
+    if not keys.check_secret(password[:72], admin.password_hash):
+        models.record_auth_failure(kind, client_addr=address,
+                                   detail=f"user {admin.username}: wrong password to {what}")
+        return 403, f"That password is not right: type your own to {what}."
+    models.give_back_attempts(limits)
+    return None
 
 
 def csrf_ok(session):

@@ -480,6 +480,12 @@ def build_manage(settings):
         customer = customer_or_404(customer_id)
         username = form_text("username", 65)
         role = form_text("role", 20)
+        # The adding admin's own password: a user outlives the session that adds it.
+        refused = auth.password_refused(settings, session.admin, "login_failed", "add a user",
+                                        field="your_password")
+        if refused:
+            return customer_page(session, customer, f"{refused[1]} No user was added.",
+                                 refused[0], username)
         try:
             if role not in access_module.CUSTOMER_ROLES:
                 raise ValueError(f"role must be one of {', '.join(access_module.CUSTOMER_ROLES)}")

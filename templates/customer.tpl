@@ -43,12 +43,13 @@
     <form method="post" action="/customers/{{customer.id}}/users" class="stack">
       <input type="hidden" name="csrf_token" value="{{session.csrf_token}}">
       <label>Username <input name="username" value="{{username}}" maxlength="64" required autocomplete="off"></label>
-      <label>Password <input name="password" type="password" minlength="8" required autocomplete="new-password"></label>
+      <label>Their password <input name="password" type="password" minlength="8" required autocomplete="new-password"></label>
       <label>Role <select name="role">
         % for role in roles:
         <option value="{{role.name}}">{{role.label}}</option>
         % end
       </select></label>
+      <label>Your password <input name="your_password" type="password" required autocomplete="current-password"></label>
       <button type="submit" class="small">Add user</button>
     </form>
     <form method="post" action="/customers/{{customer.id}}/quota" class="stack" id="quota">

@@ -75,20 +75,30 @@ def test_deleting_a_customer_gives_its_servers_back_and_logs_its_users_out(admin
 
 def test_an_admin_adds_and_removes_a_customers_users(admin, panel):
     customer = operations.add_customer("Acme")
+    # The adding admin's own password first: a user outlives a stolen session.
+    for mine in ("", "not mine"):
+        refused = post(admin, f"/customers/{customer.id}/users", {
+            "username": "acme-view", "password": PASSWORD, "role": "customer-viewer",
+            "your_password": mine})
+        assert refused.status == 403 and "No user was added" in refused.text
+        assert models.admin_by_username("acme-view") is None
     added = post(admin, f"/customers/{customer.id}/users",
-                 {"username": "acme-view", "password": PASSWORD, "role": "customer-viewer"})
+                 {"username": "acme-view", "password": PASSWORD, "role": "customer-viewer",
+                  "your_password": admin.password})
     assert added.status == 303
     user = models.admin_by_username("acme-view")
     assert (user.role, user.customer_id) == ("customer-viewer", customer.id)
     # A staff account of the same name is not taken over by setting its password here.
     staff_hash = models.admin_by_username("admin").password_hash
     taken = post(admin, f"/customers/{customer.id}/users",
-                 {"username": "admin", "password": "another password", "role": "customer-admin"})
+                 {"username": "admin", "password": "another password", "role": "customer-admin",
+                  "your_password": admin.password})
     assert taken.status == 409 and "already exists" in taken.text
     assert models.admin_by_username("admin").password_hash == staff_hash
     assert models.admin_by_username("admin").customer_id is None
     staff_role = post(admin, f"/customers/{customer.id}/users",
-                      {"username": "x-user", "password": PASSWORD, "role": "admin"})
+                      {"username": "x-user", "password": PASSWORD, "role": "admin",
+                       "your_password": admin.password})
     assert staff_role.status == 400 and "role must be one of" in staff_role.text
     browser = Browser(panel)
     assert browser.login("acme-view").status == 303
