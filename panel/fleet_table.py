@@ -220,15 +220,14 @@ def server_rows(offline_after, access, now=None):
 def build_rows(tuples, access, now, offline_after):
     """One dict per fleet tuple (models.FLEET_COLUMNS), in their order, with what the table
     shows of each server; the side reads name only these servers."""
-    identity = len(models.FLEET_COLUMNS) - len(models.FLEET_FIGURES) - \
-        len(models.QUOTA_COLUMNS)
+    if not tuples:
+        return []
+    identity = len(models.FLEET_IDENTITY)
     figured = identity + len(models.QUOTA_COLUMNS)
     agent_ids = [row[3] for row in tuples]
     server_ids = [row[0] for row in tuples]
-    if not tuples:
-        return []
     checked = models.service_summary(access, agent_ids)
-    quota_of = {row[3]: row[identity:identity + len(models.QUOTA_COLUMNS)] for row in tuples}
+    quota_of = {row[3]: row[identity:figured] for row in tuples}
     counted = models.traffic_between({agent_id: traffic.cycle(now, quota[0])
                                       for agent_id, quota in quota_of.items()})
     soonest = models.soonest_full(access, agent_ids)

@@ -1013,8 +1013,9 @@ FLEET_FIGURES = tuple(dict.fromkeys(column for figure in figures.TABLE_COLUMNS
                                     for column in (figure.column, figure.share_of) if column))
 # The servers' own traffic quota (quotas.py): billing day, allowance, basis.
 QUOTA_COLUMNS = ("billing_day", "traffic_allowance", "traffic_basis")
-FLEET_COLUMNS = ("server_id", "name", "critical", "agent_id", "hostname", "agent_status",
-                 "agent_version", "last_seen", "clock_offset", *QUOTA_COLUMNS, *FLEET_FIGURES)
+FLEET_IDENTITY = ("server_id", "name", "critical", "agent_id", "hostname", "agent_status",
+                  "agent_version", "last_seen", "clock_offset")
+FLEET_COLUMNS = (*FLEET_IDENTITY, *QUOTA_COLUMNS, *FLEET_FIGURES)
 
 
 def fleet_rows(columns, access, narrow=None):

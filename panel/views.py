@@ -36,23 +36,22 @@ DOWNLOADS = {  # agent.py: the panel's settings.agent_file (MPANEL_AGENT_FILE), 
     "config.example.json": (ROOT / "config.example.json", "application/json"),
 }
 
-# The servers table (fleet_table.py reads it): its cells for the templates, (sort key,
-# header, column class, format of the value), figure columns first.
-TABLE_CELLS = tuple((key, label, "c-rate" if figures.shown_unit(figure) == "rate" else "c-num",
-                     units.FORMATS[figures.shown_unit(figure)])
-                    for key, label, figure in fleet_table.TABLE_FIGURES) + \
-    ((fleet_table.DISK_FULL, "Disk full in", "c-full", None),)
 # The servers table's columns, left to right: (key, header, column class, numeric). The key
 # is the column's sort key (fleet_table.SORTS), and ?hide=<key> leaves it out; the service
-# columns a user picks (?show=) come after Services. Name and status always show.
+# columns a user picks (?show=) come after Services. Name and status always show. The figure
+# columns come from the figure table.
 TABLE_COLUMNS = (("name", "Name", "c-name", False), ("hostname", "Hostname", "c-host", False),
                  ("status", "Status", "c-status", False), ("seen", "Last seen", "c-seen", False),
-                 *((key, label, css, True) for key, label, css, _ in TABLE_CELLS),
+                 *((key, label, "c-rate" if figures.shown_unit(figure) == "rate" else "c-num",
+                    True) for key, label, figure in fleet_table.TABLE_FIGURES),
+                 (fleet_table.DISK_FULL, "Disk full in", "c-full", True),
                  ("traffic", "Traffic this cycle", "c-traffic", True),
                  ("services", "Services", "c-svc", False), ("version", "Agent", "c-ver", False))
 ALWAYS_SHOWN = ("name", "status")
 HIDEABLE = tuple((key, label) for key, label, _, _ in TABLE_COLUMNS if key not in ALWAYS_SHOWN)
-CELL_FORMATS = {key: shown for key, _, _, shown in TABLE_CELLS if shown}
+# How the row template writes each figure column's value.
+CELL_FORMATS = {key: units.FORMATS[figures.shown_unit(figure)]
+                for key, _, figure in fleet_table.TABLE_FIGURES}
 
 
 def shown_columns(show, hide):
@@ -103,7 +102,7 @@ def template(template_name, /, **ctx):
     ctx.setdefault("access", access_module.Access.of(session.admin) if session else None)
     ctx.setdefault("title", "mPanel")
     return bottle.template(template_name, template_lookup=[TEMPLATES], htmx_file=HTMX_FILE,
-                           units=units, quote=urllib.parse.quote_plus, table_cells=TABLE_CELLS,
+                           units=units, quote=urllib.parse.quote_plus,
                            allowance_text=traffic.allowance_text, traffic_bases=traffic.BASES,
                            service_names=fleet_table.SERVICE_NAMES,
                            service_sort=fleet_table.SERVICE_SORT_PREFIX,
